@@ -1,0 +1,123 @@
+"""Ledger messages: balances, deposits and usage debits.
+
+Field names are the HTTP API's (camelCase), so a params struct is both the REST body /
+ZAP params and the bus payload, and a result struct is the JSON the client reads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Metadata = dict[str, Any]
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Base for request params. Unknown fields are refused here so the gateway can notice
+    them and retry with case-folded keys (the reference's decoder matched keys
+    case-insensitively); after folding, leftovers are dropped."""
+
+
+# ---- requests -------------------------------------------------------------------------
+
+
+class BalanceQuery(Params):
+    user: str = ""
+    currency: str = ""
+
+
+class DepositParams(Params):
+    user: str = ""
+    currency: str = ""
+    amount: Int64 = 0
+    notes: str = ""
+    tags: str = ""
+    expiresIn: Int64 = 0  # days; <= 0 means no expiry
+    metadata: Metadata | None = None
+
+
+class UsageRecordParams(Params):
+    user: str = ""
+    currency: str = ""
+    amount: Int64 = 0
+    model: str = ""
+    provider: str = ""
+    requestId: str = ""
+    status: str = ""
+    clientIp: str = ""
+    promptTokens: Int64 = 0
+    completionTokens: Int64 = 0
+    totalTokens: Int64 = 0
+    premium: bool = False
+    stream: bool = False
+
+
+class UsageListParams(Params):
+    user: str = ""
+    currency: str = ""
+    limit: int = 1000
+    offset: int = 0
+
+
+# ---- results --------------------------------------------------------------------------
+
+
+class Balance(msgspec.Struct):
+    user: str
+    currency: str
+    balance: int
+    holds: int
+    available: int
+
+
+class BalanceEntry(msgspec.Struct):
+    currency: str
+    balance: int
+    holds: int
+    available: int
+
+
+class BalanceAll(msgspec.Struct):
+    user: str
+    balances: list[BalanceEntry]
+
+
+class DepositResult(msgspec.Struct, omit_defaults=True):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    type: str
+    tags: str  # required, so always emitted (even when empty), as the reference does
+    expiresAt: str | None = None  # omitted when the deposit never expires
+
+
+class UsageResult(msgspec.Struct):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    type: str
+
+
+class UsageSkipped(msgspec.Struct):
+    user: str
+    amount: int
+    status: str
+
+
+class UsageItem(msgspec.Struct):
+    transactionId: str
+    amount: int
+    currency: str
+    notes: str
+    metadata: Metadata
+    createdAt: str
+
+
+class UsageList(msgspec.Struct):
+    user: str
+    count: int
+    usage: list[UsageItem]

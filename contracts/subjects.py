@@ -1,0 +1,15 @@
+"""Request/reply subjects: `billing.<service>.<resource>.<action>`; queue group = service."""
+
+# ledger
+LEDGER_BALANCE_GET = "billing.ledger.balance.get"
+LEDGER_BALANCE_ALL = "billing.ledger.balance.all"
+LEDGER_DEPOSIT_CREATE = "billing.ledger.deposit.create"
+LEDGER_USAGE_RECORD = "billing.ledger.usage.record"
+LEDGER_USAGE_LIST = "billing.ledger.usage.list"
+
+# gateway (broadcast, no queue group: every gateway replica drops the key from its cache)
+GATEWAY_API_KEY_REVOKED = "billing.gateway.api_key.revoked"
+
+# health: every service answers on its own ping subject
+def ping(service: str) -> str:
+    return f"billing.{service}.health.ping"

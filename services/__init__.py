@@ -1,0 +1,1 @@
+"""Billing platform services. Each subpackage is one service; runtime/ holds shared mechanisms."""

@@ -1,0 +1,244 @@
+"""The `billing` command: dev, serve, migrate, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from services.runtime.config import Settings
+
+log = logging.getLogger("billing")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="billing", description="Usage-based billing platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="everything in one process, embedded servers if needed")
+    dev.add_argument("--port", type=int, default=None)
+
+    serve = commands.add_parser("serve", help="one service (or the gateway) in this process")
+    serve.add_argument("service", help="ledger | gateway (metering, invoicing, payments, "
+                                       "subscriptions: not built yet)")
+
+    commands.add_parser("migrate", help="apply every service's database migrations")
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--org", required=True)
+    create.add_argument("--mode", choices=("test", "live"), required=True)
+    create.add_argument("--publishable", action="store_true")
+    create.add_argument("--name", default="")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("--id", required=True)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("BILLING_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    runners = {"dev": _dev, "serve": _serve, "migrate": _migrate, "keys": _keys}
+    try:
+        _run(runners[args.command](settings, args))
+    except KeyboardInterrupt:
+        pass
+    except SystemExit:
+        raise
+    except Exception as e:  # a clear one-line failure for operators
+        log.error("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+        sys.exit(1)
+
+
+def _run(coro) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows)
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def _require_urls(settings: Settings) -> None:
+    missing = [n for n, v in (("NATS_URL", settings.nats_url),
+                              ("DATABASE_URL", settings.database_url)) if not v]
+    if missing:
+        raise SystemExit(f"billing: set {' and '.join(missing)} (or use `billing dev`)")
+
+
+# ---- dev ---------------------------------------------------------------------------------
+
+
+async def _dev(settings: Settings, args: argparse.Namespace) -> None:
+    from services.platform import Platform, until_signalled
+    from services.runtime import db, telemetry
+    from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+
+    data_dir = Path(settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: list = []
+    try:
+        nats_url, database_url = settings.nats_url, settings.database_url
+        if not nats_url:
+            server = EmbeddedNats(data_dir / "nats")
+            server.start()
+            embedded.append(server)
+            nats_url = server.url
+        if not database_url:
+            server = EmbeddedPostgres(data_dir / "pg")
+            server.start()
+            embedded.append(server)
+            server.create_database("billing")
+            database_url = server.url("billing")
+        else:
+            await db.ensure_database(database_url)
+        settings = dataclasses.replace(
+            settings, nats_url=nats_url, database_url=database_url,
+            port=args.port if args.port is not None else settings.port)
+        telemetry.configure(settings.otel_exporter, "billing-dev")
+        platform = Platform(settings)
+        await platform.start()
+        try:
+            test_key, live_key = await _dev_org(settings, platform.gateway.pool, data_dir)
+            base = f"http://{settings.host}:{platform.gateway.port}"
+            print(f"billing dev: gateway on {base}/api/v1  (NATS {nats_url}, "
+                  f"PostgreSQL {_redact(database_url)})")
+            print(f"billing dev: organization 'dev', test-mode secret key: {test_key}")
+            if live_key:
+                print(f"billing dev: organization 'dev', live-mode secret key: {live_key}")
+            print(f"  try: curl -H 'Authorization: Bearer {test_key}' "
+                  f"'{base}/api/v1/billing/balance?user=dev/alice'", flush=True)
+            await until_signalled()
+        finally:
+            await platform.stop()
+    finally:
+        for server in reversed(embedded):
+            server.stop()
+
+
+async def _dev_org(settings: Settings, pool, data_dir: Path) -> tuple[str, str | None]:
+    """The development organization `dev` and its secret keys, stable across restarts."""
+    from services.gateway import store
+
+    org = await store.provision_org(pool, "dev")
+    env = settings.env
+    test_key = env.get("BILLING_DEV_SECRET_KEY")
+    if not test_key:
+        # The key is stored hashed; keep the plaintext locally so a restart prints the same.
+        saved = data_dir / "dev-secret-key"
+        test_key = saved.read_text().strip() if saved.exists() else store.generate_key(
+            "secret", livemode=False)
+        saved.write_text(test_key + "\n")
+        saved.chmod(0o600)
+    await store.create_key(pool, settings.key_pepper, org, livemode=False, kind="secret",
+                           name="dev-test-secret", plaintext=test_key)
+    live_key = env.get("BILLING_DEV_LIVE_SECRET_KEY")
+    if live_key:
+        await store.create_key(pool, settings.key_pepper, org, livemode=True, kind="secret",
+                               name="dev-live-secret", plaintext=live_key)
+    return test_key, live_key
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return urlunsplit(parts)
+
+
+# ---- serve / migrate / keys --------------------------------------------------------------
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    from services.platform import SERVICES, until_signalled
+    from services.runtime import telemetry
+
+    _require_urls(settings)
+    telemetry.configure(settings.otel_exporter, f"billing-{args.service}")
+    if args.service == "gateway":
+        from services.gateway.app import Gateway
+
+        unit = Gateway(settings)
+    elif args.service in SERVICES:
+        unit = SERVICES[args.service](settings)
+    else:
+        raise SystemExit(f"billing: unknown or not yet built service {args.service!r}")
+    await unit.start()
+    log.info("billing %s running", args.service)
+    try:
+        await until_signalled()
+    finally:
+        await unit.stop()
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    import asyncpg
+
+    from services.gateway.app import MIGRATIONS as GATEWAY_MIGRATIONS
+    from services.platform import SERVICES
+    from services.runtime import db
+
+    if not settings.database_url:
+        raise SystemExit("billing: set DATABASE_URL")
+    await db.ensure_database(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        schemas = [("gateway", GATEWAY_MIGRATIONS)]
+        schemas += [(name, create(settings).migrations) for name, create in SERVICES.items()]
+        for schema, folder in schemas:
+            applied = await db.migrate(conn, schema, folder)
+            print(f"{schema}: {len(applied)} migration(s) applied")
+    finally:
+        await conn.close()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> None:
+    from services.gateway import store
+    from services.runtime import db
+
+    if not settings.database_url:
+        raise SystemExit("billing: set DATABASE_URL")
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        if args.keys_command == "create":
+            org = await store.provision_org(pool, args.org)
+            kind = "publishable" if args.publishable else "secret"
+            key_id, key = await store.create_key(pool, settings.key_pepper, org,
+                                                 livemode=args.mode == "live", kind=kind,
+                                                 name=args.name)
+            print(f"{key}\n(key id {key_id}; this is the only time the key is shown)")
+        else:
+            key_hash = await store.revoke_key(pool, args.id)
+            if key_hash is None:
+                raise SystemExit(f"billing: no active key {args.id}")
+            await _broadcast_revocation(settings, key_hash)
+            print(f"revoked {args.id}")
+    finally:
+        await pool.close()
+
+
+async def _broadcast_revocation(settings: Settings, key_hash: bytes) -> None:
+    """Tell running gateways to drop the key from their caches now, not in a minute."""
+    if not settings.nats_url:
+        return
+    import nats
+
+    from contracts import subjects
+    from services.runtime.bus import nats_servers
+
+    nc = await nats.connect(servers=nats_servers(settings.nats_url))
+    try:
+        await nc.publish(subjects.GATEWAY_API_KEY_REVOKED, key_hash)
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""HTTP details shared by the gateway's handlers: the error envelope, request ids, CORS and
+cache headers, and decoding bodies and queries into contract structs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from services.runtime.ids import uuid7_int
+
+JSON = "application/json"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+INVALID_BODY = "invalid request body"
+
+
+class ApiError(Exception):
+    """A refusal made by the gateway itself (auth, scope, validation, bus failures)."""
+
+    def __init__(self, status: int, message: str, code: str = "", param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+class _ErrorBody(msgspec.Struct, omit_defaults=True):
+    type: str
+    message: str
+    code: str = ""
+    param: str | None = None
+    requestId: str = ""
+
+
+class _Envelope(msgspec.Struct):
+    error: _ErrorBody
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def request_id(request: web.Request) -> str:
+    inbound = request.headers.get("X-Request-Id", "")
+    if inbound and _REQUEST_ID.match(inbound):
+        return inbound
+    return str(uuid.UUID(int=uuid7_int()))
+
+
+def error_response(status: int, message: str, request_id: str, code: str = "",
+                   param: str | None = None) -> web.Response:
+    body = _encode(_Envelope(_ErrorBody("api-error", message, code, param, request_id)))
+    return web.Response(status=status, body=body, content_type=JSON)
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type=JSON, charset="utf-8")
+
+
+# ---- decoding --------------------------------------------------------------------------
+
+_decoders: dict[type, msgspec.json.Decoder] = {}
+_field_names: dict[type, dict[str, str]] = {}
+_int_fields: dict[type, frozenset[str]] = {}
+
+
+def _info(struct: type) -> None:
+    if struct in _decoders:
+        return
+    _decoders[struct] = msgspec.json.Decoder(struct)
+    fields = msgspec.inspect.type_info(struct).fields
+    _field_names[struct] = {f.encode_name.lower(): f.encode_name for f in fields}
+    _int_fields[struct] = frozenset(
+        f.encode_name for f in fields if isinstance(f.type, msgspec.inspect.IntType))
+
+
+def decode_body(struct: type, raw: bytes) -> Any:
+    """JSON → `struct`. Exact field names first; only if unknown keys are present, fold keys
+    case-insensitively onto the declared names (Go's decoder did) and drop the rest."""
+    _info(struct)
+    stripped = raw.strip()
+    if stripped == b"null":
+        return struct()  # Go decodes null into the zero value: field checks then apply
+    try:
+        return _decoders[struct].decode(raw)
+    except msgspec.ValidationError as e:
+        if "unknown field" not in str(e):
+            raise ApiError(400, INVALID_BODY, "invalid_request") from None
+    except msgspec.DecodeError:
+        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+    obj = msgspec.json.decode(raw)
+    if not isinstance(obj, dict):
+        raise ApiError(400, INVALID_BODY, "invalid_request")
+    names = _field_names[struct]
+    folded = {names[k.lower()]: v for k, v in obj.items() if k.lower() in names}
+    try:
+        return msgspec.convert(folded, struct)
+    except msgspec.ValidationError:
+        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+
+
+def decode_query(struct: type, query: Any) -> Any:
+    """Query string → `struct`. Integers are parsed leniently, as the reference did: an
+    unparsable value falls back to the default."""
+    _info(struct)
+    ints = _int_fields[struct]
+    values: dict[str, Any] = {}
+    for name in _field_names[struct].values():
+        raw = query.get(name)
+        if raw is None:
+            continue
+        if name in ints:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                continue
+        else:
+            values[name] = raw
+    try:
+        return msgspec.convert(values, struct)
+    except msgspec.ValidationError:
+        raise ApiError(400, "invalid query parameters", "invalid_request") from None

@@ -1,0 +1,1 @@
+"""The ledger service: balances, deposits, usage debits (and, later, credits and tiers)."""

@@ -1,0 +1,1 @@
+"""The metering service (not built yet)."""

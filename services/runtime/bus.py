@@ -1,0 +1,166 @@
+"""A service on the bus: FastStream NATS responders with msgspec envelopes.
+
+`Service.handler(subject, Params)` registers a request/reply handler in the service's queue
+group. The runtime decodes `Request[Params]`, refuses expired deadlines, continues the
+caller's trace, runs the handler (inside a database transaction with idempotency when asked),
+and encodes the `Reply`. Handlers stay thin: decode is done for them, they call the domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from fast_depends.msgspec import MsgSpecSerializer
+from faststream.nats import NatsBroker, NatsMessage
+
+from contracts import ErrorCode, Reply, Request, Scope
+from services.runtime import db, telemetry
+from services.runtime.config import Settings
+from services.runtime.errors import Failure, internal
+from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_BAD_REQUEST = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
+                                           "invalid request body").error))
+_PAST_DEADLINE = _encode(Reply(error=Failure(ErrorCode.UNAVAILABLE, 503,
+                                             "deadline exceeded").error))
+_INTERNAL = _encode(Reply(error=internal()))
+
+
+def created(result: Any) -> Reply:
+    """A 201 reply (creates and ledger writes)."""
+    return Reply(result=result, status=201)
+
+
+async def _message_as_is(msg: NatsMessage) -> NatsMessage:
+    # FastStream's default decoder would parse JSON into dicts; the runtime decodes the
+    # envelope with msgspec into typed structs instead.
+    return msg
+
+
+def nats_servers(url: str) -> list[str]:
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+class Service:
+    """One billing service: its queue group, its handlers and its database schema."""
+
+    def __init__(self, name: str, settings: Settings, *, migrations: Path | None = None,
+                 max_workers: int = 256):
+        self.name = name
+        self.settings = settings
+        self.migrations = migrations
+        self.max_workers = max_workers
+        self.pool: asyncpg.Pool | None = None
+        self.keys = IdempotencyKeys(name)
+        self.broker = NatsBroker(
+            nats_servers(settings.nats_url),
+            name=f"billing-{name}",
+            serializer=MsgSpecSerializer(),
+            apply_types=False,
+            decoder=_message_as_is,
+            # FastStream logs every message at this level; DEBUG keeps them out of INFO logs.
+            log_level=logging.DEBUG,
+            graceful_timeout=10.0,
+        )
+
+    # ---- registration -------------------------------------------------------------------
+
+    def handler(self, subject: str, params: type, *, transaction: bool = False,
+                natural_key: Callable[[Any], str | None] | None = None,
+                ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """Register `fn(scope, params)` for `subject`.
+
+        With `transaction=True` it is `fn(scope, params, conn)`, run in one database
+        transaction and idempotent under the scope's key; `natural_key(params)` supplies a
+        key from the body (e.g. a usage record's `requestId`) when the client sent none.
+        """
+        decode = msgspec.json.Decoder(Request[params]).decode
+
+        def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def on_request(msg: NatsMessage) -> bytes:
+                return await self._respond(msg, decode, fn, transaction, natural_key, subject)
+
+            self.broker.subscriber(subject, queue=self.name, max_workers=self.max_workers)(
+                on_request)
+            return fn
+
+        return register
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.settings.database_url:
+            self.pool = await db.create_pool(self.settings.database_url)
+            async with self.pool.acquire() as conn:
+                await db.migrate(conn, self.name, self.migrations)
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    # ---- request handling ---------------------------------------------------------------
+
+    async def _respond(self, msg: NatsMessage, decode: Callable[[bytes], Request],
+                       fn: Callable[..., Awaitable[Any]], transaction: bool,
+                       natural_key: Callable[[Any], str | None] | None, subject: str) -> bytes:
+        try:
+            request = decode(msg.body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return _BAD_REQUEST
+        scope = request.scope
+        if natural_key is not None and not scope.idempotency_key:
+            key = natural_key(request.params)
+            if key:
+                fingerprint = hashlib.sha256(_encode(request.params)).hexdigest()
+                scope = msgspec.structs.replace(scope, idempotency_key=key,
+                                                fingerprint=fingerprint)
+        if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
+            return _PAST_DEADLINE
+        with telemetry.server_span(subject, msg.headers):
+            try:
+                if transaction:
+                    return await self._in_transaction(scope, request.params, fn)
+                return _encode(_as_reply(await fn(scope, request.params)))
+            except Failure as failure:
+                return _encode(Reply(error=failure.error))
+            except Exception:
+                log.exception("%s failed (request %s)", subject, scope.request_id)
+                return _INTERNAL
+
+    async def _in_transaction(self, scope: Scope, params: Any,
+                              fn: Callable[..., Awaitable[Any]]) -> bytes:
+        assert self.pool is not None, f"{self.name}: no database configured"
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not scope.idempotency_key:
+                return _encode(_as_reply(await fn(scope, params, conn)))
+            stored = await self.keys.begin(conn, scope)
+            if stored is not None:
+                return stored
+            try:
+                async with conn.transaction():  # savepoint: a refusal keeps the key row only
+                    reply = _as_reply(await fn(scope, params, conn))
+            except Failure as failure:
+                if failure.error.status not in STORED_ERROR_STATUSES:
+                    raise
+                reply = Reply(error=failure.error)
+            reply.replayed = True
+            await self.keys.complete(conn, scope, _encode(reply))
+            reply.replayed = False
+            return _encode(reply)
+
+
+def _as_reply(result: Any) -> Reply:
+    return result if isinstance(result, Reply) else Reply(result=result)

@@ -1,0 +1,67 @@
+"""Settings read from the environment, once, at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str = ""
+    database_url: str = ""
+    data_dir: str = ".data"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # gateway
+    service_tokens: tuple[str, ...] = ()
+    service_org: str = "hanzo"
+    auto_provision_orgs: bool = True
+    allow_query_keys: bool = True
+    mint_policy: str = "secret_keys"  # or "platform_only"
+    key_pepper: str = "billing-dev-pepper"
+    cors_allowed_origins: tuple[str, ...] = ("*",)
+    path_prefixes: tuple[str, ...] = ("/api/v1", "/v1/commerce", "/v1")
+    request_timeout_s: float = 10.0
+    require_idempotency_key: tuple[str, ...] = ()
+    plans_dir: str = ""
+    # telemetry: "none", "console" or "otlp"
+    otel_exporter: str = "none"
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        profile = env.get("BILLING_PROFILE", "compat")
+        tokens = _csv(env.get("BILLING_SERVICE_TOKENS")) + _csv(env.get("COMMERCE_SERVICE_TOKEN"))
+        return cls(
+            nats_url=env.get("NATS_URL", ""),
+            database_url=env.get("DATABASE_URL", ""),
+            data_dir=env.get("BILLING_DATA_DIR", ".data"),
+            host=env.get("BILLING_HOST", "127.0.0.1"),
+            port=int(env.get("BILLING_PORT", "8080")),
+            service_tokens=tokens,
+            service_org=env.get("BILLING_SERVICE_ORG") or env.get("COMMERCE_SERVICE_ORG") or "hanzo",
+            auto_provision_orgs=_bool(env.get("AUTO_PROVISION_ORGS"), True),
+            allow_query_keys=_bool(env.get("ALLOW_QUERY_KEYS"), profile != "production"),
+            mint_policy=env.get("MINT_POLICY", "secret_keys"),
+            key_pepper=env.get("BILLING_KEY_PEPPER", "billing-dev-pepper"),
+            cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS", "*")) or ("*",),
+            path_prefixes=_csv(env.get("GATEWAY_PATH_PREFIXES")) or ("/api/v1", "/v1/commerce", "/v1"),
+            request_timeout_s=float(env.get("BILLING_REQUEST_TIMEOUT", "10")),
+            require_idempotency_key=_csv(env.get("REQUIRE_IDEMPOTENCY_KEY")),
+            plans_dir=env.get("BILLING_PLANS_DIR", ""),
+            otel_exporter=env.get("BILLING_OTEL_EXPORTER", "none"),
+            env=env,
+        )

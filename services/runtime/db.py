@@ -1,0 +1,83 @@
+"""PostgreSQL through asyncpg: pools, database creation and versioned migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+
+log = logging.getLogger(__name__)
+
+RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as Python objects, through msgspec rather than the json module.
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", format="text",
+        encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode,
+    )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     init=_init_connection)
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database named in `dsn` if it does not exist (development convenience)."""
+    name = urlsplit(dsn).path.lstrip("/") or "postgres"
+    conn = await asyncpg.connect(with_database(dsn, "postgres"))
+    try:
+        exists = await conn.fetchval("select 1 from pg_database where datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'create database "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another process created it first
+    finally:
+        await conn.close()
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, directory: Path | None) -> list[str]:
+    """Apply pending migrations of one service schema; returns the versions applied.
+
+    The runtime's own migrations (idempotency keys, ...) come first, then the service's.
+    A session advisory lock per schema makes replicas that start together apply each file
+    exactly once: the second waits, then finds nothing left to do.
+    """
+    lock_key = f"billing.migrate.{schema}"
+    await conn.execute("select pg_advisory_lock(hashtextextended($1, 0))", lock_key)
+    try:
+        await conn.execute(f"create schema if not exists {schema}")
+        await conn.execute(
+            f"create table if not exists {schema}.schema_migrations ("
+            " version text primary key, applied_at timestamptz not null default now())"
+        )
+        applied = {r["version"] for r in await conn.fetch(
+            f"select version from {schema}.schema_migrations")}
+        pending: list[tuple[str, str]] = []
+        for prefix, folder in (("runtime", RUNTIME_MIGRATIONS), (schema, directory)):
+            if folder is None:
+                continue
+            for path in sorted(folder.glob("*.sql")):
+                version = f"{prefix}/{path.stem}"
+                if version not in applied:
+                    pending.append((version, path.read_text().replace("{schema}", schema)))
+        for version, sql in pending:
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    f"insert into {schema}.schema_migrations (version) values ($1)", version)
+            log.info("applied migration %s", version)
+        return [v for v, _ in pending]
+    finally:
+        await conn.execute("select pg_advisory_unlock(hashtextextended($1, 0))", lock_key)

@@ -1,0 +1,49 @@
+"""Identifiers and timestamps as they appear on the wire."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def uuid7_int() -> int:
+    """A UUIDv7 as an integer: 48-bit millisecond timestamp, then random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | rand
+    # version 7 and RFC 4122 variant bits
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return value
+
+
+def new_id(prefix: str = "") -> str:
+    """Base62 of a UUIDv7: 22 characters, time-ordered, opaque to clients."""
+    n = uuid7_int()
+    out = []
+    for _ in range(22):
+        n, r = divmod(n, 62)
+        out.append(_ALPHABET[r])
+    return prefix + "".join(reversed(out))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(ts: datetime | None) -> str:
+    """Go's rendering: UTC with `Z`, fractional seconds trimmed of trailing zeros."""
+    if ts is None:
+        return "0001-01-01T00:00:00Z"
+    ts = ts.astimezone(UTC)
+    base = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    if ts.microsecond:
+        base += ("." + f"{ts.microsecond:06d}").rstrip("0")
+    return base + "Z"
+
+
+def rfc3339_seconds(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

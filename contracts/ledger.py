@@ -61,6 +61,13 @@ class UsageListParams(Params):
     offset: int = 0
 
 
+class TransactionListParams(Params):
+    user: str = ""
+    currency: str = ""
+    limit: int = 100
+    offset: int = 0
+
+
 # ---- results --------------------------------------------------------------------------
 
 
@@ -121,3 +128,21 @@ class UsageList(msgspec.Struct):
     user: str
     count: int
     usage: list[UsageItem]
+
+
+class TransactionItem(msgspec.Struct, omit_defaults=True):
+    id: str
+    type: str
+    amount: int
+    currency: str
+    createdAt: str
+    tags: str = ""
+    notes: str = ""
+    metadata: Metadata | None = None
+    expiresAt: str | None = None
+
+
+class TransactionList(msgspec.Struct):
+    transactions: list[TransactionItem]
+    count: int  # all matching transactions, before paging
+    user: str

@@ -6,6 +6,7 @@ LEDGER_BALANCE_ALL = "billing.ledger.balance.all"
 LEDGER_DEPOSIT_CREATE = "billing.ledger.deposit.create"
 LEDGER_USAGE_RECORD = "billing.ledger.usage.record"
 LEDGER_USAGE_LIST = "billing.ledger.usage.list"
+LEDGER_TRANSACTION_LIST = "billing.ledger.transaction.list"
 
 # gateway (broadcast, no queue group: every gateway replica drops the key from its cache)
 GATEWAY_API_KEY_REVOKED = "billing.gateway.api_key.revoked"

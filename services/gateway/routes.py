@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import subjects
-from contracts.ledger import BalanceQuery, DepositParams, UsageListParams, UsageRecordParams
+from contracts.ledger import (
+    BalanceQuery,
+    DepositParams,
+    TransactionListParams,
+    UsageListParams,
+    UsageRecordParams,
+)
 
 # Access classes (conventions §10.3) and the roles each admits. `mint` is decided by the
 # caller's `may_mint` (mint policy), not by role alone.
@@ -46,6 +52,8 @@ ROUTES: tuple[Route, ...] = (
           idempotent=True),
     Route("GET", "/billing/usage", subjects.LEDGER_USAGE_LIST, "admin", UsageListParams,
           source="query"),
+    Route("GET", "/billing/transactions", subjects.LEDGER_TRANSACTION_LIST, "user",
+          TransactionListParams, source="query"),
 )
 
 _BY_NAME = {r.name: r for r in ROUTES}

@@ -14,6 +14,9 @@ from contracts.ledger import (
     BalanceQuery,
     DepositParams,
     DepositResult,
+    TransactionItem,
+    TransactionList,
+    TransactionListParams,
     UsageItem,
     UsageList,
     UsageListParams,
@@ -24,7 +27,7 @@ from contracts.ledger import (
 from services.ledger import domain, store
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
-from services.runtime.ids import now, rfc3339
+from services.runtime.ids import now, rfc3339, rfc3339_seconds
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -71,10 +74,26 @@ def create(settings: Settings) -> Service:
     async def list_usage(scope: Scope, p: UsageListParams) -> UsageList:
         user = domain.require_user(p.user, "user query parameter is required")
         currency = domain.currency_of(p.currency) if p.currency else ""
+        limit, offset = domain.page(p.limit, p.offset, default_limit=domain.MAX_PAGE)
         rows = await store.usage(svc.pool, scope.org_id, scope.livemode, user, currency,
-                                 p.limit, p.offset)
+                                 limit, offset)
         items = [UsageItem(r["id"], r["amount"], r["currency"], r["notes"],
                            r["metadata"] or {}, rfc3339(r["created_at"])) for r in rows]
         return UsageList(user, len(items), items)
+
+    @svc.handler(subjects.LEDGER_TRANSACTION_LIST, TransactionListParams)
+    async def list_transactions(scope: Scope, p: TransactionListParams) -> TransactionList:
+        user = domain.require_user(p.user, "user query parameter is required")
+        currency = domain.currency_of(p.currency) if p.currency.strip() else ""
+        limit, offset = domain.page(p.limit, p.offset, default_limit=100)
+        rows, total = await store.transactions(svc.pool, scope.org_id, scope.livemode, user,
+                                               currency, limit, offset)
+        items = [TransactionItem(
+            id=r["id"], type=r["type"], amount=r["amount"], currency=r["currency"],
+            createdAt=rfc3339_seconds(r["created_at"]), tags=r["tags"], notes=r["notes"],
+            metadata=r["metadata"] or None,
+            expiresAt=rfc3339_seconds(r["expires_at"]) if r["expires_at"] else None,
+        ) for r in rows]
+        return TransactionList(items, total, user)
 
     return svc

@@ -45,6 +45,20 @@ order by created_at desc, id desc
 limit $5 offset $6
 """
 
+_TRANSACTIONS = """
+select id, type, amount, currency, notes, tags, metadata, expires_at, created_at,
+       count(*) over () as total
+from ledger.transactions
+where org_id = $1 and livemode = $2 and user_id = $3 and ($4 = '' or currency = $4)
+order by created_at desc, id desc
+limit $5 offset $6
+"""
+
+_TRANSACTION_COUNT = """
+select count(*) from ledger.transactions
+where org_id = $1 and livemode = $2 and user_id = $3 and ($4 = '' or currency = $4)
+"""
+
 
 async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movement
                ) -> tuple[str, datetime]:
@@ -73,3 +87,14 @@ async def balances(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str
 async def usage(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str, currency: str,
                 limit: int, offset: int) -> list[asyncpg.Record]:
     return await db.fetch(_USAGE, org_id, livemode, user_id, currency, limit, offset)
+
+
+async def transactions(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
+                       currency: str, limit: int, offset: int
+                       ) -> tuple[list[asyncpg.Record], int]:
+    """A page of the user's transactions, newest first, and how many there are in all."""
+    rows = await db.fetch(_TRANSACTIONS, org_id, livemode, user_id, currency, limit, offset)
+    if rows:
+        return rows, rows[0]["total"]
+    # An empty page (or an offset past the end) still reports the total.
+    return rows, await db.fetchval(_TRANSACTION_COUNT, org_id, livemode, user_id, currency)

@@ -1,0 +1,185 @@
+"""Shared fixtures: a real NATS server (JetStream, temp dir, free port), a real PostgreSQL
+database made fresh for the run, and the whole platform (services + gateway) running in the
+test process, reached over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from services.gateway import store
+from services.platform import Platform
+from services.runtime import db
+from services.runtime.config import Settings
+from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+
+SERVICE_TOKENS = ("svc-token-one", "svc-token-two")
+IAM_ISSUER = "https://iam.billing.test"
+IAM_CLIENT_ID = "billing-tests"
+IAM_KID = "test-rsa"
+IAM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PEPPER = "test-pepper"
+
+# One tracer provider for the whole run, recording in memory, so tests can follow a trace
+# from the gateway into a service.
+SPANS = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(_provider)
+
+
+def _tempdir(prefix: str) -> Path:
+    # Under /tmp and world-traversable: the embedded PostgreSQL runs as another user.
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    directory = _tempdir("billing-nats-")
+    server = EmbeddedNats(directory)
+    server.start()
+    yield server.url
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The configured server (DATABASE_URL), else an embedded one for this run."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    directory = _tempdir("billing-pg-")
+    server = EmbeddedPostgres(directory / "data")
+    server.start()
+    yield server.url("postgres")
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh database for this run, dropped afterwards."""
+    name = f"billing_test_{secrets.token_hex(4)}"
+    url = db.with_database(postgres_url, name)
+    await db.ensure_database(url)
+    yield url
+    conn = await asyncpg.connect(db.with_database(postgres_url, "postgres"))
+    try:
+        await conn.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def jwks_file() -> Iterator[Path]:
+    directory = _tempdir("billing-jwks-")
+    jwk = RSAAlgorithm.to_jwk(IAM_KEY.public_key(), as_dict=True)
+    jwk.update(kid=IAM_KID, alg="RS256", use="sig")
+    path = directory / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    yield path
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(nats_url: str, database_url: str, jwks_file: Path) -> Settings:
+    return Settings.from_env({
+        "NATS_URL": nats_url,
+        "DATABASE_URL": database_url,
+        "BILLING_PORT": "0",
+        "BILLING_SERVICE_TOKENS": ",".join(SERVICE_TOKENS),
+        "BILLING_KEY_PEPPER": PEPPER,
+        "IAM_JWKS_FILE": str(jwks_file),
+        "IAM_ISSUER": IAM_ISSUER,
+        "IAM_CLIENT_ID": IAM_CLIENT_ID,
+        "PLATFORM_ADMIN_ORGS": "platform-admins",
+    })
+
+
+@pytest.fixture(scope="session")
+async def platform(settings: Settings) -> AsyncIterator[Platform]:
+    running = Platform(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="session")
+async def http(platform: Platform) -> AsyncIterator[aiohttp.ClientSession]:
+    base = f"http://127.0.0.1:{platform.gateway.port}"
+    async with aiohttp.ClientSession(base_url=base) as session:
+        yield session
+
+
+class Org:
+    """An organization with one key of each kind, made directly in the gateway's tables."""
+
+    def __init__(self, name: str, keys: dict[str, str]):
+        self.name = name
+        self.keys = keys
+
+    def auth(self, which: str = "sk_test") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[which]}"}
+
+
+@pytest.fixture(scope="session")
+async def make_org(platform: Platform):
+    pool = platform.gateway.pool
+
+    async def make(name: str | None = None) -> Org:
+        org = await store.provision_org(pool, name or f"org-{secrets.token_hex(4)}")
+        keys = {}
+        for kind, prefix in (("secret", "sk"), ("publishable", "pk")):
+            for livemode in (False, True):
+                _, key = await store.create_key(pool, PEPPER, org, livemode=livemode,
+                                                kind=kind)
+                keys[f"{prefix}_{'live' if livemode else 'test'}"] = key
+        return Org(org.name, keys)
+
+    return make
+
+
+@pytest.fixture
+async def org(make_org) -> Org:
+    return await make_org()
+
+
+def iam_token(claims: dict[str, Any] | None = None, *, key: Any = IAM_KEY,
+              kid: str = IAM_KID, alg: str = "RS256", **overrides: Any) -> str:
+    """A signed IAM token with sensible defaults; `overrides` replace or drop (None) claims."""
+    now = int(time.time())
+    body = {"iss": IAM_ISSUER, "aud": IAM_CLIENT_ID, "sub": "sub-1", "owner": "acme",
+            "name": "alice", "iat": now, "exp": now + 600}
+    body.update(claims or {})
+    for name, value in overrides.items():
+        if value is None:
+            body.pop(name, None)
+        else:
+            body[name] = value
+    return jwt.encode(body, key, algorithm=alg, headers={"kid": kid})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

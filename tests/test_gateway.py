@@ -184,5 +184,7 @@ async def test_one_trace_spans_gateway_and_service(http, org):
                   and s.kind.name == "CLIENT")
     server = next(s for s in spans if s.name == "billing.ledger.balance.get"
                   and s.kind.name == "SERVER")
-    assert server.context.trace_id == client.context.trace_id
+    http_span = next(s for s in spans if s.name == "GET /api/v1/billing/balance")
+    assert server.context.trace_id == client.context.trace_id == http_span.context.trace_id
     assert server.parent.span_id == client.context.span_id
+    assert client.parent.span_id == http_span.context.span_id

@@ -125,7 +125,8 @@ class Gateway:
             response = self._preflight(request)
         else:
             try:
-                response = await handler(request)
+                with telemetry.server_span(_route_name(request), request.headers):
+                    response = await handler(request)
             except ApiError as e:
                 response = error_response(e.status, e.message, rid, e.code, e.param)
             except web.HTTPException as e:
@@ -291,6 +292,11 @@ class Gateway:
             return _zap_error(call.id, code, reply.error.message)
         body = b'{"id":' + _encode(call.id) + b',"result":' + bytes(reply.result) + b"}"
         return json_response(body)
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource else request.path}"
 
 
 def _zap_error(call_id: str | int, code: int, message: str, status: int = 200) -> web.Response:

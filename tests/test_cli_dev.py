@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from services.runtime import db
-from services.runtime.embedded import free_port, port_is_open
+from services.runtime.embedded import EmbeddedNats, free_port, port_is_open
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,12 @@ async def _deposit_and_read(base: str, key: str, read_key: str) -> int:
             return (await r.json())["balance"]
 
 
-async def test_dev_with_configured_urls(nats_url, postgres_url, tmp_path):
+async def test_dev_with_configured_urls(postgres_url, tmp_path):
+    # Its own NATS: the suite's platform shares the suite's server, and two ledgers in one
+    # queue group would split the requests between two databases.
+    nats_server = EmbeddedNats(tmp_path / "nats")
+    nats_server.start()
+    nats_url = nats_server.url
     database = db.with_database(postgres_url, f"billing_dev_{secrets.token_hex(4)}")
     test_key = "sk_test_" + secrets.token_hex(16)
     live_key = "sk_live_" + secrets.token_hex(16)
@@ -102,6 +107,7 @@ async def test_dev_with_configured_urls(nats_url, postgres_url, tmp_path):
             assert (await r.json())["balance"] == 250  # live money, via the service token
         assert await _stop(proc) == 0
     finally:
+        nats_server.stop()
         conn = await asyncpg.connect(db.with_database(postgres_url, "postgres"))
         await conn.execute(
             f'drop database if exists "{database.rsplit("/", 1)[1]}" with (force)')

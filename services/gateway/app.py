@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
 SCOPE_REFUSED = "Token doesn't support this scope"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 _encode = msgspec.json.Encoder().encode
 _decode_reply = msgspec.json.Decoder(RawReply).decode
@@ -120,7 +121,7 @@ class Gateway:
     async def _edge(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Request ids, CORS, cache headers and the error envelope, for every response."""
         rid = request_id(request)
-        request["request_id"] = rid
+        request[REQUEST_ID] = rid
         if request.method == "OPTIONS":
             response = self._preflight(request)
         else:
@@ -232,7 +233,7 @@ class Gateway:
                fingerprint: str | None) -> Scope:
         deadline = int((time.time() + self.settings.request_timeout_s) * 1000)
         return Scope(org_id=caller.org_id, org_name=caller.org_name, livemode=caller.livemode,
-                     actor=caller.actor, request_id=request["request_id"],
+                     actor=caller.actor, request_id=request[REQUEST_ID],
                      idempotency_key=key, fingerprint=fingerprint, deadline_ms=deadline)
 
     async def _call(self, subject: str, scope: Scope, params: Any,

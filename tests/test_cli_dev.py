@@ -25,11 +25,22 @@ pytestmark = pytest.mark.slow
 KEY_LINE = re.compile(r"(test|live)-mode secret key: (\S+)")
 
 
-async def _start_dev(env: dict[str, str], port: int) -> tuple[asyncio.subprocess.Process,
-                                                               dict[str, str]]:
+@pytest.fixture
+def started():
+    """Every `billing dev` a test starts; killed afterwards even when the test failed."""
+    processes: list[asyncio.subprocess.Process] = []
+    yield processes
+    for proc in processes:
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def _start_dev(started: list, env: dict[str, str], port: int
+                     ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "dev", "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    started.append(proc)
     keys: dict[str, str] = {}
     output = []
 
@@ -76,7 +87,7 @@ async def _deposit_and_read(base: str, key: str, read_key: str) -> int:
             return (await r.json())["balance"]
 
 
-async def test_dev_with_configured_urls(postgres_url, tmp_path):
+async def test_dev_with_configured_urls(started, postgres_url, tmp_path):
     # Its own NATS: the suite's platform shares the suite's server, and two ledgers in one
     # queue group would split the requests between two databases.
     nats_server = EmbeddedNats(tmp_path / "nats")
@@ -91,14 +102,14 @@ async def test_dev_with_configured_urls(postgres_url, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     try:
-        proc, keys = await _start_dev(env, port)
+        proc, keys = await _start_dev(started, env, port)
         assert keys == {"test": test_key, "live": live_key}
         assert await _deposit_and_read(base, test_key, test_key) == 250
         assert await _deposit_and_read(base, live_key, test_key) == 250  # modes stay apart
         assert await _stop(proc) == 0
         assert not port_is_open(port)
         # Restarting keeps the same keys and the money.
-        proc, keys = await _start_dev(env, port)
+        proc, keys = await _start_dev(started, env, port)
         assert keys["test"] == test_key
         assert await _deposit_and_read(base, test_key, test_key) == 500
         async with aiohttp.ClientSession(base_url=base) as http, http.get(
@@ -114,12 +125,12 @@ async def test_dev_with_configured_urls(postgres_url, tmp_path):
         await conn.close()
 
 
-async def test_dev_with_nothing_configured_starts_embedded_servers():
+async def test_dev_with_nothing_configured_starts_embedded_servers(started):
     data_dir = Path(tempfile.mkdtemp(prefix="billing-dev-", dir="/tmp"))
     data_dir.chmod(0o755)
     port = free_port()
     try:
-        proc, keys = await _start_dev(_env(BILLING_DATA_DIR=str(data_dir)), port)
+        proc, keys = await _start_dev(started, _env(BILLING_DATA_DIR=str(data_dir)), port)
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession(base_url=base) as http, http.get("/readyz") as r:
             assert r.status == 200
@@ -129,7 +140,7 @@ async def test_dev_with_nothing_configured_starts_embedded_servers():
         assert await _stop(proc) == 0
         assert not port_is_open(pg_port), "embedded PostgreSQL left running"
         # The same data directory comes back with the same key and the same money.
-        proc, again = await _start_dev(_env(BILLING_DATA_DIR=str(data_dir)), port)
+        proc, again = await _start_dev(started, _env(BILLING_DATA_DIR=str(data_dir)), port)
         assert again["test"] == keys["test"]
         assert await _deposit_and_read(base, keys["test"], keys["test"]) == 500
         assert await _stop(proc) == 0

@@ -126,7 +126,10 @@ class Gateway:
             response = self._preflight(request)
         else:
             try:
-                with telemetry.server_span(_route_name(request), request.headers):
+                if telemetry.tracing_enabled():
+                    with telemetry.server_span(_route_name(request), request.headers):
+                        response = await handler(request)
+                else:
                     response = await handler(request)
             except ApiError as e:
                 response = error_response(e.status, e.message, rid, e.code, e.param)

@@ -8,6 +8,7 @@ and encodes the `Reply`. Handlers stay thin: decode is done for them, they call 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -55,11 +56,12 @@ class Service:
     """One billing service: its queue group, its handlers and its database schema."""
 
     def __init__(self, name: str, settings: Settings, *, migrations: Path | None = None,
-                 max_workers: int = 256):
+                 max_in_flight: int = 1024):
         self.name = name
         self.settings = settings
         self.migrations = migrations
-        self.max_workers = max_workers
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task] = set()
         self.pool: asyncpg.Pool | None = None
         self.keys = IdempotencyKeys(name)
         self.broker = NatsBroker(
@@ -87,11 +89,25 @@ class Service:
         decode = msgspec.json.Decoder(Request[params]).decode
 
         def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def on_request(msg: NatsMessage) -> bytes:
-                return await self._respond(msg, decode, fn, transaction, natural_key, subject)
+            async def respond(msg: NatsMessage) -> None:
+                try:
+                    reply = await self._respond(msg, decode, fn, transaction, natural_key,
+                                                subject)
+                    if msg.reply_to:
+                        await msg.raw_message.respond(reply)
+                finally:
+                    self._in_flight.release()
 
-            self.broker.subscriber(subject, queue=self.name, max_workers=self.max_workers)(
-                on_request)
+            async def on_request(msg: NatsMessage) -> None:
+                # FastStream hands messages over one at a time; each becomes its own task so
+                # database round trips overlap. The semaphore is the back-pressure: at the
+                # limit, dispatch waits and NATS buffers.
+                await self._in_flight.acquire()
+                task = asyncio.create_task(respond(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+            self.broker.subscriber(subject, queue=self.name, no_reply=True)(on_request)
             return fn
 
         return register
@@ -107,6 +123,8 @@ class Service:
 
     async def stop(self) -> None:
         await self.broker.stop()
+        if self._tasks:  # let requests already taken finish and reply
+            await asyncio.wait(self._tasks, timeout=10)
         if self.pool is not None:
             await self.pool.close()
             self.pool = None

@@ -31,11 +31,20 @@ def configure(exporter: str, service_name: str) -> None:
     else:
         raise ValueError(f"unknown BILLING_OTEL_EXPORTER {exporter!r}")
     trace.set_tracer_provider(provider)
+    global _enabled
+    _enabled = None
+
+
+_enabled: bool | None = None
 
 
 def tracing_enabled() -> bool:
-    return trace.get_tracer_provider().__class__.__name__ not in (
-        "ProxyTracerProvider", "NoOpTracerProvider")
+    """Whether an SDK tracer provider is installed (looked up once: it is on the hot path)."""
+    global _enabled
+    if _enabled is None:
+        _enabled = trace.get_tracer_provider().__class__.__name__ not in (
+            "ProxyTracerProvider", "NoOpTracerProvider")
+    return _enabled
 
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -1,0 +1,156 @@
+"""Shared pieces of the benchmarks: infrastructure, processes and an HTTP load driver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from services.runtime import db
+from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PEPPER = "bench-pepper"
+
+
+@asynccontextmanager
+async def infrastructure():
+    """NATS and a fresh PostgreSQL database: the configured ones, else embedded."""
+    async with AsyncExitStack() as stack:
+        scratch = Path(tempfile.mkdtemp(prefix="billing-bench-", dir="/tmp"))
+        scratch.chmod(0o755)
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats = EmbeddedNats(scratch / "nats")
+            nats.start()
+            stack.callback(nats.stop)
+            nats_url = nats.url
+        server_url = os.environ.get("DATABASE_URL")
+        if not server_url:
+            pg = EmbeddedPostgres(scratch / "pg")
+            pg.start()
+            stack.callback(pg.stop)
+            server_url = pg.url("postgres")
+        database = db.with_database(server_url, f"billing_bench_{secrets.token_hex(4)}")
+        await db.ensure_database(database)
+        stack.push_async_callback(_drop, server_url, database)
+        yield nats_url, database
+
+
+async def _drop(server_url: str, database: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(db.with_database(server_url, "postgres"))
+    try:
+        await conn.execute(f'drop database if exists "{database.rsplit("/", 1)[1]}" with (force)')
+    finally:
+        await conn.close()
+
+
+def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def billing_env(nats_url: str, database_url: str, **extra: str) -> dict[str, str]:
+    return {"NATS_URL": nats_url, "DATABASE_URL": database_url, "BILLING_KEY_PEPPER": PEPPER,
+            "BILLING_LOG_LEVEL": "WARNING", **extra}
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} never became ready")
+            await asyncio.sleep(0.2)
+
+
+async def secret_key(database_url: str, org_name: str = "bench") -> str:
+    from services.gateway import store
+
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        org = await store.provision_org(pool, org_name)
+        _, key = await store.create_key(pool, PEPPER, org, livemode=False, kind="secret")
+        return key
+    finally:
+        await pool.close()
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+    def line(self) -> str:
+        return (f"{self.name:<34} {self.rps:>9,.0f} req/s   p50 {self.percentile(0.50):6.2f} ms"
+                f"   p99 {self.percentile(0.99):6.2f} ms   errors {self.errors}")
+
+
+async def drive(name: str, url: str, *, concurrency: int, seconds: float, method: str = "GET",
+                headers: dict[str, str] | None = None, body_for=None) -> Result:
+    """Keep `concurrency` requests in flight for `seconds`; `body_for(i)` makes POST bodies."""
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    async with aiohttp.ClientSession(connector=connector) as http:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors, counter
+            while time.perf_counter() < deadline:
+                counter += 1
+                data = body_for(counter) if body_for else None
+                started = time.perf_counter()
+                async with http.request(method, url, headers=headers, data=data) as r:
+                    await r.read()
+                    if r.status >= 300:
+                        errors += 1
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        elapsed = time.perf_counter() - started
+    return Result(name, len(latencies), errors, elapsed, latencies)
+
+
+__all__ = ["Result", "billing_env", "drive", "free_port", "infrastructure", "secret_key",
+           "spawn", "stop", "wait_http"]

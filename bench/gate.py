@@ -1,0 +1,83 @@
+"""The billing gate: how fast the gateway answers balance checks.
+
+Drives `GET /billing/balance` and ZAP `billing.getBalance` through the gateway (gateway and
+ledger each in their own process, as deployed), and in the same run a baseline: a bare aiohttp
+handler doing one NATS request/reply to a trivial responder. Prints requests/s, p50/p99 and
+the ratio to the baseline.
+
+    .venv/bin/python bench/gate.py [--seconds 10] [--concurrency 64]
+
+NATS_URL / DATABASE_URL are used when set, else embedded servers are started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    billing_env,
+    drive,
+    free_port,
+    infrastructure,
+    secret_key,
+    spawn,
+    stop,
+    wait_http,
+)
+
+
+async def main(seconds: float, concurrency: int) -> None:
+    async with infrastructure() as (nats_url, database_url):
+        port = free_port()
+        env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
+        ledger = spawn("-m", "services.cli", "serve", "ledger", env=env)
+        await asyncio.sleep(1.0)  # let the ledger migrate before the gateway starts
+        gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
+        base_port = free_port()
+        responder = spawn("bench/baseline.py", "responder", nats_url, env={})
+        baseline = spawn("bench/baseline.py", "server", nats_url, str(base_port), env={})
+        processes = [gateway, ledger, baseline, responder]
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(base + "/readyz")
+            await wait_http(f"http://127.0.0.1:{base_port}/ready")
+            key = await secret_key(database_url)
+            auth = {"Authorization": f"Bearer {key}"}
+            await drive("warm-up", f"{base}/api/v1/billing/balance?user=bench/alice",
+                        concurrency=concurrency, seconds=2, headers=auth)
+            zap = json.dumps({"method": "billing.getBalance", "id": "1",
+                              "params": {"user": "bench/alice"}}).encode()
+            results = [
+                await drive("baseline (aiohttp + NATS echo)",
+                            f"http://127.0.0.1:{base_port}/echo", concurrency=concurrency,
+                            seconds=seconds),
+                await drive("GET /billing/balance",
+                            f"{base}/api/v1/billing/balance?user=bench/alice",
+                            concurrency=concurrency, seconds=seconds, headers=auth),
+                await drive("ZAP billing.getBalance", f"{base}/api/v1/billing/zap",
+                            concurrency=concurrency, seconds=seconds, method="POST",
+                            headers=auth, body_for=lambda i: zap),
+            ]
+        finally:
+            stop(processes)
+    print(f"\nbilling gate, {concurrency} concurrent clients, {seconds:.0f} s each")
+    for result in results:
+        print(result.line())
+    for result in results[1:]:
+        print(f"{result.name}: {result.rps / results[0].rps:.2f} × baseline")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.run(main(args.seconds, args.concurrency))

@@ -269,3 +269,27 @@ async def test_concurrent_replays_of_one_key_have_one_effect(http, org):
     ids = {body["transactionId"] for status, body, _ in results if status == 201}
     assert len(ids) == 1
     assert (await balance(http, org, "hanzo/burst"))["balance"] == 50
+
+
+async def test_a_key_still_in_progress_is_409(http, org, platform, database_url):
+    import asyncpg
+
+    from services.gateway import store
+
+    org_id = (await store.org_by_name(platform.gateway.pool, org.name)).id
+    holder = await asyncpg.connect(database_url)
+    try:
+        # Hold the key's lock as a concurrent request executing it would.
+        await holder.execute("select pg_advisory_lock(hashtextextended($1, 0))",
+                             f"ledger|{org_id}|0|slow-key")
+        headers = {**org.auth(), "Idempotency-Key": "slow-key"}
+        status, reply, _ = await post(http, "/deposit", {"user": "hanzo/slow", "amount": 5},
+                                      headers)
+        assert status == 409
+        assert reply["error"]["message"] == "a request with this idempotency key is in progress"
+    finally:
+        await holder.close()
+    # Released (the first attempt finished or died): the key works, and nothing was written.
+    status, _, _ = await post(http, "/deposit", {"user": "hanzo/slow", "amount": 5}, headers)
+    assert status == 201
+    assert (await balance(http, org, "hanzo/slow"))["balance"] == 5

@@ -61,6 +61,37 @@ class UsageListParams(Params):
     offset: int = 0
 
 
+class WithdrawParams(Params):
+    user: str = ""
+    currency: str = ""
+    amount: Int64 = 0
+    notes: str = ""
+    tags: str = ""
+
+
+class RefundParams(Params):
+    user: str = ""
+    currency: str = ""
+    amount: Int64 = 0
+    originalTransactionId: str = ""
+    notes: str = ""
+
+
+class StarterCreditParams(Params):
+    user: str = ""
+
+
+class TierQuery(Params):
+    user: str = ""
+    tier: str = ""  # honoured only for callers allowed to mint (a tier is worth money)
+    model: str = ""
+
+
+class StatusQuery(Params):
+    user: str = ""
+    tier: str = ""
+
+
 class TransactionListParams(Params):
     user: str = ""
     currency: str = ""
@@ -99,6 +130,86 @@ class DepositResult(msgspec.Struct, omit_defaults=True):
     type: str
     tags: str  # required, so always emitted (even when empty), as the reference does
     expiresAt: str | None = None  # omitted when the deposit never expires
+
+
+class WithdrawResult(msgspec.Struct):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    type: str
+    tags: str
+
+
+class StarterCreditResult(msgspec.Struct):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    type: str
+    tags: str
+    expiresAt: str
+
+
+class RefundResult(msgspec.Struct):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    type: str
+    tags: str
+    originalTransactionId: str
+
+
+class TierConfig(msgspec.Struct):
+    name: str
+    displayName: str
+    maxAgents: int
+    unlimitedAgents: bool
+    dailyCreditsCents: int
+    allowedModels: list[str]
+
+
+class TierBalance(msgspec.Struct):
+    currency: str
+    prepaidAvailable: int
+    dailyRemaining: int
+    effectiveAvailable: int
+
+
+class TierResult(msgspec.Struct):
+    user: str
+    tier: TierConfig
+    balance: TierBalance
+
+
+class TierSummary(msgspec.Struct):
+    name: str
+    displayName: str
+    allowedModels: list[str]
+    maxAgents: int
+
+
+class TierCheckResult(msgspec.Struct, omit_defaults=True):
+    user: str
+    tier: TierSummary
+    model: str | None = None
+    allowed: bool | None = None
+
+
+class LedgerStatus(msgspec.Struct):
+    """The ledger's half of the billing gate; the gateway adds `hasPaymentMethod`."""
+
+    user: str
+    creditBalance: int
+    tier: str
+
+
+class BillingStatus(msgspec.Struct):
+    user: str
+    hasPaymentMethod: bool
+    creditBalance: int
+    tier: str
 
 
 class UsageResult(msgspec.Struct):
@@ -146,3 +257,4 @@ class TransactionList(msgspec.Struct):
     transactions: list[TransactionItem]
     count: int  # all matching transactions, before paging
     user: str
+

@@ -38,11 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("--id", required=True)
 
+    ledger = commands.add_parser("ledger", help="ledger maintenance")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_commands.add_parser("verify", help="recompute every balance from the ledger "
+                                              "entries; exit 1 on any mismatch")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BILLING_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    runners = {"dev": _dev, "serve": _serve, "migrate": _migrate, "keys": _keys}
+    runners = {"dev": _dev, "serve": _serve, "migrate": _migrate, "keys": _keys,
+               "ledger": _ledger_verify}
     try:
         _run(runners[args.command](settings, args))
     except KeyboardInterrupt:
@@ -221,6 +227,33 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
             print(f"revoked {args.id}")
     finally:
         await pool.close()
+
+
+async def _ledger_verify(settings: Settings, args: argparse.Namespace) -> None:
+    import asyncpg
+
+    from services.ledger import store
+
+    if not settings.database_url:
+        raise SystemExit("billing: set DATABASE_URL")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        mismatches = await store.verify(conn)
+        accounts = await conn.fetchval("select count(*) from ledger.balances")
+        entries = await conn.fetchval("select count(*) from ledger.transactions")
+    finally:
+        await conn.close()
+    # Postings sum to zero by construction (each transaction is one debit and one credit of
+    # the same amount and currency); what can drift is a stored balance, so check those.
+    for m in mismatches:
+        mode = "live" if m["livemode"] else "test"
+        print(f"MISMATCH org={m['org_id']} mode={mode} user={m['user_id']} "
+              f"currency={m['currency']} stored={m['stored']} computed={m['computed']} "
+              f"expiring stored={m['stored_expiring']} computed={m['computed_expiring']}")
+    print(f"ledger verify: {entries} transactions, {accounts} balances, "
+          f"{len(mismatches)} mismatch(es)")
+    if mismatches:
+        raise SystemExit(1)
 
 
 async def _broadcast_revocation(settings: Settings, key_hash: bytes) -> None:

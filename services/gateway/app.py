@@ -8,6 +8,7 @@ reply — the result bytes go to the client without being decoded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -22,6 +23,8 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import Actor, ErrorCode, RawReply, Request, Scope, subjects
+from contracts.ledger import BillingStatus, LedgerStatus
+from contracts.payments import PaymentMethodExists, PaymentMethodQuery
 from services.gateway.auth import Authenticator, AuthError, Caller
 from services.gateway.http import (
     ApiError,
@@ -47,6 +50,9 @@ REQUEST_ID = web.RequestKey("request_id", str)
 
 _encode = msgspec.json.Encoder().encode
 _decode_reply = msgspec.json.Decoder(RawReply).decode
+_decode_ledger_status = msgspec.json.Decoder(LedgerStatus).decode
+_decode_exists = msgspec.json.Decoder(PaymentMethodExists).decode
+PAYMENT_METHOD_TIMEOUT_S = 2.0
 
 
 class _ZapCall(msgspec.Struct):
@@ -113,7 +119,8 @@ class Gateway:
         app.router.add_get("/readyz", self._readyz)
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
-                app.router.add_route(route.method, prefix + route.path, self._rest(route))
+                handler = self._billing_status(route) if route.composite else self._rest(route)
+                app.router.add_route(route.method, prefix + route.path, handler)
             app.router.add_post(prefix + ZAP_ROUTE.path, self._zap)
         return app
 
@@ -189,13 +196,7 @@ class Gateway:
 
     def _rest(self, route: Route) -> Any:
         async def handle(request: web.Request) -> web.Response:
-            caller = await self._authenticate(request)
-            _authorize(route, caller.actor)
-            if route.source == "query":
-                params = decode_query(route.params, request.query)
-            else:
-                params = decode_body(route.params, await request.read())
-            params = _pin_user(route, params, caller.actor)
+            caller, params = await self._accept(route, request)
             key = self._idempotency_key(request, route)
             fingerprint = _fingerprint(route, request, params, caller.actor) if key else None
             reply = await self._call(route.subject, self._scope(request, caller, key,
@@ -209,6 +210,49 @@ class Gateway:
             return response
 
         return handle
+
+    async def _accept(self, route: Route, request: web.Request) -> tuple[Caller, Any]:
+        """Authenticate, authorize the route's class, decode the params, pin the user."""
+        caller = await self._authenticate(request)
+        _authorize(route, caller.actor)
+        if route.source == "query":
+            params = decode_query(route.params, request.query)
+        else:
+            params = decode_body(route.params, await request.read())
+        if request.match_info:  # path parameters (`{id}`) fill the param of the same name
+            params = msgspec.structs.replace(params, **request.match_info)
+        return caller, _pin_user(route, params, caller.actor)
+
+    def _billing_status(self, route: Route) -> Any:
+        """The billing gate: the ledger's balance and tier, and whether the user has a
+        payment method, asked of both services at once. Payments not answering means "no
+        payment method": the gate never fails for it."""
+
+        async def handle(request: web.Request) -> web.Response:
+            caller, params = await self._accept(route, request)
+            scope = self._scope(request, caller, None, None)
+            ledger, has_payment_method = await asyncio.gather(
+                self._call(route.subject, scope, params, request),
+                self._has_payment_method(scope, params.user, request))
+            if ledger.error is not None:
+                e = ledger.error
+                raise ApiError(e.status, e.message, e.code, e.param)
+            status = _decode_ledger_status(ledger.result)
+            return json_response(_encode(BillingStatus(
+                status.user, has_payment_method, status.creditBalance, status.tier)))
+
+        return handle
+
+    async def _has_payment_method(self, scope: Scope, user: str, request: web.Request) -> bool:
+        if not user:
+            return False
+        try:
+            reply = await self._call(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, scope,
+                                     PaymentMethodQuery(customerId=user), request,
+                                     timeout=PAYMENT_METHOD_TIMEOUT_S)
+        except ApiError:
+            return False
+        return reply.error is None and _decode_exists(reply.result).exists
 
     async def _authenticate(self, request: web.Request) -> Caller:
         try:
@@ -239,8 +283,8 @@ class Gateway:
                      actor=caller.actor, request_id=request[REQUEST_ID],
                      idempotency_key=key, fingerprint=fingerprint, deadline_ms=deadline)
 
-    async def _call(self, subject: str, scope: Scope, params: Any,
-                    request: web.Request) -> RawReply:
+    async def _call(self, subject: str, scope: Scope, params: Any, request: web.Request,
+                    timeout: float | None = None) -> RawReply:
         """One bus request; transport failures become 503 / 504 errors, never hangs."""
         if not self.nc.is_connected:
             raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE)
@@ -251,7 +295,7 @@ class Gateway:
                 headers = {"traceparent": request.headers["traceparent"]}
             try:
                 msg = await self.nc.request(subject, payload, headers=headers,
-                                            timeout=self.settings.request_timeout_s)
+                                            timeout=timeout or self.settings.request_timeout_s)
             except NoRespondersError:
                 raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE) from None
             except NatsTimeout:

@@ -9,9 +9,14 @@ from contracts import subjects
 from contracts.ledger import (
     BalanceQuery,
     DepositParams,
+    RefundParams,
+    StarterCreditParams,
+    StatusQuery,
+    TierQuery,
     TransactionListParams,
     UsageListParams,
     UsageRecordParams,
+    WithdrawParams,
 )
 
 # Access classes (conventions §10.3) and the roles each admits. `mint` is decided by the
@@ -35,6 +40,7 @@ class Route:
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
     other_user_message: str = "cannot access another user's account"
+    composite: bool = False  # answered by a gateway view over several services
 
     @property
     def name(self) -> str:
@@ -54,7 +60,25 @@ ROUTES: tuple[Route, ...] = (
           source="query"),
     Route("GET", "/billing/transactions", subjects.LEDGER_TRANSACTION_LIST, "user",
           TransactionListParams, source="query"),
+    Route("POST", "/billing/withdraw", subjects.LEDGER_WITHDRAW_CREATE, "user", WithdrawParams,
+          idempotent=True, other_user_message="cannot withdraw from another user's account"),
+    Route("POST", "/billing/refund", subjects.LEDGER_REFUND_CREATE, "mint", RefundParams,
+          idempotent=True),
+    Route("POST", "/billing/credit", subjects.LEDGER_STARTER_CREDIT_CLAIM, "user",
+          StarterCreditParams, idempotent=True),
+    Route("GET", "/billing/tier", subjects.LEDGER_TIER_GET, "admin", TierQuery, source="query"),
+    Route("GET", "/billing/tier-check", subjects.LEDGER_TIER_CHECK, "admin", TierQuery,
+          source="query"),
+    # The billing gate: the ledger's answer plus "has a payment method?" from payments,
+    # asked concurrently by the gateway (see Gateway._billing_status).
+    Route("GET", "/billing/status", subjects.LEDGER_STATUS_GET, "user", StatusQuery,
+          source="query", composite=True),
 )
+
+# Imported here, after Route exists: credit_routes imports Route from this module.
+from services.gateway.credit_routes import CREDIT_ROUTES  # noqa: E402
+
+ROUTES = ROUTES + CREDIT_ROUTES
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -8,8 +8,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contracts import Actor
-from contracts.ledger import DepositParams, UsageRecordParams
-from services.runtime.errors import forbidden, invalid
+from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
+from services.runtime.errors import (
+    Failure,
+    conflict,
+    forbidden,
+    invalid,
+    not_found,
+    payment_required,
+)
 
 DEFAULT_CURRENCY = "usd"
 _CURRENCY = re.compile(r"^[a-z][a-z0-9]{2,9}$")
@@ -63,6 +70,7 @@ class Movement:
     tags: str = ""
     metadata: dict[str, Any] | None = None
     expires_at: datetime | None = None
+    reverses: str | None = None  # the transaction this one corrects
 
     @property
     def balance_delta(self) -> int:
@@ -114,3 +122,104 @@ def page(limit: int, offset: int, default_limit: int) -> tuple[int, int]:
     limits are capped so no list is unbounded."""
     limit = default_limit if limit <= 0 else min(limit, MAX_PAGE)
     return limit, max(offset, 0)
+
+
+# ---- withdrawals, refunds, starter credit ----------------------------------------------
+
+WITHDRAWALS = "platform:withdrawals"  # money paid out to or taken by customers
+EXPIRED = "platform:expired"  # unspent expiring money that lapsed
+STARTER_CREDIT_TAG = "starter-credit"
+STARTER_CREDIT_CENTS = 500
+STARTER_CREDIT_DAYS = 30
+REFUND_TAG = "refund"
+EXPIRY_TAG = "expiry"
+
+
+def withdrawal(p: WithdrawParams) -> Movement:
+    user = require_user(p.user)
+    if p.amount <= 0:
+        raise invalid("amount must be positive", "amount")
+    currency = currency_of(p.currency)
+    return Movement(type="withdraw", user_id=user, debit=user_account(user),
+                    credit=WITHDRAWALS, currency=currency, amount=p.amount,
+                    notes=p.notes or f"Withdraw: {p.amount} cents {currency}", tags=p.tags)
+
+
+def insufficient_balance(have: int, need: int) -> Failure:
+    return payment_required(f"insufficient balance: have {have} cents, need {need} cents")
+
+
+def refund_request(p: RefundParams) -> tuple[str, int, str]:
+    """Validated (user, amount, originalTransactionId), in the reference's order."""
+    user = require_user(p.user)
+    if p.amount <= 0:
+        raise invalid("amount must be positive", "amount")
+    if not p.originalTransactionId:
+        raise invalid("originalTransactionId is required", "originalTransactionId")
+    return user, p.amount, p.originalTransactionId
+
+
+@dataclass(frozen=True, slots=True)
+class Refundable:
+    """The usage debit a refund points at, and what was refunded of it so far."""
+
+    user_id: str
+    currency: str
+    amount: int
+    tags: str
+    refunded: int
+
+
+def refund(p: RefundParams, original: Refundable | None) -> Movement:
+    """A refund gives back (part of) a usage debit of the same user: never more than it,
+    in total, and never in another currency (a refund that mints money is refused)."""
+    user, amount, original_id = refund_request(p)
+    if original is None or original.user_id != user or original.tags != USAGE_TAG:
+        raise not_found("original transaction not found")
+    currency = currency_of(p.currency) if p.currency.strip() else original.currency
+    if currency != original.currency:
+        raise invalid("currency does not match the original transaction", "currency")
+    refundable = original.amount - original.refunded
+    if amount > refundable:
+        raise conflict(f"refund exceeds the original transaction: {refundable} cents "
+                       "left to refund")
+    return Movement(
+        type="deposit", user_id=user, debit=USAGE_REVENUE, credit=user_account(user),
+        currency=currency, amount=amount, tags=REFUND_TAG,
+        notes=p.notes or (f"Refund: {amount} cents {currency} "
+                          f"(original tx: {original_id})"),
+        metadata={"refundType": "billing-correction", "originalTransactionId": original_id},
+        reverses=original_id,
+    )
+
+
+def starter_credit(user: str, now: datetime) -> Movement:
+    user = require_user(user)
+    return Movement(
+        type="deposit", user_id=user, debit=CREDITS_ISSUED, credit=user_account(user),
+        currency=DEFAULT_CURRENCY, amount=STARTER_CREDIT_CENTS, tags=STARTER_CREDIT_TAG,
+        notes="Welcome credit: $5.00 USD (expires in 30 days)",
+        metadata={"creditType": "starter", "expiryDays": STARTER_CREDIT_DAYS},
+        expires_at=now + timedelta(days=STARTER_CREDIT_DAYS),
+    )
+
+
+CREDITS_ISSUED = "platform:credits"  # money the platform gives away (starter credit, promos)
+
+
+def lapse(user_id: str, currency: str, lot_id: str, unspent: int) -> Movement:
+    return Movement(type="withdraw", user_id=user_id, debit=user_account(user_id),
+                    credit=EXPIRED, currency=currency, amount=unspent, tags=EXPIRY_TAG,
+                    notes=f"Expired: {unspent} unspent cents of deposit {lot_id}",
+                    reverses=lot_id)
+
+
+def lot_remaining(amount: int, balance_after: int) -> int:
+    """How much of a new expiring deposit stays spendable: what paid off a negative balance
+    was spent at once and cannot lapse."""
+    return min(amount, max(balance_after, 0))
+
+
+def today(now: datetime) -> datetime:
+    """Start of the current UTC day: daily allowances reset at 00:00 UTC."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import asyncpg
+import msgspec
 
 from contracts import Scope, subjects
 from contracts.ledger import (
@@ -14,6 +16,18 @@ from contracts.ledger import (
     BalanceQuery,
     DepositParams,
     DepositResult,
+    LedgerStatus,
+    RefundParams,
+    RefundResult,
+    StarterCreditParams,
+    StarterCreditResult,
+    StatusQuery,
+    TierBalance,
+    TierCheckResult,
+    TierConfig,
+    TierQuery,
+    TierResult,
+    TierSummary,
     TransactionItem,
     TransactionList,
     TransactionListParams,
@@ -23,11 +37,17 @@ from contracts.ledger import (
     UsageRecordParams,
     UsageResult,
     UsageSkipped,
+    WithdrawParams,
+    WithdrawResult,
 )
-from services.ledger import domain, store
+from contracts.payments import PaymentMethodExists, PaymentMethodQuery
+from services.ledger import credit_handlers, domain, store, tiers
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
+from services.runtime.errors import forbidden
 from services.runtime.ids import now, rfc3339, rfc3339_seconds
+
+_decode_pm = msgspec.json.Decoder(PaymentMethodExists).decode
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -70,6 +90,94 @@ def create(settings: Settings) -> Service:
         return created(UsageResult(tx_id, movement.user_id, movement.amount,
                                    movement.currency, movement.type))
 
+    @svc.handler(subjects.LEDGER_WITHDRAW_CREATE, WithdrawParams, transaction=True)
+    async def create_withdrawal(scope: Scope, p: WithdrawParams, conn: asyncpg.Connection):
+        movement = domain.withdrawal(p)
+        key = (scope.org_id, scope.livemode, movement.user_id, movement.currency)
+        bal, holds, expiring = await store.lock_balance(conn, *key)
+        if expiring:
+            bal -= await store.lapse_due_lots(conn, *key)
+        have = domain.available(bal, holds)
+        if movement.amount > have:
+            raise domain.insufficient_balance(have, movement.amount)
+        tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+        return created(WithdrawResult(tx_id, movement.user_id, movement.amount,
+                                      movement.currency, movement.type, movement.tags))
+
+    @svc.handler(subjects.LEDGER_REFUND_CREATE, RefundParams, transaction=True)
+    async def create_refund(scope: Scope, p: RefundParams, conn: asyncpg.Connection):
+        _, _, original_id = domain.refund_request(p)
+        domain.require_mint(scope.actor)
+        original = await store.refundable(conn, scope.org_id, scope.livemode, original_id)
+        movement = domain.refund(p, original)
+        tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+        return created(RefundResult(tx_id, movement.user_id, movement.amount,
+                                    movement.currency, movement.type, movement.tags,
+                                    original_id))
+
+    @svc.handler(subjects.LEDGER_STARTER_CREDIT_CLAIM, StarterCreditParams, transaction=True)
+    async def claim_starter_credit(scope: Scope, p: StarterCreditParams,
+                                   conn: asyncpg.Connection):
+        movement = domain.starter_credit(p.user, now())
+        if not await _has_payment_method(scope, movement.user_id):
+            raise forbidden("a verified payment method is required before claiming "
+                            "starter credit")
+        existing = await store.starter_credit(conn, scope.org_id, scope.livemode,
+                                              movement.user_id)
+        if existing is None:
+            try:
+                async with conn.transaction():  # a concurrent claim may win the unique index
+                    tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+                return created(_starter_result(tx_id, movement.user_id, movement.amount,
+                                               movement.expires_at))
+            except asyncpg.UniqueViolationError:
+                existing = await store.starter_credit(conn, scope.org_id, scope.livemode,
+                                                      movement.user_id)
+        # Claimed before: the same grant again, not an error (product decision).
+        return _starter_result(existing["id"], movement.user_id, existing["amount"],
+                               existing["expires_at"])
+
+    async def _has_payment_method(scope: Scope, user: str) -> bool:
+        reply = await svc.ask(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, scope,
+                              PaymentMethodQuery(customerId=user, verifiedOnly=True))
+        return bool(reply and reply.error is None and _decode_pm(reply.result).exists)
+
+    @svc.handler(subjects.LEDGER_TIER_GET, TierQuery)
+    async def get_tier(scope: Scope, p: TierQuery) -> TierResult:
+        user = domain.require_user(p.user, "user query parameter is required")
+        tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+        bal, holds = await store.balance(svc.pool, scope.org_id, scope.livemode, user,
+                                         domain.DEFAULT_CURRENCY)
+        used_today = 0
+        if tier.has_daily_credits:
+            used_today = await store.usage_since(svc.pool, scope.org_id, scope.livemode, user,
+                                                 domain.DEFAULT_CURRENCY, domain.today(now()))
+        prepaid = domain.available(bal, holds)
+        daily = tiers.daily_remaining(tier, used_today)
+        return TierResult(user, _tier_config(tier), TierBalance(
+            domain.DEFAULT_CURRENCY, prepaid, daily, prepaid + daily))
+
+    @svc.handler(subjects.LEDGER_TIER_CHECK, TierQuery)
+    async def check_tier(scope: Scope, p: TierQuery) -> TierCheckResult:
+        user = domain.require_user(p.user, "user query parameter is required")
+        tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+        summary = TierSummary(tier.name, tier.display_name, list(tier.allowed_models),
+                              tier.max_agents)
+        model = p.model.strip()
+        if not model:
+            return TierCheckResult(user, summary)
+        return TierCheckResult(user, summary, model, tier.allows(model))
+
+    @svc.handler(subjects.LEDGER_STATUS_GET, StatusQuery)
+    async def get_status(scope: Scope, p: StatusQuery) -> LedgerStatus:
+        user = domain.require_user(p.user, "user query parameter is required")
+        bal, holds = await store.balance(svc.pool, scope.org_id, scope.livemode, user,
+                                         domain.DEFAULT_CURRENCY)
+        tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+        return LedgerStatus(user, domain.available(bal, holds), tier.name)
+
+    svc.every(settings.lapse_interval_s, functools.partial(lapse_expired_deposits, svc))
+
     @svc.handler(subjects.LEDGER_USAGE_LIST, UsageListParams)
     async def list_usage(scope: Scope, p: UsageListParams) -> UsageList:
         user = domain.require_user(p.user, "user query parameter is required")
@@ -96,4 +204,25 @@ def create(settings: Settings) -> Service:
         ) for r in rows]
         return TransactionList(items, total, user)
 
+    credit_handlers.register(svc)
     return svc
+
+
+def _starter_result(tx_id: str, user: str, amount: int, expires_at) -> StarterCreditResult:
+    return StarterCreditResult(transactionId=tx_id, user=user, amount=amount,
+                               currency=domain.DEFAULT_CURRENCY, type="deposit",
+                               tags=domain.STARTER_CREDIT_TAG, expiresAt=rfc3339(expires_at))
+
+
+def _tier_config(tier: tiers.Tier) -> TierConfig:
+    return TierConfig(tier.name, tier.display_name, tier.max_agents, tier.unlimited_agents,
+                      tier.daily_credits_cents, list(tier.allowed_models))
+
+
+async def lapse_expired_deposits(svc: Service) -> None:
+    """The unspent part of expired deposits lapses, one customer account at a time."""
+    for account in await store.accounts_with_due_lots(svc.pool, limit=500):
+        key = (account["org_id"], account["livemode"], account["user_id"], account["currency"])
+        async with svc.pool.acquire() as conn, conn.transaction():
+            await store.lock_balance(conn, *key)
+            await store.lapse_due_lots(conn, *key)

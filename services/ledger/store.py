@@ -1,4 +1,9 @@
-"""The ledger's SQL, in one place."""
+"""The ledger's SQL, in one place.
+
+Every money movement goes through `post`, inside the caller's transaction: one row in
+`transactions` (both legs of the double entry) and an atomic increment of the customer's
+stored balance. Customers with expiring money also have lots (see migration 004).
+"""
 
 from __future__ import annotations
 
@@ -6,35 +11,107 @@ from datetime import datetime
 
 import asyncpg
 
-from services.ledger.domain import USAGE_TAG, Movement
+from services.ledger import domain
+from services.ledger.domain import USAGE_TAG, Movement, Refundable
 from services.runtime.errors import invalid
 from services.runtime.ids import new_id
 
 # Insert the movement and apply it to the customer's stored balance in one statement: one
-# round trip, and the balance row is changed by an atomic increment (no read-modify-write).
+# round trip, and the balance row changes by an atomic increment (no read-modify-write).
 _POST = """
 with t as (
     insert into ledger.transactions (org_id, livemode, id, type, user_id, debit_account,
-        credit_account, currency, amount, notes, tags, metadata, expires_at)
-    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        credit_account, currency, amount, notes, tags, metadata, expires_at, reverses)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
     returning created_at
 )
 insert into ledger.balances as b (org_id, livemode, user_id, currency, balance)
-values ($1, $2, $5, $8, $14)
+values ($1, $2, $5, $8, $15)
 on conflict (org_id, livemode, user_id, currency)
     do update set balance = b.balance + excluded.balance, updated_at = now()
-returning (select created_at from t)
+returning (select created_at from t), b.balance, b.expiring
 """
 
-_BALANCE = """
-select balance, holds from ledger.balances
+# Open lots are consumed soonest-expiring first. The caller holds the balance row's lock
+# (taken by `_POST`), which serialises every change to this customer's lots.
+_CONSUME_LOTS = """
+with open as (
+    select id, remaining,
+           coalesce(sum(remaining) over (order by expires_at, id
+                    rows between unbounded preceding and 1 preceding), 0) as before
+    from ledger.lots
+    where org_id = $1 and livemode = $2 and user_id = $3 and currency = $4
+      and remaining > 0 and expires_at > now()
+), taken as (
+    update ledger.lots l set remaining = l.remaining - least(o.remaining, $5 - o.before)
+    from open o
+    where l.org_id = $1 and l.livemode = $2 and l.id = o.id and o.before < $5
+    returning least(o.remaining, $5 - o.before) as took
+)
+update ledger.balances set expiring = expiring - (select coalesce(sum(took), 0) from taken)
 where org_id = $1 and livemode = $2 and user_id = $3 and currency = $4
 """
 
-_BALANCES = """
-select currency, balance, holds from ledger.balances
-where org_id = $1 and livemode = $2 and user_id = $3
-order by currency
+_OPEN_LOT = """
+with lot as (
+    insert into ledger.lots (org_id, livemode, id, user_id, currency, amount, remaining,
+                             expires_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8)
+    returning remaining
+)
+update ledger.balances set expiring = expiring + (select remaining from lot)
+where org_id = $1 and livemode = $2 and user_id = $4 and currency = $5
+"""
+
+# What a read must not count: the unspent part of lots past their expiry that the sweeper
+# has not lapsed yet. Free for customers without expiring money (`expiring` = 0).
+_DUE = """
+case when b.expiring > 0 then coalesce((
+    select sum(l.remaining)::bigint from ledger.lots l
+    where l.org_id = b.org_id and l.livemode = b.livemode and l.user_id = b.user_id
+      and l.currency = b.currency and l.remaining > 0 and l.expires_at <= now()), 0)
+else 0 end
+"""
+
+_BALANCE = f"""
+select b.balance - {_DUE} as balance, b.holds from ledger.balances b
+where b.org_id = $1 and b.livemode = $2 and b.user_id = $3 and b.currency = $4
+"""
+
+_BALANCES = f"""
+select b.currency, b.balance - {_DUE} as balance, b.holds from ledger.balances b
+where b.org_id = $1 and b.livemode = $2 and b.user_id = $3
+order by b.currency
+"""
+
+_LOCK_BALANCE = """
+update ledger.balances set updated_at = now()
+where org_id = $1 and livemode = $2 and user_id = $3 and currency = $4
+returning balance, holds, expiring
+"""
+
+_DUE_LOTS = """
+select id, remaining from ledger.lots
+where org_id = $1 and livemode = $2 and user_id = $3 and currency = $4
+  and remaining > 0 and expires_at <= now()
+order by expires_at, id
+"""
+
+_CLOSE_LOT = """
+with lot as (
+    update ledger.lots set remaining = 0, lapsed_at = now()
+    where org_id = $1 and livemode = $2 and id = $3 and remaining = $4
+    returning remaining
+)
+update ledger.balances set expiring = expiring - $4
+where org_id = $1 and livemode = $2 and user_id = $5 and currency = $6
+  and exists (select 1 from lot)
+"""
+
+_ACCOUNTS_WITH_DUE_LOTS = """
+select distinct org_id, livemode, user_id, currency from ledger.lots
+where remaining > 0 and expires_at <= now()
+limit $1
 """
 
 _USAGE = f"""
@@ -43,6 +120,12 @@ where org_id = $1 and livemode = $2 and user_id = $3 and tags = '{USAGE_TAG}'
   and ($4 = '' or currency = $4)
 order by created_at desc, id desc
 limit $5 offset $6
+"""
+
+_USAGE_SINCE = f"""
+select coalesce(sum(amount), 0)::bigint from ledger.transactions
+where org_id = $1 and livemode = $2 and user_id = $3 and tags = '{USAGE_TAG}'
+  and currency = $4 and created_at >= $5
 """
 
 _TRANSACTIONS = """
@@ -59,22 +142,73 @@ select count(*) from ledger.transactions
 where org_id = $1 and livemode = $2 and user_id = $3 and ($4 = '' or currency = $4)
 """
 
+# Lock the original (rows are immutable, so this only serialises concurrent refunds of
+# it); what was refunded of it so far is read after the lock, in its own statement, so it
+# sees every refund committed before the lock was granted.
+_LOCK_ORIGINAL = """
+select user_id, currency, amount, tags from ledger.transactions
+where org_id = $1 and livemode = $2 and id = $3
+for update
+"""
 
-async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movement
-               ) -> tuple[str, datetime]:
-    """Record `m`; returns the new transaction id and its timestamp."""
-    tx_id = new_id("txn_")
+_REFUNDED = """
+select coalesce(sum(amount), 0)::bigint from ledger.transactions
+where org_id = $1 and livemode = $2 and reverses = $3 and tags = 'refund'
+"""
+
+_STARTER_CREDIT = """
+select id, amount, currency, tags, expires_at from ledger.transactions
+where org_id = $1 and livemode = $2 and user_id = $3 and tags = 'starter-credit'
+"""
+
+
+async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movement,
+               tx_id: str | None = None) -> tuple[str, datetime]:
+    """Record `m` (in the caller's transaction); returns the transaction id and time."""
+    tx_id = tx_id or new_id("txn_")
     try:
-        created_at = await conn.fetchval(
+        created_at, balance, expiring = await conn.fetchrow(
             _POST, org_id, livemode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency,
-            m.amount, m.notes, m.tags, m.metadata, m.expires_at, m.balance_delta)
+            m.amount, m.notes, m.tags, m.metadata, m.expires_at, m.reverses, m.balance_delta)
     except asyncpg.NumericValueOutOfRangeError:
         raise invalid("amount is too large", "amount") from None
+    delta = m.balance_delta
+    if delta > 0 and m.expires_at is not None:
+        remaining = domain.lot_remaining(m.amount, balance)
+        await conn.execute(_OPEN_LOT, org_id, livemode, tx_id, m.user_id, m.currency,
+                           m.amount, remaining, m.expires_at)
+    elif delta < 0 and expiring > 0 and m.tags != domain.EXPIRY_TAG:
+        await conn.execute(_CONSUME_LOTS, org_id, livemode, m.user_id, m.currency, -delta)
     return tx_id, created_at
 
 
-async def balance(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
-                  currency: str) -> tuple[int, int]:
+async def lock_balance(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,
+                       currency: str) -> tuple[int, int, int]:
+    """Lock the customer's balance row for this transaction: (balance, holds, expiring)."""
+    row = await conn.fetchrow(_LOCK_BALANCE, org_id, livemode, user_id, currency)
+    return (row["balance"], row["holds"], row["expiring"]) if row else (0, 0, 0)
+
+
+async def lapse_due_lots(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,
+                         currency: str) -> int:
+    """Lapse the unspent part of this customer's expired lots; returns the amount lapsed.
+    Call with the balance row locked (`lock_balance`)."""
+    lapsed = 0
+    for lot in await conn.fetch(_DUE_LOTS, org_id, livemode, user_id, currency):
+        movement = domain.lapse(user_id, currency, lot["id"], lot["remaining"])
+        await post(conn, org_id, livemode, movement)
+        await conn.execute(_CLOSE_LOT, org_id, livemode, lot["id"], lot["remaining"], user_id,
+                           currency)
+        lapsed += lot["remaining"]
+    return lapsed
+
+
+async def accounts_with_due_lots(db: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(_ACCOUNTS_WITH_DUE_LOTS, limit)
+
+
+async def balance(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
+                  user_id: str, currency: str) -> tuple[int, int]:
     row = await db.fetchrow(_BALANCE, org_id, livemode, user_id, currency)
     return (row["balance"], row["holds"]) if row else (0, 0)
 
@@ -89,6 +223,11 @@ async def usage(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str, cur
     return await db.fetch(_USAGE, org_id, livemode, user_id, currency, limit, offset)
 
 
+async def usage_since(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
+                      currency: str, since: datetime) -> int:
+    return await db.fetchval(_USAGE_SINCE, org_id, livemode, user_id, currency, since)
+
+
 async def transactions(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
                        currency: str, limit: int, offset: int
                        ) -> tuple[list[asyncpg.Record], int]:
@@ -98,3 +237,48 @@ async def transactions(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: s
         return rows, rows[0]["total"]
     # An empty page (or an offset past the end) still reports the total.
     return rows, await db.fetchval(_TRANSACTION_COUNT, org_id, livemode, user_id, currency)
+
+
+async def refundable(conn: asyncpg.Connection, org_id: str, livemode: bool, tx_id: str
+                     ) -> Refundable | None:
+    row = await conn.fetchrow(_LOCK_ORIGINAL, org_id, livemode, tx_id)
+    if row is None:
+        return None
+    refunded = await conn.fetchval(_REFUNDED, org_id, livemode, tx_id)
+    return Refundable(row["user_id"], row["currency"], row["amount"], row["tags"], refunded)
+
+
+async def starter_credit(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
+                         user_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(_STARTER_CREDIT, org_id, livemode, user_id)
+
+
+async def verify(db: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every stored balance or lot total that disagrees with the transactions."""
+    return await db.fetch("""
+        with moves as (
+            select org_id, livemode, user_id, currency,
+                   case when credit_account = 'user:' || user_id then amount
+                        else -amount end as amount
+            from ledger.transactions
+        ), computed as (
+            select org_id, livemode, user_id, currency, sum(amount)::bigint as balance
+            from moves group by 1, 2, 3, 4
+        ), lots as (
+            select org_id, livemode, user_id, currency, sum(remaining)::bigint as expiring
+            from ledger.lots group by 1, 2, 3, 4
+        )
+        select coalesce(b.org_id, c.org_id) as org_id,
+               coalesce(b.livemode, c.livemode) as livemode,
+               coalesce(b.user_id, c.user_id) as user_id,
+               coalesce(b.currency, c.currency) as currency,
+               b.balance as stored, c.balance as computed,
+               b.expiring as stored_expiring, coalesce(l.expiring, 0) as computed_expiring
+        from ledger.balances b
+        full join computed c using (org_id, livemode, user_id, currency)
+        left join lots l using (org_id, livemode, user_id, currency)
+        where b.balance is distinct from c.balance
+           or b.expiring is distinct from coalesce(l.expiring, 0)
+        order by 1, 2, 3, 4
+    """)
+

@@ -20,8 +20,10 @@ import asyncpg
 import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
-from contracts import ErrorCode, Reply, Request, Scope
+from contracts import ErrorCode, RawReply, Reply, Request, Scope
 from services.runtime import db, telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import Failure, internal
@@ -30,6 +32,7 @@ from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
+_decode_raw_reply = msgspec.json.Decoder(RawReply).decode
 _BAD_REQUEST = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
                                            "invalid request body").error))
 _PAST_DEADLINE = _encode(Reply(error=Failure(ErrorCode.UNAVAILABLE, 503,
@@ -62,6 +65,8 @@ class Service:
         self.migrations = migrations
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task] = set()
+        self._jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self._job_tasks: list[asyncio.Task] = []
         self.pool: asyncpg.Pool | None = None
         self.keys = IdempotencyKeys(name)
         self.broker = NatsBroker(
@@ -112,6 +117,19 @@ class Service:
 
         return register
 
+    def every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` every `seconds` while the service runs (sweepers, relays). Replicas
+        all run it, so a job must be safe to run concurrently (row locks, SKIP LOCKED)."""
+        self._jobs.append((seconds, job))
+
+    async def _repeat(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await job()
+            except Exception:
+                log.exception("%s: periodic job %r failed", self.name, job)
+            await asyncio.sleep(seconds)
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -120,14 +138,30 @@ class Service:
             async with self.pool.acquire() as conn:
                 await db.migrate(conn, self.name, self.migrations)
         await self.broker.start()
+        self._job_tasks = [asyncio.create_task(self._repeat(seconds, job))
+                           for seconds, job in self._jobs]
 
     async def stop(self) -> None:
+        for task in self._job_tasks:
+            task.cancel()
+        await asyncio.gather(*self._job_tasks, return_exceptions=True)
         await self.broker.stop()
         if self._tasks:  # let requests already taken finish and reply
             await asyncio.wait(self._tasks, timeout=10)
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+
+    async def ask(self, subject: str, scope: Scope, params: Any, *, timeout: float = 2.0,
+                  ) -> RawReply | None:
+        """Ask another service; None when nobody answers in time (the caller decides what
+        absence means, e.g. "no payment method" while payments is not deployed)."""
+        try:
+            msg = await self.broker.connection.request(
+                subject, _encode(Request(scope, params)), timeout=timeout)
+        except (NoRespondersError, NatsTimeout):
+            return None
+        return _decode_raw_reply(msg.data)
 
     # ---- request handling ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Settings:
     request_timeout_s: float = 10.0
     require_idempotency_key: tuple[str, ...] = ()
     plans_dir: str = ""
+    lapse_interval_s: float = 30.0  # how often expired deposits are swept
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -62,6 +63,7 @@ class Settings:
             request_timeout_s=float(env.get("BILLING_REQUEST_TIMEOUT", "10")),
             require_idempotency_key=_csv(env.get("REQUIRE_IDEMPOTENCY_KEY")),
             plans_dir=env.get("BILLING_PLANS_DIR", ""),
+            lapse_interval_s=float(env.get("BILLING_LAPSE_INTERVAL", "30")),
             otel_exporter=env.get("BILLING_OTEL_EXPORTER", "none"),
             env=env,
         )

@@ -1,0 +1,16 @@
+"""Payments messages other services need before the payments service is built out."""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.ledger import Params
+
+
+class PaymentMethodQuery(Params):
+    customerId: str = ""
+    verifiedOnly: bool = False
+
+
+class PaymentMethodExists(msgspec.Struct):
+    exists: bool

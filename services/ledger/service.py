@@ -41,7 +41,7 @@ from contracts.ledger import (
     WithdrawResult,
 )
 from contracts.payments import PaymentMethodExists, PaymentMethodQuery
-from services.ledger import credit_handlers, domain, store, tiers
+from services.ledger import alert_handlers, credit_handlers, domain, store, tiers
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
 from services.runtime.errors import forbidden
@@ -87,20 +87,14 @@ def create(settings: Settings) -> Service:
         if movement is None:
             return UsageSkipped(user=p.user, amount=0, status="skipped")
         tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+        await alert_handlers.on_usage(conn, scope, movement)  # spend alerts, same transaction
         return created(UsageResult(tx_id, movement.user_id, movement.amount,
                                    movement.currency, movement.type))
 
     @svc.handler(subjects.LEDGER_WITHDRAW_CREATE, WithdrawParams, transaction=True)
     async def create_withdrawal(scope: Scope, p: WithdrawParams, conn: asyncpg.Connection):
         movement = domain.withdrawal(p)
-        key = (scope.org_id, scope.livemode, movement.user_id, movement.currency)
-        bal, holds, expiring = await store.lock_balance(conn, *key)
-        if expiring:
-            bal -= await store.lapse_due_lots(conn, *key)
-        have = domain.available(bal, holds)
-        if movement.amount > have:
-            raise domain.insufficient_balance(have, movement.amount)
-        tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+        tx_id, _ = await store.post_funded(conn, scope.org_id, scope.livemode, movement)
         return created(WithdrawResult(tx_id, movement.user_id, movement.amount,
                                       movement.currency, movement.type, movement.tags))
 
@@ -205,6 +199,7 @@ def create(settings: Settings) -> Service:
         return TransactionList(items, total, user)
 
     credit_handlers.register(svc)
+    alert_handlers.register(svc)
     return svc
 
 

@@ -182,6 +182,20 @@ async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movemen
     return tx_id, created_at
 
 
+async def post_funded(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movement
+                      ) -> tuple[str, datetime]:
+    """Post debit `m` only if the customer's available balance covers it. The balance row
+    is locked first, so concurrent debits are checked one after another: never overdrawn."""
+    key = (org_id, livemode, m.user_id, m.currency)
+    balance_now, holds, expiring = await lock_balance(conn, *key)
+    if expiring:
+        balance_now -= await lapse_due_lots(conn, *key)
+    have = domain.available(balance_now, holds)
+    if m.amount > have:
+        raise domain.insufficient_balance(have, m.amount)
+    return await post(conn, org_id, livemode, m)
+
+
 async def lock_balance(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,
                        currency: str) -> tuple[int, int, int]:
     """Lock the customer's balance row for this transaction: (balance, holds, expiring)."""

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects, through msgspec rather than the json module.
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", format="text",
@@ -30,7 +30,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=_init_connection, reset=_keep_session)
+                                     init=init_connection, reset=_keep_session)
 
 
 def with_database(dsn: str, database: str) -> str:

@@ -204,7 +204,10 @@ class Gateway:
             if reply.error is not None:
                 e = reply.error
                 raise ApiError(e.status, e.message, e.code, e.param)
-            response = json_response(bytes(reply.result), reply.status)
+            if reply.status == 204:  # No Content: no body at all, not `null`
+                response = web.Response(status=204)
+            else:
+                response = json_response(bytes(reply.result), reply.status)
             if reply.replayed:
                 response.headers["Idempotent-Replayed"] = "true"
             return response

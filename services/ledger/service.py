@@ -35,16 +35,18 @@ from contracts.ledger import (
     UsageList,
     UsageListParams,
     UsageRecordParams,
-    UsageResult,
     UsageSkipped,
     WithdrawParams,
     WithdrawResult,
 )
 from contracts.payments import PaymentMethodExists, PaymentMethodQuery
 from services.ledger import alert_handlers, credit_handlers, domain, store, tiers
+from services.ledger.usage import UsageRecord, UsageRecorder
+from services.runtime.batching import MicroBatcher
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
 from services.runtime.errors import forbidden
+from services.runtime.idempotency import fingerprint_of
 from services.runtime.ids import now, rfc3339, rfc3339_seconds
 
 _decode_pm = msgspec.json.Decoder(PaymentMethodExists).decode
@@ -54,12 +56,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create(settings: Settings) -> Service:
     svc = Service("ledger", settings, migrations=MIGRATIONS)
+    # Balance reads gate every metered request: concurrent ones share one query.
+    read_balance = MicroBatcher(lambda keys: store.balance_batch(svc.pool, keys))
 
     @svc.handler(subjects.LEDGER_BALANCE_GET, BalanceQuery)
     async def get_balance(scope: Scope, p: BalanceQuery) -> Balance:
         user = domain.require_user(p.user, "user query parameter is required")
         currency = domain.currency_of(p.currency)
-        bal, holds = await store.balance(svc.pool, scope.org_id, scope.livemode, user, currency)
+        bal, holds = await read_balance((scope.org_id, scope.livemode, user, currency))
         return Balance(user, currency, bal, holds, domain.available(bal, holds))
 
     @svc.handler(subjects.LEDGER_BALANCE_ALL, BalanceQuery)
@@ -80,16 +84,22 @@ def create(settings: Settings) -> Service:
             currency=movement.currency, type=movement.type, tags=movement.tags,
             expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
 
-    @svc.handler(subjects.LEDGER_USAGE_RECORD, UsageRecordParams, transaction=True,
-                 natural_key=lambda p: p.requestId and "usage:" + p.requestId)
-    async def record_usage(scope: Scope, p: UsageRecordParams, conn: asyncpg.Connection):
+    # Usage debits are the write hot path: concurrent ones share a transaction. Spend alerts
+    # are evaluated for each debit inside it.
+    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debit=alert_handlers.on_usage)
+
+    @svc.handler(subjects.LEDGER_USAGE_RECORD, UsageRecordParams)
+    async def record_usage(scope: Scope, p: UsageRecordParams) -> UsageSkipped | bytes:
         movement = domain.usage_debit(p)
         if movement is None:
             return UsageSkipped(user=p.user, amount=0, status="skipped")
-        tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
-        await alert_handlers.on_usage(conn, scope, movement)  # spend alerts, same transaction
-        return created(UsageResult(tx_id, movement.user_id, movement.amount,
-                                   movement.currency, movement.type))
+        if scope.idempotency_key:
+            key, fingerprint = scope.idempotency_key, scope.fingerprint or ""
+        elif p.requestId:  # the natural key: one debit per request id
+            key, fingerprint = "usage:" + p.requestId, fingerprint_of(p)
+        else:
+            key, fingerprint = None, ""
+        return await usage.record(UsageRecord(scope, movement, key, fingerprint))
 
     @svc.handler(subjects.LEDGER_WITHDRAW_CREATE, WithdrawParams, transaction=True)
     async def create_withdrawal(scope: Scope, p: WithdrawParams, conn: asyncpg.Connection):
@@ -165,8 +175,8 @@ def create(settings: Settings) -> Service:
     @svc.handler(subjects.LEDGER_STATUS_GET, StatusQuery)
     async def get_status(scope: Scope, p: StatusQuery) -> LedgerStatus:
         user = domain.require_user(p.user, "user query parameter is required")
-        bal, holds = await store.balance(svc.pool, scope.org_id, scope.livemode, user,
-                                         domain.DEFAULT_CURRENCY)
+        bal, holds = await read_balance((scope.org_id, scope.livemode, user,
+                                         domain.DEFAULT_CURRENCY))
         tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
         return LedgerStatus(user, domain.available(bal, holds), tier.name)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from services.ledger import domain
 from services.ledger.domain import USAGE_TAG, Movement, Refundable
@@ -76,6 +77,14 @@ else 0 end
 _BALANCE = f"""
 select b.balance - {_DUE} as balance, b.holds from ledger.balances b
 where b.org_id = $1 and b.livemode = $2 and b.user_id = $3 and b.currency = $4
+"""
+
+_BALANCE_BATCH = f"""
+select k.i, b.balance - {_DUE} as balance, b.holds
+from unnest($1::text[], $2::boolean[], $3::text[], $4::text[]) with ordinality
+     as k(org_id, livemode, user_id, currency, i)
+join ledger.balances b on b.org_id = k.org_id and b.livemode = k.livemode
+                      and b.user_id = k.user_id and b.currency = k.currency
 """
 
 _BALANCES = f"""
@@ -196,6 +205,53 @@ async def post_funded(conn: asyncpg.Connection, org_id: str, livemode: bool, m: 
     return await post(conn, org_id, livemode, m)
 
 
+# Many usage debits at once: the transactions, then each account's balance changed once by
+# the sum of its debits (accounts in a fixed order, so concurrent batches never deadlock).
+_POST_USAGE_BATCH = f"""
+with t as (
+    insert into ledger.transactions (org_id, livemode, id, type, user_id, debit_account,
+        credit_account, currency, amount, notes, tags, metadata)
+    select o, l, i, 'withdraw', u, 'user:' || u, '{domain.USAGE_REVENUE}', c, a, n,
+           '{USAGE_TAG}', m::jsonb
+    from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                $7::text[], $8::text[]) as r(o, l, i, u, c, a, n, m)
+)
+insert into ledger.balances as b (org_id, livemode, user_id, currency, balance)
+select o, l, u, c, -sum(a)
+from unnest($1::text[], $2::boolean[], $4::text[], $5::text[], $6::bigint[])
+     as r(o, l, u, c, a)
+group by o, l, u, c
+order by o, l, u, c
+on conflict (org_id, livemode, user_id, currency)
+    do update set balance = b.balance + excluded.balance, updated_at = now()
+returning b.org_id, b.livemode, b.user_id, b.currency, b.expiring
+"""
+
+UsageRow = tuple[str, bool, str, Movement]  # org_id, livemode, transaction id, the debit
+
+
+async def post_usage_batch(conn: asyncpg.Connection, rows: list[UsageRow]) -> None:
+    """Record many usage debits in the caller's transaction, in a handful of statements."""
+    columns = list(zip(*[
+        (org, mode, tx_id, m.user_id, m.currency, m.amount, m.notes,
+         _json(m.metadata)) for org, mode, tx_id, m in rows], strict=True))
+    try:
+        accounts = await conn.fetch(_POST_USAGE_BATCH, *columns)
+    except asyncpg.NumericValueOutOfRangeError:
+        raise invalid("amount is too large", "amount") from None
+    for account in accounts:
+        if account["expiring"] > 0:  # rare: this customer holds expiring money
+            key = (account["org_id"], account["livemode"], account["user_id"],
+                   account["currency"])
+            spent = sum(m.amount for org, mode, _, m in rows
+                        if (org, mode, m.user_id, m.currency) == key)
+            await conn.execute(_CONSUME_LOTS, *key, spent)
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
 async def lock_balance(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,
                        currency: str) -> tuple[int, int, int]:
     """Lock the customer's balance row for this transaction: (balance, holds, expiring)."""
@@ -225,6 +281,17 @@ async def balance(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: 
                   user_id: str, currency: str) -> tuple[int, int]:
     row = await db.fetchrow(_BALANCE, org_id, livemode, user_id, currency)
     return (row["balance"], row["holds"]) if row else (0, 0)
+
+
+BalanceKey = tuple[str, bool, str, str]  # org_id, livemode, user_id, currency
+
+
+async def balance_batch(db: asyncpg.Pool, keys: list[BalanceKey]) -> list[tuple[int, int]]:
+    """(balance, holds) for many accounts in one query, in the order of `keys`."""
+    orgs, modes, users, currencies = zip(*keys, strict=True)
+    rows = await db.fetch(_BALANCE_BATCH, orgs, modes, users, currencies)
+    found = {row["i"]: (row["balance"], row["holds"]) for row in rows}
+    return [found.get(i, (0, 0)) for i in range(1, len(keys) + 1)]
 
 
 async def balances(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str

@@ -9,7 +9,6 @@ and encodes the `Reply`. Handlers stay thin: decode is done for them, they call 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from services.runtime import db, telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import Failure, internal
 from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
+from services.runtime.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Service:
         self._jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._job_tasks: list[asyncio.Task] = []
         self.pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
         self.keys = IdempotencyKeys(name)
         self.broker = NatsBroker(
             nats_servers(settings.nats_url),
@@ -83,21 +84,19 @@ class Service:
     # ---- registration -------------------------------------------------------------------
 
     def handler(self, subject: str, params: type, *, transaction: bool = False,
-                natural_key: Callable[[Any], str | None] | None = None,
                 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
         """Register `fn(scope, params)` for `subject`.
 
         With `transaction=True` it is `fn(scope, params, conn)`, run in one database
-        transaction and idempotent under the scope's key; `natural_key(params)` supplies a
-        key from the body (e.g. a usage record's `requestId`) when the client sent none.
+        transaction and idempotent under the scope's key. A handler may return a result, a
+        `Reply`, or `bytes` (a reply it encoded itself).
         """
         decode = msgspec.json.Decoder(Request[params]).decode
 
         def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             async def respond(msg: NatsMessage) -> None:
                 try:
-                    reply = await self._respond(msg, decode, fn, transaction, natural_key,
-                                                subject)
+                    reply = await self._respond(msg, decode, fn, transaction, subject)
                     if msg.reply_to:
                         await msg.raw_message.respond(reply)
                 finally:
@@ -138,6 +137,10 @@ class Service:
             async with self.pool.acquire() as conn:
                 await db.migrate(conn, self.name, self.migrations)
         await self.broker.start()
+        if self.pool is not None:  # publishes the events this service's handlers add
+            self.relay = OutboxRelay(self.name, self.pool, self.settings.database_url,
+                                     nats_servers(self.settings.nats_url))
+            await self.relay.start()
         self._job_tasks = [asyncio.create_task(self._repeat(seconds, job))
                            for seconds, job in self._jobs]
 
@@ -148,6 +151,9 @@ class Service:
         await self.broker.stop()
         if self._tasks:  # let requests already taken finish and reply
             await asyncio.wait(self._tasks, timeout=10)
+        if self.relay is not None:
+            await self.relay.stop()
+            self.relay = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -167,25 +173,21 @@ class Service:
 
     async def _respond(self, msg: NatsMessage, decode: Callable[[bytes], Request],
                        fn: Callable[..., Awaitable[Any]], transaction: bool,
-                       natural_key: Callable[[Any], str | None] | None, subject: str) -> bytes:
+                       subject: str) -> bytes:
         try:
             request = decode(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return _BAD_REQUEST
         scope = request.scope
-        if natural_key is not None and not scope.idempotency_key:
-            key = natural_key(request.params)
-            if key:
-                fingerprint = hashlib.sha256(_encode(request.params)).hexdigest()
-                scope = msgspec.structs.replace(scope, idempotency_key=key,
-                                                fingerprint=fingerprint)
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
             return _PAST_DEADLINE
         with telemetry.server_span(subject, msg.headers):
             try:
                 if transaction:
                     return await self._in_transaction(scope, request.params, fn)
-                return _encode(_as_reply(await fn(scope, request.params)))
+                result = await fn(scope, request.params)
+                # bytes: a reply the handler encoded itself (batched writers, replays)
+                return result if isinstance(result, bytes) else _encode(_as_reply(result))
             except Failure as failure:
                 return _encode(Reply(error=failure.error))
             except Exception:

@@ -8,7 +8,10 @@ commit. A crash or a 5xx rolls everything back, which releases the key.
 
 from __future__ import annotations
 
+import hashlib
+
 import asyncpg
+import msgspec
 
 from contracts import ErrorCode, Scope
 from services.runtime.errors import Failure
@@ -16,6 +19,11 @@ from services.runtime.errors import Failure
 # Deterministic business outcomes are stored and replayed; validation failures (400) and
 # server errors are not, so the client can fix the request or retry.
 STORED_ERROR_STATUSES = frozenset({402, 403, 404, 409, 422})
+
+
+def fingerprint_of(params: object) -> str:
+    """The fingerprint of a request known by a natural key (its body is the request)."""
+    return hashlib.sha256(msgspec.json.encode(params)).hexdigest()
 
 
 class IdempotencyKeys:
@@ -38,10 +46,44 @@ class IdempotencyKeys:
         if row is None:
             return None
         if row["fingerprint"] != (scope.fingerprint or ""):
-            raise Failure(ErrorCode.IDEMPOTENCY_MISMATCH, 422,
-                          "idempotency key reused with different parameters")
+            raise mismatch()
         return row["reply"]
 
     async def complete(self, conn: asyncpg.Connection, scope: Scope, reply: bytes) -> None:
         await conn.execute(self._store, scope.org_id, scope.livemode, scope.idempotency_key,
                            scope.fingerprint or "", reply)
+
+    # ---- many keys at once (batched writers) --------------------------------------------
+
+    async def claim_many(self, conn: asyncpg.Connection,
+                         claims: list[tuple[str, bool, str, str, bytes]]
+                         ) -> set[tuple[str, bool, str]]:
+        """Insert (org_id, livemode, key, fingerprint, reply) rows, sorted so concurrent
+        batches wait for each other instead of deadlocking. Returns the keys claimed; a key
+        held by a concurrent transaction is waited for, then reported as not claimed."""
+        claims = sorted(claims, key=lambda c: (c[0], c[1], c[2]))
+        orgs, modes, keys, fingerprints, replies = zip(*claims, strict=True)
+        rows = await conn.fetch(
+            f"insert into {self._schema}.idempotency_keys"
+            " (org_id, livemode, key, fingerprint, reply)"
+            " select * from unnest($1::text[], $2::boolean[], $3::text[], $4::text[],"
+            " $5::bytea[]) on conflict do nothing returning org_id, livemode, key",
+            orgs, modes, keys, fingerprints, replies)
+        return {(r["org_id"], r["livemode"], r["key"]) for r in rows}
+
+    async def find_many(self, conn: asyncpg.Connection, keys: list[tuple[str, bool, str]]
+                        ) -> dict[tuple[str, bool, str], tuple[str, bytes]]:
+        """Stored (fingerprint, reply) by (org_id, livemode, key)."""
+        orgs, modes, names = zip(*keys, strict=True)
+        rows = await conn.fetch(
+            f"select i.org_id, i.livemode, i.key, i.fingerprint, i.reply"
+            f" from {self._schema}.idempotency_keys i"
+            " join unnest($1::text[], $2::boolean[], $3::text[]) as k(org_id, livemode, key)"
+            " using (org_id, livemode, key)", orgs, modes, names)
+        return {(r["org_id"], r["livemode"], r["key"]): (r["fingerprint"], r["reply"])
+                for r in rows}
+
+
+def mismatch() -> Failure:
+    return Failure(ErrorCode.IDEMPOTENCY_MISMATCH, 422,
+                   "idempotency key reused with different parameters")

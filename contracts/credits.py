@@ -1,0 +1,133 @@
+"""Credit-grant messages: create, void, list, credit balances, and the burn-down operations
+invoicing uses (ledger.md §2.3, §3.13–§3.17, §5).
+
+Field names are the HTTP API's (camelCase), as in contracts/ledger.py.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.ledger import Int64, Params
+
+# ---- requests -------------------------------------------------------------------------
+
+
+class CreditGrantCreateParams(Params):
+    userId: str = ""
+    name: str = ""
+    amountCents: Int64 = 0
+    currency: str = ""
+    expiresIn: str = ""  # Go duration (`720h`, `1h30m`); empty means no expiry
+    priority: Int64 = 0  # lower burns first; may be negative
+    eligibility: list[str] | None = None  # meter ids; empty or absent = every meter
+    tags: str = ""
+
+
+class CreditGrantVoidParams(Params):
+    id: str = ""  # from the path
+
+
+class CreditGrantListParams(Params):
+    userId: str = ""
+    limit: int = 1000
+    offset: int = 0
+
+
+class CreditBalanceQuery(Params):
+    userId: str = ""
+
+
+class CreditBreakdownQuery(Params):
+    userId: str = ""
+    currency: str = ""  # ours: the breakdown sums one currency only (default usd)
+
+
+class CreditBurnParams(Params):
+    """Apply credits to `amount` (minor units of `currency`) for one user and meter."""
+
+    userId: str = ""
+    amount: Int64 = 0
+    currency: str = ""
+    meterId: str = ""  # empty = any meter: meter-scoped grants are burned too
+
+
+# ---- results --------------------------------------------------------------------------
+
+
+class CreditGrant(msgspec.Struct, omit_defaults=True):
+    """A created grant (eligibility is not echoed, as in the reference)."""
+
+    id: str
+    userId: str
+    name: str
+    amountCents: int
+    remainingCents: int
+    currency: str
+    priority: int
+    effectiveAt: str
+    tags: str
+    createdAt: str
+    expiresAt: str | None = None  # omitted when the grant never expires
+
+
+class CreditGrantItem(msgspec.Struct, omit_defaults=True):
+    id: str
+    userId: str
+    name: str
+    amountCents: int
+    remainingCents: int
+    currency: str
+    priority: int
+    effectiveAt: str
+    tags: str
+    voided: bool
+    active: bool  # the active predicate at read time
+    createdAt: str
+    expiresAt: str | None = None
+
+
+class CreditGrantList(msgspec.Struct):
+    grants: list[CreditGrantItem]
+    count: int  # items returned
+
+
+class CreditGrantVoided(msgspec.Struct):
+    id: str
+    voided: bool
+
+
+class CreditBalanceEntry(msgspec.Struct):
+    currency: str
+    available: int
+
+
+class CreditBalance(msgspec.Struct):
+    userId: str
+    balances: list[CreditBalanceEntry]  # sorted by currency
+
+
+class CreditBreakdownGroup(msgspec.Struct, omit_defaults=True):
+    cents: int
+    expiresAt: str | None = None  # the group's earliest expiry, omitted if none expires
+
+
+class CreditBreakdownTotal(msgspec.Struct):
+    cents: int
+
+
+class CreditBreakdown(msgspec.Struct):
+    userId: str
+    currency: str
+    breakdown: dict[str, CreditBreakdownGroup]
+    total: CreditBreakdownTotal
+
+
+class BurnedGrant(msgspec.Struct):
+    grantId: str
+    amount: int
+
+
+class CreditBurnResult(msgspec.Struct):
+    remaining: int  # what credits did not cover
+    burned: list[BurnedGrant]  # in burn order

@@ -1,0 +1,123 @@
+"""Usage debits, written in batches.
+
+API nodes record usage by the thousand per second. Records that arrive together are written
+in one transaction — one commit and a handful of statements for the whole batch — and each
+keeps its own outcome: its transaction, its idempotent replay, or its refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+
+from contracts import Reply, Scope
+from contracts.ledger import UsageResult
+from services.ledger import store
+from services.ledger.domain import Movement
+from services.runtime.batching import MicroBatcher
+from services.runtime.errors import Failure, internal
+from services.runtime.idempotency import IdempotencyKeys, mismatch
+from services.runtime.ids import new_id
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+
+# Called for each debit inside the batch's transaction (spend alerts).
+AfterDebit = Callable[[asyncpg.Connection, Scope, Movement], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    scope: Scope
+    debit: Movement
+    key: str | None  # the Idempotency-Key, else "usage:<requestId>", else None
+    fingerprint: str
+
+    @property
+    def account(self) -> tuple[str, bool, str, str]:
+        return (self.scope.org_id, self.scope.livemode, self.debit.user_id,
+                self.debit.currency)
+
+
+class UsageRecorder:
+    def __init__(self, pool: Callable[[], asyncpg.Pool], keys: IdempotencyKeys,
+                 after_debit: AfterDebit | None = None):
+        self._pool = pool
+        self._keys = keys
+        self._after_debit = after_debit
+        self._batch = MicroBatcher(self._write)
+
+    async def record(self, record: UsageRecord) -> bytes:
+        """The encoded reply for this record, once its batch has committed."""
+        return await self._batch(record)
+
+    async def _write(self, records: list[UsageRecord]) -> list[bytes]:
+        try:
+            return await self._write_together(records)
+        except Exception:
+            if len(records) == 1:
+                raise
+        # The batch failed as a whole (say, one balance out of range): write each record on
+        # its own, so one bad record cannot take the others down with it.
+        replies = []
+        for record in records:
+            try:
+                replies.extend(await self._write_together([record]))
+            except Failure as failure:
+                replies.append(_encode(Reply(error=failure.error)))
+            except Exception:
+                log.exception("usage record failed (request %s)", record.scope.request_id)
+                replies.append(_encode(Reply(error=internal())))
+        return replies
+
+    async def _write_together(self, records: list[UsageRecord]) -> list[bytes]:
+        tx_ids = [new_id("txn_") for _ in records]
+        results = [UsageResult(tx_id, r.debit.user_id, r.debit.amount, r.debit.currency,
+                               r.debit.type) for tx_id, r in zip(tx_ids, records, strict=True)]
+        replies: list[bytes | None] = [None] * len(records)
+        async with self._pool().acquire() as conn, conn.transaction():
+            keyed = [i for i, r in enumerate(records) if r.key]
+            if keyed:
+                await self._replay_known_keys(conn, records, keyed, results, replies)
+            writes = sorted((i for i, reply in enumerate(replies) if reply is None),
+                            key=lambda i: records[i].account)
+            if writes:
+                await store.post_usage_batch(conn, [
+                    (records[i].scope.org_id, records[i].scope.livemode, tx_ids[i],
+                     records[i].debit) for i in writes])
+                if self._after_debit is not None:
+                    for i in writes:
+                        await self._after_debit(conn, records[i].scope, records[i].debit)
+        return [reply if reply is not None else _encode(Reply(result=result, status=201))
+                for reply, result in zip(replies, results, strict=True)]
+
+    async def _replay_known_keys(self, conn: asyncpg.Connection, records: list[UsageRecord],
+                                 keyed: list[int], results: list[UsageResult],
+                                 replies: list[bytes | None]) -> None:
+        """Claim every key of the batch with the reply it will have; a key that was already
+        used gets the stored reply (or 422 when the body differs)."""
+        def key_of(i: int) -> tuple[str, bool, str]:
+            return records[i].scope.org_id, records[i].scope.livemode, records[i].key
+
+        claimed = await self._keys.claim_many(conn, [
+            (*key_of(i), records[i].fingerprint,
+             _encode(Reply(result=results[i], status=201, replayed=True))) for i in keyed])
+        first_use: set[tuple[str, bool, str]] = set()
+        seen_before = []
+        for i in keyed:
+            key = key_of(i)
+            if key in claimed and key not in first_use:
+                first_use.add(key)
+            else:  # used by an earlier request, or earlier in this very batch
+                seen_before.append(i)
+        if not seen_before:
+            return
+        stored = await self._keys.find_many(conn, [key_of(i) for i in seen_before])
+        for i in seen_before:
+            fingerprint, reply = stored[key_of(i)]
+            replies[i] = (reply if fingerprint == records[i].fingerprint
+                          else _encode(Reply(error=mismatch().error)))

@@ -1,0 +1,244 @@
+"""The transactional outbox (conventions §10.10): events commit with the state they announce,
+and a relay publishes them to JetStream afterwards.
+
+`add_event(conn, schema, ...)` inserts a row in `<schema>.outbox` in the caller's transaction:
+a rolled-back change never announces anything, a committed one always does.
+
+`OutboxRelay` (one per service replica, started by `Service.start()`) publishes pending rows
+in batches to `billing.events.<type>` with `Nats-Msg-Id` = event id, and marks them published
+only after JetStream acked them. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so replicas
+share the work without doing it twice; a relay that dies between the ack and the mark
+publishes again and JetStream's duplicate window drops the copy (consumers also dedupe by id).
+The relay wakes on a NOTIFY sent when events commit, and polls as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from contracts import events
+from services.runtime.ids import new_id, now, rfc3339
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_EVENT_TYPE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")  # subject tokens: no wildcards
+
+DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a Nats-Msg-Id
+RETENTION = timedelta(days=7)  # published rows are kept this long, for inspection
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's outbox (see migrations/002_outbox.sql)."""
+    return f"{schema}_outbox"
+
+
+async def add_event(conn: asyncpg.Connection, schema: str, *, type: str, object_type: str,
+                    object_id: str, org_id: str, livemode: bool, customer_id: str | None,
+                    data: Any) -> str:
+    """Add an event to `schema`'s outbox inside the caller's transaction; returns its id.
+
+    `type` is `<object_type>.<event>` (e.g. `spend_alert.triggered`); `data` is a dict or a
+    msgspec struct, usually the object after the change."""
+    if not _EVENT_TYPE.match(type):
+        raise ValueError(f"invalid event type {type!r}")
+    event_id = new_id("evt_")
+    payload = _encode(events.Event(
+        id=event_id, type=type, objectType=object_type, objectId=object_id,
+        customerId=customer_id or None, orgId=org_id, livemode=livemode,
+        created=rfc3339(now()), data=data))
+    await conn.execute(
+        f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
+        " values ($1, $2, $3, $4, $5)", event_id, type, org_id, livemode, payload)
+    return event_id
+
+
+class OutboxRelay:
+    """Publishes one schema's outbox to JetStream until stopped."""
+
+    def __init__(self, schema: str, pool: asyncpg.Pool, database_url: str,
+                 nats_servers: list[str], *, batch_size: int = 256,
+                 poll_interval: float = 1.0, fallback_poll_interval: float = 0.2,
+                 publish_timeout: float = 5.0, retention: timedelta = RETENTION,
+                 prune_every: float = 3600.0):
+        self.schema = schema
+        self.pool = pool
+        self.database_url = database_url
+        self.nats_servers = nats_servers
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval  # safety net while LISTEN works
+        self.fallback_poll_interval = fallback_poll_interval  # while it does not
+        self.publish_timeout = publish_timeout
+        self.retention = retention
+        self.prune_every = prune_every
+        self.published = 0  # rows this relay published and marked (for tests and metrics)
+        self._claim = (f"select seq, id, type, payload from {schema}.outbox"
+                       " where published_at is null order by seq limit $1"
+                       " for update skip locked")
+        self._mark = (f"update {schema}.outbox set published_at = now()"
+                      " where seq = any($1::bigint[])")
+        self._prune = (f"delete from {schema}.outbox where seq in ("
+                       f" select seq from {schema}.outbox where published_at < $1 limit 10000)")
+        self._nc: nats.NATS | None = None
+        self._js: Any = None
+        self._listener: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._stream_ready = False
+        self._polling = False
+        self._next_prune = 0.0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._nc = await nats.connect(servers=self.nats_servers,
+                                      name=f"billing-{self.schema}-outbox",
+                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self._js = self._nc.jetstream(timeout=self.publish_timeout)
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"{self.schema}-outbox-relay")
+
+    async def stop(self) -> None:
+        """Stop relaying. A batch in flight is rolled back; its rows go out next time."""
+        if self._task is not None:
+            # The flag too: client libraries (and Python 3.11's wait_for) sometimes swallow
+            # a cancellation; the loop then ends at its next wait.
+            self._stopping = True
+            self._wake.set()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._unlisten()
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                if not self._stream_ready:
+                    await self.ensure_stream()
+                    self._stream_ready = True
+                await self._listen()
+                self._wake.clear()  # before reading: a commit from here on wakes us again
+                while await self.relay_once() == self.batch_size and not self._stopping:
+                    pass  # a full batch: more may be waiting
+                if time.monotonic() >= self._next_prune:
+                    await self.prune()
+                    self._next_prune = time.monotonic() + self.prune_every
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay %s failed; retrying", self.schema)
+                await asyncio.sleep(1.0)
+                continue
+            if self._stopping:  # stop() was called while a library swallowed the cancel
+                return
+            interval = (self.poll_interval if self._listener is not None
+                        else self.fallback_poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def ensure_stream(self) -> None:
+        """Create the events stream if it is missing. An existing stream is left as it is
+        (operators may have tuned its limits)."""
+        try:
+            await self._js.stream_info(events.STREAM)
+            return
+        except NotFoundError:
+            pass
+        config = StreamConfig(name=events.STREAM, subjects=[events.SUBJECT_PREFIX + ">"],
+                              storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW)
+        try:
+            await self._js.add_stream(config)
+        except BadRequestError:
+            # Another replica created it in between (with its own idea of the config).
+            await self._js.stream_info(events.STREAM)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending rows; returns how many were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(self._claim, self.batch_size)
+            if not rows:
+                return 0
+            # Sent in order on one connection, acks awaited together: one round trip a batch.
+            acks: list[asyncio.Future] = []
+            try:
+                for r in rows:
+                    acks.append(await self._js.publish_async(
+                        events.subject(r["type"]), r["payload"],
+                        headers={"Nats-Msg-Id": r["id"]}))
+                done, _ = await asyncio.wait(acks, timeout=self.publish_timeout)
+            finally:
+                for ack in acks:
+                    ack.cancel()  # no-op when acked; frees the slot of one that never will be
+            acked = [r["seq"] for r, ack in zip(rows, acks, strict=True)
+                     if ack in done and ack.exception() is None]
+            if acked:
+                await conn.execute(self._mark, acked)
+                self.published += len(acked)
+            if len(acked) < len(rows):
+                failed = next((a.exception() for a in done if a.exception() is not None),
+                              "no ack in time")
+                log.warning("outbox relay %s: %d of %d events not acked (%s); will retry",
+                            self.schema, len(rows) - len(acked), len(rows), failed)
+            return len(acked)
+
+    async def prune(self) -> int:
+        """Delete rows published longer ago than the retention; returns how many."""
+        cutoff = now() - self.retention
+        deleted = 0
+        while True:
+            status = await self.pool.execute(self._prune, cutoff)
+            count = int(status.split()[-1])
+            deleted += count
+            if count < 10000:
+                return deleted
+
+    # ---- LISTEN -------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """(Re)open the LISTEN connection; while it is down the loop polls faster."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        self._listener = None
+        try:
+            conn = await asyncpg.connect(self.database_url)
+            await conn.add_listener(channel(self.schema), self._on_notify)
+            conn.add_termination_listener(self._on_listener_lost)
+            self._listener = conn
+        except Exception as e:  # whatever the reason, poll instead
+            if not self._polling:  # once per outage, not on every retry
+                log.warning("outbox relay %s: LISTEN unavailable (%s); polling",
+                            self.schema, e)
+            self._polling = True
+            return
+        self._polling = False
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _on_listener_lost(self, *_: Any) -> None:
+        self._listener = None
+        self._wake.set()  # reconnect now, and look for rows a lost NOTIFY would have announced
+
+    async def _unlisten(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            await listener.close()

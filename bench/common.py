@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,12 +113,15 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    fixed: tuple[float, float] | None = None  # (p50, p99) as measured by wrk
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
 
     def percentile(self, p: float) -> float:
+        if self.fixed is not None:
+            return self.fixed[0] if p == 0.50 else self.fixed[1]
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
@@ -124,9 +130,75 @@ class Result:
                 f"   p99 {self.percentile(0.99):6.2f} ms   errors {self.errors}")
 
 
+WRK_SCRIPT = """
+counter = 0
+local template = os.getenv("BENCH_BODY")
+local users = tonumber(os.getenv("BENCH_USERS"))
+local run = tostring(math.random(1e9))
+request = function()
+  counter = counter + 1
+  local body = nil
+  if template ~= nil and template ~= "" then
+    body = string.gsub(template, "{n}", run .. "-" .. tostring(counter))
+    body = string.gsub(body, "{u}", tostring(counter % users))
+  end
+  return wrk.format(os.getenv("BENCH_METHOD"), nil, nil, body)
+end
+"""
+
+
 async def drive(name: str, url: str, *, concurrency: int, seconds: float, method: str = "GET",
-                headers: dict[str, str] | None = None, body_for=None) -> Result:
-    """Keep `concurrency` requests in flight for `seconds`; `body_for(i)` makes POST bodies."""
+                headers: dict[str, str] | None = None, body: str | None = None,
+                users: int = 1) -> Result:
+    """Keep `concurrency` requests in flight for `seconds`. In `body`, `{n}` becomes a token
+    unique to each request and `{u}` one of `users` numbers. Uses wrk when installed (a C load generator leaves the CPU to the
+    system under test), else an aiohttp client."""
+    if shutil.which("wrk"):
+        return await _drive_wrk(name, url, concurrency=concurrency, seconds=seconds,
+                                method=method, headers=headers or {}, body=body, users=users)
+    counter = itertools.count()
+    run = secrets.token_hex(4)
+
+    def body_for() -> str:
+        n = next(counter)
+        return body.replace("{n}", f"{run}-{n}").replace("{u}", str(n % users))
+
+    return await _drive_python(name, url, concurrency=concurrency, seconds=seconds,
+                               method=method, headers=headers,
+                               body_for=body_for if body else None)
+
+
+async def _drive_wrk(name: str, url: str, *, concurrency: int, seconds: float, method: str,
+                     headers: dict[str, str], body: str | None, users: int) -> Result:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(WRK_SCRIPT)
+    args = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s",
+            str(script), url, "-H", "Content-Type: application/json"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "BENCH_METHOD": method, "BENCH_BODY": body or "",
+             "BENCH_USERS": str(users)})
+    out = (await proc.communicate())[0].decode()
+    script.unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    latencies = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1))
+                 for p in ("50", "99")}
+    return Result(name, requests, errors, requests / rps if rps else seconds, [],
+                  fixed=(latencies["50"], latencies["99"]))
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def _drive_python(name: str, url: str, *, concurrency: int, seconds: float,
+                        method: str = "GET", headers: dict[str, str] | None = None,
+                        body_for=None) -> Result:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     latencies: list[float] = []
     errors = 0
@@ -138,7 +210,7 @@ async def drive(name: str, url: str, *, concurrency: int, seconds: float, method
             nonlocal errors, counter
             while time.perf_counter() < deadline:
                 counter += 1
-                data = body_for(counter) if body_for else None
+                data = body_for() if body_for else None
                 started = time.perf_counter()
                 async with http.request(method, url, headers=headers, data=data) as r:
                     await r.read()

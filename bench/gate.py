@@ -49,20 +49,22 @@ async def main(seconds: float, concurrency: int) -> None:
             await wait_http(f"http://127.0.0.1:{base_port}/ready")
             key = await secret_key(database_url)
             auth = {"Authorization": f"Bearer {key}"}
-            await drive("warm-up", f"{base}/api/v1/billing/balance?user=bench/alice",
+            user = "bench/alice"
+            await drive("warm-up", f"{base}/api/v1/billing/balance?user={user}",
                         concurrency=concurrency, seconds=2, headers=auth)
             zap = json.dumps({"method": "billing.getBalance", "id": "1",
-                              "params": {"user": "bench/alice"}}).encode()
+                              "params": {"user": user}})
             results = [
                 await drive("baseline (aiohttp + NATS echo)",
                             f"http://127.0.0.1:{base_port}/echo", concurrency=concurrency,
                             seconds=seconds),
-                await drive("GET /billing/balance",
-                            f"{base}/api/v1/billing/balance?user=bench/alice",
+                await drive("GET /billing/balance", f"{base}/api/v1/billing/balance?user={user}",
+                            concurrency=concurrency, seconds=seconds, headers=auth),
+                await drive("GET /billing/status", f"{base}/api/v1/billing/status?user={user}",
                             concurrency=concurrency, seconds=seconds, headers=auth),
                 await drive("ZAP billing.getBalance", f"{base}/api/v1/billing/zap",
                             concurrency=concurrency, seconds=seconds, method="POST",
-                            headers=auth, body_for=lambda i: zap),
+                            headers=auth, body=zap),
             ]
         finally:
             stop(processes)

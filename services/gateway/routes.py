@@ -75,10 +75,11 @@ ROUTES: tuple[Route, ...] = (
           source="query", composite=True),
 )
 
-# Imported here, after Route exists: credit_routes imports Route from this module.
+# Imported here, after Route exists: credit_routes and alert_routes import Route from here.
+from services.gateway.alert_routes import ALERT_ROUTES  # noqa: E402
 from services.gateway.credit_routes import CREDIT_ROUTES  # noqa: E402
 
-ROUTES = ROUTES + CREDIT_ROUTES
+ROUTES = ROUTES + CREDIT_ROUTES + ALERT_ROUTES
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

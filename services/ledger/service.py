@@ -85,8 +85,8 @@ def create(settings: Settings) -> Service:
             expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
 
     # Usage debits are the write hot path: concurrent ones share a transaction. Spend alerts
-    # are evaluated for each debit inside it.
-    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debit=alert_handlers.on_usage)
+    # are evaluated for the whole batch inside it.
+    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=alert_handlers.on_usage_batch)
 
     @svc.handler(subjects.LEDGER_USAGE_RECORD, UsageRecordParams)
     async def record_usage(scope: Scope, p: UsageRecordParams) -> UsageSkipped | bytes:

@@ -26,8 +26,8 @@ from services.runtime.ids import new_id
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
-# Called for each debit inside the batch's transaction (spend alerts).
-AfterDebit = Callable[[asyncpg.Connection, Scope, Movement], Awaitable[None]]
+# Called with the batch's debits inside its transaction (spend alerts).
+AfterDebits = Callable[[asyncpg.Connection, list[tuple[Scope, Movement]]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +45,10 @@ class UsageRecord:
 
 class UsageRecorder:
     def __init__(self, pool: Callable[[], asyncpg.Pool], keys: IdempotencyKeys,
-                 after_debit: AfterDebit | None = None):
+                 after_debits: AfterDebits | None = None):
         self._pool = pool
         self._keys = keys
-        self._after_debit = after_debit
+        self._after_debits = after_debits
         self._batch = MicroBatcher(self._write)
 
     async def record(self, record: UsageRecord) -> bytes:
@@ -89,9 +89,9 @@ class UsageRecorder:
                 await store.post_usage_batch(conn, [
                     (records[i].scope.org_id, records[i].scope.livemode, tx_ids[i],
                      records[i].debit) for i in writes])
-                if self._after_debit is not None:
-                    for i in writes:
-                        await self._after_debit(conn, records[i].scope, records[i].debit)
+                if self._after_debits is not None:
+                    await self._after_debits(
+                        conn, [(records[i].scope, records[i].debit) for i in writes])
         return [reply if reply is not None else _encode(Reply(result=result, status=201))
                 for reply, result in zip(replies, results, strict=True)]
 

@@ -218,12 +218,15 @@ class OutboxRelay:
         if self._listener is not None and not self._listener.is_closed():
             return
         self._listener = None
+        conn = None
         try:
             conn = await asyncpg.connect(self.database_url)
             await conn.add_listener(channel(self.schema), self._on_notify)
             conn.add_termination_listener(self._on_listener_lost)
             self._listener = conn
         except Exception as e:  # whatever the reason, poll instead
+            if conn is not None:
+                conn.terminate()
             if not self._polling:  # once per outage, not on every retry
                 log.warning("outbox relay %s: LISTEN unavailable (%s); polling",
                             self.schema, e)

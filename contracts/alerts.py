@@ -1,0 +1,58 @@
+"""Spend alerts (ledger.md §2.4, §3.18–§3.21): a user's monthly spend threshold in one
+currency, and the event published when a usage debit crosses it."""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.ledger import Int64, Params
+
+SPEND_ALERT_TRIGGERED = "spend_alert.triggered"  # event type (billing.events.<type>)
+
+
+# ---- requests -------------------------------------------------------------------------
+
+
+class SpendAlertListParams(Params):
+    user: str = ""
+    limit: int = 1000
+    offset: int = 0
+
+
+class SpendAlertCreateParams(Params):
+    userId: str = ""
+    title: str = ""
+    threshold: Int64 = 0
+    currency: str = ""
+
+
+class SpendAlertUpdateParams(Params):
+    id: str = ""  # from the path
+    title: str = ""  # replaced when non-empty
+    threshold: Int64 | None = None  # replaced when given; must then be positive
+
+
+class SpendAlertDeleteParams(Params):
+    id: str = ""  # from the path
+
+
+# ---- results --------------------------------------------------------------------------
+
+
+class SpendAlert(msgspec.Struct):
+    id: str
+    userId: str
+    title: str
+    threshold: int
+    currency: str
+    triggeredAt: str  # "" until the alert first fires
+    createdAt: str
+    updatedAt: str
+
+
+class SpendAlertTriggered(SpendAlert):
+    """`data` of a `spend_alert.triggered` event: the alert as it is after firing, plus the
+    month's spend that crossed its threshold."""
+
+    spend: int  # the user's api-usage spend this month in the alert's currency
+    period: str  # the UTC calendar month, YYYY-MM

@@ -1,0 +1,243 @@
+"""The transactional outbox against real PostgreSQL and NATS JetStream: events commit with
+their transaction, a relay publishes them once (with the event id as `Nats-Msg-Id`), and
+whatever a stopped relay left behind goes out when one starts again."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import msgspec
+import nats
+import pytest
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from contracts import events
+from services.runtime import db
+from services.runtime.outbox import OutboxRelay, add_event
+
+
+@pytest.fixture
+async def schema(database_url: str) -> AsyncIterator[str]:
+    """A schema of its own with the runtime's tables (idempotency keys, outbox)."""
+    name = f"outbox_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.migrate(conn, name, None)
+        yield name
+        await conn.execute(f"drop schema {name} cascade")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def js(nats_url: str):
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture
+async def make_relay(schema: str, pool: asyncpg.Pool, database_url: str, nats_url: str):
+    """Relays for the test's schema, all stopped at the end."""
+    relays: list[OutboxRelay] = []
+
+    async def make(**options) -> OutboxRelay:
+        relay = OutboxRelay(schema, pool, database_url, [nats_url], **options)
+        await relay.start()
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        await relay.stop()
+
+
+@pytest.fixture
+def event_type() -> str:
+    """A type of the test's own, so its subject carries nothing from other tests."""
+    return f"test_{secrets.token_hex(4)}.happened"
+
+
+async def stream_ready(js) -> None:
+    """Wait for a relay to have created the events stream."""
+    for _ in range(100):
+        try:
+            await js.stream_info(events.STREAM)
+            return
+        except NotFoundError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the events stream was never created")
+
+
+async def add(pool: asyncpg.Pool, schema: str, event_type: str, n: int = 0) -> str:
+    async with pool.acquire() as conn, conn.transaction():
+        return await add_event(conn, schema, type=event_type, object_type="test",
+                               object_id=f"obj_{n}", org_id="org_1", livemode=False,
+                               customer_id="acme/alice", data={"n": n})
+
+
+async def received(sub, timeout: float = 5.0) -> list:
+    """Messages until none arrives for `timeout` seconds."""
+    out = []
+    while True:
+        try:
+            out.append(await sub.next_msg(timeout=timeout))
+        except NatsTimeout:
+            return out
+
+
+async def pending(pool: asyncpg.Pool, schema: str) -> int:
+    return await pool.fetchval(f"select count(*) from {schema}.outbox where published_at is null")
+
+
+async def test_committed_events_are_published_and_rolled_back_ones_never(
+        make_relay, js, pool, schema, event_type):
+    # Slow polling: only the NOTIFY sent at commit can wake the relay in time.
+    await make_relay(poll_interval=30)
+    await stream_ready(js)
+    sub = await js.subscribe(events.subject(event_type), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    await asyncio.sleep(0.2)  # the relay is idle, waiting for a NOTIFY
+
+    with pytest.raises(RuntimeError):
+        async with pool.acquire() as conn, conn.transaction():
+            await add_event(conn, schema, type=event_type, object_type="test",
+                            object_id="obj_gone", org_id="org_1", livemode=False,
+                            customer_id=None, data={"n": -1})
+            raise RuntimeError("the state change failed")
+    started = time.monotonic()
+    event_id = await add(pool, schema, event_type, 1)
+
+    msg = await sub.next_msg(timeout=5)
+    assert time.monotonic() - started < 2  # woken by the commit, not by the 30 s poll
+    assert msg.headers["Nats-Msg-Id"] == event_id
+    body = msgspec.json.decode(msg.data)
+    created = body.pop("created")
+    assert created.endswith("Z")
+    assert body == {"id": event_id, "type": event_type, "objectType": "test",
+                    "objectId": "obj_1", "customerId": "acme/alice", "orgId": "org_1",
+                    "livemode": False, "data": {"n": 1}}
+    # Nothing else on the subject: the rolled-back event does not even exist.
+    assert await received(sub, timeout=0.5) == []
+    rows = await pool.fetch(f"select id, published_at from {schema}.outbox")
+    assert [r["id"] for r in rows] == [event_id] and rows[0]["published_at"] is not None
+
+
+async def test_a_relay_started_later_publishes_what_was_left(make_relay, js, pool, schema,
+                                                             event_type):
+    first = await make_relay()
+    await stream_ready(js)
+    await first.stop()
+    ids = [await add(pool, schema, event_type, n) for n in range(5)]
+    await asyncio.sleep(0.3)
+    assert await pending(pool, schema) == 5  # nobody relays while it is stopped
+
+    sub = await js.subscribe(events.subject(event_type), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    await make_relay()
+    msgs = await received(sub, timeout=2)
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == ids  # all of them, in order
+    assert await pending(pool, schema) == 0
+
+
+async def test_publishing_an_event_again_is_dropped_by_jetstream(make_relay, js, pool, schema,
+                                                                 event_type):
+    relay = await make_relay(poll_interval=0.05)
+    await stream_ready(js)
+    sub = await js.subscribe(events.subject(event_type), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    event_id = await add(pool, schema, event_type)
+    assert len(await received(sub, timeout=1)) == 1
+
+    # A relay that died after the ack but before marking the row publishes it again.
+    await pool.execute(f"update {schema}.outbox set published_at = null where id = $1",
+                       event_id)
+    for _ in range(100):
+        if await pending(pool, schema) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await pending(pool, schema) == 0 and relay.published == 2
+    assert await received(sub, timeout=0.5) == []  # JetStream dropped the copy
+    payload = await pool.fetchval(f"select payload from {schema}.outbox where id = $1",
+                                  event_id)
+    ack = await js.publish(events.subject(event_type), payload,
+                           headers={"Nats-Msg-Id": event_id})
+    assert ack.duplicate
+
+
+async def test_replicas_share_the_work_without_doing_it_twice(make_relay, js, pool, schema,
+                                                              event_type):
+    relays = [await make_relay(batch_size=20), await make_relay(batch_size=20)]
+    await stream_ready(js)
+    sub = await js.subscribe(events.subject(event_type), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    async with pool.acquire() as conn, conn.transaction():
+        for n in range(300):
+            await add_event(conn, schema, type=event_type, object_type="test",
+                            object_id=f"obj_{n}", org_id="org_1", livemode=True,
+                            customer_id=None, data={"n": n})
+    msgs = await received(sub, timeout=2)
+    assert len({m.headers["Nats-Msg-Id"] for m in msgs}) == len(msgs) == 300
+    assert await pending(pool, schema) == 0
+    # Every row was published by exactly one of them (SKIP LOCKED).
+    assert sum(r.published for r in relays) == 300
+
+
+async def test_without_listen_the_relay_polls(schema, pool, nats_url, js, event_type):
+    # LISTEN cannot connect (nothing listens on port 1); the pool still works.
+    relay = OutboxRelay(schema, pool, "postgresql://postgres@127.0.0.1:1/none", [nats_url],
+                        fallback_poll_interval=0.05)
+    await relay.start()
+    try:
+        await stream_ready(js)
+        sub = await js.subscribe(events.subject(event_type), ordered_consumer=True,
+                                 deliver_policy=DeliverPolicy.ALL)
+        event_id = await add(pool, schema, event_type)
+        msg = await sub.next_msg(timeout=5)
+        assert msg.headers["Nats-Msg-Id"] == event_id
+    finally:
+        await relay.stop()
+
+
+async def test_published_rows_are_pruned_after_the_retention(pool, schema, database_url,
+                                                             nats_url, event_type):
+    old, recent, unpublished = [await add(pool, schema, event_type, n) for n in range(3)]
+    await pool.execute(f"update {schema}.outbox set published_at = now() - $2::interval"
+                       " where id = $1", old, timedelta(days=8))
+    await pool.execute(f"update {schema}.outbox set published_at = now() - $2::interval"
+                       " where id = $1", recent, timedelta(hours=1))
+    relay = OutboxRelay(schema, pool, database_url, [nats_url])  # 7 days, not started
+    assert await relay.prune() == 1
+    rows = await pool.fetch(f"select id from {schema}.outbox order by seq")
+    assert [r["id"] for r in rows] == [recent, unpublished]
+
+
+async def test_the_stream_is_created_once_with_a_duplicate_window(make_relay, js):
+    relay = await make_relay()
+    await stream_ready(js)
+    await relay.ensure_stream()  # again: nothing happens
+    info = await js.stream_info(events.STREAM)
+    assert info.config.subjects == ["billing.events.>"]
+    assert info.config.duplicate_window == 120
+
+
+@pytest.mark.parametrize("bad", ["happened", "Spend.Alert", "a.*", "a.>", "a..b", "a b.c"])
+async def test_event_types_must_be_subject_tokens(pool, schema, bad):
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError):
+            await add_event(conn, schema, type=bad, object_type="test", object_id="x",
+                            org_id="org_1", livemode=False, customer_id=None, data={})

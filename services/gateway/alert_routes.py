@@ -17,7 +17,7 @@ from contracts.alerts import (
     SpendAlertListParams,
     SpendAlertUpdateParams,
 )
-from services.gateway.routes import Route
+from services.gateway.routing import Route
 
 ALERT_ROUTES: tuple[Route, ...] = (
     Route("GET", "/billing/spend-alerts", LEDGER_SPEND_ALERT_LIST, "user",

@@ -35,7 +35,8 @@ from services.gateway.http import (
     request_id,
 )
 from services.gateway.iam import IamConfig, IamVerifier
-from services.gateway.routes import ROLES_ALLOWED, ROUTES, ZAP_METHODS, ZAP_ROUTE, Route
+from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
+from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import db, telemetry
 from services.runtime.bus import nats_servers
 from services.runtime.config import Settings

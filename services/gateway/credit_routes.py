@@ -1,4 +1,4 @@
-"""Credit-grant routes (ledger.md §3.13–§3.17), to be folded into ROUTES.
+"""Credit-grant routes (ledger.md §3.13–§3.17).
 
 Create and void mint or take away credit: class `mint`, honouring Idempotency-Key. The reads
 are class `user`: an end user is pinned to their own `userId`. Burn and preview have no
@@ -15,7 +15,7 @@ from contracts.credits import (
     CreditGrantListParams,
     CreditGrantVoidParams,
 )
-from services.gateway.routes import Route
+from services.gateway.routing import Route
 
 CREDIT_ROUTES: tuple[Route, ...] = (
     Route("POST", "/billing/credit-grants", subjects.LEDGER_CREDIT_GRANT_CREATE, "mint",

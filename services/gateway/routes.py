@@ -1,9 +1,7 @@
-"""The route tables: REST (method, path) and ZAP methods → bus subjects, with each route's
-access class, parameter struct and where its target user is named."""
+"""The route tables: REST (method, path) and ZAP methods → bus subjects. Each area keeps
+its routes beside its own (`credit_routes`, `alert_routes`, …); they are joined here."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from contracts import subjects
 from contracts.ledger import (
@@ -18,36 +16,11 @@ from contracts.ledger import (
     UsageRecordParams,
     WithdrawParams,
 )
+from services.gateway.alert_routes import ALERT_ROUTES
+from services.gateway.credit_routes import CREDIT_ROUTES
+from services.gateway.routing import Route
 
-# Access classes (conventions §10.3) and the roles each admits. `mint` is decided by the
-# caller's `may_mint` (mint policy), not by role alone.
-ROLES_ALLOWED = {
-    "public": frozenset({"platform", "admin", "user", "publishable"}),
-    "user": frozenset({"platform", "admin", "user"}),
-    "admin": frozenset({"platform", "admin"}),
-    "platform": frozenset({"platform"}),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    path: str  # below the prefix, aiohttp syntax for path parameters
-    subject: str
-    access: str  # public | user | admin | mint | platform
-    params: type  # the msgspec struct the body or query decodes into
-    source: str = "body"  # "body" or "query"
-    user_field: str | None = "user"  # the param naming the target user, scoped for role user
-    idempotent: bool = False  # honours Idempotency-Key
-    other_user_message: str = "cannot access another user's account"
-    composite: bool = False  # answered by a gateway view over several services
-
-    @property
-    def name(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-ROUTES: tuple[Route, ...] = (
+LEDGER_ROUTES: tuple[Route, ...] = (
     Route("GET", "/billing/balance", subjects.LEDGER_BALANCE_GET, "admin", BalanceQuery,
           source="query"),
     Route("GET", "/billing/balance/all", subjects.LEDGER_BALANCE_ALL, "admin", BalanceQuery,
@@ -75,11 +48,7 @@ ROUTES: tuple[Route, ...] = (
           source="query", composite=True),
 )
 
-# Imported here, after Route exists: credit_routes and alert_routes import Route from here.
-from services.gateway.alert_routes import ALERT_ROUTES  # noqa: E402
-from services.gateway.credit_routes import CREDIT_ROUTES  # noqa: E402
-
-ROUTES = ROUTES + CREDIT_ROUTES + ALERT_ROUTES
+ROUTES = LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

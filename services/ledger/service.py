@@ -40,7 +40,7 @@ from contracts.ledger import (
     WithdrawResult,
 )
 from contracts.payments import PaymentMethodExists, PaymentMethodQuery
-from services.ledger import alert_handlers, credit_handlers, domain, store, tiers
+from services.ledger import alert_handlers, credit_handlers, domain, journal_handlers, store, tiers
 from services.ledger.usage import UsageRecord, UsageRecorder
 from services.runtime.batching import MicroBatcher
 from services.runtime.bus import Service, created
@@ -210,6 +210,7 @@ def create(settings: Settings) -> Service:
 
     credit_handlers.register(svc)
     alert_handlers.register(svc)
+    journal_handlers.register(svc)
     return svc
 
 

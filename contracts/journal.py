@@ -1,0 +1,209 @@
+"""Journal messages: the general double-entry ledger (ledger.md §2.9) that the payments
+service posts to. Accounts, multi-leg entries, holds and per-account balances; bus only, no
+HTTP routes (platform-internal).
+
+Amounts are integers in the currency's minor unit. A posting's `amount` is signed: positive
+is a debit, negative a credit; the postings of an entry sum to zero in each currency.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from contracts.ledger import Int64, Metadata, Params
+
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with an offset
+
+# ---- requests -------------------------------------------------------------------------
+
+
+class JournalAccountCreateParams(Params):
+    name: str = ""
+    type: str = ""  # asset | liability | equity | revenue | expense
+    currency: str = ""  # default usd
+    normalBalance: str = ""  # debit | credit; default from the type
+    metadata: Metadata | None = None
+
+
+class JournalAccountEnsureParams(Params):
+    """Find the account by name, else create it (an existing account is returned as is)."""
+
+    name: str = ""
+    type: str = ""
+    currency: str = ""
+
+
+class JournalAccountGetParams(Params):
+    id: str = ""  # by id, or
+    name: str = ""  # by name
+
+
+class JournalPostingParams(Params):
+    accountId: str = ""
+    amount: Int64 = 0  # positive = debit, negative = credit
+    currency: str = ""  # default usd
+
+
+class JournalEntryPostParams(Params):
+    # The same key with the same entry replays the stored entry; with another entry it is
+    # refused (409). Empty: no deduplication.
+    idempotencyKey: str = ""
+    description: str = ""
+    paymentIntentId: str = ""
+    refundId: str = ""
+    payoutId: str = ""
+    transferId: str = ""
+    disputeId: str = ""
+    metadata: Metadata | None = None
+    postings: list[JournalPostingParams] = []
+
+
+class JournalEntryGetParams(Params):
+    id: str = ""
+
+
+class JournalEntryListParams(Params):
+    accountId: str = ""  # entries with a posting on this account
+    paymentIntentId: str = ""
+    refundId: str = ""
+    payoutId: str = ""
+    transferId: str = ""
+    disputeId: str = ""
+    createdAfter: Timestamp | None = None  # exclusive
+    createdBefore: Timestamp | None = None  # exclusive
+    limit: int = 100
+    offset: int = 0
+
+
+class JournalBalanceGetParams(Params):
+    accountId: str = ""
+    currency: str = ""  # default usd
+
+
+class JournalHoldCreateParams(Params):
+    accountId: str = ""
+    amount: Int64 = 0
+    currency: str = ""  # default usd
+    paymentIntentId: str = ""
+    expiresAt: Timestamp | None = None  # must be in the future; default 7 days from now
+
+
+class JournalHoldCaptureParams(Params):
+    id: str = ""
+    amount: Int64 = 0  # <= 0 captures the whole hold
+
+
+class JournalHoldIdParams(Params):
+    """Void or get a hold."""
+
+    id: str = ""
+
+
+class JournalPaymentParams(Params):
+    paymentIntentId: str = ""
+    amount: Int64 = 0
+    currency: str = ""
+    customerId: str = ""
+    fees: Int64 = 0
+
+
+class JournalRefundParams(Params):
+    refundId: str = ""
+    amount: Int64 = 0
+    currency: str = ""
+    customerId: str = ""
+
+
+class JournalPayoutParams(Params):
+    payoutId: str = ""
+    amount: Int64 = 0
+    currency: str = ""
+    merchantId: str = ""
+
+
+class JournalDisputeParams(Params):
+    disputeId: str = ""
+    amount: Int64 = 0
+    currency: str = ""
+    customerId: str = ""
+
+
+# ---- results --------------------------------------------------------------------------
+
+
+class JournalAccount(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    type: str
+    currency: str
+    normalBalance: str
+    createdAt: str
+    metadata: Metadata | None = None
+
+
+class JournalPosting(msgspec.Struct):
+    id: str
+    entryId: str
+    accountId: str
+    amount: int
+    currency: str
+    createdAt: str
+
+
+class JournalEntry(msgspec.Struct, omit_defaults=True):
+    id: str
+    description: str
+    postings: list[JournalPosting]
+    createdAt: str
+    idempotencyKey: str | None = None
+    paymentIntentId: str | None = None
+    refundId: str | None = None
+    payoutId: str | None = None
+    transferId: str | None = None
+    disputeId: str | None = None
+    metadata: Metadata | None = None
+    # True when the idempotency key had already posted this very entry: nothing new was
+    # written, the stored entry is returned (reply status 200 instead of 201).
+    replayed: bool = False
+
+
+class JournalEntryList(msgspec.Struct):
+    entries: list[JournalEntry]  # oldest first (created_at, id)
+    count: int
+
+
+class JournalBalance(msgspec.Struct, omit_defaults=True):
+    """Balances are signed like postings (debit positive). `heldBalance` is a magnitude and
+    `availableBalance` is `postedBalance` with the holds taken off in the account's normal
+    direction: posted − held for debit-normal accounts, posted + held for credit-normal
+    ones (a customer owed 10000 with 3000 held has available −7000)."""
+
+    accountId: str
+    currency: str
+    postedBalance: int
+    pendingBalance: int  # always 0 (reserved, as in the reference)
+    heldBalance: int
+    availableBalance: int
+    updatedAt: str | None = None  # omitted before any activity
+
+
+class JournalHold(msgspec.Struct, omit_defaults=True):
+    id: str
+    accountId: str
+    amount: int
+    currency: str
+    status: str  # pending | captured | voided | expired
+    expiresAt: str
+    createdAt: str
+    updatedAt: str
+    paymentIntentId: str | None = None
+    capturedEntryId: str | None = None
+    capturedAmount: int | None = None
+
+
+class JournalHoldCaptured(msgspec.Struct):
+    hold: JournalHold
+    entry: JournalEntry

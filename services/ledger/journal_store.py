@@ -405,3 +405,22 @@ async def expire_due_holds(conn: asyncpg.Connection, now: datetime, limit: int) 
                    held=-r["amount"])
     await apply(conn, changes)
     return len(rows)
+
+
+async def verify(db: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every journal balance whose `posted` disagrees with the sum of its postings."""
+    return await db.fetch("""
+        with computed as (
+            select org_id, livemode, account_id, currency, sum(amount)::bigint as posted
+            from ledger.journal_postings group by 1, 2, 3, 4
+        )
+        select coalesce(b.org_id, c.org_id) as org_id,
+               coalesce(b.livemode, c.livemode) as livemode,
+               coalesce(b.account_id, c.account_id) as account_id,
+               coalesce(b.currency, c.currency) as currency,
+               b.posted as stored, c.posted as computed
+        from ledger.journal_balances b
+        full join computed c using (org_id, livemode, account_id, currency)
+        where coalesce(b.posted, 0) is distinct from coalesce(c.posted, 0)
+        order by 1, 2, 3, 4
+    """)

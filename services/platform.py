@@ -16,9 +16,16 @@ def _ledger(settings: Settings) -> Service:
     return create(settings)
 
 
-# Services not listed here are not built yet (metering, invoicing, payments, subscriptions).
+def _metering(settings: Settings) -> Service:
+    from services.metering.service import create
+
+    return create(settings)
+
+
+# Services not listed here are not built yet (invoicing, payments, subscriptions).
 SERVICES: dict[str, Callable[[Settings], Service]] = {
     "ledger": _ledger,
+    "metering": _metering,
 }
 
 

@@ -35,6 +35,7 @@ from services.gateway.http import (
     request_id,
 )
 from services.gateway.iam import IamConfig, IamVerifier
+from services.gateway.ingest import AsyncIngest
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
 from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import db, telemetry
@@ -76,6 +77,7 @@ class Gateway:
         self.port = settings.port
         self._cors_any = settings.cors_allowed_origins == ("*",)
         self._required_keys = frozenset(settings.require_idempotency_key)
+        self.ingest = AsyncIngest(self)  # meter events with `Prefer: respond-async`
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class Gateway:
             await db.migrate(conn, "gateway", MIGRATIONS)
         self.nc = await nats.connect(servers=nats_servers(s.nats_url), name="billing-gateway",
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        await self.ingest.start()
         iam_config = IamConfig.from_env(s.env)
         if iam_config.enabled:
             self.iam = IamVerifier(iam_config)
@@ -121,6 +124,7 @@ class Gateway:
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
                 handler = self._billing_status(route) if route.composite else self._rest(route)
+                handler = self.ingest.wrap(route, handler)
                 app.router.add_route(route.method, prefix + route.path, handler)
             app.router.add_post(prefix + ZAP_ROUTE.path, self._zap)
         return app
@@ -209,6 +213,8 @@ class Gateway:
                 response = web.Response(status=204)
             else:
                 response = json_response(bytes(reply.result), reply.status)
+            if route.access == "public":
+                _public_cache_headers(response.headers, route.path)
             if reply.replayed:
                 response.headers["Idempotent-Replayed"] = "true"
             return response
@@ -344,6 +350,15 @@ class Gateway:
             return _zap_error(call.id, code, reply.error.message)
         body = b'{"id":' + _encode(call.id) + b',"result":' + bytes(reply.result) + b"}"
         return json_response(body)
+
+
+def _public_cache_headers(headers: Any, path: str) -> None:
+    """The reference's caching of public answers (conventions §6.8, §10.9): an hour at the
+    CDN, half that in browsers, tagged for purges (`dns-plans`, `plans`). Successes only."""
+    headers["Cache-Control"] = "public, max-age=1800, s-maxage=3600, stale-while-revalidate=60"
+    headers["CDN-Cache-Control"] = "max-age=3600"
+    headers["Vary"] = "Accept-Encoding"
+    headers["Cache-Tag"] = "dns-plans" if path.startswith("/dns/") else "plans"
 
 
 def _route_name(request: web.Request) -> str:

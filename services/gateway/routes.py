@@ -18,6 +18,7 @@ from contracts.ledger import (
 )
 from services.gateway.alert_routes import ALERT_ROUTES
 from services.gateway.credit_routes import CREDIT_ROUTES
+from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.routing import Route
 
 LEDGER_ROUTES: tuple[Route, ...] = (
@@ -48,7 +49,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
           source="query", composite=True),
 )
 
-ROUTES = LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES
+ROUTES = LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -1,0 +1,223 @@
+"""Metering messages: meters, meter events, usage summaries, DNS usage and plans
+(metering-invoicing.md §2.1–§2.2, §3, §10; ledger.md §2.7, §3.22–§3.24).
+
+Field names are the HTTP API's (camelCase), as in contracts/ledger.py. Event objects inside a
+batch ignore unknown keys and match key names exactly (only the top level is case-folded).
+Per-event structs are `gc=False`: thousands are made a second and none can hold a cycle, so
+the garbage collector need not track them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from contracts.ledger import Int64, Params
+
+# ---- requests -------------------------------------------------------------------------
+
+
+class MeterCreateParams(Params):
+    name: str = ""
+    eventName: str = ""
+    aggregationType: str = ""
+    currency: str = ""
+    dimensions: list[str] | None = None
+
+
+class MeterGetParams(Params):
+    id: str = ""  # from the path
+
+
+class MeterListParams(Params):
+    limit: int = 0  # 0 = every meter (the reference has no paging)
+    offset: int = 0
+
+
+class MeterIdsQuery(Params):
+    """The ids of every meter of the caller's organization and mode."""
+
+
+class MeterEventInput(msgspec.Struct, omit_defaults=True, gc=False):
+    # null means absent, as in the reference's binding
+    meterId: str | None = None
+    userId: str | None = None
+    value: Int64 | None = None
+    timestamp: str | None = None  # RFC 3339 with offset; absent = when the server accepts it
+    idempotency: str | None = None  # dedup key, per organization and mode
+    dimensions: dict[str, Any] | None = None
+
+
+class MeterEventBatch(Params):
+    events: list[MeterEventInput] | None = None
+
+
+class SummaryQuery(Params):
+    meterId: str = ""
+    userId: str = ""
+    periodStart: str = ""
+    periodEnd: str = ""
+
+
+class UsageAggregateParams(Params):
+    """Per-meter usage of one customer in a window (for invoices). `start`/`end` are
+    RFC 3339; empty = unbounded. The end is exclusive unless `endInclusive`."""
+
+    userId: str = ""
+    start: str = ""
+    end: str = ""
+    endInclusive: bool = False
+
+
+class DnsUsageParams(Params):
+    zone: str = ""
+    user: str = ""
+    queries: Int64 = 0
+    errors: Int64 = 0
+    timestamp: str = ""
+
+
+class DnsSummaryQuery(Params):
+    user: str = ""
+    period: str = ""
+
+
+class DnsPlansQuery(Params):
+    pass
+
+
+# ---- accepted batches (JetStream `billing.meter_events.<org>`, and the store's input) -----
+
+
+class AcceptedEvent(msgspec.Struct, gc=False, rename={
+        "id": "i", "meterId": "m", "userId": "u", "value": "v", "timestamp": "t",
+        "idempotency": "k", "dimensions": "d"}):
+    """One validated event; `timestamp` in Unix microseconds (UTC). One-letter keys on the
+    wire: these travel by the hundred thousand."""
+
+    id: str
+    meterId: str
+    userId: str
+    value: int
+    timestamp: int
+    idempotency: str
+    dimensions: dict[str, Any] | None
+
+
+class AcceptedBatch(msgspec.Struct, rename={
+        "batchId": "b", "orgId": "o", "livemode": "l", "events": "e"}):
+    """A batch the gateway acknowledged with 202; `batchId` is also its `Nats-Msg-Id`
+    (empty for batches written synchronously)."""
+
+    batchId: str
+    orgId: str
+    livemode: bool
+    events: list[AcceptedEvent]
+
+
+# ---- results --------------------------------------------------------------------------
+
+
+class Meter(msgspec.Struct):
+    id: str
+    name: str
+    eventName: str
+    aggregationType: str
+    currency: str
+    dimensions: list[str] | None  # null when not supplied
+    createdAt: str
+
+
+class MeterList(msgspec.Struct):
+    meters: list[Meter]
+    count: int
+
+
+class MeterIds(msgspec.Struct):
+    ids: list[str]
+
+
+class EventOutcome(msgspec.Struct, gc=False):
+    id: str
+    status: str  # created | duplicate | accepted (asynchronous path)
+
+
+class RecordedEvents(msgspec.Struct):
+    events: list[EventOutcome]
+    count: int
+
+
+class Summary(msgspec.Struct):
+    meterId: str
+    meterName: str
+    userId: str
+    aggregationType: str
+    value: int
+    eventCount: int
+    periodStart: str  # the query values, echoed
+    periodEnd: str
+
+
+class MeterUsage(msgspec.Struct):
+    meterId: str
+    meterName: str
+    currency: str
+    aggregationType: str
+    quantity: int
+    eventCount: int
+
+
+class UsageAggregate(msgspec.Struct):
+    meters: list[MeterUsage]
+
+
+class DnsUsageResult(msgspec.Struct):
+    recorded: bool
+    remaining: int
+    limit: int
+
+
+class DnsSummary(msgspec.Struct, omit_defaults=True):
+    user: str
+    period: str
+    queries: int
+    zones: int
+    records: int
+    limit: int  # the daily limit, whatever the period (reference)
+    plan: str
+    periodLimit: int | None = None  # ours, month only: the daily limit × days in the month
+
+
+class PlanLimits(msgspec.Struct, omit_defaults=True):
+    """The catalog's recognised limit keys, in the reference's order."""
+
+    requestsPerMinute: int | None = None
+    tokensPerMinute: int | None = None
+    freeCredit: int | None = None
+    maxMembers: int | None = None
+    zones: int | None = None
+    recordsPerZone: int | None = None
+    queriesPerDay: int | None = None
+    maxAlerts: int | None = None
+    apiRateLimit: int | None = None
+    mcpRateLimit: int | None = None
+
+
+class PlanView(msgspec.Struct, omit_defaults=True):
+    """A catalog plan on the wire (subscriptions.md "static plan")."""
+
+    slug: str
+    name: str
+    description: str
+    category: str
+    price: int
+    priceAnnual: int
+    currency: str
+    interval: str
+    intervalCount: int
+    trialPeriodDays: int
+    contactSales: bool = False
+    popular: bool = False
+    features: list[str] | None = None
+    limits: PlanLimits | None = None

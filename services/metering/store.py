@@ -1,0 +1,313 @@
+"""Metering's SQL, in one place.
+
+Events are written by `write_events` / `write_accepted`: the dedup keys (and batch ids) are
+claimed and the events inserted by one statement, so an event and its key commit together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from contracts.metering import AcceptedBatch
+from services.metering.domain import Window
+
+_encode = msgspec.json.Encoder().encode
+
+# ---- meters ----------------------------------------------------------------------------
+
+_METER_COLUMNS = "id, name, event_name, aggregation_type, currency, dimensions, created_at"
+
+_CREATE_METER = f"""
+insert into metering.meters (org_id, livemode, id, name, event_name, aggregation_type,
+                             currency, dimensions)
+values ($1, $2, $3, $4, $5, $6, $7, $8)
+on conflict (org_id, livemode, event_name) do nothing
+returning {_METER_COLUMNS}
+"""
+
+
+async def create_meter(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
+                       meter_id: str, name: str, event_name: str, aggregation: str,
+                       currency: str, dimensions: list[str] | None) -> asyncpg.Record | None:
+    """The new meter, or None when the event name is taken in this organization and mode."""
+    return await db.fetchrow(_CREATE_METER, org_id, livemode, meter_id, name, event_name,
+                             aggregation, currency, dimensions)
+
+
+async def meter(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
+                meter_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_METER_COLUMNS} from metering.meters"
+        " where org_id = $1 and livemode = $2 and id = $3", org_id, livemode, meter_id)
+
+
+async def meter_by_event_name(db: asyncpg.Pool | asyncpg.Connection, org_id: str,
+                              livemode: bool, event_name: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_METER_COLUMNS} from metering.meters"
+        " where org_id = $1 and livemode = $2 and event_name = $3",
+        org_id, livemode, event_name)
+
+
+async def meters(db: asyncpg.Pool, org_id: str, livemode: bool, limit: int | None,
+                 offset: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"select {_METER_COLUMNS} from metering.meters where org_id = $1 and livemode = $2"
+        " order by created_at, id limit $3 offset $4", org_id, livemode, limit, offset)
+
+
+async def meter_ids(db: asyncpg.Pool, org_id: str, livemode: bool) -> list[str]:
+    rows = await db.fetch("select id from metering.meters where org_id = $1 and livemode = $2",
+                          org_id, livemode)
+    return [r["id"] for r in rows]
+
+
+# ---- writing events --------------------------------------------------------------------
+
+# A document is a JSON array of `AcceptedBatch`es as msgspec encodes them — exactly what the
+# gateway publishes to JetStream, so a worker hands the messages over without decoding them:
+# `[{"b": batch id, "o": org id, "l": livemode, "e": [{"i": id, "m": meter id, "u": user id,
+# "v": value, "t": Unix µs, "k": idempotency key, "d": dimensions}, ...]}, ...]`.
+_BATCHES = """
+    select g.b as batch_id, g.o as org_id, g.l as livemode, g.e, g.n
+    from rows from (json_to_recordset($1::json) as (b text, o text, l boolean, e json))
+         with ordinality as g(b, o, l, e, n)"""
+
+_EVENTS_OF = """
+    select g.org_id, g.livemode, e.*, g.n as batch_n
+    from {batches} g, rows from (json_to_recordset(g.e) as (
+             i text, m text, u text, v bigint, t bigint, k text, d json))
+         with ordinality as e(id, meter_id, user_id, value, ts_us, idempotency, dimensions, n)"""
+
+# From the events `e`: claim the keys of keyed events, then insert every keyless event and
+# each keyed one whose key was claimed (`claimed`: the ids of keyed events inserted). Keys
+# are claimed in one order in every statement (concurrent writers wait, never deadlock), and
+# among events of this statement with one key the first in the document wins. A key held by
+# a committed event is skipped; one being written by another transaction is waited for.
+# One statement: atomic without an explicit transaction.
+_STORE = """
+claimed as (
+    insert into metering.event_keys (key_hash, org_id, livemode, key, event_id)
+    select metering.event_key_hash(org_id, livemode, idempotency), org_id, livemode,
+           idempotency, id
+    from e where idempotency <> ''
+    order by 1, batch_n, n
+    on conflict do nothing
+    returning event_id
+), stored as (
+    insert into metering.events (org_id, livemode, id, meter_id, user_id, value, ts,
+                                 idempotency, dimensions)
+    select org_id, livemode, id, meter_id, user_id, value,
+           timestamptz 'epoch' + ts_us * interval '1 microsecond', idempotency, dimensions
+    from e
+    where idempotency = '' or id in (select event_id from claimed)
+)"""
+
+_EVENTS_OF_DOCUMENT = _EVENTS_OF.format(batches=f"({_BATCHES})")
+_EVENTS_OF_NEW_BATCHES = _EVENTS_OF.format(batches="""(
+    select * from g where (org_id, livemode, batch_id) in (select * from new_batches))""")
+
+# Returns the ids inserted (`key` null) and, for keys already held when the statement
+# began, the holder's id. A key taken by a transaction that committed meanwhile is not
+# visible to this statement: the caller looks those up afterwards (`_STORED_IDS`).
+_INSERT_EVENTS = f"""
+with e as materialized ({_EVENTS_OF_DOCUMENT}
+), {_STORE}
+select event_id, null as org_id, null::boolean as livemode, null as key from claimed
+union all
+select (select k.event_id from metering.event_keys k  -- an index lookup per duplicate
+        where k.key_hash = metering.event_key_hash(e.org_id, e.livemode, e.idempotency)),
+       e.org_id, e.livemode, e.idempotency
+from e where e.idempotency <> '' and e.id not in (select event_id from claimed)"""
+
+# Batches accepted asynchronously: their ids are claimed in the same statement and only the
+# events of batches never stored before go in, so a redelivered batch is stored once.
+_INSERT_ACCEPTED = f"""
+with g as (
+    select distinct on (org_id, livemode, batch_id) * from ({_BATCHES}) g
+    order by org_id, livemode, batch_id, n
+), new_batches as (
+    insert into metering.ingested_batches (org_id, livemode, batch_id)
+    select org_id, livemode, batch_id from g order by 1, 2, 3
+    on conflict do nothing
+    returning org_id, livemode, batch_id
+), e as materialized ({_EVENTS_OF_NEW_BATCHES}
+), {_STORE}
+select count(*) from claimed"""
+
+_STORED_IDS = """
+select k.org_id, k.livemode, k.key, k.event_id
+from unnest($1::text[], $2::boolean[], $3::text[]) as u(org_id, livemode, key)
+join metering.event_keys k
+  on k.key_hash = metering.event_key_hash(u.org_id, u.livemode, u.key)
+"""
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+async def write_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str]]:
+    """Store each event once per (organization, mode, idempotency key). Returns, for each
+    event of each batch, the id of the stored event: its own when it was created now, the
+    earlier event's when it is a duplicate (the first occurrence in `batches` wins)."""
+    inserted: set[str] = set()
+    stored: dict[tuple[str, bool, str], str] = {}  # key → id of the event holding it
+    for r in await db.fetch(_INSERT_EVENTS, _encode(batches).decode()):
+        if r["key"] is None:
+            inserted.add(r["event_id"])
+        elif r["event_id"] is not None:
+            stored[(r["org_id"], r["livemode"], r["key"])] = r["event_id"]
+    first: dict[tuple[str, bool, str], str] = {}  # key → id of its first occurrence
+    unseen = []  # held by a transaction that committed while this statement ran
+    for b in batches:
+        for e in b.events:
+            key = (b.orgId, b.livemode, e.idempotency)
+            if e.idempotency and key not in first:
+                first[key] = e.id
+                if e.id not in inserted and key not in stored:
+                    unseen.append(key)
+    if unseen:
+        orgs, modes, names = zip(*unseen, strict=True)
+        stored.update({(r["org_id"], r["livemode"], r["key"]): r["event_id"]
+                       for r in await db.fetch(_STORED_IDS, orgs, modes, names)})
+    ids = []
+    for b in batches:
+        batch_ids = []
+        for e in b.events:
+            if not e.idempotency:
+                batch_ids.append(e.id)
+                continue
+            key = (b.orgId, b.livemode, e.idempotency)
+            winner = first[key]
+            batch_ids.append(winner if winner in inserted else stored[key])
+        ids.append(batch_ids)
+    return ids
+
+
+async def write_accepted(db: Db, document: str) -> None:
+    """Store the batches of a document (a JSON array of encoded `AcceptedBatch`es), each
+    batch once."""
+    await db.execute(_INSERT_ACCEPTED, document)
+
+
+async def event_key(conn: asyncpg.Connection, org_id: str, livemode: bool, key: str,
+                    ) -> str | None:
+    return await conn.fetchval(
+        "select event_id from metering.event_keys"
+        " where key_hash = metering.event_key_hash($1, $2, $3)", org_id, livemode, key)
+
+
+# ---- reading events --------------------------------------------------------------------
+
+# Each aggregation over the selected events `w`; `last` is the latest event time, the
+# latest ingested among equal times.
+_AGGREGATE = {
+    "sum": "coalesce(sum(value), 0)",
+    "count": "count(*)",
+    "max": "coalesce(max(value), 0)",
+    "min": "coalesce(min(value), 0)",
+    "unique_count": "count(distinct value)",
+    "last": "coalesce((select value from w order by ts desc, ingest_seq desc limit 1), 0)",
+}
+
+
+def _where(org_id: str, livemode: bool, meter_id: str | None, user_id: str, window: Window,
+           ) -> tuple[str, list]:
+    """The filter, written out per combination so each has a plan that uses the index."""
+    conditions, args = ["org_id = $1", "livemode = $2"], [org_id, livemode]
+    if meter_id is not None:
+        args.append(meter_id)
+        conditions.append(f"meter_id = ${len(args)}")
+    if user_id:
+        args.append(user_id)
+        conditions.append(f"user_id = ${len(args)}")
+    if window.start is not None:
+        args.append(window.start)
+        conditions.append(f"ts >= ${len(args)}")
+    if window.end is not None:
+        args.append(window.end)
+        conditions.append(f"ts {'<=' if window.end_inclusive else '<'} ${len(args)}")
+    return " and ".join(conditions), args
+
+
+async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str,
+                    user_id: str, window: Window, aggregation: str) -> tuple[object, int]:
+    """(aggregate value, number of events) of one meter's events in the window."""
+    where, args = _where(org_id, livemode, meter_id, user_id, window)
+    row = await db.fetchrow(
+        f"with w as (select value, ts, ingest_seq from metering.events where {where})"
+        f" select {_AGGREGATE[aggregation]} as value, count(*) as events from w", *args)
+    return row["value"], row["events"]
+
+
+async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
+                         window: Window, exclude_event_name: str) -> list[asyncpg.Record]:
+    """Every aggregate of each meter with events of the user in the window, in meter
+    creation order (each meter read through the events index)."""
+    where, args = _where(org_id, livemode, None, user_id, window)
+    args.append(exclude_event_name)
+    return await db.fetch(
+        "select m.id, m.name, m.currency, m.aggregation_type, u.* from metering.meters m"
+        " cross join lateral (select count(*) as count, sum(value) as sum, max(value) as max,"
+        "   min(value) as min, count(distinct value) as unique_count,"
+        "   (array_agg(value order by ts desc, ingest_seq desc))[1] as last"
+        f"  from metering.events where meter_id = m.id and {where}) u"
+        f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> ${len(args)}"
+        " and u.count > 0 order by m.created_at, m.id", *args)
+
+
+async def dns_usage(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
+                    meter_id: str, user_id: str, start: datetime, end: datetime,
+                    ) -> tuple[int, int]:
+    """(queries, distinct zones) of a user's DNS usage in [start, end)."""
+    row = await db.fetchrow(
+        "select coalesce(sum(value), 0)::bigint as queries,"
+        " count(distinct dimensions->>'zone') as zones from metering.events"
+        " where org_id = $1 and livemode = $2 and meter_id = $3 and user_id = $4"
+        " and ts >= $5 and ts < $6", org_id, livemode, meter_id, user_id, start, end)
+    return row["queries"], row["zones"]
+
+
+async def lock_dns_day(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,
+                       day: datetime) -> None:
+    """Serialises the limit check and the insert of one user's DNS usage for one day."""
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))",
+                       f"metering.dns|{org_id}|{int(livemode)}|{user_id}|{day.date()}")
+
+
+# ---- upkeep ----------------------------------------------------------------------------
+
+
+async def ensure_partitions(db: asyncpg.Pool, first_month: datetime, months: int) -> None:
+    await db.execute("select metering.ensure_event_partitions($1::date, $2)",
+                     first_month.date(), months)
+
+
+async def drop_partitions_before(db: asyncpg.Pool, cutoff: datetime) -> list[str]:
+    """Drop the monthly partitions that end at or before `cutoff`; returns their names."""
+    rows = await db.fetch(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = 'metering.events'::regclass")
+    dropped = []
+    for name in sorted(r["relname"] for r in rows):
+        year, month = int(name[7:11]), int(name[12:14])  # events_YYYY_MM
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=cutoff.tzinfo)
+        if end <= cutoff:
+            await db.execute(f"drop table metering.{name}")
+            dropped.append(name)
+    return dropped
+
+
+async def prune(db: asyncpg.Pool, table: str, cutoff: datetime, chunk: int = 10_000) -> int:
+    """Delete rows of a dedup table older than `cutoff`, a chunk at a time."""
+    deleted = 0
+    while True:
+        status = await db.execute(
+            f"delete from metering.{table} where ctid in (select ctid from metering.{table}"
+            " where created_at < $1 limit $2)", cutoff, chunk)
+        count = int(status.split()[-1])
+        deleted += count
+        if count < chunk:
+            return deleted

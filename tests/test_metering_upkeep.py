@@ -1,0 +1,163 @@
+"""What metering keeps and for how long (monthly event partitions, the dedup window), the
+per-meter usage invoicing reads, and the batch rules shared by both ways in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from contracts import Actor, Scope
+from contracts.metering import MeterEventInput, UsageAggregate, UsageAggregateParams
+from contracts.metering_subjects import METERING_USAGE_AGGREGATE
+from services.gateway import store as gateway_store
+from services.metering import domain, store
+from services.metering.service import upkeep
+from services.runtime.errors import Failure
+
+API = "/api/v1/billing"
+
+
+@pytest.fixture
+def metering(platform):
+    return next(s for s in platform.services if s.name == "metering")
+
+
+async def _record(http, org, events):
+    async with http.post(API + "/meter-events", json={"events": events},
+                         headers=org.auth()) as r:
+        assert r.status == 201, await r.text()
+        return (await r.json())["events"]
+
+
+async def _meter(http, org, event_name, aggregation="sum"):
+    async with http.post(API + "/meters", json={"name": event_name, "eventName": event_name,
+                                                "aggregationType": aggregation},
+                         headers=org.auth()) as r:
+        assert r.status == 201
+        return (await r.json())["id"]
+
+
+async def _partitions(metering) -> set[str]:
+    rows = await metering.pool.fetch(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = 'metering.events'::regclass")
+    return {r["relname"] for r in rows}
+
+
+async def test_monthly_partitions_are_made_ahead(metering):
+    await upkeep(metering)
+    month = domain.start_of_month(datetime.now(UTC))
+    oldest_accepted = domain.start_of_month(datetime.now(UTC) - domain.BACKDATE)
+    expected = {oldest_accepted, month}
+    for _ in range(2):
+        month = domain.next_month(month)
+        expected.add(month)
+    assert {f"events_{m:%Y_%m}" for m in expected} <= await _partitions(metering)
+
+
+async def test_old_months_are_dropped_whole(metering):
+    await store.ensure_partitions(metering.pool, datetime(2020, 1, 1, tzinfo=UTC), 2)
+    dropped = await store.drop_partitions_before(metering.pool,
+                                                 datetime(2020, 2, 1, tzinfo=UTC))
+    assert dropped == ["events_2020_01"]
+    assert "events_2020_02" in await _partitions(metering)
+    await store.drop_partitions_before(metering.pool, datetime(2020, 3, 1, tzinfo=UTC))
+
+
+async def test_idempotency_keys_are_kept_35_days_then_forgotten(http, org, metering):
+    meter_id = await _meter(http, org, "calls")
+    await _record(http, org, [{"meterId": meter_id, "userId": "a", "value": 1,
+                               "idempotency": key} for key in ("recent", "expired")])
+    await metering.pool.execute(
+        "update metering.event_keys set created_at = now() - make_interval(days => d)"
+        " from (values ('recent', 35), ('expired', 37)) as age(k, d) where key = age.k")
+    await upkeep(metering)
+    again = await _record(http, org, [{"meterId": meter_id, "userId": "a", "value": 1,
+                                       "idempotency": key} for key in ("recent", "expired")])
+    assert [e["status"] for e in again] == ["duplicate", "created"]
+
+
+async def test_usage_by_meter_for_invoices(http, org, metering):
+    tokens = await _meter(http, org, "tokens")
+    gauge = await _meter(http, org, "gauge", "last")
+    idle = await _meter(http, org, "idle")
+    backfill = await _meter(http, org, "api-usage")
+    day = (datetime.now(UTC) - timedelta(days=2)).replace(hour=12, minute=0, second=0,
+                                                          microsecond=0)
+
+    def at(hours):
+        return (day + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    await _record(http, org, [
+        {"meterId": tokens, "userId": "alice", "value": 10, "timestamp": at(0)},
+        {"meterId": tokens, "userId": "alice", "value": 5, "timestamp": at(1)},
+        {"meterId": tokens, "userId": "alice", "value": 99, "timestamp": at(5)},
+        {"meterId": gauge, "userId": "alice", "value": 3, "timestamp": at(1)},
+        {"meterId": gauge, "userId": "alice", "value": 8, "timestamp": at(0)},
+        {"meterId": backfill, "userId": "alice", "value": 7, "timestamp": at(0)},
+        {"meterId": idle, "userId": "bob", "value": 1, "timestamp": at(0)}])
+    org_id = (await gateway_store.org_by_name(metering.pool, org.name)).id
+    scope = Scope(org_id=org_id, org_name=org.name, livemode=False,
+                  actor=Actor(kind="service", role="platform"), request_id="test")
+    reply = await metering.ask(METERING_USAGE_AGGREGATE, scope, UsageAggregateParams(
+        userId="alice", start=at(0), end=at(5)))  # end exclusive: the 99 is out
+    usage = msgspec.json.decode(reply.result, type=UsageAggregate)
+    assert [(m.meterId, m.aggregationType, m.quantity, m.eventCount) for m in usage.meters] == [
+        (tokens, "sum", 15, 2), (gauge, "last", 3, 2)]
+
+
+# ---- the batch rules (pure) ------------------------------------------------------------
+
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def test_a_batch_gets_its_ids_and_canonical_fields():
+    base = domain.fresh_id_base()
+    events = domain.accept_batch(
+        [MeterEventInput(meterId="m", userId=" Ann ", value=None, idempotency=None),
+         MeterEventInput(meterId="m", userId="bob", value=2,
+                         timestamp="2026-03-10T13:00:00.123456789+02:00")], NOW, base)
+    assert [e.id for e in events] == [base + "00", base + "01"]
+    assert len(events[0].id) == len("mev_") + 22
+    assert (events[0].userId, events[0].value, events[0].idempotency) == ("ann", 0, "")
+    assert events[0].timestamp == domain.to_us(NOW)
+    assert domain.from_us(events[1].timestamp) == datetime(2026, 3, 10, 11, 0, 0, 123457,
+                                                           tzinfo=UTC)
+
+
+def test_ids_of_an_asynchronous_batch_follow_from_the_batch():
+    assert domain.derived_id_base("ab" * 32) == domain.derived_id_base("ab" * 32)
+    assert domain.derived_id_base("ab" * 32) != domain.derived_id_base("ac" * 32)
+    assert len(domain.derived_id_base("ff" * 32)) == len(domain.fresh_id_base())
+
+
+@pytest.mark.parametrize("timestamp, accepted", [
+    ("2026-02-03T12:00:00Z", True),  # 35 days back
+    ("2026-02-03T11:59:59Z", False),
+    ("2026-03-10T12:05:00Z", True),  # 5 minutes ahead
+    ("2026-03-10T12:05:01Z", False),
+    ("2026-03-10T12:00:00", False),  # no offset
+    ("2026-03-10 12:00:00Z", False),
+])
+def test_accepted_timestamps(timestamp, accepted):
+    try:
+        domain.accept_batch([MeterEventInput(meterId="m", userId="u", timestamp=timestamp)],
+                            NOW, "mev_x")
+    except Failure:
+        assert not accepted
+    else:
+        assert accepted
+
+
+def test_summary_windows():
+    window = domain.summary_window("2026-03-01", "2026-03-09")
+    assert window == domain.Window(datetime(2026, 3, 1, tzinfo=UTC),
+                                   datetime(2026, 3, 10, tzinfo=UTC), end_inclusive=False)
+    window = domain.summary_window("", "2026-03-09T10:00:00+01:00")
+    assert window.start is None and window.end_inclusive
+    assert window.end == datetime(2026, 3, 9, 9, tzinfo=UTC)
+    with pytest.raises(Failure, match="invalid periodEnd format"):
+        domain.summary_window("", "2026-02-30")

@@ -46,6 +46,7 @@ async def infrastructure():
         database = db.with_database(server_url, f"billing_bench_{secrets.token_hex(4)}")
         await db.ensure_database(database)
         stack.push_async_callback(_drop, server_url, database)
+        stack.callback(shutil.rmtree, scratch, True)
         yield nats_url, database
 
 
@@ -134,6 +135,7 @@ WRK_SCRIPT = """
 counter = 0
 local template = os.getenv("BENCH_BODY")
 local users = tonumber(os.getenv("BENCH_USERS"))
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 local run = tostring(math.random(1e9))
 request = function()
   counter = counter + 1

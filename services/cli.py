@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument("--port", type=int, default=None)
 
     serve = commands.add_parser("serve", help="one service (or the gateway) in this process")
-    serve.add_argument("service", help="ledger | gateway (metering, invoicing, payments, "
+    serve.add_argument("service", help="ledger | metering | gateway (invoicing, payments, "
                                        "subscriptions: not built yet)")
 
     commands.add_parser("migrate", help="apply every service's database migrations")

@@ -293,3 +293,16 @@ async def test_a_key_still_in_progress_is_409(http, org, platform, database_url)
     status, _, _ = await post(http, "/deposit", {"user": "hanzo/slow", "amount": 5}, headers)
     assert status == 201
     assert (await balance(http, org, "hanzo/slow"))["balance"] == 5
+
+
+async def test_idempotency_keys_are_forgotten_after_seven_days(http, org, platform):
+    headers = {**org.auth(), "Idempotency-Key": "old-key"}
+    await post(http, "/deposit", {"user": "hanzo/aged", "amount": 5}, headers)
+    ledger = next(s for s in platform.services if s.name == "ledger")
+    await ledger.pool.execute("update ledger.idempotency_keys set created_at = now() -"
+                              " interval '8 days' where key = 'old-key'")
+    await ledger.forget_old_idempotency_keys()
+    status, _, replayed = await post(http, "/deposit", {"user": "hanzo/aged", "amount": 5},
+                                     headers)
+    assert status == 201 and "Idempotent-Replayed" not in replayed  # a new effect now
+    assert (await balance(http, org, "hanzo/aged"))["balance"] == 10

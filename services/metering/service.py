@@ -272,7 +272,6 @@ async def upkeep(svc: Service) -> None:
     cutoff = now() - domain.DEDUP_RETENTION
     for table in ("event_keys", "ingested_batches"):
         await store.prune(svc.pool, table, cutoff)
-    await store.prune(svc.pool, "idempotency_keys", now() - timedelta(days=7))
     retention = int(svc.settings.env.get("METERING_RETENTION_MONTHS", "0"))
     if retention > 0:
         oldest = current

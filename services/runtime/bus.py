@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import ErrorCode, RawReply, Reply, Request, Scope
-from services.runtime import db, telemetry
+from services.runtime import db, idempotency, telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import Failure, internal
 from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
@@ -67,6 +68,7 @@ class Service:
         self._tasks: set[asyncio.Task] = set()
         self._jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._job_tasks: list[asyncio.Task] = []
+        self.every(3600, self.forget_old_idempotency_keys)
         self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.keys = IdempotencyKeys(name)
@@ -120,6 +122,10 @@ class Service:
         """Run `job` every `seconds` while the service runs (sweepers, relays). Replicas
         all run it, so a job must be safe to run concurrently (row locks, SKIP LOCKED)."""
         self._jobs.append((seconds, job))
+
+    async def forget_old_idempotency_keys(self) -> None:
+        if self.pool is not None:
+            await self.keys.prune(self.pool, datetime.now(UTC) - idempotency.RETENTION)
 
     async def _repeat(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

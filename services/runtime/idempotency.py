@@ -9,12 +9,15 @@ commit. A crash or a 5xx rolls everything back, which releases the key.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
 
 from contracts import ErrorCode, Scope
 from services.runtime.errors import Failure
+
+RETENTION = timedelta(days=7)  # how long a key is remembered (conventions §10.7)
 
 # Deterministic business outcomes are stored and replayed; validation failures (400) and
 # server errors are not, so the client can fix the request or retry.
@@ -34,6 +37,19 @@ class IdempotencyKeys:
         self._store = (f"insert into {schema}.idempotency_keys"
                        " (org_id, livemode, key, fingerprint, reply) values ($1, $2, $3, $4, $5)")
         self._schema = schema
+
+    async def prune(self, db: asyncpg.Pool, older_than: datetime, chunk: int = 10_000) -> int:
+        """Forget keys older than `older_than`, a chunk at a time (short transactions)."""
+        deleted = 0
+        while True:
+            status = await db.execute(
+                f"delete from {self._schema}.idempotency_keys where ctid in (select ctid"
+                f" from {self._schema}.idempotency_keys where created_at < $1 limit $2)",
+                older_than, chunk)
+            count = int(status.split()[-1])
+            deleted += count
+            if count < chunk:
+                return deleted
 
     async def begin(self, conn: asyncpg.Connection, scope: Scope) -> bytes | None:
         """Claim the key for this transaction; returns a stored reply to replay, if any."""

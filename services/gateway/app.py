@@ -36,6 +36,7 @@ from services.gateway.http import (
 )
 from services.gateway.iam import IamConfig, IamVerifier
 from services.gateway.ingest import AsyncIngest
+from services.gateway.requests import Requester
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
 from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import db, telemetry
@@ -71,6 +72,7 @@ class Gateway:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self.nc: nats.NATS | None = None
+        self.requests: Requester | None = None
         self.iam: IamVerifier | None = None
         self.auth: Authenticator | None = None
         self.runner: web.AppRunner | None = None
@@ -88,6 +90,8 @@ class Gateway:
             await db.migrate(conn, "gateway", MIGRATIONS)
         self.nc = await nats.connect(servers=nats_servers(s.nats_url), name="billing-gateway",
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.requests = Requester(self.nc)
+        await self.requests.start()
         await self.ingest.start()
         iam_config = IamConfig.from_env(s.env)
         if iam_config.enabled:
@@ -304,8 +308,9 @@ class Gateway:
             if headers is None and "traceparent" in request.headers:
                 headers = {"traceparent": request.headers["traceparent"]}
             try:
-                msg = await self.nc.request(subject, payload, headers=headers,
-                                            timeout=timeout or self.settings.request_timeout_s)
+                msg = await self.requests.request(
+                    subject, payload, headers=headers,
+                    timeout=timeout or self.settings.request_timeout_s)
             except NoRespondersError:
                 raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE) from None
             except NatsTimeout:

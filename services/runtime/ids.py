@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from datetime import UTC, datetime
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+# Ids must be unique, not secret: a generator seeded once from the OS is enough, and it is
+# several times cheaper than a system call per id (ids are made on every request).
+_random = random.Random(os.urandom(16))
+
+
 def uuid7_int() -> int:
     """A UUIDv7 as an integer: 48-bit millisecond timestamp, then random bits."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random.getrandbits(80)
     value = (ms << 80) | rand
     # version 7 and RFC 4122 variant bits
     value = (value & ~(0xF << 76)) | (0x7 << 76)

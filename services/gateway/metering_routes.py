@@ -1,5 +1,4 @@
-"""Metering routes (metering-invoicing.md §3, ledger.md §3.22–§3.24), to be folded into
-ROUTES.
+"""Metering routes (metering-invoicing.md §3, ledger.md §3.22–§3.24).
 
 Meters, meter events, summaries and DNS usage are class `admin`; the DNS plans are `public`
 (any valid credential, publicly cacheable). `POST /billing/meter-events` with

@@ -60,6 +60,9 @@ async def test_key_in_every_accepted_place(http, org):
 async def test_revoked_and_expired_keys_are_refused(http, platform, make_org):
     org = await make_org()
     pool = platform.gateway.pool
+    for which in ("sk_live", "sk_test"):  # used once, so the gateway has them cached
+        status, _ = await call(http, "GET", BALANCE, org.auth(which), params={"user": "a"})
+        assert status == 200
     key_hash = await store.revoke_key(pool, (await pool.fetchval(
         "select id from gateway.api_keys where hash = $1",
         store.hash_key("test-pepper", org.keys["sk_live"]))))

@@ -69,7 +69,7 @@ class Authenticator:
         self.db = db
         self.iam = iam
         self._service_tokens = [t.encode() for t in settings.service_tokens]
-        self._keys = _TtlCache()  # key hash → ApiKey
+        self._keys = _TtlCache()  # presented key → (its hash, ApiKey)
         self._orgs = _TtlCache()  # org name → Org
 
     async def authenticate(self, request: web.Request) -> Caller:
@@ -85,8 +85,11 @@ class Authenticator:
         return await self._key_caller(key)
 
     def forget_key(self, key_hash: bytes) -> None:
-        """Drop a revoked key from the cache (revocations are broadcast on the bus)."""
-        self._keys.pop(key_hash, None)
+        """Drop a revoked key from the cache (revocations are broadcast on the bus; rare
+        enough that a scan is fine)."""
+        for key, (_, (cached_hash, _)) in list(self._keys.items()):
+            if cached_hash == key_hash:
+                del self._keys[key]
 
     # ---- service tokens -----------------------------------------------------------------
 
@@ -142,14 +145,17 @@ class Authenticator:
         return value.strip()
 
     async def _key_caller(self, key: str) -> Caller:
-        key_hash = store.hash_key(self.settings.key_pepper, key)
-        api_key = self._keys.get_fresh(key_hash)
-        if api_key is None:
+        # Cached by the presented key, so a hit skips the HMAC (every request pays a lookup).
+        cached = self._keys.get_fresh(key)
+        if cached is None:
+            key_hash = store.hash_key(self.settings.key_pepper, key)
             api_key = await store.find_key(self.db, key_hash)
             if api_key is None:
                 raise AuthError(401, UNKNOWN_ORG)
             await store.touch_key(self.db, api_key.id)
-            self._keys.put(key_hash, api_key)
+            cached = (key_hash, api_key)
+            self._keys.put(key, cached)
+        api_key = cached[1]
         if api_key.expires_at is not None and api_key.expires_at <= datetime.now(UTC):
             raise AuthError(401, UNKNOWN_ORG)
         if not api_key.org.enabled:

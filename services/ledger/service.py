@@ -150,8 +150,8 @@ def create(settings: Settings) -> Service:
     async def get_tier(scope: Scope, p: TierQuery) -> TierResult:
         user = domain.require_user(p.user, "user query parameter is required")
         tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
-        bal, holds = await store.balance(svc.pool, scope.org_id, scope.livemode, user,
-                                         domain.DEFAULT_CURRENCY)
+        bal, holds = await read_balance((scope.org_id, scope.livemode, user,
+                                         domain.DEFAULT_CURRENCY))
         used_today = 0
         if tier.has_daily_credits:
             used_today = await store.usage_since(svc.pool, scope.org_id, scope.livemode, user,

@@ -74,10 +74,6 @@ case when b.expiring > 0 then coalesce((
 else 0 end
 """
 
-_BALANCE = f"""
-select b.balance - {_DUE} as balance, b.holds from ledger.balances b
-where b.org_id = $1 and b.livemode = $2 and b.user_id = $3 and b.currency = $4
-"""
 
 _BALANCE_BATCH = f"""
 select k.i, b.balance - {_DUE} as balance, b.holds
@@ -276,11 +272,6 @@ async def lapse_due_lots(conn: asyncpg.Connection, org_id: str, livemode: bool, 
 async def accounts_with_due_lots(db: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(_ACCOUNTS_WITH_DUE_LOTS, limit)
 
-
-async def balance(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
-                  user_id: str, currency: str) -> tuple[int, int]:
-    row = await db.fetchrow(_BALANCE, org_id, livemode, user_id, currency)
-    return (row["balance"], row["holds"]) if row else (0, 0)
 
 
 BalanceKey = tuple[str, bool, str, str]  # org_id, livemode, user_id, currency

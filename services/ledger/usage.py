@@ -76,8 +76,10 @@ class UsageRecorder:
 
     async def _write_together(self, records: list[UsageRecord]) -> list[bytes]:
         tx_ids = [new_id("txn_") for _ in records]
-        results = [UsageResult(tx_id, r.debit.user_id, r.debit.amount, r.debit.currency,
-                               r.debit.type) for tx_id, r in zip(tx_ids, records, strict=True)]
+        # Each result is encoded once; its reply and its stored replay both embed the bytes.
+        results = [msgspec.Raw(_encode(UsageResult(tx_id, r.debit.user_id, r.debit.amount,
+                                                   r.debit.currency, r.debit.type)))
+                   for tx_id, r in zip(tx_ids, records, strict=True)]
         replies: list[bytes | None] = [None] * len(records)
         async with self._pool().acquire() as conn, conn.transaction():
             keyed = [i for i, r in enumerate(records) if r.key]
@@ -96,7 +98,7 @@ class UsageRecorder:
                 for reply, result in zip(replies, results, strict=True)]
 
     async def _replay_known_keys(self, conn: asyncpg.Connection, records: list[UsageRecord],
-                                 keyed: list[int], results: list[UsageResult],
+                                 keyed: list[int], results: list[msgspec.Raw],
                                  replies: list[bytes | None]) -> None:
         """Claim every key of the batch with the reply it will have; a key that was already
         used gets the stored reply (or 422 when the body differs)."""

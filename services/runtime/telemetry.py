@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 _tracer = trace.get_tracer("billing")
@@ -66,5 +66,5 @@ def client_span(name: str) -> AbstractContextManager:
     return _tracer.start_as_current_span(name, kind=SpanKind.CLIENT)
 
 
-__all__ = ["configure", "context", "inject_headers", "server_span", "client_span",
+__all__ = ["configure", "inject_headers", "server_span", "client_span",
            "tracing_enabled"]

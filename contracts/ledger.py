@@ -197,15 +197,9 @@ class TierCheckResult(msgspec.Struct, omit_defaults=True):
     allowed: bool | None = None
 
 
-class LedgerStatus(msgspec.Struct):
-    """The ledger's half of the billing gate; the gateway adds `hasPaymentMethod`."""
-
-    user: str
-    creditBalance: int
-    tier: str
-
-
 class BillingStatus(msgspec.Struct):
+    """The billing gate. `hasPaymentMethod` is asked of payments by the ledger."""
+
     user: str
     hasPaymentMethod: bool
     creditBalance: int

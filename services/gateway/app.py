@@ -8,7 +8,6 @@ reply — the result bytes go to the client without being decoded.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -23,8 +22,6 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import Actor, ErrorCode, RawReply, Request, Scope, subjects
-from contracts.ledger import BillingStatus, LedgerStatus
-from contracts.payments import PaymentMethodExists, PaymentMethodQuery
 from services.gateway.auth import Authenticator, AuthError, Caller
 from services.gateway.http import (
     ApiError,
@@ -36,13 +33,13 @@ from services.gateway.http import (
 )
 from services.gateway.iam import IamConfig, IamVerifier
 from services.gateway.ingest import AsyncIngest
-from services.gateway.requests import Requester
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
 from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import db, telemetry
 from services.runtime.bus import nats_servers
 from services.runtime.config import Settings
 from services.runtime.errors import INTERNAL_MESSAGE
+from services.runtime.requests import Requester
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +50,6 @@ REQUEST_ID = web.RequestKey("request_id", str)
 
 _encode = msgspec.json.Encoder().encode
 _decode_reply = msgspec.json.Decoder(RawReply).decode
-_decode_ledger_status = msgspec.json.Decoder(LedgerStatus).decode
-_decode_exists = msgspec.json.Decoder(PaymentMethodExists).decode
-PAYMENT_METHOD_TIMEOUT_S = 2.0
 
 
 class _ZapCall(msgspec.Struct):
@@ -127,8 +121,7 @@ class Gateway:
         app.router.add_get("/readyz", self._readyz)
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
-                handler = self._billing_status(route) if route.composite else self._rest(route)
-                handler = self.ingest.wrap(route, handler)
+                handler = self.ingest.wrap(route, self._rest(route))
                 app.router.add_route(route.method, prefix + route.path, handler)
             app.router.add_post(prefix + ZAP_ROUTE.path, self._zap)
         return app
@@ -236,37 +229,6 @@ class Gateway:
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name
             params = msgspec.structs.replace(params, **request.match_info)
         return caller, _pin_user(route, params, caller.actor)
-
-    def _billing_status(self, route: Route) -> Any:
-        """The billing gate: the ledger's balance and tier, and whether the user has a
-        payment method, asked of both services at once. Payments not answering means "no
-        payment method": the gate never fails for it."""
-
-        async def handle(request: web.Request) -> web.Response:
-            caller, params = await self._accept(route, request)
-            scope = self._scope(request, caller, None, None)
-            ledger, has_payment_method = await asyncio.gather(
-                self._call(route.subject, scope, params, request),
-                self._has_payment_method(scope, params.user, request))
-            if ledger.error is not None:
-                e = ledger.error
-                raise ApiError(e.status, e.message, e.code, e.param)
-            status = _decode_ledger_status(ledger.result)
-            return json_response(_encode(BillingStatus(
-                status.user, has_payment_method, status.creditBalance, status.tier)))
-
-        return handle
-
-    async def _has_payment_method(self, scope: Scope, user: str, request: web.Request) -> bool:
-        if not user:
-            return False
-        try:
-            reply = await self._call(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, scope,
-                                     PaymentMethodQuery(customerId=user), request,
-                                     timeout=PAYMENT_METHOD_TIMEOUT_S)
-        except ApiError:
-            return False
-        return reply.error is None and _decode_exists(reply.result).exists
 
     async def _authenticate(self, request: web.Request) -> Caller:
         try:

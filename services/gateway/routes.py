@@ -43,10 +43,8 @@ LEDGER_ROUTES: tuple[Route, ...] = (
     Route("GET", "/billing/tier", subjects.LEDGER_TIER_GET, "admin", TierQuery, source="query"),
     Route("GET", "/billing/tier-check", subjects.LEDGER_TIER_CHECK, "admin", TierQuery,
           source="query"),
-    # The billing gate: the ledger's answer plus "has a payment method?" from payments,
-    # asked concurrently by the gateway (see Gateway._billing_status).
     Route("GET", "/billing/status", subjects.LEDGER_STATUS_GET, "user", StatusQuery,
-          source="query", composite=True),
+          source="query"),
 )
 
 ROUTES = LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES

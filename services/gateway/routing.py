@@ -25,7 +25,6 @@ class Route:
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
     other_user_message: str = "cannot access another user's account"
-    composite: bool = False  # answered by a gateway view over several services
 
     @property
     def name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from contracts.ledger import (
     BalanceAll,
     BalanceEntry,
     BalanceQuery,
+    BillingStatus,
     DepositParams,
     DepositResult,
-    LedgerStatus,
     RefundParams,
     RefundResult,
     StarterCreditParams,
@@ -141,9 +142,11 @@ def create(settings: Settings) -> Service:
         return _starter_result(existing["id"], movement.user_id, existing["amount"],
                                existing["expires_at"])
 
-    async def _has_payment_method(scope: Scope, user: str) -> bool:
+    async def _has_payment_method(scope: Scope, user: str, *, verified_only: bool = True,
+                                  ) -> bool:
+        """Payments not answering (not deployed, down, slow) means "no payment method"."""
         reply = await svc.ask(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, scope,
-                              PaymentMethodQuery(customerId=user, verifiedOnly=True))
+                              PaymentMethodQuery(customerId=user, verifiedOnly=verified_only))
         return bool(reply and reply.error is None and _decode_pm(reply.result).exists)
 
     @svc.handler(subjects.LEDGER_TIER_GET, TierQuery)
@@ -173,12 +176,15 @@ def create(settings: Settings) -> Service:
         return TierCheckResult(user, summary, model, tier.allows(model))
 
     @svc.handler(subjects.LEDGER_STATUS_GET, StatusQuery)
-    async def get_status(scope: Scope, p: StatusQuery) -> LedgerStatus:
+    async def get_status(scope: Scope, p: StatusQuery) -> BillingStatus:
         user = domain.require_user(p.user, "user query parameter is required")
+        tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+        has_payment_method = asyncio.ensure_future(
+            _has_payment_method(scope, user, verified_only=False))
         bal, holds = await read_balance((scope.org_id, scope.livemode, user,
                                          domain.DEFAULT_CURRENCY))
-        tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
-        return LedgerStatus(user, domain.available(bal, holds), tier.name)
+        return BillingStatus(user, await has_payment_method, domain.available(bal, holds),
+                             tier.name)
 
     svc.every(settings.lapse_interval_s, functools.partial(lapse_expired_deposits, svc))
 

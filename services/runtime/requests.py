@@ -1,8 +1,9 @@
-"""Bus requests from the gateway, multiplexed over one reply subscription.
+"""Bus requests, multiplexed over one reply subscription (the gateway's calls, a service's
+`ask`).
 
 nats-py's `request` makes a NUID plus random token per call and a `wait_for` per call; at
 thousands of requests per second that is a visible share of the gateway's CPU. Here a
-request's reply subject is the gateway's inbox prefix plus a counter, one wildcard
+request's reply subject is the connection's inbox prefix plus a counter, one wildcard
 subscription delivers every reply, and timeouts are plain `call_later` handles.
 """
 

@@ -11,7 +11,7 @@ dropped. In the same run: the machine's baseline — a bare PostgreSQL batch ins
 1000-row batches with ON CONFLICT DO NOTHING — and the ratio to it; then both ways again with
 two metering worker processes.
 
-    .venv/bin/python bench/ingest.py [--seconds 30] [--concurrency 8]
+    .venv/bin/python bench/ingest.py [--seconds 30] [--concurrency 12]
 
 NATS_URL / DATABASE_URL are used when set, else embedded servers are started.
 """
@@ -249,7 +249,7 @@ async def main(seconds: float, concurrency: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=12)
     args = parser.parse_args()
     import uvloop
 

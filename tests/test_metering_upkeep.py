@@ -13,7 +13,7 @@ from contracts.metering import MeterEventInput, UsageAggregate, UsageAggregatePa
 from contracts.metering_subjects import METERING_USAGE_AGGREGATE
 from services.gateway import store as gateway_store
 from services.metering import domain, store
-from services.metering.service import upkeep
+from services.metering.service import ExpiredKeySweeper, upkeep
 from services.runtime.errors import Failure
 
 API = "/api/v1/billing"
@@ -77,6 +77,33 @@ async def test_idempotency_keys_are_kept_35_days_then_forgotten(http, org, meter
     again = await _record(http, org, [{"meterId": meter_id, "userId": "a", "value": 1,
                                        "idempotency": key} for key in ("recent", "expired")])
     assert [e["status"] for e in again] == ["duplicate", "created"]
+
+
+async def test_expired_keys_are_swept_a_share_at_a_time(metering):
+    org = f"org_sweep_{datetime.now(UTC).timestamp()}"
+    await metering.pool.execute(
+        "insert into metering.event_keys (key_hash, org_id, livemode, key, event_id,"
+        " created_at) select gen_random_uuid(), $1, false, 'k' || i, 'ev' || i,"
+        " now() - make_interval(days => case when i % 10 = 0 then 1 else 40 end)"
+        " from generate_series(1, 6000) as i", org)
+
+    async def left() -> tuple[int, int]:
+        row = await metering.pool.fetchrow(
+            "select count(*) filter (where created_at > now() - interval '2 days'),"
+            " count(*) filter (where created_at < now() - interval '2 days')"
+            " from metering.event_keys where org_id = $1", org)
+        return row[0], row[1]
+
+    sweeper = ExpiredKeySweeper(chunk_blocks=4)
+    cutoff = datetime.now(UTC) - domain.DEDUP_RETENTION
+    first = await sweeper.sweep(metering.pool, cutoff, share=0.25)
+    recent, expired = await left()
+    assert 0 < first < 5400 and recent == 600 and expired == 5400 - first
+    passes = 1
+    while sweeper.next_block != 0:  # the rest of the pass, a quarter at a time
+        await sweeper.sweep(metering.pool, cutoff, share=0.25)
+        passes += 1
+    assert await left() == (600, 0) and 4 <= passes <= 5
 
 
 async def test_usage_by_meter_for_invoices(http, org, metering):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 API_USAGE_EVENT_NAME = "api-usage"  # summaries only, never invoiced (product decision Q4)
 UPKEEP_INTERVAL_S = 3600.0
+# Every block of the key table is read once a day: a key is forgotten 0 to 24 h after its
+# window (domain.DEDUP_RETENTION) ends.
+KEY_SWEEP_PASS_S = 86400.0
 
 
 class MeteringService(Service):
@@ -252,7 +256,7 @@ def create(settings: Settings) -> Service:
     async def list_dns_plans(scope: Scope, p: DnsPlansQuery) -> bytes:
         return dns_plans
 
-    svc.every(UPKEEP_INTERVAL_S, functools.partial(upkeep, svc))
+    svc.every(UPKEEP_INTERVAL_S, functools.partial(upkeep, svc, ExpiredKeySweeper()))
     return svc
 
 
@@ -261,17 +265,43 @@ def _meter(r: asyncpg.Record) -> Meter:
                  r["dimensions"], rfc3339(r["created_at"]))
 
 
-async def upkeep(svc: Service) -> None:
-    """Monthly partitions ahead of need; dedup keys pruned after their window; event months
-    dropped after the retention, when one is configured."""
+class ExpiredKeySweeper:
+    """Forgets idempotency keys past their window by walking the key table a block range at
+    a time, a share of it per upkeep, so that no index on the keys' age has to be written
+    for every event. Replicas may sweep at once: deleting a deleted key does nothing."""
+
+    def __init__(self, chunk_blocks: int = 1024):  # 8 MB per statement
+        self.chunk_blocks = chunk_blocks
+        self.next_block = 0
+
+    async def sweep(self, pool: asyncpg.Pool, cutoff: datetime, share: float) -> int:
+        """Sweep `share` of the table (one chunk at least) from where the last sweep
+        stopped; returns the number of keys forgotten."""
+        total = await store.key_table_blocks(pool)
+        budget = max(self.chunk_blocks, math.ceil(total * share))
+        forgotten = 0
+        while budget > 0 and self.next_block < total:
+            end = min(self.next_block + min(budget, self.chunk_blocks), total)
+            forgotten += await store.delete_expired_keys(pool, self.next_block, end, cutoff)
+            budget -= end - self.next_block
+            self.next_block = end
+        if self.next_block >= total:  # the pass is complete: the next starts over
+            self.next_block = 0
+        return forgotten
+
+
+async def upkeep(svc: Service, sweeper: ExpiredKeySweeper | None = None) -> None:
+    """Monthly partitions ahead of need; dedup keys and batch ids forgotten after their
+    window; event months dropped after the retention, when one is configured."""
     current = domain.start_of_month(now())
     # From the month of the oldest acceptable timestamp to two months ahead.
     first = domain.start_of_month(now() - domain.BACKDATE - timedelta(days=5))
     months = (current.year - first.year) * 12 + current.month - first.month + 3
     await store.ensure_partitions(svc.pool, first, months)
     cutoff = now() - domain.DEDUP_RETENTION
-    for table in ("event_keys", "ingested_batches"):
-        await store.prune(svc.pool, table, cutoff)
+    await (sweeper or ExpiredKeySweeper()).sweep(svc.pool, cutoff,
+                                                 UPKEEP_INTERVAL_S / KEY_SWEEP_PASS_S)
+    await store.prune_batches(svc.pool, cutoff)
     retention = int(svc.settings.env.get("METERING_RETENTION_MONTHS", "0"))
     if retention > 0:
         oldest = current

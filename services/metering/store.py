@@ -300,14 +300,29 @@ async def drop_partitions_before(db: asyncpg.Pool, cutoff: datetime) -> list[str
     return dropped
 
 
-async def prune(db: asyncpg.Pool, table: str, cutoff: datetime, chunk: int = 10_000) -> int:
-    """Delete rows of a dedup table older than `cutoff`, a chunk at a time."""
+async def prune_batches(db: asyncpg.Pool, cutoff: datetime, chunk: int = 10_000) -> int:
+    """Forget asynchronous batch ids older than `cutoff`, a chunk at a time."""
     deleted = 0
     while True:
         status = await db.execute(
-            f"delete from metering.{table} where ctid in (select ctid from metering.{table}"
-            " where created_at < $1 limit $2)", cutoff, chunk)
+            "delete from metering.ingested_batches where ctid in (select ctid"
+            " from metering.ingested_batches where created_at < $1 limit $2)", cutoff, chunk)
         count = int(status.split()[-1])
         deleted += count
         if count < chunk:
             return deleted
+
+
+async def key_table_blocks(db: asyncpg.Pool) -> int:
+    return await db.fetchval("select pg_relation_size('metering.event_keys')"
+                             " / current_setting('block_size')::int")
+
+
+async def delete_expired_keys(db: asyncpg.Pool, first_block: int, end_block: int,
+                              cutoff: datetime) -> int:
+    """Forget the idempotency keys older than `cutoff` stored in blocks [first, end) of the
+    key table: a TID range scan reads just those blocks."""
+    status = await db.execute(
+        "delete from metering.event_keys where ctid >= $1 and ctid < $2 and created_at < $3",
+        (first_block, 0), (end_block, 0), cutoff)
+    return int(status.split()[-1])

@@ -35,7 +35,8 @@ class IdempotencyKeys:
         self._find = (f"select fingerprint, reply from {schema}.idempotency_keys"
                       " where org_id = $1 and livemode = $2 and key = $3")
         self._store = (f"insert into {schema}.idempotency_keys"
-                       " (org_id, livemode, key, fingerprint, reply) values ($1, $2, $3, $4, $5)")
+                       " (org_id, livemode, key, fingerprint, reply) values ($1, $2, $3, $4, $5)"
+                       " on conflict do nothing")
         self._schema = schema
 
     async def prune(self, db: asyncpg.Pool, older_than: datetime, chunk: int = 10_000) -> int:
@@ -56,8 +57,7 @@ class IdempotencyKeys:
         key = scope.idempotency_key
         lock_name = f"{self._schema}|{scope.org_id}|{int(scope.livemode)}|{key}"
         if not await conn.fetchval(self._lock, lock_name):
-            raise Failure(ErrorCode.IDEMPOTENCY_IN_PROGRESS, 409,
-                          "a request with this idempotency key is in progress")
+            raise in_progress()
         row = await conn.fetchrow(self._find, scope.org_id, scope.livemode, key)
         if row is None:
             return None
@@ -66,8 +66,13 @@ class IdempotencyKeys:
         return row["reply"]
 
     async def complete(self, conn: asyncpg.Connection, scope: Scope, reply: bytes) -> None:
-        await conn.execute(self._store, scope.org_id, scope.livemode, scope.idempotency_key,
-                           scope.fingerprint or "", reply)
+        """Store the reply. The advisory lock keeps out other requests of this service's
+        per-request path, not its batched writers (`claim_many`): if one of those took the
+        key meanwhile, this request is refused, and its effect rolls back with it."""
+        status = await conn.execute(self._store, scope.org_id, scope.livemode,
+                                    scope.idempotency_key, scope.fingerprint or "", reply)
+        if status.endswith(" 0"):
+            raise in_progress()
 
     # ---- many keys at once (batched writers) --------------------------------------------
 
@@ -98,6 +103,11 @@ class IdempotencyKeys:
             " using (org_id, livemode, key)", orgs, modes, names)
         return {(r["org_id"], r["livemode"], r["key"]): (r["fingerprint"], r["reply"])
                 for r in rows}
+
+
+def in_progress() -> Failure:
+    return Failure(ErrorCode.IDEMPOTENCY_IN_PROGRESS, 409,
+                   "a request with this idempotency key is in progress")
 
 
 def mismatch() -> Failure:

@@ -110,17 +110,17 @@ _EVENTS_OF_DOCUMENT = _EVENTS_OF.format(batches=f"({_BATCHES})")
 _EVENTS_OF_NEW_BATCHES = _EVENTS_OF.format(batches="""(
     select * from g where (org_id, livemode, batch_id) in (select * from new_batches))""")
 
-# Returns the ids inserted (`key` null) and, for keys already held when the statement
-# began, the holder's id. A key taken by a transaction that committed meanwhile is not
-# visible to this statement: the caller looks those up afterwards (`_STORED_IDS`).
+# Returns the keyed events not inserted (duplicates: most batches have none) with, for keys
+# already held when the statement began, the holder's id. A key taken by a transaction that
+# committed meanwhile is not visible to this statement: the caller looks those up
+# afterwards (`_STORED_IDS`).
 _INSERT_EVENTS = f"""
 with e as materialized ({_EVENTS_OF_DOCUMENT}
 ), {_STORE}
-select event_id, null as org_id, null::boolean as livemode, null as key from claimed
-union all
-select (select k.event_id from metering.event_keys k  -- an index lookup per duplicate
-        where k.key_hash = metering.event_key_hash(e.org_id, e.livemode, e.idempotency)),
-       e.org_id, e.livemode, e.idempotency
+select e.id, e.org_id, e.livemode, e.idempotency as key,
+       (select k.event_id from metering.event_keys k  -- an index lookup per duplicate
+        where k.key_hash = metering.event_key_hash(e.org_id, e.livemode, e.idempotency)
+       ) as holder
 from e where e.idempotency <> '' and e.id not in (select event_id from claimed)"""
 
 # Batches accepted asynchronously: their ids are claimed in the same statement and only the
@@ -152,13 +152,14 @@ async def write_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str]]:
     """Store each event once per (organization, mode, idempotency key). Returns, for each
     event of each batch, the id of the stored event: its own when it was created now, the
     earlier event's when it is a duplicate (the first occurrence in `batches` wins)."""
-    inserted: set[str] = set()
+    skipped: set[str] = set()  # keyed events not inserted
     stored: dict[tuple[str, bool, str], str] = {}  # key → id of the event holding it
     for r in await db.fetch(_INSERT_EVENTS, _encode(batches).decode()):
-        if r["key"] is None:
-            inserted.add(r["event_id"])
-        elif r["event_id"] is not None:
-            stored[(r["org_id"], r["livemode"], r["key"])] = r["event_id"]
+        skipped.add(r["id"])
+        if r["holder"] is not None:
+            stored[(r["org_id"], r["livemode"], r["key"])] = r["holder"]
+    if not skipped:  # the usual case: every event is new
+        return [[e.id for e in b.events] for b in batches]
     first: dict[tuple[str, bool, str], str] = {}  # key → id of its first occurrence
     unseen = []  # held by a transaction that committed while this statement ran
     for b in batches:
@@ -166,7 +167,7 @@ async def write_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str]]:
             key = (b.orgId, b.livemode, e.idempotency)
             if e.idempotency and key not in first:
                 first[key] = e.id
-                if e.id not in inserted and key not in stored:
+                if e.id in skipped and key not in stored:
                     unseen.append(key)
     if unseen:
         orgs, modes, names = zip(*unseen, strict=True)
@@ -181,7 +182,7 @@ async def write_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str]]:
                 continue
             key = (b.orgId, b.livemode, e.idempotency)
             winner = first[key]
-            batch_ids.append(winner if winner in inserted else stored[key])
+            batch_ids.append(stored[key] if winner in skipped else winner)
         ids.append(batch_ids)
     return ids
 

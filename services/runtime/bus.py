@@ -25,7 +25,6 @@ from typing import Any
 import asyncpg
 import msgspec
 import nats
-from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -82,13 +81,7 @@ class Service:
         self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.keys = IdempotencyKeys(name)
-        self.broker = NatsBroker(
-            nats_servers(settings.nats_url),
-            name=f"billing-{name}",
-            serializer=MsgSpecSerializer(),
-            apply_types=False,
-            graceful_timeout=10.0,
-        )
+        self.broker = NatsBroker(nats_servers(settings.nats_url), name=f"billing-{name}")
 
     # ---- registration -------------------------------------------------------------------
 

@@ -92,6 +92,19 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+@pytest.fixture
+async def schema(database_url: str) -> AsyncIterator[str]:
+    """A schema of its own with the runtime's tables (idempotency keys, outbox)."""
+    name = f"runtime_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.migrate(conn, name, None)
+        yield name
+        await conn.execute(f"drop schema {name} cascade")
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def jwks_file() -> Iterator[Path]:
     directory = _tempdir("billing-jwks-")

@@ -3,28 +3,12 @@ transaction (advisory lock, reply stored at the end) and a batched writer (`clai
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
 from contracts import Actor, Scope
-from services.runtime import db
 from services.runtime.errors import Failure
 from services.runtime.idempotency import IdempotencyKeys
-
-
-@pytest.fixture
-async def schema(database_url: str) -> AsyncIterator[str]:
-    name = f"idem_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(database_url)
-    try:
-        await db.migrate(conn, name, None)
-        yield name
-        await conn.execute(f"drop schema {name} cascade")
-    finally:
-        await conn.close()
 
 
 def _scope(key: str) -> Scope:

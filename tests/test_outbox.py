@@ -24,19 +24,6 @@ from services.runtime.outbox import OutboxRelay, add_event
 
 
 @pytest.fixture
-async def schema(database_url: str) -> AsyncIterator[str]:
-    """A schema of its own with the runtime's tables (idempotency keys, outbox)."""
-    name = f"outbox_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(database_url)
-    try:
-        await db.migrate(conn, name, None)
-        yield name
-        await conn.execute(f"drop schema {name} cascade")
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(database_url)
     yield pool

@@ -39,6 +39,12 @@ class MeterIdsQuery(Params):
     """The ids of every meter of the caller's organization and mode."""
 
 
+class MeterFindQuery(Params):
+    """The caller's meter for an event name (404 when it has none)."""
+
+    eventName: str = ""
+
+
 class MeterEventInput(msgspec.Struct, omit_defaults=True, gc=False):
     # null means absent, as in the reference's binding
     meterId: str | None = None

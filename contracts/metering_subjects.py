@@ -13,6 +13,7 @@ METERING_DNS_PLAN_LIST = "billing.metering.dns_plan.list"
 # Bus only (no HTTP route): the gateway's meter-id cache for the asynchronous path, and the
 # per-meter usage of a customer that invoicing prices.
 METERING_METER_IDS = "billing.metering.meter.ids"
+METERING_METER_FIND = "billing.metering.meter.find"  # by event name (the ledger's back-fill)
 METERING_USAGE_AGGREGATE = "billing.metering.usage.aggregate"
 
 # JetStream: meter-event batches accepted by the gateway (`Prefer: respond-async`), stored by

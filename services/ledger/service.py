@@ -42,6 +42,7 @@ from contracts.ledger import (
 )
 from contracts.payments import PaymentMethodExists, PaymentMethodQuery
 from services.ledger import alert_handlers, credit_handlers, domain, journal_handlers, store, tiers
+from services.ledger.backfill import UsageBackfill
 from services.ledger.usage import UsageRecord, UsageRecorder
 from services.runtime.batching import MicroBatcher
 from services.runtime.bus import Service, created
@@ -87,7 +88,8 @@ def create(settings: Settings) -> Service:
 
     # Usage debits are the write hot path: concurrent ones share a transaction. Spend alerts
     # are evaluated for the whole batch inside it.
-    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=alert_handlers.on_usage_batch)
+    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=alert_handlers.on_usage_batch,
+                          after_commit=UsageBackfill(svc).after_commit)
 
     @svc.handler(subjects.LEDGER_USAGE_RECORD, UsageRecordParams)
     async def record_usage(scope: Scope, p: UsageRecordParams) -> UsageSkipped | bytes:

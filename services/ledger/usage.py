@@ -45,10 +45,12 @@ class UsageRecord:
 
 class UsageRecorder:
     def __init__(self, pool: Callable[[], asyncpg.Pool], keys: IdempotencyKeys,
-                 after_debits: AfterDebits | None = None):
+                 after_debits: AfterDebits | None = None,
+                 after_commit: Callable[[list[tuple[UsageRecord, str]]], None] | None = None):
         self._pool = pool
         self._keys = keys
         self._after_debits = after_debits
+        self._after_commit = after_commit  # with each new debit and its transaction id
         self._batch = MicroBatcher(self._write)
 
     async def record(self, record: UsageRecord) -> bytes:
@@ -94,6 +96,8 @@ class UsageRecorder:
                 if self._after_debits is not None:
                     await self._after_debits(
                         conn, [(records[i].scope, records[i].debit) for i in writes])
+        if writes and self._after_commit is not None:
+            self._after_commit([(records[i], tx_ids[i]) for i in writes])
         return [reply if reply is not None else _encode(Reply(result=result, status=201))
                 for reply, result in zip(replies, results, strict=True)]
 

@@ -29,6 +29,9 @@ AHEAD = timedelta(minutes=5)
 DEDUP_RETENTION = BACKDATE + timedelta(days=1)
 
 AGGREGATIONS = frozenset({"sum", "count", "last", "max", "min", "unique_count"})
+# The ledger copies usage debits into the organization's meter of this event name: for
+# summaries only, never invoiced (product decision Q4).
+API_USAGE_EVENT_NAME = "api-usage"
 DEFAULT_CURRENCY = "usd"
 _CURRENCY = re.compile(r"^[a-z][a-z0-9]{2,9}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -25,6 +25,7 @@ from contracts.metering import (
     Meter,
     MeterCreateParams,
     MeterEventBatch,
+    MeterFindQuery,
     MeterGetParams,
     MeterIds,
     MeterIdsQuery,
@@ -43,6 +44,7 @@ from contracts.metering_subjects import (
     METERING_EVENTS_RECORD,
     METERING_EVENTS_SUMMARY,
     METERING_METER_CREATE,
+    METERING_METER_FIND,
     METERING_METER_GET,
     METERING_METER_IDS,
     METERING_METER_LIST,
@@ -60,7 +62,6 @@ from services.subscriptions.catalog import load_catalog
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-API_USAGE_EVENT_NAME = "api-usage"  # summaries only, never invoiced (product decision Q4)
 UPKEEP_INTERVAL_S = 3600.0
 # Every block of the key table is read once a day: a key is forgotten 0 to 24 h after its
 # window (domain.DEDUP_RETENTION) ends.
@@ -140,6 +141,14 @@ def create(settings: Settings) -> Service:
             raise not_found("meter not found")
         return _meter(row)
 
+    @svc.handler(METERING_METER_FIND, MeterFindQuery)
+    async def find_meter(scope: Scope, p: MeterFindQuery) -> Meter:
+        row = await store.meter_by_event_name(svc.pool, scope.org_id, scope.livemode,
+                                              p.eventName)
+        if row is None:
+            raise not_found("meter not found")
+        return _meter(row)
+
     @svc.handler(METERING_METER_IDS, MeterIdsQuery)
     async def meter_ids(scope: Scope, p: MeterIdsQuery) -> MeterIds:
         return MeterIds(await store.meter_ids(svc.pool, scope.org_id, scope.livemode))
@@ -173,7 +182,7 @@ def create(settings: Settings) -> Service:
             raise invalid("userId is required", "userId")
         window = domain.usage_window(p.start, p.end, p.endInclusive)
         rows = await store.usage_by_meter(svc.pool, scope.org_id, scope.livemode, p.userId,
-                                          window, API_USAGE_EVENT_NAME)
+                                          window, domain.API_USAGE_EVENT_NAME)
         return UsageAggregate([
             MeterUsage(r["id"], r["name"], r["currency"], r["aggregation_type"],
                        domain.quantity(r[r["aggregation_type"]]), r["count"]) for r in rows])

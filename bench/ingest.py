@@ -7,7 +7,9 @@ send 100-event batches (99 new idempotency keys and one key seen before, so dupl
 dropped all along). For each way in it prints: accepted events/s, persisted events/s (rows
 counted in PostgreSQL, up to the last commit), p50/p99 request latency, accepted-to-visible
 latency (a probe batch every 250 ms, then the summary polled until it shows), duplicates
-dropped. In the same run: the machine's baseline — a bare PostgreSQL batch insert of
+dropped. The asynchronous path runs a second time with a third of the clients, below what
+one worker stores per second: there accepted-to-visible shows the path's own delay rather
+than a growing backlog. In the same run: the machine's baseline — a bare PostgreSQL batch insert of
 1000-row batches with ON CONFLICT DO NOTHING — and the ratio to it; then both ways again with
 two metering worker processes.
 
@@ -225,13 +227,17 @@ async def main(seconds: float, concurrency: int) -> None:
                 if n_workers == 2:
                     workers.append(spawn("-m", "services.cli", "serve", "metering", env=env))
                     await asyncio.sleep(2.0)
-                for asynchronous in (False, True):
+                shapes = [(False, concurrency), (True, concurrency)]
+                if n_workers == 1:  # and once below what the worker stores per second
+                    shapes.append((True, max(1, concurrency // 3)))
+                for asynchronous, clients in shapes:
                     name = (f"{'asynchronous (202)' if asynchronous else 'synchronous (201)'},"
-                            f" {n_workers} metering worker{'s' if n_workers > 1 else ''}")
+                            f" {n_workers} metering worker{'s' if n_workers > 1 else ''}"
+                            + (f", {clients} clients" if clients != concurrency else ""))
                     print(f"{name} for {seconds:.0f} s …", flush=True)
                     runs.append(await run(name, base, database_url, auth, meter_id,
                                           asynchronous=asynchronous, seconds=seconds,
-                                          concurrency=concurrency))
+                                          concurrency=clients))
         finally:
             stop([gateway, *workers])
     print(f"\nmeter-event ingestion: {BATCH}-event batches, {concurrency} concurrent clients,"
@@ -241,7 +247,8 @@ async def main(seconds: float, concurrency: int) -> None:
     for r in runs:
         print("\n".join(r.lines(baseline_rate)))
     for asynchronous in (False, True):
-        one, two = (r for r in runs if ("asynchronous" in r.name) == asynchronous)
+        one, two = (r for r in runs
+                    if ("asynchronous" in r.name) == asynchronous and "clients" not in r.name)
         print(f"two workers vs one, {'asynchronous' if asynchronous else 'synchronous'}: "
               f"persisted {two.persisted / two.persist_seconds / (one.persisted / one.persist_seconds):.2f}×")
 

@@ -151,11 +151,13 @@ end
 
 async def drive(name: str, url: str, *, concurrency: int, seconds: float, method: str = "GET",
                 headers: dict[str, str] | None = None, body: str | None = None,
-                users: int = 1) -> Result:
-    """Keep `concurrency` requests in flight for `seconds`. In `body`, `{n}` becomes a token
-    unique to each request and `{u}` one of `users` numbers. Uses wrk when installed (a C load generator leaves the CPU to the
-    system under test), else an aiohttp client."""
-    if shutil.which("wrk"):
+                users: int = 1, rate: float | None = None) -> Result:
+    """Keep `concurrency` requests in flight for `seconds`; with `rate`, start that many
+    requests a second instead (open loop, at most `concurrency` at once). In `body`, `{n}`
+    becomes a token unique to each request and `{u}` one of `users` numbers. Uses wrk when
+    installed and no rate is set (a C load generator leaves the CPU to the system under
+    test), else an aiohttp client."""
+    if shutil.which("wrk") and rate is None:
         return await _drive_wrk(name, url, concurrency=concurrency, seconds=seconds,
                                 method=method, headers=headers or {}, body=body, users=users)
     counter = itertools.count()
@@ -167,7 +169,7 @@ async def drive(name: str, url: str, *, concurrency: int, seconds: float, method
 
     return await _drive_python(name, url, concurrency=concurrency, seconds=seconds,
                                method=method, headers=headers,
-                               body_for=body_for if body else None)
+                               body_for=body_for if body else None, rate=rate)
 
 
 async def _drive_wrk(name: str, url: str, *, concurrency: int, seconds: float, method: str,
@@ -200,28 +202,41 @@ def _ms(text: str) -> float:
 
 async def _drive_python(name: str, url: str, *, concurrency: int, seconds: float,
                         method: str = "GET", headers: dict[str, str] | None = None,
-                        body_for=None) -> Result:
+                        body_for=None, rate: float | None = None) -> Result:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     latencies: list[float] = []
     errors = 0
-    counter = 0
     async with aiohttp.ClientSession(connector=connector) as http:
         deadline = time.perf_counter() + seconds
 
+        async def one() -> None:
+            nonlocal errors
+            data = body_for() if body_for else None
+            started = time.perf_counter()
+            async with http.request(method, url, headers=headers, data=data) as r:
+                await r.read()
+                if r.status >= 300:
+                    errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
         async def worker() -> None:
-            nonlocal errors, counter
             while time.perf_counter() < deadline:
-                counter += 1
-                data = body_for() if body_for else None
-                started = time.perf_counter()
-                async with http.request(method, url, headers=headers, data=data) as r:
-                    await r.read()
-                    if r.status >= 300:
-                        errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
+                await one()
+
+        async def paced() -> None:
+            in_flight: set[asyncio.Task] = set()
+            n = 0
+            while (now := time.perf_counter()) < deadline:
+                if (due := started + n / rate) > now:
+                    await asyncio.sleep(due - now)
+                n += 1
+                task = asyncio.create_task(one())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            await asyncio.gather(*in_flight)
 
         started = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        await (paced() if rate else asyncio.gather(*[worker() for _ in range(concurrency)]))
         elapsed = time.perf_counter() - started
     return Result(name, len(latencies), errors, elapsed, latencies)
 

@@ -7,11 +7,12 @@ send 100-event batches (99 new idempotency keys and one key seen before, so dupl
 dropped all along). For each way in it prints: accepted events/s, persisted events/s (rows
 counted in PostgreSQL, up to the last commit), p50/p99 request latency, accepted-to-visible
 latency (a probe batch every 250 ms, then the summary polled until it shows), duplicates
-dropped. The asynchronous path runs a second time with one client, below what one worker
-stores per second: there accepted-to-visible shows the path's own delay rather than a
-growing backlog. In the same run: the machine's baseline — a bare PostgreSQL batch insert of
-1000-row batches with ON CONFLICT DO NOTHING — and the ratio to it; then both ways again with
-two metering worker processes.
+dropped. The asynchronous path runs a second time paced at 30,000 events/s (an aiohttp
+client starting 300 requests a second), below what one worker stores: there
+accepted-to-visible shows the path's own delay rather than a growing backlog. In the same
+run: the machine's baseline — a bare PostgreSQL batch insert of 1000-row batches with ON
+CONFLICT DO NOTHING — and the ratio to it; then both ways again with two metering worker
+processes.
 
     .venv/bin/python bench/ingest.py [--seconds 30] [--concurrency 12]
 
@@ -50,6 +51,7 @@ BATCH = 100
 USERS = 1000
 BASELINE_WRITERS = 4
 BASELINE_ROWS = 1000
+PACED_EVENTS_PER_S = 30_000
 API = "/api/v1/billing"
 
 
@@ -176,7 +178,8 @@ async def count(database_url: str) -> tuple[int, float]:
 
 
 async def run(name: str, base: str, database_url: str, auth: dict, meter_id: str, *,
-              asynchronous: bool, seconds: float, concurrency: int) -> Run:
+              asynchronous: bool, seconds: float, concurrency: int,
+              rate: float | None = None) -> Run:
     headers = {**auth, **({"Prefer": "respond-async"} if asynchronous else {})}
     rows_before, _ = await count(database_url)
     token = secrets.token_hex(4)
@@ -187,7 +190,7 @@ async def run(name: str, base: str, database_url: str, auth: dict, meter_id: str
                                            time.monotonic() + seconds, visible_ms))
         load = await drive(name, f"{base}{API}/meter-events", concurrency=concurrency,
                            seconds=seconds, method="POST", headers=headers,
-                           body=batch_body(meter_id, token), users=USERS)
+                           body=batch_body(meter_id, token), users=USERS, rate=rate)
         probe_events = await probes
     accepted = (load.requests - load.errors) * BATCH + probe_events
     # Wait for the workers to store what was accepted (asynchronous path).
@@ -227,17 +230,19 @@ async def main(seconds: float, concurrency: int) -> None:
                 if n_workers == 2:
                     workers.append(spawn("-m", "services.cli", "serve", "metering", env=env))
                     await asyncio.sleep(2.0)
-                shapes = [(False, concurrency), (True, concurrency)]
+                shapes: list[tuple[bool, float | None]] = [(False, None), (True, None)]
                 if n_workers == 1:  # and once below what the worker stores per second
-                    shapes.append((True, 1))
-                for asynchronous, clients in shapes:
+                    shapes.append((True, PACED_EVENTS_PER_S))
+                for asynchronous, events_per_s in shapes:
                     name = (f"{'asynchronous (202)' if asynchronous else 'synchronous (201)'},"
                             f" {n_workers} metering worker{'s' if n_workers > 1 else ''}"
-                            + (f", {clients} clients" if clients != concurrency else ""))
+                            + (f", paced at {events_per_s:,.0f} events/s" if events_per_s
+                               else ""))
                     print(f"{name} for {seconds:.0f} s …", flush=True)
-                    runs.append(await run(name, base, database_url, auth, meter_id,
-                                          asynchronous=asynchronous, seconds=seconds,
-                                          concurrency=clients))
+                    runs.append(await run(
+                        name, base, database_url, auth, meter_id, asynchronous=asynchronous,
+                        seconds=seconds, concurrency=concurrency,
+                        rate=events_per_s / BATCH if events_per_s else None))
         finally:
             stop([gateway, *workers])
     print(f"\nmeter-event ingestion: {BATCH}-event batches, {concurrency} concurrent clients,"
@@ -248,7 +253,7 @@ async def main(seconds: float, concurrency: int) -> None:
         print("\n".join(r.lines(baseline_rate)))
     for asynchronous in (False, True):
         one, two = (r for r in runs
-                    if ("asynchronous" in r.name) == asynchronous and "clients" not in r.name)
+                    if ("asynchronous" in r.name) == asynchronous and "paced" not in r.name)
         print(f"two workers vs one, {'asynchronous' if asynchronous else 'synchronous'}: "
               f"persisted {two.persisted / two.persist_seconds / (one.persisted / one.persist_seconds):.2f}×")
 

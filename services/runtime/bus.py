@@ -48,8 +48,6 @@ _BAD_REQUEST = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
 _PAST_DEADLINE = _encode(Reply(error=Failure(ErrorCode.UNAVAILABLE, 503,
                                              "deadline exceeded").error))
 _INTERNAL = _encode(Reply(error=internal()))
-# Messages a subscription may hold while the in-flight limit makes dispatch wait.
-_PENDING_MESSAGES = 65536
 
 
 def created(result: Any) -> Reply:
@@ -147,8 +145,7 @@ class Service:
         self._requests = Requester(nc)
         await self._requests.start()
         self._subscriptions = [
-            await nc.subscribe(subject, queue=self.name, cb=on_request,
-                               pending_msgs_limit=_PENDING_MESSAGES)
+            await nc.subscribe(subject, queue=self.name, cb=on_request)
             for subject, on_request in self._handlers]
         if self.pool is not None:  # publishes the events this service's handlers add
             self.relay = OutboxRelay(self.name, self.pool, self.settings.database_url,

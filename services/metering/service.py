@@ -53,6 +53,7 @@ from contracts.metering_subjects import (
 from services.metering import domain, store
 from services.metering.consumer import MeterEventConsumer
 from services.metering.recorder import EventRecorder
+from services.runtime import db
 from services.runtime.bus import Service, created, nats_servers
 from services.runtime.config import Settings
 from services.runtime.errors import invalid, not_found
@@ -310,7 +311,7 @@ async def upkeep(svc: Service, sweeper: ExpiredKeySweeper | None = None) -> None
     cutoff = now() - domain.DEDUP_RETENTION
     await (sweeper or ExpiredKeySweeper()).sweep(svc.pool, cutoff,
                                                  UPKEEP_INTERVAL_S / KEY_SWEEP_PASS_S)
-    await store.prune_batches(svc.pool, cutoff)
+    await db.delete_older_than(svc.pool, "metering.ingested_batches", cutoff)
     retention = int(svc.settings.env.get("METERING_RETENTION_MONTHS", "0"))
     if retention > 0:
         oldest = current

@@ -301,19 +301,6 @@ async def drop_partitions_before(db: asyncpg.Pool, cutoff: datetime) -> list[str
     return dropped
 
 
-async def prune_batches(db: asyncpg.Pool, cutoff: datetime, chunk: int = 10_000) -> int:
-    """Forget asynchronous batch ids older than `cutoff`, a chunk at a time."""
-    deleted = 0
-    while True:
-        status = await db.execute(
-            "delete from metering.ingested_batches where ctid in (select ctid"
-            " from metering.ingested_batches where created_at < $1 limit $2)", cutoff, chunk)
-        count = int(status.split()[-1])
-        deleted += count
-        if count < chunk:
-            return deleted
-
-
 async def key_table_blocks(db: asyncpg.Pool) -> int:
     return await db.fetchval("select pg_relation_size('metering.event_keys')"
                              " / current_setting('block_size')::int")

@@ -14,6 +14,21 @@ log = logging.getLogger(__name__)
 RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+async def delete_older_than(db: asyncpg.Pool, table: str, cutoff: object,
+                            chunk: int = 10_000) -> int:
+    """Delete the rows of `table` (schema-qualified, with a `created_at` column) older than
+    `cutoff`, a chunk at a time so that no transaction is long. Returns how many."""
+    deleted = 0
+    while True:
+        status = await db.execute(
+            f"delete from {table} where ctid in"
+            f" (select ctid from {table} where created_at < $1 limit $2)", cutoff, chunk)
+        count = int(status.split()[-1])
+        deleted += count
+        if count < chunk:
+            return deleted
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects, through msgspec rather than the json module.
     await conn.set_type_codec(

@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from contracts import ErrorCode, Scope
+from services.runtime.db import delete_older_than
 from services.runtime.errors import Failure
 
 RETENTION = timedelta(days=7)  # how long a key is remembered (conventions §10.7)
@@ -39,18 +40,9 @@ class IdempotencyKeys:
                        " on conflict do nothing")
         self._schema = schema
 
-    async def prune(self, db: asyncpg.Pool, older_than: datetime, chunk: int = 10_000) -> int:
-        """Forget keys older than `older_than`, a chunk at a time (short transactions)."""
-        deleted = 0
-        while True:
-            status = await db.execute(
-                f"delete from {self._schema}.idempotency_keys where ctid in (select ctid"
-                f" from {self._schema}.idempotency_keys where created_at < $1 limit $2)",
-                older_than, chunk)
-            count = int(status.split()[-1])
-            deleted += count
-            if count < chunk:
-                return deleted
+    async def prune(self, db: asyncpg.Pool, older_than: datetime) -> int:
+        """Forget keys older than `older_than`."""
+        return await delete_older_than(db, f"{self._schema}.idempotency_keys", older_than)
 
     async def begin(self, conn: asyncpg.Connection, scope: Scope) -> bytes | None:
         """Claim the key for this transaction; returns a stored reply to replay, if any."""

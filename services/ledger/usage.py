@@ -7,7 +7,6 @@ keeps its own outcome: its transaction, its idempotent replay, or its refusal.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,12 +17,10 @@ from contracts import Reply, Scope
 from contracts.ledger import UsageResult
 from services.ledger import store
 from services.ledger.domain import Movement
-from services.runtime.batching import MicroBatcher
-from services.runtime.errors import Failure, internal
+from services.runtime.batching import MicroBatcher, isolating_failures
 from services.runtime.idempotency import IdempotencyKeys, mismatch
 from services.runtime.ids import new_id
 
-log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 # Called with the batch's debits inside its transaction (spend alerts).
@@ -51,30 +48,12 @@ class UsageRecorder:
         self._keys = keys
         self._after_debits = after_debits
         self._after_commit = after_commit  # with each new debit and its transaction id
-        self._batch = MicroBatcher(self._write)
+        self._batch = MicroBatcher(isolating_failures(
+            self._write_together, what="usage record", request_id=lambda r: r.scope.request_id))
 
     async def record(self, record: UsageRecord) -> bytes:
         """The encoded reply for this record, once its batch has committed."""
         return await self._batch(record)
-
-    async def _write(self, records: list[UsageRecord]) -> list[bytes]:
-        try:
-            return await self._write_together(records)
-        except Exception:
-            if len(records) == 1:
-                raise
-        # The batch failed as a whole (say, one balance out of range): write each record on
-        # its own, so one bad record cannot take the others down with it.
-        replies = []
-        for record in records:
-            try:
-                replies.extend(await self._write_together([record]))
-            except Failure as failure:
-                replies.append(_encode(Reply(error=failure.error)))
-            except Exception:
-                log.exception("usage record failed (request %s)", record.scope.request_id)
-                replies.append(_encode(Reply(error=internal())))
-        return replies
 
     async def _write_together(self, records: list[UsageRecord]) -> list[bytes]:
         tx_ids = [new_id("txn_") for _ in records]

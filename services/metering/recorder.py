@@ -8,7 +8,6 @@ is written on its own, with its reply stored in the same transaction.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import asyncpg
@@ -17,11 +16,9 @@ import msgspec
 from contracts import Reply, Scope
 from contracts.metering import AcceptedBatch, AcceptedEvent, EventOutcome, RecordedEvents
 from services.metering import store
-from services.runtime.batching import MicroBatcher
-from services.runtime.errors import Failure, internal
+from services.runtime.batching import MicroBatcher, isolating_failures
 from services.runtime.idempotency import IdempotencyKeys
 
-log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 Batch = tuple[Scope, list[AcceptedEvent]]
@@ -33,32 +30,15 @@ class EventRecorder:
         self._pool = pool
         self._keys = keys
         # Up to `max_batches` requests (100 events each at most) per statement.
-        self._together = MicroBatcher(self._write, max_batch=max_batches)
+        self._together = MicroBatcher(isolating_failures(
+            self._write_together, what="meter events", request_id=lambda b: b[0].request_id),
+            max_batch=max_batches)
 
     async def record(self, scope: Scope, events: list[AcceptedEvent]) -> bytes:
         """The encoded 201 reply, once the batch has committed."""
         if scope.idempotency_key:
             return await self._record_keyed(scope, events)
         return await self._together((scope, events))
-
-    async def _write(self, batches: list[Batch]) -> list[bytes]:
-        try:
-            return await self._write_together(batches)
-        except Exception:
-            if len(batches) == 1:
-                raise
-        # The shared write failed: write each batch on its own, so one cannot take the
-        # others down with it.
-        replies = []
-        for batch in batches:
-            try:
-                replies.extend(await self._write_together([batch]))
-            except Failure as failure:
-                replies.append(_encode(Reply(error=failure.error)))
-            except Exception:
-                log.exception("meter events failed (request %s)", batch[0].request_id)
-                replies.append(_encode(Reply(error=internal())))
-        return replies
 
     async def _write_together(self, batches: list[Batch]) -> list[bytes]:
         ids = await store.write_events(self._pool(), [  # one statement: atomic

@@ -8,8 +8,17 @@ query serves dozens of requests, so the database, not per-request overhead, sets
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+import msgspec
+
+from contracts import Reply
+from services.runtime.errors import Failure, internal
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -52,3 +61,30 @@ class MicroBatcher(Generic[K, V]):
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+def isolating_failures(write: Callable[[list[K]], Awaitable[list[bytes]]], *, what: str,
+                       request_id: Callable[[K], str],
+                       ) -> Callable[[list[K]], Awaitable[list[bytes]]]:
+    """A writer of many requests at once (each answered by an encoded bus reply) that, when
+    the shared write fails, writes each request on its own: one bad request (say, a balance
+    out of range) cannot take the others down; it gets its own refusal, or a 500."""
+
+    async def write_each_alone_on_failure(items: list[K]) -> list[bytes]:
+        try:
+            return await write(items)
+        except Exception:
+            if len(items) == 1:
+                raise
+        replies = []
+        for item in items:
+            try:
+                replies.extend(await write([item]))
+            except Failure as failure:
+                replies.append(_encode(Reply(error=failure.error)))
+            except Exception:
+                log.exception("%s failed (request %s)", what, request_id(item))
+                replies.append(_encode(Reply(error=internal())))
+        return replies
+
+    return write_each_alone_on_failure

@@ -360,9 +360,7 @@ def refund(p: JournalRefundParams) -> Operation:
     refund_id = _required(p.refundId, "refundId")
     customer = _required(p.customerId, "customerId")
     currency = currency_of(p.currency)
-    return Operation(currency, (NamedLeg(customer_account(customer), LIABILITY, amount),
-                                NamedLeg(CASH, ASSET, -amount)),
-                     f"refund:{refund_id}",
+    return _cash_out(customer_account(customer), amount, currency, f"refund:{refund_id}",
                      f"Refund {refund_id}: {amount} {currency} to customer {customer}",
                      refund_id=refund_id)
 
@@ -373,11 +371,16 @@ def payout(p: JournalPayoutParams) -> Operation:
     payout_id = _required(p.payoutId, "payoutId")
     merchant = _required(p.merchantId, "merchantId")
     currency = currency_of(p.currency)
-    return Operation(currency, (NamedLeg(merchant_account(merchant), LIABILITY, amount),
-                                NamedLeg(CASH, ASSET, -amount)),
-                     f"payout:{payout_id}",
+    return _cash_out(merchant_account(merchant), amount, currency, f"payout:{payout_id}",
                      f"Payout {payout_id}: {amount} {currency} to merchant {merchant}",
                      payout_id=payout_id)
+
+
+def _cash_out(owed: str, amount: int, currency: str, reference: str, description: str,
+              **ids: str) -> Operation:
+    """Cash leaves the platform to settle what it owed on the account `owed`."""
+    return Operation(currency, (NamedLeg(owed, LIABILITY, amount), NamedLeg(CASH, ASSET, -amount)),
+                     reference, description, **ids)
 
 
 def dispute(p: JournalDisputeParams) -> Operation:

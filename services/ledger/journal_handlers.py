@@ -8,7 +8,9 @@ runtime's `transaction=True`), so an operation either happens whole or not at al
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -125,28 +127,20 @@ def register(svc: Service) -> None:
 
     # ---- high-level operations ----------------------------------------------------------
 
-    async def _record(scope: Scope, operation: Operation, conn: asyncpg.Connection) -> Reply:
-        return _entry_reply(*await record(conn, scope.org_id, scope.livemode, operation))
+    def recording(operation_of: Callable[[Any], Operation]):
+        """A handler that records the operation the domain builds from the params."""
+        async def record_operation(scope: Scope, p: Any, conn: asyncpg.Connection) -> Reply:
+            journal.require_poster(scope.actor)
+            return _entry_reply(*await record(conn, scope.org_id, scope.livemode,
+                                              operation_of(p)))
+        return record_operation
 
-    @svc.handler(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams, transaction=True)
-    async def record_payment(scope: Scope, p: JournalPaymentParams, conn: asyncpg.Connection):
-        journal.require_poster(scope.actor)
-        return await _record(scope, journal.payment(p), conn)
-
-    @svc.handler(subjects.JOURNAL_REFUND_RECORD, JournalRefundParams, transaction=True)
-    async def record_refund(scope: Scope, p: JournalRefundParams, conn: asyncpg.Connection):
-        journal.require_poster(scope.actor)
-        return await _record(scope, journal.refund(p), conn)
-
-    @svc.handler(subjects.JOURNAL_PAYOUT_RECORD, JournalPayoutParams, transaction=True)
-    async def record_payout(scope: Scope, p: JournalPayoutParams, conn: asyncpg.Connection):
-        journal.require_poster(scope.actor)
-        return await _record(scope, journal.payout(p), conn)
-
-    @svc.handler(subjects.JOURNAL_DISPUTE_RECORD, JournalDisputeParams, transaction=True)
-    async def record_dispute(scope: Scope, p: JournalDisputeParams, conn: asyncpg.Connection):
-        journal.require_poster(scope.actor)
-        return await _record(scope, journal.dispute(p), conn)
+    for subject, params, operation_of in (
+            (subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams, journal.payment),
+            (subjects.JOURNAL_REFUND_RECORD, JournalRefundParams, journal.refund),
+            (subjects.JOURNAL_PAYOUT_RECORD, JournalPayoutParams, journal.payout),
+            (subjects.JOURNAL_DISPUTE_RECORD, JournalDisputeParams, journal.dispute)):
+        svc.handler(subject, params, transaction=True)(recording(operation_of))
 
     # ---- holds --------------------------------------------------------------------------
 

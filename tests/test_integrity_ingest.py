@@ -15,9 +15,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
+
+from services.metering import domain, service
 
 API = "/api/v1/billing"
 ASYNC = {"Prefer": "respond-async"}
@@ -102,3 +106,39 @@ async def test_a_backslash_before_u0000_is_not_a_nul(http, org, metering):
         _ev(meter_id, dimensions={"path": "C:\\u0000\\x"})]}, ASYNC)
     assert status == 202
     assert len(await _eventually_stored(metering, meter_id, 1)) == 1
+
+
+# ---- item 6 (b): partitions for the whole window, whatever the retention ------------------
+
+
+def test_retention_never_reaches_into_the_accepted_window():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for hours in range(0, 366 * 24, 7):
+        at = start + timedelta(hours=hours)
+        for months in (1, 2, 3):
+            cutoff = domain.retention_cutoff(at, months)
+            assert cutoff <= domain.start_of_month(at - domain.BACKDATE), (at, months)
+            assert cutoff >= domain.start_of_month(at - timedelta(days=31 * months + 41))
+
+
+async def test_upkeep_with_one_month_retention_keeps_the_window(metering, monkeypatch):
+    # On the 3rd of a month the window reaches back into the month before last, which a
+    # retention of one month would drop. Upkeep runs then, hourly.
+    real = datetime.now(UTC)
+    third = real.replace(day=3, hour=10, minute=0, second=0, microsecond=0)
+    oldest_accepted = domain.start_of_month(third - domain.BACKDATE)
+    monkeypatch.setattr(service, "now", lambda: third)
+    one_month = SimpleNamespace(pool=metering.pool,
+                                settings=SimpleNamespace(env={"METERING_RETENTION_MONTHS": "1"}))
+    try:
+        await service.upkeep(one_month)
+        names = {r["relname"] for r in await metering.pool.fetch(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = 'metering.events'::regclass")}
+        assert f"events_{oldest_accepted:%Y_%m}" in names
+        # Older months do go.
+        older = domain.start_of_month(oldest_accepted - timedelta(days=1))
+        assert f"events_{older:%Y_%m}" not in names
+    finally:
+        monkeypatch.undo()
+        await service.upkeep(metering)

@@ -78,6 +78,26 @@ def next_month(ts: datetime) -> datetime:
     return datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC)
 
 
+# Event partitions are kept from a few days before the oldest accepted timestamp: upkeep
+# runs hourly, and a batch may wait in the stream (or the dead letters) a while before it
+# is stored.
+PARTITION_MARGIN = timedelta(days=5)
+
+
+def first_month_needed(now: datetime) -> datetime:
+    """The oldest month an accepted event can still fall in."""
+    return start_of_month(now - BACKDATE - PARTITION_MARGIN)
+
+
+def retention_cutoff(now: datetime, months: int) -> datetime:
+    """Event months before this one may be dropped under a retention of `months` months
+    back from the current one — but never a month the accepted window still reaches."""
+    oldest = start_of_month(now)
+    for _ in range(months):
+        oldest = start_of_month(oldest - timedelta(days=1))
+    return min(oldest, first_month_needed(now))
+
+
 # ---- meters ----------------------------------------------------------------------------
 
 

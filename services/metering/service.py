@@ -303,9 +303,10 @@ class ExpiredKeySweeper:
 async def upkeep(svc: Service, sweeper: ExpiredKeySweeper | None = None) -> None:
     """Monthly partitions ahead of need; dedup keys and batch ids forgotten after their
     window; event months dropped after the retention, when one is configured."""
-    current = domain.start_of_month(now())
+    at = now()
+    current = domain.start_of_month(at)
     # From the month of the oldest acceptable timestamp to two months ahead.
-    first = domain.start_of_month(now() - domain.BACKDATE - timedelta(days=5))
+    first = domain.first_month_needed(at)
     months = (current.year - first.year) * 12 + current.month - first.month + 3
     await store.ensure_partitions(svc.pool, first, months)
     cutoff = now() - domain.DEDUP_RETENTION
@@ -314,9 +315,7 @@ async def upkeep(svc: Service, sweeper: ExpiredKeySweeper | None = None) -> None
     await db.delete_older_than(svc.pool, "metering.ingested_batches", cutoff)
     retention = int(svc.settings.env.get("METERING_RETENTION_MONTHS", "0"))
     if retention > 0:
-        oldest = current
-        for _ in range(retention):
-            oldest = domain.start_of_month(oldest - timedelta(days=1))
-        dropped = await store.drop_partitions_before(svc.pool, oldest)
+        dropped = await store.drop_partitions_before(svc.pool,
+                                                     domain.retention_cutoff(at, retention))
         if dropped:
             log.info("metering: dropped event partitions %s", ", ".join(dropped))

@@ -19,9 +19,14 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import asyncpg
+import nats
 import pytest
 
-from services.metering import domain, service
+from contracts.metering import AcceptedBatch, AcceptedEvent
+from services import cli
+from services.gateway import store as gateway_store
+from services.metering import consumer, dead_letters, domain, service, store
+from services.metering.stream import ensure_dead_letter_stream, publish_batch
 
 API = "/api/v1/billing"
 ASYNC = {"Prefer": "respond-async"}
@@ -142,3 +147,128 @@ async def test_upkeep_with_one_month_retention_keeps_the_window(metering, monkey
     finally:
         monkeypatch.undo()
         await service.upkeep(metering)
+
+
+# ---- item 6 (c): nothing accepted is dropped; the dead letters ---------------------------
+
+
+@pytest.fixture
+async def js(nats_url):
+    nc = await nats.connect(nats_url)
+    try:
+        jetstream = nc.jetstream()
+        await ensure_dead_letter_stream(jetstream)
+        yield jetstream
+    finally:
+        await nc.close()
+
+
+async def _dead_letter(js, event_id: str, timeout=5.0) -> dead_letters.DeadLetter:
+    """The dead letter of the batch holding this event, once there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [d for d in await dead_letters.listing(js) if f'"{event_id}"'.encode() in d.data]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"event {event_id} not in the dead letters"
+        await asyncio.sleep(0.1)
+
+
+async def _dead_letters_cli(monkeypatch, nats_url, database_url, *argv: str):
+    monkeypatch.setenv("NATS_URL", nats_url)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    await asyncio.to_thread(cli.main, ["metering", "dead-letters", *argv])
+
+
+async def test_a_batch_for_a_month_without_partition_goes_to_the_dead_letters(
+        http, org, metering, js, nats_url, database_url, monkeypatch, capsys):
+    meter_id = await _meter(http, org)
+    when = datetime.now(UTC) - timedelta(days=34)  # inside the window, never this month
+    month = domain.start_of_month(when)
+    partition = f"events_{month:%Y_%m}"
+    await metering.pool.execute(f"drop table metering.{partition}")
+    try:
+        status, body, _ = await _post(http, org, {"events": [
+            _ev(meter_id, 4, timestamp=when.isoformat()), _ev(meter_id, 6)]}, ASYNC)
+        assert status == 202
+        letter = await _dead_letter(js, body["events"][0]["id"])
+        assert "CheckViolationError" in letter.error and "partition" in letter.error
+        assert letter.deliveries == 1 and letter.events == 2
+        assert await _stored(metering, meter_id) == []
+    finally:
+        await store.ensure_partitions(metering.pool, month, 1)
+
+    # Operators see it ...
+    await _dead_letters_cli(monkeypatch, nats_url, database_url, "list")
+    listed = capsys.readouterr().out
+    line = next(x for x in listed.splitlines() if x.startswith(f"seq={letter.seq} "))
+    assert f"batch={letter.batch_id} " in line and "events=2" in line and "partition" in line
+    # ... and, the partition back, replay it: stored once, even when replayed again.
+    await _dead_letters_cli(monkeypatch, nats_url, database_url, "replay", "--seq",
+                            str(letter.seq))
+    assert "1 batch(es) replayed" in capsys.readouterr().out
+    rows = await _eventually_stored(metering, meter_id, 2)
+    assert sorted(r["value"] for r in rows) == [4, 6]
+    assert all(d.seq != letter.seq for d in await dead_letters.listing(js))
+    with pytest.raises(SystemExit):  # gone from the dead letters
+        await _dead_letters_cli(monkeypatch, nats_url, database_url, "replay", "--seq",
+                                str(letter.seq))
+
+
+async def test_discarding_a_dead_letter(http, org, metering, js, platform, nats_url,
+                                        database_url, monkeypatch, capsys):
+    meter_id = await _meter(http, org)
+    letter = await _dead_letter(js, await _publish_poison(js, platform, org, meter_id))
+    await _dead_letters_cli(monkeypatch, nats_url, database_url, "discard", "--seq",
+                            str(letter.seq))
+    assert "1 batch(es) discarded" in capsys.readouterr().out
+    assert all(d.seq != letter.seq for d in await dead_letters.listing(js))
+    with pytest.raises(SystemExit):  # replay and discard say which
+        await _dead_letters_cli(monkeypatch, nats_url, database_url, "discard")
+
+
+# ---- item 7: poison batches are given up, and hold nothing up ----------------------------
+
+
+async def _publish_poison(js, platform, org, meter_id) -> str:
+    """A batch the gateway would refuse (a userId too long for the index), published
+    straight to the stream; returns its event's id."""
+    org_id = (await gateway_store.provision_org(platform.gateway.pool, org.name)).id
+    batch_id = domain.fresh_id_base()
+    event = AcceptedEvent(batch_id + "00", meter_id, secrets.token_urlsafe(2100), 1,
+                          domain.to_us(datetime.now(UTC)), "", None)
+    await publish_batch(js, AcceptedBatch(batch_id, org_id, False, [event]))
+    return event.id
+
+
+async def test_a_poison_batch_is_given_up_at_once_and_holds_nothing_up(http, org, metering,
+                                                                       js, platform):
+    meter_id = await _meter(http, org)
+    started = time.monotonic()
+    poison = await _publish_poison(js, platform, org, meter_id)
+    status, _, _ = await _post(http, org, {"events": [_ev(meter_id, 3)]}, ASYNC)
+    assert status == 202
+    letter = await _dead_letter(js, poison)
+    assert letter.deliveries == 1  # the data is at fault: no retry can help
+    assert "ProgramLimitExceededError" in letter.error
+    assert [r["value"] for r in await _eventually_stored(metering, meter_id, 1)] == [3]
+    assert time.monotonic() - started < 5
+
+
+def test_transient_failures_are_retried_with_growing_delays_then_given_up():
+    transient = [OSError("connection refused"), asyncpg.CannotConnectNowError("starting"),
+                 asyncpg.DeadlockDetectedError("deadlock"), TimeoutError()]
+    for error in transient:
+        assert not consumer.gives_up(error, 1, consumer.MAX_DELIVERIES)
+        assert not consumer.gives_up(error, consumer.MAX_DELIVERIES - 1,
+                                     consumer.MAX_DELIVERIES)
+        assert consumer.gives_up(error, consumer.MAX_DELIVERIES, consumer.MAX_DELIVERIES)
+    never = [asyncpg.CheckViolationError("no partition"),
+             asyncpg.ProgramLimitExceededError("index row size exceeds"),
+             asyncpg.UntranslatableCharacterError("\\u0000"),
+             asyncpg.NotNullViolationError("null org"), UnicodeDecodeError("utf-8", b"", 0, 1, "")]
+    for error in never:
+        assert consumer.gives_up(error, 1, consumer.MAX_DELIVERIES)
+    delays = [consumer.retry_delay(n) for n in range(1, consumer.MAX_DELIVERIES)]
+    assert delays[:3] == [1, 2, 4] and max(delays) == consumer.MAX_RETRY_DELAY_S
+    assert sum(delays) > 45 * 60  # a database outage of most of an hour dead-letters nothing

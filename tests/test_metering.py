@@ -458,7 +458,7 @@ async def test_async_bad_input_is_refused_before_acceptance(http, org):
 async def test_a_batch_that_cannot_be_stored_does_not_hold_up_the_others(http, org,
                                                                          nats_url):
     # Only the gateway publishes to the stream, and only what it validated; should anything
-    # else land there, the workers drop it and go on.
+    # else land there, the workers put it in the dead letters and go on.
     meter_id = await make_meter(http, org)
     nc = await nats.connect(nats_url)
     try:

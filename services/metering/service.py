@@ -51,7 +51,7 @@ from contracts.metering_subjects import (
     METERING_USAGE_AGGREGATE,
 )
 from services.metering import domain, store
-from services.metering.consumer import MeterEventConsumer
+from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
 from services.metering.recorder import EventRecorder
 from services.runtime import db
 from services.runtime.bus import Service, created, nats_servers
@@ -77,7 +77,8 @@ class MeteringService(Service):
         env = settings.env
         self.consumer = MeterEventConsumer(
             lambda: self.pool, nats_servers(settings.nats_url),
-            ack_wait_s=float(env.get("METERING_ACK_WAIT", "30")))
+            ack_wait_s=float(env.get("METERING_ACK_WAIT", "30")),
+            max_deliveries=int(env.get("METERING_MAX_DELIVERIES", str(MAX_DELIVERIES))))
 
     async def start(self) -> None:
         await super().start()

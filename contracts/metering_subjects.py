@@ -31,3 +31,6 @@ def meter_events_subject(org_id: str) -> str:
 # error until an operator replays or discards them (`billing metering dead-letters`).
 METER_EVENTS_DEAD_STREAM = "BILLING_METER_EVENTS_DEAD"
 METER_EVENTS_DEAD_PREFIX = "billing.meter_events_dead."
+# Bus only: an asynchronous batch with an `Idempotency-Key`, accepted by metering so the key
+# is claimed where the synchronous path claims it (one rule for both ways in).
+METERING_EVENTS_ACCEPT = "billing.metering.events.accept"

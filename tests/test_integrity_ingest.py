@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import asyncpg
+import msgspec
 import nats
 import pytest
 
@@ -272,3 +273,75 @@ def test_transient_failures_are_retried_with_growing_delays_then_given_up():
     delays = [consumer.retry_delay(n) for n in range(1, consumer.MAX_DELIVERIES)]
     assert delays[:3] == [1, 2, 4] and max(delays) == consumer.MAX_RETRY_DELAY_S
     assert sum(delays) > 45 * 60  # a database outage of most of an hour dead-letters nothing
+
+
+# ---- item 8: one rule for Idempotency-Key, both ways in ----------------------------------
+
+
+async def test_one_key_sync_then_async_is_one_request(http, org, metering):
+    meter_id = await _meter(http, org)
+    events = {"events": [_ev(meter_id, 5)]}
+    key = {"Idempotency-Key": "sync-first"}
+    status, first, _ = await _post(http, org, events, key)
+    assert status == 201
+    status, again, headers = await _post(http, org, events, {**key, **ASYNC})
+    assert (status, again, headers["Idempotent-Replayed"]) == (201, first, "true")
+    assert "Preference-Applied" not in headers
+    assert len(await _eventually_stored(metering, meter_id, 2, timeout=0.5)) == 1
+
+
+async def test_one_key_async_then_sync_is_one_request(http, org, metering):
+    meter_id = await _meter(http, org)
+    events = {"events": [_ev(meter_id, 5), _ev(meter_id, 6)]}
+    key = {"Idempotency-Key": "async-first"}
+    status, first, headers = await _post(http, org, events, {**key, **ASYNC})
+    assert (status, headers["Preference-Applied"]) == (202, "respond-async")
+    assert {e["status"] for e in first["events"]} == {"accepted"}
+    assert len(await _eventually_stored(metering, meter_id, 2)) == 2
+    status, again, headers = await _post(http, org, events, key)
+    assert (status, again, headers["Idempotent-Replayed"]) == (202, first, "true")
+    status, again, _ = await _post(http, org, events, {**key, **ASYNC})
+    assert (status, again) == (202, first)
+    rows = await _eventually_stored(metering, meter_id, 3, timeout=0.5)
+    assert [r["id"] for r in rows] == [e["id"] for e in first["events"]]
+
+
+async def test_async_same_key_other_body_is_refused(http, org, metering):
+    meter_id = await _meter(http, org)
+    key = {"Idempotency-Key": "changed", **ASYNC}
+    status, _, _ = await _post(http, org, {"events": [_ev(meter_id, 5)]}, key)
+    assert status == 202
+    status, reply, _ = await _post(http, org, {"events": [_ev(meter_id, 50)]}, key)
+    assert (status, reply["error"]["message"]) == (
+        422, "idempotency key reused with different parameters")
+    rows = await _eventually_stored(metering, meter_id, 2, timeout=1.0)
+    assert [r["value"] for r in rows] == [5]
+
+
+async def test_async_retry_serialised_differently_is_the_same_request(http, org, metering):
+    meter_id = await _meter(http, org)
+    key = {"Idempotency-Key": "reserialised", **ASYNC, "Content-Type": "application/json"}
+    first_body = msgspec.json.encode({"events": [
+        {"meterId": meter_id, "userId": "alice", "value": 5,
+         "dimensions": {"model": "m1", "region": "eu"}}]})
+    second_body = (b'{ "events" : [ { "value" : 5 , "dimensions" : {"region": "eu", '
+                   b'"model": "m1"}, "userId" : "alice", "meterId" : "'
+                   + meter_id.encode() + b'" } ] }\n')
+    status, first, _ = await _post(http, org, None, key, raw=first_body)
+    assert status == 202
+    status, again, headers = await _post(http, org, None, key, raw=second_body)
+    assert (status, again, headers["Idempotent-Replayed"]) == (202, first, "true")
+    assert len(await _eventually_stored(metering, meter_id, 2, timeout=1.0)) == 1
+
+
+async def test_identical_keyless_async_requests_are_distinct_events(http, org, metering):
+    meter_id = await _meter(http, org)
+    body = {"events": [_ev(meter_id, 2)]}
+    ids = set()
+    for _ in range(3):
+        status, reply, headers = await _post(http, org, body, ASYNC)
+        assert (status, headers["Preference-Applied"]) == (202, "respond-async")
+        ids.add(reply["events"][0]["id"])
+    assert len(ids) == 3
+    rows = await _eventually_stored(metering, meter_id, 3)
+    assert {r["id"] for r in rows} == ids  # as on the synchronous path

@@ -41,6 +41,7 @@ from contracts.metering_subjects import (
     METERING_DNS_PLAN_LIST,
     METERING_DNS_USAGE_RECORD,
     METERING_DNS_USAGE_SUMMARY,
+    METERING_EVENTS_ACCEPT,
     METERING_EVENTS_RECORD,
     METERING_EVENTS_SUMMARY,
     METERING_METER_CREATE,
@@ -52,6 +53,7 @@ from contracts.metering_subjects import (
 )
 from services.metering import domain, store
 from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
+from services.metering.intake import KeyedIntake, keyed_batch_id
 from services.metering.recorder import EventRecorder
 from services.runtime import db
 from services.runtime.bus import Service, created, nats_servers
@@ -114,6 +116,7 @@ def create(settings: Settings) -> Service:
     catalog = load_catalog(settings.plans_dir or None)
     meters = KnownMeters(svc)
     recorder = EventRecorder(lambda: svc.pool, svc.keys)
+    intake = KeyedIntake(lambda: svc.pool, svc.keys, lambda: svc.consumer.js)
 
     # ---- meters -------------------------------------------------------------------------
 
@@ -162,6 +165,17 @@ def create(settings: Settings) -> Service:
         events = domain.accept_batch(p.events, now(), domain.fresh_id_base())
         await meters.require(scope, events)
         return await recorder.record(scope, events)
+
+    @svc.handler(METERING_EVENTS_ACCEPT, MeterEventBatch)
+    async def accept_keyed_events(scope: Scope, p: MeterEventBatch) -> bytes:
+        """`Prefer: respond-async` with an Idempotency-Key (the gateway sends keyless ones
+        to JetStream itself): the same rules, then the key claimed here (`intake.py`)."""
+        if not scope.idempotency_key:
+            raise invalid("Idempotency-Key is required", "Idempotency-Key")
+        batch_id = keyed_batch_id(scope)
+        events = domain.accept_batch(p.events, now(), domain.derived_id_base(batch_id))
+        await meters.require(scope, events)
+        return await intake.accept(scope, batch_id, events)
 
     @svc.handler(METERING_EVENTS_SUMMARY, SummaryQuery)
     async def summary(scope: Scope, p: SummaryQuery) -> Summary:

@@ -1,5 +1,6 @@
 """Metering request handlers and upkeep: decode (done by the runtime), call the domain,
-encode. Meter events come in by request/reply here (`events.record`) and through JetStream
+encode. Meter events come in by request/reply here (`events.record`; `events.accept` takes
+asynchronous batches with an Idempotency-Key, see `intake.py`) and through JetStream
 (`consumer.py`); both store through `store.write_events`."""
 
 from __future__ import annotations

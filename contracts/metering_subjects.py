@@ -25,3 +25,12 @@ METER_EVENTS_CONSUMER = "metering"
 
 def meter_events_subject(org_id: str) -> str:
     return METER_EVENTS_PREFIX + org_id
+
+
+# Meter-event batches that could not be stored (issue 8, items 6–7): kept here with their
+# error until an operator replays or discards them (`billing metering dead-letters`).
+METER_EVENTS_DEAD_STREAM = "BILLING_METER_EVENTS_DEAD"
+METER_EVENTS_DEAD_PREFIX = "billing.meter_events_dead."
+# Bus only: an asynchronous batch with an `Idempotency-Key`, accepted by metering so the key
+# is claimed where the synchronous path claims it (one rule for both ways in).
+METERING_EVENTS_ACCEPT = "billing.metering.events.accept"

@@ -1,4 +1,4 @@
-"""The `billing` command: dev, serve, migrate, keys."""
+"""The `billing` command: dev, serve, migrate, keys, ledger and metering maintenance."""
 
 from __future__ import annotations
 
@@ -43,12 +43,22 @@ def main(argv: list[str] | None = None) -> None:
     ledger_commands.add_parser("verify", help="recompute every balance from the ledger "
                                               "entries; exit 1 on any mismatch")
 
+    metering = commands.add_parser("metering", help="metering maintenance")
+    metering_commands = metering.add_subparsers(dest="metering_command", required=True)
+    dead = metering_commands.add_parser(
+        "dead-letters", help="meter-event batches that could not be stored: list them, "
+                             "replay them to the workers, or discard them")
+    dead.add_argument("action", choices=("list", "replay", "discard"))
+    dead.add_argument("--seq", type=int, action="append", default=[],
+                      help="a dead letter's sequence number (repeatable)")
+    dead.add_argument("--all", action="store_true", help="every dead letter")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BILLING_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
     runners = {"dev": _dev, "serve": _serve, "migrate": _migrate, "keys": _keys,
-               "ledger": _ledger_verify}
+               "ledger": _ledger_verify, "metering": _metering_dead_letters}
     try:
         _run(runners[args.command](settings, args))
     except KeyboardInterrupt:
@@ -261,6 +271,41 @@ async def _ledger_verify(settings: Settings, args: argparse.Namespace) -> None:
     print(f"ledger verify: {entries} transactions, {accounts} balances, {found} mismatch(es)")
     if found:
         raise SystemExit(1)
+
+
+async def _metering_dead_letters(settings: Settings, args: argparse.Namespace) -> None:
+    import nats
+
+    from services.metering import dead_letters
+    from services.metering.stream import ensure_dead_letter_stream
+    from services.runtime.bus import nats_servers
+
+    if not settings.nats_url:
+        raise SystemExit("billing: set NATS_URL")
+    if args.action != "list" and not (args.seq or args.all):
+        raise SystemExit(f"billing: {args.action} which? --seq N (repeatable) or --all")
+    nc = await nats.connect(servers=nats_servers(settings.nats_url))
+    try:
+        js = nc.jetstream()
+        await ensure_dead_letter_stream(js)
+        letters = await dead_letters.listing(js)
+        if args.action == "list":
+            for d in letters:
+                print(f"seq={d.seq} subject={d.subject} batch={d.batch_id or '-'} "
+                      f"events={d.events if d.events is not None else '?'} "
+                      f"deliveries={d.deliveries} error={d.error}")
+            print(f"metering dead-letters: {len(letters)} batch(es)")
+            return
+        chosen = letters if args.all else [d for d in letters if d.seq in set(args.seq)]
+        missing = set(args.seq) - {d.seq for d in chosen}
+        act = dead_letters.replay if args.action == "replay" else dead_letters.discard
+        done = await act(js, chosen)
+        verb = "replayed" if args.action == "replay" else "discarded"
+        print(f"metering dead-letters: {done} batch(es) {verb}")
+        if missing:
+            raise SystemExit(f"billing: no dead letter {', '.join(map(str, sorted(missing)))}")
+    finally:
+        await nc.close()
 
 
 async def _broadcast_revocation(settings: Settings, key_hash: bytes) -> None:

@@ -403,12 +403,13 @@ async def test_async_batch_is_accepted_then_visible(http, org):
     assert time.monotonic() - started < 1.0  # visible within a second of acceptance
 
 
-async def test_async_batch_sent_twice_is_stored_once_with_the_same_ids(http, org):
+async def test_async_batch_sent_twice_with_one_key_is_stored_once_with_the_same_ids(http, org):
     meter_id = await make_meter(http, org)
-    batch = [ev(meter_id, 1), ev(meter_id, 2)]  # no keys: the batch itself is the key
-    _, first, _ = await record(http, org, batch, ASYNC)
-    _, second, _ = await record(http, org, batch, ASYNC)
-    assert second == first
+    batch = [ev(meter_id, 1), ev(meter_id, 2)]  # no event keys: the request's key decides
+    keyed = {**ASYNC, "Idempotency-Key": "twice"}
+    _, first, _ = await record(http, org, batch, keyed)
+    _, second, headers = await record(http, org, batch, keyed)
+    assert second == first and headers["Idempotent-Replayed"] == "true"
     await eventually_value(http, org, meter_id, 3)
     await asyncio.sleep(0.3)
     assert (await summary(http, org, meter_id))["eventCount"] == 2
@@ -458,7 +459,7 @@ async def test_async_bad_input_is_refused_before_acceptance(http, org):
 async def test_a_batch_that_cannot_be_stored_does_not_hold_up_the_others(http, org,
                                                                          nats_url):
     # Only the gateway publishes to the stream, and only what it validated; should anything
-    # else land there, the workers drop it and go on.
+    # else land there, the workers put it in the dead letters and go on.
     meter_id = await make_meter(http, org)
     nc = await nats.connect(nats_url)
     try:

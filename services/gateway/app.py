@@ -359,9 +359,14 @@ def _pin_user(route: Route, params: Any, actor: Actor) -> Any:
     return msgspec.structs.replace(params, **{route.user_field: user})
 
 
+# Of the decoded params, with object keys in a set order: a retry that serialises the same
+# JSON differently (spacing, key order, in `dimensions` too) is the same request.
+_encode_canonical = msgspec.json.Encoder(order="deterministic").encode
+
+
 def _fingerprint(route: Route, request: web.Request, params: Any, actor: Actor) -> str:
     principal = actor.key_id or actor.user_id or actor.kind
     h = hashlib.sha256()
     h.update(f"{route.name}\n{sorted(request.match_info.items())}\n{principal}\n".encode())
-    h.update(_encode(params))
+    h.update(_encode_canonical(params))
     return h.hexdigest()

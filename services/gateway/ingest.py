@@ -1,18 +1,22 @@
 """The gateway's side of the asynchronous meter-event path: `POST /billing/meter-events`
 with `Prefer: respond-async`.
 
-The batch is checked by the rules of the synchronous path (`services.metering.domain`), its
-meter ids against the organization's meters (cached here: meters are never deleted), and
-every event gets its id. The batch then goes to JetStream (`billing.meter_events.<org>`)
-with a message id derived from the batch, and the client gets 202 only once JetStream has
-acknowledged: from then on the events are durable, and metering workers store them. A retried
-request has the same batch id, so JetStream drops the copy and the answer carries the same
-event ids. While NATS is unreachable the answer is 503 at once.
+A batch without an `Idempotency-Key` is checked here by the rules of the synchronous path
+(`services.metering.domain`), its meter ids against the organization's meters (cached here:
+meters are never deleted), and every event gets its id. The batch then goes to JetStream
+(`billing.meter_events.<org>`) under a fresh batch id — identical keyless requests are
+distinct events, as on the synchronous path — and the client gets 202 only once JetStream
+has acknowledged: from then on the events are durable, and metering workers store them.
+While NATS is unreachable the answer is 503 at once.
+
+A batch with an `Idempotency-Key` goes to metering instead (`events.accept`), which claims
+the key where the synchronous path does (`services.metering.intake`): one key, one request,
+whichever way it came in.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -21,17 +25,18 @@ import nats
 from aiohttp import web
 
 from contracts import ErrorCode
-from contracts.metering import AcceptedBatch, EventOutcome, MeterIds, MeterIdsQuery, RecordedEvents
+from contracts.metering import AcceptedBatch, MeterIds, MeterIdsQuery
 from contracts.metering_subjects import (
+    METERING_EVENTS_ACCEPT,
     METERING_EVENTS_RECORD,
     METERING_METER_IDS,
-    meter_events_subject,
 )
 from services.gateway.auth import Caller
 from services.gateway.http import ApiError, json_response
 from services.gateway.routing import Route
 from services.metering import domain
-from services.metering.stream import ensure_stream
+from services.metering.intake import accepted
+from services.metering.stream import ensure_stream, publish_batch
 from services.runtime.errors import Failure
 from services.runtime.ids import now
 
@@ -61,27 +66,33 @@ class AsyncIngest:
         if route.subject != METERING_EVENTS_RECORD:
             return handler
 
+        # Keyed: the gateway's ordinary bus request, to metering's `events.accept`; the route
+        # (and so the request's fingerprint) is the synchronous one's.
+        keyed = self._gateway._rest(dataclasses.replace(route, subject=METERING_EVENTS_ACCEPT))
+
         async def handle(request: web.Request) -> web.StreamResponse:
-            if "respond-async" in request.headers.get("Prefer", ""):
+            if "respond-async" not in request.headers.get("Prefer", ""):
+                return await handler(request)
+            if self._gateway._idempotency_key(request, route) is None:
                 return await self._accept(route, request)
-            return await handler(request)
+            response = await keyed(request)
+            if response.status == 202:  # not a replayed synchronous answer
+                response.headers["Preference-Applied"] = "respond-async"
+            return response
 
         return handle
 
     async def _accept(self, route: Route, request: web.Request) -> web.Response:
         gateway = self._gateway
         caller, params = await gateway._accept(route, request)
-        key = gateway._idempotency_key(request, route)
-        batch_id = _batch_id(caller, key, await request.read())
+        id_base = domain.fresh_id_base()  # also the batch id: unique, never derived
         try:
-            events = domain.accept_batch(params.events, now(), domain.derived_id_base(batch_id))
+            events = domain.accept_batch(params.events, now(), id_base)
         except Failure as failure:
             raise _api_error(failure) from None
         await self._require_meters(caller, events, request)
-        await self._publish(caller, AcceptedBatch(batch_id, caller.org_id, caller.livemode,
-                                                  events))
-        body = _encode(RecordedEvents([EventOutcome(e.id, "accepted") for e in events],
-                                      len(events)))
+        await self._publish(AcceptedBatch(id_base, caller.org_id, caller.livemode, events))
+        body = _encode(accepted(events))
         response = json_response(body, 202)
         response.headers["Preference-Applied"] = "respond-async"
         return response
@@ -106,12 +117,11 @@ class AsyncIngest:
         except Failure as failure:
             raise _api_error(failure) from None
 
-    async def _publish(self, caller: Caller, batch: AcceptedBatch) -> None:
+    async def _publish(self, batch: AcceptedBatch) -> None:
         if not self._gateway.nc.is_connected:  # reconnecting: refuse now, never hang
             raise _unavailable()
         try:
-            await self._js.publish(meter_events_subject(caller.org_id), _encode(batch),
-                                   headers={"Nats-Msg-Id": batch.batchId})
+            await publish_batch(self._js, batch)
         except nats.js.errors.NoStreamResponseError:
             await self._ensure_stream_quietly()
             raise _unavailable() from None
@@ -123,14 +133,6 @@ class AsyncIngest:
             await ensure_stream(self._js)
         except (nats.errors.Error, TimeoutError):
             pass
-
-
-def _batch_id(caller: Caller, key: str | None, body: bytes) -> str:
-    """The same request (body and Idempotency-Key, if any) from the same organization and
-    mode always has the same batch id."""
-    h = hashlib.sha256(f"{caller.org_id}|{int(caller.livemode)}|{key or ''}|".encode())
-    h.update(body)
-    return h.hexdigest()
 
 
 def _api_error(failure: Failure) -> ApiError:

@@ -5,6 +5,11 @@ Every replica pulls from one durable consumer, so `billing serve metering` start
 splits the work. A fetch of many batches is written by one statement — the batch ids are
 claimed with the events — and acknowledged only after the commit: a batch redelivered
 because its worker died (or its ack was lost) finds its id claimed and is stored once.
+
+A batch that cannot be stored is written alone (its fetch-mates are stored without it) and
+then goes to the dead letters (`dead_letters.py`): at once when the failure lies in the
+data and can never succeed; after `max_deliveries` when it is of another kind (the
+database away), with the delay between deliveries growing meanwhile.
 """
 
 from __future__ import annotations
@@ -28,23 +33,43 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NotFoundError
 
 from contracts.metering_subjects import METER_EVENTS_CONSUMER, METER_EVENTS_STREAM
-from services.metering import store
-from services.metering.stream import consumer_config, ensure_stream
+from services.metering import dead_letters, store
+from services.metering.stream import consumer_config, ensure_dead_letter_stream, ensure_stream
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAY_S = 1.0  # before a batch whose write failed is delivered again
+# Failures no later attempt can fix: the batch's own data (NUL, oversized index rows, values
+# out of range, a month without a partition) or a message that is no batch at all.
+NEVER_STORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                  asyncpg.ProgramLimitExceededError, UnicodeDecodeError)
+# Other failures (the database away, restarting, out of connections) are retried: delays of
+# 1, 2, 4 … 60 s, so the default bound is about an hour of failing deliveries.
+MAX_DELIVERIES = 64
+MAX_RETRY_DELAY_S = 60.0
+
+
+def retry_delay(deliveries: int) -> float:
+    return min(2.0 ** min(deliveries - 1, 16), MAX_RETRY_DELAY_S)
+
+
+def gives_up(error: BaseException, deliveries: int, max_deliveries: int) -> bool:
+    """Whether a batch whose write failed with `error`, on its `deliveries`-th delivery,
+    goes to the dead letters (else it is delivered again later)."""
+    return isinstance(error, NEVER_STORABLE) or deliveries >= max_deliveries
 
 
 class MeterEventConsumer:
     def __init__(self, pool: Callable[[], asyncpg.Pool], nats_servers: list[str], *,
-                 ack_wait_s: float = 30.0, pipelines: int = 2, fetch_batches: int = 64):
+                 ack_wait_s: float = 30.0, pipelines: int = 2, fetch_batches: int = 64,
+                 max_deliveries: int = MAX_DELIVERIES):
         self._pool = pool
         self._servers = nats_servers
         self._ack_wait_s = ack_wait_s
+        self._max_deliveries = max_deliveries
         self._pipelines = pipelines  # fetch → write → ack loops, overlapping round trips
         self._fetch_batches = fetch_batches
         self._nc: nats.NATS | None = None
+        self.js: Any = None  # JetStream on this connection (also metering's publisher)
         self._tasks: list[asyncio.Task] = []
         self._writing: set[asyncio.Task] = set()  # pipelines between fetch and ack
         self._stopping = False
@@ -56,8 +81,9 @@ class MeterEventConsumer:
                                       error_cb=self._on_error,
                                       disconnected_cb=self._on_disconnected,
                                       reconnected_cb=self._on_reconnected)
-        js = self._nc.jetstream()
+        self.js = js = self._nc.jetstream()
         await ensure_stream(js)
+        await ensure_dead_letter_stream(js)
         try:
             await js.consumer_info(METER_EVENTS_STREAM, METER_EVENTS_CONSUMER)
         except NotFoundError:
@@ -82,6 +108,7 @@ class MeterEventConsumer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks = []
         if self._nc is not None:
+            self.js = None
             await self._nc.close()
             self._nc = None
 
@@ -134,15 +161,21 @@ class MeterEventConsumer:
         await store.write_accepted(self._pool(), document.decode())
 
     async def _not_stored(self, msg: Any, error: Exception) -> None:
-        if isinstance(error, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
-                              UnicodeDecodeError)):
-            # Never storable (the gateway publishes only what it validated): drop it, loudly.
-            log.error("dropping a meter-event batch that cannot be stored (%s): %s",
-                      msg.subject, error)
-            await msg.term()
-        else:  # the database is away or failing: deliver it again soon
-            self._failed(error)
-            await msg.nak(delay=RETRY_DELAY_S)
+        deliveries = msg.metadata.num_delivered
+        if not gives_up(error, deliveries, self._max_deliveries):
+            self._failed(error)  # the database is away or failing: deliver it again later
+            await msg.nak(delay=retry_delay(deliveries))
+            return
+        try:
+            await dead_letters.bury(self.js, msg, error, deliveries)
+        except Exception as publish_error:  # NATS away: keep it where it is, try again
+            self._failed(publish_error)
+            await msg.nak(delay=retry_delay(deliveries))
+            return
+        await msg.ack()
+        # One line per dead letter (rare, and each needs an operator).
+        log.error("meter-event batch %s (%s) moved to the dead letters after %d deliveries: %s",
+                  (msg.headers or {}).get("Nats-Msg-Id", "?"), msg.subject, deliveries, error)
 
     # One line per NATS outage, rather than a stack trace per reconnect attempt.
     async def _on_error(self, error: Exception) -> None:

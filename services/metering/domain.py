@@ -78,6 +78,26 @@ def next_month(ts: datetime) -> datetime:
     return datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC)
 
 
+# Event partitions are kept from a few days before the oldest accepted timestamp: upkeep
+# runs hourly, and a batch may wait in the stream (or the dead letters) a while before it
+# is stored.
+PARTITION_MARGIN = timedelta(days=5)
+
+
+def first_month_needed(now: datetime) -> datetime:
+    """The oldest month an accepted event can still fall in."""
+    return start_of_month(now - BACKDATE - PARTITION_MARGIN)
+
+
+def retention_cutoff(now: datetime, months: int) -> datetime:
+    """Event months before this one may be dropped under a retention of `months` months
+    back from the current one — but never a month the accepted window still reaches."""
+    oldest = start_of_month(now)
+    for _ in range(months):
+        oldest = start_of_month(oldest - timedelta(days=1))
+    return min(oldest, first_month_needed(now))
+
+
 # ---- meters ----------------------------------------------------------------------------
 
 
@@ -165,7 +185,65 @@ def accept_batch(events: list[MeterEventInput] | None, now: datetime, id_base: s
             ts_us = now_us
         accepted.append(AcceptedEvent(id_base + _SUFFIX[i], e.meterId, user, value, ts_us,
                                       e.idempotency or "", e.dimensions))
+    require_storable(accepted)
     return accepted
+
+
+# What PostgreSQL would refuse once the batch is accepted: checked before any answer, so an
+# asynchronous batch is never answered 202 and then found unstorable. Ids and keys are
+# indexed (a B-tree entry holds at most ~2.7 KB), and no text can hold NUL.
+MAX_ID_CHARS = 255
+MAX_DIMENSIONS_BYTES = 4096  # the dimensions object as JSON
+_encode_dimensions = msgspec.json.Encoder().encode
+
+
+def require_storable(events: Sequence[AcceptedEvent]) -> None:
+    """Refuses (400, naming the limit) an event with a field PostgreSQL would not store.
+    One pass over the batch when all is well; the slow path says which event and field."""
+    m = MAX_ID_CHARS
+    for e in events:
+        if (len(e.meterId) > m or len(e.userId) > m or len(e.idempotency) > m
+                or "\x00" in e.meterId or "\x00" in e.userId or "\x00" in e.idempotency):
+            _refuse_ids(events)
+    dimensions = [e.dimensions for e in events if e.dimensions]
+    if dimensions:
+        encoded = _encode_dimensions(dimensions)
+        # NUL is encoded as \u0000 (so is a literal backslash before "u0000": the slow path
+        # looks at the values themselves).
+        if len(encoded) > MAX_DIMENSIONS_BYTES or b"\\u0000" in encoded:
+            _refuse_dimensions(events)
+
+
+def _refuse_ids(events: Sequence[AcceptedEvent]) -> None:
+    for i, e in enumerate(events):
+        for name, text in (("meterId", e.meterId), ("userId", e.userId),
+                           ("idempotency", e.idempotency)):
+            if len(text) > MAX_ID_CHARS:
+                raise invalid(f"{name} of event {i} exceeds {MAX_ID_CHARS} characters", name)
+            if "\x00" in text:
+                raise invalid(f"{name} of event {i} contains a NUL character", name)
+
+
+def _refuse_dimensions(events: Sequence[AcceptedEvent]) -> None:
+    for i, e in enumerate(events):
+        if not e.dimensions:
+            continue
+        encoded = _encode_dimensions(e.dimensions)
+        if len(encoded) > MAX_DIMENSIONS_BYTES:
+            raise invalid(f"dimensions of event {i} exceed {MAX_DIMENSIONS_BYTES} bytes as JSON",
+                          "dimensions")
+        if b"\\u0000" in encoded and _holds_nul(e.dimensions):
+            raise invalid(f"dimensions of event {i} contain a NUL character", "dimensions")
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def require_known_meters(events: Sequence[AcceptedEvent], known: Container[str]) -> None:

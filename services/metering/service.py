@@ -1,5 +1,6 @@
 """Metering request handlers and upkeep: decode (done by the runtime), call the domain,
-encode. Meter events come in by request/reply here (`events.record`) and through JetStream
+encode. Meter events come in by request/reply here (`events.record`; `events.accept` takes
+asynchronous batches with an Idempotency-Key, see `intake.py`) and through JetStream
 (`consumer.py`); both store through `store.write_events`."""
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from contracts.metering_subjects import (
     METERING_DNS_PLAN_LIST,
     METERING_DNS_USAGE_RECORD,
     METERING_DNS_USAGE_SUMMARY,
+    METERING_EVENTS_ACCEPT,
     METERING_EVENTS_RECORD,
     METERING_EVENTS_SUMMARY,
     METERING_METER_CREATE,
@@ -51,7 +53,8 @@ from contracts.metering_subjects import (
     METERING_USAGE_AGGREGATE,
 )
 from services.metering import domain, store
-from services.metering.consumer import MeterEventConsumer
+from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
+from services.metering.intake import KeyedIntake, keyed_batch_id
 from services.metering.recorder import EventRecorder
 from services.runtime import db
 from services.runtime.bus import Service, created, nats_servers
@@ -77,7 +80,8 @@ class MeteringService(Service):
         env = settings.env
         self.consumer = MeterEventConsumer(
             lambda: self.pool, nats_servers(settings.nats_url),
-            ack_wait_s=float(env.get("METERING_ACK_WAIT", "30")))
+            ack_wait_s=float(env.get("METERING_ACK_WAIT", "30")),
+            max_deliveries=int(env.get("METERING_MAX_DELIVERIES", str(MAX_DELIVERIES))))
 
     async def start(self) -> None:
         await super().start()
@@ -113,6 +117,7 @@ def create(settings: Settings) -> Service:
     catalog = load_catalog(settings.plans_dir or None)
     meters = KnownMeters(svc)
     recorder = EventRecorder(lambda: svc.pool, svc.keys)
+    intake = KeyedIntake(lambda: svc.pool, svc.keys, lambda: svc.consumer.js)
 
     # ---- meters -------------------------------------------------------------------------
 
@@ -161,6 +166,17 @@ def create(settings: Settings) -> Service:
         events = domain.accept_batch(p.events, now(), domain.fresh_id_base())
         await meters.require(scope, events)
         return await recorder.record(scope, events)
+
+    @svc.handler(METERING_EVENTS_ACCEPT, MeterEventBatch)
+    async def accept_keyed_events(scope: Scope, p: MeterEventBatch) -> bytes:
+        """`Prefer: respond-async` with an Idempotency-Key (the gateway sends keyless ones
+        to JetStream itself): the same rules, then the key claimed here (`intake.py`)."""
+        if not scope.idempotency_key:
+            raise invalid("Idempotency-Key is required", "Idempotency-Key")
+        batch_id = keyed_batch_id(scope)
+        events = domain.accept_batch(p.events, now(), domain.derived_id_base(batch_id))
+        await meters.require(scope, events)
+        return await intake.accept(scope, batch_id, events)
 
     @svc.handler(METERING_EVENTS_SUMMARY, SummaryQuery)
     async def summary(scope: Scope, p: SummaryQuery) -> Summary:
@@ -303,9 +319,10 @@ class ExpiredKeySweeper:
 async def upkeep(svc: Service, sweeper: ExpiredKeySweeper | None = None) -> None:
     """Monthly partitions ahead of need; dedup keys and batch ids forgotten after their
     window; event months dropped after the retention, when one is configured."""
-    current = domain.start_of_month(now())
+    at = now()
+    current = domain.start_of_month(at)
     # From the month of the oldest acceptable timestamp to two months ahead.
-    first = domain.start_of_month(now() - domain.BACKDATE - timedelta(days=5))
+    first = domain.first_month_needed(at)
     months = (current.year - first.year) * 12 + current.month - first.month + 3
     await store.ensure_partitions(svc.pool, first, months)
     cutoff = now() - domain.DEDUP_RETENTION
@@ -314,9 +331,7 @@ async def upkeep(svc: Service, sweeper: ExpiredKeySweeper | None = None) -> None
     await db.delete_older_than(svc.pool, "metering.ingested_batches", cutoff)
     retention = int(svc.settings.env.get("METERING_RETENTION_MONTHS", "0"))
     if retention > 0:
-        oldest = current
-        for _ in range(retention):
-            oldest = domain.start_of_month(oldest - timedelta(days=1))
-        dropped = await store.drop_partitions_before(svc.pool, oldest)
+        dropped = await store.drop_partitions_before(svc.pool,
+                                                     domain.retention_cutoff(at, retention))
         if dropped:
             log.info("metering: dropped event partitions %s", ", ".join(dropped))

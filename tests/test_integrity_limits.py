@@ -278,6 +278,15 @@ async def test_a_body_over_the_gateway_limit_is_413_with_the_envelope(http, org,
         assert (await r.json())["error"]["message"] == "request body too large"
 
 
+async def test_a_body_that_grows_past_the_bus_limit_when_forwarded_is_413(http, org):
+    # 4 bytes each in the body, 13 once re-encoded (`1000000000.0,`): under the body limit,
+    # over the bus's once wrapped in a request (was a 500 from the failed publish).
+    body = b'{"events": [{"meterId": "mtr_x", "userId": "u", "value": 1, "dimensions": ' \
+           b'{"v": [' + b",".join([b"1e9"] * 200_000) + b"]}}]}"
+    status, reply = await post(http, "/meter-events", None, org.auth(), raw=body)
+    assert (status, reply["error"]["message"]) == (413, "request body too large")
+
+
 async def test_a_reply_too_large_for_the_bus_is_answered_with_an_error_at_once(settings):
     server = Service(f"limits-{secrets.token_hex(3)}", Settings.from_env(
         {"NATS_URL": settings.nats_url}))

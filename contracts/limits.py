@@ -62,7 +62,8 @@ USAGE_PAGE = Page(100, 100)  # the same rows
 CREDIT_GRANTS_PAGE = Page(200, 200)  # ~4 KB a row
 SPEND_ALERTS_PAGE = Page(200, 200)  # ~3 KB a row
 METERS_PAGE = Page(100, 100)  # ~8 KB a row (names and dimensions)
-JOURNAL_ENTRIES_PAGE = Page(100, 100)  # bus only; an entry may hold many postings
+JOURNAL_ENTRIES_PAGE = Page(100, 100)  # bus only, trusted callers; an entry may hold up to
+# 1000 postings, so a page of large entries can still be refused with `reply_too_large`.
 
 
 # ---- free-form objects -------------------------------------------------------------------

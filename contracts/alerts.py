@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from contracts.ledger import Int64, Params
+from contracts.limits import Code, Id, Name, UserId
 
 SPEND_ALERT_TRIGGERED = "spend_alert.triggered"  # event type (billing.events.<type>)
 
@@ -14,26 +15,26 @@ SPEND_ALERT_TRIGGERED = "spend_alert.triggered"  # event type (billing.events.<t
 
 
 class SpendAlertListParams(Params):
-    user: str = ""
-    limit: int = 1000
+    user: UserId = ""
+    limit: int = 0  # ≤ 0: the default; capped (limits.SPEND_ALERTS_PAGE)
     offset: int = 0
 
 
 class SpendAlertCreateParams(Params):
-    userId: str = ""
-    title: str = ""
+    userId: UserId = ""
+    title: Name = ""
     threshold: Int64 = 0
-    currency: str = ""
+    currency: Code = ""
 
 
 class SpendAlertUpdateParams(Params):
-    id: str = ""  # from the path
-    title: str = ""  # replaced when non-empty
+    id: Id = ""  # from the path
+    title: Name = ""  # replaced when non-empty
     threshold: Int64 | None = None  # replaced when given; must then be positive
 
 
 class SpendAlertDeleteParams(Params):
-    id: str = ""  # from the path
+    id: Id = ""  # from the path
 
 
 # ---- results --------------------------------------------------------------------------

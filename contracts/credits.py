@@ -9,47 +9,48 @@ from __future__ import annotations
 import msgspec
 
 from contracts.ledger import Int64, Params
+from contracts.limits import Code, Id, MeterIds, Name, Tags, UserId
 
 # ---- requests -------------------------------------------------------------------------
 
 
 class CreditGrantCreateParams(Params):
-    userId: str = ""
-    name: str = ""
+    userId: UserId = ""
+    name: Name = ""
     amountCents: Int64 = 0
-    currency: str = ""
-    expiresIn: str = ""  # Go duration (`720h`, `1h30m`); empty means no expiry
+    currency: Code = ""
+    expiresIn: Code = ""  # Go duration (`720h`, `1h30m`); empty means no expiry
     priority: Int64 = 0  # lower burns first; may be negative
-    eligibility: list[str] | None = None  # meter ids; empty or absent = every meter
-    tags: str = ""
+    eligibility: MeterIds | None = None  # meter ids; empty or absent = every meter
+    tags: Tags = ""
 
 
 class CreditGrantVoidParams(Params):
-    id: str = ""  # from the path
+    id: Id = ""  # from the path
 
 
 class CreditGrantListParams(Params):
-    userId: str = ""
-    limit: int = 1000
+    userId: UserId = ""
+    limit: int = 0  # ≤ 0: the default; capped (limits.CREDIT_GRANTS_PAGE)
     offset: int = 0
 
 
 class CreditBalanceQuery(Params):
-    userId: str = ""
+    userId: UserId = ""
 
 
 class CreditBreakdownQuery(Params):
-    userId: str = ""
-    currency: str = ""  # ours: the breakdown sums one currency only (default usd)
+    userId: UserId = ""
+    currency: Code = ""  # ours: the breakdown sums one currency only (default usd)
 
 
 class CreditBurnParams(Params):
     """Apply credits to `amount` (minor units of `currency`) for one user and meter."""
 
-    userId: str = ""
+    userId: UserId = ""
     amount: Int64 = 0
-    currency: str = ""
-    meterId: str = ""  # empty = any meter: meter-scoped grants are burned too
+    currency: Code = ""
+    meterId: Id = ""  # empty = any meter: meter-scoped grants are burned too
 
 
 # ---- results --------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class ErrorCode:
     UNPROCESSABLE = "unprocessable"  # 422
     RATE_LIMITED = "rate_limited"  # 429
     INTERNAL = "internal"  # 500
+    REPLY_TOO_LARGE = "reply_too_large"  # 500: over the bus's message limit
     NOT_IMPLEMENTED = "not_implemented"  # 501
     UNAVAILABLE = "unavailable"  # 503
     TIMEOUT = "timeout"  # 504

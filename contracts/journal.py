@@ -13,7 +13,9 @@ from typing import Annotated
 
 import msgspec
 
+from contracts import limits
 from contracts.ledger import Int64, Metadata, Params
+from contracts.limits import Code, Id, Name, Notes, UserId
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with an offset
 
@@ -21,114 +23,120 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with an offse
 
 
 class JournalAccountCreateParams(Params):
-    name: str = ""
-    type: str = ""  # asset | liability | equity | revenue | expense
-    currency: str = ""  # default usd
-    normalBalance: str = ""  # debit | credit; default from the type
-    metadata: Metadata | None = None
+    name: Name = ""
+    type: Code = ""  # asset | liability | equity | revenue | expense
+    currency: Code = ""  # default usd
+    normalBalance: Code = ""  # debit | credit; default from the type
+    metadata: limits.Metadata | None = None
+
+    def __post_init__(self) -> None:
+        limits.require_small_json("metadata", self.metadata)
 
 
 class JournalAccountEnsureParams(Params):
     """Find the account by name, else create it (an existing account is returned as is)."""
 
-    name: str = ""
-    type: str = ""
-    currency: str = ""
+    name: Name = ""
+    type: Code = ""
+    currency: Code = ""
 
 
 class JournalAccountGetParams(Params):
-    id: str = ""  # by id, or
-    name: str = ""  # by name
+    id: Id = ""  # by id, or
+    name: Name = ""  # by name
 
 
 class JournalPostingParams(Params):
-    accountId: str = ""
+    accountId: Id = ""
     amount: Int64 = 0  # positive = debit, negative = credit
-    currency: str = ""  # default usd
+    currency: Code = ""  # default usd
 
 
 class JournalEntryPostParams(Params):
     # The same key with the same entry replays the stored entry; with another entry it is
     # refused (409). Empty: no deduplication.
-    idempotencyKey: str = ""
-    description: str = ""
-    paymentIntentId: str = ""
-    refundId: str = ""
-    payoutId: str = ""
-    transferId: str = ""
-    disputeId: str = ""
-    metadata: Metadata | None = None
+    idempotencyKey: str = ""  # up to 255 characters (checked by the journal)
+    description: Notes = ""
+    paymentIntentId: Id = ""
+    refundId: Id = ""
+    payoutId: Id = ""
+    transferId: Id = ""
+    disputeId: Id = ""
+    metadata: limits.Metadata | None = None
     postings: list[JournalPostingParams] = []
+
+    def __post_init__(self) -> None:
+        limits.require_small_json("metadata", self.metadata)
 
 
 class JournalEntryGetParams(Params):
-    id: str = ""
+    id: Id = ""
 
 
 class JournalEntryListParams(Params):
-    accountId: str = ""  # entries with a posting on this account
-    paymentIntentId: str = ""
-    refundId: str = ""
-    payoutId: str = ""
-    transferId: str = ""
-    disputeId: str = ""
+    accountId: Id = ""  # entries with a posting on this account
+    paymentIntentId: Id = ""
+    refundId: Id = ""
+    payoutId: Id = ""
+    transferId: Id = ""
+    disputeId: Id = ""
     createdAfter: Timestamp | None = None  # exclusive
     createdBefore: Timestamp | None = None  # exclusive
-    limit: int = 100
+    limit: int = 0  # ≤ 0: the default; capped (limits.JOURNAL_ENTRIES_PAGE)
     offset: int = 0
 
 
 class JournalBalanceGetParams(Params):
-    accountId: str = ""
-    currency: str = ""  # default usd
+    accountId: Id = ""
+    currency: Code = ""  # default usd
 
 
 class JournalHoldCreateParams(Params):
-    accountId: str = ""
+    accountId: Id = ""
     amount: Int64 = 0
-    currency: str = ""  # default usd
-    paymentIntentId: str = ""
+    currency: Code = ""  # default usd
+    paymentIntentId: Id = ""
     expiresAt: Timestamp | None = None  # must be in the future; default 7 days from now
 
 
 class JournalHoldCaptureParams(Params):
-    id: str = ""
+    id: Id = ""
     amount: Int64 = 0  # <= 0 captures the whole hold
 
 
 class JournalHoldIdParams(Params):
     """Void or get a hold."""
 
-    id: str = ""
+    id: Id = ""
 
 
 class JournalPaymentParams(Params):
-    paymentIntentId: str = ""
+    paymentIntentId: Id = ""
     amount: Int64 = 0
-    currency: str = ""
-    customerId: str = ""
+    currency: Code = ""
+    customerId: UserId = ""
     fees: Int64 = 0
 
 
 class JournalRefundParams(Params):
-    refundId: str = ""
+    refundId: Id = ""
     amount: Int64 = 0
-    currency: str = ""
-    customerId: str = ""
+    currency: Code = ""
+    customerId: UserId = ""
 
 
 class JournalPayoutParams(Params):
-    payoutId: str = ""
+    payoutId: Id = ""
     amount: Int64 = 0
-    currency: str = ""
-    merchantId: str = ""
+    currency: Code = ""
+    merchantId: UserId = ""
 
 
 class JournalDisputeParams(Params):
-    disputeId: str = ""
+    disputeId: Id = ""
     amount: Int64 = 0
-    currency: str = ""
-    customerId: str = ""
+    currency: Code = ""
+    customerId: UserId = ""
 
 
 # ---- results --------------------------------------------------------------------------

@@ -10,8 +10,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from contracts import limits
+from contracts.limits import Code, Id, Name, Notes, Tags, UserId
+
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-Metadata = dict[str, Any]
+Metadata = dict[str, Any]  # as replies carry it; requests take limits.Metadata (bounded)
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -24,29 +27,32 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class BalanceQuery(Params):
-    user: str = ""
-    currency: str = ""
+    user: UserId = ""
+    currency: Code = ""
 
 
 class DepositParams(Params):
-    user: str = ""
-    currency: str = ""
+    user: UserId = ""
+    currency: Code = ""
     amount: Int64 = 0
-    notes: str = ""
-    tags: str = ""
+    notes: Notes = ""
+    tags: Tags = ""
     expiresIn: Int64 = 0  # days; <= 0 means no expiry
-    metadata: Metadata | None = None
+    metadata: limits.Metadata | None = None
+
+    def __post_init__(self) -> None:
+        limits.require_small_json("metadata", self.metadata)
 
 
 class UsageRecordParams(Params):
-    user: str = ""
-    currency: str = ""
+    user: UserId = ""
+    currency: Code = ""
     amount: Int64 = 0
-    model: str = ""
-    provider: str = ""
-    requestId: str = ""
-    status: str = ""
-    clientIp: str = ""
+    model: Name = ""
+    provider: Name = ""
+    requestId: Id = ""
+    status: Code = ""
+    clientIp: Code = ""
     promptTokens: Int64 = 0
     completionTokens: Int64 = 0
     totalTokens: Int64 = 0
@@ -55,47 +61,47 @@ class UsageRecordParams(Params):
 
 
 class UsageListParams(Params):
-    user: str = ""
-    currency: str = ""
-    limit: int = 1000
+    user: UserId = ""
+    currency: Code = ""
+    limit: int = 0  # ≤ 0: the default; capped (limits.USAGE_PAGE)
     offset: int = 0
 
 
 class WithdrawParams(Params):
-    user: str = ""
-    currency: str = ""
+    user: UserId = ""
+    currency: Code = ""
     amount: Int64 = 0
-    notes: str = ""
-    tags: str = ""
+    notes: Notes = ""
+    tags: Tags = ""
 
 
 class RefundParams(Params):
-    user: str = ""
-    currency: str = ""
+    user: UserId = ""
+    currency: Code = ""
     amount: Int64 = 0
-    originalTransactionId: str = ""
-    notes: str = ""
+    originalTransactionId: Id = ""
+    notes: Notes = ""
 
 
 class StarterCreditParams(Params):
-    user: str = ""
+    user: UserId = ""
 
 
 class TierQuery(Params):
-    user: str = ""
-    tier: str = ""  # honoured only for callers allowed to mint (a tier is worth money)
-    model: str = ""
+    user: UserId = ""
+    tier: Code = ""  # honoured only for callers allowed to mint (a tier is worth money)
+    model: Name = ""
 
 
 class StatusQuery(Params):
-    user: str = ""
-    tier: str = ""
+    user: UserId = ""
+    tier: Code = ""
 
 
 class TransactionListParams(Params):
-    user: str = ""
-    currency: str = ""
-    limit: int = 100
+    user: UserId = ""
+    currency: Code = ""
+    limit: int = 0  # ≤ 0: the default; capped (limits.TRANSACTIONS_PAGE)
     offset: int = 0
 
 

@@ -14,24 +14,25 @@ from typing import Any
 import msgspec
 
 from contracts.ledger import Int64, Params
+from contracts.limits import Code, DimensionNames, Id, Name, UserId
 
 # ---- requests -------------------------------------------------------------------------
 
 
 class MeterCreateParams(Params):
-    name: str = ""
-    eventName: str = ""
-    aggregationType: str = ""
-    currency: str = ""
-    dimensions: list[str] | None = None
+    name: Name = ""
+    eventName: Name = ""
+    aggregationType: Code = ""
+    currency: Code = ""
+    dimensions: DimensionNames | None = None
 
 
 class MeterGetParams(Params):
-    id: str = ""  # from the path
+    id: Id = ""  # from the path
 
 
 class MeterListParams(Params):
-    limit: int = 0  # 0 = every meter (the reference has no paging)
+    limit: int = 0  # ≤ 0: the default; capped (limits.METERS_PAGE)
     offset: int = 0
 
 
@@ -42,7 +43,7 @@ class MeterIdsQuery(Params):
 class MeterFindQuery(Params):
     """The caller's meter for an event name (404 when it has none)."""
 
-    eventName: str = ""
+    eventName: Name = ""
 
 
 class MeterEventInput(msgspec.Struct, omit_defaults=True, gc=False):
@@ -60,33 +61,33 @@ class MeterEventBatch(Params):
 
 
 class SummaryQuery(Params):
-    meterId: str = ""
-    userId: str = ""
-    periodStart: str = ""
-    periodEnd: str = ""
+    meterId: Id = ""
+    userId: UserId = ""
+    periodStart: Code = ""
+    periodEnd: Code = ""
 
 
 class UsageAggregateParams(Params):
     """Per-meter usage of one customer in a window (for invoices). `start`/`end` are
     RFC 3339; empty = unbounded. The end is exclusive unless `endInclusive`."""
 
-    userId: str = ""
-    start: str = ""
-    end: str = ""
+    userId: UserId = ""
+    start: Code = ""
+    end: Code = ""
     endInclusive: bool = False
 
 
 class DnsUsageParams(Params):
-    zone: str = ""
-    user: str = ""
+    zone: Name = ""
+    user: UserId = ""
     queries: Int64 = 0
     errors: Int64 = 0
-    timestamp: str = ""
+    timestamp: Code = ""
 
 
 class DnsSummaryQuery(Params):
-    user: str = ""
-    period: str = ""
+    user: UserId = ""
+    period: Code = ""
 
 
 class DnsPlansQuery(Params):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from contracts.ledger import Params
+from contracts.limits import UserId
 
 
 class PaymentMethodQuery(Params):
-    customerId: str = ""
+    customerId: UserId = ""
     verifiedOnly: bool = False
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from contracts import Actor
 from contracts.ledger import DepositParams, UsageRecordParams
+from contracts.limits import Page
 from services.gateway.app import _pin_user
 from services.gateway.auth import provisionable
 from services.gateway.http import ApiError, decode_body
@@ -64,9 +65,10 @@ def test_minting_needs_the_mint_right():
 
 
 def test_paging_is_lenient_and_capped():
-    assert domain.page(0, -5, 100) == (100, 0)
-    assert domain.page(5000, 3, 100) == (1000, 3)
-    assert domain.page(2, 1, 100) == (2, 1)
+    page = Page(default=100, maximum=1000)
+    assert page.apply(0, -5) == (100, 0)
+    assert page.apply(5000, 3) == (1000, 3)
+    assert page.apply(2, 1) == (2, 1)
 
 
 def test_ids_are_22_base62_characters_and_time_ordered():

@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 import nats
 from aiohttp import web
-from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import Actor, ErrorCode, RawReply, Request, Scope, subjects
@@ -47,6 +47,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
 SCOPE_REFUSED = "Token doesn't support this scope"
 REQUEST_ID = web.RequestKey("request_id", str)
+# Room left in a bus message for what travels with a body: the request's scope (ids, the
+# caller's claims) and params re-encoded. A body up to `max_payload` minus this is accepted.
+ENVELOPE_ROOM = 64 * 1024
+TOO_LARGE = "request body too large"
 
 _encode = msgspec.json.Encoder().encode
 _decode_reply = msgspec.json.Decoder(RawReply).decode
@@ -115,8 +119,14 @@ class Gateway:
 
     # ---- the application ----------------------------------------------------------------
 
+    def body_limit(self) -> int:
+        """The largest body accepted: every body goes on the bus (a request, or a JetStream
+        message for asynchronous meter events), whose server caps messages at
+        `max_payload` (1 MB by default); larger bodies are answered 413 up front."""
+        return max(self.nc.max_payload - ENVELOPE_ROOM, self.nc.max_payload // 2)
+
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._edge], client_max_size=4 * 1024 * 1024)
+        app = web.Application(middlewares=[self._edge], client_max_size=self.body_limit())
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         for prefix in self.settings.path_prefixes:
@@ -146,8 +156,7 @@ class Gateway:
                 if e.status in (404, 405):
                     response = error_response(404, "not found", rid, ErrorCode.NOT_FOUND)
                 elif e.status == 413:
-                    response = error_response(413, "request body too large", rid,
-                                              ErrorCode.INVALID_REQUEST)
+                    response = error_response(413, TOO_LARGE, rid, ErrorCode.INVALID_REQUEST)
                 else:
                     response = error_response(e.status, e.reason or "error", rid)
             except Exception:
@@ -265,6 +274,8 @@ class Gateway:
         if not self.nc.is_connected:
             raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE)
         payload = _encode(Request(scope, params))
+        if len(payload) > self.nc.max_payload:  # re-encoded params can outgrow the body
+            raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST)
         with telemetry.client_span(subject):
             headers = telemetry.inject_headers({}) if telemetry.tracing_enabled() else None
             if headers is None and "traceparent" in request.headers:
@@ -279,6 +290,8 @@ class Gateway:
                 raise ApiError(504, "upstream timeout", ErrorCode.TIMEOUT) from None
             except ConnectionClosedError:
                 raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE) from None
+            except MaxPayloadError:  # a server reached after a reconnect allows less
+                raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST) from None
         return _decode_reply(msg.data)
 
     # ---- ZAP ----------------------------------------------------------------------------

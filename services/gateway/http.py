@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from contracts.limits import limit_exceeded
 from services.runtime.ids import uuid7_int
 
 JSON = "application/json"
@@ -84,11 +85,13 @@ def decode_body(struct: type, raw: bytes) -> Any:
     stripped = raw.strip()
     if stripped == b"null":
         return struct()  # Go decodes null into the zero value: field checks then apply
+    if b"\\u0000" in raw:  # rare: one scan of the body, the exact search only then
+        _refuse_nul(raw)
     try:
         return _decoders[struct].decode(raw)
     except msgspec.ValidationError as e:
         if "unknown field" not in str(e):
-            raise ApiError(400, INVALID_BODY, "invalid_request") from None
+            raise _invalid_body(e) from None
     except msgspec.DecodeError:
         raise ApiError(400, INVALID_BODY, "invalid_request") from None
     obj = msgspec.json.decode(raw)
@@ -98,8 +101,52 @@ def decode_body(struct: type, raw: bytes) -> Any:
     folded = {names[k.lower()]: v for k, v in obj.items() if k.lower() in names}
     try:
         return msgspec.convert(folded, struct)
-    except msgspec.ValidationError:
-        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+    except msgspec.ValidationError as e:
+        raise _invalid_body(e) from None
+
+
+def _invalid_body(error: msgspec.ValidationError) -> ApiError:
+    """A size limit is named with its field (`notes: at most 1000 characters`); any other
+    malformed body keeps the reference's message."""
+    limit = limit_exceeded(error)
+    if limit is None:
+        return ApiError(400, INVALID_BODY, "invalid_request")
+    message, param = limit
+    return ApiError(400, message, "invalid_request", param)
+
+
+NUL_REFUSED = "must not contain NUL characters (\\u0000)"
+
+
+def _refuse_nul(raw: bytes) -> None:
+    """400 naming the first field holding a NUL: PostgreSQL text cannot store one. (The
+    bytes `\\u0000` may also be an escaped backslash followed by `u0000`: not a NUL.)"""
+    try:
+        path = _nul_path(msgspec.json.decode(raw), "")
+    except (msgspec.DecodeError, RecursionError):
+        return  # malformed or absurdly nested: the struct decoder refuses it
+    if path is not None:
+        raise ApiError(400, f"{path or 'body'}: {NUL_REFUSED}", "invalid_request",
+                       path or None)
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if "\x00" in key:
+                return where.replace("\x00", "\\u0000")
+            found = _nul_path(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def decode_query(struct: type, query: Any) -> Any:
@@ -112,6 +159,8 @@ def decode_query(struct: type, query: Any) -> Any:
         raw = query.get(name)
         if raw is None:
             continue
+        if "\x00" in raw:
+            raise ApiError(400, f"{name}: {NUL_REFUSED}", "invalid_request", name)
         if name in ints:
             try:
                 values[name] = int(raw)
@@ -121,5 +170,9 @@ def decode_query(struct: type, query: Any) -> Any:
             values[name] = raw
     try:
         return msgspec.convert(values, struct)
-    except msgspec.ValidationError:
-        raise ApiError(400, "invalid query parameters", "invalid_request") from None
+    except msgspec.ValidationError as e:
+        limit = limit_exceeded(e)
+        if limit is None:
+            raise ApiError(400, "invalid query parameters", "invalid_request") from None
+        raise ApiError(400, limit[0], "invalid_request", limit[1]) from None
+

@@ -24,6 +24,7 @@ from contracts.alerts import (
     SpendAlertTriggered,
     SpendAlertUpdateParams,
 )
+from contracts.limits import SPEND_ALERTS_PAGE
 from services.ledger import alerts, alerts_store, domain
 from services.runtime.bus import Service, created
 from services.runtime.errors import Failure, not_found
@@ -36,7 +37,7 @@ def register(svc: Service) -> None:
     async def list_alerts(scope: Scope, p: SpendAlertListParams) -> list[SpendAlert]:
         user = domain.require_user(p.user, "user query parameter is required")
         alerts.require_own(scope.actor, user)
-        limit, offset = domain.page(p.limit, p.offset, default_limit=domain.MAX_PAGE)
+        limit, offset = SPEND_ALERTS_PAGE.apply(p.limit, p.offset)
         rows = await alerts_store.list_for_user(svc.pool, scope.org_id, scope.livemode, user,
                                                 limit, offset)
         return [_alert(r) for r in rows]

@@ -27,6 +27,7 @@ from contracts.credits import (
     CreditGrantVoided,
     CreditGrantVoidParams,
 )
+from contracts.limits import CREDIT_GRANTS_PAGE
 from services.ledger import credits, domain
 from services.ledger import credits_store as store
 from services.ledger.credits import Grant
@@ -61,7 +62,7 @@ def register(svc: Service) -> None:
     @svc.handler(subjects.LEDGER_CREDIT_GRANT_LIST, CreditGrantListParams)
     async def list_grants(scope: Scope, p: CreditGrantListParams) -> CreditGrantList:
         user_id = credits.user_id_of(p.userId, USER_QUERY_REQUIRED)
-        limit, offset = domain.page(p.limit, p.offset, default_limit=domain.MAX_PAGE)
+        limit, offset = CREDIT_GRANTS_PAGE.apply(p.limit, p.offset)
         at = now()
         items = [_item(g, at) for g in await store.grants(
             svc.pool, scope.org_id, scope.livemode, user_id, limit, offset)]

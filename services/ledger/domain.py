@@ -114,16 +114,6 @@ def usage_debit(p: UsageRecordParams) -> Movement | None:
     )
 
 
-MAX_PAGE = 1000
-
-
-def page(limit: int, offset: int, default_limit: int) -> tuple[int, int]:
-    """The reference's lenient paging: a limit ≤ 0 means the default, a negative offset 0;
-    limits are capped so no list is unbounded."""
-    limit = default_limit if limit <= 0 else min(limit, MAX_PAGE)
-    return limit, max(offset, 0)
-
-
 # ---- withdrawals, refunds, starter credit ----------------------------------------------
 
 WITHDRAWALS = "platform:withdrawals"  # money paid out to or taken by customers

@@ -27,6 +27,7 @@ from contracts.journal import (
     JournalPayoutParams,
     JournalRefundParams,
 )
+from contracts.limits import JOURNAL_ENTRIES_PAGE
 from services.ledger import domain
 from services.ledger.domain import DEFAULT_CURRENCY, currency_of
 from services.runtime.errors import Failure, conflict, forbidden, invalid, not_found
@@ -251,7 +252,7 @@ class EntryFilter:
 
 
 def entry_filter(p: JournalEntryListParams) -> EntryFilter:
-    limit, offset = domain.page(p.limit, p.offset, default_limit=100)
+    limit, offset = JOURNAL_ENTRIES_PAGE.apply(p.limit, p.offset)
     return EntryFilter(account_id=p.accountId.strip(),
                        payment_intent_id=p.paymentIntentId.strip(),
                        refund_id=p.refundId.strip(), payout_id=p.payoutId.strip(),

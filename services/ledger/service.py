@@ -40,6 +40,7 @@ from contracts.ledger import (
     WithdrawParams,
     WithdrawResult,
 )
+from contracts.limits import TRANSACTIONS_PAGE, USAGE_PAGE
 from contracts.payments import PaymentMethodExists, PaymentMethodQuery
 from services.ledger import alert_handlers, credit_handlers, domain, journal_handlers, store, tiers
 from services.ledger.backfill import UsageBackfill
@@ -194,7 +195,7 @@ def create(settings: Settings) -> Service:
     async def list_usage(scope: Scope, p: UsageListParams) -> UsageList:
         user = domain.require_user(p.user, "user query parameter is required")
         currency = domain.currency_of(p.currency) if p.currency else ""
-        limit, offset = domain.page(p.limit, p.offset, default_limit=domain.MAX_PAGE)
+        limit, offset = USAGE_PAGE.apply(p.limit, p.offset)
         rows = await store.usage(svc.pool, scope.org_id, scope.livemode, user, currency,
                                  limit, offset)
         items = [UsageItem(r["id"], r["amount"], r["currency"], r["notes"],
@@ -205,7 +206,7 @@ def create(settings: Settings) -> Service:
     async def list_transactions(scope: Scope, p: TransactionListParams) -> TransactionList:
         user = domain.require_user(p.user, "user query parameter is required")
         currency = domain.currency_of(p.currency) if p.currency.strip() else ""
-        limit, offset = domain.page(p.limit, p.offset, default_limit=100)
+        limit, offset = TRANSACTIONS_PAGE.apply(p.limit, p.offset)
         rows, total = await store.transactions(svc.pool, scope.org_id, scope.livemode, user,
                                                currency, limit, offset)
         items = [TransactionItem(

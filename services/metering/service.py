@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from contracts import Reply, Scope
+from contracts.limits import METERS_PAGE
 from contracts.metering import (
     AcceptedBatch,
     AcceptedEvent,
@@ -134,9 +135,8 @@ def create(settings: Settings) -> Service:
 
     @svc.handler(METERING_METER_LIST, MeterListParams)
     async def list_meters(scope: Scope, p: MeterListParams) -> MeterList:
-        limit = min(p.limit, 1000) if p.limit > 0 else None
-        rows = await store.meters(svc.pool, scope.org_id, scope.livemode, limit,
-                                  max(p.offset, 0))
+        limit, offset = METERS_PAGE.apply(p.limit, p.offset)
+        rows = await store.meters(svc.pool, scope.org_id, scope.livemode, limit, offset)
         items = [_meter(r) for r in rows]
         return MeterList(items, len(items))
 

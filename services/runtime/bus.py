@@ -15,6 +15,7 @@ tracing itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,9 +33,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import ErrorCode, RawReply, Reply, Request, Scope
+from contracts.limits import limit_exceeded
 from services.runtime import db, idempotency, telemetry
 from services.runtime.config import Settings
-from services.runtime.errors import Failure, internal
+from services.runtime.errors import Failure, internal, invalid
 from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
 from services.runtime.outbox import OutboxRelay
 from services.runtime.requests import Requester
@@ -48,6 +50,9 @@ _BAD_REQUEST = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
 _PAST_DEADLINE = _encode(Reply(error=Failure(ErrorCode.UNAVAILABLE, 503,
                                              "deadline exceeded").error))
 _INTERNAL = _encode(Reply(error=internal()))
+_REPLY_TOO_LARGE = _encode(Reply(error=Failure(
+    ErrorCode.REPLY_TOO_LARGE, 500,
+    "the reply is too large to send; ask for less (a smaller limit)").error))
 
 
 def created(result: Any) -> Reply:
@@ -97,8 +102,8 @@ class Service:
             async def respond(msg: Msg) -> None:
                 try:
                     reply = await self._respond(msg, decode, fn, transaction, subject)
-                    if msg.reply:  # not msg.respond(): that would echo the request's headers
-                        await self._nc.publish(msg.reply, reply)
+                    if msg.reply:
+                        await self._send_reply(msg.reply, reply, subject)
                 finally:
                     self._in_flight.release()
 
@@ -115,6 +120,21 @@ class Service:
             return fn
 
         return register
+
+    async def _send_reply(self, to: str, reply: bytes, subject: str) -> None:
+        """Publish `reply`, or a small error reply when it cannot go: the caller then gets
+        a prompt error instead of waiting for its timeout. (Not msg.respond(): that would
+        echo the request's headers.)"""
+        if len(reply) > self._nc.max_payload:
+            log.warning("%s: reply of %d bytes is over the bus limit (%d)", subject,
+                        len(reply), self._nc.max_payload)
+            reply = _REPLY_TOO_LARGE
+        try:
+            await self._nc.publish(to, reply)
+        except Exception:
+            log.exception("%s: could not send the reply", subject)
+            with contextlib.suppress(Exception):
+                await self._nc.publish(to, _INTERNAL)
 
     def every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         """Run `job` every `seconds` while the service runs (sweepers, relays). Replicas
@@ -190,7 +210,10 @@ class Service:
                        subject: str) -> bytes:
         try:
             request = decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except msgspec.ValidationError as e:
+            limit = limit_exceeded(e, prefix="params.")  # named, as the gateway does
+            return _BAD_REQUEST if limit is None else _encode(Reply(error=invalid(*limit).error))
+        except msgspec.DecodeError:
             return _BAD_REQUEST
         scope = request.scope
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:

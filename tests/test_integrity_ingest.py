@@ -23,11 +23,12 @@ import msgspec
 import nats
 import pytest
 
-from contracts.metering import AcceptedBatch, AcceptedEvent
+from contracts.metering import AcceptedBatch, AcceptedEvent, MeterEventInput
 from services import cli
 from services.gateway import store as gateway_store
 from services.metering import consumer, dead_letters, domain, service, store
 from services.metering.stream import ensure_dead_letter_stream, publish_batch
+from services.runtime.errors import Failure
 
 API = "/api/v1/billing"
 ASYNC = {"Prefer": "respond-async"}
@@ -75,14 +76,16 @@ def _ev(meter_id, value=1, user="alice", **extra):
 # ---- item 6 (a), item 7: refused up front --------------------------------------------------
 
 LONG = "x" * 256
+NUL = "must not contain NUL characters (\\u0000)"
+# NUL anywhere in a body is refused by the gateway's decoding, naming the field's path;
+# lengths by the batch rules both ways in share.
 FIELD_CASES = [
-    ({"userId": "al\u0000ice"}, "userId of event 1 contains a NUL character", "userId"),
-    ({"idempotency": "k\u0000"}, "idempotency of event 1 contains a NUL character",
-     "idempotency"),
+    ({"userId": "al\u0000ice"}, f"events[1].userId: {NUL}", "events[1].userId"),
+    ({"idempotency": "k\u0000"}, f"events[1].idempotency: {NUL}", "events[1].idempotency"),
     ({"dimensions": {"model": {"deep": ["ok", "g\u0000pt"]}}},
-     "dimensions of event 1 contain a NUL character", "dimensions"),
-    ({"dimensions": {"mo\u0000del": 1}}, "dimensions of event 1 contain a NUL character",
-     "dimensions"),
+     f"events[1].dimensions.model.deep[1]: {NUL}", "events[1].dimensions.model.deep[1]"),
+    ({"dimensions": {"mo\u0000del": 1}}, f"events[1].dimensions.mo\\u0000del: {NUL}",
+     "events[1].dimensions.mo\\u0000del"),
     ({"userId": secrets.token_urlsafe(2100)}, "userId of event 1 exceeds 255 characters",
      "userId"),
     ({"idempotency": LONG}, "idempotency of event 1 exceeds 255 characters", "idempotency"),
@@ -90,6 +93,25 @@ FIELD_CASES = [
     ({"dimensions": {"blob": "y" * 5000}}, "dimensions of event 1 exceed 4096 bytes as JSON",
      "dimensions"),
 ]
+
+
+@pytest.mark.parametrize("bad, message, param", [
+    ({"userId": "al\u0000ice"}, "userId of event 1 contains a NUL character", "userId"),
+    ({"idempotency": "k\u0000"}, "idempotency of event 1 contains a NUL character",
+     "idempotency"),
+    ({"dimensions": {"model": {"deep": ["ok", "g\u0000pt"]}}},
+     "dimensions of event 1 contain a NUL character", "dimensions"),
+    ({"dimensions": {"mo\u0000del": 1}}, "dimensions of event 1 contain a NUL character",
+     "dimensions"),
+])
+def test_batch_rules_refuse_nul_for_bus_callers(bad, message, param):
+    """A service sending events over the bus never passes the gateway's NUL check."""
+    events = [MeterEventInput(meterId="mtr_1", userId="alice", value=5),
+              msgspec.convert({"meterId": "mtr_1", "userId": "alice", "value": 7, **bad},
+                              MeterEventInput)]
+    with pytest.raises(Failure) as refused:
+        domain.accept_batch(events, datetime.now(UTC), domain.fresh_id_base())
+    assert (refused.value.error.message, refused.value.error.param) == (message, param)
 
 
 @pytest.mark.parametrize("way", ["sync", "async"])

@@ -48,7 +48,7 @@ from services.runtime.batching import MicroBatcher
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
 from services.runtime.errors import forbidden
-from services.runtime.idempotency import fingerprint_of
+from services.runtime.idempotency import derived_key, fingerprint_of
 from services.runtime.ids import now, rfc3339, rfc3339_seconds
 
 _decode_pm = msgspec.json.Decoder(PaymentMethodExists).decode
@@ -98,8 +98,9 @@ def create(settings: Settings) -> Service:
             return UsageSkipped(user=p.user, amount=0, status="skipped")
         if scope.idempotency_key:
             key, fingerprint = scope.idempotency_key, scope.fingerprint or ""
-        elif p.requestId:  # the natural key: one debit per request id
-            key, fingerprint = "usage:" + p.requestId, fingerprint_of(p)
+        elif p.requestId:  # the natural key: one debit per user and request id
+            key = derived_key("usage", movement.user_id, p.requestId)
+            fingerprint = fingerprint_of(p)
         else:
             key, fingerprint = None, ""
         return await usage.record(UsageRecord(scope, movement, key, fingerprint))
@@ -126,9 +127,12 @@ def create(settings: Settings) -> Service:
     async def claim_starter_credit(scope: Scope, p: StarterCreditParams,
                                    conn: asyncpg.Connection):
         movement = domain.starter_credit(p.user, now())
-        if not await _has_payment_method(scope, movement.user_id):
+        has_payment_method = await _has_payment_method(scope, movement.user_id)
+        if not has_payment_method:
+            # Payments not answering is refused the same way, but not for good: not stored
+            # under the key, so a retry once payments answers can succeed.
             raise forbidden("a verified payment method is required before claiming "
-                            "starter credit")
+                            "starter credit", retryable=has_payment_method is None)
         existing = await store.starter_credit(conn, scope.org_id, scope.livemode,
                                               movement.user_id)
         if existing is None:
@@ -145,11 +149,14 @@ def create(settings: Settings) -> Service:
                                existing["expires_at"])
 
     async def _has_payment_method(scope: Scope, user: str, *, verified_only: bool = True,
-                                  ) -> bool:
-        """Payments not answering (not deployed, down, slow) means "no payment method"."""
+                                  ) -> bool | None:
+        """None when payments does not answer (not deployed, down, slow): unknown, which
+        callers treat as "no payment method" for now."""
         reply = await svc.ask(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, scope,
                               PaymentMethodQuery(customerId=user, verifiedOnly=verified_only))
-        return bool(reply and reply.error is None and _decode_pm(reply.result).exists)
+        if reply is None or reply.error is not None:
+            return None
+        return _decode_pm(reply.result).exists
 
     @svc.handler(subjects.LEDGER_TIER_GET, TierQuery)
     async def get_tier(scope: Scope, p: TierQuery) -> TierResult:
@@ -185,8 +192,8 @@ def create(settings: Settings) -> Service:
             _has_payment_method(scope, user, verified_only=False))
         bal, holds = await read_balance((scope.org_id, scope.livemode, user,
                                          domain.DEFAULT_CURRENCY))
-        return BillingStatus(user, await has_payment_method, domain.available(bal, holds),
-                             tier.name)
+        return BillingStatus(user, bool(await has_payment_method),
+                             domain.available(bal, holds), tier.name)
 
     svc.every(settings.lapse_interval_s, functools.partial(lapse_expired_deposits, svc))
 

@@ -31,7 +31,7 @@ AfterDebits = Callable[[asyncpg.Connection, list[tuple[Scope, Movement]]], Await
 class UsageRecord:
     scope: Scope
     debit: Movement
-    key: str | None  # the Idempotency-Key, else "usage:<requestId>", else None
+    key: str | None  # the Idempotency-Key, else one derived from user and requestId
     fingerprint: str
 
     @property

@@ -35,7 +35,7 @@ from contracts import ErrorCode, RawReply, Reply, Request, Scope
 from services.runtime import db, idempotency, telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import Failure, internal
-from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
+from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys, is_client_key
 from services.runtime.outbox import OutboxRelay
 from services.runtime.requests import Requester
 
@@ -48,6 +48,8 @@ _BAD_REQUEST = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
 _PAST_DEADLINE = _encode(Reply(error=Failure(ErrorCode.UNAVAILABLE, 503,
                                              "deadline exceeded").error))
 _INTERNAL = _encode(Reply(error=internal()))
+_INVALID_KEY = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
+                                           "invalid idempotency key").error))
 
 
 def created(result: Any) -> Reply:
@@ -193,6 +195,10 @@ class Service:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return _BAD_REQUEST
         scope = request.scope
+        # Whoever sent it (the gateway checks too), a key is a client's: derived keys
+        # (`idempotency.derived_key`) stay out of reach.
+        if scope.idempotency_key is not None and not is_client_key(scope.idempotency_key):
+            return _INVALID_KEY
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
             return _PAST_DEADLINE
         with telemetry.server_span(subject, msg.headers):
@@ -221,7 +227,8 @@ class Service:
                 async with conn.transaction():  # savepoint: a refusal keeps the key row only
                     reply = _as_reply(await fn(scope, params, conn))
             except Failure as failure:
-                if failure.error.status not in STORED_ERROR_STATUSES:
+                # Only final outcomes are stored; anything else releases the key.
+                if failure.error.retryable or failure.error.status not in STORED_ERROR_STATUSES:
                     raise
                 reply = Reply(error=failure.error)
             reply.replayed = True

@@ -3,11 +3,15 @@ reach of any client key, and only final outcomes are stored under a key."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import nats
 
 from contracts import Actor, Request, Scope, subjects
 from contracts.ledger import UsageRecordParams
+from contracts.metering import MeterEventInput
+from services.runtime.ids import now
 from tests.test_metering import get, post
 
 
@@ -116,3 +120,139 @@ async def test_a_final_refusal_is_still_replayed(http, org, nats_url):
         assert status == 201  # a new request sees the new state
     finally:
         await nc.close()
+
+
+# ---- item 5: a shared write that fails after its commit is not written again -------------
+
+
+class _CommitsThenFails:
+    """A pool whose next transaction commits, then raises as if the connection dropped
+    while COMMIT was acknowledged (and whose next `fetch` runs, then raises likewise)."""
+
+    def __init__(self, pool):
+        self._pool = pool
+        self.faults = 1
+
+    def _fault(self) -> None:
+        if self.faults:
+            self.faults -= 1
+            raise ConnectionResetError("connection lost after commit")
+
+    def acquire(self):
+        outer = self
+
+        class Acquired:
+            async def __aenter__(self):
+                self._cm = outer._pool.acquire()
+                return _Connection(await self._cm.__aenter__(), outer)
+
+            async def __aexit__(self, *exc):
+                return await self._cm.__aexit__(*exc)
+
+        return Acquired()
+
+    async def fetch(self, *args, **kwargs):
+        rows = await self._pool.fetch(*args, **kwargs)
+        self._fault()
+        return rows
+
+
+class _Connection:
+    def __init__(self, conn, pool: _CommitsThenFails):
+        self._conn, self._pool = conn, pool
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def transaction(self):
+        pool, tx = self._pool, self._conn.transaction()
+
+        class Transaction:
+            async def __aenter__(self):
+                return await tx.__aenter__()
+
+            async def __aexit__(self, *exc):
+                suppress = await tx.__aexit__(*exc)
+                if exc[0] is None:
+                    pool._fault()
+                return suppress
+
+        return Transaction()
+
+
+def _service(platform, name):
+    return next(s for s in platform.services if s.name == name)
+
+
+async def _org_id(platform, org) -> str:
+    return await platform.gateway.pool.fetchval("select id from gateway.orgs where name = $1",
+                                                org.name)
+
+
+def _scope(org_id: str, n: int) -> Scope:
+    return Scope(org_id=org_id, org_name="", livemode=False,
+                 actor=Actor(kind="api_key", role="admin"), request_id=f"req_{n}")
+
+
+async def _transactions(http, org, user):
+    status, body = await get(http, "/transactions", org.auth(), user=user)
+    assert status == 200, body
+    return body["count"]
+
+
+async def test_usage_debits_committed_before_a_failure_are_not_written_again(
+        http, org, platform):
+    from services.ledger import domain
+    from services.ledger.usage import UsageRecord, UsageRecorder
+
+    ledger = _service(platform, "ledger")
+    faulty = _CommitsThenFails(ledger.pool)
+    recorder = UsageRecorder(lambda: faulty, ledger.keys)
+    user = f"{org.name}/faulty"
+    org_id = await _org_id(platform, org)
+
+    def record(n: int, amount: int) -> UsageRecord:
+        debit = domain.usage_debit(UsageRecordParams(user=user, amount=amount))
+        return UsageRecord(_scope(org_id, n), debit, None, "")
+
+    # Two keyless debits written together; their shared transaction commits, then fails.
+    replies = await asyncio.gather(recorder.record(record(1, 10)),
+                                   recorder.record(record(2, 20)))
+    assert [msgspec.json.decode(r)["status"] for r in replies] == [201, 201]
+    assert faulty.faults == 0  # the fault did happen
+    assert await _transactions(http, org, user) == 2
+    assert await balance(http, org, user) == -30
+
+    # A debit alone in its batch: answered 201 too, not 500.
+    faulty.faults = 1
+    [reply] = await asyncio.gather(recorder.record(record(3, 5)))
+    assert msgspec.json.decode(reply)["status"] == 201 and faulty.faults == 0
+    assert await _transactions(http, org, user) == 3
+    assert await balance(http, org, user) == -35
+
+
+async def test_meter_events_committed_before_a_failure_are_not_written_again(
+        http, org, platform):
+    from services.metering import domain
+    from services.metering.recorder import EventRecorder
+    from tests.test_metering import make_meter, summary
+
+    metering = _service(platform, "metering")
+    meter_id = await make_meter(http, org, "faulty")
+    faulty = _CommitsThenFails(metering.pool)
+    recorder = EventRecorder(lambda: faulty, metering.keys)
+
+    def batch(*events):
+        return domain.accept_batch([MeterEventInput(meterId=meter_id, userId="alice", value=v,
+                                                    idempotency=k) for v, k in events],
+                                   now(), domain.fresh_id_base())
+
+    org_id = await _org_id(platform, org)
+    first, second = batch((1, None), (2, "k-1")), batch((4, None))
+    replies = await asyncio.gather(recorder.record(_scope(org_id, 1), first),
+                                   recorder.record(_scope(org_id, 2), second))
+    assert faulty.faults == 0
+    bodies = [msgspec.json.decode(r) for r in replies]
+    assert [b["status"] for b in bodies] == [201, 201]
+    assert [e["status"] for b in bodies for e in b["result"]["events"]] == ["created"] * 3
+    assert (await summary(http, org, meter_id))["eventCount"] == 3

@@ -256,3 +256,85 @@ async def test_meter_events_committed_before_a_failure_are_not_written_again(
     assert [b["status"] for b in bodies] == [201, 201]
     assert [e["status"] for b in bodies for e in b["result"]["events"]] == ["created"] * 3
     assert (await summary(http, org, meter_id))["eventCount"] == 3
+
+
+# ---- item 9: the api-usage copy has keys of its own, is durable, in the meter's currency --
+
+
+async def _api_usage_meter(http, org, currency="usd"):
+    status, body, _ = await post(http, "/meters", {
+        "name": "API usage", "eventName": "api-usage", "aggregationType": "sum",
+        "currency": currency}, org.auth())
+    assert status == 201, body
+    return body["id"]
+
+
+async def test_the_api_usage_copy_leaves_the_organizations_event_keys_alone(http, org):
+    from tests.test_metering import eventually_value, make_meter, record, summary
+
+    api_usage, tokens = await _api_usage_meter(http, org), await make_meter(http, org, "tokens")
+    user = f"{org.name}/alice"
+    for _ in range(2):  # a retry: one debit, one copy
+        status, body, _ = await usage(http, org, user, 25, "req-9")
+        assert status == 201, body
+    assert (await eventually_value(http, org, api_usage, 25))["eventCount"] == 1
+    # The client's own billable event keyed like the request is its own event.
+    status, body, _ = await record(http, org, [{"meterId": tokens, "userId": user,
+                                                "value": 1000, "idempotency": "req-9"}])
+    assert status == 201 and body["events"][0]["status"] == "created"
+    assert (await summary(http, org, tokens))["value"] == 1000
+    # Another user's request req-9 is another debit, and another copy.
+    status, _, _ = await usage(http, org, f"{org.name}/bob", 5, "req-9")
+    assert status == 201
+    assert (await eventually_value(http, org, api_usage, 30))["eventCount"] == 2
+
+
+async def test_clients_cannot_use_the_copies_key_namespace(http, org):
+    from tests.test_metering import make_meter, record
+
+    tokens = await make_meter(http, org, "tokens")
+    status, body, _ = await record(http, org, [{
+        "meterId": tokens, "userId": "alice", "value": 1,
+        "idempotency": 'billing:usage:["alice","req-1"]'}])
+    assert status == 400 and body["error"]["param"] == "idempotency"
+
+
+async def test_only_debits_in_the_meters_currency_are_copied(http, org):
+    from tests.test_metering import eventually_value, summary
+
+    api_usage = await _api_usage_meter(http, org, currency="usd")
+    user = f"{org.name}/carol"
+    status, _, _ = await post(http, "/usage", {"user": user, "amount": 70, "currency": "eur",
+                                               "requestId": "req-eur"}, org.auth())
+    assert status == 201
+    status, _, _ = await usage(http, org, user, 3, "req-usd")
+    assert status == 201
+    body = await eventually_value(http, org, api_usage, 3)
+    await asyncio.sleep(0.3)  # the eur debit had as long to be copied
+    assert (await summary(http, org, api_usage))["value"] == 3 and body["eventCount"] == 1
+
+
+async def test_the_copy_commits_with_the_debit_and_goes_out_later(http, org, platform):
+    """The copy is an outbox row of the debit's own transaction: with the ledger's relay
+    stopped, the debit commits and its copy waits; it is published once a relay runs."""
+    from tests.test_metering import eventually_value, summary
+
+    ledger = _service(platform, "ledger")
+    api_usage = await _api_usage_meter(http, org)
+    user = f"{org.name}/dave"
+    await usage(http, org, user, 1, "req-warm")  # the meter is known to the ledger now
+    await eventually_value(http, org, api_usage, 1)
+    await ledger.relay.stop()
+    try:
+        status, body, _ = await usage(http, org, user, 40, "req-durable")
+        assert status == 201
+        async with ledger.pool.acquire() as conn:
+            pending = await conn.fetchval(
+                "select count(*) from ledger.outbox where published_at is null"
+                " and subject = $1", f"billing.meter_events.{await _org_id(platform, org)}")
+        assert pending == 1
+        await asyncio.sleep(0.3)
+        assert (await summary(http, org, api_usage))["value"] == 1
+    finally:
+        await ledger.relay.start()
+    assert (await eventually_value(http, org, api_usage, 41))["eventCount"] == 2

@@ -87,9 +87,14 @@ def create(settings: Settings) -> Service:
             expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
 
     # Usage debits are the write hot path: concurrent ones share a transaction. Spend alerts
-    # are evaluated for the whole batch inside it.
-    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=alert_handlers.on_usage_batch,
-                          after_commit=UsageBackfill(svc).after_commit)
+    # and the copies into api-usage meters are written for the whole batch inside it.
+    backfill = UsageBackfill(svc)
+
+    async def after_debits(conn: asyncpg.Connection, records: list[UsageRecord]) -> None:
+        await alert_handlers.on_usage_batch(conn, [(r.scope, r.debit) for r in records])
+        await backfill.add_copies(conn, records)
+
+    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=after_debits)
 
     @svc.handler(subjects.LEDGER_USAGE_RECORD, UsageRecordParams)
     async def record_usage(scope: Scope, p: UsageRecordParams) -> UsageSkipped | bytes:
@@ -103,7 +108,8 @@ def create(settings: Settings) -> Service:
             fingerprint = fingerprint_of(p)
         else:
             key, fingerprint = None, ""
-        return await usage.record(UsageRecord(scope, movement, key, fingerprint))
+        return await usage.record(UsageRecord(scope, movement, key, fingerprint,
+                                              copy_to=await backfill.meter(scope)))
 
     @svc.handler(subjects.LEDGER_WITHDRAW_CREATE, WithdrawParams, transaction=True)
     async def create_withdrawal(scope: Scope, p: WithdrawParams, conn: asyncpg.Connection):

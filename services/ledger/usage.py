@@ -15,6 +15,7 @@ import msgspec
 
 from contracts import Reply, Scope
 from contracts.ledger import UsageResult
+from contracts.metering import Meter
 from services.ledger import store
 from services.ledger.domain import Movement
 from services.runtime.batching import MicroBatcher, isolating_failures
@@ -23,8 +24,8 @@ from services.runtime.ids import new_id
 
 _encode = msgspec.json.Encoder().encode
 
-# Called with the batch's debits inside its transaction (spend alerts).
-AfterDebits = Callable[[asyncpg.Connection, list[tuple[Scope, Movement]]], Awaitable[None]]
+# Called with the batch's new debits inside its transaction (spend alerts, api-usage copies).
+AfterDebits = Callable[[asyncpg.Connection, list["UsageRecord"]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class UsageRecord:
     # Chosen once, before the first write: a batch written again after a failure finds the
     # debits its first attempt committed by these ids (`isolating_failures`).
     tx_id: str = field(default_factory=lambda: new_id("txn_"))
+    copy_to: Meter | None = None  # the organization's api-usage meter (`backfill`)
 
     @property
     def account(self) -> tuple[str, bool, str, str]:
@@ -45,12 +47,10 @@ class UsageRecord:
 
 class UsageRecorder:
     def __init__(self, pool: Callable[[], asyncpg.Pool], keys: IdempotencyKeys,
-                 after_debits: AfterDebits | None = None,
-                 after_commit: Callable[[list[tuple[UsageRecord, str]]], None] | None = None):
+                 after_debits: AfterDebits | None = None):
         self._pool = pool
         self._keys = keys
         self._after_debits = after_debits
-        self._after_commit = after_commit  # with each new debit and its transaction id
         self._batch = MicroBatcher(isolating_failures(
             self._write_together, what="usage record", request_id=lambda r: r.scope.request_id,
             committed=self._committed))
@@ -75,10 +75,7 @@ class UsageRecorder:
                     (records[i].scope.org_id, records[i].scope.livemode, tx_ids[i],
                      records[i].debit) for i in writes])
                 if self._after_debits is not None:
-                    await self._after_debits(
-                        conn, [(records[i].scope, records[i].debit) for i in writes])
-        if writes and self._after_commit is not None:
-            self._after_commit([(records[i], tx_ids[i]) for i in writes])
+                    await self._after_debits(conn, [records[i] for i in writes])
         return [reply if reply is not None else _encode(Reply(result=result, status=201))
                 for reply, result in zip(replies, results, strict=True)]
 

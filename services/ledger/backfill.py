@@ -40,6 +40,7 @@ _encode = msgspec.json.Encoder().encode
 _decode_meter = msgspec.json.Decoder(Meter).decode
 
 METER_CACHE_S = 60.0
+ERROR_CACHE_S = 1.0
 LOOKUP_TIMEOUT_S = 1.0
 COPY_TYPE = "usage.copied_to_meter"  # the outbox rows' type
 
@@ -96,22 +97,27 @@ class UsageBackfill:
         return lookup
 
     async def _find(self, scope: Scope) -> Meter | None:
+        # The organization's question, not the request's (its deadline may be near).
+        scope = msgspec.structs.replace(scope, idempotency_key=None, fingerprint=None,
+                                        deadline_ms=0)
+        meter, ttl = None, METER_CACHE_S
         try:
             reply = await self._svc.ask(
                 METERING_METER_FIND, scope,
                 MeterFindQuery(eventName=metering.API_USAGE_EVENT_NAME),
                 timeout=LOOKUP_TIMEOUT_S)
             # No answer (metering not deployed) or no such meter: nothing to copy into.
-            meter = (_decode_meter(reply.result)
-                     if reply is not None and reply.error is None else None)
+            if reply is not None and reply.error is None:
+                meter = _decode_meter(reply.result)
+            elif reply is not None and reply.error.status != 404:
+                ttl = ERROR_CACHE_S  # metering failed to answer: ask again soon
         except Exception:
             log.exception("usage back-fill: looking up the api-usage meter of %s failed",
                           scope.org_id)
-            meter = None
+            ttl = ERROR_CACHE_S
         if len(self._meters) > 100_000:
             self._meters.clear()
-        self._meters[(scope.org_id, scope.livemode)] = (time.monotonic() + METER_CACHE_S,
-                                                         meter)
+        self._meters[(scope.org_id, scope.livemode)] = (time.monotonic() + ttl, meter)
         return meter
 
 

@@ -2,11 +2,17 @@
 has one (ledger.md §3.5; product decision Q4: kept for summaries, deduplicated by
 `requestId`, never invoiced).
 
-Best effort, as in the reference: after the debits commit, the copies go to metering's
-JetStream stream (`billing.meter_events.<org>`) in one batch per organization and mode, and
-a failure is logged, never the debit's. Metering stores them with the usual dedup, so a
-debit copied twice is counted once. Which organizations have the meter is cached for a
-minute; one without it costs nothing per debit.
+The copies are as durable as the debits: they are written to the ledger's outbox in the
+debits' own transaction, as messages for metering's stream (`billing.meter_events.<org>`,
+one batch per organization and mode, `Nats-Msg-Id` = batch id), which metering stores like
+any batch accepted asynchronously (each batch id once). Only debits in the meter's currency
+are copied. A copy's key (`usage_copy_key`: user and requestId, in a namespace clients
+cannot use) counts a debit once per requestId without touching the organization's own
+event keys.
+
+Which meter an organization has is looked up before its debits are batched (cached for a
+minute, refreshed in the background), so the transaction never waits for metering; one
+without the meter costs nothing per debit.
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ import logging
 import time
 from collections import defaultdict
 
+import asyncpg
 import msgspec
-import nats
 
 from contracts import Scope
-from contracts.metering import AcceptedBatch, Meter, MeterEventInput, MeterFindQuery
+from contracts.metering import AcceptedBatch, AcceptedEvent, Meter, MeterFindQuery
 from contracts.metering_subjects import METERING_METER_FIND, meter_events_subject
 from services.ledger.usage import UsageRecord
 from services.metering import domain as metering
+from services.runtime import outbox
 from services.runtime.bus import Service
 from services.runtime.ids import now
 
@@ -33,77 +40,101 @@ _encode = msgspec.json.Encoder().encode
 _decode_meter = msgspec.json.Decoder(Meter).decode
 
 METER_CACHE_S = 60.0
-PUBLISH_TIMEOUT_S = 5.0
+ERROR_CACHE_S = 1.0
+LOOKUP_TIMEOUT_S = 1.0
+COPY_TYPE = "usage.copied_to_meter"  # the outbox rows' type
+
+Account = tuple[str, bool]  # org_id, livemode
 
 
 class UsageBackfill:
     def __init__(self, svc: Service):
         self._svc = svc
-        self._meters: dict[tuple[str, bool], tuple[float, str | None]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._meters: dict[Account, tuple[float, Meter | None]] = {}
+        self._lookups: dict[Account, asyncio.Future[Meter | None]] = {}
 
-    def after_commit(self, debits: list[tuple[UsageRecord, str]]) -> None:
-        """Copy the committed debits (each with its transaction id), in the background."""
-        task = asyncio.create_task(self._copy(debits))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _copy(self, debits: list[tuple[UsageRecord, str]]) -> None:
-        by_account: dict[tuple[str, bool], list[tuple[UsageRecord, str]]] = defaultdict(list)
-        for record, tx_id in debits:
-            by_account[(record.scope.org_id, record.scope.livemode)].append((record, tx_id))
-        for (org_id, livemode), group in by_account.items():
-            try:
-                meter_id = await self._meter_id(group[0][0].scope)
-                if meter_id is None:
-                    continue
-                for start in range(0, len(group), metering.MAX_BATCH):
-                    await self._publish(org_id, livemode, meter_id,
-                                        group[start:start + metering.MAX_BATCH])
-            except Exception:  # the debits stand; only their copies are missing
-                log.exception("usage back-fill failed for %s (%d debits)", org_id, len(group))
-
-    async def _meter_id(self, scope: Scope) -> str | None:
+    async def meter(self, scope: Scope) -> Meter | None:
+        """The organization's `api-usage` meter (None: no copies), from the cache when it
+        has one: an expired entry is still used while a fresh one is fetched."""
         account = (scope.org_id, scope.livemode)
         cached = self._meters.get(account)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        reply = await self._svc.ask(METERING_METER_FIND, scope,
-                                    MeterFindQuery(eventName=metering.API_USAGE_EVENT_NAME))
-        # No answer (metering not deployed) or no such meter: nothing to copy into.
-        meter_id = (_decode_meter(reply.result).id
-                    if reply is not None and reply.error is None else None)
+        if cached is None:
+            return await asyncio.shield(self._lookup(scope))
+        if cached[0] <= time.monotonic():
+            self._lookup(scope)
+        return cached[1]
+
+    async def add_copies(self, conn: asyncpg.Connection, records: list[UsageRecord]) -> None:
+        """Write the copies of these debits (just posted in `conn`'s transaction) to the
+        outbox: one statement, and none when no debit is copied."""
+        by_account: dict[Account, list[UsageRecord]] = defaultdict(list)
+        for r in records:
+            if r.copy_to is not None and r.debit.currency == r.copy_to.currency:
+                by_account[(r.scope.org_id, r.scope.livemode)].append(r)
+        if not by_account:
+            return
+        ts_us = metering.to_us(now())
+        messages = []
+        for (org_id, livemode), group in by_account.items():
+            for start in range(0, len(group), metering.MAX_BATCH):
+                chunk = group[start:start + metering.MAX_BATCH]
+                batch_id = _batch_id(org_id, livemode, [r.tx_id for r in chunk])
+                id_base = metering.derived_id_base(batch_id)
+                events = [_meter_event(metering.event_id(id_base, i), r, ts_us)
+                          for i, r in enumerate(chunk)]
+                messages.append((meter_events_subject(org_id), batch_id, org_id, livemode,
+                                 _encode(AcceptedBatch(batch_id, org_id, livemode, events))))
+        await outbox.add_messages(conn, self._svc.name, type=COPY_TYPE, messages=messages)
+
+    def _lookup(self, scope: Scope) -> asyncio.Future[Meter | None]:
+        """One lookup per organization and mode at a time, whoever asks."""
+        account = (scope.org_id, scope.livemode)
+        lookup = self._lookups.get(account)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._find(scope))
+            self._lookups[account] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(account, None))
+        return lookup
+
+    async def _find(self, scope: Scope) -> Meter | None:
+        # The organization's question, not the request's (its deadline may be near).
+        scope = msgspec.structs.replace(scope, idempotency_key=None, fingerprint=None,
+                                        deadline_ms=0)
+        meter, ttl = None, METER_CACHE_S
+        try:
+            reply = await self._svc.ask(
+                METERING_METER_FIND, scope,
+                MeterFindQuery(eventName=metering.API_USAGE_EVENT_NAME),
+                timeout=LOOKUP_TIMEOUT_S)
+            # No answer (metering not deployed) or no such meter: nothing to copy into.
+            if reply is not None and reply.error is None:
+                meter = _decode_meter(reply.result)
+            elif reply is not None and reply.error.status != 404:
+                ttl = ERROR_CACHE_S  # metering failed to answer: ask again soon
+        except Exception:
+            log.exception("usage back-fill: looking up the api-usage meter of %s failed",
+                          scope.org_id)
+            ttl = ERROR_CACHE_S
         if len(self._meters) > 100_000:
             self._meters.clear()
-        self._meters[account] = (time.monotonic() + METER_CACHE_S, meter_id)
-        return meter_id
-
-    async def _publish(self, org_id: str, livemode: bool, meter_id: str,
-                       debits: list[tuple[UsageRecord, str]]) -> None:
-        events = [_meter_event(meter_id, record) for record, _ in debits]
-        batch_id = _batch_id(org_id, livemode, [tx_id for _, tx_id in debits])
-        accepted = metering.accept_batch(events, now(), metering.derived_id_base(batch_id))
-        js = self._svc.broker.connection.jetstream(timeout=PUBLISH_TIMEOUT_S)
-        try:
-            await js.publish(meter_events_subject(org_id),
-                             _encode(AcceptedBatch(batch_id, org_id, livemode, accepted)),
-                             headers={"Nats-Msg-Id": batch_id})
-        except nats.js.errors.NoStreamResponseError:
-            log.warning("usage back-fill: metering's stream does not exist yet")
+        self._meters[(scope.org_id, scope.livemode)] = (time.monotonic() + ttl, meter)
+        return meter
 
 
-def _meter_event(meter_id: str, record: UsageRecord) -> MeterEventInput:
-    """The reference's copy: the debit's amount (minor units) now, keyed by `requestId`."""
+def _meter_event(event_id: str, record: UsageRecord, ts_us: int) -> AcceptedEvent:
+    """The reference's copy: the debit's amount (minor units) now, with its model and
+    provider; keyed by user and requestId when it has one."""
     metadata = record.debit.metadata or {}
     dimensions = {k: metadata[k] for k in ("model", "provider") if metadata.get(k)}
-    return MeterEventInput(meterId=meter_id, userId=record.debit.user_id,
-                           value=record.debit.amount,
-                           idempotency=metadata.get("requestId") or None,
-                           dimensions=dimensions or None)
+    request_id = metadata.get("requestId") or ""
+    user = record.debit.user_id.strip().lower()  # as metering stores its users
+    key = metering.usage_copy_key(user, request_id) if request_id else ""
+    return AcceptedEvent(event_id, record.copy_to.id, user, record.debit.amount, ts_us, key,
+                         dimensions or None)
 
 
 def _batch_id(org_id: str, livemode: bool, tx_ids: list[str]) -> str:
-    """Derived from the debits' transactions: the same copy has the same message id."""
+    """Derived from the debits' transactions (hex, as metering's batch ids)."""
     h = hashlib.sha256(f"usage-backfill|{org_id}|{int(livemode)}".encode())
     for tx_id in tx_ids:
         h.update(b"|" + tx_id.encode())

@@ -49,7 +49,7 @@ from services.runtime.batching import MicroBatcher
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
 from services.runtime.errors import forbidden
-from services.runtime.idempotency import fingerprint_of
+from services.runtime.idempotency import derived_key, fingerprint_of
 from services.runtime.ids import now, rfc3339, rfc3339_seconds
 
 _decode_pm = msgspec.json.Decoder(PaymentMethodExists).decode
@@ -88,9 +88,14 @@ def create(settings: Settings) -> Service:
             expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
 
     # Usage debits are the write hot path: concurrent ones share a transaction. Spend alerts
-    # are evaluated for the whole batch inside it.
-    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=alert_handlers.on_usage_batch,
-                          after_commit=UsageBackfill(svc).after_commit)
+    # and the copies into api-usage meters are written for the whole batch inside it.
+    backfill = UsageBackfill(svc)
+
+    async def after_debits(conn: asyncpg.Connection, records: list[UsageRecord]) -> None:
+        await alert_handlers.on_usage_batch(conn, [(r.scope, r.debit) for r in records])
+        await backfill.add_copies(conn, records)
+
+    usage = UsageRecorder(lambda: svc.pool, svc.keys, after_debits=after_debits)
 
     @svc.handler(subjects.LEDGER_USAGE_RECORD, UsageRecordParams)
     async def record_usage(scope: Scope, p: UsageRecordParams) -> UsageSkipped | bytes:
@@ -99,11 +104,13 @@ def create(settings: Settings) -> Service:
             return UsageSkipped(user=p.user, amount=0, status="skipped")
         if scope.idempotency_key:
             key, fingerprint = scope.idempotency_key, scope.fingerprint or ""
-        elif p.requestId:  # the natural key: one debit per request id
-            key, fingerprint = "usage:" + p.requestId, fingerprint_of(p)
+        elif p.requestId:  # the natural key: one debit per user and request id
+            key = derived_key("usage", movement.user_id, p.requestId)
+            fingerprint = fingerprint_of(p)
         else:
             key, fingerprint = None, ""
-        return await usage.record(UsageRecord(scope, movement, key, fingerprint))
+        return await usage.record(UsageRecord(scope, movement, key, fingerprint,
+                                              copy_to=await backfill.meter(scope)))
 
     @svc.handler(subjects.LEDGER_WITHDRAW_CREATE, WithdrawParams, transaction=True)
     async def create_withdrawal(scope: Scope, p: WithdrawParams, conn: asyncpg.Connection):
@@ -127,9 +134,12 @@ def create(settings: Settings) -> Service:
     async def claim_starter_credit(scope: Scope, p: StarterCreditParams,
                                    conn: asyncpg.Connection):
         movement = domain.starter_credit(p.user, now())
-        if not await _has_payment_method(scope, movement.user_id):
+        has_payment_method = await _has_payment_method(scope, movement.user_id)
+        if not has_payment_method:
+            # Payments not answering is refused the same way, but not for good: not stored
+            # under the key, so a retry once payments answers can succeed.
             raise forbidden("a verified payment method is required before claiming "
-                            "starter credit")
+                            "starter credit", retryable=has_payment_method is None)
         existing = await store.starter_credit(conn, scope.org_id, scope.livemode,
                                               movement.user_id)
         if existing is None:
@@ -146,11 +156,14 @@ def create(settings: Settings) -> Service:
                                existing["expires_at"])
 
     async def _has_payment_method(scope: Scope, user: str, *, verified_only: bool = True,
-                                  ) -> bool:
-        """Payments not answering (not deployed, down, slow) means "no payment method"."""
+                                  ) -> bool | None:
+        """None when payments does not answer (not deployed, down, slow): unknown, which
+        callers treat as "no payment method" for now."""
         reply = await svc.ask(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, scope,
                               PaymentMethodQuery(customerId=user, verifiedOnly=verified_only))
-        return bool(reply and reply.error is None and _decode_pm(reply.result).exists)
+        if reply is None or reply.error is not None:
+            return None
+        return _decode_pm(reply.result).exists
 
     @svc.handler(subjects.LEDGER_TIER_GET, TierQuery)
     async def get_tier(scope: Scope, p: TierQuery) -> TierResult:
@@ -186,8 +199,8 @@ def create(settings: Settings) -> Service:
             _has_payment_method(scope, user, verified_only=False))
         bal, holds = await read_balance((scope.org_id, scope.livemode, user,
                                          domain.DEFAULT_CURRENCY))
-        return BillingStatus(user, await has_payment_method, domain.available(bal, holds),
-                             tier.name)
+        return BillingStatus(user, bool(await has_payment_method),
+                             domain.available(bal, holds), tier.name)
 
     svc.every(settings.lapse_interval_s, functools.partial(lapse_expired_deposits, svc))
 

@@ -244,6 +244,17 @@ async def post_usage_batch(conn: asyncpg.Connection, rows: list[UsageRow]) -> No
             await conn.execute(_CONSUME_LOTS, *key, spent)
 
 
+async def stored_transactions(db: asyncpg.Pool, ids: list[tuple[str, bool, str]],
+                              ) -> set[tuple[str, bool, str]]:
+    """Which of these (org_id, livemode, transaction id) exist."""
+    orgs, modes, tx_ids = zip(*ids, strict=True)
+    rows = await db.fetch(
+        "select t.org_id, t.livemode, t.id from ledger.transactions t"
+        " join unnest($1::text[], $2::boolean[], $3::text[]) as u(org_id, livemode, id)"
+        " using (org_id, livemode, id)", orgs, modes, tx_ids)
+    return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
+
+
 def _json(value: object) -> str | None:
     return None if value is None else msgspec.json.encode(value).decode()
 

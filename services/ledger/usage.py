@@ -8,13 +8,14 @@ keeps its own outcome: its transaction, its idempotent replay, or its refusal.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import msgspec
 
 from contracts import Reply, Scope
 from contracts.ledger import UsageResult
+from contracts.metering import Meter
 from services.ledger import store
 from services.ledger.domain import Movement
 from services.runtime.batching import MicroBatcher, isolating_failures
@@ -23,16 +24,20 @@ from services.runtime.ids import new_id
 
 _encode = msgspec.json.Encoder().encode
 
-# Called with the batch's debits inside its transaction (spend alerts).
-AfterDebits = Callable[[asyncpg.Connection, list[tuple[Scope, Movement]]], Awaitable[None]]
+# Called with the batch's new debits inside its transaction (spend alerts, api-usage copies).
+AfterDebits = Callable[[asyncpg.Connection, list["UsageRecord"]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
     scope: Scope
     debit: Movement
-    key: str | None  # the Idempotency-Key, else "usage:<requestId>", else None
+    key: str | None  # the Idempotency-Key, else one derived from user and requestId
     fingerprint: str
+    # Chosen once, before the first write: a batch written again after a failure finds the
+    # debits its first attempt committed by these ids (`isolating_failures`).
+    tx_id: str = field(default_factory=lambda: new_id("txn_"))
+    copy_to: Meter | None = None  # the organization's api-usage meter (`backfill`)
 
     @property
     def account(self) -> tuple[str, bool, str, str]:
@@ -42,25 +47,22 @@ class UsageRecord:
 
 class UsageRecorder:
     def __init__(self, pool: Callable[[], asyncpg.Pool], keys: IdempotencyKeys,
-                 after_debits: AfterDebits | None = None,
-                 after_commit: Callable[[list[tuple[UsageRecord, str]]], None] | None = None):
+                 after_debits: AfterDebits | None = None):
         self._pool = pool
         self._keys = keys
         self._after_debits = after_debits
-        self._after_commit = after_commit  # with each new debit and its transaction id
         self._batch = MicroBatcher(isolating_failures(
-            self._write_together, what="usage record", request_id=lambda r: r.scope.request_id))
+            self._write_together, what="usage record", request_id=lambda r: r.scope.request_id,
+            committed=self._committed))
 
     async def record(self, record: UsageRecord) -> bytes:
         """The encoded reply for this record, once its batch has committed."""
         return await self._batch(record)
 
     async def _write_together(self, records: list[UsageRecord]) -> list[bytes]:
-        tx_ids = [new_id("txn_") for _ in records]
+        tx_ids = [r.tx_id for r in records]
         # Each result is encoded once; its reply and its stored replay both embed the bytes.
-        results = [msgspec.Raw(_encode(UsageResult(tx_id, r.debit.user_id, r.debit.amount,
-                                                   r.debit.currency, r.debit.type)))
-                   for tx_id, r in zip(tx_ids, records, strict=True)]
+        results = [_result(r) for r in records]
         replies: list[bytes | None] = [None] * len(records)
         async with self._pool().acquire() as conn, conn.transaction():
             keyed = [i for i, r in enumerate(records) if r.key]
@@ -73,12 +75,17 @@ class UsageRecorder:
                     (records[i].scope.org_id, records[i].scope.livemode, tx_ids[i],
                      records[i].debit) for i in writes])
                 if self._after_debits is not None:
-                    await self._after_debits(
-                        conn, [(records[i].scope, records[i].debit) for i in writes])
-        if writes and self._after_commit is not None:
-            self._after_commit([(records[i], tx_ids[i]) for i in writes])
+                    await self._after_debits(conn, [records[i] for i in writes])
         return [reply if reply is not None else _encode(Reply(result=result, status=201))
                 for reply, result in zip(replies, results, strict=True)]
+
+    async def _committed(self, records: list[UsageRecord]) -> list[bytes | None]:
+        """The replies of the records whose debit a failed batch committed anyway."""
+        stored = await store.stored_transactions(self._pool(), [
+            (r.scope.org_id, r.scope.livemode, r.tx_id) for r in records])
+        return [_encode(Reply(result=_result(r), status=201))
+                if (r.scope.org_id, r.scope.livemode, r.tx_id) in stored else None
+                for r in records]
 
     async def _replay_known_keys(self, conn: asyncpg.Connection, records: list[UsageRecord],
                                  keyed: list[int], results: list[msgspec.Raw],
@@ -106,3 +113,9 @@ class UsageRecorder:
             fingerprint, reply = stored[key_of(i)]
             replies[i] = (reply if fingerprint == records[i].fingerprint
                           else _encode(Reply(error=mismatch().error)))
+
+
+def _result(record: UsageRecord) -> msgspec.Raw:
+    return msgspec.Raw(_encode(UsageResult(record.tx_id, record.debit.user_id,
+                                           record.debit.amount, record.debit.currency,
+                                           record.debit.type)))

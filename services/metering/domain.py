@@ -138,6 +138,11 @@ def fresh_id_base() -> str:
     return new_id("mev_")[:-2]
 
 
+def event_id(id_base: str, n: int) -> str:
+    """The id of the `n`th event of the batch whose id stem is `id_base`."""
+    return id_base + _SUFFIX[n]
+
+
 def derived_id_base(batch_id: str) -> str:
     """The id stem of a batch accepted asynchronously, derived from its batch id: a retried
     request is answered with the ids its first attempt was given."""
@@ -147,6 +152,26 @@ def derived_id_base(batch_id: str) -> str:
         n, r = divmod(n, 62)
         chars.append(_ALPHABET[r])
     return "mev_" + "".join(chars)
+
+
+# ---- event keys the platform derives ---------------------------------------------------
+
+# Event idempotency keys are organization-wide. Keys of events the platform writes itself
+# (the ledger's copies of usage debits) start with this prefix, which clients may not use:
+# a client's event can neither take such a key nor be taken for a duplicate of one.
+RESERVED_KEY_PREFIX = "billing:"
+
+
+def refuse_reserved_keys(events: list[MeterEventInput]) -> None:
+    for i, e in enumerate(events):
+        if e.idempotency and e.idempotency.startswith(RESERVED_KEY_PREFIX):
+            raise invalid(f"idempotency keys starting with {RESERVED_KEY_PREFIX!r} are"
+                          f" reserved (event {i})", "idempotency")
+
+
+def usage_copy_key(user: str, request_id: str) -> str:
+    """The key of the copy of a usage debit: one per user and requestId, as the debit."""
+    return RESERVED_KEY_PREFIX + "usage:" + msgspec.json.encode([user, request_id]).decode()
 
 
 # ---- a batch of meter events -----------------------------------------------------------
@@ -161,6 +186,7 @@ def accept_batch(events: list[MeterEventInput] | None, now: datetime, id_base: s
         raise invalid("at least one event is required", "events")
     if len(events) > MAX_BATCH:
         raise invalid("maximum 100 events per batch", "events")
+    refuse_reserved_keys(events)
     now_us = to_us(now)
     earliest, latest = to_us(now - BACKDATE), to_us(now + AHEAD)
     accepted = []

@@ -31,8 +31,8 @@ class EventRecorder:
         self._keys = keys
         # Up to `max_batches` requests (100 events each at most) per statement.
         self._together = MicroBatcher(isolating_failures(
-            self._write_together, what="meter events", request_id=lambda b: b[0].request_id),
-            max_batch=max_batches)
+            self._write_together, what="meter events", request_id=lambda b: b[0].request_id,
+            committed=self._committed), max_batch=max_batches)
 
     async def record(self, scope: Scope, events: list[AcceptedEvent]) -> bytes:
         """The encoded 201 reply, once the batch has committed."""
@@ -45,6 +45,16 @@ class EventRecorder:
             AcceptedBatch("", scope.org_id, scope.livemode, events) for scope, events in batches])
         return [_encode(Reply(result=outcome(events, stored), status=201))
                 for (_, events), stored in zip(batches, ids, strict=True)]
+
+    async def _committed(self, batches: list[Batch]) -> list[bytes | None]:
+        """The replies of the batches a failed write stored anyway: their event ids were
+        chosen before it (`accept_batch`), so a stored batch has an event under its own id.
+        A batch with none (not stored, or every event a duplicate) is simply written again."""
+        stored = await store.stored_events(self._pool(), [
+            AcceptedBatch("", scope.org_id, scope.livemode, events) for scope, events in batches])
+        return [_encode(Reply(result=outcome(events, ids), status=201))
+                if any(i == e.id for i, e in zip(ids, events, strict=True)) else None
+                for (_, events), ids in zip(batches, stored, strict=True)]
 
     async def _record_keyed(self, scope: Scope, events: list[AcceptedEvent]) -> bytes:
         async with self._pool().acquire() as conn, conn.transaction():

@@ -151,7 +151,12 @@ Db = asyncpg.Pool | asyncpg.Connection
 async def write_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str]]:
     """Store each event once per (organization, mode, idempotency key). Returns, for each
     event of each batch, the id of the stored event: its own when it was created now, the
-    earlier event's when it is a duplicate (the first occurrence in `batches` wins)."""
+    earlier event's when it is a duplicate (the first occurrence in `batches` wins).
+
+    On a pool the insert commits on its own, and the rare follow-up read (`_STORED_IDS`,
+    keys taken meanwhile) runs after that commit: a caller that writes again when this
+    raises must first find what was stored (`stored_events`), as `isolating_failures` does.
+    Not wrapped in a transaction: that would cost two round trips on every batch."""
     skipped: set[str] = set()  # keyed events not inserted
     stored: dict[tuple[str, bool, str], str] = {}  # key → id of the event holding it
     for r in await db.fetch(_INSERT_EVENTS, _encode(batches).decode()):
@@ -191,6 +196,33 @@ async def write_accepted(db: Db, document: str) -> None:
     """Store the batches of a document (a JSON array of encoded `AcceptedBatch`es), each
     batch once."""
     await db.execute(_INSERT_ACCEPTED, document)
+
+
+# For each event (in order): the id of the stored event holding its key, or, keyless, its own
+# id when it is stored. Read by a writer whose shared write failed, perhaps after its commit.
+_STORED_EVENTS = """
+select case when u.key <> '' then (
+           select k.event_id from metering.event_keys k
+           where k.key_hash = metering.event_key_hash(u.org_id, u.livemode, u.key))
+       when exists (
+           select from metering.events e
+           where e.meter_id = u.meter_id and e.user_id = u.user_id
+             and e.ts = timestamptz 'epoch' + u.ts_us * interval '1 microsecond'
+             and e.id = u.id and e.org_id = u.org_id and e.livemode = u.livemode)
+       then u.id end as stored_id
+from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $7::text[]) with ordinality as u(org_id, livemode, id, meter_id, user_id, ts_us,
+                                             key, n)
+order by u.n"""
+
+
+async def stored_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str | None]]:
+    """For each event of each batch, the id of the stored event that holds its key (keyed)
+    or its own id if it is stored (keyless); None when nothing is stored for it."""
+    columns = list(zip(*[(b.orgId, b.livemode, e.id, e.meterId, e.userId, e.timestamp,
+                          e.idempotency) for b in batches for e in b.events], strict=True))
+    found = iter([r["stored_id"] for r in await db.fetch(_STORED_EVENTS, *columns)])
+    return [[next(found) for _ in b.events] for b in batches]
 
 
 async def event_key(conn: asyncpg.Connection, org_id: str, livemode: bool, key: str,

@@ -65,19 +65,34 @@ class MicroBatcher(Generic[K, V]):
 
 def isolating_failures(write: Callable[[list[K]], Awaitable[list[bytes]]], *, what: str,
                        request_id: Callable[[K], str],
+                       committed: Callable[[list[K]], Awaitable[list[bytes | None]]],
                        ) -> Callable[[list[K]], Awaitable[list[bytes]]]:
     """A writer of many requests at once (each answered by an encoded bus reply) that, when
     the shared write fails, writes each request on its own: one bad request (say, a balance
-    out of range) cannot take the others down; it gets its own refusal, or a 500."""
+    out of range) cannot take the others down; it gets its own refusal, or a 500.
+
+    The shared write may have failed after its COMMIT (a connection lost while the commit
+    is acknowledged), so every item carries an identity chosen before the first attempt
+    (transaction or event ids), and `committed(items)` first answers, by that identity, the
+    items already stored (their success reply) or None: those are never written again. It
+    runs only on this fallback path; a failure of it fails the whole batch (nothing is
+    written twice)."""
 
     async def write_each_alone_on_failure(items: list[K]) -> list[bytes]:
         try:
             return await write(items)
-        except Exception:
-            if len(items) == 1:
-                raise
+        except Exception as error:
+            shared_error = error
+        stored = await committed(items)
+        if len(items) == 1:
+            if stored[0] is not None:
+                return [stored[0]]
+            raise shared_error
         replies = []
-        for item in items:
+        for item, reply in zip(items, stored, strict=True):
+            if reply is not None:
+                replies.append(reply)
+                continue
             try:
                 replies.extend(await write([item]))
             except Failure as failure:

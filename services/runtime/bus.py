@@ -37,7 +37,7 @@ from contracts.limits import limit_exceeded
 from services.runtime import db, idempotency, telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import Failure, internal, invalid
-from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys
+from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys, is_client_key
 from services.runtime.outbox import OutboxRelay
 from services.runtime.requests import Requester
 
@@ -53,6 +53,8 @@ _INTERNAL = _encode(Reply(error=internal()))
 _REPLY_TOO_LARGE = _encode(Reply(error=Failure(
     ErrorCode.REPLY_TOO_LARGE, 500,
     "the reply is too large to send; ask for less (a smaller limit)").error))
+_INVALID_KEY = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
+                                           "invalid idempotency key").error))
 
 
 def created(result: Any) -> Reply:
@@ -216,6 +218,10 @@ class Service:
         except msgspec.DecodeError:
             return _BAD_REQUEST
         scope = request.scope
+        # Whoever sent it (the gateway checks too), a key is a client's: derived keys
+        # (`idempotency.derived_key`) stay out of reach.
+        if scope.idempotency_key is not None and not is_client_key(scope.idempotency_key):
+            return _INVALID_KEY
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
             return _PAST_DEADLINE
         with telemetry.server_span(subject, msg.headers):
@@ -244,7 +250,8 @@ class Service:
                 async with conn.transaction():  # savepoint: a refusal keeps the key row only
                     reply = _as_reply(await fn(scope, params, conn))
             except Failure as failure:
-                if failure.error.status not in STORED_ERROR_STATUSES:
+                # Only final outcomes are stored; anything else releases the key.
+                if failure.error.retryable or failure.error.status not in STORED_ERROR_STATUSES:
                     raise
                 reply = Reply(error=failure.error)
             reply.replayed = True

@@ -8,21 +8,25 @@ from contracts import BusError, ErrorCode
 
 
 class Failure(Exception):
-    """Raise from domain or handler code; the runtime replies with `self.error`."""
+    """Raise from domain or handler code; the runtime replies with `self.error`.
+
+    `retryable`: the outcome depends on something that may change by itself (a dependency
+    that did not answer), so it is never stored under an idempotency key."""
 
     def __init__(self, code: str, status: int, message: str, *, param: str | None = None,
-                 details: dict[str, Any] | None = None):
+                 details: dict[str, Any] | None = None, retryable: bool = False):
         super().__init__(message)
         self.error = BusError(code=code, status=status, message=message, param=param,
-                              details=details)
+                              retryable=retryable, details=details)
 
 
 def invalid(message: str, param: str | None = None) -> Failure:
     return Failure(ErrorCode.INVALID_REQUEST, 400, message, param=param)
 
 
-def forbidden(message: str = "Token doesn't support this scope") -> Failure:
-    return Failure(ErrorCode.FORBIDDEN, 403, message)
+def forbidden(message: str = "Token doesn't support this scope", *,
+              retryable: bool = False) -> Failure:
+    return Failure(ErrorCode.FORBIDDEN, 403, message, retryable=retryable)
 
 
 def not_found(message: str) -> Failure:

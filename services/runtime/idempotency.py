@@ -3,7 +3,7 @@
 Inside the effect's own transaction: take a transaction-scoped advisory lock on the key
 (held by someone else → 409 in progress), look for a completed reply (same fingerprint →
 replay it, another fingerprint → 422), else run the effect and store its reply before
-commit. A crash or a 5xx rolls everything back, which releases the key.
+commit. A crash, a 5xx or a `retryable` refusal rolls everything back, which releases the key.
 """
 
 from __future__ import annotations
@@ -20,9 +20,27 @@ from services.runtime.errors import Failure
 
 RETENTION = timedelta(days=7)  # how long a key is remembered (conventions §10.7)
 
-# Deterministic business outcomes are stored and replayed; validation failures (400) and
-# server errors are not, so the client can fix the request or retry.
+# Deterministic business outcomes are stored and replayed; validation failures (400), server
+# errors and refusals marked `retryable` (a dependency did not answer) are not, so the
+# client can fix the request or retry.
 STORED_ERROR_STATUSES = frozenset({402, 403, 404, 409, 422})
+
+
+def is_client_key(key: str) -> bool:
+    """A key a client may send (conventions §10.7): 1–255 printable ASCII characters."""
+    return 1 <= len(key) <= 255 and key.isascii() and key.isprintable()
+
+
+# Keys a service derives itself (a usage debit's user and requestId) start with a control
+# character, which no client key may contain (`is_client_key`, checked by the gateway and
+# again by the runtime for every request): no `Idempotency-Key` can take or block them.
+_DERIVED = "\x1f"
+
+
+def derived_key(route: str, *parts: str) -> str:
+    """The key of a request known by a natural key, in `route`'s own namespace; the parts
+    are JSON-quoted, so no part can run into the next."""
+    return _DERIVED + route + msgspec.json.encode(parts).decode()
 
 
 def fingerprint_of(params: object) -> str:

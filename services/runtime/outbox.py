@@ -3,13 +3,27 @@ and a relay publishes them to JetStream afterwards.
 
 `add_event(conn, schema, ...)` inserts a row in `<schema>.outbox` in the caller's transaction:
 a rolled-back change never announces anything, a committed one always does.
+`add_messages(...)` does the same for messages to another service's stream (a subject of
+their own, e.g. the ledger's copies of usage debits for metering).
 
 `OutboxRelay` (one per service replica, started by `Service.start()`) publishes pending rows
-in batches to `billing.events.<type>` with `Nats-Msg-Id` = event id, and marks them published
-only after JetStream acked them. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so replicas
-share the work without doing it twice; a relay that dies between the ack and the mark
-publishes again and JetStream's duplicate window drops the copy (consumers also dedupe by id).
-The relay wakes on a NOTIFY sent when events commit, and polls as a fallback.
+in batches to `billing.events.<type>` (or the row's own subject) with `Nats-Msg-Id` = event
+id, and marks them published only after JetStream acked them. The relay wakes on a NOTIFY
+sent when events commit, and polls as a fallback.
+
+What holds:
+- At least once. A row is marked published only after its ack; a relay that dies between the
+  ack and the mark publishes it again. JetStream drops that copy within its duplicate window
+  (`DUPLICATE_WINDOW`); a later one (the relay was down longer) reaches the stream, so
+  consumers deduplicate by event id.
+- In outbox order (`seq`), so in commit order for each aggregate: one relay of a schema
+  publishes at a time (a transaction-scoped advisory lock; the other replicas wait their
+  turn), in order on one connection; and events of one aggregate are added while its row is
+  locked, so their `seq` order is their commit order. Across aggregates `seq` order is not
+  commit order (a transaction that started earlier may commit later).
+- Except after a failed publish: publishes are pipelined, so an event JetStream refused
+  (its subject has no stream, say) is sent again next round, after events that followed it.
+  Consumers that must see an aggregate's events in order check their `created` times.
 """
 
 from __future__ import annotations
@@ -65,6 +79,18 @@ async def add_event(conn: asyncpg.Connection, schema: str, *, type: str, object_
     return event_id
 
 
+async def add_messages(conn: asyncpg.Connection, schema: str, *, type: str,
+                       messages: list[tuple[str, str, str, bool, bytes]]) -> None:
+    """Add messages to `schema`'s outbox inside the caller's transaction, in one statement:
+    (subject, message id, org_id, livemode, payload) each. The message id is the
+    `Nats-Msg-Id`; `type` says what they are (rows are kept a while for inspection)."""
+    subjects, ids, orgs, modes, payloads = zip(*messages, strict=True)
+    await conn.execute(
+        f"insert into {schema}.outbox (subject, id, org_id, livemode, payload, type)"
+        " select *, $6 from unnest($1::text[], $2::text[], $3::text[], $4::boolean[],"
+        " $5::bytea[])", subjects, ids, orgs, modes, payloads, type)
+
+
 class OutboxRelay:
     """Publishes one schema's outbox to JetStream until stopped."""
 
@@ -84,9 +110,13 @@ class OutboxRelay:
         self.retention = retention
         self.prune_every = prune_every
         self.published = 0  # rows this relay published and marked (for tests and metrics)
-        self._claim = (f"select seq, id, type, payload from {schema}.outbox"
-                       " where published_at is null order by seq limit $1"
+        # One relay of the schema at a time (see the module's docstring): the others find
+        # the lock taken and claim nothing.
+        self._claim = (f"select seq, id, type, subject, payload from {schema}.outbox"
+                       " where (select pg_try_advisory_xact_lock(hashtextextended($2, 0)))"
+                       " and published_at is null order by seq limit $1"
                        " for update skip locked")
+        self._owner = f"{schema}.outbox_relay"
         self._mark = (f"update {schema}.outbox set published_at = now()"
                       " where seq = any($1::bigint[])")
         self._prune = (f"delete from {schema}.outbox where seq in ("
@@ -174,7 +204,7 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(self._claim, self.batch_size)
+            rows = await conn.fetch(self._claim, self.batch_size, self._owner)
             if not rows:
                 return 0
             # Sent in order on one connection, acks awaited together: one round trip a batch.
@@ -182,7 +212,7 @@ class OutboxRelay:
             try:
                 for r in rows:
                     acks.append(await self._js.publish_async(
-                        events.subject(r["type"]), r["payload"],
+                        r["subject"] or events.subject(r["type"]), r["payload"],
                         headers={"Nats-Msg-Id": r["id"]}))
                 done, _ = await asyncio.wait(acks, timeout=self.publish_timeout)
             finally:

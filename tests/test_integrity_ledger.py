@@ -1,5 +1,5 @@
 """Issue 8, ledger money at the edges: a lot is sized after due lots lapse (item 1) and
-`billing ledger verify` replays lots."""
+`billing ledger verify` replays lots; system tags are the ledger's own (item 3)."""
 
 from __future__ import annotations
 
@@ -220,3 +220,53 @@ async def test_verify_reports_a_lot_holding_more_than_its_entries_allow(
         assert lines[0].endswith(f"lot={lot_id} unspent stored=30 computed=0")
     finally:
         await pool.execute(bump, lot_id, -30)
+
+
+# ---- item 3: system tags are the ledger's own ------------------------------------------
+
+
+async def test_an_expiry_tag_cannot_skip_lot_consumption(http, org):
+    user = new_user()
+    await post(http, "/deposit", {"user": user, "amount": 100, "expiresIn": 7}, org.auth())
+    status, body = await post(http, "/withdraw", {"user": user, "amount": 100,
+                                                  "tags": "expiry"}, org.auth())
+    assert refused(status, body, "tags"), body
+    status, body = await post(http, "/deposit", {"user": user, "amount": 1, "tags": " Expiry"},
+                              org.auth())
+    assert refused(status, body, "tags"), body
+    assert await balance(http, org, user) == 100
+    assert len(await transactions(http, org, user)) == 1
+
+
+async def test_a_starter_credit_tag_cannot_block_the_users_own_claim(http, org,
+                                                                     payments_knows):
+    user = new_user()
+    payments_knows.add(user)
+    for _ in range(2):  # the second used to hit the unique index: 500
+        status, body = await post(http, "/deposit", {"user": user, "amount": 1,
+                                                     "tags": "starter-credit"}, org.auth())
+        assert refused(status, body, "tags"), body
+    status, body = await post(http, "/credit", {"user": user}, org.auth())
+    assert status == 201 and body["amount"] == 500
+    assert await balance(http, org, user) == 500
+
+
+async def test_an_api_usage_tag_cannot_make_a_withdrawal_refundable(http, org):
+    user = new_user()
+    await post(http, "/deposit", {"user": user, "amount": 100}, org.auth())
+    status, body = await post(http, "/withdraw", {"user": user, "amount": 100,
+                                                  "tags": "api-usage"}, org.auth())
+    assert refused(status, body, "tags"), body
+    for tags in ("refund", "api-usage"):
+        status, body = await post(http, "/deposit", {"user": user, "amount": 1, "tags": tags},
+                                  org.auth())
+        assert refused(status, body, "tags"), body
+    # Client tags of its own are kept as they are.
+    status, body = await post(http, "/withdraw", {"user": user, "amount": 10,
+                                                  "tags": "payout"}, org.auth())
+    assert status == 201 and body["tags"] == "payout"
+    status, body = await post(http, "/refund", {"user": user, "amount": 10,
+                                                "originalTransactionId": body["transactionId"]},
+                              org.auth())
+    assert status == 404
+    assert await balance(http, org, user) == 90

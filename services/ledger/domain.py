@@ -87,9 +87,19 @@ def deposit(p: DepositParams, now: datetime) -> Movement:
         type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
         currency=currency, amount=p.amount,
         notes=p.notes or f"Deposit: {p.amount} cents {currency}",
-        tags=p.tags, metadata=p.metadata or None,
+        tags=client_tags(p.tags), metadata=p.metadata or None,
         expires_at=now + timedelta(days=p.expiresIn) if p.expiresIn > 0 else None,
     )
+
+
+def client_tags(tags: str) -> str:
+    """A client's `tags`, refused when it is one the ledger gives meaning to: `expiry` skips
+    lot consumption, `starter-credit` is the one-per-user grant, `api-usage` makes a debit
+    refundable, `refund` counts against a usage debit. Tags are one string compared by
+    equality; refused regardless of case and surrounding spaces, so no look-alike either."""
+    if tags.strip().lower() in SYSTEM_TAGS:
+        raise invalid(f"tags {tags.strip()!r} is reserved for the ledger", "tags")
+    return tags
 
 
 def usage_debit(p: UsageRecordParams) -> Movement | None:
@@ -133,6 +143,8 @@ STARTER_CREDIT_CENTS = 500
 STARTER_CREDIT_DAYS = 30
 REFUND_TAG = "refund"
 EXPIRY_TAG = "expiry"
+# Tags the ledger writes itself and acts on; never accepted from a client.
+SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG})
 
 
 def withdrawal(p: WithdrawParams) -> Movement:
@@ -142,7 +154,8 @@ def withdrawal(p: WithdrawParams) -> Movement:
     currency = currency_of(p.currency)
     return Movement(type="withdraw", user_id=user, debit=user_account(user),
                     credit=WITHDRAWALS, currency=currency, amount=p.amount,
-                    notes=p.notes or f"Withdraw: {p.amount} cents {currency}", tags=p.tags)
+                    notes=p.notes or f"Withdraw: {p.amount} cents {currency}",
+                    tags=client_tags(p.tags))
 
 
 def insufficient_balance(have: int, need: int) -> Failure:

@@ -1,5 +1,6 @@
 """Issue 8, ledger money at the edges: a lot is sized after due lots lapse (item 1) and
-`billing ledger verify` replays lots; system tags are the ledger's own (item 3)."""
+`billing ledger verify` replays lots; system tags are the ledger's own (item 3); balances
+and the sums endpoints return stay within int64 (item 11); overflows answer 400, not 500."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import msgspec
 import nats
 import pytest
 
+from contracts import journal_subjects as subjects
 from services.ledger import domain, store
 from services.ledger.service import lapse_expired_deposits
 
@@ -270,3 +272,98 @@ async def test_an_api_usage_tag_cannot_make_a_withdrawal_refundable(http, org):
                               org.auth())
     assert status == 404
     assert await balance(http, org, user) == 90
+
+
+# ---- item 11 and the overflows: int64 everywhere, 400 not 500 --------------------------
+
+
+async def test_credit_grants_never_sum_past_int64(http, org):
+    user = new_user()
+    replies = [await post(http, "/credit-grants", {"userId": user, "amountCents": INT64_MAX},
+                          org.auth()) for _ in range(3)]
+    assert replies[0][0] == 201
+    for status, body in replies[1:]:
+        assert refused(status, body, "amountCents"), body
+    status, body = await post(http, "/credit-grants", {"userId": user, "amountCents": 1,
+                                                       "currency": "eur"}, org.auth())
+    assert status == 201  # another currency is another balance
+    status, body = await get(http, "/credit-balance", org.auth(), userId=user)
+    assert status == 200
+    assert body["balances"] == [{"currency": "eur", "available": 1},
+                                {"currency": "usd", "available": INT64_MAX}]
+    status, body = await get(http, "/credit-balance/breakdown", org.auth(), userId=user)
+    assert status == 200 and body["total"] == {"cents": INT64_MAX}
+    status, body = await get(http, "/credit-grants", org.auth(), userId=user)
+    assert body["count"] == 2
+
+
+async def test_concurrent_credit_grants_never_sum_past_int64(http, org):
+    user = new_user()
+    replies = await asyncio.gather(*[
+        post(http, "/credit-grants", {"userId": user, "amountCents": INT64_MAX // 2 + 1},
+             org.auth()) for _ in range(4)])
+    assert sorted(status for status, _ in replies) == [201, 400, 400, 400]
+    status, body = await get(http, "/credit-balance", org.auth(), userId=user)
+    assert body["balances"] == [{"currency": "usd", "available": INT64_MAX // 2 + 1}]
+
+
+async def test_a_deposit_past_int64_is_refused_and_writes_nothing(http, org):
+    user = new_user()
+    status, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
+    assert status == 201
+    for body in ({"user": user, "amount": 1}, {"user": user, "amount": 1, "expiresIn": 7}):
+        status, reply = await post(http, "/deposit", body, org.auth())
+        assert refused(status, reply, "amount"), reply
+    assert await balance(http, org, user) == INT64_MAX
+    assert len(await transactions(http, org, user)) == 1
+
+
+@pytest.mark.parametrize("days", [3_000_000, 2**62, INT64_MAX])
+async def test_a_huge_expires_in_is_refused_and_writes_nothing(http, org, days):
+    user = new_user()
+    status, body = await post(http, "/deposit", {"user": user, "amount": 5, "expiresIn": days},
+                              org.auth())
+    assert refused(status, body, "expiresIn"), body
+    assert await balance(http, org, user) == 0
+    assert await transactions(http, org, user) == []
+
+
+async def test_the_expiring_total_never_overflows(http, org, platform):
+    """An expired lot of 2^63-1 still unswept, spent debt, and a new expiring 2^63-1 used to
+    overflow `expiring` (500); the expired lot now lapses first, so the new lot holds 0."""
+    user = new_user()
+    status, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX,
+                                              "expiresIn": 7}, org.auth())
+    assert status == 201
+    await expire_soonest(platform, user)
+    status, _ = await post(http, "/usage", {"user": user, "amount": INT64_MAX}, org.auth())
+    assert status == 201
+    status, body = await post(http, "/deposit", {"user": user, "amount": INT64_MAX,
+                                                 "expiresIn": 7}, org.auth())
+    assert status == 201, body
+    assert await balance(http, org, user) == 0
+    assert await lot_excesses(platform, user) == []
+
+
+@pytest.fixture
+async def nc(nats_url, platform):
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.drain()
+
+
+async def test_journal_balances_never_pass_int64(nc):
+    """The journal is reached over the bus (the payments service's side), as in its tests."""
+    from tests.test_journal import books
+
+    t = await books(nc)
+    await t.post((t.cash, INT64_MAX), (t.cust, -INT64_MAX))
+    # Past int64 across entries (the stored balance) and within one entry (two legs).
+    for legs in ([(t.cash, 1), (t.cust, -1)],
+                 [(t.fees, INT64_MAX), (t.fees, 1), (t.cash, -INT64_MAX), (t.cash, -1)]):
+        reply = await t.ask(subjects.JOURNAL_ENTRY_POST, t.entry(*legs))
+        assert reply["error"]["status"] == 400, reply
+        assert reply["error"]["param"] == "amount"
+    assert await t.posted(t.cash) == INT64_MAX
+    assert await t.posted(t.fees) == 0
+    assert len(await t.entries()) == 1

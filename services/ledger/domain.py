@@ -88,8 +88,18 @@ def deposit(p: DepositParams, now: datetime) -> Movement:
         currency=currency, amount=p.amount,
         notes=p.notes or f"Deposit: {p.amount} cents {currency}",
         tags=client_tags(p.tags), metadata=p.metadata or None,
-        expires_at=now + timedelta(days=p.expiresIn) if p.expiresIn > 0 else None,
+        expires_at=_expiry(now, p.expiresIn),
     )
+
+
+def _expiry(now: datetime, days: int) -> datetime | None:
+    """`now` plus `days` (≤ 0: never expires); a date past year 9999 is refused, not a 500."""
+    if days <= 0:
+        return None
+    try:
+        return now + timedelta(days=days)
+    except OverflowError:
+        raise invalid("expiresIn is too large", "expiresIn") from None
 
 
 def client_tags(tags: str) -> str:

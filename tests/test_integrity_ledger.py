@@ -367,3 +367,21 @@ async def test_journal_balances_never_pass_int64(nc):
     assert await t.posted(t.cash) == INT64_MAX
     assert await t.posted(t.fees) == 0
     assert len(await t.entries()) == 1
+
+
+async def test_usage_past_int64_in_a_month_is_still_debited(http, org):
+    """The month's spend (spend alerts) and the day's usage (the free tier's allowance)
+    saturate at int64 instead of overflowing: the debit after them used to be refused, and
+    the tier read failed."""
+    user = new_user()
+    await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
+    status, _ = await post(http, "/usage", {"user": user, "amount": INT64_MAX}, org.auth())
+    assert status == 201
+    await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
+    status, body = await post(http, "/usage", {"user": user, "amount": 1}, org.auth())
+    assert status == 201, body
+    assert await balance(http, org, user) == INT64_MAX - 1
+    status, body = await get(http, "/tier", org.auth(), user=user)
+    assert status == 200, body
+    assert body["balance"] == {"currency": "usd", "prepaidAvailable": INT64_MAX - 1,
+                               "dailyRemaining": 0, "effectiveAvailable": INT64_MAX - 1}

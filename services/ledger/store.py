@@ -128,8 +128,9 @@ order by created_at desc, id desc
 limit $5 offset $6
 """
 
+# Saturates at the int64 maximum: a day's usage past it uses up any allowance all the same.
 _USAGE_SINCE = f"""
-select coalesce(sum(amount), 0)::bigint from ledger.transactions
+select least(coalesce(sum(amount), 0), 9223372036854775807)::bigint from ledger.transactions
 where org_id = $1 and livemode = $2 and user_id = $3 and tags = '{USAGE_TAG}'
   and currency = $4 and created_at >= $5
 """

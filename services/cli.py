@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ledger = commands.add_parser("ledger", help="ledger maintenance")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
-    ledger_commands.add_parser("verify", help="recompute every balance from the ledger "
-                                              "entries; exit 1 on any mismatch")
+    ledger_commands.add_parser("verify", help="recompute every balance and expiring lot "
+                                              "from the ledger entries; exit 1 on any "
+                                              "mismatch")
 
     metering = commands.add_parser("metering", help="metering maintenance")
     metering_commands = metering.add_subparsers(dest="metering_command", required=True)
@@ -250,6 +251,7 @@ async def _ledger_verify(settings: Settings, args: argparse.Namespace) -> None:
     try:
         mismatches = await store.verify(conn)
         journal_mismatches = await journal_store.verify(conn)
+        lot_excesses = await store.verify_lots(conn)
         accounts = await conn.fetchval("select count(*) from ledger.balances")
         entries = await conn.fetchval("select count(*) from ledger.transactions")
     finally:
@@ -267,7 +269,12 @@ async def _ledger_verify(settings: Settings, args: argparse.Namespace) -> None:
         mode = "live" if m["livemode"] else "test"
         print(f"MISMATCH journal org={m['org_id']} mode={mode} account={m['account_id']} "
               f"currency={m['currency']} stored={m['stored']} computed={m['computed']}")
-    found = len(mismatches) + len(journal_mismatches)
+    # A lot holding more than its entries allow would lapse money already spent.
+    for (org_id, livemode, user_id, currency), lot in lot_excesses:
+        mode = "live" if livemode else "test"
+        print(f"MISMATCH lot org={org_id} mode={mode} user={user_id} currency={currency} "
+              f"lot={lot.lot_id} unspent stored={lot.unspent} computed={lot.expected}")
+    found = len(mismatches) + len(journal_mismatches) + len(lot_excesses)
     print(f"ledger verify: {entries} transactions, {accounts} balances, {found} mismatch(es)")
     if found:
         raise SystemExit(1)

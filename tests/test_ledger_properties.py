@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -54,15 +54,20 @@ async def _apply(conn: asyncpg.Connection, user: str, ops: list[tuple[str, int]]
                     original = await store.refundable(conn, ORG, False, usage_ids[-1])
                     await store.post(conn, ORG, False, domain.refund(params, original))
                 elif op == "expire":
+                    # Expired as of this transaction, after every debit so far (as a real
+                    # expiry is), so that `verify_lots` can replay the history.
                     await conn.execute(
-                        "update ledger.lots set expires_at = $2 where org_id = $1 and user_id = $3",
-                        ORG, now - timedelta(seconds=1), user)
+                        "update ledger.lots set expires_at = now()"
+                        " where org_id = $1 and user_id = $2 and expires_at > now()",
+                        ORG, user)
                     await store.lock_balance(conn, ORG, False, user, "usd")
                     await store.lapse_due_lots(conn, ORG, False, user, "usd")
         except Failure as refused:
             # Refusals are business outcomes (402 no funds, 409 refund too large), not bugs.
             assert refused.error.status in (402, 409), refused.error
         await _check(conn, user)
+    # Replaying the entries gives back every lot's unspent money (`billing ledger verify`).
+    assert [lot for account, lot in await store.verify_lots(conn) if account[2] == user] == []
 
 
 async def _check(conn: asyncpg.Connection, user: str) -> None:

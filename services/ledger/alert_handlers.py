@@ -85,7 +85,8 @@ async def on_usage_batch(conn: asyncpg.Connection,
         account = (scope.org_id, scope.livemode, debit.user_id, debit.currency)
         amounts.setdefault(account, []).append(debit.amount)
         scopes.setdefault(account, scope)
-    rows = await alerts_store.add_spend(conn, {a: sum(v) for a, v in amounts.items()})
+    rows = await alerts_store.add_spend(conn, {a: min(sum(v), alerts_store.INT64_MAX)
+                                               for a, v in amounts.items()})
     candidates: dict[alerts_store.Account, list[tuple[str, int]]] = {}
     for r in rows:
         if r["id"] is not None:

@@ -41,14 +41,17 @@ returning {_COLUMNS}
 
 _DELETE = f"delete from ledger.spend_alerts where {_BY_ID} returning id"
 
+INT64_MAX = 2**63 - 1
+
 # The usage hot path, one round trip for any number of debits: add them to each user's
 # spend this UTC month and read back the new totals with the users' alerts in that currency
 # that have not fired this month (usually none). Counter rows are locked in a fixed order and
 # stay locked until commit, so one user's concurrent debits see consecutive totals and
-# concurrent batches cannot deadlock.
+# concurrent batches cannot deadlock. A month's spend saturates at the int64 maximum rather
+# than overflow (which would refuse every later debit of the user that month).
 _ADD_SPEND = """
 with debit as (
-    select o, l, u, c, sum(a)::bigint as a
+    select o, l, u, c, least(sum(a), 9223372036854775807)::bigint as a
     from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::bigint[])
         as d(o, l, u, c, a)
     group by o, l, u, c
@@ -57,7 +60,8 @@ with debit as (
     select o, l, u, c, date_trunc('month', now() at time zone 'utc')::date, a
     from debit order by o, l, u, c
     on conflict (org_id, livemode, user_id, currency, period)
-        do update set amount = s.amount + excluded.amount
+        do update set amount = least(s.amount::numeric + excluded.amount,
+                                     9223372036854775807)::bigint
     returning org_id, livemode, user_id, currency, period, amount
 )
 select spend.org_id, spend.livemode, spend.user_id, spend.currency, spend.period,

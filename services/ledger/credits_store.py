@@ -8,15 +8,30 @@ from datetime import datetime
 import asyncpg
 
 from services.ledger.credits import Grant
+from services.runtime.errors import invalid
 from services.runtime.ids import new_id
 
 _COLUMNS = """id, user_id, name, amount_cents, remaining_cents, currency, priority, eligibility,
     tags, effective_at, expires_at, voided, created_at"""
 
-_INSERT = """
+# A user's credit balance in a currency is at most the sum of its grants' remainders, and
+# it must stay readable as an int64: a grant that would take that sum past it is not
+# inserted. Creations for one user run one after another (`_LOCK_USER`, in a statement of
+# its own, so that this one's snapshot sees every grant committed before the lock).
+_LOCK_USER = "select pg_advisory_xact_lock(hashtextextended('credit-grants:' || $1, 0))"
+
+INT64_MAX = 2**63 - 1
+
+_INSERT = f"""
 insert into ledger.credit_grants (org_id, livemode, id, user_id, name, amount_cents,
     remaining_cents, currency, priority, eligibility, tags, effective_at, expires_at, created_at)
-values ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $11)
+select $1::text, $2::boolean, $3::text, $4::text, $5::text, $6::bigint, $6::bigint,
+       $7::text, $8::bigint, $9::text[], $10::text, $11::timestamptz, $12::timestamptz,
+       $11::timestamptz
+where $6::bigint + (select coalesce(sum(remaining_cents), 0) from ledger.credit_grants
+            where org_id = $1 and livemode = $2 and user_id = $4 and currency = $7
+              and not voided and remaining_cents > 0) <= {INT64_MAX}
+returning id
 """
 
 # Grants holding credit at `$4`: the SQL side of `credits.is_active` (the domain applies the
@@ -80,11 +95,15 @@ def _grant(row: asyncpg.Record) -> Grant:
 
 
 async def insert(conn: asyncpg.Connection, org_id: str, livemode: bool, g: Grant) -> Grant:
-    """Store a new grant; returns it with its id."""
+    """Store a new grant; returns it with its id. Refused (400) when the user's credit in
+    that currency would no longer fit in an int64."""
     g = replace(g, id=new_id("cg_"))
-    await conn.execute(_INSERT, org_id, livemode, g.id, g.user_id, g.name, g.amount,
-                       g.currency, g.priority, list(g.eligibility), g.tags, g.effective_at,
-                       g.expires_at)
+    await conn.execute(_LOCK_USER, f"{org_id}:{livemode}:{g.user_id}")
+    if await conn.fetchval(_INSERT, org_id, livemode, g.id, g.user_id, g.name, g.amount,
+                           g.currency, g.priority, list(g.eligibility), g.tags, g.effective_at,
+                           g.expires_at) is None:
+        raise invalid("amountCents would take the user's credit balance past the maximum "
+                      f"({INT64_MAX} cents)", "amountCents")
     return g
 
 

@@ -87,9 +87,29 @@ def deposit(p: DepositParams, now: datetime) -> Movement:
         type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
         currency=currency, amount=p.amount,
         notes=p.notes or f"Deposit: {p.amount} cents {currency}",
-        tags=p.tags, metadata=p.metadata or None,
-        expires_at=now + timedelta(days=p.expiresIn) if p.expiresIn > 0 else None,
+        tags=client_tags(p.tags), metadata=p.metadata or None,
+        expires_at=_expiry(now, p.expiresIn),
     )
+
+
+def _expiry(now: datetime, days: int) -> datetime | None:
+    """`now` plus `days` (≤ 0: never expires); a date past year 9999 is refused, not a 500."""
+    if days <= 0:
+        return None
+    try:
+        return now + timedelta(days=days)
+    except OverflowError:
+        raise invalid("expiresIn is too large", "expiresIn") from None
+
+
+def client_tags(tags: str) -> str:
+    """A client's `tags`, refused when it is one the ledger gives meaning to: `expiry` skips
+    lot consumption, `starter-credit` is the one-per-user grant, `api-usage` makes a debit
+    refundable, `refund` counts against a usage debit. Tags are one string compared by
+    equality; refused regardless of case and surrounding spaces, so no look-alike either."""
+    if tags.strip().lower() in SYSTEM_TAGS:
+        raise invalid(f"tags {tags.strip()!r} is reserved for the ledger", "tags")
+    return tags
 
 
 def usage_debit(p: UsageRecordParams) -> Movement | None:
@@ -123,6 +143,8 @@ STARTER_CREDIT_CENTS = 500
 STARTER_CREDIT_DAYS = 30
 REFUND_TAG = "refund"
 EXPIRY_TAG = "expiry"
+# Tags the ledger writes itself and acts on; never accepted from a client.
+SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG})
 
 
 def withdrawal(p: WithdrawParams) -> Movement:
@@ -132,7 +154,8 @@ def withdrawal(p: WithdrawParams) -> Movement:
     currency = currency_of(p.currency)
     return Movement(type="withdraw", user_id=user, debit=user_account(user),
                     credit=WITHDRAWALS, currency=currency, amount=p.amount,
-                    notes=p.notes or f"Withdraw: {p.amount} cents {currency}", tags=p.tags)
+                    notes=p.notes or f"Withdraw: {p.amount} cents {currency}",
+                    tags=client_tags(p.tags))
 
 
 def insufficient_balance(have: int, need: int) -> Failure:
@@ -213,3 +236,73 @@ def lot_remaining(amount: int, balance_after: int) -> int:
 def today(now: datetime) -> datetime:
     """Start of the current UTC day: daily allowances reset at 00:00 UTC."""
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# ---- verification: lots replayed from the entries --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LotEntry:
+    """One entry of a customer account, as the lot replay reads it."""
+
+    id: str
+    at: datetime  # when its transaction began: the `now()` the ledger decided with
+    delta: int  # how the customer's balance changed
+    lapses: str | None = None  # an expiry: the lot it closed
+    lot_expires_at: datetime | None = None  # a deposit that opened a lot: when it expires
+    lot_remaining: int = 0  # ... and what the lot holds now (stored)
+
+
+@dataclass(frozen=True, slots=True)
+class LotExcess:
+    lot_id: str
+    unspent: int  # stored: what the lot holds now plus what lapsed of it
+    expected: int  # replayed: what it should have left unspent at most
+
+
+def lot_excess(entries: list[LotEntry]) -> list[LotExcess]:
+    """The lots of one account whose unspent money (remaining + lapsed) exceeds what the
+    entries say it should be, replaying them in order (`entries` sorted by time, a lapse
+    before the other entries of its instant). The ledger's rules, replayed:
+    - a new lot keeps what is left of the deposit once the balance, without the lots already
+      expired, is out of debt (`lot_remaining`): a lot still open past its expiry counts as
+      lapsed, as the ledger lapses such lots before opening one;
+    - a debit other than a lapse consumes the lots not expired at its time, soonest-expiring
+      first (the ledger's `_CONSUME_LOTS`);
+    - a lapse closes its lot: nothing is consumed from it afterwards.
+    The replay orders transactions by when they began; the ledger applies one account's in
+    the order they lock its balance row, their first step, so the two orders agree unless
+    two transactions of one account overlap."""
+    balance = 0
+    open_lots: dict[str, tuple[datetime, int]] = {}  # lot id -> (expires at, left)
+    expected: dict[str, int] = {}
+    unspent: dict[str, int] = {}
+    for e in entries:
+        balance += e.delta
+        if e.lapses is not None:
+            open_lots.pop(e.lapses, None)
+            if e.lapses in unspent:
+                unspent[e.lapses] += -e.delta
+        elif e.lot_expires_at is not None and e.delta > 0:
+            due = sum(left for expires_at, left in open_lots.values() if expires_at <= e.at)
+            opened = lot_remaining(e.delta, balance - due)
+            open_lots[e.id] = (e.lot_expires_at, opened)
+            expected[e.id], unspent[e.id] = opened, e.lot_remaining
+        elif e.delta < 0:
+            _consume(open_lots, expected, e.at, -e.delta)
+    return [LotExcess(lot_id, unspent[lot_id], expected[lot_id])
+            for lot_id in expected if unspent[lot_id] > expected[lot_id]]
+
+
+def _consume(open_lots: dict[str, tuple[datetime, int]], expected: dict[str, int],
+             at: datetime, amount: int) -> None:
+    for lot_id, (expires_at, left) in sorted(open_lots.items(),
+                                             key=lambda lot: (lot[1][0], lot[0])):
+        if amount <= 0:
+            return
+        if expires_at <= at or left == 0:
+            continue
+        took = min(left, amount)
+        open_lots[lot_id] = (expires_at, left - took)
+        expected[lot_id] -= took
+        amount -= took

@@ -24,6 +24,7 @@ from services.ledger.journal import (
     Hold,
     Posting,
 )
+from services.runtime.errors import Failure, invalid
 from services.runtime.ids import new_id
 
 # ---- accounts -----------------------------------------------------------------------------
@@ -126,6 +127,13 @@ from ledger.journal_balances
 where org_id = $1 and livemode = $2 and account_id = $3 and currency = $4
 """
 
+INT64_MAX = 2**63 - 1
+
+
+def _past_int64() -> Failure:
+    return invalid("amount would take an account balance past the int64 range", "amount")
+
+
 # (org_id, livemode, account_id, currency) → (posted delta, held delta)
 Changes = dict[tuple[str, bool, str, str], tuple[int, int]]
 
@@ -144,8 +152,15 @@ async def apply(conn: asyncpg.Connection, changes: Changes
         return {}
     keys = sorted(changes)
     orgs, modes, accounts, currencies = zip(*keys, strict=True)
-    rows = await conn.fetch(_APPLY, orgs, modes, accounts, currencies,
-                            [changes[k][0] for k in keys], [changes[k][1] for k in keys])
+    posted, held = [changes[k][0] for k in keys], [changes[k][1] for k in keys]
+    # A balance (or the sum of one entry's legs on an account) past int64 is refused: the
+    # clients reading it could not.
+    if any(not -INT64_MAX - 1 <= delta <= INT64_MAX for delta in (*posted, *held)):
+        raise _past_int64()
+    try:
+        rows = await conn.fetch(_APPLY, orgs, modes, accounts, currencies, posted, held)
+    except asyncpg.NumericValueOutOfRangeError:
+        raise _past_int64() from None
     return {(r["account_id"], r["currency"]): (r["posted"], r["held"]) for r in rows}
 
 

@@ -33,12 +33,13 @@ on conflict (org_id, livemode, user_id, currency)
 returning (select created_at from t), b.balance, b.expiring
 """
 
-# Open lots are consumed soonest-expiring first. The caller holds the balance row's lock
-# (taken by `_POST`), which serialises every change to this customer's lots.
+# Open lots are consumed soonest-expiring first (ties by id, bytewise, as `verify_lots`
+# replays them). The caller holds the balance row's lock (taken by `_POST`), which
+# serialises every change to this customer's lots.
 _CONSUME_LOTS = """
 with open as (
     select id, remaining,
-           coalesce(sum(remaining) over (order by expires_at, id
+           coalesce(sum(remaining) over (order by expires_at, id collate "C"
                     rows between unbounded preceding and 1 preceding), 0) as before
     from ledger.lots
     where org_id = $1 and livemode = $2 and user_id = $3 and currency = $4
@@ -127,8 +128,9 @@ order by created_at desc, id desc
 limit $5 offset $6
 """
 
+# Saturates at the int64 maximum: a day's usage past it uses up any allowance all the same.
 _USAGE_SINCE = f"""
-select coalesce(sum(amount), 0)::bigint from ledger.transactions
+select least(coalesce(sum(amount), 0), 9223372036854775807)::bigint from ledger.transactions
 where org_id = $1 and livemode = $2 and user_id = $3 and tags = '{USAGE_TAG}'
   and currency = $4 and created_at >= $5
 """
@@ -171,18 +173,25 @@ async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movemen
                tx_id: str | None = None) -> tuple[str, datetime]:
     """Record `m` (in the caller's transaction); returns the transaction id and time."""
     tx_id = tx_id or new_id("txn_")
+    delta = m.balance_delta
+    opens_lot = delta > 0 and m.expires_at is not None
+    if opens_lot:
+        # The new lot is sized from the balance: expired lots the sweeper has not lapsed
+        # yet must be out of it first, or their money would lapse twice.
+        key = (org_id, livemode, m.user_id, m.currency)
+        if (await lock_balance(conn, *key))[2]:
+            await lapse_due_lots(conn, *key)
     try:
         created_at, balance, expiring = await conn.fetchrow(
             _POST, org_id, livemode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency,
             m.amount, m.notes, m.tags, m.metadata, m.expires_at, m.reverses, m.balance_delta)
-    except asyncpg.NumericValueOutOfRangeError:
+        if opens_lot:
+            remaining = domain.lot_remaining(m.amount, balance)
+            await conn.execute(_OPEN_LOT, org_id, livemode, tx_id, m.user_id, m.currency,
+                               m.amount, remaining, m.expires_at)
+    except asyncpg.NumericValueOutOfRangeError:  # the balance or its expiring part
         raise invalid("amount is too large", "amount") from None
-    delta = m.balance_delta
-    if delta > 0 and m.expires_at is not None:
-        remaining = domain.lot_remaining(m.amount, balance)
-        await conn.execute(_OPEN_LOT, org_id, livemode, tx_id, m.user_id, m.currency,
-                           m.amount, remaining, m.expires_at)
-    elif delta < 0 and expiring > 0 and m.tags != domain.EXPIRY_TAG:
+    if delta < 0 and expiring > 0 and m.tags != domain.EXPIRY_TAG:
         await conn.execute(_CONSUME_LOTS, org_id, livemode, m.user_id, m.currency, -delta)
     return tx_id, created_at
 
@@ -365,3 +374,43 @@ async def verify(db: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
         order by 1, 2, 3, 4
     """)
 
+
+# The entries of every account that holds or held expiring money, per account in the order
+# the lot replay needs (`domain.lot_excess`): by time, a lapse before the other entries of
+# its transaction (lapsing due lots is a transaction's first write), then by id.
+_LOT_HISTORY = f"""
+select t.org_id, t.livemode, t.user_id, t.currency, t.id, t.created_at,
+       case when t.credit_account = 'user:' || t.user_id then t.amount
+            else -t.amount end as delta,
+       case when t.credit_account = '{domain.EXPIRED}' then t.reverses end as lapses,
+       l.expires_at as lot_expires_at, coalesce(l.remaining, 0) as lot_remaining
+from ledger.transactions t
+left join ledger.lots l on l.org_id = t.org_id and l.livemode = t.livemode and l.id = t.id
+where (t.org_id, t.livemode, t.user_id, t.currency) in (
+    select org_id, livemode, user_id, currency from ledger.lots)
+order by t.org_id, t.livemode, t.user_id, t.currency, t.created_at,
+         t.credit_account = '{domain.EXPIRED}' desc, t.id collate "C"
+"""
+
+
+async def verify_lots(conn: asyncpg.Connection) -> list[tuple[tuple, domain.LotExcess]]:
+    """Every lot holding more unspent money than its account's entries allow, with its
+    account (org_id, livemode, user_id, currency). Reads the history with a cursor, one
+    account at a time."""
+    found: list[tuple[tuple, domain.LotExcess]] = []
+    account: tuple | None = None
+    entries: list[domain.LotEntry] = []
+
+    def replay() -> None:
+        found.extend((account, excess) for excess in domain.lot_excess(entries))
+
+    async with conn.transaction(readonly=True):
+        async for r in conn.cursor(_LOT_HISTORY, prefetch=1000):
+            key = (r["org_id"], r["livemode"], r["user_id"], r["currency"])
+            if key != account:
+                replay()
+                account, entries = key, []
+            entries.append(domain.LotEntry(r["id"], r["created_at"], r["delta"], r["lapses"],
+                                           r["lot_expires_at"], r["lot_remaining"]))
+        replay()
+    return found

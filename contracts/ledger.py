@@ -13,7 +13,8 @@ import msgspec
 from contracts import limits
 from contracts.limits import Code, Id, Name, Notes, Tags, UserId
 
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what Go and JavaScript clients can read
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 Metadata = dict[str, Any]  # as replies carry it; requests take limits.Metadata (bounded)
 
 

@@ -385,3 +385,14 @@ async def test_usage_past_int64_in_a_month_is_still_debited(http, org):
     assert status == 200, body
     assert body["balance"] == {"currency": "usd", "prepaidAvailable": INT64_MAX - 1,
                                "dailyRemaining": 0, "effectiveAvailable": INT64_MAX - 1}
+
+
+async def test_tier_effective_balance_stays_within_int64(http, org):
+    """Prepaid plus the free tier's daily allowance: at the int64 maximum it stays there."""
+    user = new_user()
+    await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
+    status, body = await get(http, "/tier", org.auth(), user=user)
+    assert status == 200, body
+    assert body["balance"]["prepaidAvailable"] == INT64_MAX
+    assert body["balance"]["dailyRemaining"] > 0
+    assert body["balance"]["effectiveAvailable"] == INT64_MAX

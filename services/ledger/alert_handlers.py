@@ -24,6 +24,7 @@ from contracts.alerts import (
     SpendAlertTriggered,
     SpendAlertUpdateParams,
 )
+from contracts.ledger import INT64_MAX
 from contracts.limits import SPEND_ALERTS_PAGE
 from services.ledger import alerts, alerts_store, domain
 from services.runtime.bus import Service, created
@@ -85,7 +86,7 @@ async def on_usage_batch(conn: asyncpg.Connection,
         account = (scope.org_id, scope.livemode, debit.user_id, debit.currency)
         amounts.setdefault(account, []).append(debit.amount)
         scopes.setdefault(account, scope)
-    rows = await alerts_store.add_spend(conn, {a: min(sum(v), alerts_store.INT64_MAX)
+    rows = await alerts_store.add_spend(conn, {a: min(sum(v), INT64_MAX)
                                                for a, v in amounts.items()})
     candidates: dict[alerts_store.Account, list[tuple[str, int]]] = {}
     for r in rows:

@@ -41,7 +41,6 @@ returning {_COLUMNS}
 
 _DELETE = f"delete from ledger.spend_alerts where {_BY_ID} returning id"
 
-INT64_MAX = 2**63 - 1
 
 # The usage hot path, one round trip for any number of debits: add them to each user's
 # spend this UTC month and read back the new totals with the users' alerts in that currency

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.ledger import INT64_MAX
 from services.ledger.credits import Grant
 from services.runtime.errors import invalid
 from services.runtime.ids import new_id
@@ -20,7 +21,6 @@ _COLUMNS = """id, user_id, name, amount_cents, remaining_cents, currency, priori
 # its own, so that this one's snapshot sees every grant committed before the lock).
 _LOCK_USER = "select pg_advisory_xact_lock(hashtextextended('credit-grants:' || $1, 0))"
 
-INT64_MAX = 2**63 - 1
 
 _INSERT = f"""
 insert into ledger.credit_grants (org_id, livemode, id, user_id, name, amount_cents,

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.ledger import INT64_MAX
 from services.ledger.journal import (
     CAPTURED,
     Account,
@@ -127,7 +128,6 @@ from ledger.journal_balances
 where org_id = $1 and livemode = $2 and account_id = $3 and currency = $4
 """
 
-INT64_MAX = 2**63 - 1
 
 
 def _past_int64() -> Failure:

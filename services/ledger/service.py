@@ -11,6 +11,7 @@ import msgspec
 
 from contracts import Scope, subjects
 from contracts.ledger import (
+    INT64_MAX,
     Balance,
     BalanceAll,
     BalanceEntry,
@@ -178,7 +179,7 @@ def create(settings: Settings) -> Service:
         prepaid = domain.available(bal, holds)
         daily = tiers.daily_remaining(tier, used_today)
         return TierResult(user, _tier_config(tier), TierBalance(
-            domain.DEFAULT_CURRENCY, prepaid, daily, prepaid + daily))
+            domain.DEFAULT_CURRENCY, prepaid, daily, min(prepaid + daily, INT64_MAX)))
 
     @svc.handler(subjects.LEDGER_TIER_CHECK, TierQuery)
     async def check_tier(scope: Scope, p: TierQuery) -> TierCheckResult:

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 
 from contracts import ErrorCode
+from contracts.ledger import INT64_MAX, INT64_MIN
 from contracts.metering import AcceptedEvent, MeterEventInput, PlanLimits, PlanView
 from services.runtime.errors import Failure, invalid
 from services.runtime.ids import new_id
@@ -35,7 +36,6 @@ API_USAGE_EVENT_NAME = "api-usage"
 DEFAULT_CURRENCY = "usd"
 _CURRENCY = re.compile(r"^[a-z][a-z0-9]{2,9}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

@@ -41,8 +41,12 @@ class EventRecorder:
         return await self._together((scope, events))
 
     async def _write_together(self, batches: list[Batch]) -> list[bytes]:
-        ids = await store.write_events(self._pool(), [  # one statement: atomic
-            AcceptedBatch("", scope.org_id, scope.livemode, events) for scope, events in batches])
+        # One transaction: the rare follow-up read of keys taken meanwhile (`write_events`)
+        # happens before the commit, so a failure after the commit is the commit's own.
+        async with self._pool().acquire() as conn, conn.transaction():
+            ids = await store.write_events(conn, [
+                AcceptedBatch("", scope.org_id, scope.livemode, events)
+                for scope, events in batches])
         return [_encode(Reply(result=outcome(events, stored), status=201))
                 for (_, events), stored in zip(batches, ids, strict=True)]
 

@@ -29,6 +29,7 @@ from services.gateway.http import (
     decode_query,
     error_response,
     json_response,
+    path_params,
     request_id,
 )
 from services.gateway.iam import IamConfig, IamVerifier
@@ -236,7 +237,7 @@ class Gateway:
         else:
             params = decode_body(route.params, await request.read())
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name
-            params = msgspec.structs.replace(params, **request.match_info)
+            params = msgspec.structs.replace(params, **path_params(request.match_info))
         return caller, _pin_user(route, params, caller.actor)
 
     async def _authenticate(self, request: web.Request) -> Caller:
@@ -303,6 +304,8 @@ class Gateway:
             call = _decode_zap(await request.read())
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             return _zap_error("", -32700, f"parse error: {e}", 400)
+        except RecursionError:
+            return _zap_error("", -32700, "parse error: nested too deeply", 400)
         if not call.method:
             return _zap_error(call.id, -32600, "method is required", 400)
         route = ZAP_METHODS.get(call.method)
@@ -318,6 +321,8 @@ class Gateway:
             if e.status == 400:
                 return _zap_error(call.id, -32602, f"invalid params: {e.message}")
             return _zap_error(call.id, -32000, e.message)
+        if not getattr(params, route.user_field):  # ledger.md §4: ZAP's own message
+            return _zap_error(call.id, -32602, "user is required")
         key = self._idempotency_key(request, route)
         fingerprint = _fingerprint(route, request, params, caller.actor) if key else None
         try:

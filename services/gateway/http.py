@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from contracts.limits import limit_exceeded
+from contracts.ledger import INT64_MAX, INT64_MIN
+from contracts.limits import ID_CHARS, limit_exceeded
 from services.runtime.ids import uuid7_int
 
 JSON = "application/json"
@@ -87,22 +88,32 @@ def decode_body(struct: type, raw: bytes) -> Any:
         return struct()  # Go decodes null into the zero value: field checks then apply
     if b"\\u0000" in raw:  # rare: one scan of the body, the exact search only then
         _refuse_nul(raw)
+    decoder = _decoders[struct]
     try:
-        return _decoders[struct].decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as e:
         if "unknown field" not in str(e):
             raise _invalid_body(e) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(400, INVALID_BODY, "invalid_request") from None
-    obj = msgspec.json.decode(raw)
-    if not isinstance(obj, dict):
-        raise ApiError(400, INVALID_BODY, "invalid_request")
-    names = _field_names[struct]
-    folded = {names[k.lower()]: v for k, v in obj.items() if k.lower() in names}
+    # The values stay raw JSON and are decoded by the same typed decoder once the keys are
+    # folded: whatever it refuses (NaN, 1e400, truncation, depth) is refused here too.
     try:
-        return msgspec.convert(folded, struct)
+        fields = _decode_fields(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+    names = _field_names[struct]
+    folded = {names[k.lower()]: v for k, v in fields.items() if k.lower() in names}
+    rebuilt = b"{" + b",".join(_encode(k) + b":" + v for k, v in folded.items()) + b"}"
+    try:
+        return decoder.decode(rebuilt)
     except msgspec.ValidationError as e:
         raise _invalid_body(e) from None
+    except (msgspec.DecodeError, RecursionError):
+        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+
+
+_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
 
 def _invalid_body(error: msgspec.ValidationError) -> ApiError:
@@ -149,6 +160,18 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
+def path_params(match_info: Any) -> dict[str, str]:
+    """The path's ids (`{id}`), held to the rules of the params they fill: they bypass the
+    struct's decoding."""
+    for name, value in match_info.items():
+        if "\x00" in value:
+            raise ApiError(400, f"{name}: {NUL_REFUSED}", "invalid_request", name)
+        if len(value) > ID_CHARS:
+            raise ApiError(400, f"{name}: at most {ID_CHARS} characters", "invalid_request",
+                           name)
+    return match_info
+
+
 def decode_query(struct: type, query: Any) -> Any:
     """Query string → `struct`. Integers are parsed leniently, as the reference did: an
     unparsable value falls back to the default."""
@@ -163,9 +186,11 @@ def decode_query(struct: type, query: Any) -> Any:
             raise ApiError(400, f"{name}: {NUL_REFUSED}", "invalid_request", name)
         if name in ints:
             try:
-                values[name] = int(raw)
+                number = int(raw)
             except ValueError:
                 continue
+            if INT64_MIN <= number <= INT64_MAX:  # out of range: unparsable, as in Go
+                values[name] = number
         else:
             values[name] = raw
     try:

@@ -215,7 +215,7 @@ class Service:
         except msgspec.ValidationError as e:
             limit = limit_exceeded(e, prefix="params.")  # named, as the gateway does
             return _BAD_REQUEST if limit is None else _encode(Reply(error=invalid(*limit).error))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             return _BAD_REQUEST
         scope = request.scope
         # Whoever sent it (the gateway checks too), a key is a client's: derived keys

@@ -21,7 +21,7 @@ from aiohttp import web
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from contracts import Actor, ErrorCode, RawReply, Request, Scope, subjects
+from contracts import Actor, ErrorCode, RawReply, Request, Scope
 from services.gateway.auth import Authenticator, AuthError, Caller
 from services.gateway.http import (
     ApiError,
@@ -97,8 +97,7 @@ class Gateway:
             self.iam = IamVerifier(iam_config)
             await self.iam.start()
         self.auth = Authenticator(s, self.pool, self.iam)
-        await self.nc.subscribe(subjects.GATEWAY_API_KEY_REVOKED,
-                                cb=self._on_key_revoked)
+        await self.auth.start()
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
@@ -108,15 +107,14 @@ class Gateway:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.auth is not None:
+            await self.auth.close()
         if self.iam is not None:
             await self.iam.close()
         if self.nc is not None:
             await self.nc.drain()
         if self.pool is not None:
             await self.pool.close()
-
-    async def _on_key_revoked(self, msg: Any) -> None:
-        self.auth.forget_key(msg.data)
 
     # ---- the application ----------------------------------------------------------------
 
@@ -244,8 +242,8 @@ class Gateway:
         try:
             return await self.auth.authenticate(request)
         except AuthError as e:
-            code = ErrorCode.FORBIDDEN if e.status == 403 else (
-                ErrorCode.UNAVAILABLE if e.status == 503 else ErrorCode.UNAUTHENTICATED)
+            code = {400: ErrorCode.INVALID_REQUEST, 403: ErrorCode.FORBIDDEN,
+                    503: ErrorCode.UNAVAILABLE}.get(e.status, ErrorCode.UNAUTHENTICATED)
             raise ApiError(e.status, e.message, code) from None
 
     def _idempotency_key(self, request: web.Request, route: Route) -> str | None:

@@ -222,6 +222,9 @@ class Gateway:
                 _public_cache_headers(response.headers, route.path)
             if reply.replayed:
                 response.headers["Idempotent-Replayed"] = "true"
+            if reply.total is not None:  # a page of a list (conventions §10.6)
+                response.headers["X-Total-Count"] = str(reply.total)
+                response.headers["X-Has-More"] = "true" if reply.more else "false"
             return response
 
         return handle

@@ -62,6 +62,11 @@ def created(result: Any) -> Reply:
     return Reply(result=result, status=201)
 
 
+def paged(result: Any, total: int, offset: int, count: int) -> Reply:
+    """A page of `count` items from `offset` of a list of `total` (conventions §10.6)."""
+    return Reply(result=result, total=total, more=offset + count < total)
+
+
 def nats_servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 

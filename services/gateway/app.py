@@ -25,6 +25,7 @@ from contracts import Actor, ErrorCode, RawReply, Request, Scope
 from services.gateway.auth import Authenticator, AuthError, Caller
 from services.gateway.http import (
     ApiError,
+    GatewayRunner,
     decode_body,
     decode_query,
     error_response,
@@ -98,7 +99,7 @@ class Gateway:
             await self.iam.start()
         self.auth = Authenticator(s, self.pool, self.iam)
         await self.auth.start()
-        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self.runner = GatewayRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
         await site.start()

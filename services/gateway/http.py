@@ -3,16 +3,22 @@ cache headers, and decoding bodies and queries into contract structs."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from contracts.ledger import INT64_MAX, INT64_MIN
 from contracts.limits import ID_CHARS, limit_exceeded
+from services.runtime.errors import INTERNAL_MESSAGE as INTERNAL
 from services.runtime.ids import uuid7_int
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -60,6 +66,54 @@ def error_response(status: int, message: str, request_id: str, code: str = "",
 
 def json_response(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type=JSON, charset="utf-8")
+
+
+# ---- what aiohttp answers itself ----------------------------------------------------------
+
+
+class GatewayRunner(web.AppRunner):
+    """An AppRunner whose connections answer with the error envelope what aiohttp's HTTP
+    parser refuses before any handler runs (a request line or header over 8190 bytes, too
+    many headers, a bad Content-Length): aiohttp's own answer is text/plain and echoes the
+    request line, a `?key=` credential included. aiohttp has no public hook for these: this
+    builds aiohttp's Server from the one AppRunner made (its `_loop`, `_kwargs`), with a
+    RequestHandler whose `handle_error` answers; tests/test_hardening_http.py catches a
+    change of those internals."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _EnvelopeServer(made.request_handler, request_factory=made.request_factory,
+                               handler_cancellation=made.handler_cancellation,
+                               loop=made._loop, **made._kwargs)
+
+
+class _EnvelopeServer(web.Server):
+    def __call__(self) -> RequestHandler:  # one per connection
+        return _EnvelopeErrors(self, loop=self._loop, **self._kwargs)
+
+
+class _EnvelopeErrors(RequestHandler):
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """The envelope, and a log line naming the refusal only: aiohttp's messages quote
+        the request (conventions §10.8: never log credentials)."""
+        if request.writer.output_size > 0:  # a response is under way: only closing is left
+            raise ConnectionError("response already started; closing the connection")
+        if status >= 500:
+            log.error("HTTP server error %s (%s)", status, type(exc).__name__)
+            text, code = INTERNAL, "internal"
+        else:
+            log.info("refused a malformed HTTP request: %s (%s)", status,
+                     type(exc).__name__)
+            text = ("request line or header too long" if isinstance(exc, LineTooLong)
+                    else "malformed HTTP request")
+            code = "invalid_request"
+        rid = str(uuid.UUID(int=uuid7_int()))
+        response = error_response(status, text, rid, code)
+        response.headers["X-Request-Id"] = rid
+        response.headers["Cache-Control"] = "private, no-store"
+        response.force_close()
+        return response
 
 
 # ---- decoding --------------------------------------------------------------------------

@@ -121,6 +121,7 @@ class Authenticator:
         self._orgs = _TtlCache()  # org name → Org
         self._listener: asyncpg.Connection | None = None  # keys are cached only while set
         self._relisten: asyncio.Task | None = None
+        self._changes = 0  # key changes heard so far
 
     # ---- key changes --------------------------------------------------------------------
 
@@ -147,12 +148,14 @@ class Authenticator:
             await self.db.release(conn)
 
     def _on_key_change(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._changes += 1
         self.forget_key(bytes.fromhex(payload))
 
     def _on_listener_lost(self, conn: Any) -> None:
         """Announcements may be missed from now on: forget every key, cache none until
         listening again."""
         self._listener = None
+        self._changes += 1  # reads under way may be stale by the time it listens again
         self._keys.clear()
         self._relisten = asyncio.get_running_loop().create_task(self._listen_again(conn))
 
@@ -221,6 +224,8 @@ class Authenticator:
     @staticmethod
     def _query_key(request: web.Request) -> str:
         """`?key=` or `?token=` (the reference's precedence); two different ones conflict."""
+        if not request.query_string:
+            return ""
         query = request.query
         found = {v for name in ("key", "token") for v in query.getall(name, ()) if v}
         if len(found) > 1:
@@ -231,6 +236,7 @@ class Authenticator:
         # Cached by the presented key, so a hit skips the HMAC (every request pays a lookup).
         cached = self._keys.get_fresh(key)
         if cached is None:
+            changes = self._changes
             key_hash = store.hash_key(self.settings.key_pepper, key)
             api_key = await store.find_key(self.db, key_hash)
             if api_key is None:
@@ -238,7 +244,9 @@ class Authenticator:
             await store.touch_key(self.db, api_key.id)
             expires = api_key.expires_at.timestamp() if api_key.expires_at else math.inf
             cached = (key_hash, api_key, expires)
-            if self._listener is not None:
+            # Not cached if a change was heard meanwhile: it may be this key's, announced
+            # after the read and before there was anything to forget.
+            if self._listener is not None and changes == self._changes:
                 self._keys.put(key, cached)
         _, api_key, expires = cached
         if time.time() >= expires:

@@ -59,12 +59,28 @@ async def test_nul_in_a_path_id(http, method, path):
     assert "NUL" in error["message"]
 
 
-async def test_nul_in_zap_params_is_invalid_params(http):
+@pytest.mark.parametrize("method,params", [
+    ("billing.getBalance", {"user": "a\x00b"}),
+    ("billing.getBalance", {"user": "a", "currency": "us\x00d"}),
+    ("billing.getUsage", {"user": "a", "currency": "\x00"}),
+    ("billing.recordUsage", {"user": "a", "amount": 1, "model": "m\x00"}),
+    ("billing.recordUsage", {"user": "a", "amount": 1, "metadata": {"k\x00": 1}}),
+    ("billing.deposit", {"user": "a", "amount": 1, "notes": "\x00"}),
+    ("billing.deposit", {"user": "a", "amount": 1, "metadata": {"k": ["\x00"]}}),
+    ("billing.deposit", {"user": "a", "amount": 1, "Notes": "\x00", "unknown": 1}),
+])
+async def test_nul_in_zap_params_is_invalid_params(http, method, params):
     status, body, _ = await _call(http, "POST", "/billing/zap", json={
-        "id": 1, "method": "billing.getBalance", "params": {"user": "a\x00b"}})
+        "id": 1, "method": method, "params": params})
     assert status == 200
     assert body["error"]["code"] == -32602, body
     assert "NUL" in body["error"]["message"]
+
+
+async def test_nul_in_a_zap_query_value(http):
+    status, body, _ = await _call(http, "POST", "/billing/zap?user=%00", json={
+        "id": 1, "method": "billing.getBalance", "params": {"user": "a"}})
+    assert status < 500, body
 
 
 # ---- paging bounds ----------------------------------------------------------------------

@@ -220,8 +220,16 @@ async def test_nan_and_truncation_after_an_unknown_field(http, body):
 
 @pytest.mark.parametrize("method", ["billing.getBalance", "billing.getUsage",
                                     "billing.recordUsage", "billing.deposit"])
-async def test_zap_empty_user(http, method):
+@pytest.mark.parametrize("params", [{"user": "", "amount": 5}, {"amount": 5}, None])
+async def test_zap_empty_user(http, method, params):
     status, body, _ = await _call(http, "POST", "/billing/zap", json={
-        "id": 7, "method": method, "params": {"user": "", "amount": 5}})
+        "id": 7, "method": method, "params": params})
     assert status == 200
     assert body == {"id": 7, "error": {"code": -32602, "message": "user is required"}}
+
+
+@pytest.mark.parametrize("offset", [2**63, 2**64 - 1])
+async def test_zap_usage_with_a_huge_offset(http, offset):
+    status, body, _ = await _call(http, "POST", "/billing/zap", json={
+        "id": 1, "method": "billing.getUsage", "params": {"user": "a", "offset": offset}})
+    assert status == 200 and body["result"]["usage"] == [], body

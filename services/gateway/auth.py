@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import logging
 import math
@@ -160,7 +161,8 @@ class Authenticator:
         self._relisten = asyncio.get_running_loop().create_task(self._listen_again(conn))
 
     async def _listen_again(self, lost: asyncpg.Connection) -> None:
-        await self.db.release(lost)
+        with contextlib.suppress(Exception):  # already closed: the pool replaces it
+            await self.db.release(lost)
         while self._listener is None:
             try:
                 await self.start()

@@ -84,12 +84,16 @@ class Reply(msgspec.Struct, omit_defaults=True):
 
     `status` is the HTTP success status (201 for creates and ledger writes, 200 otherwise).
     `replayed` marks a response served from the idempotency store.
+    A page of a list says how many items there are in all (`total`) and whether more follow
+    (`more`); the gateway sends them as `X-Total-Count` / `X-Has-More`.
     """
 
     result: Any = None
     error: BusError | None = None
     status: int = 200
     replayed: bool = False
+    total: int | None = None
+    more: bool | None = None
 
 
 class RawReply(msgspec.Struct, omit_defaults=True):
@@ -99,3 +103,5 @@ class RawReply(msgspec.Struct, omit_defaults=True):
     error: BusError | None = None
     status: int = 200
     replayed: bool = False
+    total: int | None = None
+    more: bool | None = None

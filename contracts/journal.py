@@ -85,6 +85,10 @@ class JournalEntryListParams(Params):
     limit: int = 0  # ≤ 0: the default; capped (limits.JOURNAL_ENTRIES_PAGE)
     offset: int = 0
 
+    def __post_init__(self) -> None:
+        limits.require_instant("createdAfter", self.createdAfter)
+        limits.require_instant("createdBefore", self.createdBefore)
+
 
 class JournalBalanceGetParams(Params):
     accountId: Id = ""
@@ -97,6 +101,9 @@ class JournalHoldCreateParams(Params):
     currency: Code = ""  # default usd
     paymentIntentId: Id = ""
     expiresAt: Timestamp | None = None  # must be in the future; default 7 days from now
+
+    def __post_init__(self) -> None:
+        limits.require_instant("expiresAt", self.expiresAt)
 
 
 class JournalHoldCaptureParams(Params):

@@ -15,6 +15,7 @@ that worst case, stays well under 1 MB (tests/test_integrity_limits.py checks ea
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, NamedTuple
 
@@ -31,6 +32,8 @@ METADATA_BYTES = 2048  # as stored JSON
 DIMENSIONS = 20  # a meter's dimension names
 DIMENSION_CHARS = 40
 METER_IDS = 100  # a credit grant's eligible meters
+MAX_DEPTH = 32  # nesting of free-form values (metadata, dimensions): deeper is refused
+OFFSET_MAX = 2**63 - 1  # a list's offset travels to PostgreSQL as a bigint
 
 Id = Annotated[str, msgspec.Meta(max_length=ID_CHARS)]
 UserId = Id
@@ -54,7 +57,8 @@ class Page(NamedTuple):
     maximum: int
 
     def apply(self, limit: int, offset: int) -> tuple[int, int]:
-        return (self.default if limit <= 0 else min(limit, self.maximum)), max(offset, 0)
+        return ((self.default if limit <= 0 else min(limit, self.maximum)),
+                min(max(offset, 0), OFFSET_MAX))
 
 
 TRANSACTIONS_PAGE = Page(100, 100)  # notes, tags and metadata: up to ~9 KB a row
@@ -77,11 +81,30 @@ def require_small_json(field: str, value: Any, limit: int = METADATA_BYTES) -> N
     counted as the 301 digits it comes back as."""
     if value is None:
         return
-    size = len(_encode(value))
+    encoded = _encode(value)
+    require_shallow(field, value, encoded)
+    size = len(encoded)
     if size <= limit:
         size += _jsonb_growth(value)
     if size > limit:
         raise ValueError(f"{field}: at most {limit} bytes as JSON")
+
+
+def require_shallow(field: str, value: Any, encoded: bytes) -> None:
+    """Refuses (ValueError) a free-form value nested deeper than MAX_DEPTH: deep nesting
+    exhausts recursion wherever it is walked. `encoded` is the value as JSON: the nesting is
+    walked only when it holds that many brackets (never, for the usual flat objects)."""
+    if (encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH
+            and _depth(value, MAX_DEPTH + 1) > MAX_DEPTH):
+        raise ValueError(f"{field}: at most {MAX_DEPTH} levels of nesting")
+
+
+def _depth(value: Any, stop: int) -> int:
+    """Nesting depth of `value` (a scalar is 0), counted no further than `stop`."""
+    if stop <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, stop - 1) for v in items), default=0)
 
 
 def _jsonb_growth(value: Any) -> int:
@@ -94,12 +117,28 @@ def _jsonb_growth(value: Any) -> int:
     return 0
 
 
+def in_range(value: datetime) -> bool:
+    """Whether an instant with an offset is one in UTC too: `0001-01-01T00:00:00+23:59` is
+    not (it lies before year 1), and no arithmetic or storage can take it."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def require_instant(field: str, value: datetime | None) -> None:
+    if value is not None and not in_range(value):
+        raise ValueError(f"{field}: out of range")
+
+
 # ---- reporting a limit -------------------------------------------------------------------
 
 _UNITS = {"str": "characters", "array": "items", "object": "keys"}
 _LENGTH = re.compile(
     r"^Expected `(str|array|object)` of length <= (\d+) - at (`key` in )?`\$\.?(.*)`$")
-_OURS = re.compile(r"^([A-Za-z][\w.\[\]]*): (at most .*?)(?: - at `\$[^`]*`)?$")
+_OURS = re.compile(
+    r"^([A-Za-z][\w.\[\]]*): (at most .*?|out of range)(?: - at `\$[^`]*`)?$")
 
 
 def limit_exceeded(error: msgspec.ValidationError, prefix: str = "") -> tuple[str, str] | None:

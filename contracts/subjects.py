@@ -17,9 +17,6 @@ LEDGER_STATUS_GET = "billing.ledger.status.get"
 # payments (not built yet: callers treat "no responders" as "no payment method")
 PAYMENTS_PAYMENT_METHOD_EXISTS = "billing.payments.payment_method.exists"
 
-# gateway (broadcast, no queue group: every gateway replica drops the key from its cache)
-GATEWAY_API_KEY_REVOKED = "billing.gateway.api_key.revoked"
-
 # health: every service answers on its own ping subject
 def ping(service: str) -> str:
     return f"billing.{service}.health.ping"

@@ -234,7 +234,8 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
             key_hash = await store.revoke_key(pool, args.id)
             if key_hash is None:
                 raise SystemExit(f"billing: no active key {args.id}")
-            await _broadcast_revocation(settings, key_hash)
+            # The database tells every running gateway, which drops the key from its cache
+            # at once (gateway migrations/002_api_key_changes.sql): no bus needed.
             print(f"revoked {args.id}")
     finally:
         await pool.close()
@@ -311,23 +312,6 @@ async def _metering_dead_letters(settings: Settings, args: argparse.Namespace) -
         print(f"metering dead-letters: {done} batch(es) {verb}")
         if missing:
             raise SystemExit(f"billing: no dead letter {', '.join(map(str, sorted(missing)))}")
-    finally:
-        await nc.close()
-
-
-async def _broadcast_revocation(settings: Settings, key_hash: bytes) -> None:
-    """Tell running gateways to drop the key from their caches now, not in a minute."""
-    if not settings.nats_url:
-        return
-    import nats
-
-    from contracts import subjects
-    from services.runtime.bus import nats_servers
-
-    nc = await nats.connect(servers=nats_servers(settings.nats_url))
-    try:
-        await nc.publish(subjects.GATEWAY_API_KEY_REVOKED, key_hash)
-        await nc.flush()
     finally:
         await nc.close()
 

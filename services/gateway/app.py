@@ -21,14 +21,16 @@ from aiohttp import web
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from contracts import Actor, ErrorCode, RawReply, Request, Scope, subjects
+from contracts import Actor, ErrorCode, RawReply, Request, Scope
 from services.gateway.auth import Authenticator, AuthError, Caller
 from services.gateway.http import (
     ApiError,
+    GatewayRunner,
     decode_body,
     decode_query,
     error_response,
     json_response,
+    path_params,
     request_id,
 )
 from services.gateway.iam import IamConfig, IamVerifier
@@ -96,9 +98,8 @@ class Gateway:
             self.iam = IamVerifier(iam_config)
             await self.iam.start()
         self.auth = Authenticator(s, self.pool, self.iam)
-        await self.nc.subscribe(subjects.GATEWAY_API_KEY_REVOKED,
-                                cb=self._on_key_revoked)
-        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self.auth.start()
+        self.runner = GatewayRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
         await site.start()
@@ -107,15 +108,14 @@ class Gateway:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.auth is not None:
+            await self.auth.close()
         if self.iam is not None:
             await self.iam.close()
         if self.nc is not None:
             await self.nc.drain()
         if self.pool is not None:
             await self.pool.close()
-
-    async def _on_key_revoked(self, msg: Any) -> None:
-        self.auth.forget_key(msg.data)
 
     # ---- the application ----------------------------------------------------------------
 
@@ -223,6 +223,9 @@ class Gateway:
                 _public_cache_headers(response.headers, route.path)
             if reply.replayed:
                 response.headers["Idempotent-Replayed"] = "true"
+            if reply.total is not None:  # a page of a list (conventions §10.6)
+                response.headers["X-Total-Count"] = str(reply.total)
+                response.headers["X-Has-More"] = "true" if reply.more else "false"
             return response
 
         return handle
@@ -236,15 +239,15 @@ class Gateway:
         else:
             params = decode_body(route.params, await request.read())
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name
-            params = msgspec.structs.replace(params, **request.match_info)
+            params = msgspec.structs.replace(params, **path_params(request.match_info))
         return caller, _pin_user(route, params, caller.actor)
 
     async def _authenticate(self, request: web.Request) -> Caller:
         try:
             return await self.auth.authenticate(request)
         except AuthError as e:
-            code = ErrorCode.FORBIDDEN if e.status == 403 else (
-                ErrorCode.UNAVAILABLE if e.status == 503 else ErrorCode.UNAUTHENTICATED)
+            code = {400: ErrorCode.INVALID_REQUEST, 403: ErrorCode.FORBIDDEN,
+                    503: ErrorCode.UNAVAILABLE}.get(e.status, ErrorCode.UNAUTHENTICATED)
             raise ApiError(e.status, e.message, code) from None
 
     def _idempotency_key(self, request: web.Request, route: Route) -> str | None:
@@ -303,6 +306,8 @@ class Gateway:
             call = _decode_zap(await request.read())
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             return _zap_error("", -32700, f"parse error: {e}", 400)
+        except RecursionError:
+            return _zap_error("", -32700, "parse error: nested too deeply", 400)
         if not call.method:
             return _zap_error(call.id, -32600, "method is required", 400)
         route = ZAP_METHODS.get(call.method)
@@ -318,6 +323,8 @@ class Gateway:
             if e.status == 400:
                 return _zap_error(call.id, -32602, f"invalid params: {e.message}")
             return _zap_error(call.id, -32000, e.message)
+        if not getattr(params, route.user_field):  # ledger.md §4: ZAP's own message
+            return _zap_error(call.id, -32602, "user is required")
         key = self._idempotency_key(request, route)
         fingerprint = _fingerprint(route, request, params, caller.actor) if key else None
         try:

@@ -3,15 +3,22 @@ cache headers, and decoding bodies and queries into contract structs."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
-from contracts.limits import limit_exceeded
+from contracts.ledger import INT64_MAX, INT64_MIN
+from contracts.limits import ID_CHARS, limit_exceeded
+from services.runtime.errors import INTERNAL_MESSAGE as INTERNAL
 from services.runtime.ids import uuid7_int
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -61,6 +68,54 @@ def json_response(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type=JSON, charset="utf-8")
 
 
+# ---- what aiohttp answers itself ----------------------------------------------------------
+
+
+class GatewayRunner(web.AppRunner):
+    """An AppRunner whose connections answer with the error envelope what aiohttp's HTTP
+    parser refuses before any handler runs (a request line or header over 8190 bytes, too
+    many headers, a bad Content-Length): aiohttp's own answer is text/plain and echoes the
+    request line, a `?key=` credential included. aiohttp has no public hook for these: this
+    builds aiohttp's Server from the one AppRunner made (its `_loop`, `_kwargs`), with a
+    RequestHandler whose `handle_error` answers; tests/test_hardening_http.py catches a
+    change of those internals."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _EnvelopeServer(made.request_handler, request_factory=made.request_factory,
+                               handler_cancellation=made.handler_cancellation,
+                               loop=made._loop, **made._kwargs)
+
+
+class _EnvelopeServer(web.Server):
+    def __call__(self) -> RequestHandler:  # one per connection
+        return _EnvelopeErrors(self, loop=self._loop, **self._kwargs)
+
+
+class _EnvelopeErrors(RequestHandler):
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """The envelope, and a log line naming the refusal only: aiohttp's messages quote
+        the request (conventions §10.8: never log credentials)."""
+        if request.writer.output_size > 0:  # a response is under way: only closing is left
+            raise ConnectionError("response already started; closing the connection")
+        if status >= 500:
+            log.error("HTTP server error %s (%s)", status, type(exc).__name__)
+            text, code = INTERNAL, "internal"
+        else:
+            log.info("refused a malformed HTTP request: %s (%s)", status,
+                     type(exc).__name__)
+            text = ("request line or header too long" if isinstance(exc, LineTooLong)
+                    else "malformed HTTP request")
+            code = "invalid_request"
+        rid = str(uuid.UUID(int=uuid7_int()))
+        response = error_response(status, text, rid, code)
+        response.headers["X-Request-Id"] = rid
+        response.headers["Cache-Control"] = "private, no-store"
+        response.force_close()
+        return response
+
+
 # ---- decoding --------------------------------------------------------------------------
 
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -87,22 +142,32 @@ def decode_body(struct: type, raw: bytes) -> Any:
         return struct()  # Go decodes null into the zero value: field checks then apply
     if b"\\u0000" in raw:  # rare: one scan of the body, the exact search only then
         _refuse_nul(raw)
+    decoder = _decoders[struct]
     try:
-        return _decoders[struct].decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as e:
         if "unknown field" not in str(e):
             raise _invalid_body(e) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(400, INVALID_BODY, "invalid_request") from None
-    obj = msgspec.json.decode(raw)
-    if not isinstance(obj, dict):
-        raise ApiError(400, INVALID_BODY, "invalid_request")
-    names = _field_names[struct]
-    folded = {names[k.lower()]: v for k, v in obj.items() if k.lower() in names}
+    # The values stay raw JSON and are decoded by the same typed decoder once the keys are
+    # folded: whatever it refuses (NaN, 1e400, truncation, depth) is refused here too.
     try:
-        return msgspec.convert(folded, struct)
+        fields = _decode_fields(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+    names = _field_names[struct]
+    folded = {names[k.lower()]: v for k, v in fields.items() if k.lower() in names}
+    rebuilt = b"{" + b",".join(_encode(k) + b":" + v for k, v in folded.items()) + b"}"
+    try:
+        return decoder.decode(rebuilt)
     except msgspec.ValidationError as e:
         raise _invalid_body(e) from None
+    except (msgspec.DecodeError, RecursionError):
+        raise ApiError(400, INVALID_BODY, "invalid_request") from None
+
+
+_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
 
 def _invalid_body(error: msgspec.ValidationError) -> ApiError:
@@ -149,6 +214,18 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
+def path_params(match_info: Any) -> dict[str, str]:
+    """The path's ids (`{id}`), held to the rules of the params they fill: they bypass the
+    struct's decoding."""
+    for name, value in match_info.items():
+        if "\x00" in value:
+            raise ApiError(400, f"{name}: {NUL_REFUSED}", "invalid_request", name)
+        if len(value) > ID_CHARS:
+            raise ApiError(400, f"{name}: at most {ID_CHARS} characters", "invalid_request",
+                           name)
+    return match_info
+
+
 def decode_query(struct: type, query: Any) -> Any:
     """Query string → `struct`. Integers are parsed leniently, as the reference did: an
     unparsable value falls back to the default."""
@@ -163,9 +240,11 @@ def decode_query(struct: type, query: Any) -> Any:
             raise ApiError(400, f"{name}: {NUL_REFUSED}", "invalid_request", name)
         if name in ints:
             try:
-                values[name] = int(raw)
+                number = int(raw)
             except ValueError:
                 continue
+            if INT64_MIN <= number <= INT64_MAX:  # out of range: unparsable, as in Go
+                values[name] = number
         else:
             values[name] = raw
     try:

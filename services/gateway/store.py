@@ -12,6 +12,8 @@ import asyncpg
 
 from services.runtime.ids import new_id
 
+# Where the database announces a changed key (migrations/002_api_key_changes.sql).
+KEY_CHANGES = "gateway_api_key_changes"
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -84,7 +86,8 @@ async def create_key(db: asyncpg.Pool | asyncpg.Connection, pepper: str, org: Or
 
 
 async def revoke_key(db: asyncpg.Pool, key_id: str) -> bytes | None:
-    """Revoke a key; returns its hash (for cache invalidation) or None if unknown."""
+    """Revoke a key (gateways are told by the database); returns its hash, or None if there
+    is no such active key."""
     return await db.fetchval(
         "update gateway.api_keys set revoked_at = now() where id = $1 and revoked_at is null"
         " returning hash", key_id)

@@ -27,7 +27,7 @@ from contracts.alerts import (
 from contracts.ledger import INT64_MAX
 from contracts.limits import SPEND_ALERTS_PAGE
 from services.ledger import alerts, alerts_store, domain
-from services.runtime.bus import Service, created
+from services.runtime.bus import Service, created, paged
 from services.runtime.errors import Failure, not_found
 from services.runtime.ids import new_id, rfc3339
 from services.runtime.outbox import add_event
@@ -35,13 +35,13 @@ from services.runtime.outbox import add_event
 
 def register(svc: Service) -> None:
     @svc.handler(LEDGER_SPEND_ALERT_LIST, SpendAlertListParams)
-    async def list_alerts(scope: Scope, p: SpendAlertListParams) -> list[SpendAlert]:
+    async def list_alerts(scope: Scope, p: SpendAlertListParams) -> Reply:
         user = domain.require_user(p.user, "user query parameter is required")
         alerts.require_own(scope.actor, user)
         limit, offset = SPEND_ALERTS_PAGE.apply(p.limit, p.offset)
-        rows = await alerts_store.list_for_user(svc.pool, scope.org_id, scope.livemode, user,
-                                                limit, offset)
-        return [_alert(r) for r in rows]
+        rows, total = await alerts_store.list_for_user(svc.pool, scope.org_id, scope.livemode,
+                                                       user, limit, offset)
+        return paged([_alert(r) for r in rows], total, offset, len(rows))
 
     @svc.handler(LEDGER_SPEND_ALERT_CREATE, SpendAlertCreateParams)
     async def create_alert(scope: Scope, p: SpendAlertCreateParams) -> Reply:

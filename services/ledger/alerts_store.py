@@ -8,12 +8,13 @@ from datetime import date
 import asyncpg
 
 from services.ledger.alerts import NewAlert
+from services.runtime.db import fetch_page
 from services.runtime.errors import invalid
 
 _COLUMNS = "id, user_id, title, threshold, currency, triggered_at, created_at, updated_at"
 
 _LIST = f"""
-select {_COLUMNS} from ledger.spend_alerts
+select {_COLUMNS}, count(*) over () as total from ledger.spend_alerts
 where org_id = $1 and livemode = $2 and user_id = $3
 order by created_at desc, id desc
 limit $4 offset $5
@@ -82,9 +83,9 @@ returning {_COLUMNS}
 
 
 async def list_for_user(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
-                        limit: int, offset: int) -> list[asyncpg.Record]:
+                        limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
     """The user's alerts, newest first."""
-    return await db.fetch(_LIST, org_id, livemode, user_id, limit, offset)
+    return await fetch_page(db, _LIST, org_id, livemode, user_id, limit, offset)
 
 
 async def create(db: asyncpg.Pool, org_id: str, livemode: bool, alert_id: str,

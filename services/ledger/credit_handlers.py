@@ -6,7 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
-from contracts import Scope
+from contracts import Reply, Scope
 from contracts import credit_subjects as subjects
 from contracts.credits import (
     BurnedGrant,
@@ -31,7 +31,7 @@ from contracts.limits import CREDIT_GRANTS_PAGE
 from services.ledger import credits, domain
 from services.ledger import credits_store as store
 from services.ledger.credits import Grant
-from services.runtime.bus import Service, created
+from services.runtime.bus import Service, created, paged
 from services.runtime.ids import now, rfc3339
 
 USER_QUERY_REQUIRED = "userId query parameter is required"
@@ -60,13 +60,14 @@ def register(svc: Service) -> None:
         return CreditGrantVoided(id=grant_id, voided=True)
 
     @svc.handler(subjects.LEDGER_CREDIT_GRANT_LIST, CreditGrantListParams)
-    async def list_grants(scope: Scope, p: CreditGrantListParams) -> CreditGrantList:
+    async def list_grants(scope: Scope, p: CreditGrantListParams) -> Reply:
         user_id = credits.user_id_of(p.userId, USER_QUERY_REQUIRED)
         limit, offset = CREDIT_GRANTS_PAGE.apply(p.limit, p.offset)
         at = now()
-        items = [_item(g, at) for g in await store.grants(
-            svc.pool, scope.org_id, scope.livemode, user_id, limit, offset)]
-        return CreditGrantList(items, len(items))
+        grants, total = await store.grants(svc.pool, scope.org_id, scope.livemode, user_id,
+                                           limit, offset)
+        items = [_item(g, at) for g in grants]
+        return paged(CreditGrantList(items, len(items)), total, offset, len(items))
 
     @svc.handler(subjects.LEDGER_CREDIT_BALANCE_GET, CreditBalanceQuery)
     async def credit_balance(scope: Scope, p: CreditBalanceQuery) -> CreditBalance:

@@ -9,6 +9,7 @@ import asyncpg
 
 from contracts.ledger import INT64_MAX
 from services.ledger.credits import Grant
+from services.runtime.db import fetch_page
 from services.runtime.errors import invalid
 from services.runtime.ids import new_id
 
@@ -67,7 +68,7 @@ where g.org_id = $1 and g.livemode = $2 and g.id = b.id
 """
 
 _LIST = f"""
-select {_COLUMNS} from ledger.credit_grants
+select {_COLUMNS}, count(*) over () as total from ledger.credit_grants
 where org_id = $1 and livemode = $2 and user_id = $3
 order by created_at desc, id desc
 limit $4 offset $5
@@ -118,10 +119,11 @@ async def void(conn: asyncpg.Connection, org_id: str, livemode: bool, grant_id: 
 
 
 async def grants(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str, limit: int,
-                 offset: int) -> list[Grant]:
-    """A page of the user's grants (voided, spent and expired included), newest first."""
-    rows = await db.fetch(_LIST, org_id, livemode, user_id, limit, offset)
-    return [_grant(r) for r in rows]
+                 offset: int) -> tuple[list[Grant], int]:
+    """A page of the user's grants (voided, spent and expired included), newest first, and
+    how many there are in all."""
+    rows, total = await fetch_page(db, _LIST, org_id, livemode, user_id, limit, offset)
+    return [_grant(r) for r in rows], total
 
 
 async def active(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str, now: datetime

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from contracts import Scope, subjects
+from contracts import Reply, Scope, subjects
 from contracts.ledger import (
     INT64_MAX,
     Balance,
@@ -47,7 +47,7 @@ from services.ledger import alert_handlers, credit_handlers, domain, journal_han
 from services.ledger.backfill import UsageBackfill
 from services.ledger.usage import UsageRecord, UsageRecorder
 from services.runtime.batching import MicroBatcher
-from services.runtime.bus import Service, created
+from services.runtime.bus import Service, created, paged
 from services.runtime.config import Settings
 from services.runtime.errors import forbidden
 from services.runtime.idempotency import derived_key, fingerprint_of
@@ -206,18 +206,18 @@ def create(settings: Settings) -> Service:
     svc.every(settings.lapse_interval_s, functools.partial(lapse_expired_deposits, svc))
 
     @svc.handler(subjects.LEDGER_USAGE_LIST, UsageListParams)
-    async def list_usage(scope: Scope, p: UsageListParams) -> UsageList:
+    async def list_usage(scope: Scope, p: UsageListParams) -> Reply:
         user = domain.require_user(p.user, "user query parameter is required")
         currency = domain.currency_of(p.currency) if p.currency else ""
         limit, offset = USAGE_PAGE.apply(p.limit, p.offset)
-        rows = await store.usage(svc.pool, scope.org_id, scope.livemode, user, currency,
-                                 limit, offset)
+        rows, total = await store.usage(svc.pool, scope.org_id, scope.livemode, user,
+                                        currency, limit, offset)
         items = [UsageItem(r["id"], r["amount"], r["currency"], r["notes"],
                            r["metadata"] or {}, rfc3339(r["created_at"])) for r in rows]
-        return UsageList(user, len(items), items)
+        return paged(UsageList(user, len(items), items), total, offset, len(items))
 
     @svc.handler(subjects.LEDGER_TRANSACTION_LIST, TransactionListParams)
-    async def list_transactions(scope: Scope, p: TransactionListParams) -> TransactionList:
+    async def list_transactions(scope: Scope, p: TransactionListParams) -> Reply:
         user = domain.require_user(p.user, "user query parameter is required")
         currency = domain.currency_of(p.currency) if p.currency.strip() else ""
         limit, offset = TRANSACTIONS_PAGE.apply(p.limit, p.offset)
@@ -229,7 +229,7 @@ def create(settings: Settings) -> Service:
             metadata=r["metadata"] or None,
             expiresAt=rfc3339_seconds(r["expires_at"]) if r["expires_at"] else None,
         ) for r in rows]
-        return TransactionList(items, total, user)
+        return paged(TransactionList(items, total, user), total, offset, len(items))
 
     credit_handlers.register(svc)
     alert_handlers.register(svc)

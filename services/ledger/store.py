@@ -14,6 +14,7 @@ import msgspec
 
 from services.ledger import domain
 from services.ledger.domain import USAGE_TAG, Movement, Refundable
+from services.runtime.db import fetch_page
 from services.runtime.errors import invalid
 from services.runtime.ids import new_id
 
@@ -121,7 +122,8 @@ limit $1
 """
 
 _USAGE = f"""
-select id, amount, currency, notes, metadata, created_at from ledger.transactions
+select id, amount, currency, notes, metadata, created_at, count(*) over () as total
+from ledger.transactions
 where org_id = $1 and livemode = $2 and user_id = $3 and tags = '{USAGE_TAG}'
   and ($4 = '' or currency = $4)
 order by created_at desc, id desc
@@ -144,10 +146,6 @@ order by created_at desc, id desc
 limit $5 offset $6
 """
 
-_TRANSACTION_COUNT = """
-select count(*) from ledger.transactions
-where org_id = $1 and livemode = $2 and user_id = $3 and ($4 = '' or currency = $4)
-"""
 
 # Lock the original (rows are immutable, so this only serialises concurrent refunds of
 # it); what was refunded of it so far is read after the lock, in its own statement, so it
@@ -311,8 +309,9 @@ async def balances(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str
 
 
 async def usage(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str, currency: str,
-                limit: int, offset: int) -> list[asyncpg.Record]:
-    return await db.fetch(_USAGE, org_id, livemode, user_id, currency, limit, offset)
+                limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+    """A page of the user's usage debits, newest first, and how many there are in all."""
+    return await fetch_page(db, _USAGE, org_id, livemode, user_id, currency, limit, offset)
 
 
 async def usage_since(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
@@ -324,11 +323,8 @@ async def transactions(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: s
                        currency: str, limit: int, offset: int
                        ) -> tuple[list[asyncpg.Record], int]:
     """A page of the user's transactions, newest first, and how many there are in all."""
-    rows = await db.fetch(_TRANSACTIONS, org_id, livemode, user_id, currency, limit, offset)
-    if rows:
-        return rows, rows[0]["total"]
-    # An empty page (or an offset past the end) still reports the total.
-    return rows, await db.fetchval(_TRANSACTION_COUNT, org_id, livemode, user_id, currency)
+    return await fetch_page(db, _TRANSACTIONS, org_id, livemode, user_id, currency, limit,
+                            offset)
 
 
 async def refundable(conn: asyncpg.Connection, org_id: str, livemode: bool, tx_id: str

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
-from contracts import ErrorCode
+from contracts import ErrorCode, limits
 from contracts.ledger import INT64_MAX, INT64_MIN
 from contracts.metering import AcceptedEvent, MeterEventInput, PlanLimits, PlanView
 from services.runtime.errors import Failure, invalid
@@ -61,7 +61,7 @@ def parse_rfc3339(raw: str) -> datetime | None:
         ts = msgspec.convert(raw, datetime)
     except msgspec.ValidationError:
         return None
-    return ts if ts.tzinfo is not None else None
+    return ts if ts.tzinfo is not None and limits.in_range(ts) else None
 
 
 def start_of_day(ts: datetime) -> datetime:
@@ -236,7 +236,11 @@ def require_storable(events: Sequence[AcceptedEvent]) -> None:
         encoded = _encode_dimensions(dimensions)
         # NUL is encoded as \u0000 (so is a literal backslash before "u0000": the slow path
         # looks at the values themselves).
-        if len(encoded) > MAX_DIMENSIONS_BYTES or b"\\u0000" in encoded:
+        # Containers nested inside the dimensions objects: fewer than MAX_DEPTH cannot
+        # make one too deep, so the usual flat objects are never walked.
+        nested = encoded.count(b"{") + encoded.count(b"[") - len(dimensions) - 1
+        if (len(encoded) > MAX_DIMENSIONS_BYTES or b"\\u0000" in encoded
+                or nested >= limits.MAX_DEPTH):
             _refuse_dimensions(events)
 
 
@@ -260,6 +264,10 @@ def _refuse_dimensions(events: Sequence[AcceptedEvent]) -> None:
                           "dimensions")
         if b"\\u0000" in encoded and _holds_nul(e.dimensions):
             raise invalid(f"dimensions of event {i} contain a NUL character", "dimensions")
+        try:
+            limits.require_shallow(f"dimensions of event {i}", e.dimensions, encoded)
+        except ValueError as error:
+            raise invalid(str(error), "dimensions") from None
 
 
 def _holds_nul(value: object) -> bool:
@@ -309,6 +317,8 @@ def summary_window(period_start: str, period_end: str) -> Window:
     start, _ = _bound(period_start, "invalid periodStart format")
     end, date_only = _bound(period_end, "invalid periodEnd format")
     if end is not None and date_only:
+        if end.date() == date.max:  # up to the end of time: no next midnight to stop at
+            return Window(start, None)
         return Window(start, end + timedelta(days=1), end_inclusive=False)
     return Window(start, end, end_inclusive=end is not None)
 

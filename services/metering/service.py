@@ -58,7 +58,7 @@ from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
 from services.metering.intake import KeyedIntake, keyed_batch_id
 from services.metering.recorder import EventRecorder
 from services.runtime import db
-from services.runtime.bus import Service, created, nats_servers
+from services.runtime.bus import Service, created, nats_servers, paged
 from services.runtime.config import Settings
 from services.runtime.errors import invalid, not_found
 from services.runtime.ids import new_id, now, rfc3339
@@ -134,11 +134,12 @@ def create(settings: Settings) -> Service:
         return created(_meter(row))
 
     @svc.handler(METERING_METER_LIST, MeterListParams)
-    async def list_meters(scope: Scope, p: MeterListParams) -> MeterList:
+    async def list_meters(scope: Scope, p: MeterListParams) -> Reply:
         limit, offset = METERS_PAGE.apply(p.limit, p.offset)
-        rows = await store.meters(svc.pool, scope.org_id, scope.livemode, limit, offset)
+        rows, total = await store.meters(svc.pool, scope.org_id, scope.livemode, limit,
+                                         offset)
         items = [_meter(r) for r in rows]
-        return MeterList(items, len(items))
+        return paged(MeterList(items, len(items)), total, offset, len(items))
 
     @svc.handler(METERING_METER_GET, MeterGetParams)
     async def get_meter(scope: Scope, p: MeterGetParams) -> Meter:

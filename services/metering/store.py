@@ -13,6 +13,7 @@ import msgspec
 
 from contracts.metering import AcceptedBatch
 from services.metering.domain import Window
+from services.runtime.db import fetch_page
 
 _encode = msgspec.json.Encoder().encode
 
@@ -52,11 +53,13 @@ async def meter_by_event_name(db: asyncpg.Pool | asyncpg.Connection, org_id: str
         org_id, livemode, event_name)
 
 
-async def meters(db: asyncpg.Pool, org_id: str, livemode: bool, limit: int | None,
-                 offset: int) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"select {_METER_COLUMNS} from metering.meters where org_id = $1 and livemode = $2"
-        " order by created_at, id limit $3 offset $4", org_id, livemode, limit, offset)
+async def meters(db: asyncpg.Pool, org_id: str, livemode: bool, limit: int, offset: int
+                 ) -> tuple[list[asyncpg.Record], int]:
+    """A page of the meters, oldest first, and how many there are in all."""
+    return await fetch_page(
+        db, f"select {_METER_COLUMNS}, count(*) over () as total from metering.meters"
+        " where org_id = $1 and livemode = $2 order by created_at, id limit $3 offset $4",
+        org_id, livemode, limit, offset)
 
 
 async def meter_ids(db: asyncpg.Pool, org_id: str, livemode: bool) -> list[str]:

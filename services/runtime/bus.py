@@ -62,6 +62,11 @@ def created(result: Any) -> Reply:
     return Reply(result=result, status=201)
 
 
+def paged(result: Any, total: int, offset: int, count: int) -> Reply:
+    """A page of `count` items from `offset` of a list of `total` (conventions §10.6)."""
+    return Reply(result=result, total=total, more=offset + count < total)
+
+
 def nats_servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
@@ -215,7 +220,7 @@ class Service:
         except msgspec.ValidationError as e:
             limit = limit_exceeded(e, prefix="params.")  # named, as the gateway does
             return _BAD_REQUEST if limit is None else _encode(Reply(error=invalid(*limit).error))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             return _BAD_REQUEST
         scope = request.scope
         # Whoever sent it (the gateway checks too), a key is a client's: derived keys

@@ -29,6 +29,20 @@ async def delete_older_than(db: asyncpg.Pool, table: str, cutoff: object,
             return deleted
 
 
+async def fetch_page(db: asyncpg.Pool | asyncpg.Connection, query: str, *args: object
+                     ) -> tuple[list[asyncpg.Record], int]:
+    """A page of rows and how many there are in all. `query` selects `count(*) over () as
+    total` and ends with `limit … offset …`, taken from the last two `args`. A page past the
+    end has no row to read the total from: the first row is asked for instead."""
+    rows = await db.fetch(query, *args)
+    if rows:
+        return rows, rows[0]["total"]
+    if args[-1] == 0:
+        return rows, 0
+    first = await db.fetch(query, *args[:-2], 1, 0)
+    return rows, first[0]["total"] if first else 0
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects, through msgspec rather than the json module.
     await conn.set_type_codec(

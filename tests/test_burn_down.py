@@ -24,10 +24,10 @@ from contracts.credits import (
     CreditGrantListParams,
     CreditGrantVoidParams,
 )
+from contracts.errors import Failure
 from services.gateway import store as gateway_store
 from services.ledger import credits
 from services.ledger.credits import BurnPlan, Grant
-from services.runtime.errors import Failure
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

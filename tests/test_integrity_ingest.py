@@ -23,12 +23,12 @@ import msgspec
 import nats
 import pytest
 
+from contracts.errors import Failure
 from contracts.metering import AcceptedBatch, AcceptedEvent, MeterEventInput
 from services import cli
 from services.gateway import store as gateway_store
 from services.metering import consumer, dead_letters, domain, service, store
 from services.metering.stream import ensure_dead_letter_stream, publish_batch
-from services.runtime.errors import Failure
 
 API = "/api/v1/billing"
 ASYNC = {"Prefer": "respond-async"}

@@ -9,9 +9,9 @@ import msgspec
 import nats
 
 from contracts import Actor, Request, Scope, subjects
+from contracts.ids import now
 from contracts.ledger import UsageRecordParams
 from contracts.metering import MeterEventInput
-from services.runtime.ids import now
 from tests.test_metering import get, post
 
 

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from contracts import Actor, Request, Scope
 from contracts import journal_subjects as subjects
+from contracts.errors import Failure
+from contracts.ids import rfc3339
 from contracts.journal import (
     JournalAccountCreateParams,
     JournalAccountEnsureParams,
@@ -38,8 +40,6 @@ from contracts.journal import (
 )
 from services.ledger import journal, journal_handlers
 from services.ledger.journal import Account, Draft, Entry, Hold, Leg
-from services.runtime.errors import Failure
-from services.runtime.ids import rfc3339
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 

@@ -9,12 +9,12 @@ import msgspec
 import pytest
 
 from contracts import Actor, Scope
+from contracts.errors import Failure
 from contracts.metering import MeterEventInput, UsageAggregate, UsageAggregateParams
 from contracts.metering_subjects import METERING_USAGE_AGGREGATE
 from services.gateway import store as gateway_store
 from services.metering import domain, store
 from services.metering.service import ExpiredKeySweeper, upkeep
-from services.runtime.errors import Failure
 
 API = "/api/v1/billing"
 

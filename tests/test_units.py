@@ -9,6 +9,8 @@ import asyncpg
 import pytest
 
 from contracts import Actor
+from contracts.errors import Failure
+from contracts.ids import new_id, rfc3339, rfc3339_seconds
 from contracts.ledger import DepositParams, UsageRecordParams
 from contracts.limits import Page
 from services.gateway.app import _pin_user
@@ -17,8 +19,6 @@ from services.gateway.http import ApiError, decode_body
 from services.gateway.routes import ROUTES, ZAP_METHODS
 from services.ledger import domain
 from services.runtime import db
-from services.runtime.errors import Failure
-from services.runtime.ids import new_id, rfc3339, rfc3339_seconds
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 

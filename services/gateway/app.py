@@ -22,6 +22,7 @@ from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersErro
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import Actor, ErrorCode, RawReply, Request, Scope, subjects
+from contracts.errors import INTERNAL_MESSAGE
 from services.gateway.auth import Authenticator, AuthError, Caller
 from services.gateway.http import (
     ApiError,
@@ -38,7 +39,6 @@ from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import db, telemetry
 from services.runtime.bus import nats_servers
 from services.runtime.config import Settings
-from services.runtime.errors import INTERNAL_MESSAGE
 from services.runtime.requests import Requester
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from contracts.ids import uuid7_int
 from contracts.limits import limit_exceeded
-from services.runtime.ids import uuid7_int
 
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

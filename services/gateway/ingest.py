@@ -25,6 +25,8 @@ import nats
 from aiohttp import web
 
 from contracts import ErrorCode
+from contracts.errors import Failure
+from contracts.ids import now
 from contracts.metering import AcceptedBatch, MeterIds, MeterIdsQuery
 from contracts.metering_subjects import (
     METERING_EVENTS_ACCEPT,
@@ -37,8 +39,6 @@ from services.gateway.routing import Route
 from services.metering import domain
 from services.metering.intake import accepted
 from services.metering.stream import ensure_stream, publish_batch
-from services.runtime.errors import Failure
-from services.runtime.ids import now
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.runtime.ids import new_id
+from contracts.ids import new_id
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

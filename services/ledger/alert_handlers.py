@@ -24,12 +24,12 @@ from contracts.alerts import (
     SpendAlertTriggered,
     SpendAlertUpdateParams,
 )
+from contracts.errors import Failure, not_found
+from contracts.ids import new_id, rfc3339
 from contracts.ledger import INT64_MAX
 from contracts.limits import SPEND_ALERTS_PAGE
 from services.ledger import alerts, alerts_store, domain
 from services.runtime.bus import Service, created
-from services.runtime.errors import Failure, not_found
-from services.runtime.ids import new_id, rfc3339
 from services.runtime.outbox import add_event
 
 

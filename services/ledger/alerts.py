@@ -7,8 +7,8 @@ from datetime import date
 
 from contracts import Actor
 from contracts.alerts import SpendAlertCreateParams, SpendAlertUpdateParams
+from contracts.errors import forbidden, invalid
 from services.ledger.domain import currency_of
-from services.runtime.errors import forbidden, invalid
 
 NOT_FOUND = "spend alert not found"
 OTHER_USER = "cannot access another user's account"

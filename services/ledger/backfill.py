@@ -27,13 +27,13 @@ import asyncpg
 import msgspec
 
 from contracts import Scope
+from contracts.ids import now
 from contracts.metering import AcceptedBatch, AcceptedEvent, Meter, MeterFindQuery
 from contracts.metering_subjects import METERING_METER_FIND, meter_events_subject
 from services.ledger.usage import UsageRecord
 from services.metering import domain as metering
 from services.runtime import outbox
 from services.runtime.bus import Service
-from services.runtime.ids import now
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode

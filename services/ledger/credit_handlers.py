@@ -27,12 +27,12 @@ from contracts.credits import (
     CreditGrantVoided,
     CreditGrantVoidParams,
 )
+from contracts.ids import now, rfc3339
 from contracts.limits import CREDIT_GRANTS_PAGE
 from services.ledger import credits, domain
 from services.ledger import credits_store as store
 from services.ledger.credits import Grant
 from services.runtime.bus import Service, created
-from services.runtime.ids import now, rfc3339
 
 USER_QUERY_REQUIRED = "userId query parameter is required"
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from contracts import Actor, ErrorCode
 from contracts.credits import CreditGrantCreateParams
+from contracts.errors import Failure, forbidden, invalid, not_found
 from services.ledger.domain import currency_of
-from services.runtime.errors import Failure, forbidden, invalid, not_found
 
 OTHER_TAG = "other"  # the breakdown's group for untagged grants
 GRANT_NOT_FOUND = "credit grant not found"

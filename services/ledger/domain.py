@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contracts import Actor
-from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
-from services.runtime.errors import (
+from contracts.errors import (
     Failure,
     conflict,
     forbidden,
@@ -17,6 +16,7 @@ from services.runtime.errors import (
     not_found,
     payment_required,
 )
+from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
 
 DEFAULT_CURRENCY = "usd"
 _CURRENCY = re.compile(r"^[a-z][a-z0-9]{2,9}$")

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from contracts import Actor
+from contracts.errors import Failure, conflict, forbidden, invalid, not_found
 from contracts.journal import (
     JournalDisputeParams,
     JournalEntryListParams,
@@ -30,7 +31,6 @@ from contracts.journal import (
 from contracts.limits import JOURNAL_ENTRIES_PAGE
 from services.ledger import domain
 from services.ledger.domain import DEFAULT_CURRENCY, currency_of
-from services.runtime.errors import Failure, conflict, forbidden, invalid, not_found
 
 # ---- access -------------------------------------------------------------------------------
 

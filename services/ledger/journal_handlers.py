@@ -16,6 +16,8 @@ import asyncpg
 
 from contracts import Reply, Scope
 from contracts import journal_subjects as subjects
+from contracts.errors import conflict, invalid, not_found
+from contracts.ids import now, rfc3339
 from contracts.journal import (
     JournalAccount,
     JournalAccountCreateParams,
@@ -44,8 +46,6 @@ from services.ledger import journal_store as store
 from services.ledger.domain import currency_of
 from services.ledger.journal import Account, Balance, Draft, Entry, Hold, Operation
 from services.runtime.bus import Service, created
-from services.runtime.errors import conflict, invalid, not_found
-from services.runtime.ids import now, rfc3339
 
 SWEEP_BATCH = 500
 

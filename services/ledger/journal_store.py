@@ -14,6 +14,8 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.errors import Failure, invalid
+from contracts.ids import new_id
 from contracts.ledger import INT64_MAX
 from services.ledger.journal import (
     CAPTURED,
@@ -25,8 +27,6 @@ from services.ledger.journal import (
     Hold,
     Posting,
 )
-from services.runtime.errors import Failure, invalid
-from services.runtime.ids import new_id
 
 # ---- accounts -----------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ import asyncpg
 import msgspec
 
 from contracts import Scope, subjects
+from contracts.errors import forbidden
+from contracts.ids import now, rfc3339, rfc3339_seconds
 from contracts.ledger import (
     INT64_MAX,
     Balance,
@@ -49,9 +51,7 @@ from services.ledger.usage import UsageRecord, UsageRecorder
 from services.runtime.batching import MicroBatcher
 from services.runtime.bus import Service, created
 from services.runtime.config import Settings
-from services.runtime.errors import forbidden
 from services.runtime.idempotency import derived_key, fingerprint_of
-from services.runtime.ids import now, rfc3339, rfc3339_seconds
 
 _decode_pm = msgspec.json.Decoder(PaymentMethodExists).decode
 

@@ -14,13 +14,13 @@ import asyncpg
 import msgspec
 
 from contracts import Reply, Scope
+from contracts.ids import new_id
 from contracts.ledger import UsageResult
 from contracts.metering import Meter
 from services.ledger import store
 from services.ledger.domain import Movement
 from services.runtime.batching import MicroBatcher, isolating_failures
 from services.runtime.idempotency import IdempotencyKeys, mismatch
-from services.runtime.ids import new_id
 
 _encode = msgspec.json.Encoder().encode
 

@@ -15,11 +15,11 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 
 from contracts import ErrorCode
+from contracts.catalog import Catalog, Plan
+from contracts.errors import Failure, invalid
+from contracts.ids import new_id
 from contracts.ledger import INT64_MAX, INT64_MIN
 from contracts.metering import AcceptedEvent, MeterEventInput, PlanLimits, PlanView
-from services.runtime.errors import Failure, invalid
-from services.runtime.ids import new_id
-from services.subscriptions.catalog import Catalog, Plan
 
 MAX_BATCH = 100
 # Accepted event times: a late API node may send events up to 35 days old (the dedup window

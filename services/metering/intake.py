@@ -23,9 +23,9 @@ import msgspec
 import nats
 
 from contracts import ErrorCode, Reply, Scope
+from contracts.errors import Failure
 from contracts.metering import AcceptedBatch, AcceptedEvent, EventOutcome, RecordedEvents
 from services.metering.stream import publish_batch
-from services.runtime.errors import Failure
 from services.runtime.idempotency import IdempotencyKeys
 
 _encode = msgspec.json.Encoder().encode

@@ -15,6 +15,9 @@ import asyncpg
 import msgspec
 
 from contracts import Reply, Scope
+from contracts.catalog import load_catalog
+from contracts.errors import invalid, not_found
+from contracts.ids import new_id, now, rfc3339
 from contracts.limits import METERS_PAGE
 from contracts.metering import (
     AcceptedBatch,
@@ -60,9 +63,6 @@ from services.metering.recorder import EventRecorder
 from services.runtime import db
 from services.runtime.bus import Service, created, nats_servers
 from services.runtime.config import Settings
-from services.runtime.errors import invalid, not_found
-from services.runtime.ids import new_id, now, rfc3339
-from services.subscriptions.catalog import load_catalog
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import ErrorCode, RawReply, Reply, Request, Scope
+from contracts.errors import Failure, internal, invalid
 from contracts.limits import limit_exceeded
 from services.runtime import db, idempotency, telemetry
 from services.runtime.config import Settings
-from services.runtime.errors import Failure, internal, invalid
 from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys, is_client_key
 from services.runtime.outbox import OutboxRelay
 from services.runtime.requests import Requester

@@ -37,7 +37,7 @@ PLANS_DIR_ENV = "BILLING_PLANS_DIR"
 #: Name the reference used for the same override; honoured when ``BILLING_PLANS_DIR`` is unset.
 _LEGACY_PLANS_DIR_ENV = "COMMERCE_PLANS_DIR"
 #: The repository's own catalog.
-DEFAULT_PLANS_DIR = Path(__file__).resolve().parents[2] / "plans"
+DEFAULT_PLANS_DIR = Path(__file__).resolve().parents[1] / "plans"
 
 # Files load in this order first (the reference lists subscription plans before DNS plans);
 # any other ``*.json`` file follows, by name.

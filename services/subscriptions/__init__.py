@@ -1,1 +1,0 @@
-"""The subscriptions service (not built yet)."""

@@ -19,6 +19,12 @@ class Failure(Exception):
         self.error = BusError(code=code, status=status, message=message, param=param,
                               retryable=retryable, details=details)
 
+    @classmethod
+    def of(cls, error: BusError) -> Failure:
+        """Another service's refusal, raised again by its caller."""
+        return cls(error.code, error.status, error.message, param=error.param,
+                   details=error.details, retryable=error.retryable)
+
 
 def invalid(message: str, param: str | None = None) -> Failure:
     return Failure(ErrorCode.INVALID_REQUEST, 400, message, param=param)
@@ -39,6 +45,10 @@ def payment_required(message: str) -> Failure:
 
 def conflict(message: str) -> Failure:
     return Failure(ErrorCode.CONFLICT, 409, message)
+
+
+def unavailable() -> Failure:
+    return Failure(ErrorCode.UNAVAILABLE, 503, "service unavailable")
 
 
 INTERNAL_MESSAGE = "Unable to process request. Please try again later."

@@ -18,7 +18,7 @@ from contracts import ErrorCode
 from contracts.catalog import Catalog, Plan
 from contracts.errors import Failure, invalid
 from contracts.ids import new_id
-from contracts.ledger import INT64_MAX, INT64_MIN
+from contracts.common import INT64_MAX, INT64_MIN
 from contracts.metering import AcceptedEvent, MeterEventInput, PlanLimits, PlanView
 
 MAX_BATCH = 100

@@ -16,7 +16,7 @@ import asyncpg
 
 from contracts.errors import Failure, invalid
 from contracts.ids import new_id
-from contracts.ledger import INT64_MAX
+from contracts.common import INT64_MAX
 from services.ledger.journal import (
     CAPTURED,
     Account,

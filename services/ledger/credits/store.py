@@ -9,7 +9,7 @@ import asyncpg
 
 from contracts.errors import invalid
 from contracts.ids import new_id
-from contracts.ledger import INT64_MAX
+from contracts.common import INT64_MAX
 from services.ledger.credits import Grant
 
 _COLUMNS = """id, user_id, name, amount_cents, remaining_cents, currency, priority, eligibility,

@@ -26,7 +26,7 @@ from contracts.alerts import (
 )
 from contracts.errors import Failure, not_found
 from contracts.ids import new_id, rfc3339
-from contracts.ledger import INT64_MAX
+from contracts.common import INT64_MAX
 from contracts.limits import SPEND_ALERTS_PAGE
 from services.ledger import alerts, alerts_store, domain
 from services.runtime.bus import Service, created

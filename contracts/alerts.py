@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgspec
 
 from contracts.common import Int64, Params
-from contracts.limits import Code, Id, Name, UserId
 from contracts.endpoint import Endpoint
+from contracts.limits import Code, Id, Name, UserId
 
 SPEND_ALERT_TRIGGERED = "spend_alert.triggered"  # event type (billing.events.<type>)
 

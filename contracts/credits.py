@@ -9,8 +9,8 @@ from __future__ import annotations
 import msgspec
 
 from contracts.common import Int64, Params
-from contracts.limits import Code, Id, MeterIds, Name, Tags, UserId
 from contracts.endpoint import Endpoint
+from contracts.limits import Code, Id, MeterIds, Name, Tags, UserId
 
 # ---- requests -------------------------------------------------------------------------
 

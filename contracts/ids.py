@@ -7,7 +7,8 @@ import random
 import time
 from datetime import UTC, datetime
 
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Every id on the wire is base62 in this alphabet (ids, event ids, API keys).
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 # Ids must be unique, not secret: a generator seeded once from the OS is enough, and it is
@@ -28,12 +29,16 @@ def uuid7_int() -> int:
 
 def new_id(prefix: str = "") -> str:
     """Base62 of a UUIDv7: 22 characters, time-ordered, opaque to clients."""
-    n = uuid7_int()
+    return prefix + base62(uuid7_int(), 22)
+
+
+def base62(n: int, width: int) -> str:
+    """The `width` lowest base62 digits of `n`, most significant first."""
     out = []
-    for _ in range(22):
+    for _ in range(width):
         n, r = divmod(n, 62)
-        out.append(_ALPHABET[r])
-    return prefix + "".join(reversed(out))
+        out.append(ALPHABET[r])
+    return "".join(reversed(out))
 
 
 def now() -> datetime:

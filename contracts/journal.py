@@ -15,8 +15,8 @@ import msgspec
 
 from contracts import limits
 from contracts.common import Int64, Metadata, Params
-from contracts.limits import Code, Id, Name, Notes, UserId
 from contracts.endpoint import Endpoint
+from contracts.limits import Code, Id, Name, Notes, UserId
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with an offset
 

@@ -10,8 +10,8 @@ import msgspec
 
 from contracts import limits
 from contracts.common import Int64, Metadata, Params
-from contracts.limits import Code, Id, Name, Notes, Tags, UserId
 from contracts.endpoint import Endpoint
+from contracts.limits import Code, Id, Name, Notes, Tags, UserId
 
 # ---- requests -------------------------------------------------------------------------
 

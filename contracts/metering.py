@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 
 from contracts.common import Int64, Params
-from contracts.limits import Code, DimensionNames, Id, Name, UserId
 from contracts.endpoint import Endpoint
+from contracts.limits import Code, DimensionNames, Id, Name, UserId
 
 # ---- requests -------------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 
 from contracts.common import Params
-from contracts.limits import UserId
 from contracts.endpoint import Endpoint
+from contracts.limits import UserId
 
 
 class PaymentMethodQuery(Params):

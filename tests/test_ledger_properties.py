@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import Failure
 from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
-from services.ledger import domain, store
+from services.ledger.balances import domain, store
 from services.runtime import db
 
 ORG = "org_properties"

@@ -12,21 +12,11 @@ from aiohttp import web
 
 from contracts.ids import uuid7_int
 from contracts.limits import limit_exceeded
+from services.gateway.errors import ApiError
 
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INVALID_BODY = "invalid request body"
-
-
-class ApiError(Exception):
-    """A refusal made by the gateway itself (auth, scope, validation, bus failures)."""
-
-    def __init__(self, status: int, message: str, code: str = "", param: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 class _ErrorBody(msgspec.Struct, omit_defaults=True):

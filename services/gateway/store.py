@@ -10,9 +10,9 @@ from datetime import datetime
 
 import asyncpg
 
-from contracts.ids import new_id
+from contracts.ids import ALPHABET, new_id
 
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62 = ALPHABET
 
 
 @dataclass(frozen=True, slots=True)

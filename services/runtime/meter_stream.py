@@ -1,6 +1,8 @@
 """The JetStream stream of meter-event batches accepted asynchronously, and the durable
-consumer the metering workers share. The gateway (publisher) and the workers both make
-sure the stream exists; whoever starts first creates it. Batches that cannot be stored go
+consumer the metering workers share. A mechanism shared by its publishers (the gateway;
+the ledger's outbox relay publishes its copies there too) and metering's workers; both
+make sure the stream exists, whoever starts first creates it. The message itself is a
+contract (`contracts.metering.AcceptedBatch`). Batches that cannot be stored go
 to a second stream, the dead letters (`dead_letters.py`)."""
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from contracts.metering import AcceptedBatch
-from contracts.metering_subjects import (
+from contracts.metering import (
     METER_EVENTS_CONSUMER,
     METER_EVENTS_DEAD_PREFIX,
     METER_EVENTS_DEAD_STREAM,
     METER_EVENTS_PREFIX,
     METER_EVENTS_STREAM,
+    AcceptedBatch,
     meter_events_subject,
 )
 

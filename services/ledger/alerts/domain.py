@@ -8,7 +8,7 @@ from datetime import date
 from contracts import Actor
 from contracts.alerts import SpendAlertCreateParams, SpendAlertUpdateParams
 from contracts.errors import forbidden, invalid
-from services.ledger.domain import currency_of
+from contracts.rules import currency_of, require_user
 
 NOT_FOUND = "spend alert not found"
 OTHER_USER = "cannot access another user's account"
@@ -37,13 +37,12 @@ def require_own(actor: Actor, user_id: str) -> None:
 
 
 def new_alert(p: SpendAlertCreateParams, actor: Actor) -> NewAlert:
-    if not p.userId:
-        raise invalid("userId is required", "userId")
+    user = require_user(p.userId, "userId is required", "userId")
     if p.threshold <= 0:
         raise invalid("threshold must be positive", "threshold")
     currency = currency_of(p.currency)
-    require_own(actor, p.userId)
-    return NewAlert(p.userId, p.title, p.threshold, currency)
+    require_own(actor, user)
+    return NewAlert(user, p.title, p.threshold, currency)
 
 
 def check_update(p: SpendAlertUpdateParams) -> None:

@@ -8,7 +8,7 @@ from datetime import date
 import asyncpg
 
 from contracts.errors import invalid
-from services.ledger.alerts import NewAlert
+from services.ledger.alerts.domain import NewAlert
 
 _COLUMNS = "id, user_id, title, threshold, currency, triggered_at, created_at, updated_at"
 

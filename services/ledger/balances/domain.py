@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,9 +16,7 @@ from contracts.errors import (
     payment_required,
 )
 from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
-
-DEFAULT_CURRENCY = "usd"
-_CURRENCY = re.compile(r"^[a-z][a-z0-9]{2,9}$")
+from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
 
 # The platform's side of customer movements.
 DEPOSITS = "platform:deposits"  # money that came in from outside (payments, manual credit)
@@ -30,20 +27,6 @@ USAGE_TAG = "api-usage"
 
 def user_account(user_id: str) -> str:
     return "user:" + user_id
-
-
-def currency_of(raw: str) -> str:
-    """Trimmed and lower-cased; empty means `usd`; anything else must look like a code."""
-    currency = raw.strip().lower() or DEFAULT_CURRENCY
-    if not _CURRENCY.match(currency):
-        raise invalid("invalid currency", "currency")
-    return currency
-
-
-def require_user(user: str, message: str = "user is required") -> str:
-    if not user:
-        raise invalid(message, "user")
-    return user
 
 
 def available(balance: int, holds: int) -> int:

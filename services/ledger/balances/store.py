@@ -14,8 +14,8 @@ import msgspec
 
 from contracts.errors import invalid
 from contracts.ids import new_id
-from services.ledger import domain
-from services.ledger.domain import USAGE_TAG, Movement, Refundable
+from services.ledger.balances import domain
+from services.ledger.balances.domain import USAGE_TAG, Movement, Refundable
 
 # Insert the movement and apply it to the customer's stored balance in one statement: one
 # round trip, and the balance row changes by an atomic increment (no read-modify-write).

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from contracts import Actor, ErrorCode
 from contracts.credits import CreditGrantCreateParams
 from contracts.errors import Failure, forbidden, invalid, not_found
-from services.ledger.domain import currency_of
+from contracts.rules import currency_of, require_user
 
 OTHER_TAG = "other"  # the breakdown's group for untagged grants
 GRANT_NOT_FOUND = "credit grant not found"
@@ -51,19 +51,10 @@ class BurnPlan:
 # ---- validation -----------------------------------------------------------------------
 
 
-def user_id_of(raw: str, message: str = "userId is required") -> str:
-    """Canonical `owner/name`. The gateway already canonicalises HTTP callers; bus callers
-    (invoicing) get the same rule here."""
-    user_id = raw.strip().lower()
-    if not user_id:
-        raise invalid(message, "userId")
-    return user_id
-
-
 def new_grant(p: CreditGrantCreateParams, now: datetime) -> Grant:
     """The grant a create request describes, without its id. Checks in the reference's
     order: userId, amountCents, expiresIn; then the currency (ours)."""
-    user_id = user_id_of(p.userId)
+    user_id = require_user(p.userId, "userId is required", "userId")
     if p.amountCents <= 0:
         raise invalid("amountCents must be positive", "amountCents")
     expires_at = None

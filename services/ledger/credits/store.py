@@ -7,10 +7,10 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.common import INT64_MAX
 from contracts.errors import invalid
 from contracts.ids import new_id
-from contracts.common import INT64_MAX
-from services.ledger.credits import Grant
+from services.ledger.credits.domain import Grant
 
 _COLUMNS = """id, user_id, name, amount_cents, remaining_cents, currency, priority, eligibility,
     tags, effective_at, expires_at, voided, created_at"""

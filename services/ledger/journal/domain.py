@@ -29,8 +29,8 @@ from contracts.journal import (
     JournalRefundParams,
 )
 from contracts.limits import JOURNAL_ENTRIES_PAGE
-from services.ledger import domain
-from services.ledger.domain import DEFAULT_CURRENCY, currency_of
+from contracts.rules import DEFAULT_CURRENCY, currency_of
+from services.ledger.balances import domain
 
 # ---- access -------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ runtime's `transaction=True`), so an operation either happens whole or not at al
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -15,17 +14,30 @@ from typing import Any
 import asyncpg
 
 from contracts import Reply, Scope
-from contracts import journal_subjects as subjects
 from contracts.errors import conflict, invalid, not_found
 from contracts.ids import now, rfc3339
 from contracts.journal import (
+    ACCOUNT_CREATE,
+    ACCOUNT_ENSURE,
+    ACCOUNT_GET,
+    BALANCE_GET,
+    DISPUTE_RECORD,
+    ENTRY_GET,
+    ENTRY_LIST,
+    ENTRY_POST,
+    HOLD_CAPTURE,
+    HOLD_CREATE,
+    HOLD_GET,
+    HOLD_VOID,
+    PAYMENT_RECORD,
+    PAYOUT_RECORD,
+    REFUND_RECORD,
     JournalAccount,
     JournalAccountCreateParams,
     JournalAccountEnsureParams,
     JournalAccountGetParams,
     JournalBalance,
     JournalBalanceGetParams,
-    JournalDisputeParams,
     JournalEntry,
     JournalEntryGetParams,
     JournalEntryList,
@@ -36,181 +48,189 @@ from contracts.journal import (
     JournalHoldCaptureParams,
     JournalHoldCreateParams,
     JournalHoldIdParams,
-    JournalPaymentParams,
-    JournalPayoutParams,
     JournalPosting,
-    JournalRefundParams,
 )
-from services.ledger import journal
-from services.ledger import journal_store as store
-from services.ledger.domain import currency_of
-from services.ledger.journal import Account, Balance, Draft, Entry, Hold, Operation
-from services.runtime.bus import Service, created
+from contracts.rules import currency_of
+from services.ledger.journal import domain, store
+from services.ledger.journal.domain import Account, Balance, Draft, Entry, Hold, Operation
+from services.runtime.bus import created
+from services.runtime.service import Context, Router
 
 SWEEP_BATCH = 500
 
 
-def register(svc: Service) -> None:
-    # ---- accounts -----------------------------------------------------------------------
+router = Router()
 
-    @svc.handler(subjects.JOURNAL_ACCOUNT_CREATE, JournalAccountCreateParams,
-                 transaction=True)
-    async def create_account(scope: Scope, p: JournalAccountCreateParams,
-                             conn: asyncpg.Connection):
-        journal.require_operator(scope.actor)
-        account = journal.new_account(p.name, p.type, p.currency, p.normalBalance,
-                                      p.metadata)
-        stored = await store.insert_account(conn, scope.org_id, scope.livemode, account,
-                                            now())
-        if stored is None:
-            raise journal.duplicate_account(account.name)
-        return created(_account(stored))
 
-    @svc.handler(subjects.JOURNAL_ACCOUNT_ENSURE, JournalAccountEnsureParams,
-                 transaction=True)
-    async def ensure_account(scope: Scope, p: JournalAccountEnsureParams,
-                             conn: asyncpg.Connection) -> JournalAccount:
-        journal.require_operator(scope.actor)
-        account = journal.new_account(p.name, p.type, p.currency)
-        return _account(await store.ensure_account(conn, scope.org_id, scope.livemode,
-                                                   account, now()))
+# ---- accounts -----------------------------------------------------------------------
 
-    @svc.handler(subjects.JOURNAL_ACCOUNT_GET, JournalAccountGetParams)
-    async def get_account(scope: Scope, p: JournalAccountGetParams) -> JournalAccount:
-        journal.require_operator(scope.actor)
-        if p.id.strip():
-            found = await store.account_by_id(svc.pool, scope.org_id, scope.livemode,
-                                              p.id.strip())
-        elif p.name.strip():
-            found = await store.account_by_name(svc.pool, scope.org_id, scope.livemode,
-                                                p.name.strip())
-        else:
-            raise invalid("id or name is required", "id")
-        if found is None:
-            raise journal.account_not_found(p.id.strip() or p.name.strip())
-        return _account(found)
 
-    @svc.handler(subjects.JOURNAL_BALANCE_GET, JournalBalanceGetParams)
-    async def get_balance(scope: Scope, p: JournalBalanceGetParams) -> JournalBalance:
-        journal.require_operator(scope.actor)
-        currency = currency_of(p.currency)
-        account = await store.account_by_id(svc.pool, scope.org_id, scope.livemode,
-                                            p.accountId.strip())
-        if account is None:
-            raise journal.account_not_found(p.accountId.strip())
-        found = await store.balance(svc.pool, scope.org_id, scope.livemode, account.id,
-                                    currency)
-        return _balance(found or Balance(account.id, currency))  # no activity: zeros
+@router.handler(ACCOUNT_CREATE, transaction=True)
+async def create_account(ctx: Context, scope: Scope, p: JournalAccountCreateParams,
+                         conn: asyncpg.Connection):
+    domain.require_operator(scope.actor)
+    account = domain.new_account(p.name, p.type, p.currency, p.normalBalance,
+                                  p.metadata)
+    stored = await store.insert_account(conn, scope.org_id, scope.livemode, account,
+                                        now())
+    if stored is None:
+        raise domain.duplicate_account(account.name)
+    return created(_account(stored))
 
-    # ---- entries ------------------------------------------------------------------------
 
-    @svc.handler(subjects.JOURNAL_ENTRY_POST, JournalEntryPostParams, transaction=True)
-    async def post(scope: Scope, p: JournalEntryPostParams, conn: asyncpg.Connection):
-        journal.require_poster(scope.actor)
-        draft = journal.draft_entry(p)
-        return _entry_reply(*await post_entry(conn, scope.org_id, scope.livemode, draft))
+@router.handler(ACCOUNT_ENSURE, transaction=True)
+async def ensure_account(ctx: Context, scope: Scope, p: JournalAccountEnsureParams,
+                         conn: asyncpg.Connection) -> JournalAccount:
+    domain.require_operator(scope.actor)
+    account = domain.new_account(p.name, p.type, p.currency)
+    return _account(await store.ensure_account(conn, scope.org_id, scope.livemode,
+                                               account, now()))
 
-    @svc.handler(subjects.JOURNAL_ENTRY_GET, JournalEntryGetParams)
-    async def get_entry(scope: Scope, p: JournalEntryGetParams) -> JournalEntry:
-        journal.require_operator(scope.actor)
-        found = await store.entry_by_id(svc.pool, scope.org_id, scope.livemode, p.id.strip())
-        if found is None:
-            raise not_found("entry not found")
-        return _entry(found)
 
-    @svc.handler(subjects.JOURNAL_ENTRY_LIST, JournalEntryListParams)
-    async def list_entries(scope: Scope, p: JournalEntryListParams) -> JournalEntryList:
-        journal.require_operator(scope.actor)
-        found = await store.entries(svc.pool, scope.org_id, scope.livemode,
-                                    journal.entry_filter(p))
-        return JournalEntryList([_entry(e) for e in found], len(found))
+@router.handler(ACCOUNT_GET)
+async def get_account(ctx: Context, scope: Scope, p: JournalAccountGetParams) -> JournalAccount:
+    domain.require_operator(scope.actor)
+    if p.id.strip():
+        found = await store.account_by_id(ctx.pool, scope.org_id, scope.livemode,
+                                          p.id.strip())
+    elif p.name.strip():
+        found = await store.account_by_name(ctx.pool, scope.org_id, scope.livemode,
+                                            p.name.strip())
+    else:
+        raise invalid("id or name is required", "id")
+    if found is None:
+        raise domain.account_not_found(p.id.strip() or p.name.strip())
+    return _account(found)
 
-    # ---- high-level operations ----------------------------------------------------------
 
-    def recording(operation_of: Callable[[Any], Operation]):
-        """A handler that records the operation the domain builds from the params."""
-        async def record_operation(scope: Scope, p: Any, conn: asyncpg.Connection) -> Reply:
-            journal.require_poster(scope.actor)
-            return _entry_reply(*await record(conn, scope.org_id, scope.livemode,
-                                              operation_of(p)))
-        return record_operation
+@router.handler(BALANCE_GET)
+async def get_balance(ctx: Context, scope: Scope, p: JournalBalanceGetParams) -> JournalBalance:
+    domain.require_operator(scope.actor)
+    currency = currency_of(p.currency)
+    account = await store.account_by_id(ctx.pool, scope.org_id, scope.livemode,
+                                        p.accountId.strip())
+    if account is None:
+        raise domain.account_not_found(p.accountId.strip())
+    found = await store.balance(ctx.pool, scope.org_id, scope.livemode, account.id,
+                                currency)
+    return _balance(found or Balance(account.id, currency))  # no activity: zeros
 
-    for subject, params, operation_of in (
-            (subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams, journal.payment),
-            (subjects.JOURNAL_REFUND_RECORD, JournalRefundParams, journal.refund),
-            (subjects.JOURNAL_PAYOUT_RECORD, JournalPayoutParams, journal.payout),
-            (subjects.JOURNAL_DISPUTE_RECORD, JournalDisputeParams, journal.dispute)):
-        svc.handler(subject, params, transaction=True)(recording(operation_of))
 
-    # ---- holds --------------------------------------------------------------------------
+# ---- entries ------------------------------------------------------------------------
 
-    @svc.handler(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams, transaction=True)
-    async def create_hold(scope: Scope, p: JournalHoldCreateParams, conn: asyncpg.Connection):
-        journal.require_operator(scope.actor)
-        at = now()
-        hold = journal.new_hold(p, at)
-        account = await store.account_by_id(conn, scope.org_id, scope.livemode,
-                                             hold.account_id)
-        if account is None:
-            raise journal.account_not_found(hold.account_id)
-        # Reserve first: the increment locks the balance row, so the check below sees
-        # every other hold and posting, and a refusal rolls the reservation back.
-        posted, held = await store.reserve(conn, scope.org_id, scope.livemode, hold)
-        journal.require_funds(account, posted, held - hold.amount, hold.amount)
-        return created(_hold(await store.insert_hold(conn, scope.org_id, scope.livemode,
-                                                     hold, at)))
 
-    @svc.handler(subjects.JOURNAL_HOLD_CAPTURE, JournalHoldCaptureParams, transaction=True)
-    async def capture_hold(scope: Scope, p: JournalHoldCaptureParams,
-                           conn: asyncpg.Connection):
-        journal.require_poster(scope.actor)  # a capture posts an entry: it moves money
-        org_id, livemode = scope.org_id, scope.livemode
-        hold = await store.hold_by_id(conn, org_id, livemode, p.id.strip(), lock=True)
-        if hold is None:
-            raise journal.hold_not_found()
-        at = now()
-        amount = journal.capture_amount(hold, p.amount, at)
-        # §9.7: every check happens before anything changes.
-        cash = await store.account_by_name(conn, org_id, livemode, journal.CASH)
-        if cash is None:
-            raise journal.account_not_found(journal.CASH)
-        account = await store.account_by_id(conn, org_id, livemode, hold.account_id)
-        assert account is not None  # a hold's account is a foreign key
-        draft = journal.capture_entry(hold, account, cash, amount)
-        released: store.Changes = {}
-        store.release(released, org_id, livemode, hold)
-        entry, replayed = await post_entry(conn, org_id, livemode, draft, released)
-        if replayed:  # someone posted under this hold's key by hand: touch nothing
-            raise conflict(f"idempotency key {draft.idempotency_key} is already used")
-        hold = await store.finish_hold(conn, org_id, livemode, hold, journal.CAPTURED, at,
-                                       entry_id=entry.id, captured=amount)
-        return created(JournalHoldCaptured(_hold(hold), _entry(entry)))
+@router.handler(ENTRY_POST, transaction=True)
+async def post(ctx: Context, scope: Scope, p: JournalEntryPostParams, conn: asyncpg.Connection):
+    domain.require_poster(scope.actor)
+    draft = domain.draft_entry(p)
+    return _entry_reply(*await post_entry(conn, scope.org_id, scope.livemode, draft))
 
-    @svc.handler(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams, transaction=True)
-    async def void_hold(scope: Scope, p: JournalHoldIdParams,
-                        conn: asyncpg.Connection) -> JournalHold:
-        journal.require_operator(scope.actor)
-        org_id, livemode = scope.org_id, scope.livemode
-        hold = await store.hold_by_id(conn, org_id, livemode, p.id.strip(), lock=True)
-        if hold is None:
-            raise journal.hold_not_found()
-        journal.require_transition(hold, journal.VOIDED)
-        released: store.Changes = {}
-        store.release(released, org_id, livemode, hold)
-        await store.apply(conn, released)
-        return _hold(await store.finish_hold(conn, org_id, livemode, hold, journal.VOIDED,
-                                             now()))
 
-    @svc.handler(subjects.JOURNAL_HOLD_GET, JournalHoldIdParams)
-    async def get_hold(scope: Scope, p: JournalHoldIdParams) -> JournalHold:
-        journal.require_operator(scope.actor)
-        hold = await store.hold_by_id(svc.pool, scope.org_id, scope.livemode, p.id.strip())
-        if hold is None:
-            raise journal.hold_not_found()
-        return _hold(hold)
+@router.handler(ENTRY_GET)
+async def get_entry(ctx: Context, scope: Scope, p: JournalEntryGetParams) -> JournalEntry:
+    domain.require_operator(scope.actor)
+    found = await store.entry_by_id(ctx.pool, scope.org_id, scope.livemode, p.id.strip())
+    if found is None:
+        raise not_found("entry not found")
+    return _entry(found)
 
-    # Expiring holds shares the interval of the ledger's other expiry sweeper.
-    svc.every(svc.settings.lapse_interval_s, functools.partial(expire_holds, svc))
+
+@router.handler(ENTRY_LIST)
+async def list_entries(ctx: Context, scope: Scope, p: JournalEntryListParams) -> JournalEntryList:
+    domain.require_operator(scope.actor)
+    found = await store.entries(ctx.pool, scope.org_id, scope.livemode,
+                                domain.entry_filter(p))
+    return JournalEntryList([_entry(e) for e in found], len(found))
+
+
+# ---- high-level operations ----------------------------------------------------------
+
+
+def recording(operation_of: Callable[[Any], Operation]):
+    """A handler that records the operation the domain builds from the params."""
+    async def record_operation(ctx: Context, scope: Scope, p: Any,
+                               conn: asyncpg.Connection) -> Reply:
+        domain.require_poster(scope.actor)
+        return _entry_reply(*await record(conn, scope.org_id, scope.livemode,
+                                          operation_of(p)))
+    return record_operation
+
+
+for endpoint, operation_of in ((PAYMENT_RECORD, domain.payment), (REFUND_RECORD, domain.refund),
+                               (PAYOUT_RECORD, domain.payout), (DISPUTE_RECORD, domain.dispute)):
+    router.handler(endpoint, transaction=True)(recording(operation_of))
+
+
+# ---- holds --------------------------------------------------------------------------
+
+
+@router.handler(HOLD_CREATE, transaction=True)
+async def create_hold(ctx: Context, scope: Scope, p: JournalHoldCreateParams, conn: asyncpg.Connection):
+    domain.require_operator(scope.actor)
+    at = now()
+    hold = domain.new_hold(p, at)
+    account = await store.account_by_id(conn, scope.org_id, scope.livemode,
+                                         hold.account_id)
+    if account is None:
+        raise domain.account_not_found(hold.account_id)
+    # Reserve first: the increment locks the balance row, so the check below sees
+    # every other hold and posting, and a refusal rolls the reservation back.
+    posted, held = await store.reserve(conn, scope.org_id, scope.livemode, hold)
+    domain.require_funds(account, posted, held - hold.amount, hold.amount)
+    return created(_hold(await store.insert_hold(conn, scope.org_id, scope.livemode,
+                                                 hold, at)))
+
+
+@router.handler(HOLD_CAPTURE, transaction=True)
+async def capture_hold(ctx: Context, scope: Scope, p: JournalHoldCaptureParams,
+                       conn: asyncpg.Connection):
+    domain.require_poster(scope.actor)  # a capture posts an entry: it moves money
+    org_id, livemode = scope.org_id, scope.livemode
+    hold = await store.hold_by_id(conn, org_id, livemode, p.id.strip(), lock=True)
+    if hold is None:
+        raise domain.hold_not_found()
+    at = now()
+    amount = domain.capture_amount(hold, p.amount, at)
+    # §9.7: every check happens before anything changes.
+    cash = await store.account_by_name(conn, org_id, livemode, domain.CASH)
+    if cash is None:
+        raise domain.account_not_found(domain.CASH)
+    account = await store.account_by_id(conn, org_id, livemode, hold.account_id)
+    assert account is not None  # a hold's account is a foreign key
+    draft = domain.capture_entry(hold, account, cash, amount)
+    released: store.Changes = {}
+    store.release(released, org_id, livemode, hold)
+    entry, replayed = await post_entry(conn, org_id, livemode, draft, released)
+    if replayed:  # someone posted under this hold's key by hand: touch nothing
+        raise conflict(f"idempotency key {draft.idempotency_key} is already used")
+    hold = await store.finish_hold(conn, org_id, livemode, hold, domain.CAPTURED, at,
+                                   entry_id=entry.id, captured=amount)
+    return created(JournalHoldCaptured(_hold(hold), _entry(entry)))
+
+
+@router.handler(HOLD_VOID, transaction=True)
+async def void_hold(ctx: Context, scope: Scope, p: JournalHoldIdParams,
+                    conn: asyncpg.Connection) -> JournalHold:
+    domain.require_operator(scope.actor)
+    org_id, livemode = scope.org_id, scope.livemode
+    hold = await store.hold_by_id(conn, org_id, livemode, p.id.strip(), lock=True)
+    if hold is None:
+        raise domain.hold_not_found()
+    domain.require_transition(hold, domain.VOIDED)
+    released: store.Changes = {}
+    store.release(released, org_id, livemode, hold)
+    await store.apply(conn, released)
+    return _hold(await store.finish_hold(conn, org_id, livemode, hold, domain.VOIDED,
+                                         now()))
+
+
+@router.handler(HOLD_GET)
+async def get_hold(ctx: Context, scope: Scope, p: JournalHoldIdParams) -> JournalHold:
+    domain.require_operator(scope.actor)
+    hold = await store.hold_by_id(ctx.pool, scope.org_id, scope.livemode, p.id.strip())
+    if hold is None:
+        raise domain.hold_not_found()
+    return _hold(hold)
 
 
 # ---- operations shared by handlers (and usable on any connection) --------------------------
@@ -223,12 +243,12 @@ async def post_entry(conn: asyncpg.Connection, org_id: str, livemode: bool, draf
     `changes` are balance changes to apply with the postings (a capture's release)."""
     known = await store.accounts_by_id(conn, org_id, livemode,
                                        (leg.account_id for leg in draft.postings))
-    journal.require_accounts(draft, known)
+    domain.require_accounts(draft, known)
     if draft.idempotency_key:
         await store.lock_key(conn, org_id, livemode, draft.idempotency_key)
         stored = await store.entry_by_key(conn, org_id, livemode, draft.idempotency_key)
         if stored is not None:
-            journal.require_same_payload(stored, draft)
+            domain.require_same_payload(stored, draft)
             return stored, True
     return await store.insert_entry(conn, org_id, livemode, draft, now(), changes), False
 
@@ -241,19 +261,19 @@ async def record(conn: asyncpg.Connection, org_id: str, livemode: bool,
     ids: dict[str, str] = {}
     for leg in sorted(operation.legs, key=lambda leg: leg.name):
         if leg.name not in ids:
-            account = journal.new_account(leg.name, leg.type, operation.currency)
+            account = domain.new_account(leg.name, leg.type, operation.currency)
             ids[leg.name] = (await store.ensure_account(conn, org_id, livemode, account,
                                                         at)).id
     return await post_entry(conn, org_id, livemode, operation.draft(ids))
 
 
-async def expire_holds(svc: Service) -> int:
+async def expire_holds(ctx: Context) -> int:
     """The sweeper (§9.7): pending holds past their expiry become expired and release what
     they held, a batch per transaction. Returns how many expired."""
-    assert svc.pool is not None
+    assert ctx.pool is not None
     total = 0
     while True:
-        async with svc.pool.acquire() as conn, conn.transaction():
+        async with ctx.pool.acquire() as conn, conn.transaction():
             expired = await store.expire_due_holds(conn, now(), SWEEP_BATCH)
         total += expired
         if expired < SWEEP_BATCH:

@@ -14,10 +14,10 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.common import INT64_MAX
 from contracts.errors import Failure, invalid
 from contracts.ids import new_id
-from contracts.common import INT64_MAX
-from services.ledger.journal import (
+from services.ledger.journal.domain import (
     CAPTURED,
     Account,
     Balance,

@@ -5,7 +5,9 @@ has one (ledger.md §3.5; product decision Q4: kept for summaries, deduplicated 
 The copies are as durable as the debits: they are written to the ledger's outbox in the
 debits' own transaction, as messages for metering's stream (`billing.meter_events.<org>`,
 one batch per organization and mode, `Nats-Msg-Id` = batch id), which metering stores like
-any batch accepted asynchronously (each batch id once). Only debits in the meter's currency
+any batch accepted asynchronously (each batch id once). The message is metering's contract
+(`contracts.metering.AcceptedBatch`), its ids and keys made by the shared batch rules
+(`contracts.meter_events`): nothing of metering's own code is used. Only debits in the meter's currency
 are copied. A copy's key (`usage_copy_key`: user and requestId, in a namespace clients
 cannot use) counts a debit once per requestId without touching the organization's own
 event keys.
@@ -27,17 +29,23 @@ import asyncpg
 import msgspec
 
 from contracts import Scope
+from contracts import meter_events as rules
+from contracts.errors import Failure
 from contracts.ids import now
-from contracts.metering import AcceptedBatch, AcceptedEvent, Meter, MeterFindQuery
-from contracts.metering_subjects import METERING_METER_FIND, meter_events_subject
-from services.ledger.usage import UsageRecord
-from services.metering import domain as metering
+from contracts.metering import (
+    METER_FIND,
+    AcceptedBatch,
+    AcceptedEvent,
+    Meter,
+    MeterFindQuery,
+    meter_events_subject,
+)
+from services.ledger.usage.recorder import UsageRecord
 from services.runtime import outbox
-from services.runtime.bus import Service
+from services.runtime.service import Context
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-_decode_meter = msgspec.json.Decoder(Meter).decode
 
 METER_CACHE_S = 60.0
 ERROR_CACHE_S = 1.0
@@ -48,8 +56,8 @@ Account = tuple[str, bool]  # org_id, livemode
 
 
 class UsageBackfill:
-    def __init__(self, svc: Service):
-        self._svc = svc
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
         self._meters: dict[Account, tuple[float, Meter | None]] = {}
         self._lookups: dict[Account, asyncio.Future[Meter | None]] = {}
 
@@ -73,18 +81,18 @@ class UsageBackfill:
                 by_account[(r.scope.org_id, r.scope.livemode)].append(r)
         if not by_account:
             return
-        ts_us = metering.to_us(now())
+        ts_us = rules.to_us(now())
         messages = []
         for (org_id, livemode), group in by_account.items():
-            for start in range(0, len(group), metering.MAX_BATCH):
-                chunk = group[start:start + metering.MAX_BATCH]
+            for start in range(0, len(group), rules.MAX_BATCH):
+                chunk = group[start:start + rules.MAX_BATCH]
                 batch_id = _batch_id(org_id, livemode, [r.tx_id for r in chunk])
-                id_base = metering.derived_id_base(batch_id)
-                events = [_meter_event(metering.event_id(id_base, i), r, ts_us)
+                id_base = rules.derived_id_base(batch_id)
+                events = [_meter_event(rules.event_id(id_base, i), r, ts_us)
                           for i, r in enumerate(chunk)]
                 messages.append((meter_events_subject(org_id), batch_id, org_id, livemode,
                                  _encode(AcceptedBatch(batch_id, org_id, livemode, events))))
-        await outbox.add_messages(conn, self._svc.name, type=COPY_TYPE, messages=messages)
+        await outbox.add_messages(conn, self._ctx.name, type=COPY_TYPE, messages=messages)
 
     def _lookup(self, scope: Scope) -> asyncio.Future[Meter | None]:
         """One lookup per organization and mode at a time, whoever asks."""
@@ -102,14 +110,12 @@ class UsageBackfill:
                                         deadline_ms=0)
         meter, ttl = None, METER_CACHE_S
         try:
-            reply = await self._svc.ask(
-                METERING_METER_FIND, scope,
-                MeterFindQuery(eventName=metering.API_USAGE_EVENT_NAME),
-                timeout=LOOKUP_TIMEOUT_S)
             # No answer (metering not deployed) or no such meter: nothing to copy into.
-            if reply is not None and reply.error is None:
-                meter = _decode_meter(reply.result)
-            elif reply is not None and reply.error.status != 404:
+            meter = await self._ctx.ask(
+                METER_FIND, scope, MeterFindQuery(eventName=rules.API_USAGE_EVENT_NAME),
+                timeout=LOOKUP_TIMEOUT_S)
+        except Failure as failure:
+            if failure.error.status != 404:
                 ttl = ERROR_CACHE_S  # metering failed to answer: ask again soon
         except Exception:
             log.exception("usage back-fill: looking up the api-usage meter of %s failed",
@@ -127,8 +133,8 @@ def _meter_event(event_id: str, record: UsageRecord, ts_us: int) -> AcceptedEven
     metadata = record.debit.metadata or {}
     dimensions = {k: metadata[k] for k in ("model", "provider") if metadata.get(k)}
     request_id = metadata.get("requestId") or ""
-    user = record.debit.user_id.strip().lower()  # as metering stores its users
-    key = metering.usage_copy_key(user, request_id) if request_id else ""
+    user = record.debit.user_id  # canonical already (contracts.rules.user_id)
+    key = rules.usage_copy_key(user, request_id) if request_id else ""
     return AcceptedEvent(event_id, record.copy_to.id, user, record.debit.amount, ts_us, key,
                          dimensions or None)
 

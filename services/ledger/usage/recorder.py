@@ -17,8 +17,8 @@ from contracts import Reply, Scope
 from contracts.ids import new_id
 from contracts.ledger import UsageResult
 from contracts.metering import Meter
-from services.ledger import store
-from services.ledger.domain import Movement
+from services.ledger.balances import store
+from services.ledger.balances.domain import Movement
 from services.runtime.batching import MicroBatcher, isolating_failures
 from services.runtime.idempotency import IdempotencyKeys, mismatch
 

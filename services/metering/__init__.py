@@ -13,7 +13,7 @@ Meter events come in two ways and meet in one store (`store.write_events` / `wri
 
 An event is stored once per (organization, mode, idempotency key) for at least 35 days, and
 once per event id (asynchronous event ids derive from their batch, whose id is claimed with
-its events). Events live in a table partitioned by month of event time; `service.upkeep`
+its events). Events live in a table partitioned by month of event time; `handlers.upkeep`
 creates the months ahead, prunes the dedup keys and, when `METERING_RETENTION_MONTHS` is set,
 drops old months. `METERING_ACK_WAIT` (seconds, default 30) is how long a batch fetched by a
 worker that died waits before another worker gets it.

@@ -160,7 +160,7 @@ def burn_down(grants: Iterable[Grant], amount: int, currency: str, meter_id: str
 
 
 def apply_burn(grants: Iterable[Grant], plan: BurnPlan) -> list[Grant]:
-    """The grants after `plan`: the pure twin of `credits_store.burn`, for tests."""
+    """The grants after `plan`: the pure twin of `store.burn`, for tests."""
     taken = dict(plan.burned)
     return [replace(g, remaining=g.remaining - taken[g.id]) if g.id in taken else g
             for g in grants]

@@ -1,0 +1,1 @@
+"""The subscriptions service (not built yet)."""

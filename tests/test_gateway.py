@@ -170,8 +170,8 @@ async def test_a_request_past_its_deadline_is_refused_by_the_service(platform):
     from contracts.ledger import BalanceQuery
 
     reply = await platform.gateway.pipeline.call("billing.ledger.balance.get",
-                                         _scope(deadline_ms=int(time.time() * 1000) - 1),
-                                         BalanceQuery(user="a"), _FakeRequest())
+                                                 _scope(deadline_ms=int(time.time() * 1000) - 1),
+                                                 BalanceQuery(user="a"), _FakeRequest())
     assert reply.error is not None and reply.error.status == 503
 
 

@@ -245,8 +245,8 @@ async def test_meter_events_committed_before_a_failure_are_not_written_again(
 
     def batch(*events):
         return meter_events.accept_batch([MeterEventInput(meterId=meter_id, userId="alice", value=v,
-                                                    idempotency=k) for v, k in events],
-                                   now(), meter_events.fresh_id_base())
+                                                          idempotency=k) for v, k in events],
+                                         now(), meter_events.fresh_id_base())
 
     org_id = await _org_id(platform, org)
     first, second = batch((1, None), (2, "k-1")), batch((4, None))

@@ -135,8 +135,8 @@ async def test_zap_names_the_limit_too(http, org):
 
 
 async def test_a_bus_caller_gets_the_same_refusal(platform, settings):
-    caller = Service(ServiceSpec(f"limits-{secrets.token_hex(3)}", Router(), None), Settings.from_env(
-        {"NATS_URL": settings.nats_url}))
+    caller = Service(ServiceSpec(f"limits-{secrets.token_hex(3)}", Router(), None),
+                     Settings.from_env({"NATS_URL": settings.nats_url}))
     await caller.start()
     try:
         scope = Scope(org_id="org_bus", org_name="bus", livemode=False, request_id="r1",

@@ -843,12 +843,12 @@ async def test_access_platform_and_admin_only_and_posting_needs_mint(t1):
     for actor in (user, publishable):
         for subject, params in (
                 (endpoints.ACCOUNT_CREATE.subject, JournalAccountCreateParams(name="x",
-                                                                            type="asset")),
+                                                                              type="asset")),
                 (endpoints.BALANCE_GET.subject, JournalBalanceGetParams(accountId=t1.cash)),
                 (endpoints.ENTRY_LIST.subject, JournalEntryListParams()),
                 (endpoints.ENTRY_POST.subject, t1.entry((t1.cash, 1), (t1.cust, -1))),
                 (endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(accountId=t1.cash,
-                                                                       amount=1))):
+                                                                        amount=1))):
             assert await t1.error(subject, params, actor=actor) == forbidden
     # An admin without the mint right reads, keeps accounts and holds, but moves no money.
     await t1.ok(endpoints.BALANCE_GET.subject, JournalBalanceGetParams(accountId=t1.cash),
@@ -862,11 +862,11 @@ async def test_access_platform_and_admin_only_and_posting_needs_mint(t1):
             (endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
                 paymentIntentId="pi_admin", amount=1, customerId="c")),
             (endpoints.REFUND_RECORD.subject, JournalRefundParams(refundId="r", amount=1,
-                                                                 customerId="c")),
+                                                                  customerId="c")),
             (endpoints.PAYOUT_RECORD.subject, JournalPayoutParams(payoutId="p", amount=1,
-                                                                 merchantId="m")),
+                                                                  merchantId="m")),
             (endpoints.DISPUTE_RECORD.subject, JournalDisputeParams(disputeId="d", amount=1,
-                                                                   customerId="c")),
+                                                                    customerId="c")),
             (endpoints.HOLD_CAPTURE.subject, JournalHoldCaptureParams(id=hold["id"]))):
         assert await t1.error(subject, params, actor=admin) == forbidden
     await t1.ok(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id=hold["id"]), actor=admin)

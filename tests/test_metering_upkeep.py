@@ -156,7 +156,7 @@ def test_a_batch_gets_its_ids_and_canonical_fields():
     assert (events[0].userId, events[0].value, events[0].idempotency) == ("ann", 0, "")
     assert events[0].timestamp == meter_events.to_us(NOW)
     assert meter_events.from_us(events[1].timestamp) == datetime(2026, 3, 10, 11, 0, 0, 123457,
-                                                           tzinfo=UTC)
+                                                                 tzinfo=UTC)
 
 
 def test_ids_of_an_asynchronous_batch_follow_from_the_batch():
@@ -176,7 +176,7 @@ def test_ids_of_an_asynchronous_batch_follow_from_the_batch():
 def test_accepted_timestamps(timestamp, accepted):
     try:
         meter_events.accept_batch([MeterEventInput(meterId="m", userId="u", timestamp=timestamp)],
-                            NOW, "mev_x")
+                                  NOW, "mev_x")
     except Failure:
         assert not accepted
     else:

@@ -1,9 +1,10 @@
 """A service on the bus: FastStream NATS responders with msgspec envelopes.
 
 `Service(spec, settings)` subscribes the spec's handlers (`services.runtime.service`) in the
-service's queue group. The runtime decodes `Request[Params]`, refuses expired deadlines, continues the
-caller's trace, runs the handler (inside a database transaction with idempotency when asked),
-and encodes the `Reply`. Handlers stay thin: decode is done for them, they call the domain.
+service's queue group. The runtime decodes `Request[Params]`, refuses expired deadlines,
+continues the caller's trace, runs the handler (inside a database transaction with
+idempotency when asked) with the service's `Context`, and encodes the `Reply`. Handlers
+stay thin: decode is done for them, they call the domain.
 
 FastStream's broker owns the connection (servers, reconnects, lifecycle). Request/reply
 subjects are subscribed on that connection directly: FastStream's per-message pipeline

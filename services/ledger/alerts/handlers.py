@@ -42,7 +42,7 @@ async def list_alerts(ctx: Context, scope: Scope, p: SpendAlertListParams) -> li
     domain.require_own(scope.actor, user)
     limit, offset = SPEND_ALERTS_PAGE.apply(p.limit, p.offset)
     rows = await store.list_for_user(ctx.pool, scope.org_id, scope.livemode, user,
-                                            limit, offset)
+                                     limit, offset)
     return [_alert(r) for r in rows]
 
 
@@ -50,7 +50,7 @@ async def list_alerts(ctx: Context, scope: Scope, p: SpendAlertListParams) -> li
 async def create_alert(ctx: Context, scope: Scope, p: SpendAlertCreateParams) -> Reply:
     new = domain.new_alert(p, scope.actor)
     row = await store.create(ctx.pool, scope.org_id, scope.livemode,
-                                    new_id("alert_"), new)
+                             new_id("alert_"), new)
     return created(_alert(row))
 
 
@@ -62,11 +62,11 @@ async def update_alert(ctx: Context, scope: Scope, p: SpendAlertUpdateParams) ->
     except Failure:
         # The reference looks the alert up before reading the body: 404 comes first.
         if not await store.exists(ctx.pool, scope.org_id, scope.livemode, p.id,
-                                         owner):
+                                  owner):
             raise not_found(domain.NOT_FOUND) from None
         raise
     row = await store.update(ctx.pool, scope.org_id, scope.livemode, p.id, owner,
-                                    p.title, p.threshold)
+                             p.title, p.threshold)
     if row is None:
         raise not_found(domain.NOT_FOUND)
     return _alert(row)
@@ -92,7 +92,7 @@ async def on_usage_batch(conn: asyncpg.Connection,
         amounts.setdefault(account, []).append(debit.amount)
         scopes.setdefault(account, scope)
     rows = await store.add_spend(conn, {a: min(sum(v), INT64_MAX)
-                                               for a, v in amounts.items()})
+                                        for a, v in amounts.items()})
     candidates: dict[store.Account, list[tuple[str, int]]] = {}
     for r in rows:
         if r["id"] is not None:

@@ -62,11 +62,12 @@ async def create_grant(ctx: Context, scope: Scope, p: CreditGrantCreateParams,
 
 
 @router.handler(CREDIT_GRANT_VOID, transaction=True)
-async def void_grant(ctx: Context, scope: Scope, p: CreditGrantVoidParams, conn: asyncpg.Connection):
+async def void_grant(ctx: Context, scope: Scope, p: CreditGrantVoidParams,
+                     conn: asyncpg.Connection):
     grant_id = domain.require_grant_id(p.id)
     require_mint(scope.actor)  # voiding takes credit away: same class as granting
     domain.require_voidable(await store.void(conn, scope.org_id, scope.livemode,
-                                              grant_id))
+                                             grant_id))
     return CreditGrantVoided(id=grant_id, voided=True)
 
 

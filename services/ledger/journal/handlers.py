@@ -70,7 +70,7 @@ async def create_account(ctx: Context, scope: Scope, p: JournalAccountCreatePara
                          conn: asyncpg.Connection):
     domain.require_operator(scope.actor)
     account = domain.new_account(p.name, p.type, p.currency, p.normalBalance,
-                                  p.metadata)
+                                 p.metadata)
     stored = await store.insert_account(conn, scope.org_id, scope.livemode, account,
                                         now())
     if stored is None:
@@ -165,12 +165,13 @@ for endpoint, operation_of in ((PAYMENT_RECORD, domain.payment), (REFUND_RECORD,
 
 
 @router.handler(HOLD_CREATE, transaction=True)
-async def create_hold(ctx: Context, scope: Scope, p: JournalHoldCreateParams, conn: asyncpg.Connection):
+async def create_hold(ctx: Context, scope: Scope, p: JournalHoldCreateParams,
+                      conn: asyncpg.Connection):
     domain.require_operator(scope.actor)
     at = now()
     hold = domain.new_hold(p, at)
     account = await store.account_by_id(conn, scope.org_id, scope.livemode,
-                                         hold.account_id)
+                                        hold.account_id)
     if account is None:
         raise domain.account_not_found(hold.account_id)
     # Reserve first: the increment locks the balance row, so the check below sees

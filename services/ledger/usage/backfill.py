@@ -7,10 +7,10 @@ debits' own transaction, as messages for metering's stream (`billing.meter_event
 one batch per organization and mode, `Nats-Msg-Id` = batch id), which metering stores like
 any batch accepted asynchronously (each batch id once). The message is metering's contract
 (`contracts.metering.AcceptedBatch`), its ids and keys made by the shared batch rules
-(`contracts.meter_events`): nothing of metering's own code is used. Only debits in the meter's currency
-are copied. A copy's key (`usage_copy_key`: user and requestId, in a namespace clients
-cannot use) counts a debit once per requestId without touching the organization's own
-event keys.
+(`contracts.meter_events`): nothing of metering's own code is used. Only debits in the
+meter's currency are copied. A copy's key (`usage_copy_key`: user and requestId, in a
+namespace clients cannot use) counts a debit once per requestId without touching the
+organization's own event keys.
 
 Which meter an organization has is looked up before its debits are batched (cached for a
 minute, refreshed in the background), so the transaction never waits for metering; one

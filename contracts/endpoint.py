@@ -25,7 +25,3 @@ class Endpoint(Generic[P, R]):
     def __post_init__(self) -> None:
         decode = None if self.result is None else msgspec.json.Decoder(self.result).decode
         object.__setattr__(self, "decode_result", decode)
-
-    @property
-    def service(self) -> str:
-        return self.subject.split(".")[1]

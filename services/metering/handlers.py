@@ -65,8 +65,8 @@ UPKEEP_INTERVAL_S = 3600.0
 # window (domain.DEDUP_RETENTION) ends.
 KEY_SWEEP_PASS_S = 86400.0
 
-
 router = Router()
+
 
 # ---- meters -------------------------------------------------------------------------
 

@@ -42,10 +42,8 @@ from services.ledger.credits.domain import Grant
 from services.runtime.bus import created
 from services.runtime.service import Context, Router
 
-USER_QUERY_REQUIRED = "userId query parameter is required"
-
-
 router = Router()
+USER_QUERY_REQUIRED = "userId query parameter is required"
 
 
 @router.handler(CREDIT_GRANT_CREATE, transaction=True)

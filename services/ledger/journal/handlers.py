@@ -56,10 +56,8 @@ from services.ledger.journal.domain import Account, Balance, Draft, Entry, Hold,
 from services.runtime.bus import created
 from services.runtime.service import Context, Router
 
-SWEEP_BATCH = 500
-
-
 router = Router()
+SWEEP_BATCH = 500  # holds expired per transaction
 
 
 # ---- accounts -----------------------------------------------------------------------

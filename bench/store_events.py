@@ -27,8 +27,7 @@ import asyncpg  # noqa: E402
 
 from bench.common import infrastructure  # noqa: E402
 from contracts.metering import AcceptedBatch, AcceptedEvent  # noqa: E402
-from services.metering import store  # noqa: E402
-from services.metering.service import MIGRATIONS  # noqa: E402
+from services.metering import SPEC, store  # noqa: E402
 from services.runtime import db  # noqa: E402
 
 BATCHES, EVENTS = 8, 100
@@ -54,7 +53,7 @@ async def one_round(server_url: str, statements: int, age_index: bool) -> tuple[
     await db.ensure_database(url)
     conn = await asyncpg.connect(url)
     try:
-        await db.migrate(conn, "metering", MIGRATIONS)
+        await db.migrate(conn, "metering", SPEC.migrations)
         if age_index:
             await conn.execute(AGE_INDEX)
         run = secrets.token_hex(2)

@@ -1,7 +1,8 @@
 """Bus contracts: the only thing services share about each other.
 
 Every request is `Request[P]` (a `Scope` plus typed params); every reply is `Reply`
-(a result or a typed `BusError`). Subjects live in `contracts.subjects`.
+(a result or a typed `BusError`). Each subject is declared once, as an `Endpoint`
+(`contracts.endpoint`), next to its params and result structs.
 """
 
 from contracts.envelope import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import msgspec
 
-from contracts.ledger import Int64, Params
+from contracts.common import Int64, Params
+from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, Name, UserId
 
 SPEND_ALERT_TRIGGERED = "spend_alert.triggered"  # event type (billing.events.<type>)
@@ -57,3 +58,15 @@ class SpendAlertTriggered(SpendAlert):
 
     spend: int  # the user's api-usage spend this month in the alert's currency
     period: str  # the UTC calendar month, YYYY-MM
+
+
+# ---- endpoints -----------------------------------------------------
+
+SPEND_ALERT_LIST = Endpoint("billing.ledger.spend_alert.list", SpendAlertListParams,
+                            list[SpendAlert])
+SPEND_ALERT_CREATE = Endpoint("billing.ledger.spend_alert.create", SpendAlertCreateParams,
+                              SpendAlert)
+SPEND_ALERT_UPDATE = Endpoint("billing.ledger.spend_alert.update", SpendAlertUpdateParams,
+                              SpendAlert)
+SPEND_ALERT_DELETE = Endpoint("billing.ledger.spend_alert.delete", SpendAlertDeleteParams,
+                              None)  # 204

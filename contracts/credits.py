@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
-from contracts.ledger import Int64, Params
+from contracts.common import Int64, Params
+from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, MeterIds, Name, Tags, UserId
 
 # ---- requests -------------------------------------------------------------------------
@@ -132,3 +133,22 @@ class BurnedGrant(msgspec.Struct):
 class CreditBurnResult(msgspec.Struct):
     remaining: int  # what credits did not cover
     burned: list[BurnedGrant]  # in burn order
+
+
+# ---- endpoints -----------------------------------------------------
+
+CREDIT_GRANT_CREATE = Endpoint("billing.ledger.credit_grant.create", CreditGrantCreateParams,
+                               CreditGrant)
+CREDIT_GRANT_VOID = Endpoint("billing.ledger.credit_grant.void", CreditGrantVoidParams,
+                             CreditGrantVoided)
+CREDIT_GRANT_LIST = Endpoint("billing.ledger.credit_grant.list", CreditGrantListParams,
+                             CreditGrantList)
+CREDIT_BALANCE_GET = Endpoint("billing.ledger.credit_balance.get", CreditBalanceQuery,
+                              CreditBalance)
+CREDIT_BALANCE_BREAKDOWN = Endpoint("billing.ledger.credit_balance.breakdown",
+                                    CreditBreakdownQuery, CreditBreakdown)
+# Bus only (no HTTP route): invoicing applies credits to an amount due.
+CREDIT_GRANT_BURN = Endpoint("billing.ledger.credit_grant.burn", CreditBurnParams,
+                             CreditBurnResult)
+CREDIT_GRANT_PREVIEW = Endpoint("billing.ledger.credit_grant.preview", CreditBurnParams,
+                                CreditBurnResult)

@@ -14,7 +14,8 @@ from typing import Annotated
 import msgspec
 
 from contracts import limits
-from contracts.ledger import Int64, Metadata, Params
+from contracts.common import Int64, Metadata, Params
+from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, Name, Notes, UserId
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with an offset
@@ -222,3 +223,39 @@ class JournalHold(msgspec.Struct, omit_defaults=True):
 class JournalHoldCaptured(msgspec.Struct):
     hold: JournalHold
     entry: JournalEntry
+
+
+# ---- endpoints -----------------------------------------------------
+# Bus only, no HTTP routes: callers are platform services (payments) and operators.
+
+ACCOUNT_CREATE = Endpoint("billing.ledger.journal.account.create", JournalAccountCreateParams,
+                          JournalAccount)
+ACCOUNT_ENSURE = Endpoint("billing.ledger.journal.account.ensure", JournalAccountEnsureParams,
+                          JournalAccount)
+ACCOUNT_GET = Endpoint("billing.ledger.journal.account.get", JournalAccountGetParams,
+                       JournalAccount)
+BALANCE_GET = Endpoint("billing.ledger.journal.balance.get", JournalBalanceGetParams,
+                       JournalBalance)
+
+ENTRY_POST = Endpoint("billing.ledger.journal.entry.post", JournalEntryPostParams,
+                      JournalEntry)
+ENTRY_GET = Endpoint("billing.ledger.journal.entry.get", JournalEntryGetParams, JournalEntry)
+ENTRY_LIST = Endpoint("billing.ledger.journal.entry.list", JournalEntryListParams,
+                      JournalEntryList)
+
+HOLD_CREATE = Endpoint("billing.ledger.journal.hold.create", JournalHoldCreateParams,
+                       JournalHold)
+HOLD_CAPTURE = Endpoint("billing.ledger.journal.hold.capture", JournalHoldCaptureParams,
+                        JournalHoldCaptured)
+HOLD_VOID = Endpoint("billing.ledger.journal.hold.void", JournalHoldIdParams, JournalHold)
+HOLD_GET = Endpoint("billing.ledger.journal.hold.get", JournalHoldIdParams, JournalHold)
+
+# High-level operations: each posts one entry under a derived idempotency key.
+PAYMENT_RECORD = Endpoint("billing.ledger.journal.payment.record", JournalPaymentParams,
+                          JournalEntry)  # payment:<pi>
+REFUND_RECORD = Endpoint("billing.ledger.journal.refund.record", JournalRefundParams,
+                         JournalEntry)  # refund:<id>
+PAYOUT_RECORD = Endpoint("billing.ledger.journal.payout.record", JournalPayoutParams,
+                         JournalEntry)  # payout:<id>
+DISPUTE_RECORD = Endpoint("billing.ledger.journal.dispute.record", JournalDisputeParams,
+                          JournalEntry)  # dispute:<id>

@@ -6,23 +6,12 @@ ZAP params and the bus payload, and a result struct is the JSON the client reads
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 import msgspec
 
 from contracts import limits
+from contracts.common import Int64, Metadata, Params
+from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, Name, Notes, Tags, UserId
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what Go and JavaScript clients can read
-Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
-Metadata = dict[str, Any]  # as replies carry it; requests take limits.Metadata (bounded)
-
-
-class Params(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Base for request params. Unknown fields are refused here so the gateway can notice
-    them and retry with case-folded keys (the reference's decoder matched keys
-    case-insensitively); after folding, leftovers are dropped."""
-
 
 # ---- requests -------------------------------------------------------------------------
 
@@ -259,3 +248,21 @@ class TransactionList(msgspec.Struct):
     count: int  # all matching transactions, before paging
     user: str
 
+
+# ---- endpoints -----------------------------------------------------
+
+BALANCE_GET = Endpoint("billing.ledger.balance.get", BalanceQuery, Balance)
+BALANCE_ALL = Endpoint("billing.ledger.balance.all", BalanceQuery, BalanceAll)
+DEPOSIT_CREATE = Endpoint("billing.ledger.deposit.create", DepositParams, DepositResult)
+# A debit answers UsageResult; a zero amount answers UsageSkipped (same fields but status).
+USAGE_RECORD = Endpoint("billing.ledger.usage.record", UsageRecordParams, UsageResult)
+USAGE_LIST = Endpoint("billing.ledger.usage.list", UsageListParams, UsageList)
+TRANSACTION_LIST = Endpoint("billing.ledger.transaction.list", TransactionListParams,
+                            TransactionList)
+WITHDRAW_CREATE = Endpoint("billing.ledger.withdraw.create", WithdrawParams, WithdrawResult)
+REFUND_CREATE = Endpoint("billing.ledger.refund.create", RefundParams, RefundResult)
+STARTER_CREDIT_CLAIM = Endpoint("billing.ledger.starter_credit.claim", StarterCreditParams,
+                                StarterCreditResult)
+TIER_GET = Endpoint("billing.ledger.tier.get", TierQuery, TierResult)
+TIER_CHECK = Endpoint("billing.ledger.tier.check", TierQuery, TierCheckResult)
+STATUS_GET = Endpoint("billing.ledger.status.get", StatusQuery, BillingStatus)

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from contracts.ledger import Int64, Params
+from contracts.common import Int64, Params
+from contracts.endpoint import Endpoint
 from contracts.limits import Code, DimensionNames, Id, Name, UserId
 
 # ---- requests -------------------------------------------------------------------------
@@ -228,3 +229,43 @@ class PlanView(msgspec.Struct, omit_defaults=True):
     popular: bool = False
     features: list[str] | None = None
     limits: PlanLimits | None = None
+
+
+# ---- endpoints -----------------------------------------------------
+
+METER_CREATE = Endpoint("billing.metering.meter.create", MeterCreateParams, Meter)
+METER_LIST = Endpoint("billing.metering.meter.list", MeterListParams, MeterList)
+METER_GET = Endpoint("billing.metering.meter.get", MeterGetParams, Meter)
+EVENTS_RECORD = Endpoint("billing.metering.events.record", MeterEventBatch, RecordedEvents)
+EVENTS_SUMMARY = Endpoint("billing.metering.events.summary", SummaryQuery, Summary)
+DNS_USAGE_RECORD = Endpoint("billing.metering.dns_usage.record", DnsUsageParams,
+                            DnsUsageResult)
+DNS_USAGE_SUMMARY = Endpoint("billing.metering.dns_usage.summary", DnsSummaryQuery,
+                             DnsSummary)
+DNS_PLAN_LIST = Endpoint("billing.metering.dns_plan.list", DnsPlansQuery, list[PlanView])
+# Bus only (no HTTP route): the gateway's meter-id cache for the asynchronous path, the
+# ledger's back-fill (a meter by event name), and the per-meter usage invoicing prices.
+METER_IDS = Endpoint("billing.metering.meter.ids", MeterIdsQuery, MeterIds)
+METER_FIND = Endpoint("billing.metering.meter.find", MeterFindQuery, Meter)
+USAGE_AGGREGATE = Endpoint("billing.metering.usage.aggregate", UsageAggregateParams,
+                           UsageAggregate)
+# An asynchronous batch with an `Idempotency-Key`, accepted by metering so the key is
+# claimed where the synchronous path claims it (one rule for both ways in).
+EVENTS_ACCEPT = Endpoint("billing.metering.events.accept", MeterEventBatch, RecordedEvents)
+
+# JetStream: meter-event batches accepted by the gateway (`Prefer: respond-async`) or copied
+# by the ledger (usage debits into `api-usage` meters), stored by metering workers sharing
+# one durable pull consumer. Message id (`Nats-Msg-Id`) = batch id.
+METER_EVENTS_STREAM = "BILLING_METER_EVENTS"
+METER_EVENTS_PREFIX = "billing.meter_events."
+METER_EVENTS_CONSUMER = "metering"
+
+
+def meter_events_subject(org_id: str) -> str:
+    return METER_EVENTS_PREFIX + org_id
+
+
+# Meter-event batches that could not be stored: kept with their error until an operator
+# replays or discards them (`billing metering dead-letters`).
+METER_EVENTS_DEAD_STREAM = "BILLING_METER_EVENTS_DEAD"
+METER_EVENTS_DEAD_PREFIX = "billing.meter_events_dead."

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from contracts.ledger import Params
+from contracts.common import Params
+from contracts.endpoint import Endpoint
 from contracts.limits import UserId
 
 
@@ -15,3 +16,10 @@ class PaymentMethodQuery(Params):
 
 class PaymentMethodExists(msgspec.Struct):
     exists: bool
+
+
+# ---- endpoints -----------------------------------------------------
+# Not built yet: callers treat "no responders" as "no payment method".
+
+PAYMENT_METHOD_EXISTS = Endpoint("billing.payments.payment_method.exists", PaymentMethodQuery,
+                                 PaymentMethodExists)

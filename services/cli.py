@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument("--port", type=int, default=None)
 
     serve = commands.add_parser("serve", help="one service (or the gateway) in this process")
-    serve.add_argument("service", help="ledger | metering | gateway (invoicing, payments, "
-                                       "subscriptions: not built yet)")
+    serve.add_argument("service", help=" | ".join([*_service_names(), "gateway"]))
 
     commands.add_parser("migrate", help="apply every service's database migrations")
 
@@ -69,6 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a clear one-line failure for operators
         log.error("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
         sys.exit(1)
+
+
+def _service_names() -> list[str]:
+    from services.specs import BY_NAME
+
+    return list(BY_NAME)
 
 
 def _run(coro) -> None:
@@ -173,8 +178,10 @@ def _redact(url: str) -> str:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
-    from services.platform import SERVICES, until_signalled
+    from services.platform import until_signalled
     from services.runtime import telemetry
+    from services.runtime.bus import Service
+    from services.specs import BY_NAME
 
     _require_urls(settings)
     telemetry.configure(settings.otel_exporter, f"billing-{args.service}")
@@ -182,8 +189,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
         from services.gateway.app import Gateway
 
         unit = Gateway(settings)
-    elif args.service in SERVICES:
-        unit = SERVICES[args.service](settings)
+    elif args.service in BY_NAME:
+        unit = Service(BY_NAME[args.service], settings)
     else:
         raise SystemExit(f"billing: unknown or not yet built service {args.service!r}")
     await unit.start()
@@ -197,18 +204,15 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
 async def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     import asyncpg
 
-    from services.gateway.app import MIGRATIONS as GATEWAY_MIGRATIONS
-    from services.platform import SERVICES
     from services.runtime import db
+    from services.specs import migrations
 
     if not settings.database_url:
         raise SystemExit("billing: set DATABASE_URL")
     await db.ensure_database(settings.database_url)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        schemas = [("gateway", GATEWAY_MIGRATIONS)]
-        schemas += [(name, create(settings).migrations) for name, create in SERVICES.items()]
-        for schema, folder in schemas:
+        for schema, folder in migrations():
             applied = await db.migrate(conn, schema, folder)
             print(f"{schema}: {len(applied)} migration(s) applied")
     finally:
@@ -244,7 +248,8 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
 async def _ledger_verify(settings: Settings, args: argparse.Namespace) -> None:
     import asyncpg
 
-    from services.ledger import journal_store, store
+    from services.ledger.balances import store
+    from services.ledger.journal import store as journal_store
 
     if not settings.database_url:
         raise SystemExit("billing: set DATABASE_URL")
@@ -285,8 +290,8 @@ async def _metering_dead_letters(settings: Settings, args: argparse.Namespace) -
     import nats
 
     from services.metering import dead_letters
-    from services.metering.stream import ensure_dead_letter_stream
     from services.runtime.bus import nats_servers
+    from services.runtime.meter_stream import ensure_dead_letter_stream
 
     if not settings.nats_url:
         raise SystemExit("billing: set NATS_URL")

@@ -1,32 +1,13 @@
-"""Which services exist, and starting them together (`billing dev`) or alone (`billing serve`)."""
+"""Starting the built services together (`billing dev`) or one alone (`billing serve`)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
 
 from services.runtime.bus import Service
 from services.runtime.config import Settings
-
-
-def _ledger(settings: Settings) -> Service:
-    from services.ledger.service import create
-
-    return create(settings)
-
-
-def _metering(settings: Settings) -> Service:
-    from services.metering.service import create
-
-    return create(settings)
-
-
-# Services not listed here are not built yet (invoicing, payments, subscriptions).
-SERVICES: dict[str, Callable[[Settings], Service]] = {
-    "ledger": _ledger,
-    "metering": _metering,
-}
+from services.specs import SPECS
 
 
 class Platform:
@@ -35,7 +16,7 @@ class Platform:
     def __init__(self, settings: Settings):
         from services.gateway.app import Gateway
 
-        self.services = [create(settings) for create in SERVICES.values()]
+        self.services = [Service(spec, settings) for spec in SPECS]
         self.gateway = Gateway(settings)
 
     async def start(self) -> None:

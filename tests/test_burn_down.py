@@ -17,17 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import Actor, Request, Scope
-from contracts import credit_subjects as subjects
+from contracts import credits as endpoints
 from contracts.credits import (
     CreditBurnParams,
     CreditGrantCreateParams,
     CreditGrantListParams,
     CreditGrantVoidParams,
 )
+from contracts.errors import Failure
 from services.gateway import store as gateway_store
-from services.ledger import credits
-from services.ledger.credits import BurnPlan, Grant
-from services.runtime.errors import Failure
+from services.ledger.credits import domain as credits
+from services.ledger.credits.domain import BurnPlan, Grant
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -381,20 +381,20 @@ class Bus:
         return reply["result"]
 
     async def grant(self, user: str, amount: int, **kw) -> str:
-        created = await self.result(subjects.LEDGER_CREDIT_GRANT_CREATE,
+        created = await self.result(endpoints.CREDIT_GRANT_CREATE.subject,
                                     CreditGrantCreateParams(userId=user, amountCents=amount,
                                                             **kw))
         return created["id"]
 
     async def remaining(self, user: str) -> dict[str, int]:
-        listed = await self.result(subjects.LEDGER_CREDIT_GRANT_LIST,
+        listed = await self.result(endpoints.CREDIT_GRANT_LIST.subject,
                                    CreditGrantListParams(userId=user))
         return {g["id"]: g["remainingCents"] for g in listed["grants"]}
 
     async def burn(self, user: str, amount: int, *, meter: str = "", currency: str = "",
                    key: str | None = None, preview: bool = False) -> dict:
-        subject = (subjects.LEDGER_CREDIT_GRANT_PREVIEW if preview
-                   else subjects.LEDGER_CREDIT_GRANT_BURN)
+        subject = (endpoints.CREDIT_GRANT_PREVIEW.subject if preview
+                   else endpoints.CREDIT_GRANT_BURN.subject)
         return await self.result(subject, CreditBurnParams(
             userId=user, amount=amount, currency=currency, meterId=meter), key)
 
@@ -467,14 +467,14 @@ async def test_currency_mode_and_org_isolation(bus, nc, platform, make_org):
     assert eur["remaining"] == 0
     # Voiding from another org or mode finds nothing.
     for stranger in (live, other):
-        reply = await stranger.ask(subjects.LEDGER_CREDIT_GRANT_VOID,
+        reply = await stranger.ask(endpoints.CREDIT_GRANT_VOID.subject,
                                    CreditGrantVoidParams(id=usd))
         assert reply["error"]["status"] == 404
 
 
 async def test_voided_grants_are_not_burned(bus):
     gid = await bus.grant("hanzo/void", 500)
-    assert (await bus.result(subjects.LEDGER_CREDIT_GRANT_VOID,
+    assert (await bus.result(endpoints.CREDIT_GRANT_VOID.subject,
                              CreditGrantVoidParams(id=gid))) == {"id": gid, "voided": True}
     assert await bus.burn("hanzo/void", 50) == {"remaining": 50, "burned": []}
 
@@ -515,7 +515,7 @@ async def test_a_burn_is_idempotent_under_its_key(bus):
     assert first == again == {"remaining": 0, "burned": [{"grantId": gid, "amount": 200}]}
     assert await bus.remaining("hanzo/idem") == {gid: 300}
     # The same key sent concurrently still burns once.
-    results = await asyncio.gather(*(bus.ask(subjects.LEDGER_CREDIT_GRANT_BURN,
+    results = await asyncio.gather(*(bus.ask(endpoints.CREDIT_GRANT_BURN.subject,
                                              CreditBurnParams(userId="hanzo/idem", amount=100),
                                              "invoice-2") for _ in range(5)),
                                    return_exceptions=False)
@@ -524,19 +524,19 @@ async def test_a_burn_is_idempotent_under_its_key(bus):
 
 
 async def test_burn_validation_and_the_sinks_own_fence(bus):
-    reply = await bus.ask(subjects.LEDGER_CREDIT_GRANT_BURN, CreditBurnParams(amount=5))
+    reply = await bus.ask(endpoints.CREDIT_GRANT_BURN.subject, CreditBurnParams(amount=5))
     assert (reply["error"]["status"], reply["error"]["message"]) == (400, "userId is required")
-    reply = await bus.ask(subjects.LEDGER_CREDIT_GRANT_PREVIEW,
+    reply = await bus.ask(endpoints.CREDIT_GRANT_PREVIEW.subject,
                           CreditBurnParams(userId="a", amount=5, currency="$$"))
     assert reply["error"]["message"] == "invalid currency"
     gid = await bus.grant("hanzo/bob", 100)
     alice = Actor(kind="iam", role="user", user_id="hanzo/alice")
-    reply = await bus.ask(subjects.LEDGER_CREDIT_GRANT_BURN,
+    reply = await bus.ask(endpoints.CREDIT_GRANT_BURN.subject,
                           CreditBurnParams(userId="hanzo/bob", amount=5), actor=alice)
     assert reply["error"]["status"] == 403
     assert await bus.remaining("hanzo/bob") == {gid: 100}
     # A grant create is a mint at the sink too, whatever the gateway let through.
-    reply = await bus.ask(subjects.LEDGER_CREDIT_GRANT_CREATE,
+    reply = await bus.ask(endpoints.CREDIT_GRANT_CREATE.subject,
                           CreditGrantCreateParams(userId="hanzo/alice", amountCents=1),
                           actor=Actor(kind="api_key", role="admin", may_mint=False))
     assert reply["error"]["status"] == 403

@@ -1,4 +1,4 @@
-"""The default plan catalog (plans/) and its loader (services.subscriptions.catalog)."""
+"""The default plan catalog (plans/) and its loader (contracts.catalog)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.subscriptions.catalog import (
+from contracts.catalog import (
     DEFAULT_PLANS_DIR,
     Catalog,
     CatalogError,

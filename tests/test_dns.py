@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts.catalog import load_catalog
 from services.metering import domain
-from services.subscriptions.catalog import load_catalog
 
 DNS = "/api/v1/dns"
 

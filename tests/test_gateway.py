@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from nats.errors import NoRespondersError
 
 from contracts import Actor, Scope
 from services.gateway.app import Gateway
-from services.gateway.http import ApiError
+from services.gateway.errors import translate
 from tests.conftest import SPANS
 
 ZAP = "/api/v1/billing/zap"
@@ -160,17 +161,17 @@ class _FakeRequest(dict):
 async def test_no_responders_is_503_not_a_hang(platform):
     gateway: Gateway = platform.gateway
     started = time.monotonic()
-    with pytest.raises(ApiError) as refused:
-        await gateway._call("billing.nobody.here.get", _scope(), {}, _FakeRequest())
-    assert refused.value.status == 503 and time.monotonic() - started < 2
+    with pytest.raises(NoRespondersError) as refused:
+        await gateway.pipeline.call("billing.nobody.here.get", _scope(), {}, _FakeRequest())
+    assert translate(refused.value).status == 503 and time.monotonic() - started < 2
 
 
 async def test_a_request_past_its_deadline_is_refused_by_the_service(platform):
     from contracts.ledger import BalanceQuery
 
-    reply = await platform.gateway._call("billing.ledger.balance.get",
-                                         _scope(deadline_ms=int(time.time() * 1000) - 1),
-                                         BalanceQuery(user="a"), _FakeRequest())
+    reply = await platform.gateway.pipeline.call("billing.ledger.balance.get",
+                                                 _scope(deadline_ms=int(time.time() * 1000) - 1),
+                                                 BalanceQuery(user="a"), _FakeRequest())
     assert reply.error is not None and reply.error.status == 503
 
 

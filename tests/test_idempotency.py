@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from contracts import Actor, Scope
-from services.runtime.errors import Failure
+from contracts.errors import Failure
 from services.runtime.idempotency import IdempotencyKeys
 
 

@@ -23,12 +23,14 @@ import msgspec
 import nats
 import pytest
 
+from contracts import meter_events
+from contracts.errors import Failure
 from contracts.metering import AcceptedBatch, AcceptedEvent, MeterEventInput
 from services import cli
 from services.gateway import store as gateway_store
-from services.metering import consumer, dead_letters, domain, service, store
-from services.metering.stream import ensure_dead_letter_stream, publish_batch
-from services.runtime.errors import Failure
+from services.metering import consumer, dead_letters, domain, store
+from services.metering import handlers as service
+from services.runtime.meter_stream import ensure_dead_letter_stream, publish_batch
 
 API = "/api/v1/billing"
 ASYNC = {"Prefer": "respond-async"}
@@ -110,7 +112,7 @@ def test_batch_rules_refuse_nul_for_bus_callers(bad, message, param):
               msgspec.convert({"meterId": "mtr_1", "userId": "alice", "value": 7, **bad},
                               MeterEventInput)]
     with pytest.raises(Failure) as refused:
-        domain.accept_batch(events, datetime.now(UTC), domain.fresh_id_base())
+        meter_events.accept_batch(events, datetime.now(UTC), meter_events.fresh_id_base())
     assert (refused.value.error.message, refused.value.error.param) == (message, param)
 
 
@@ -145,7 +147,7 @@ def test_retention_never_reaches_into_the_accepted_window():
         at = start + timedelta(hours=hours)
         for months in (1, 2, 3):
             cutoff = domain.retention_cutoff(at, months)
-            assert cutoff <= domain.start_of_month(at - domain.BACKDATE), (at, months)
+            assert cutoff <= domain.start_of_month(at - meter_events.BACKDATE), (at, months)
             assert cutoff >= domain.start_of_month(at - timedelta(days=31 * months + 41))
 
 
@@ -154,7 +156,7 @@ async def test_upkeep_with_one_month_retention_keeps_the_window(metering, monkey
     # retention of one month would drop. Upkeep runs then, hourly.
     real = datetime.now(UTC)
     third = real.replace(day=3, hour=10, minute=0, second=0, microsecond=0)
-    oldest_accepted = domain.start_of_month(third - domain.BACKDATE)
+    oldest_accepted = domain.start_of_month(third - meter_events.BACKDATE)
     monkeypatch.setattr(service, "now", lambda: third)
     one_month = SimpleNamespace(pool=metering.pool,
                                 settings=SimpleNamespace(env={"METERING_RETENTION_MONTHS": "1"}))
@@ -257,9 +259,9 @@ async def _publish_poison(js, platform, org, meter_id) -> str:
     """A batch the gateway would refuse (a userId too long for the index), published
     straight to the stream; returns its event's id."""
     org_id = (await gateway_store.provision_org(platform.gateway.pool, org.name)).id
-    batch_id = domain.fresh_id_base()
+    batch_id = meter_events.fresh_id_base()
     event = AcceptedEvent(batch_id + "00", meter_id, secrets.token_urlsafe(2100), 1,
-                          domain.to_us(datetime.now(UTC)), "", None)
+                          meter_events.to_us(datetime.now(UTC)), "", None)
     await publish_batch(js, AcceptedBatch(batch_id, org_id, False, [event]))
     return event.id
 

@@ -8,10 +8,11 @@ import asyncio
 import msgspec
 import nats
 
-from contracts import Actor, Request, Scope, subjects
-from contracts.ledger import UsageRecordParams
+from contracts import Actor, Request, Scope
+from contracts.ids import now
+from contracts.ledger import USAGE_RECORD, UsageRecordParams
 from contracts.metering import MeterEventInput
-from services.runtime.ids import now
+from contracts.payments import PAYMENT_METHOD_EXISTS
 from tests.test_metering import get, post
 
 
@@ -61,7 +62,7 @@ async def test_a_derived_key_sent_over_the_bus_is_refused(nats_url, platform, or
                   idempotency_key='\x1fusage["acme/x","r1"]', fingerprint="f")
     nc = await nats.connect(nats_url)
     try:
-        msg = await nc.request(subjects.LEDGER_USAGE_RECORD, msgspec.json.encode(Request(
+        msg = await nc.request(USAGE_RECORD.subject, msgspec.json.encode(Request(
             scope, UsageRecordParams(user="acme/x", amount=5, requestId="r1"))), timeout=5)
     finally:
         await nc.close()
@@ -86,7 +87,7 @@ async def test_a_claim_refused_while_payments_is_silent_can_be_retried(http, org
         async def answer(msg):
             await msg.respond(msgspec.json.encode({"result": {"exists": True}}))
 
-        await nc.subscribe(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, queue="payments",
+        await nc.subscribe(PAYMENT_METHOD_EXISTS.subject, queue="payments",
                            cb=answer)
         await nc.flush()
         status, body, headers = await post(http, "/credit", {"user": user}, claim)
@@ -108,7 +109,7 @@ async def test_a_final_refusal_is_still_replayed(http, org, nats_url):
         async def answer(msg):
             await msg.respond(msgspec.json.encode({"result": {"exists": verified}}))
 
-        await nc.subscribe(subjects.PAYMENTS_PAYMENT_METHOD_EXISTS, queue="payments",
+        await nc.subscribe(PAYMENT_METHOD_EXISTS.subject, queue="payments",
                            cb=answer)
         await nc.flush()
         status, _, _ = await post(http, "/credit", {"user": user}, claim)
@@ -202,8 +203,8 @@ async def _transactions(http, org, user):
 
 async def test_usage_debits_committed_before_a_failure_are_not_written_again(
         http, org, platform):
-    from services.ledger import domain
-    from services.ledger.usage import UsageRecord, UsageRecorder
+    from services.ledger.balances import domain
+    from services.ledger.usage.recorder import UsageRecord, UsageRecorder
 
     ledger = _service(platform, "ledger")
     faulty = _CommitsThenFails(ledger.pool)
@@ -233,7 +234,7 @@ async def test_usage_debits_committed_before_a_failure_are_not_written_again(
 
 async def test_meter_events_committed_before_a_failure_are_not_written_again(
         http, org, platform):
-    from services.metering import domain
+    from contracts import meter_events
     from services.metering.recorder import EventRecorder
     from tests.test_metering import make_meter, summary
 
@@ -243,9 +244,9 @@ async def test_meter_events_committed_before_a_failure_are_not_written_again(
     recorder = EventRecorder(lambda: faulty, metering.keys)
 
     def batch(*events):
-        return domain.accept_batch([MeterEventInput(meterId=meter_id, userId="alice", value=v,
-                                                    idempotency=k) for v, k in events],
-                                   now(), domain.fresh_id_base())
+        return meter_events.accept_batch([MeterEventInput(meterId=meter_id, userId="alice", value=v,
+                                                          idempotency=k) for v, k in events],
+                                         now(), meter_events.fresh_id_base())
 
     org_id = await _org_id(platform, org)
     first, second = batch((1, None), (2, "k-1")), batch((4, None))

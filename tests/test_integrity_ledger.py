@@ -15,9 +15,9 @@ import msgspec
 import nats
 import pytest
 
-from contracts import journal_subjects as subjects
-from services.ledger import domain, store
-from services.ledger.service import lapse_expired_deposits
+from contracts import journal as endpoints
+from services.ledger.balances import domain, store
+from services.ledger.balances.handlers import lapse_expired_deposits
 
 API = "/api/v1/billing"
 INT64_MAX = 2**63 - 1
@@ -361,7 +361,7 @@ async def test_journal_balances_never_pass_int64(nc):
     # Past int64 across entries (the stored balance) and within one entry (two legs).
     for legs in ([(t.cash, 1), (t.cust, -1)],
                  [(t.fees, INT64_MAX), (t.fees, 1), (t.cash, -INT64_MAX), (t.cash, -1)]):
-        reply = await t.ask(subjects.JOURNAL_ENTRY_POST, t.entry(*legs))
+        reply = await t.ask(endpoints.ENTRY_POST.subject, t.entry(*legs))
         assert reply["error"]["status"] == 400, reply
         assert reply["error"]["param"] == "amount"
     assert await t.posted(t.cash) == INT64_MAX

@@ -16,10 +16,12 @@ import time
 import msgspec
 import pytest
 
-from contracts import Actor, ErrorCode, Scope, subjects
+from contracts import Actor, ErrorCode, Scope
 from contracts.alerts import SpendAlert
 from contracts.credits import CreditGrantItem
+from contracts.endpoint import Endpoint
 from contracts.ledger import (
+    DEPOSIT_CREATE,
     DepositParams,
     Params,
     TransactionItem,
@@ -38,9 +40,10 @@ from contracts.limits import (
     Page,
 )
 from contracts.metering import Meter, MeterList
-from services.ledger import domain
+from services.ledger.balances import domain
 from services.runtime.bus import Service
 from services.runtime.config import Settings
+from services.runtime.service import Router, ServiceSpec
 
 API = "/api/v1/billing"
 NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -132,18 +135,18 @@ async def test_zap_names_the_limit_too(http, org):
 
 
 async def test_a_bus_caller_gets_the_same_refusal(platform, settings):
-    caller = Service(f"limits-{secrets.token_hex(3)}", Settings.from_env(
-        {"NATS_URL": settings.nats_url}))
+    caller = Service(ServiceSpec(f"limits-{secrets.token_hex(3)}", Router(), None),
+                     Settings.from_env({"NATS_URL": settings.nats_url}))
     await caller.start()
     try:
         scope = Scope(org_id="org_bus", org_name="bus", livemode=False, request_id="r1",
                       actor=Actor(kind="service", role="platform", may_mint=True))
-        reply = await caller.ask(subjects.LEDGER_DEPOSIT_CREATE, scope,
+        reply = await caller.request(DEPOSIT_CREATE.subject, scope,
                                  {"user": "hanzo/bus", "amount": 1, "notes": "n" * 1001})
         assert reply is not None and reply.error is not None
         assert (reply.error.status, reply.error.message, reply.error.param) == (
             400, "notes: at most 1000 characters", "notes")
-        reply = await caller.ask(subjects.LEDGER_DEPOSIT_CREATE, scope,
+        reply = await caller.request(DEPOSIT_CREATE.subject, scope,
                                  {"user": "hanzo/bus", "amount": 1, "metadata": {"k": "v" * 3000}})
         assert (reply.error.status, reply.error.message, reply.error.param) == (
             400, f"metadata: at most {METADATA_BYTES} bytes as JSON", "metadata")
@@ -288,20 +291,22 @@ async def test_a_body_that_grows_past_the_bus_limit_when_forwarded_is_413(http, 
 
 
 async def test_a_reply_too_large_for_the_bus_is_answered_with_an_error_at_once(settings):
-    server = Service(f"limits-{secrets.token_hex(3)}", Settings.from_env(
-        {"NATS_URL": settings.nats_url}))
     subject = f"test.limits.{secrets.token_hex(3)}.huge"
+    router = Router()
 
-    @server.handler(subject, Params)
-    async def huge(scope, p):
+    @router.handler(Endpoint(subject, Params, None))
+    async def huge(ctx, scope, p):
         return {"blob": "x" * (2 * NATS_DEFAULT_MAX_PAYLOAD)}
+
+    server = Service(ServiceSpec(f"limits-{secrets.token_hex(3)}", router, None),
+                     Settings.from_env({"NATS_URL": settings.nats_url}))
 
     await server.start()
     try:
         scope = Scope(org_id="org_bus", org_name="bus", livemode=False, request_id="r1",
                       actor=Actor(kind="service", role="platform"))
         started = time.monotonic()
-        reply = await server.ask(subject, scope, Params(), timeout=5)
+        reply = await server.request(subject, scope, Params(), timeout=5)
         assert time.monotonic() - started < 2
         assert reply is not None and reply.error is not None
         assert (reply.error.status, reply.error.code) == (500, ErrorCode.REPLY_TOO_LARGE)

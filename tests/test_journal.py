@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import Actor, Request, Scope
-from contracts import journal_subjects as subjects
+from contracts import journal as endpoints
+from contracts.errors import Failure
+from contracts.ids import rfc3339
 from contracts.journal import (
     JournalAccountCreateParams,
     JournalAccountEnsureParams,
@@ -36,10 +38,9 @@ from contracts.journal import (
     JournalPostingParams,
     JournalRefundParams,
 )
-from services.ledger import journal, journal_handlers
-from services.ledger.journal import Account, Draft, Entry, Hold, Leg
-from services.runtime.errors import Failure
-from services.runtime.ids import rfc3339
+from services.ledger.journal import domain as journal
+from services.ledger.journal import handlers as journal_handlers
+from services.ledger.journal.domain import Account, Draft, Entry, Hold, Leg
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 
@@ -321,12 +322,12 @@ class Tenant:
         return reply["error"]["status"], reply["error"]["message"]
 
     async def account(self, name: str, type: str, **kw) -> str:
-        created = await self.ok(subjects.JOURNAL_ACCOUNT_CREATE,
+        created = await self.ok(endpoints.ACCOUNT_CREATE.subject,
                                 JournalAccountCreateParams(name=name, type=type, **kw))
         return created["id"]
 
     async def account_id(self, name: str) -> str:
-        found = await self.ok(subjects.JOURNAL_ACCOUNT_GET, JournalAccountGetParams(name=name))
+        found = await self.ok(endpoints.ACCOUNT_GET.subject, JournalAccountGetParams(name=name))
         return found["id"]
 
     def entry(self, *pairs, key: str = "", **kw) -> JournalEntryPostParams:
@@ -335,10 +336,10 @@ class Tenant:
                                  currency=p[2] if len(p) > 2 else "") for p in pairs], **kw)
 
     async def post(self, *pairs, key: str = "", **kw) -> dict:
-        return await self.ok(subjects.JOURNAL_ENTRY_POST, self.entry(*pairs, key=key, **kw))
+        return await self.ok(endpoints.ENTRY_POST.subject, self.entry(*pairs, key=key, **kw))
 
     async def balance(self, account_id: str, currency: str = "") -> dict:
-        return await self.ok(subjects.JOURNAL_BALANCE_GET,
+        return await self.ok(endpoints.BALANCE_GET.subject,
                              JournalBalanceGetParams(accountId=account_id, currency=currency))
 
     async def posted(self, account: str, currency: str = "") -> int:
@@ -348,24 +349,24 @@ class Tenant:
         return (await self.balance(account, currency))["postedBalance"]
 
     async def hold(self, account_id: str, amount: int, **kw) -> dict:
-        return await self.ok(subjects.JOURNAL_HOLD_CREATE,
+        return await self.ok(endpoints.HOLD_CREATE.subject,
                              JournalHoldCreateParams(accountId=account_id, amount=amount, **kw))
 
     async def get_hold(self, hold_id: str) -> dict:
-        return await self.ok(subjects.JOURNAL_HOLD_GET, JournalHoldIdParams(id=hold_id))
+        return await self.ok(endpoints.HOLD_GET.subject, JournalHoldIdParams(id=hold_id))
 
     async def capture(self, hold_id: str, amount: int = 0) -> dict:
-        return await self.ask(subjects.JOURNAL_HOLD_CAPTURE,
+        return await self.ask(endpoints.HOLD_CAPTURE.subject,
                               JournalHoldCaptureParams(id=hold_id, amount=amount))
 
     async def payment(self, pi: str, amount: int, customer: str = "cust_1", fees: int = 0,
                       currency: str = "") -> dict:
-        return await self.ok(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+        return await self.ok(endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
             paymentIntentId=pi, amount=amount, currency=currency, customerId=customer,
             fees=fees))
 
     async def entries(self, **kw) -> list[dict]:
-        return (await self.ok(subjects.JOURNAL_ENTRY_LIST,
+        return (await self.ok(endpoints.ENTRY_LIST.subject,
                               JournalEntryListParams(**kw)))["entries"]
 
 
@@ -418,7 +419,7 @@ def total(entry: dict) -> dict[str, int]:
 
 
 async def test_h1_post_assigns_ids(t1):
-    reply = await t1.ask(subjects.JOURNAL_ENTRY_POST, t1.entry((t1.cash, 1000),
+    reply = await t1.ask(endpoints.ENTRY_POST.subject, t1.entry((t1.cash, 1000),
                                                                 (t1.cust, -1000)))
     assert status(reply) == 201
     entry = reply["result"]
@@ -429,22 +430,22 @@ async def test_h1_post_assigns_ids(t1):
 
 
 async def test_h2_h3_h4_refusals_write_nothing(t1):
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry(
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry(
         (t1.cash, 1000), (t1.cust, -500))) == (400, "postings do not balance: sum=500 usd")
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry()) == (
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry()) == (
         400, journal.EMPTY_POSTINGS)
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry((t1.cash, 0))) == (
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry((t1.cash, 0))) == (
         400, journal.EMPTY_POSTINGS)
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry(
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry(
         (t1.cash, 100), ("nonexistent", -100))) == (404, "account nonexistent not found")
     assert await t1.entries() == []
     assert await t1.posted(t1.cash) == 0
 
 
 async def test_h5_fixed_same_key_same_entry_replays_another_entry_conflicts(t1):
-    first = await t1.ask(subjects.JOURNAL_ENTRY_POST,
+    first = await t1.ask(endpoints.ENTRY_POST.subject,
                          t1.entry((t1.cash, 500), (t1.cust, -500), key="idem-1"))
-    again = await t1.ask(subjects.JOURNAL_ENTRY_POST,
+    again = await t1.ask(endpoints.ENTRY_POST.subject,
                          t1.entry((t1.cash, 500), (t1.cust, -500), key="idem-1"))
     # The reference answered ErrDuplicateEntry with the first entry; ours replays it.
     assert (status(first), status(again)) == (201, 200)
@@ -453,10 +454,10 @@ async def test_h5_fixed_same_key_same_entry_replays_another_entry_conflicts(t1):
     assert again["result"]["postings"] == first["result"]["postings"]
     assert await t1.posted(t1.cash) == 500  # posted once
     # FIX (§9.16): the same key with another payload is refused, not silently replayed.
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry(
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry(
         (t1.cash, 501), (t1.cust, -501), key="idem-1")) == (
         409, "idempotency key reused with different parameters")
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry(
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry(
         (t1.cash, 500), (t1.cust, -500), key="idem-1", description="changed")) == (
         409, "idempotency key reused with different parameters")
     assert await t1.posted(t1.cash) == 500
@@ -489,7 +490,7 @@ async def test_h9_new_and_unknown_accounts(t1):
     assert await t1.balance(fresh) == {
         "accountId": fresh, "currency": "usd", "postedBalance": 0, "pendingBalance": 0,
         "heldBalance": 0, "availableBalance": 0}
-    assert await t1.error(subjects.JOURNAL_BALANCE_GET,
+    assert await t1.error(endpoints.BALANCE_GET.subject,
                           JournalBalanceGetParams(accountId="nope")) == (
         404, "account nope not found")
 
@@ -521,7 +522,7 @@ async def test_h10_hold_and_capture_on_cash(t1):
 async def test_h11_void_releases(t1):
     hold = await t1.hold(t1.cash, 2000)  # no funds check on a platform account
     assert (await t1.balance(t1.cash))["heldBalance"] == 2000
-    voided = await t1.ok(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams(id=hold["id"]))
+    voided = await t1.ok(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id=hold["id"]))
     assert voided["status"] == "voided"
     cash = await t1.balance(t1.cash)
     assert (cash["heldBalance"], cash["availableBalance"]) == (0, 0)
@@ -539,19 +540,19 @@ async def test_h12_capture_more_than_held(t1):
 async def test_h13_settled_holds_are_terminal(t1):
     hold = await t1.hold(t1.cash, 500)
     assert (await t1.capture(hold["id"], 500))["status"] == 201
-    assert await t1.error(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams(id=hold["id"])) == (
+    assert await t1.error(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id=hold["id"])) == (
         409, "hold is not pending")
     assert (await t1.capture(hold["id"]))["error"]["message"] == "hold is not pending"
-    assert await t1.error(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams(id="jhold_x")) == (
+    assert await t1.error(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id="jhold_x")) == (
         404, "hold not found")
 
 
 async def test_h14_hold_validation(t1):
-    assert await t1.error(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+    assert await t1.error(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
         accountId=t1.cash, amount=0)) == (400, "amount must be positive")
-    assert await t1.error(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+    assert await t1.error(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
         accountId=t1.cash, amount=-50)) == (400, "amount must be positive")  # §9.7
-    assert await t1.error(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+    assert await t1.error(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
         accountId="missing", amount=10)) == (404, "account missing not found")
     assert (await t1.balance(t1.cash))["heldBalance"] == 0
 
@@ -569,14 +570,14 @@ async def test_h16_payment_without_fees_creates_missing_accounts(nc):
     entry = await t.payment("pi_nofee", 5000, customer="cust_2")
     assert len(entry["postings"]) == 2 and total(entry) == {"usd": 0}
     assert await t.posted("customer_balance:cust_2") == -5000
-    cust = await t.ok(subjects.JOURNAL_ACCOUNT_GET,
+    cust = await t.ok(endpoints.ACCOUNT_GET.subject,
                       JournalAccountGetParams(name="customer_balance:cust_2"))
     assert (cust["type"], cust["normalBalance"]) == ("liability", "credit")
 
 
 async def test_h17_payment_amount_must_be_positive(t1):
     for amount in (0, -100):
-        assert await t1.error(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+        assert await t1.error(endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
             paymentIntentId="pi_bad", amount=amount, customerId="cust_1")) == (
             400, "amount must be positive")
     assert await t1.entries() == []
@@ -584,7 +585,7 @@ async def test_h17_payment_amount_must_be_positive(t1):
 
 async def test_h18_refund(t1):
     await t1.payment("pi_ref1", 8000, fees=200)
-    refund = await t1.ok(subjects.JOURNAL_REFUND_RECORD, JournalRefundParams(
+    refund = await t1.ok(endpoints.REFUND_RECORD.subject, JournalRefundParams(
         refundId="ref_1", amount=8000, customerId="cust_1"))
     assert refund["refundId"] == "ref_1" and total(refund) == {"usd": 0}
     assert await t1.posted(t1.cash) == 0
@@ -593,7 +594,7 @@ async def test_h18_refund(t1):
 
 async def test_h19_payout(t1):
     await t1.payment("pi_po", 20000)
-    payout = await t1.ok(subjects.JOURNAL_PAYOUT_RECORD, JournalPayoutParams(
+    payout = await t1.ok(endpoints.PAYOUT_RECORD.subject, JournalPayoutParams(
         payoutId="po_1", amount=15000, merchantId="merch_1"))
     assert payout["payoutId"] == "po_1" and total(payout) == {"usd": 0}
     assert await t1.posted(t1.cash) == 5000
@@ -602,7 +603,7 @@ async def test_h19_payout(t1):
 
 async def test_h20_fixed_dispute_moves_money_from_the_customer(t1):
     await t1.payment("pi_disp", 10000)
-    dispute = await t1.ok(subjects.JOURNAL_DISPUTE_RECORD, JournalDisputeParams(
+    dispute = await t1.ok(endpoints.DISPUTE_RECORD.subject, JournalDisputeParams(
         disputeId="disp_1", amount=5000, customerId="cust_1"))
     assert dispute["disputeId"] == "disp_1" and total(dispute) == {"usd": 0}
     assert await t1.posted(t1.cash) == 5000
@@ -628,25 +629,25 @@ async def test_h21_list_by_tenant_and_payment_intent(nc, t1):
 
 async def test_h22_get_entry(t1):
     posted = await t1.post((t1.cash, 1), (t1.cust, -1))
-    got = await t1.ok(subjects.JOURNAL_ENTRY_GET, JournalEntryGetParams(id=posted["id"]))
+    got = await t1.ok(endpoints.ENTRY_GET.subject, JournalEntryGetParams(id=posted["id"]))
     assert got == posted
-    assert await t1.error(subjects.JOURNAL_ENTRY_GET,
+    assert await t1.error(endpoints.ENTRY_GET.subject,
                           JournalEntryGetParams(id="nonexistent")) == (404, "entry not found")
 
 
 async def test_h23_accounts(t1):
     await t1.account("test-acct", "asset")
-    assert await t1.error(subjects.JOURNAL_ACCOUNT_CREATE, JournalAccountCreateParams(
+    assert await t1.error(endpoints.ACCOUNT_CREATE.subject, JournalAccountCreateParams(
         name="test-acct", type="asset")) == (409, 'account "test-acct" already exists')
     for type, normal in journal.NORMAL_BALANCE.items():
-        created = await t1.ok(subjects.JOURNAL_ACCOUNT_CREATE,
+        created = await t1.ok(endpoints.ACCOUNT_CREATE.subject,
                               JournalAccountCreateParams(name=f"n-{type}", type=type))
         assert created["normalBalance"] == normal
-    assert await t1.error(subjects.JOURNAL_ACCOUNT_GET,
+    assert await t1.error(endpoints.ACCOUNT_GET.subject,
                           JournalAccountGetParams(id="missing")) == (
         404, "account missing not found")
     # ensure_account finds by name and does not check type or currency (the reference).
-    ensured = await t1.ok(subjects.JOURNAL_ACCOUNT_ENSURE, JournalAccountEnsureParams(
+    ensured = await t1.ok(endpoints.ACCOUNT_ENSURE.subject, JournalAccountEnsureParams(
         name="test-acct", type="revenue", currency="eur"))
     assert (ensured["type"], ensured["currency"]) == ("asset", "usd")
 
@@ -661,7 +662,7 @@ async def test_h24_three_legs(t1):
 
 
 async def test_zero_sum_is_per_currency(t1):
-    assert await t1.error(subjects.JOURNAL_ENTRY_POST, t1.entry(
+    assert await t1.error(endpoints.ENTRY_POST.subject, t1.entry(
         (t1.cash, 100, "usd"), (t1.cust, -100, "eur"))) == (
         400, "postings do not balance: sum=-100 eur")
     entry = await t1.post((t1.cash, 100, "usd"), (t1.cust, -100, "usd"),
@@ -691,14 +692,14 @@ async def test_list_filters_by_account_and_time_in_a_stable_order(t1):
 
 async def test_customer_holds_need_funds_and_capture_debits_the_customer(t1):
     await t1.payment("pi_funds", 1000)  # the customer is owed 1000
-    assert await t1.error(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+    assert await t1.error(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
         accountId=t1.cust, amount=1001)) == (
         402, "insufficient balance: have 1000 cents, need 1001 cents")
     hold = await t1.hold(t1.cust, 600)
     cust = await t1.balance(t1.cust)
     assert (cust["postedBalance"], cust["heldBalance"], cust["availableBalance"]) == (
         -1000, 600, -400)
-    assert await t1.error(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+    assert await t1.error(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
         accountId=t1.cust, amount=401)) == (
         402, "insufficient balance: have 400 cents, need 401 cents")
     # A partial capture takes 250 from the customer and releases the other 350.
@@ -739,7 +740,7 @@ async def test_sweeper_expires_holds(t1, ledger):
     assert (await t1.get_hold(hold["id"]))["status"] == "expired"
     assert (await t1.get_hold(lasting["id"]))["status"] == "pending"
     assert (await t1.balance(t1.cash))["heldBalance"] == 100
-    assert await t1.error(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams(id=hold["id"])) == (
+    assert await t1.error(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id=hold["id"])) == (
         409, "hold is not pending")
     await journal_handlers.expire_holds(ledger)  # sweeping again changes nothing
     assert (await t1.balance(t1.cash))["heldBalance"] == 100
@@ -761,7 +762,7 @@ async def test_concurrent_captures_of_one_hold(t1):
 
 async def test_concurrent_holds_never_exceed_the_customer_balance(t1):
     await t1.payment("pi_cover", 1000)
-    replies = await asyncio.gather(*(t1.ask(subjects.JOURNAL_HOLD_CREATE,
+    replies = await asyncio.gather(*(t1.ask(endpoints.HOLD_CREATE.subject,
                                             JournalHoldCreateParams(accountId=t1.cust,
                                                                     amount=300))
                                      for _ in range(10)))
@@ -771,7 +772,7 @@ async def test_concurrent_holds_never_exceed_the_customer_balance(t1):
 
 
 async def test_concurrent_posts_under_one_key_post_once(t1):
-    replies = await asyncio.gather(*(t1.ask(subjects.JOURNAL_ENTRY_POST, t1.entry(
+    replies = await asyncio.gather(*(t1.ask(endpoints.ENTRY_POST.subject, t1.entry(
         (t1.cash, 10), (t1.cust, -10), key="once")) for _ in range(8)))
     assert len({r["result"]["id"] for r in replies}) == 1
     assert sorted(status(r) for r in replies) == [200] * 7 + [201]
@@ -780,24 +781,24 @@ async def test_concurrent_posts_under_one_key_post_once(t1):
 
 async def test_high_level_operations_replay_and_refuse_changed_parameters(t1):
     first = await t1.payment("pi_idem", 3000, fees=30)
-    again = await t1.ask(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+    again = await t1.ask(endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
         paymentIntentId="pi_idem", amount=3000, customerId="cust_1", fees=30))
     assert status(again) == 200 and again["result"]["id"] == first["id"]
-    assert await t1.error(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+    assert await t1.error(endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
         paymentIntentId="pi_idem", amount=3100, customerId="cust_1", fees=30)) == (
         409, "idempotency key reused with different parameters")
     # The refused call created nothing, not even the account it would have ensured.
-    assert await t1.error(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+    assert await t1.error(endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
         paymentIntentId="pi_idem", amount=3000, customerId="someone_else", fees=30)) == (
         409, "idempotency key reused with different parameters")
-    assert await t1.error(subjects.JOURNAL_ACCOUNT_GET, JournalAccountGetParams(
+    assert await t1.error(endpoints.ACCOUNT_GET.subject, JournalAccountGetParams(
         name="customer_balance:someone_else")) == (
         404, "account customer_balance:someone_else not found")
     assert await t1.posted(t1.cash) == 3000
     # The runtime's request key works too (a retried bus request).
-    r1 = await t1.ask(subjects.JOURNAL_REFUND_RECORD, JournalRefundParams(
+    r1 = await t1.ask(endpoints.REFUND_RECORD.subject, JournalRefundParams(
         refundId="ref_idem", amount=100, customerId="cust_1"), key="req-1")
-    r2 = await t1.ask(subjects.JOURNAL_REFUND_RECORD, JournalRefundParams(
+    r2 = await t1.ask(endpoints.REFUND_RECORD.subject, JournalRefundParams(
         refundId="ref_idem", amount=100, customerId="cust_1"), key="req-1")
     assert r1["result"]["id"] == r2["result"]["id"] and r2.get("replayed") is True
     assert await t1.posted(t1.cash) == 2900
@@ -810,22 +811,22 @@ async def test_org_and_mode_isolation(nc, t1):
     live = t1.mode(True)
     other = Tenant(nc)
     for stranger in (live, other):
-        assert (await stranger.error(subjects.JOURNAL_ACCOUNT_GET,
+        assert (await stranger.error(endpoints.ACCOUNT_GET.subject,
                                      JournalAccountGetParams(id=t1.cash)))[0] == 404
-        assert (await stranger.error(subjects.JOURNAL_BALANCE_GET,
+        assert (await stranger.error(endpoints.BALANCE_GET.subject,
                                      JournalBalanceGetParams(accountId=t1.cash)))[0] == 404
-        assert (await stranger.error(subjects.JOURNAL_ENTRY_GET,
+        assert (await stranger.error(endpoints.ENTRY_GET.subject,
                                      JournalEntryGetParams(id=entry["id"])))[0] == 404
-        assert (await stranger.error(subjects.JOURNAL_HOLD_VOID,
+        assert (await stranger.error(endpoints.HOLD_VOID.subject,
                                      JournalHoldIdParams(id=hold["id"])))[0] == 404
         assert (await stranger.capture(hold["id"]))["error"]["status"] == 404
         assert await stranger.entries() == []
         # Another tenant's account id cannot be posted to.
         own = await stranger.account("platform:cash", "asset")  # same name: no conflict
-        assert await stranger.error(subjects.JOURNAL_ENTRY_POST, stranger.entry(
+        assert await stranger.error(endpoints.ENTRY_POST.subject, stranger.entry(
             (own, 5), (t1.cust, -5))) == (404, f"account {t1.cust} not found")
         # Same keys and payment ids are separate books.
-        replayed = await stranger.ask(subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+        replayed = await stranger.ask(endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
             paymentIntentId="pi_iso", amount=50, customerId="cust_1"))
         assert status(replayed) == 201
     await t1.payment("pi_iso", 70)
@@ -841,34 +842,34 @@ async def test_access_platform_and_admin_only_and_posting_needs_mint(t1):
     forbidden = (403, "Token doesn't support this scope")
     for actor in (user, publishable):
         for subject, params in (
-                (subjects.JOURNAL_ACCOUNT_CREATE, JournalAccountCreateParams(name="x",
-                                                                            type="asset")),
-                (subjects.JOURNAL_BALANCE_GET, JournalBalanceGetParams(accountId=t1.cash)),
-                (subjects.JOURNAL_ENTRY_LIST, JournalEntryListParams()),
-                (subjects.JOURNAL_ENTRY_POST, t1.entry((t1.cash, 1), (t1.cust, -1))),
-                (subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(accountId=t1.cash,
-                                                                       amount=1))):
+                (endpoints.ACCOUNT_CREATE.subject, JournalAccountCreateParams(name="x",
+                                                                              type="asset")),
+                (endpoints.BALANCE_GET.subject, JournalBalanceGetParams(accountId=t1.cash)),
+                (endpoints.ENTRY_LIST.subject, JournalEntryListParams()),
+                (endpoints.ENTRY_POST.subject, t1.entry((t1.cash, 1), (t1.cust, -1))),
+                (endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(accountId=t1.cash,
+                                                                        amount=1))):
             assert await t1.error(subject, params, actor=actor) == forbidden
     # An admin without the mint right reads, keeps accounts and holds, but moves no money.
-    await t1.ok(subjects.JOURNAL_BALANCE_GET, JournalBalanceGetParams(accountId=t1.cash),
+    await t1.ok(endpoints.BALANCE_GET.subject, JournalBalanceGetParams(accountId=t1.cash),
                 actor=admin)
-    await t1.ok(subjects.JOURNAL_ACCOUNT_ENSURE, JournalAccountEnsureParams(
+    await t1.ok(endpoints.ACCOUNT_ENSURE.subject, JournalAccountEnsureParams(
         name="platform:admin_made", type="asset"), actor=admin)
-    hold = await t1.ok(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+    hold = await t1.ok(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
         accountId=t1.cash, amount=5), actor=admin)
     for subject, params in (
-            (subjects.JOURNAL_ENTRY_POST, t1.entry((t1.cash, 1), (t1.cust, -1))),
-            (subjects.JOURNAL_PAYMENT_RECORD, JournalPaymentParams(
+            (endpoints.ENTRY_POST.subject, t1.entry((t1.cash, 1), (t1.cust, -1))),
+            (endpoints.PAYMENT_RECORD.subject, JournalPaymentParams(
                 paymentIntentId="pi_admin", amount=1, customerId="c")),
-            (subjects.JOURNAL_REFUND_RECORD, JournalRefundParams(refundId="r", amount=1,
-                                                                 customerId="c")),
-            (subjects.JOURNAL_PAYOUT_RECORD, JournalPayoutParams(payoutId="p", amount=1,
-                                                                 merchantId="m")),
-            (subjects.JOURNAL_DISPUTE_RECORD, JournalDisputeParams(disputeId="d", amount=1,
-                                                                   customerId="c")),
-            (subjects.JOURNAL_HOLD_CAPTURE, JournalHoldCaptureParams(id=hold["id"]))):
+            (endpoints.REFUND_RECORD.subject, JournalRefundParams(refundId="r", amount=1,
+                                                                  customerId="c")),
+            (endpoints.PAYOUT_RECORD.subject, JournalPayoutParams(payoutId="p", amount=1,
+                                                                  merchantId="m")),
+            (endpoints.DISPUTE_RECORD.subject, JournalDisputeParams(disputeId="d", amount=1,
+                                                                    customerId="c")),
+            (endpoints.HOLD_CAPTURE.subject, JournalHoldCaptureParams(id=hold["id"]))):
         assert await t1.error(subject, params, actor=admin) == forbidden
-    await t1.ok(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams(id=hold["id"]), actor=admin)
+    await t1.ok(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id=hold["id"]), actor=admin)
     assert await t1.entries() == []
 
 
@@ -963,7 +964,7 @@ async def _check_books(pool, org_id: str, expected: dict[tuple[str, str], int]) 
 @given(ops=operations)
 async def test_random_entry_sequences_keep_the_books_balanced(nc, ledger, ops):
     t = Tenant(nc)
-    ids = [(await t.ok(subjects.JOURNAL_ACCOUNT_ENSURE, JournalAccountEnsureParams(
+    ids = [(await t.ok(endpoints.ACCOUNT_ENSURE.subject, JournalAccountEnsureParams(
         name=name, type=type)))["id"] for name, type in ACCOUNTS]
     expected: dict[tuple[str, str], int] = {}
     sent: list[JournalEntryPostParams] = []
@@ -978,13 +979,13 @@ async def test_random_entry_sequences_keep_the_books_balanced(nc, ledger, ops):
         if op == "post":
             params = t.entry(*((ids[i], amount, cur) for i, amount, cur in arg),
                              key=f"k{len(sent)}")
-            reply = await t.ask(subjects.JOURNAL_ENTRY_POST, params)
+            reply = await t.ask(endpoints.ENTRY_POST.subject, params)
             assert status(reply) == 201, reply
             book(reply["result"])
             sent.append(params)
         elif op == "unbalanced":
             legs_ = [(ids[i], amount, cur) for i, amount, cur in arg]
-            reply = await t.ask(subjects.JOURNAL_ENTRY_POST, t.entry(*legs_))
+            reply = await t.ask(endpoints.ENTRY_POST.subject, t.entry(*legs_))
             if sum(amount for _, amount, _ in legs_):
                 assert reply["error"]["status"] == 400
             else:
@@ -992,15 +993,15 @@ async def test_random_entry_sequences_keep_the_books_balanced(nc, ledger, ops):
         elif op == "replay" and sent:
             params = sent[-1]
             if arg:  # the same entry again: replayed, nothing booked
-                reply = await t.ask(subjects.JOURNAL_ENTRY_POST, params)
+                reply = await t.ask(endpoints.ENTRY_POST.subject, params)
                 assert status(reply) == 200 and reply["result"]["replayed"], reply
             else:  # another entry under the same key: refused
                 changed = msgspec.structs.replace(params, description="changed")
-                reply = await t.ask(subjects.JOURNAL_ENTRY_POST, changed)
+                reply = await t.ask(endpoints.ENTRY_POST.subject, changed)
                 assert reply["error"]["status"] == 409
         elif op == "hold":
             index, amount, currency = arg
-            reply = await t.ask(subjects.JOURNAL_HOLD_CREATE, JournalHoldCreateParams(
+            reply = await t.ask(endpoints.HOLD_CREATE.subject, JournalHoldCreateParams(
                 accountId=ids[index], amount=amount, currency=currency))
             if "result" in reply:
                 holds.append(reply["result"]["id"])
@@ -1013,6 +1014,6 @@ async def test_random_entry_sequences_keep_the_books_balanced(nc, ledger, ops):
             else:
                 assert reply["error"]["status"] == 409
         elif op == "void" and holds:
-            reply = await t.ask(subjects.JOURNAL_HOLD_VOID, JournalHoldIdParams(id=holds[-1]))
+            reply = await t.ask(endpoints.HOLD_VOID.subject, JournalHoldIdParams(id=holds[-1]))
             assert "result" in reply or reply["error"]["status"] == 409
     await _check_books(ledger.pool, t.org_id, expected)

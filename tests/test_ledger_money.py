@@ -12,7 +12,7 @@ import msgspec
 import nats
 import pytest
 
-from services.ledger.service import lapse_expired_deposits
+from services.ledger.balances.handlers import lapse_expired_deposits
 from tests.conftest import SERVICE_TOKENS, bearer, iam_token
 
 API = "/api/v1/billing"

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.errors import Failure
 from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
-from services.ledger import domain, store
+from services.ledger.balances import domain, store
 from services.runtime import db
-from services.runtime.errors import Failure
 
 ORG = "org_properties"
 

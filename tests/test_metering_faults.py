@@ -25,7 +25,7 @@ import asyncpg
 import nats
 import pytest
 
-from contracts.metering_subjects import METER_EVENTS_CONSUMER, METER_EVENTS_STREAM
+from contracts.metering import METER_EVENTS_CONSUMER, METER_EVENTS_STREAM
 from services.gateway import store
 from services.gateway.app import Gateway
 from services.runtime import db

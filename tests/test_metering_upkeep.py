@@ -8,13 +8,17 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from contracts import Actor, Scope
-from contracts.metering import MeterEventInput, UsageAggregate, UsageAggregateParams
-from contracts.metering_subjects import METERING_USAGE_AGGREGATE
+from contracts import Actor, Scope, meter_events
+from contracts.errors import Failure
+from contracts.metering import (
+    USAGE_AGGREGATE,
+    MeterEventInput,
+    UsageAggregate,
+    UsageAggregateParams,
+)
 from services.gateway import store as gateway_store
 from services.metering import domain, store
-from services.metering.service import ExpiredKeySweeper, upkeep
-from services.runtime.errors import Failure
+from services.metering.handlers import ExpiredKeySweeper, upkeep
 
 API = "/api/v1/billing"
 
@@ -49,7 +53,7 @@ async def _partitions(metering) -> set[str]:
 async def test_monthly_partitions_are_made_ahead(metering):
     await upkeep(metering)
     month = domain.start_of_month(datetime.now(UTC))
-    oldest_accepted = domain.start_of_month(datetime.now(UTC) - domain.BACKDATE)
+    oldest_accepted = domain.start_of_month(datetime.now(UTC) - meter_events.BACKDATE)
     expected = {oldest_accepted, month}
     for _ in range(2):
         month = domain.next_month(month)
@@ -128,7 +132,7 @@ async def test_usage_by_meter_for_invoices(http, org, metering):
     org_id = (await gateway_store.org_by_name(metering.pool, org.name)).id
     scope = Scope(org_id=org_id, org_name=org.name, livemode=False,
                   actor=Actor(kind="service", role="platform"), request_id="test")
-    reply = await metering.ask(METERING_USAGE_AGGREGATE, scope, UsageAggregateParams(
+    reply = await metering.request(USAGE_AGGREGATE.subject, scope, UsageAggregateParams(
         userId="alice", start=at(0), end=at(5)))  # end exclusive: the 99 is out
     usage = msgspec.json.decode(reply.result, type=UsageAggregate)
     assert [(m.meterId, m.aggregationType, m.quantity, m.eventCount) for m in usage.meters] == [
@@ -142,23 +146,23 @@ NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def test_a_batch_gets_its_ids_and_canonical_fields():
-    base = domain.fresh_id_base()
-    events = domain.accept_batch(
+    base = meter_events.fresh_id_base()
+    events = meter_events.accept_batch(
         [MeterEventInput(meterId="m", userId=" Ann ", value=None, idempotency=None),
          MeterEventInput(meterId="m", userId="bob", value=2,
                          timestamp="2026-03-10T13:00:00.123456789+02:00")], NOW, base)
     assert [e.id for e in events] == [base + "00", base + "01"]
     assert len(events[0].id) == len("mev_") + 22
     assert (events[0].userId, events[0].value, events[0].idempotency) == ("ann", 0, "")
-    assert events[0].timestamp == domain.to_us(NOW)
-    assert domain.from_us(events[1].timestamp) == datetime(2026, 3, 10, 11, 0, 0, 123457,
-                                                           tzinfo=UTC)
+    assert events[0].timestamp == meter_events.to_us(NOW)
+    assert meter_events.from_us(events[1].timestamp) == datetime(2026, 3, 10, 11, 0, 0, 123457,
+                                                                 tzinfo=UTC)
 
 
 def test_ids_of_an_asynchronous_batch_follow_from_the_batch():
-    assert domain.derived_id_base("ab" * 32) == domain.derived_id_base("ab" * 32)
-    assert domain.derived_id_base("ab" * 32) != domain.derived_id_base("ac" * 32)
-    assert len(domain.derived_id_base("ff" * 32)) == len(domain.fresh_id_base())
+    assert meter_events.derived_id_base("ab" * 32) == meter_events.derived_id_base("ab" * 32)
+    assert meter_events.derived_id_base("ab" * 32) != meter_events.derived_id_base("ac" * 32)
+    assert len(meter_events.derived_id_base("ff" * 32)) == len(meter_events.fresh_id_base())
 
 
 @pytest.mark.parametrize("timestamp, accepted", [
@@ -171,8 +175,8 @@ def test_ids_of_an_asynchronous_batch_follow_from_the_batch():
 ])
 def test_accepted_timestamps(timestamp, accepted):
     try:
-        domain.accept_batch([MeterEventInput(meterId="m", userId="u", timestamp=timestamp)],
-                            NOW, "mev_x")
+        meter_events.accept_batch([MeterEventInput(meterId="m", userId="u", timestamp=timestamp)],
+                                  NOW, "mev_x")
     except Failure:
         assert not accepted
     else:

@@ -16,8 +16,9 @@ from nats.js.errors import NotFoundError
 
 from contracts import Actor, Scope
 from services.gateway import store
-from services.ledger import alert_handlers, domain
-from services.ledger.alerts import crossings
+from services.ledger.alerts import handlers as alert_handlers
+from services.ledger.alerts.domain import crossings
+from services.ledger.balances import domain
 from tests.conftest import SERVICE_TOKENS, bearer, iam_token
 
 API = "/api/v1/billing"

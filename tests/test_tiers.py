@@ -1,6 +1,6 @@
 """Tier configuration (ledger.md §2.5, §8 G.1–G.7) and tier resolution (§9.10 [FIX])."""
 
-from services.ledger import tiers
+from services.ledger.balances import tiers
 
 
 def test_tier_configs():

@@ -9,16 +9,16 @@ import asyncpg
 import pytest
 
 from contracts import Actor
+from contracts.errors import Failure
+from contracts.ids import new_id, rfc3339, rfc3339_seconds
 from contracts.ledger import DepositParams, UsageRecordParams
 from contracts.limits import Page
-from services.gateway.app import _pin_user
 from services.gateway.auth import provisionable
 from services.gateway.http import ApiError, decode_body
+from services.gateway.pipeline import pin_user as _pin_user
 from services.gateway.routes import ROUTES, ZAP_METHODS
-from services.ledger import domain
+from services.ledger.balances import domain
 from services.runtime import db
-from services.runtime.errors import Failure
-from services.runtime.ids import new_id, rfc3339, rfc3339_seconds
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 
@@ -117,7 +117,7 @@ def test_end_users_are_pinned_to_themselves():
 
 def test_zap_methods_reuse_rest_routes():
     assert ZAP_METHODS["billing.deposit"].access == "mint"
-    assert {r.subject for r in ZAP_METHODS.values()} <= {r.subject for r in ROUTES}
+    assert {r.endpoint for r in ZAP_METHODS.values()} <= {r.endpoint for r in ROUTES}
 
 
 @pytest.mark.parametrize(("name", "ok"), [

@@ -1,16 +1,14 @@
 """The gateway: aiohttp in front, NATS request/reply behind.
 
-Every REST route and ZAP method follows one path: authenticate, authorize the route's access
-class, decode and canonicalise the params, pin the target user for end users, attach the
-idempotency key, send `Request(scope, params)` to the owning service, and answer with its
-reply — the result bytes go to the client without being decoded.
+Routes are a table (`routes.py`); each is served by its kind's handler — `bus` routes by
+the request pipeline (`pipeline.py`), `ingest` by the asynchronous meter-event path
+(`ingest.py`) — and ZAP methods reuse the REST routes. Every failure is answered at one
+edge, translated by one table (`errors.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +16,36 @@ import asyncpg
 import msgspec
 import nats
 from aiohttp import web
-from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
-from contracts import Actor, ErrorCode, RawReply, Request, Scope
-from services.gateway.auth import Authenticator, AuthError, Caller
+from contracts import ErrorCode
+from contracts.errors import INTERNAL_MESSAGE
+from services.gateway.auth import Authenticator
+from services.gateway.errors import TOO_LARGE, ApiError, translate
 from services.gateway.http import (
-    ApiError,
     GatewayRunner,
     decode_body,
-    decode_query,
     error_response,
     json_response,
-    path_params,
     request_id,
 )
 from services.gateway.iam import IamConfig, IamVerifier
 from services.gateway.ingest import AsyncIngest
+from services.gateway.pipeline import REQUEST_ID, Pipeline, authorize, fingerprint_of, pin_user
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
-from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import db, telemetry
 from services.runtime.bus import nats_servers
 from services.runtime.config import Settings
-from services.runtime.errors import INTERNAL_MESSAGE
 from services.runtime.requests import Requester
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
-SCOPE_REFUSED = "Token doesn't support this scope"
-REQUEST_ID = web.RequestKey("request_id", str)
 # Room left in a bus message for what travels with a body: the request's scope (ids, the
 # caller's claims) and params re-encoded. A body up to `max_payload` minus this is accepted.
 ENVELOPE_ROOM = 64 * 1024
-TOO_LARGE = "request body too large"
 
 _encode = msgspec.json.Encoder().encode
-_decode_reply = msgspec.json.Decoder(RawReply).decode
 
 
 class _ZapCall(msgspec.Struct):
@@ -78,8 +68,8 @@ class Gateway:
         self.runner: web.AppRunner | None = None
         self.port = settings.port
         self._cors_any = settings.cors_allowed_origins == ("*",)
-        self._required_keys = frozenset(settings.require_idempotency_key)
-        self.ingest = AsyncIngest(self)  # meter events with `Prefer: respond-async`
+        self.pipeline: Pipeline | None = None
+        self.ingest: AsyncIngest | None = None  # meter events with `Prefer: respond-async`
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -92,13 +82,15 @@ class Gateway:
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.requests = Requester(self.nc)
         await self.requests.start()
-        await self.ingest.start()
         iam_config = IamConfig.from_env(s.env)
         if iam_config.enabled:
             self.iam = IamVerifier(iam_config)
             await self.iam.start()
         self.auth = Authenticator(s, self.pool, self.iam)
         await self.auth.start()
+        self.pipeline = Pipeline(s, self.nc, self.requests, self.auth)
+        self.ingest = AsyncIngest(self.pipeline)
+        await self.ingest.start()
         self.runner = GatewayRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
@@ -129,10 +121,12 @@ class Gateway:
         app = web.Application(middlewares=[self._edge], client_max_size=self.body_limit())
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        # Each kind of route has its handler; a new kind (webhook, page) adds one here.
+        handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler}
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
-                handler = self.ingest.wrap(route, self._rest(route))
-                app.router.add_route(route.method, prefix + route.path, handler)
+                app.router.add_route(route.method, prefix + route.path,
+                                     handler_of[route.kind](route))
             app.router.add_post(prefix + ZAP_ROUTE.path, self._zap)
         return app
 
@@ -150,18 +144,19 @@ class Gateway:
                         response = await handler(request)
                 else:
                     response = await handler(request)
-            except ApiError as e:
-                response = error_response(e.status, e.message, rid, e.code, e.param)
-            except web.HTTPException as e:
+            except web.HTTPException as e:  # aiohttp's own: routing and body size
                 if e.status in (404, 405):
                     response = error_response(404, "not found", rid, ErrorCode.NOT_FOUND)
                 elif e.status == 413:
                     response = error_response(413, TOO_LARGE, rid, ErrorCode.INVALID_REQUEST)
                 else:
                     response = error_response(e.status, e.reason or "error", rid)
-            except Exception:
-                log.exception("unhandled error (request %s)", rid)
-                response = error_response(500, INTERNAL_MESSAGE, rid, ErrorCode.INTERNAL)
+            except Exception as exc:
+                e = translate(exc)
+                if e is None:
+                    log.exception("unhandled error (request %s)", rid)
+                    e = ApiError(500, INTERNAL_MESSAGE, ErrorCode.INTERNAL)
+                response = error_response(e.status, e.message, rid, e.code, e.param)
         headers = response.headers
         headers["X-Request-Id"] = rid
         headers.setdefault("Cache-Control", "private, no-store")
@@ -203,105 +198,12 @@ class Gateway:
         body = _encode({"status": "ready" if ready else "unavailable", "checks": checks})
         return json_response(body, 200 if ready else 503)
 
-    # ---- REST ---------------------------------------------------------------------------
-
-    def _rest(self, route: Route) -> Any:
-        async def handle(request: web.Request) -> web.Response:
-            caller, params = await self._accept(route, request)
-            key = self._idempotency_key(request, route)
-            fingerprint = _fingerprint(route, request, params, caller.actor) if key else None
-            reply = await self._call(route.subject, self._scope(request, caller, key,
-                                                                fingerprint), params, request)
-            if reply.error is not None:
-                e = reply.error
-                raise ApiError(e.status, e.message, e.code, e.param)
-            if reply.status == 204:  # No Content: no body at all, not `null`
-                response = web.Response(status=204)
-            else:
-                response = json_response(bytes(reply.result), reply.status)
-            if route.access == "public":
-                _public_cache_headers(response.headers, route.path)
-            if reply.replayed:
-                response.headers["Idempotent-Replayed"] = "true"
-            if reply.total is not None:  # a page of a list (conventions §10.6)
-                response.headers["X-Total-Count"] = str(reply.total)
-                response.headers["X-Has-More"] = "true" if reply.more else "false"
-            return response
-
-        return handle
-
-    async def _accept(self, route: Route, request: web.Request) -> tuple[Caller, Any]:
-        """Authenticate, authorize the route's class, decode the params, pin the user."""
-        caller = await self._authenticate(request)
-        _authorize(route, caller.actor)
-        if route.source == "query":
-            params = decode_query(route.params, request.query)
-        else:
-            params = decode_body(route.params, await request.read())
-        if request.match_info:  # path parameters (`{id}`) fill the param of the same name
-            params = msgspec.structs.replace(params, **path_params(request.match_info))
-        return caller, _pin_user(route, params, caller.actor)
-
-    async def _authenticate(self, request: web.Request) -> Caller:
-        try:
-            return await self.auth.authenticate(request)
-        except AuthError as e:
-            code = {400: ErrorCode.INVALID_REQUEST, 403: ErrorCode.FORBIDDEN,
-                    503: ErrorCode.UNAVAILABLE}.get(e.status, ErrorCode.UNAUTHENTICATED)
-            raise ApiError(e.status, e.message, code) from None
-
-    def _idempotency_key(self, request: web.Request, route: Route) -> str | None:
-        key = request.headers.get("Idempotency-Key")
-        alias = request.headers.get("X-Idempotency-Key")
-        if key is not None and alias is not None and key != alias:
-            raise ApiError(400, "conflicting idempotency keys", ErrorCode.INVALID_REQUEST)
-        key = key if key is not None else alias
-        if key is None:
-            if route.name in self._required_keys:
-                raise ApiError(400, "Idempotency-Key is required", ErrorCode.INVALID_REQUEST)
-            return None
-        if not (1 <= len(key) <= 255 and all(" " <= c <= "~" for c in key)):
-            raise ApiError(400, "invalid idempotency key", ErrorCode.INVALID_REQUEST)
-        return key if route.idempotent else None  # accepted and ignored elsewhere
-
-    def _scope(self, request: web.Request, caller: Caller, key: str | None,
-               fingerprint: str | None) -> Scope:
-        deadline = int((time.time() + self.settings.request_timeout_s) * 1000)
-        return Scope(org_id=caller.org_id, org_name=caller.org_name, livemode=caller.livemode,
-                     actor=caller.actor, request_id=request[REQUEST_ID],
-                     idempotency_key=key, fingerprint=fingerprint, deadline_ms=deadline)
-
-    async def _call(self, subject: str, scope: Scope, params: Any, request: web.Request,
-                    timeout: float | None = None) -> RawReply:
-        """One bus request; transport failures become 503 / 504 errors, never hangs."""
-        if not self.nc.is_connected:
-            raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE)
-        payload = _encode(Request(scope, params))
-        if len(payload) > self.nc.max_payload:  # re-encoded params can outgrow the body
-            raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST)
-        with telemetry.client_span(subject):
-            headers = telemetry.inject_headers({}) if telemetry.tracing_enabled() else None
-            if headers is None and "traceparent" in request.headers:
-                headers = {"traceparent": request.headers["traceparent"]}
-            try:
-                msg = await self.requests.request(
-                    subject, payload, headers=headers,
-                    timeout=timeout or self.settings.request_timeout_s)
-            except NoRespondersError:
-                raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE) from None
-            except NatsTimeout:
-                raise ApiError(504, "upstream timeout", ErrorCode.TIMEOUT) from None
-            except ConnectionClosedError:
-                raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE) from None
-            except MaxPayloadError:  # a server reached after a reconnect allows less
-                raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST) from None
-        return _decode_reply(msg.data)
-
     # ---- ZAP ----------------------------------------------------------------------------
 
     async def _zap(self, request: web.Request) -> web.Response:
-        caller = await self._authenticate(request)
-        _authorize(ZAP_ROUTE, caller.actor)
+        pipeline = self.pipeline
+        caller = await pipeline.authenticate(request)
+        authorize(ZAP_ROUTE, caller.actor)
         try:
             call = _decode_zap(await request.read())
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -316,36 +218,31 @@ class Gateway:
         if not call.params:
             return _zap_error(call.id, -32602, "invalid params: unexpected end of JSON input")
         try:
-            _authorize(route, caller.actor)
-            params = _pin_user(route, decode_body(route.params, bytes(call.params)),
-                               caller.actor)
+            authorize(route, caller.actor)
+            params = pin_user(route, decode_body(route.params, bytes(call.params)),
+                              caller.actor)
         except ApiError as e:
             if e.status == 400:
                 return _zap_error(call.id, -32602, f"invalid params: {e.message}")
             return _zap_error(call.id, -32000, e.message)
-        if not getattr(params, route.user_field):  # ledger.md §4: ZAP's own message
+        # Every ZAP method names a user (ledger.md §4): ZAP's own message when it is empty.
+        if route.user_field and not getattr(params, route.user_field):
             return _zap_error(call.id, -32602, "user is required")
-        key = self._idempotency_key(request, route)
-        fingerprint = _fingerprint(route, request, params, caller.actor) if key else None
+        key = pipeline.idempotency_key(request, route)
+        fingerprint = fingerprint_of(route, request, params, caller.actor) if key else None
         try:
-            reply = await self._call(route.subject, self._scope(request, caller, key,
-                                                                fingerprint), params, request)
-        except ApiError as e:
+            reply = await pipeline.call(route.endpoint.subject, pipeline.scope(
+                request, caller, key, fingerprint), params, request)
+        except Exception as exc:
+            e = translate(exc)
+            if e is None:
+                raise
             return _zap_error(call.id, -32000, e.message)
         if reply.error is not None:
             code = -32602 if reply.error.code == ErrorCode.INVALID_REQUEST else -32000
             return _zap_error(call.id, code, reply.error.message)
         body = b'{"id":' + _encode(call.id) + b',"result":' + bytes(reply.result) + b"}"
         return json_response(body)
-
-
-def _public_cache_headers(headers: Any, path: str) -> None:
-    """The reference's caching of public answers (conventions §6.8, §10.9): an hour at the
-    CDN, half that in browsers, tagged for purges (`dns-plans`, `plans`). Successes only."""
-    headers["Cache-Control"] = "public, max-age=1800, s-maxage=3600, stale-while-revalidate=60"
-    headers["CDN-Cache-Control"] = "max-age=3600"
-    headers["Vary"] = "Accept-Encoding"
-    headers["Cache-Tag"] = "dns-plans" if path.startswith("/dns/") else "plans"
 
 
 def _route_name(request: web.Request) -> str:
@@ -356,37 +253,3 @@ def _route_name(request: web.Request) -> str:
 def _zap_error(call_id: str | int, code: int, message: str, status: int = 200) -> web.Response:
     return json_response(_encode({"id": call_id, "error": {"code": code, "message": message}}),
                          status)
-
-
-def _authorize(route: Route, actor: Actor) -> None:
-    allowed = actor.may_mint if route.access == "mint" else (
-        actor.role in ROLES_ALLOWED[route.access])
-    if not allowed:
-        raise ApiError(403, SCOPE_REFUSED, ErrorCode.FORBIDDEN)
-
-
-def _pin_user(route: Route, params: Any, actor: Actor) -> Any:
-    """Canonicalise the target user (trimmed, lower-case); an end user may only name
-    themselves and names themselves by default."""
-    if route.user_field is None:
-        return params
-    user = getattr(params, route.user_field).strip().lower()
-    if actor.role == "user":
-        if not user:
-            user = actor.user_id or ""
-        elif user != actor.user_id:
-            raise ApiError(403, route.other_user_message, ErrorCode.FORBIDDEN)
-    return msgspec.structs.replace(params, **{route.user_field: user})
-
-
-# Of the decoded params, with object keys in a set order: a retry that serialises the same
-# JSON differently (spacing, key order, in `dimensions` too) is the same request.
-_encode_canonical = msgspec.json.Encoder(order="deterministic").encode
-
-
-def _fingerprint(route: Route, request: web.Request, params: Any, actor: Actor) -> str:
-    principal = actor.key_id or actor.user_id or actor.kind
-    h = hashlib.sha256()
-    h.update(f"{route.name}\n{sorted(request.match_info.items())}\n{principal}\n".encode())
-    h.update(_encode_canonical(params))
-    return h.hexdigest()

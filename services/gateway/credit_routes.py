@@ -7,27 +7,20 @@ route: invoicing calls them on the bus.
 
 from __future__ import annotations
 
-from contracts import credit_subjects as subjects
-from contracts.credits import (
-    CreditBalanceQuery,
-    CreditBreakdownQuery,
-    CreditGrantCreateParams,
-    CreditGrantListParams,
-    CreditGrantVoidParams,
-)
+from contracts import credits
 from services.gateway.routing import Route
 
 CREDIT_ROUTES: tuple[Route, ...] = (
-    Route("POST", "/billing/credit-grants", subjects.LEDGER_CREDIT_GRANT_CREATE, "mint",
-          CreditGrantCreateParams, user_field="userId", idempotent=True),
+    Route("POST", "/billing/credit-grants", credits.CREDIT_GRANT_CREATE, "mint",
+          user_field="userId", idempotent=True, status=201),
     # No body: the id comes from the path (a query-sourced struct ignores whatever body
     # a client sends).
-    Route("POST", "/billing/credit-grants/{id}/void", subjects.LEDGER_CREDIT_GRANT_VOID,
-          "mint", CreditGrantVoidParams, source="query", user_field=None, idempotent=True),
-    Route("GET", "/billing/credit-grants", subjects.LEDGER_CREDIT_GRANT_LIST, "user",
-          CreditGrantListParams, source="query", user_field="userId"),
-    Route("GET", "/billing/credit-balance", subjects.LEDGER_CREDIT_BALANCE_GET, "user",
-          CreditBalanceQuery, source="query", user_field="userId"),
-    Route("GET", "/billing/credit-balance/breakdown", subjects.LEDGER_CREDIT_BALANCE_BREAKDOWN,
-          "user", CreditBreakdownQuery, source="query", user_field="userId"),
+    Route("POST", "/billing/credit-grants/{id}/void", credits.CREDIT_GRANT_VOID, "mint",
+          source="query", user_field=None, idempotent=True),
+    Route("GET", "/billing/credit-grants", credits.CREDIT_GRANT_LIST, "user", source="query",
+          user_field="userId"),
+    Route("GET", "/billing/credit-balance", credits.CREDIT_BALANCE_GET, "user",
+          source="query", user_field="userId"),
+    Route("GET", "/billing/credit-balance/breakdown", credits.CREDIT_BALANCE_BREAKDOWN,
+          "user", source="query", user_field="userId"),
 )

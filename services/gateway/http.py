@@ -13,27 +13,17 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from contracts.ledger import INT64_MAX, INT64_MIN
+from contracts.common import INT64_MAX, INT64_MIN
+from contracts.errors import INTERNAL_MESSAGE as INTERNAL
+from contracts.ids import uuid7_int
 from contracts.limits import ID_CHARS, limit_exceeded
-from services.runtime.errors import INTERNAL_MESSAGE as INTERNAL
-from services.runtime.ids import uuid7_int
+from services.gateway.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INVALID_BODY = "invalid request body"
-
-
-class ApiError(Exception):
-    """A refusal made by the gateway itself (auth, scope, validation, bus failures)."""
-
-    def __init__(self, status: int, message: str, code: str = "", param: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 class _ErrorBody(msgspec.Struct, omit_defaults=True):

@@ -2,42 +2,31 @@
 
 Meters, meter events, summaries and DNS usage are class `admin`; the DNS plans are `public`
 (any valid credential, publicly cacheable). `POST /billing/meter-events` with
-`Prefer: respond-async` is taken by `services.gateway.ingest` instead of the bus request.
+`Prefer: respond-async` is taken by `services.gateway.ingest` (its route's kind is `ingest`).
 User ids (`userId` of the summary, `user` of DNS) are canonicalised like every other user id;
 the events' `userId`s are canonicalised by the shared batch rules.
 """
 
 from __future__ import annotations
 
-from contracts import metering_subjects as subjects
-from contracts.metering import (
-    DnsPlansQuery,
-    DnsSummaryQuery,
-    DnsUsageParams,
-    MeterCreateParams,
-    MeterEventBatch,
-    MeterGetParams,
-    MeterListParams,
-    SummaryQuery,
-)
+from contracts import metering
 from services.gateway.routing import Route
 
 METERING_ROUTES: tuple[Route, ...] = (
-    Route("POST", "/billing/meters", subjects.METERING_METER_CREATE, "admin",
-          MeterCreateParams, user_field=None),
-    Route("GET", "/billing/meters", subjects.METERING_METER_LIST, "admin", MeterListParams,
-          source="query", user_field=None),
+    Route("POST", "/billing/meters", metering.METER_CREATE, "admin", user_field=None,
+          status=201),
+    Route("GET", "/billing/meters", metering.METER_LIST, "admin", source="query",
+          user_field=None),
     # The id comes from the path.
-    Route("GET", "/billing/meters/{id}", subjects.METERING_METER_GET, "admin", MeterGetParams,
-          source="query", user_field=None),
-    Route("POST", "/billing/meter-events", subjects.METERING_EVENTS_RECORD, "admin",
-          MeterEventBatch, user_field=None, idempotent=True),
-    Route("GET", "/billing/meter-events/summary", subjects.METERING_EVENTS_SUMMARY, "admin",
-          SummaryQuery, source="query", user_field="userId"),
-    Route("POST", "/dns/usage", subjects.METERING_DNS_USAGE_RECORD, "admin", DnsUsageParams,
-          idempotent=True),
-    Route("GET", "/dns/usage/summary", subjects.METERING_DNS_USAGE_SUMMARY, "admin",
-          DnsSummaryQuery, source="query"),
-    Route("GET", "/dns/plans", subjects.METERING_DNS_PLAN_LIST, "public", DnsPlansQuery,
-          source="query", user_field=None),
+    Route("GET", "/billing/meters/{id}", metering.METER_GET, "admin", source="query",
+          user_field=None),
+    Route("POST", "/billing/meter-events", metering.EVENTS_RECORD, "admin", user_field=None,
+          idempotent=True, status=201, kind="ingest"),
+    Route("GET", "/billing/meter-events/summary", metering.EVENTS_SUMMARY, "admin",
+          source="query", user_field="userId"),
+    Route("POST", "/dns/usage", metering.DNS_USAGE_RECORD, "admin", idempotent=True,
+          status=201),
+    Route("GET", "/dns/usage/summary", metering.DNS_USAGE_SUMMARY, "admin", source="query"),
+    Route("GET", "/dns/plans", metering.DNS_PLAN_LIST, "public", source="query",
+          user_field=None),
 )

@@ -1,8 +1,13 @@
-"""What a route is: its subject, access class, parameters and where it names its user."""
+"""What a route is: the endpoint it calls, its access class, where its params come from and
+where it names its user. Special routes (asynchronous ingest today; provider webhooks and
+pages later) say so by their `kind` and are served by that kind's handler."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from contracts.endpoint import Endpoint
 
 # Access classes (conventions §10.3) and the roles each admits. `mint` is decided by the
 # caller's `may_mint` (mint policy), not by role alone.
@@ -13,18 +18,29 @@ ROLES_ALLOWED = {
     "platform": frozenset({"platform"}),
 }
 
+# How a route is served: `bus` (one request to its endpoint) or `ingest` (meter events that
+# may be accepted asynchronously: `Prefer: respond-async`). Next: `webhook` (raw body,
+# signature-authenticated) and `page` (HTML).
+KINDS = frozenset({"bus", "ingest"})
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
     path: str  # below the prefix, aiohttp syntax for path parameters
-    subject: str
+    endpoint: Endpoint | None  # None only for special routes that call no single endpoint
     access: str  # public | user | admin | mint | platform
-    params: type  # the msgspec struct the body or query decodes into
     source: str = "body"  # "body" or "query"
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
+    status: int = 200  # the success status (201 creates and ledger writes, 202, 204)
+    kind: str = "bus"
     other_user_message: str = "cannot access another user's account"
+
+    @property
+    def params(self) -> Any:
+        """The struct the body or query decodes into."""
+        return self.endpoint.params if self.endpoint is not None else dict
 
     @property
     def name(self) -> str:

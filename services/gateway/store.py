@@ -10,11 +10,11 @@ from datetime import datetime
 
 import asyncpg
 
-from services.runtime.ids import new_id
+from contracts.ids import ALPHABET, new_id
 
 # Where the database announces a changed key (migrations/002_api_key_changes.sql).
 KEY_CHANGES = "gateway_api_key_changes"
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62 = ALPHABET
 
 
 @dataclass(frozen=True, slots=True)

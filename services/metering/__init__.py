@@ -6,18 +6,35 @@ Meter events come in two ways and meet in one store (`store.write_events` / `wri
   written by one statement (`recorder.py`) and the answer, after the commit, says per event
   `created` or `duplicate`;
 - asynchronously (`Prefer: respond-async`): the gateway validates the batch with the same
-  rules (`domain.accept_batch`), publishes it to JetStream `billing.meter_events.<org>` and
+  rules (`contracts.meter_events.accept_batch`), publishes it to JetStream
+  `billing.meter_events.<org>` and
   answers 202 after the ack; workers share one durable pull consumer (`consumer.py`) and
   acknowledge after the commit.
 
 An event is stored once per (organization, mode, idempotency key) for at least 35 days, and
 once per event id (asynchronous event ids derive from their batch, whose id is claimed with
-its events). Events live in a table partitioned by month of event time; `service.upkeep`
+its events). Events live in a table partitioned by month of event time; `handlers.upkeep`
 creates the months ahead, prunes the dedup keys and, when `METERING_RETENTION_MONTHS` is set,
 drops old months. `METERING_ACK_WAIT` (seconds, default 30) is how long a batch fetched by a
 worker that died waits before another worker gets it.
 
-Files: `service.py` handlers and upkeep, `domain.py` rules (no I/O), `store.py` SQL,
-`recorder.py` the synchronous writer, `consumer.py` the JetStream worker, `stream.py` the
-stream and consumer definitions shared with the gateway.
+Files (services/README.md): `handlers.py` handlers and upkeep, `domain.py` rules (no
+I/O), `store.py` SQL, `bootstrap.py` the state handlers share, `recorder.py` the
+synchronous writer, `intake.py` keyed asynchronous batches, `consumer.py` the JetStream
+worker, `dead_letters.py` batches that could not be stored. The stream's definition is
+shared with its publishers: `services/runtime/meter_stream.py`.
 """
+
+from pathlib import Path
+
+from services.metering import handlers
+from services.metering.bootstrap import bootstrap
+from services.runtime.service import Job, ServiceSpec
+
+SPEC = ServiceSpec(
+    name="metering",
+    handlers=handlers.router,
+    migrations=Path(__file__).parent / "migrations",
+    bootstrap=bootstrap,
+    jobs=(Job(handlers.UPKEEP_INTERVAL_S, handlers.run_upkeep),),
+)

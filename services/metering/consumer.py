@@ -32,9 +32,9 @@ from nats.errors import (
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NotFoundError
 
-from contracts.metering_subjects import METER_EVENTS_CONSUMER, METER_EVENTS_STREAM
+from contracts.metering import METER_EVENTS_CONSUMER, METER_EVENTS_STREAM
 from services.metering import dead_letters, store
-from services.metering.stream import consumer_config, ensure_dead_letter_stream, ensure_stream
+from services.runtime.meter_stream import consumer_config, ensure_dead_letter_stream, ensure_stream
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from nats.js.errors import NotFoundError
 
-from contracts.metering_subjects import (
+from contracts.metering import (
     METER_EVENTS_DEAD_PREFIX,
     METER_EVENTS_DEAD_STREAM,
     METER_EVENTS_PREFIX,

@@ -22,11 +22,12 @@ import asyncpg
 import msgspec
 import nats
 
-from contracts import ErrorCode, Reply, Scope
-from contracts.metering import AcceptedBatch, AcceptedEvent, EventOutcome, RecordedEvents
-from services.metering.stream import publish_batch
-from services.runtime.errors import Failure
+from contracts import Reply, Scope
+from contracts.errors import unavailable
+from contracts.meter_events import accepted
+from contracts.metering import AcceptedBatch, AcceptedEvent
 from services.runtime.idempotency import IdempotencyKeys
+from services.runtime.meter_stream import publish_batch
 
 _encode = msgspec.json.Encoder().encode
 
@@ -62,11 +63,3 @@ class KeyedIntake:
             await self._keys.complete(conn, scope, _encode(reply))
         reply.replayed = False
         return _encode(reply)
-
-
-def accepted(events: list[AcceptedEvent]) -> RecordedEvents:
-    return RecordedEvents([EventOutcome(e.id, "accepted") for e in events], len(events))
-
-
-def unavailable() -> Failure:
-    return Failure(ErrorCode.UNAVAILABLE, 503, "service unavailable")

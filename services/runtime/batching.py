@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from contracts import Reply
-from services.runtime.errors import Failure, internal
+from contracts.errors import Failure, internal
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode

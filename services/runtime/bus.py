@@ -1,9 +1,10 @@
 """A service on the bus: FastStream NATS responders with msgspec envelopes.
 
-`Service.handler(subject, Params)` registers a request/reply handler in the service's queue
-group. The runtime decodes `Request[Params]`, refuses expired deadlines, continues the
-caller's trace, runs the handler (inside a database transaction with idempotency when asked),
-and encodes the `Reply`. Handlers stay thin: decode is done for them, they call the domain.
+`Service(spec, settings)` subscribes the spec's handlers (`services.runtime.service`) in the
+service's queue group. The runtime decodes `Request[Params]`, refuses expired deadlines,
+continues the caller's trace, runs the handler (inside a database transaction with
+idempotency when asked) with the service's `Context`, and encodes the `Reply`. Handlers
+stay thin: decode is done for them, they call the domain.
 
 FastStream's broker owns the connection (servers, reconnects, lifecycle). Request/reply
 subjects are subscribed on that connection directly: FastStream's per-message pipeline
@@ -20,7 +21,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,13 +33,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import ErrorCode, RawReply, Reply, Request, Scope
+from contracts.errors import Failure, internal, invalid
 from contracts.limits import limit_exceeded
 from services.runtime import db, idempotency, telemetry
 from services.runtime.config import Settings
-from services.runtime.errors import Failure, internal, invalid
 from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys, is_client_key
 from services.runtime.outbox import OutboxRelay
 from services.runtime.requests import Requester
+from services.runtime.service import Context, Handler, ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -72,61 +73,54 @@ def nats_servers(url: str) -> list[str]:
 
 
 class Service:
-    """One billing service: its queue group, its handlers and its database schema."""
+    """One billing service running its spec: its queue group, handlers, jobs and schema."""
 
-    def __init__(self, name: str, settings: Settings, *, migrations: Path | None = None,
-                 max_in_flight: int = 1024):
-        self.name = name
+    def __init__(self, spec: ServiceSpec, settings: Settings, *, max_in_flight: int = 1024):
+        self.spec = spec
+        self.name = spec.name
         self.settings = settings
-        self.migrations = migrations
+        self.migrations = spec.migrations
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task] = set()
-        self._handlers: list[tuple[str, Callable[[Msg], Awaitable[None]]]] = []
         self._subscriptions: list[Subscription] = []
         self._nc: nats.NATS | None = None
         self._requests: Requester | None = None
-        self._jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self._jobs = [(3600.0, forget_old_idempotency_keys), *(
+            (job.seconds(settings) if callable(job.seconds) else job.seconds, job.run)
+            for job in spec.jobs)]
         self._job_tasks: list[asyncio.Task] = []
-        self.every(3600, self.forget_old_idempotency_keys)
-        self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
-        self.keys = IdempotencyKeys(name)
-        self.broker = NatsBroker(nats_servers(settings.nats_url), name=f"billing-{name}")
+        self.keys = IdempotencyKeys(spec.name)
+        self.ctx = Context(self)
+        self.broker = NatsBroker(nats_servers(settings.nats_url), name=f"billing-{spec.name}")
 
-    # ---- registration -------------------------------------------------------------------
+    @property
+    def pool(self) -> asyncpg.Pool | None:
+        return self.ctx.pool
 
-    def handler(self, subject: str, params: type, *, transaction: bool = False,
-                ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-        """Register `fn(scope, params)` for `subject`.
+    def _on_request(self, handler: Handler) -> Callable[[Msg], Awaitable[None]]:
+        decode = msgspec.json.Decoder(Request[handler.endpoint.params]).decode
+        subject, fn, transaction, ctx = (handler.endpoint.subject, handler.fn,
+                                         handler.transaction, self.ctx)
 
-        With `transaction=True` it is `fn(scope, params, conn)`, run in one database
-        transaction and idempotent under the scope's key. A handler may return a result, a
-        `Reply`, or `bytes` (a reply it encoded itself).
-        """
-        decode = msgspec.json.Decoder(Request[params]).decode
+        async def respond(msg: Msg) -> None:
+            try:
+                reply = await self._respond(msg, decode, ctx, fn, transaction, subject)
+                if msg.reply:
+                    await self._send_reply(msg.reply, reply, subject)
+            finally:
+                self._in_flight.release()
 
-        def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def respond(msg: Msg) -> None:
-                try:
-                    reply = await self._respond(msg, decode, fn, transaction, subject)
-                    if msg.reply:
-                        await self._send_reply(msg.reply, reply, subject)
-                finally:
-                    self._in_flight.release()
+        async def on_request(msg: Msg) -> None:
+            # nats-py hands a subscription's messages over one at a time; each becomes its
+            # own task so database round trips overlap. The semaphore is the back-pressure:
+            # at the limit, dispatch waits and NATS buffers.
+            await self._in_flight.acquire()
+            task = asyncio.create_task(respond(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-            async def on_request(msg: Msg) -> None:
-                # nats-py hands a subscription's messages over one at a time; each becomes
-                # its own task so database round trips overlap. The semaphore is the
-                # back-pressure: at the limit, dispatch waits and NATS buffers.
-                await self._in_flight.acquire()
-                task = asyncio.create_task(respond(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-            self._handlers.append((subject, on_request))
-            return fn
-
-        return register
+        return on_request
 
     async def _send_reply(self, to: str, reply: bytes, subject: str) -> None:
         """Publish `reply`, or a small error reply when it cannot go: the caller then gets
@@ -143,19 +137,13 @@ class Service:
             with contextlib.suppress(Exception):
                 await self._nc.publish(to, _INTERNAL)
 
-    def every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run `job` every `seconds` while the service runs (sweepers, relays). Replicas
-        all run it, so a job must be safe to run concurrently (row locks, SKIP LOCKED)."""
-        self._jobs.append((seconds, job))
-
     async def forget_old_idempotency_keys(self) -> None:
-        if self.pool is not None:
-            await self.keys.prune(self.pool, datetime.now(UTC) - idempotency.RETENTION)
+        await forget_old_idempotency_keys(self.ctx)
 
-    async def _repeat(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    async def _repeat(self, seconds: float, job: Callable[[Context], Awaitable[None]]) -> None:
         while True:
             try:
-                await job()
+                await job(self.ctx)
             except Exception:
                 log.exception("%s: periodic job %r failed", self.name, job)
             await asyncio.sleep(seconds)
@@ -163,17 +151,19 @@ class Service:
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.database_url:
-            self.pool = await db.create_pool(self.settings.database_url)
-            async with self.pool.acquire() as conn:
+        if self.settings.database_url and self.migrations is not None:
+            self.ctx.pool = pool = await db.create_pool(self.settings.database_url)
+            async with pool.acquire() as conn:
                 await db.migrate(conn, self.name, self.migrations)
         await self.broker.start()
         self._nc = nc = self.broker.connection
         self._requests = Requester(nc)
         await self._requests.start()
+        if self.spec.bootstrap is not None:
+            await self.spec.bootstrap(self.ctx)
         self._subscriptions = [
-            await nc.subscribe(subject, queue=self.name, cb=on_request)
-            for subject, on_request in self._handlers]
+            await nc.subscribe(h.endpoint.subject, queue=self.name, cb=self._on_request(h))
+            for h in self.spec.handlers.handlers]
         if self.pool is not None:  # publishes the events this service's handlers add
             self.relay = OutboxRelay(self.name, self.pool, self.settings.database_url,
                                      nats_servers(self.settings.nats_url))
@@ -190,18 +180,21 @@ class Service:
         self._subscriptions = []
         if self._tasks:  # let requests already taken finish and reply
             await asyncio.wait(self._tasks, timeout=10)
+        for stop in reversed(self.ctx.stops):  # what the bootstrap started
+            await stop()
+        self.ctx.stops = []
         await self.broker.stop()
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None
         if self.pool is not None:
             await self.pool.close()
-            self.pool = None
+            self.ctx.pool = None
 
-    async def ask(self, subject: str, scope: Scope, params: Any, *, timeout: float = 2.0,
-                  ) -> RawReply | None:
-        """Ask another service; None when nobody answers in time (the caller decides what
-        absence means, e.g. "no payment method" while payments is not deployed)."""
+    async def request(self, subject: str, scope: Scope, params: Any, *,
+                      timeout: float = 2.0) -> RawReply | None:
+        """One request, its reply undecoded; None when nobody answers in time. Handlers use
+        the typed `ctx.ask(endpoint, ...)` built on this."""
         assert self._requests is not None, f"{self.name}: not started"
         try:
             msg = await self._requests.request(subject, _encode(Request(scope, params)),
@@ -212,7 +205,7 @@ class Service:
 
     # ---- request handling ---------------------------------------------------------------
 
-    async def _respond(self, msg: Msg, decode: Callable[[bytes], Request],
+    async def _respond(self, msg: Msg, decode: Callable[[bytes], Request], ctx: Context,
                        fn: Callable[..., Awaitable[Any]], transaction: bool,
                        subject: str) -> bytes:
         try:
@@ -232,8 +225,8 @@ class Service:
         with telemetry.server_span(subject, msg.headers):
             try:
                 if transaction:
-                    return await self._in_transaction(scope, request.params, fn)
-                result = await fn(scope, request.params)
+                    return await self._in_transaction(ctx, scope, request.params, fn)
+                result = await fn(ctx, scope, request.params)
                 # bytes: a reply the handler encoded itself (batched writers, replays)
                 return result if isinstance(result, bytes) else _encode(_as_reply(result))
             except Failure as failure:
@@ -242,18 +235,18 @@ class Service:
                 log.exception("%s failed (request %s)", subject, scope.request_id)
                 return _INTERNAL
 
-    async def _in_transaction(self, scope: Scope, params: Any,
+    async def _in_transaction(self, ctx: Context, scope: Scope, params: Any,
                               fn: Callable[..., Awaitable[Any]]) -> bytes:
         assert self.pool is not None, f"{self.name}: no database configured"
         async with self.pool.acquire() as conn, conn.transaction():
             if not scope.idempotency_key:
-                return _encode(_as_reply(await fn(scope, params, conn)))
+                return _encode(_as_reply(await fn(ctx, scope, params, conn)))
             stored = await self.keys.begin(conn, scope)
             if stored is not None:
                 return stored
             try:
                 async with conn.transaction():  # savepoint: a refusal keeps the key row only
-                    reply = _as_reply(await fn(scope, params, conn))
+                    reply = _as_reply(await fn(ctx, scope, params, conn))
             except Failure as failure:
                 # Only final outcomes are stored; anything else releases the key.
                 if failure.error.retryable or failure.error.status not in STORED_ERROR_STATUSES:
@@ -263,6 +256,11 @@ class Service:
             await self.keys.complete(conn, scope, _encode(reply))
             reply.replayed = False
             return _encode(reply)
+
+
+async def forget_old_idempotency_keys(ctx: Context) -> None:
+    if ctx.pool is not None:
+        await ctx.keys.prune(ctx.pool, datetime.now(UTC) - idempotency.RETENTION)
 
 
 def _as_reply(result: Any) -> Reply:

@@ -15,8 +15,8 @@ import asyncpg
 import msgspec
 
 from contracts import ErrorCode, Scope
+from contracts.errors import Failure
 from services.runtime.db import delete_older_than
-from services.runtime.errors import Failure
 
 RETENTION = timedelta(days=7)  # how long a key is remembered (conventions §10.7)
 

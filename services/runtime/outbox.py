@@ -43,7 +43,7 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from contracts import events
-from services.runtime.ids import new_id, now, rfc3339
+from contracts.ids import new_id, now, rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""Balances and money movements: deposits, withdrawals, refunds, starter credit, expiring
+lots, tiers and status."""

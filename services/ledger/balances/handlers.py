@@ -1,0 +1,221 @@
+"""Balances and money movements: balance reads, deposits, withdrawals, refunds, the starter
+credit, tiers and status, the transaction list; and the job that lapses expired deposits.
+Decode (done by the runtime), call the domain, encode."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from contracts import Reply, Scope
+from contracts.common import INT64_MAX
+from contracts.errors import Failure, forbidden
+from contracts.ids import now, rfc3339, rfc3339_seconds
+from contracts.ledger import (
+    BALANCE_ALL,
+    BALANCE_GET,
+    DEPOSIT_CREATE,
+    REFUND_CREATE,
+    STARTER_CREDIT_CLAIM,
+    STATUS_GET,
+    TIER_CHECK,
+    TIER_GET,
+    TRANSACTION_LIST,
+    WITHDRAW_CREATE,
+    Balance,
+    BalanceAll,
+    BalanceEntry,
+    BalanceQuery,
+    BillingStatus,
+    DepositParams,
+    DepositResult,
+    RefundParams,
+    RefundResult,
+    StarterCreditParams,
+    StarterCreditResult,
+    StatusQuery,
+    TierBalance,
+    TierCheckResult,
+    TierConfig,
+    TierQuery,
+    TierResult,
+    TierSummary,
+    TransactionItem,
+    TransactionList,
+    TransactionListParams,
+    WithdrawParams,
+    WithdrawResult,
+)
+from contracts.limits import TRANSACTIONS_PAGE
+from contracts.payments import PAYMENT_METHOD_EXISTS, PaymentMethodQuery
+from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
+from services.ledger.balances import domain, store, tiers
+from services.runtime.bus import created, paged
+from services.runtime.service import Context, Router
+
+router = Router()
+USER_QUERY_REQUIRED = "user query parameter is required"
+
+
+@router.handler(BALANCE_GET)
+async def get_balance(ctx: Context, scope: Scope, p: BalanceQuery) -> Balance:
+    user = require_user(p.user, USER_QUERY_REQUIRED)
+    currency = currency_of(p.currency)
+    bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user, currency))
+    return Balance(user, currency, bal, holds, domain.available(bal, holds))
+
+
+@router.handler(BALANCE_ALL)
+async def get_balance_all(ctx: Context, scope: Scope, p: BalanceQuery) -> BalanceAll:
+    user = require_user(p.user, USER_QUERY_REQUIRED)
+    rows = await store.balances(ctx.pool, scope.org_id, scope.livemode, user)
+    return BalanceAll(user, [
+        BalanceEntry(r["currency"], r["balance"], r["holds"],
+                     domain.available(r["balance"], r["holds"])) for r in rows])
+
+
+@router.handler(DEPOSIT_CREATE, transaction=True)
+async def create_deposit(ctx: Context, scope: Scope, p: DepositParams,
+                         conn: asyncpg.Connection):
+    movement = domain.deposit(p, now())
+    domain.require_mint(scope.actor)
+    tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+    return created(DepositResult(
+        transactionId=tx_id, user=movement.user_id, amount=movement.amount,
+        currency=movement.currency, type=movement.type, tags=movement.tags,
+        expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
+
+
+@router.handler(WITHDRAW_CREATE, transaction=True)
+async def create_withdrawal(ctx: Context, scope: Scope, p: WithdrawParams,
+                            conn: asyncpg.Connection):
+    movement = domain.withdrawal(p)
+    tx_id, _ = await store.post_funded(conn, scope.org_id, scope.livemode, movement)
+    return created(WithdrawResult(tx_id, movement.user_id, movement.amount,
+                                  movement.currency, movement.type, movement.tags))
+
+
+@router.handler(REFUND_CREATE, transaction=True)
+async def create_refund(ctx: Context, scope: Scope, p: RefundParams,
+                        conn: asyncpg.Connection):
+    _, _, original_id = domain.refund_request(p)
+    domain.require_mint(scope.actor)
+    original = await store.refundable(conn, scope.org_id, scope.livemode, original_id)
+    movement = domain.refund(p, original)
+    tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+    return created(RefundResult(tx_id, movement.user_id, movement.amount, movement.currency,
+                                movement.type, movement.tags, original_id))
+
+
+@router.handler(STARTER_CREDIT_CLAIM, transaction=True)
+async def claim_starter_credit(ctx: Context, scope: Scope, p: StarterCreditParams,
+                               conn: asyncpg.Connection):
+    movement = domain.starter_credit(p.user, now())
+    has_payment_method = await _has_payment_method(ctx, scope, movement.user_id)
+    if not has_payment_method:
+        # Payments not answering is refused the same way, but not for good: not stored
+        # under the key, so a retry once payments answers can succeed.
+        raise forbidden("a verified payment method is required before claiming "
+                        "starter credit", retryable=has_payment_method is None)
+    existing = await store.starter_credit(conn, scope.org_id, scope.livemode, movement.user_id)
+    if existing is None:
+        try:
+            async with conn.transaction():  # a concurrent claim may win the unique index
+                tx_id, _ = await store.post(conn, scope.org_id, scope.livemode, movement)
+            return created(_starter_result(tx_id, movement.user_id, movement.amount,
+                                           movement.expires_at))
+        except asyncpg.UniqueViolationError:
+            existing = await store.starter_credit(conn, scope.org_id, scope.livemode,
+                                                  movement.user_id)
+    # Claimed before: the same grant again, not an error (product decision).
+    return _starter_result(existing["id"], movement.user_id, existing["amount"],
+                           existing["expires_at"])
+
+
+async def _has_payment_method(ctx: Context, scope: Scope, user: str, *,
+                              verified_only: bool = True) -> bool | None:
+    """None when payments does not answer (not deployed, down, slow) or fails: unknown,
+    which callers treat as "no payment method" for now."""
+    try:
+        found = await ctx.ask(PAYMENT_METHOD_EXISTS, scope, PaymentMethodQuery(
+            customerId=user, verifiedOnly=verified_only))
+    except Failure:
+        return None
+    return None if found is None else found.exists
+
+
+@router.handler(TIER_GET)
+async def get_tier(ctx: Context, scope: Scope, p: TierQuery) -> TierResult:
+    user = require_user(p.user, USER_QUERY_REQUIRED)
+    tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+    bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user,
+                                               DEFAULT_CURRENCY))
+    used_today = 0
+    if tier.has_daily_credits:
+        used_today = await store.usage_since(ctx.pool, scope.org_id, scope.livemode, user,
+                                             DEFAULT_CURRENCY, domain.today(now()))
+    prepaid = domain.available(bal, holds)
+    daily = tiers.daily_remaining(tier, used_today)
+    return TierResult(user, _tier_config(tier), TierBalance(
+        DEFAULT_CURRENCY, prepaid, daily, min(prepaid + daily, INT64_MAX)))
+
+
+@router.handler(TIER_CHECK)
+async def check_tier(ctx: Context, scope: Scope, p: TierQuery) -> TierCheckResult:
+    user = require_user(p.user, USER_QUERY_REQUIRED)
+    tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+    summary = TierSummary(tier.name, tier.display_name, list(tier.allowed_models),
+                          tier.max_agents)
+    model = p.model.strip()
+    if not model:
+        return TierCheckResult(user, summary)
+    return TierCheckResult(user, summary, model, tier.allows(model))
+
+
+@router.handler(STATUS_GET)
+async def get_status(ctx: Context, scope: Scope, p: StatusQuery) -> BillingStatus:
+    user = require_user(p.user, USER_QUERY_REQUIRED)
+    tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+    has_payment_method = asyncio.ensure_future(
+        _has_payment_method(ctx, scope, user, verified_only=False))
+    bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user,
+                                               DEFAULT_CURRENCY))
+    return BillingStatus(user, bool(await has_payment_method), domain.available(bal, holds),
+                         tier.name)
+
+
+@router.handler(TRANSACTION_LIST)
+async def list_transactions(ctx: Context, scope: Scope, p: TransactionListParams) -> Reply:
+    user = require_user(p.user, USER_QUERY_REQUIRED)
+    currency = currency_of(p.currency) if p.currency.strip() else ""
+    limit, offset = TRANSACTIONS_PAGE.apply(p.limit, p.offset)
+    rows, total = await store.transactions(ctx.pool, scope.org_id, scope.livemode, user,
+                                           currency, limit, offset)
+    items = [TransactionItem(
+        id=r["id"], type=r["type"], amount=r["amount"], currency=r["currency"],
+        createdAt=rfc3339_seconds(r["created_at"]), tags=r["tags"], notes=r["notes"],
+        metadata=r["metadata"] or None,
+        expiresAt=rfc3339_seconds(r["expires_at"]) if r["expires_at"] else None,
+    ) for r in rows]
+    return paged(TransactionList(items, total, user), total, offset, len(items))
+
+
+async def lapse_expired_deposits(ctx: Context) -> None:
+    """The unspent part of expired deposits lapses, one customer account at a time."""
+    for account in await store.accounts_with_due_lots(ctx.pool, limit=500):
+        key = (account["org_id"], account["livemode"], account["user_id"], account["currency"])
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await store.lock_balance(conn, *key)
+            await store.lapse_due_lots(conn, *key)
+
+
+def _starter_result(tx_id: str, user: str, amount: int, expires_at) -> StarterCreditResult:
+    return StarterCreditResult(transactionId=tx_id, user=user, amount=amount,
+                               currency=DEFAULT_CURRENCY, type="deposit",
+                               tags=domain.STARTER_CREDIT_TAG, expiresAt=rfc3339(expires_at))
+
+
+def _tier_config(tier: tiers.Tier) -> TierConfig:
+    return TierConfig(tier.name, tier.display_name, tier.max_agents, tier.unlimited_agents,
+                      tier.daily_credits_cents, list(tier.allowed_models))

@@ -1,0 +1,37 @@
+"""The ledger's state, built once when it starts: what its handlers share between
+requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.ledger.alerts.handlers import on_usage_batch
+from services.ledger.balances import store
+from services.ledger.usage.backfill import UsageBackfill
+from services.ledger.usage.recorder import UsageRecord, UsageRecorder
+from services.runtime.batching import MicroBatcher
+from services.runtime.service import Context
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    read_balance: MicroBatcher  # balance reads gate every metered request: concurrent ones
+    #                             share one query
+    usage: UsageRecorder  # concurrent usage debits share one transaction
+    backfill: UsageBackfill  # copies of debits into the api-usage meter, if any
+
+
+async def bootstrap(ctx: Context) -> None:
+    backfill = UsageBackfill(ctx)
+
+    async def after_debits(conn: asyncpg.Connection, records: list[UsageRecord]) -> None:
+        # Written in the debits' own transaction, for the whole batch.
+        await on_usage_batch(conn, [(r.scope, r.debit) for r in records])
+        await backfill.add_copies(conn, records)
+
+    ctx.state = Ledger(
+        read_balance=MicroBatcher(lambda keys: store.balance_batch(ctx.pool, keys)),
+        usage=UsageRecorder(lambda: ctx.pool, ctx.keys, after_debits=after_debits),
+        backfill=backfill)

@@ -1,0 +1,1 @@
+"""Credit grants: create, void, list, balances, and burn-down for invoicing."""

@@ -1,0 +1,1 @@
+"""The double-entry journal (ledger.md §2.9): accounts, entries, holds, payment operations."""

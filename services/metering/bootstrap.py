@@ -1,0 +1,74 @@
+"""Metering's state, built once when it starts: the plan catalog (and the DNS plans reply,
+encoded once), caches of meter ids, the synchronous writer, the keyed intake and the
+JetStream workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+import msgspec
+
+from contracts import Reply, Scope
+from contracts.catalog import Catalog, load_catalog
+from contracts.meter_events import require_known_meters
+from contracts.metering import AcceptedEvent
+from services.metering import domain, store
+from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
+from services.metering.handlers import ExpiredKeySweeper
+from services.metering.intake import KeyedIntake
+from services.metering.recorder import EventRecorder
+from services.runtime.bus import nats_servers
+from services.runtime.service import Context
+
+
+class KnownMeters:
+    """Meter ids per organization and mode. Meters are never deleted, so an id once seen
+    stays valid; an id not seen yet is looked up again (created by another replica)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, bool], frozenset[str]] = {}
+
+    async def require(self, pool: asyncpg.Pool, scope: Scope,
+                      events: list[AcceptedEvent]) -> None:
+        account = (scope.org_id, scope.livemode)
+        known = self._ids.get(account, frozenset())
+        if all(e.meterId in known for e in events):
+            return
+        known = frozenset(await store.meter_ids(pool, *account))
+        if len(self._ids) > 100_000:
+            self._ids.clear()
+        self._ids[account] = known
+        require_known_meters(events, known)
+
+
+@dataclass(slots=True)
+class Metering:
+    catalog: Catalog
+    dns_plans: bytes  # the `dns_plan.list` reply
+    meters: KnownMeters
+    recorder: EventRecorder
+    intake: KeyedIntake
+    consumer: MeterEventConsumer
+    sweeper: ExpiredKeySweeper
+    dns_meters: dict[tuple[str, bool], str] = field(default_factory=dict)  # org's dns meter
+
+
+async def bootstrap(ctx: Context) -> None:
+    settings, env = ctx.settings, ctx.settings.env
+    catalog = load_catalog(settings.plans_dir or None)
+    consumer = MeterEventConsumer(
+        lambda: ctx.pool, nats_servers(settings.nats_url),
+        ack_wait_s=float(env.get("METERING_ACK_WAIT", "30")),
+        max_deliveries=int(env.get("METERING_MAX_DELIVERIES", str(MAX_DELIVERIES))))
+    ctx.state = Metering(
+        catalog=catalog,
+        dns_plans=msgspec.json.encode(Reply(result=[
+            domain.plan_view(plan) for plan in catalog.by_category(domain.DNS_CATEGORY)])),
+        meters=KnownMeters(),
+        recorder=EventRecorder(lambda: ctx.pool, ctx.keys),
+        intake=KeyedIntake(lambda: ctx.pool, ctx.keys, lambda: consumer.js),
+        consumer=consumer,
+        sweeper=ExpiredKeySweeper())
+    await consumer.start()
+    ctx.on_stop(consumer.stop)

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,7 @@ from services.runtime.bus import Service
 from services.runtime.config import Settings
 from services.runtime.service import Router, ServiceSpec
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 API = "/api/v1/billing"
 PLATFORM = Actor(kind="service", role="platform", may_mint=True)  # a service that may mint
 

@@ -12,7 +12,18 @@ from contracts.ids import now
 from contracts.ledger import USAGE_RECORD, UsageRecordParams
 from contracts.metering import MeterEventInput
 from contracts.payments import PAYMENT_METHOD_EXISTS
-from tests.support import balance, get, org_id_of, post, responder, service
+from tests.support import (
+    balance,
+    eventually_value,
+    get,
+    make_meter,
+    org_id_of,
+    post,
+    record,
+    responder,
+    service,
+    summary,
+)
 from tests.support import scope as support_scope
 
 
@@ -200,7 +211,6 @@ async def test_meter_events_committed_before_a_failure_are_not_written_again(
         http, org, platform):
     from contracts import meter_events
     from services.metering.recorder import EventRecorder
-    from tests.test_metering import make_meter, summary
 
     metering = service(platform, "metering")
     meter_id = await make_meter(http, org, "faulty")
@@ -235,7 +245,6 @@ async def _api_usage_meter(http, org, currency="usd"):
 
 
 async def test_the_api_usage_copy_leaves_the_organizations_event_keys_alone(http, org):
-    from tests.test_metering import eventually_value, make_meter, record, summary
 
     api_usage, tokens = await _api_usage_meter(http, org), await make_meter(http, org, "tokens")
     user = f"{org.name}/alice"
@@ -255,7 +264,6 @@ async def test_the_api_usage_copy_leaves_the_organizations_event_keys_alone(http
 
 
 async def test_clients_cannot_use_the_copies_key_namespace(http, org):
-    from tests.test_metering import make_meter, record
 
     tokens = await make_meter(http, org, "tokens")
     status, body, _ = await record(http, org, [{
@@ -265,7 +273,6 @@ async def test_clients_cannot_use_the_copies_key_namespace(http, org):
 
 
 async def test_only_debits_in_the_meters_currency_are_copied(http, org):
-    from tests.test_metering import eventually_value, summary
 
     api_usage = await _api_usage_meter(http, org, currency="usd")
     user = f"{org.name}/carol"
@@ -282,7 +289,6 @@ async def test_only_debits_in_the_meters_currency_are_copied(http, org):
 async def test_the_copy_commits_with_the_debit_and_goes_out_later(http, org, platform):
     """The copy is an outbox row of the debit's own transaction: with the ledger's relay
     stopped, the debit commits and its copy waits; it is published once a relay runs."""
-    from tests.test_metering import eventually_value, summary
 
     ledger = service(platform, "ledger")
     api_usage = await _api_usage_meter(http, org)

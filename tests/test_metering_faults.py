@@ -31,11 +31,10 @@ from services.gateway.app import Gateway
 from services.runtime import db
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats, free_port
-from tests.support import eventually
+from tests.support import ROOT, eventually
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 PEPPER = "faults-pepper"
 ACK_WAIT_S = 2  # a killed worker's batches are redelivered this soon
 EVENTS_PER_BATCH = 20

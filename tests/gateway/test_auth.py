@@ -44,7 +44,7 @@ async def test_key_in_every_accepted_place(http, org):
     basic = base64.b64encode(f"{key}:".encode()).decode()
     for headers, params in [
         ({"Authorization": key}, {}),  # bare header (the reference's test suite)
-        # `Token <key>` is refused since issue 9 (tests/test_hardening_auth.py)
+        # `Token <key>` is refused since issue 9 (tests/gateway/test_hardening_auth.py)
         ({"Authorization": f"Basic {basic}"}, {}),
         ({}, {"key": key}),
         ({}, {"token": key}),

@@ -303,7 +303,7 @@ async def test_the_expiring_total_never_overflows(http, org, platform):
 
 async def test_journal_balances_never_pass_int64(nc):
     """The journal is reached over the bus (the payments service's side), as in its tests."""
-    from tests.test_journal import books
+    from tests.ledger.test_journal import books
 
     t = await books(nc)
     await t.post((t.cash, INT64_MAX), (t.cust, -INT64_MAX))

@@ -9,7 +9,8 @@ decoding and by their size as stored JSON afterwards (`require_small_json`).
 
 A character costs at most 6 bytes in a reply (a control character is written `\\u0001`).
 The page sizes below are chosen so that a page of rows with every field at its limit, at
-that worst case, stays well under 1 MB (tests/test_integrity_limits.py checks each list).
+that worst case, stays well under 1 MB (tests/gateway/test_integrity_limits.py checks each
+list).
 """
 
 from __future__ import annotations

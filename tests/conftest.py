@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import jwt
+import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
@@ -30,6 +31,8 @@ from services.platform import Platform
 from services.runtime import db
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+from services.runtime.outbox import OutboxRelay
+from tests import support
 
 SERVICE_TOKENS = ("svc-token-one", "svc-token-two")
 IAM_ISSUER = "https://iam.billing.test"
@@ -196,3 +199,73 @@ def iam_token(claims: dict[str, Any] | None = None, *, key: Any = IAM_KEY,
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+async def nc(nats_url: str, platform: Platform) -> AsyncIterator[nats.NATS]:
+    """A bus connection of the tests' own, with the platform's services listening."""
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.drain()
+
+
+@pytest.fixture(scope="session")
+def ledger(platform: Platform):
+    """The running ledger service (its pool, its context)."""
+    return support.service(platform, "ledger")
+
+
+@pytest.fixture(scope="session")
+def metering(platform: Platform):
+    """The running metering service (its pool, its context)."""
+    return support.service(platform, "metering")
+
+
+@pytest.fixture
+async def payments_knows(nats_url: str) -> AsyncIterator[set[str]]:
+    """Plays the payments service's side of `payment_method.exists` (not built yet): the
+    customers added to the set have a verified payment method."""
+    verified: set[str] = set()
+    async with support.responder(
+            nats_url, "billing.payments.payment_method.exists",
+            lambda request: {"exists": request["params"]["customerId"] in verified},
+            queue="payments"):
+        yield verified
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of the test's own on the run's database."""
+    pool = await db.create_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def js(nats_url: str):
+    """JetStream on a connection of the test's own."""
+    conn = await nats.connect(nats_url)
+    yield conn.jetstream()
+    await conn.close()
+
+
+@pytest.fixture
+async def make_relay(schema: str, pool: asyncpg.Pool, database_url: str, nats_url: str):
+    """Outbox relays for the test's schema, all stopped at the end."""
+    relays: list[OutboxRelay] = []
+
+    async def make(**options) -> OutboxRelay:
+        relay = OutboxRelay(schema, pool, database_url, [nats_url], **options)
+        await relay.start()
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        await relay.stop()
+
+
+@pytest.fixture
+def event_type() -> str:
+    """An event type of the test's own, so its subject carries nothing from other tests."""
+    return f"test_{secrets.token_hex(4)}.happened"

@@ -67,7 +67,7 @@ class GatewayRunner(web.AppRunner):
     many headers, a bad Content-Length): aiohttp's own answer is text/plain and echoes the
     request line, a `?key=` credential included. aiohttp has no public hook for these: this
     builds aiohttp's Server from the one AppRunner made (its `_loop`, `_kwargs`), with a
-    RequestHandler whose `handle_error` answers; tests/test_hardening_http.py catches a
+    RequestHandler whose `handle_error` answers; tests/gateway/test_hardening_http.py catches a
     change of those internals."""
 
     async def _make_server(self) -> web.Server:

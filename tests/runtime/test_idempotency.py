@@ -9,12 +9,12 @@ import pytest
 from contracts import Actor, Scope
 from contracts.errors import Failure
 from services.runtime.idempotency import IdempotencyKeys
+from tests.support import scope
 
 
 def _scope(key: str) -> Scope:
-    return Scope(org_id="org_1", org_name="acme", livemode=False,
-                 actor=Actor(kind="service", role="platform"), request_id="req_1",
-                 idempotency_key=key, fingerprint="f1")
+    return scope("org_1", org_name="acme", actor=Actor(kind="service", role="platform"),
+                 request_id="req_1", key=key, fingerprint="f1")
 
 
 async def test_a_key_taken_by_a_batched_writer_refuses_the_request_and_undoes_its_effect(

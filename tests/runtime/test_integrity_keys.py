@@ -6,20 +6,25 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-import nats
 
 from contracts import Actor, Request, Scope
 from contracts.ids import now
 from contracts.ledger import USAGE_RECORD, UsageRecordParams
 from contracts.metering import MeterEventInput
 from contracts.payments import PAYMENT_METHOD_EXISTS
-from tests.test_metering import get, post
-
-
-async def balance(http, org, user):
-    status, body = await get(http, "/balance", org.auth(), user=user)
-    assert status == 200, body
-    return body["balance"]
+from tests.support import (
+    balance,
+    eventually_value,
+    get,
+    make_meter,
+    org_id_of,
+    post,
+    record,
+    responder,
+    service,
+    summary,
+)
+from tests.support import scope as support_scope
 
 
 async def usage(http, org, user, amount, request_id, headers=None):
@@ -54,18 +59,13 @@ async def test_two_users_sharing_a_request_id_are_each_debited_once(http, org):
     assert (await balance(http, org, alice), await balance(http, org, bob)) == (-10, -20)
 
 
-async def test_a_derived_key_sent_over_the_bus_is_refused(nats_url, platform, org):
+async def test_a_derived_key_sent_over_the_bus_is_refused(nc, org):
     """Services may call each other directly: the runtime, not only the gateway, keeps
     derived keys out of a request's scope."""
-    scope = Scope(org_id=org.name, org_name=org.name, livemode=False,
-                  actor=Actor(kind="service", role="platform"), request_id="req_bus",
-                  idempotency_key='\x1fusage["acme/x","r1"]', fingerprint="f")
-    nc = await nats.connect(nats_url)
-    try:
-        msg = await nc.request(USAGE_RECORD.subject, msgspec.json.encode(Request(
-            scope, UsageRecordParams(user="acme/x", amount=5, requestId="r1"))), timeout=5)
-    finally:
-        await nc.close()
+    scope = support_scope(org.name, actor=Actor(kind="service", role="platform"),
+                          request_id="req_bus", key='\x1fusage["acme/x","r1"]', fingerprint="f")
+    msg = await nc.request(USAGE_RECORD.subject, msgspec.json.encode(Request(
+        scope, UsageRecordParams(user="acme/x", amount=5, requestId="r1"))), timeout=5)
     error = msgspec.json.decode(msg.data)["error"]
     assert (error["status"], error["message"]) == (400, "invalid idempotency key")
 
@@ -82,17 +82,9 @@ async def test_a_claim_refused_while_payments_is_silent_can_be_retried(http, org
         403, "a verified payment method is required before claiming starter credit")
 
     # Payments comes up (this responder stands in for it) and knows a verified method.
-    nc = await nats.connect(nats_url)
-    try:
-        async def answer(msg):
-            await msg.respond(msgspec.json.encode({"result": {"exists": True}}))
-
-        await nc.subscribe(PAYMENT_METHOD_EXISTS.subject, queue="payments",
-                           cb=answer)
-        await nc.flush()
+    async with responder(nats_url, PAYMENT_METHOD_EXISTS.subject, lambda _: {"exists": True},
+                         queue="payments"):
         status, body, headers = await post(http, "/credit", {"user": user}, claim)
-    finally:
-        await nc.close()
     assert status == 201, body
     assert "Idempotent-Replayed" not in headers
     assert (body["amount"], body["tags"]) == (500, "starter-credit")
@@ -104,14 +96,8 @@ async def test_a_final_refusal_is_still_replayed(http, org, nats_url):
     user = "hanzo/nocard"
     claim = {**org.auth(), "Idempotency-Key": "claim-2"}
     verified = False
-    nc = await nats.connect(nats_url)
-    try:
-        async def answer(msg):
-            await msg.respond(msgspec.json.encode({"result": {"exists": verified}}))
-
-        await nc.subscribe(PAYMENT_METHOD_EXISTS.subject, queue="payments",
-                           cb=answer)
-        await nc.flush()
+    async with responder(nats_url, PAYMENT_METHOD_EXISTS.subject,
+                         lambda _: {"exists": verified}, queue="payments"):
         status, _, _ = await post(http, "/credit", {"user": user}, claim)
         assert status == 403
         verified = True  # the same key replays the stored refusal
@@ -119,8 +105,6 @@ async def test_a_final_refusal_is_still_replayed(http, org, nats_url):
         assert status == 403
         status, _, _ = await post(http, "/credit", {"user": user}, {**org.auth()})
         assert status == 201  # a new request sees the new state
-    finally:
-        await nc.close()
 
 
 # ---- item 5: a shared write that fails after its commit is not written again -------------
@@ -181,22 +165,13 @@ class _Connection:
         return Transaction()
 
 
-def _service(platform, name):
-    return next(s for s in platform.services if s.name == name)
-
-
-async def _org_id(platform, org) -> str:
-    return await platform.gateway.pool.fetchval("select id from gateway.orgs where name = $1",
-                                                org.name)
-
-
 def _scope(org_id: str, n: int) -> Scope:
-    return Scope(org_id=org_id, org_name="", livemode=False,
-                 actor=Actor(kind="api_key", role="admin"), request_id=f"req_{n}")
+    return support_scope(org_id, org_name="", actor=Actor(kind="api_key", role="admin"),
+                         request_id=f"req_{n}")
 
 
 async def _transactions(http, org, user):
-    status, body = await get(http, "/transactions", org.auth(), user=user)
+    status, body, _ = await get(http, "/transactions", org.auth(), user=user)
     assert status == 200, body
     return body["count"]
 
@@ -206,11 +181,11 @@ async def test_usage_debits_committed_before_a_failure_are_not_written_again(
     from services.ledger.balances import domain
     from services.ledger.usage.recorder import UsageRecord, UsageRecorder
 
-    ledger = _service(platform, "ledger")
+    ledger = service(platform, "ledger")
     faulty = _CommitsThenFails(ledger.pool)
     recorder = UsageRecorder(lambda: faulty, ledger.keys)
     user = f"{org.name}/faulty"
-    org_id = await _org_id(platform, org)
+    org_id = await org_id_of(platform, org)
 
     def record(n: int, amount: int) -> UsageRecord:
         debit = domain.usage_debit(UsageRecordParams(user=user, amount=amount))
@@ -236,9 +211,8 @@ async def test_meter_events_committed_before_a_failure_are_not_written_again(
         http, org, platform):
     from contracts import meter_events
     from services.metering.recorder import EventRecorder
-    from tests.test_metering import make_meter, summary
 
-    metering = _service(platform, "metering")
+    metering = service(platform, "metering")
     meter_id = await make_meter(http, org, "faulty")
     faulty = _CommitsThenFails(metering.pool)
     recorder = EventRecorder(lambda: faulty, metering.keys)
@@ -248,7 +222,7 @@ async def test_meter_events_committed_before_a_failure_are_not_written_again(
                                                           idempotency=k) for v, k in events],
                                          now(), meter_events.fresh_id_base())
 
-    org_id = await _org_id(platform, org)
+    org_id = await org_id_of(platform, org)
     first, second = batch((1, None), (2, "k-1")), batch((4, None))
     replies = await asyncio.gather(recorder.record(_scope(org_id, 1), first),
                                    recorder.record(_scope(org_id, 2), second))
@@ -271,7 +245,6 @@ async def _api_usage_meter(http, org, currency="usd"):
 
 
 async def test_the_api_usage_copy_leaves_the_organizations_event_keys_alone(http, org):
-    from tests.test_metering import eventually_value, make_meter, record, summary
 
     api_usage, tokens = await _api_usage_meter(http, org), await make_meter(http, org, "tokens")
     user = f"{org.name}/alice"
@@ -291,7 +264,6 @@ async def test_the_api_usage_copy_leaves_the_organizations_event_keys_alone(http
 
 
 async def test_clients_cannot_use_the_copies_key_namespace(http, org):
-    from tests.test_metering import make_meter, record
 
     tokens = await make_meter(http, org, "tokens")
     status, body, _ = await record(http, org, [{
@@ -301,7 +273,6 @@ async def test_clients_cannot_use_the_copies_key_namespace(http, org):
 
 
 async def test_only_debits_in_the_meters_currency_are_copied(http, org):
-    from tests.test_metering import eventually_value, summary
 
     api_usage = await _api_usage_meter(http, org, currency="usd")
     user = f"{org.name}/carol"
@@ -318,9 +289,8 @@ async def test_only_debits_in_the_meters_currency_are_copied(http, org):
 async def test_the_copy_commits_with_the_debit_and_goes_out_later(http, org, platform):
     """The copy is an outbox row of the debit's own transaction: with the ledger's relay
     stopped, the debit commits and its copy waits; it is published once a relay runs."""
-    from tests.test_metering import eventually_value, summary
 
-    ledger = _service(platform, "ledger")
+    ledger = service(platform, "ledger")
     api_usage = await _api_usage_meter(http, org)
     user = f"{org.name}/dave"
     await usage(http, org, user, 1, "req-warm")  # the meter is known to the ledger now
@@ -332,7 +302,7 @@ async def test_the_copy_commits_with_the_debit_and_goes_out_later(http, org, pla
         async with ledger.pool.acquire() as conn:
             pending = await conn.fetchval(
                 "select count(*) from ledger.outbox where published_at is null"
-                " and subject = $1", f"billing.meter_events.{await _org_id(platform, org)}")
+                " and subject = $1", f"billing.meter_events.{await org_id_of(platform, org)}")
         assert pending == 1
         await asyncio.sleep(0.3)
         assert (await summary(http, org, api_usage))["value"] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.test_metering import eventually_value, make_meter, post, record, summary
+from tests.support import eventually_value, make_meter, post, record, summary
 
 
 async def _usage(http, org, user, amount, request_id, key="sk_test", **extra):

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.gateway import store
 from tests.conftest import IAM_KEY, IAM_KID, SERVICE_TOKENS, bearer, iam_token
+from tests.support import request
 
 BALANCE = "/api/v1/billing/balance"
 DEPOSIT = "/api/v1/billing/deposit"
@@ -21,17 +22,12 @@ TRANSACTIONS = "/api/v1/billing/transactions"
 UNKNOWN = "Unable to retrieve organization associated with access token"
 
 
-async def call(http, method, path, headers=None, **kw):
-    async with http.request(method, path, headers=headers or {}, **kw) as r:
-        return r.status, await r.json()
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 async def test_no_credential(http):
-    status, body = await call(http, "GET", BALANCE, params={"user": "hanzo/alice"})
+    status, body, _ = await request(http, "GET", BALANCE, params={"user": "hanzo/alice"})
     assert (status, body["error"]["message"]) == (401, "No access token provided.")
     assert body["error"]["type"] == "api-error"
 
@@ -39,7 +35,7 @@ async def test_no_credential(http):
 @pytest.mark.parametrize("key", ["abc", "sk_test_doesnotexist0000000000000000",
                                  "svc-token-three"])
 async def test_unknown_keys(http, key):
-    status, body = await call(http, "GET", BALANCE, bearer(key), params={"user": "a"})
+    status, body, _ = await request(http, "GET", BALANCE, bearer(key), params={"user": "a"})
     assert (status, body["error"]["message"]) == (401, UNKNOWN)
 
 
@@ -48,12 +44,12 @@ async def test_key_in_every_accepted_place(http, org):
     basic = base64.b64encode(f"{key}:".encode()).decode()
     for headers, params in [
         ({"Authorization": key}, {}),  # bare header (the reference's test suite)
-        # `Token <key>` is refused since issue 9 (tests/test_hardening_auth.py)
+        # `Token <key>` is refused since issue 9 (tests/gateway/test_hardening_auth.py)
         ({"Authorization": f"Basic {basic}"}, {}),
         ({}, {"key": key}),
         ({}, {"token": key}),
     ]:
-        status, _ = await call(http, "GET", BALANCE, headers, params={"user": "a", **params})
+        status, _, _ = await request(http, "GET", BALANCE, headers, params={"user": "a", **params})
         assert status == 200, (headers, params)
 
 
@@ -61,18 +57,18 @@ async def test_revoked_and_expired_keys_are_refused(http, platform, make_org):
     org = await make_org()
     pool = platform.gateway.pool
     for which in ("sk_live", "sk_test"):  # used once, so the gateway has them cached
-        status, _ = await call(http, "GET", BALANCE, org.auth(which), params={"user": "a"})
+        status, _, _ = await request(http, "GET", BALANCE, org.auth(which), params={"user": "a"})
         assert status == 200
     key_hash = await store.revoke_key(pool, (await pool.fetchval(
         "select id from gateway.api_keys where hash = $1",
         store.hash_key("test-pepper", org.keys["sk_live"]))))
     platform.gateway.auth.forget_key(key_hash)
-    status, body = await call(http, "GET", BALANCE, org.auth("sk_live"), params={"user": "a"})
+    status, body, _ = await request(http, "GET", BALANCE, org.auth("sk_live"), params={"user": "a"})
     assert (status, body["error"]["message"]) == (401, UNKNOWN)
     await pool.execute("update gateway.api_keys set expires_at = now() - interval '1 minute'"
                        " where hash = $1", store.hash_key("test-pepper", org.keys["sk_test"]))
     platform.gateway.auth.forget_key(store.hash_key("test-pepper", org.keys["sk_test"]))
-    status, _ = await call(http, "GET", BALANCE, org.auth("sk_test"), params={"user": "a"})
+    status, _, _ = await request(http, "GET", BALANCE, org.auth("sk_test"), params={"user": "a"})
     assert status == 401
 
 
@@ -80,7 +76,7 @@ async def test_disabled_organization_is_refused(http, platform, make_org):
     org = await make_org()
     await platform.gateway.pool.execute("update gateway.orgs set enabled = false where name = $1",
                                         org.name)
-    status, body = await call(http, "GET", BALANCE, org.auth("pk_test"), params={"user": "a"})
+    status, body, _ = await request(http, "GET", BALANCE, org.auth("pk_test"), params={"user": "a"})
     assert (status, body["error"]["message"]) == (403, "organization disabled")
 
 
@@ -89,66 +85,69 @@ async def test_publishable_keys_are_refused_on_admin_and_user_routes(http, org):
     for method, path, kw in [("POST", DEPOSIT, {"json": {"user": "hanzo/a", "amount": 1}}),
                              ("GET", BALANCE, {"params": {"user": "hanzo/a"}}),
                              ("GET", TRANSACTIONS, {"params": {"user": "hanzo/a"}})]:
-        status, body = await call(http, method, path, org.auth("pk_live"), **kw)
+        status, body, _ = await request(http, method, path, org.auth("pk_live"), **kw)
         assert (status, body["error"]["message"]) == (403, "Token doesn't support this scope")
 
 
 async def test_service_token_acts_in_the_named_org(http, make_org):
     org = await make_org()
     headers = {**bearer(SERVICE_TOKENS[1]), "X-IAM-Org-Id": org.name}
-    status, _ = await call(http, "POST", DEPOSIT, headers, json={"user": "hanzo/s", "amount": 9})
+    status, _, _ = await request(http, "POST", DEPOSIT, headers,
+                                 json={"user": "hanzo/s", "amount": 9})
     assert status == 201
-    status, body = await call(http, "GET", BALANCE, org.auth("sk_live"),
-                              params={"user": "hanzo/s"})
+    status, body, _ = await request(http, "GET", BALANCE, org.auth("sk_live"),
+                                    params={"user": "hanzo/s"})
     assert body["balance"] == 9  # service tokens act in live mode
     test_mode = {**headers, "X-Billing-Mode": "test"}
-    status, body = await call(http, "GET", BALANCE, test_mode, params={"user": "hanzo/s"})
+    status, body, _ = await request(http, "GET", BALANCE, test_mode, params={"user": "hanzo/s"})
     assert body["balance"] == 0
 
 
 async def test_service_token_provisions_valid_org_names_only(http, platform):
     # conventions 22 (ours).
     headers = {**bearer(SERVICE_TOKENS[0]), "X-IAM-Org": "brand-new-org"}
-    status, _ = await call(http, "GET", BALANCE, headers, params={"user": "a"})
+    status, _, _ = await request(http, "GET", BALANCE, headers, params={"user": "a"})
     assert status == 200
     assert await store.org_by_name(platform.gateway.pool, "brand-new-org") is not None
     for bad in ("sk_live_looks_like_a_key", "has space", "a.b.c", "-leading"):
         headers = {**bearer(SERVICE_TOKENS[0]), "X-IAM-Org-Id": bad}
-        status, body = await call(http, "GET", BALANCE, headers, params={"user": "a"})
+        status, body, _ = await request(http, "GET", BALANCE, headers, params={"user": "a"})
         assert (status, body["error"]["message"]) == (401, UNKNOWN), bad
 
 
 async def test_iam_user_is_live_and_scoped_to_themselves(http, platform):
     token = iam_token(owner="scoped", name="Alice")
     svc = {**bearer(SERVICE_TOKENS[0]), "X-IAM-Org-Id": "scoped"}
-    await call(http, "POST", DEPOSIT, svc, json={"user": "scoped/alice", "amount": 40})
-    await call(http, "POST", DEPOSIT, svc, json={"user": "scoped/bob", "amount": 50})
+    await request(http, "POST", DEPOSIT, svc, json={"user": "scoped/alice", "amount": 40})
+    await request(http, "POST", DEPOSIT, svc, json={"user": "scoped/bob", "amount": 50})
     # Defaults to the caller, and may name themselves in any case.
     for params in ({}, {"user": "SCOPED/Alice"}):
-        status, body = await call(http, "GET", TRANSACTIONS, bearer(token), params=params)
+        status, body, _ = await request(http, "GET", TRANSACTIONS, bearer(token), params=params)
         assert status == 200 and body["user"] == "scoped/alice" and body["count"] == 1
-    status, body = await call(http, "GET", TRANSACTIONS, bearer(token),
-                              params={"user": "scoped/bob"})
+    status, body, _ = await request(http, "GET", TRANSACTIONS, bearer(token),
+                                    params={"user": "scoped/bob"})
     assert (status, body["error"]["message"]) == (403, "cannot access another user's account")
 
 
 async def test_iam_end_users_are_refused_admin_and_mint_routes(http):
     token = iam_token(owner="scoped", name="alice", roles=["member"])
-    status, body = await call(http, "GET", BALANCE, bearer(token), params={"user": "scoped/alice"})
+    status, body, _ = await request(http, "GET", BALANCE, bearer(token),
+                                    params={"user": "scoped/alice"})
     assert (status, body["error"]["message"]) == (403, "Token doesn't support this scope")
     admin = iam_token(owner="scoped", name="root", isAdmin=True)
-    status, _ = await call(http, "GET", BALANCE, bearer(admin), params={"user": "scoped/alice"})
+    status, _, _ = await request(http, "GET", BALANCE, bearer(admin),
+                                 params={"user": "scoped/alice"})
     assert status == 200
     # An org admin from IAM is still an end user of money: no minting.
-    status, body = await call(http, "POST", DEPOSIT, bearer(admin),
-                              json={"user": "scoped/root", "amount": 1})
+    status, body, _ = await request(http, "POST", DEPOSIT, bearer(admin),
+                                    json={"user": "scoped/root", "amount": 1})
     assert status == 403
 
 
 async def test_platform_admins_may_mint(http):
     token = iam_token(owner="platform-admins", name="ops", isAdmin=True)
-    status, _ = await call(http, "POST", DEPOSIT, bearer(token),
-                           json={"user": "platform-admins/x", "amount": 1})
+    status, _, _ = await request(http, "POST", DEPOSIT, bearer(token),
+                                 json={"user": "platform-admins/x", "amount": 1})
     assert status == 201
 
 
@@ -181,7 +180,7 @@ def _forged_tokens() -> dict[str, str]:
 @pytest.mark.parametrize("case", list(_forged_tokens()))
 async def test_bad_iam_tokens_fail_closed(http, case):
     token = _forged_tokens()[case]
-    status, body = await call(http, "GET", BALANCE, bearer(token), params={"user": "acme/x"})
+    status, body, _ = await request(http, "GET", BALANCE, bearer(token), params={"user": "acme/x"})
     assert status == 401, body
 
 
@@ -190,7 +189,7 @@ async def test_hs256_signed_with_public_key_is_treated_as_an_unknown_key(http):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     token = jwt.encode({"owner": "acme", "isAdmin": True}, public_pem.decode(),
                        algorithm="HS256") if False else _hs256(public_pem)
-    status, body = await call(http, "GET", BALANCE, bearer(token), params={"user": "acme/x"})
+    status, body, _ = await request(http, "GET", BALANCE, bearer(token), params={"user": "acme/x"})
     assert (status, body["error"]["message"]) == (401, UNKNOWN)
 
 
@@ -202,13 +201,13 @@ def _hs256(secret: bytes) -> str:
 
 
 async def test_iam_token_without_owner(http):
-    status, body = await call(http, "GET", TRANSACTIONS, bearer(iam_token(owner=None)))
+    status, body, _ = await request(http, "GET", TRANSACTIONS, bearer(iam_token(owner=None)))
     assert (status, body["error"]["message"]) == (401, "IAM token missing owner claim")
 
 
 async def test_iam_first_sight_provisions_the_org(http, platform):
     # conventions 11.
     token = iam_token(owner="nonexistent-org", name="first")
-    status, _ = await call(http, "GET", TRANSACTIONS, bearer(token))
+    status, _, _ = await request(http, "GET", TRANSACTIONS, bearer(token))
     assert status == 200
     assert await store.org_by_name(platform.gateway.pool, "nonexistent-org") is not None

@@ -15,6 +15,7 @@ from contracts.catalog import (
     load_catalog,
     parse_plans,
 )
+from tests.support import ROOT
 
 # The reference catalog's facts: slug -> (category, monthly cents, annual cents per month,
 # per seat, popular, contact sales). world-pro / world-team state a yearly total (290, 990 USD),
@@ -90,7 +91,7 @@ def _write(directory: Path, name: str, plans: object) -> Path:
 
 
 def test_default_directory_is_the_repository_plans_folder(catalog: Catalog) -> None:
-    assert DEFAULT_PLANS_DIR == Path(__file__).resolve().parents[1] / "plans"
+    assert DEFAULT_PLANS_DIR == ROOT / "plans"
     assert catalog.directory == DEFAULT_PLANS_DIR
 
 

@@ -8,11 +8,20 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import nats
 import pytest
 
-API = "/api/v1/billing"
-ASYNC = {"Prefer": "respond-async"}
+from tests.support import (
+    ASYNC,
+    ev,
+    eventually_value,
+    get,
+    make_meter,
+    meter_name,
+    post,
+    record,
+    summary,
+    zulu,
+)
 
 # Event times inside the accepted window (35 days back): yesterday from 10:00 UTC.
 T = (datetime.now(UTC) - timedelta(days=1)).replace(hour=10, minute=0, second=0,
@@ -21,51 +30,6 @@ T = (datetime.now(UTC) - timedelta(days=1)).replace(hour=10, minute=0, second=0,
 
 def at(minutes: float) -> str:
     return (T + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def post(http, path, body, headers, *, raw: bytes | None = None):
-    kwargs = {"data": raw} if raw is not None else {"json": body}
-    async with http.post(API + path, headers=headers, **kwargs) as r:
-        return r.status, await r.json(), r.headers
-
-
-async def get(http, path, headers, **params):
-    async with http.get(API + path, params=params, headers=headers) as r:
-        return r.status, await r.json()
-
-
-async def make_meter(http, org, event_name="api_calls", aggregation="sum", key="sk_test"):
-    status, body, _ = await post(http, "/meters", {
-        "name": _name(event_name), "eventName": event_name,
-        "aggregationType": aggregation}, org.auth(key))
-    assert status == 201, body
-    return body["id"]
-
-
-async def record(http, org, events, headers=None, key="sk_test"):
-    return await post(http, "/meter-events", {"events": events},
-                      {**org.auth(key), **(headers or {})})
-
-
-async def summary(http, org, meter_id, key="sk_test", **query):
-    status, body = await get(http, "/meter-events/summary", org.auth(key), meterId=meter_id,
-                             **query)
-    assert status == 200, body
-    return body
-
-
-async def eventually_value(http, org, meter_id, expected, timeout=5.0, **query):
-    """The summary value once it reaches `expected` (asynchronous ingestion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await summary(http, org, meter_id, **query)
-        if body["value"] == expected or time.monotonic() > deadline:
-            return body
-        await asyncio.sleep(0.05)
-
-
-def ev(meter_id, value=1, user="alice", **extra):
-    return {"meterId": meter_id, "userId": user, "value": value, **extra}
 
 
 # ---- §11.1 meters ----------------------------------------------------------------------
@@ -86,7 +50,7 @@ async def test_create_meter_defaults_and_lower_cases(http, org):
                                                    "dimensions": ["model"]}, org.auth())
     assert status == 201
     assert body["aggregationType"] == "count" and body["dimensions"] == ["model"]
-    status, got = await get(http, f"/meters/{body['id']}", org.auth())
+    status, got, _ = await get(http, f"/meters/{body['id']}", org.auth())
     assert (status, got) == (200, body)
 
 
@@ -110,11 +74,11 @@ async def test_meter_body_not_json(http, org):
 
 async def test_meter_not_found_and_other_org(http, org, make_org):
     # 4
-    status, reply = await get(http, "/meters/mtr_unknown", org.auth())
+    status, reply, _ = await get(http, "/meters/mtr_unknown", org.auth())
     assert (status, reply["error"]["message"]) == (404, "meter not found")
     other = await make_org()
     meter_id = await make_meter(http, other)
-    status, reply = await get(http, f"/meters/{meter_id}", org.auth())
+    status, reply, _ = await get(http, f"/meters/{meter_id}", org.auth())
     assert (status, reply["error"]["message"]) == (404, "meter not found")
 
 
@@ -122,7 +86,7 @@ async def test_meters_list_in_creation_order_and_event_name_unique(http, org):
     # 5, 6
     first = await make_meter(http, org, "input_tokens")
     second = await make_meter(http, org, "output_tokens")
-    status, body = await get(http, "/meters", org.auth())
+    status, body, _ = await get(http, "/meters", org.auth())
     assert status == 200 and body["count"] == 2
     assert [m["id"] for m in body["meters"]] == [first, second]
     status, reply, _ = await post(http, "/meters", {"name": "Again", "eventName": "input_tokens"},
@@ -132,9 +96,9 @@ async def test_meters_list_in_creation_order_and_event_name_unique(http, org):
 
 async def test_meters_are_per_mode(http, org):
     meter_id = await make_meter(http, org, "api_calls", key="sk_test")
-    status, _ = await get(http, f"/meters/{meter_id}", org.auth("sk_live"))
+    status, _, _ = await get(http, f"/meters/{meter_id}", org.auth("sk_live"))
     assert status == 404
-    status, body = await get(http, "/meters", org.auth("sk_live"))
+    status, body, _ = await get(http, "/meters", org.auth("sk_live"))
     assert body == {"meters": [], "count": 0}
     # The same event name in live mode is another meter.
     await make_meter(http, org, "api_calls", key="sk_live")
@@ -244,8 +208,8 @@ async def test_timestamps(http, org):
     before = datetime.now(UTC)
     await record(http, org, [ev(meter_id, 1, user="now")])
     after = datetime.now(UTC)
-    window = {"userId": "now", "periodStart": _z(before - timedelta(seconds=1)),
-              "periodEnd": _z(after + timedelta(seconds=1))}
+    window = {"userId": "now", "periodStart": zulu(before - timedelta(seconds=1)),
+              "periodEnd": zulu(after + timedelta(seconds=1))}
     assert (await summary(http, org, meter_id, **window))["value"] == 1
     # An offset is converted to UTC: 12:00+02:00 is 10:00Z.
     local = (T + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00")
@@ -261,7 +225,7 @@ async def test_timestamps(http, org):
 @pytest.mark.parametrize("shift", [timedelta(days=-36), timedelta(minutes=10)])
 async def test_timestamps_outside_the_window_are_refused(http, org, shift):
     meter_id = await make_meter(http, org)
-    ts = _z(datetime.now(UTC) + shift)
+    ts = zulu(datetime.now(UTC) + shift)
     status, reply, _ = await record(http, org, [ev(meter_id), ev(meter_id, timestamp=ts)])
     assert status == 400
     assert reply["error"]["message"] == ("timestamp out of range for event 1: accepted from "
@@ -334,7 +298,7 @@ async def test_summary_of_each_aggregation(http, org):
         meter_id = await make_meter(http, org, f"m_{aggregation}", aggregation)
         await _alice_events(http, org, meter_id)
         body = await summary(http, org, meter_id, userId="alice")
-        assert body == {"meterId": meter_id, "meterName": _name(f"m_{aggregation}"),
+        assert body == {"meterId": meter_id, "meterName": meter_name(f"m_{aggregation}"),
                         "userId": "alice", "aggregationType": aggregation, "value": value,
                         "eventCount": 3, "periodStart": "", "periodEnd": ""}
 
@@ -366,7 +330,7 @@ async def test_summary_over_every_user_and_windows(http, org):
     # Date-only periodEnd ends before the next midnight (Δ: the event at midnight is out).
     day = T.date()
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    await record(http, org, [ev(meter_id, 100, user="carol", timestamp=_z(midnight))])
+    await record(http, org, [ev(meter_id, 100, user="carol", timestamp=zulu(midnight))])
     body = await summary(http, org, meter_id, userId="carol", periodEnd=day.isoformat())
     assert (body["value"], body["periodEnd"]) == (0, day.isoformat())
     body = await summary(http, org, meter_id, userId="carol",
@@ -376,14 +340,14 @@ async def test_summary_over_every_user_and_windows(http, org):
 
 async def test_summary_refusals_and_empty(http, org):
     # 22, 23, 24
-    status, reply = await get(http, "/meter-events/summary", org.auth())
+    status, reply, _ = await get(http, "/meter-events/summary", org.auth())
     assert (status, reply["error"]["message"]) == (400, "meterId query parameter is required")
-    status, reply = await get(http, "/meter-events/summary", org.auth(), meterId="mtr_x")
+    status, reply, _ = await get(http, "/meter-events/summary", org.auth(), meterId="mtr_x")
     assert (status, reply["error"]["message"]) == (404, "meter not found")
     meter_id = await make_meter(http, org)
     for name in ("periodStart", "periodEnd"):
-        status, reply = await get(http, "/meter-events/summary", org.auth(), meterId=meter_id,
-                                  **{name: "garbage"})
+        status, reply, _ = await get(http, "/meter-events/summary", org.auth(), meterId=meter_id,
+                                     **{name: "garbage"})
         assert (status, reply["error"]["message"]) == (400, f"invalid {name} format")
     body = await summary(http, org, meter_id, userId="nobody")
     assert (body["value"], body["eventCount"]) == (0, 0)
@@ -457,22 +421,12 @@ async def test_async_bad_input_is_refused_before_acceptance(http, org):
 
 
 async def test_a_batch_that_cannot_be_stored_does_not_hold_up_the_others(http, org,
-                                                                         nats_url):
+                                                                         nc):
     # Only the gateway publishes to the stream, and only what it validated; should anything
     # else land there, the workers put it in the dead letters and go on.
     meter_id = await make_meter(http, org)
-    nc = await nats.connect(nats_url)
-    try:
-        await nc.jetstream().publish("billing.meter_events.org_garbage", b'{"not": "a batch"}')
-    finally:
-        await nc.close()
+    await nc.jetstream().publish("billing.meter_events.org_garbage", b'{"not": "a batch"}')
     await record(http, org, [ev(meter_id, 7)], ASYNC)
     assert (await eventually_value(http, org, meter_id, 7))["value"] == 7
 
 
-def _name(event_name: str) -> str:
-    return event_name.replace("_", " ").title()
-
-
-def _z(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
 from contracts.catalog import load_catalog
 from services.metering import domain
+from tests import support
+from tests.support import zulu
 
 DNS = "/api/v1/dns"
-
-
-async def post(http, path, body, headers):
-    async with http.post(DNS + path, json=body, headers=headers) as r:
-        return r.status, await r.json()
-
-
-async def get(http, path, headers, **params):
-    async with http.get(DNS + path, params=params, headers=headers) as r:
-        return r.status, await r.json(), r.headers
+post = partial(support.post, prefix=DNS)
+get = partial(support.get, prefix=DNS)  # the DNS routes have their own prefix
 
 
 async def usage(http, org, zone, queries, user="hanzo/alice", key="sk_test", **extra):
     return await post(http, "/usage", {"zone": zone, "user": user, "queries": queries, **extra},
                       org.auth(key))
-
-
-def _z(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- J.1–J.4: the plans ----------------------------------------------------------------
@@ -89,24 +80,24 @@ def test_catalog_lookup_and_daily_limits():
     ({"zone": "a.com", "queries": 1}, "user is required"),
 ])
 async def test_dns_usage_refusals(http, org, body, message):
-    status, reply = await post(http, "/usage", body, org.auth())
+    status, reply, _ = await post(http, "/usage", body, org.auth())
     assert (status, reply["error"]["message"]) == (400, message)
 
 
 async def test_zero_queries_record_nothing(http, org):
-    status, body = await usage(http, org, "a.com", 0)
+    status, body, _ = await usage(http, org, "a.com", 0)
     assert (status, body) == (200, {"recorded": True, "remaining": -1, "limit": -1})
     status, summary, _ = await get(http, "/usage/summary", org.auth(), user="hanzo/alice")
     assert summary["queries"] == 0
 
 
 async def test_daily_limit_of_the_free_plan(http, org):
-    status, body = await usage(http, org, "a.com", 9500)
+    status, body, _ = await usage(http, org, "a.com", 9500)
     assert (status, body) == (201, {"recorded": True, "remaining": 500, "limit": 10000})
-    status, body = await usage(http, org, "a.com", 600)
+    status, body, _ = await usage(http, org, "a.com", 600)
     assert (status, body["error"]["message"]) == (
         429, "daily DNS query limit exceeded: 10100/10000")
-    status, body = await usage(http, org, "b.com", 500)
+    status, body, _ = await usage(http, org, "b.com", 500)
     assert (status, body) == (201, {"recorded": True, "remaining": 0, "limit": 10000})
     # The meter the usage is stored under exists now.
     async with http.get("/api/v1/billing/meters", headers=org.auth()) as r:
@@ -128,9 +119,9 @@ async def test_daily_limit_of_the_free_plan(http, org):
 
 
 async def test_a_first_record_over_the_limit_still_leaves_the_meter(http, org):
-    status, _ = await usage(http, org, "a.com", 10001)
+    status, _, _ = await usage(http, org, "a.com", 10001)
     assert status == 429
-    status, body = await usage(http, org, "a.com", 10)
+    status, body, _ = await usage(http, org, "a.com", 10)
     assert (status, body["remaining"]) == (201, 9990)
     async with http.get("/api/v1/billing/meters", headers=org.auth()) as r:
         meters = (await r.json())["meters"]
@@ -141,31 +132,31 @@ async def test_a_first_record_over_the_limit_still_leaves_the_meter(http, org):
 
 async def test_the_limit_is_per_day_of_the_usage(http, org):
     # [FIX] a backdated record counts against its own day, not today.
-    yesterday = _z(datetime.now(UTC) - timedelta(days=1))
-    status, body = await usage(http, org, "a.com", 10000, timestamp=yesterday)
+    yesterday = zulu(datetime.now(UTC) - timedelta(days=1))
+    status, body, _ = await usage(http, org, "a.com", 10000, timestamp=yesterday)
     assert (status, body["remaining"]) == (201, 0)
-    status, body = await usage(http, org, "a.com", 10)
+    status, body, _ = await usage(http, org, "a.com", 10)
     assert (status, body["remaining"]) == (201, 9990)
-    status, body = await usage(http, org, "b.com", 1, timestamp=yesterday)
+    status, body, _ = await usage(http, org, "b.com", 1, timestamp=yesterday)
     assert (status, body["error"]["message"]) == (
         429, "daily DNS query limit exceeded: 10001/10000")
 
 
 async def test_a_retried_record_counts_once(http, org):
-    ts = _z(datetime.now(UTC) - timedelta(minutes=1))
-    status, body = await usage(http, org, "a.com", 100, timestamp=ts)
+    ts = zulu(datetime.now(UTC) - timedelta(minutes=1))
+    status, body, _ = await usage(http, org, "a.com", 100, timestamp=ts)
     assert (status, body["remaining"]) == (201, 9900)
-    status, body = await usage(http, org, "a.com", 100, timestamp=ts)
+    status, body, _ = await usage(http, org, "a.com", 100, timestamp=ts)
     assert (status, body["remaining"]) == (201, 9900)
     status, summary, _ = await get(http, "/usage/summary", org.auth(), user="hanzo/alice")
     assert summary["queries"] == 100
 
 
 async def test_bad_timestamps_are_refused(http, org):
-    status, body = await usage(http, org, "a.com", 1, timestamp="tomorrow")
+    status, body, _ = await usage(http, org, "a.com", 1, timestamp="tomorrow")
     assert (status, body["error"]["message"]) == (400, "invalid timestamp")
-    old = _z(datetime.now(UTC) - timedelta(days=40))
-    status, body = await usage(http, org, "a.com", 1, timestamp=old)
+    old = zulu(datetime.now(UTC) - timedelta(days=40))
+    status, body, _ = await usage(http, org, "a.com", 1, timestamp=old)
     assert status == 400
 
 
@@ -174,7 +165,7 @@ async def test_dns_usage_is_per_mode_and_admin_only(http, org):
     status, summary, _ = await get(http, "/usage/summary", org.auth("sk_live"),
                                    user="hanzo/alice")
     assert summary["queries"] == 0
-    status, body = await usage(http, org, "a.com", 10, key="pk_test")
+    status, body, _ = await usage(http, org, "a.com", 10, key="pk_test")
     assert status == 403
     status, body, _ = await get(http, "/usage/summary", org.auth())
     assert (status, body["error"]["message"]) == (400, "user query parameter is required")

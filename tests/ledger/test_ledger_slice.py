@@ -8,21 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-API = "/api/v1/billing"
-
-
-async def post(http, path, body, headers, **kw):
-    async with http.post(API + path, json=body, headers=headers, **kw) as r:
-        return r.status, await r.json(), r.headers
-
-
-async def get(http, path, headers, **params):
-    async with http.get(API + path, params=params, headers=headers) as r:
-        return r.status, await r.json()
+from tests.support import API, get, post, service
 
 
 async def balance(http, org, user, currency="usd", key="sk_test"):
-    status, body = await get(http, "/balance", org.auth(key), user=user, currency=currency)
+    status, body, _ = await get(http, "/balance", org.auth(key), user=user, currency=currency)
     assert status == 200, body
     return body
 
@@ -46,7 +36,7 @@ async def test_usage_record_then_deposit_then_balance(http, org):
     # A.4
     assert await balance(http, org, "hanzo/bob") == {
         "user": "hanzo/bob", "currency": "usd", "balance": 975, "holds": 0, "available": 975}
-    status, usage = await get(http, "/usage", org.auth(), user="hanzo/bob")
+    status, usage, _ = await get(http, "/usage", org.auth(), user="hanzo/bob")
     assert status == 200 and usage["count"] == 1 and usage["user"] == "hanzo/bob"
     item = usage["usage"][0]
     assert item["notes"] == "API usage: gpt-4 (150 tokens)"
@@ -57,7 +47,7 @@ async def test_usage_record_then_deposit_then_balance(http, org):
 async def test_usage_with_zero_amount_is_skipped_and_writes_nothing(http, org):
     status, body, _ = await post(http, "/usage", {"user": "hanzo/bob", "amount": 0}, org.auth())
     assert (status, body) == (200, {"user": "hanzo/bob", "amount": 0, "status": "skipped"})
-    status, usage = await get(http, "/usage", org.auth(), user="hanzo/bob")
+    status, usage, _ = await get(http, "/usage", org.auth(), user="hanzo/bob")
     assert usage["count"] == 0
 
 
@@ -92,13 +82,13 @@ async def test_balances_in_several_currencies_are_sorted(http, org):
     await post(http, "/deposit", {"user": "hanzo/multi", "amount": 5000, "currency": "JPY"},
                org.auth())
     await post(http, "/deposit", {"user": "hanzo/multi", "amount": 1000}, org.auth())
-    status, body = await get(http, "/balance/all", org.auth(), user="hanzo/multi")
+    status, body, _ = await get(http, "/balance/all", org.auth(), user="hanzo/multi")
     assert status == 200
     assert body == {"user": "hanzo/multi", "balances": [
         {"currency": "jpy", "balance": 5000, "holds": 0, "available": 5000},
         {"currency": "usd", "balance": 1000, "holds": 0, "available": 1000}]}
     assert (await balance(http, org, "hanzo/multi", currency="jpy"))["balance"] == 5000
-    status, body = await get(http, "/balance/all", org.auth(), user="hanzo/nobody")
+    status, body, _ = await get(http, "/balance/all", org.auth(), user="hanzo/nobody")
     assert body == {"user": "hanzo/nobody", "balances": []}
 
 
@@ -116,31 +106,31 @@ async def test_organizations_never_see_each_other(http, make_org):
     await post(http, "/deposit", {"user": "hanzo/shared", "amount": 700}, a.auth())
     await post(http, "/usage", {"user": "hanzo/shared", "amount": 5}, a.auth())
     assert (await balance(http, b, "hanzo/shared"))["balance"] == 0
-    status, usage = await get(http, "/usage", b.auth(), user="hanzo/shared")
+    status, usage, _ = await get(http, "/usage", b.auth(), user="hanzo/shared")
     assert usage["count"] == 0
-    status, txs = await get(http, "/transactions", b.auth(), user="hanzo/shared")
+    status, txs, _ = await get(http, "/transactions", b.auth(), user="hanzo/shared")
     assert txs["count"] == 0 and txs["transactions"] == []
 
 
 async def test_transactions_are_newest_first_and_paged(http, org):
     for amount in (1, 2, 3):
         await post(http, "/deposit", {"user": "hanzo/pager", "amount": amount}, org.auth())
-    status, body = await get(http, "/transactions", org.auth(), user="hanzo/pager")
+    status, body, _ = await get(http, "/transactions", org.auth(), user="hanzo/pager")
     assert status == 200 and body["count"] == 3 and body["user"] == "hanzo/pager"
     assert [t["amount"] for t in body["transactions"]] == [3, 2, 1]
     first = body["transactions"][0]
     assert first["createdAt"].endswith("Z") and "." not in first["createdAt"]
     assert first["notes"] == "Deposit: 3 cents usd" and "tags" not in first
-    status, body = await get(http, "/transactions", org.auth(), user="hanzo/pager", limit="2")
+    status, body, _ = await get(http, "/transactions", org.auth(), user="hanzo/pager", limit="2")
     assert len(body["transactions"]) == 2 and body["count"] == 3
-    status, body = await get(http, "/transactions", org.auth(), user="hanzo/pager", offset="5")
+    status, body, _ = await get(http, "/transactions", org.auth(), user="hanzo/pager", offset="5")
     assert body["transactions"] == [] and body["count"] == 3
     for limit in ("0", "abc"):
-        status, body = await get(http, "/transactions", org.auth(), user="hanzo/pager",
-                                 limit=limit)
+        status, body, _ = await get(http, "/transactions", org.auth(), user="hanzo/pager",
+                                    limit=limit)
         assert len(body["transactions"]) == 3
-    status, body = await get(http, "/transactions", org.auth(), user="hanzo/pager",
-                             currency="eur")
+    status, body, _ = await get(http, "/transactions", org.auth(), user="hanzo/pager",
+                                currency="eur")
     assert body == {"transactions": [], "count": 0, "user": "hanzo/pager"}
 
 
@@ -193,12 +183,12 @@ async def test_usage_refuses_bad_input(http, org, body, message):
 
 @pytest.mark.parametrize("path", ["/balance", "/balance/all", "/usage", "/transactions"])
 async def test_reads_require_a_user(http, org, path):
-    status, body = await get(http, path, org.auth())
+    status, body, _ = await get(http, path, org.auth())
     assert status == 400 and body["error"]["message"] == "user query parameter is required"
 
 
 async def test_balance_refuses_a_bad_currency(http, org):
-    status, body = await get(http, "/balance", org.auth(), user="x", currency="not a code")
+    status, body, _ = await get(http, "/balance", org.auth(), user="x", currency="not a code")
     assert status == 400 and body["error"]["message"] == "invalid currency"
 
 
@@ -255,7 +245,7 @@ async def test_concurrent_deposits_and_usage_give_the_exact_balance(http, org):
     results = await asyncio.gather(*deposits, *usage)
     assert all(status == 201 for status, _, _ in results)
     assert (await balance(http, org, user))["balance"] == 100 * 10 - 100 * 3
-    status, body = await get(http, "/transactions", org.auth(), user=user, limit="1000")
+    status, body, _ = await get(http, "/transactions", org.auth(), user=user, limit="1000")
     assert body["count"] == 200
 
 
@@ -298,7 +288,7 @@ async def test_a_key_still_in_progress_is_409(http, org, platform, database_url)
 async def test_idempotency_keys_are_forgotten_after_seven_days(http, org, platform):
     headers = {**org.auth(), "Idempotency-Key": "old-key"}
     await post(http, "/deposit", {"user": "hanzo/aged", "amount": 5}, headers)
-    ledger = next(s for s in platform.services if s.name == "ledger")
+    ledger = service(platform, "ledger")
     await ledger.pool.execute("update ledger.idempotency_keys set created_at = now() -"
                               " interval '8 days' where key = 'old-key'")
     await ledger.forget_old_idempotency_keys()

@@ -10,11 +10,7 @@ from nats.js.api import DeliverPolicy
 
 from contracts import events
 from services.runtime.outbox import add_event, add_messages
-from tests import test_outbox as base
-from tests.test_outbox import pending, received, stream_ready
-
-# The outbox tests' fixtures, shared.
-pool, js, make_relay, event_type = base.pool, base.js, base.make_relay, base.event_type
+from tests.support import pending, received, stream_ready
 
 
 async def test_replicas_publish_in_outbox_order(make_relay, js, pool, schema, event_type):

@@ -5,48 +5,24 @@ and the sums endpoints return stay within int64 (item 11); overflows answer 400,
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-import msgspec
-import nats
 import pytest
 
 from contracts import journal as endpoints
 from services.ledger.balances import domain, store
 from services.ledger.balances.handlers import lapse_expired_deposits
+from tests.support import balance, get, ledger_verify, new_user, post, service
 
-API = "/api/v1/billing"
 INT64_MAX = 2**63 - 1
 
 
-async def post(http, path, body, headers):
-    async with http.post(API + path, json=body, headers=headers) as r:
-        return r.status, await r.json()
-
-
-async def get(http, path, headers, **params):
-    async with http.get(API + path, params=params, headers=headers) as r:
-        return r.status, await r.json()
-
-
-async def balance(http, org, user):
-    status, body = await get(http, "/balance", org.auth(), user=user)
-    assert status == 200, body
-    return body["balance"]
-
-
 async def transactions(http, org, user) -> list[dict]:
-    status, body = await get(http, "/transactions", org.auth(), user=user)
+    status, body, _ = await get(http, "/transactions", org.auth(), user=user)
     assert status == 200, body
     return body["transactions"]
-
-
-def new_user() -> str:
-    return f"hanzo/u{secrets.token_hex(4)}"
 
 
 def refused(status: int, body: dict, param: str) -> bool:
@@ -66,28 +42,12 @@ async def expire_soonest(platform, user) -> None:
 
 
 async def sweep(platform) -> None:
-    await lapse_expired_deposits(next(s for s in platform.services if s.name == "ledger"))
+    await lapse_expired_deposits(service(platform, "ledger"))
 
 
 async def lot_excesses(platform, user) -> list[domain.LotExcess]:
     async with platform.gateway.pool.acquire() as conn:
         return [lot for account, lot in await store.verify_lots(conn) if account[2] == user]
-
-
-@pytest.fixture
-async def payments_knows(nats_url):
-    """Plays the payments service's side of `payment_method.exists`."""
-    verified: set[str] = set()
-    nc = await nats.connect(nats_url)
-
-    async def answer(msg):
-        request = msgspec.json.decode(msg.data)
-        exists = request["params"]["customerId"] in verified
-        await msg.respond(msgspec.json.encode({"result": {"exists": exists}}))
-
-    await nc.subscribe("billing.payments.payment_method.exists", queue="payments", cb=answer)
-    yield verified
-    await nc.close()
 
 
 # ---- item 1: spent money lapses once ---------------------------------------------------
@@ -97,13 +57,13 @@ async def test_a_deposit_paying_debt_after_an_expiry_does_not_lapse_twice(http, 
     user = new_user()
     await post(http, "/deposit", {"user": user, "amount": 100, "expiresIn": 7}, org.auth())
     await expire_soonest(platform, user)  # expires unspent; the sweeper has not run yet
-    status, _ = await post(http, "/usage", {"user": user, "amount": 100,
-                                            "requestId": secrets.token_hex(4)}, org.auth())
+    status, _, _ = await post(http, "/usage", {"user": user, "amount": 100,
+                                               "requestId": secrets.token_hex(4)}, org.auth())
     assert status == 201
     assert await balance(http, org, user) == -100
     # The customer pays the debt with a new expiring deposit: all of it went to the debt.
-    status, _ = await post(http, "/deposit", {"user": user, "amount": 100, "expiresIn": 7},
-                           org.auth())
+    status, _, _ = await post(http, "/deposit", {"user": user, "amount": 100, "expiresIn": 7},
+                              org.auth())
     assert status == 201
     assert await balance(http, org, user) == 0
     await sweep(platform)
@@ -123,7 +83,7 @@ async def test_a_starter_credit_after_an_expiry_is_sized_without_it(http, org, p
     await post(http, "/deposit", {"user": user, "amount": 300, "expiresIn": 7}, org.auth())
     await expire_soonest(platform, user)
     await post(http, "/usage", {"user": user, "amount": 300}, org.auth())
-    status, _ = await post(http, "/credit", {"user": user}, org.auth())
+    status, _, _ = await post(http, "/credit", {"user": user}, org.auth())
     assert status == 201
     # The 300 lapsed first (-300), the 500 paid it off: 200 left, and that is what may lapse.
     assert await balance(http, org, user) == 200
@@ -178,7 +138,7 @@ async def _healthy_history(http, org, platform, user) -> None:
     await post(http, "/deposit", {"user": user, "amount": 1000}, auth)
     await post(http, "/deposit", {"user": user, "amount": 500, "expiresIn": 30}, auth)
     await post(http, "/deposit", {"user": user, "amount": 300, "expiresIn": 7}, auth)
-    _, used = await post(http, "/usage", {"user": user, "amount": 100}, auth)  # the 7-day lot
+    _, used, _ = await post(http, "/usage", {"user": user, "amount": 100}, auth)  # the 7-day lot
     await post(http, "/withdraw", {"user": user, "amount": 50}, auth)  # the 7-day lot
     await post(http, "/refund", {"user": user, "amount": 50,
                                  "originalTransactionId": used["transactionId"]}, auth)
@@ -194,11 +154,7 @@ async def test_verify_reports_a_lot_holding_more_than_its_entries_allow(
     await _healthy_history(http, org, platform, user)
     assert await balance(http, org, user) == 1800 - 100 - 50 + 50 - 150 - 2000 + 600
     assert await lot_excesses(platform, user) == []
-    env = {**os.environ, "DATABASE_URL": database_url}
-
-    def verify() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "services.cli", "ledger", "verify"],
-                              env=env, capture_output=True, text=True, timeout=60)
+    verify = partial(ledger_verify, database_url)
 
     clean = await asyncio.to_thread(verify)
     assert f"user={user}" not in clean.stdout, clean.stdout
@@ -230,11 +186,11 @@ async def test_verify_reports_a_lot_holding_more_than_its_entries_allow(
 async def test_an_expiry_tag_cannot_skip_lot_consumption(http, org):
     user = new_user()
     await post(http, "/deposit", {"user": user, "amount": 100, "expiresIn": 7}, org.auth())
-    status, body = await post(http, "/withdraw", {"user": user, "amount": 100,
-                                                  "tags": "expiry"}, org.auth())
+    status, body, _ = await post(http, "/withdraw", {"user": user, "amount": 100,
+                                                     "tags": "expiry"}, org.auth())
     assert refused(status, body, "tags"), body
-    status, body = await post(http, "/deposit", {"user": user, "amount": 1, "tags": " Expiry"},
-                              org.auth())
+    status, body, _ = await post(http, "/deposit", {"user": user, "amount": 1, "tags": " Expiry"},
+                                 org.auth())
     assert refused(status, body, "tags"), body
     assert await balance(http, org, user) == 100
     assert len(await transactions(http, org, user)) == 1
@@ -245,10 +201,10 @@ async def test_a_starter_credit_tag_cannot_block_the_users_own_claim(http, org,
     user = new_user()
     payments_knows.add(user)
     for _ in range(2):  # the second used to hit the unique index: 500
-        status, body = await post(http, "/deposit", {"user": user, "amount": 1,
-                                                     "tags": "starter-credit"}, org.auth())
+        status, body, _ = await post(http, "/deposit", {"user": user, "amount": 1,
+                                                        "tags": "starter-credit"}, org.auth())
         assert refused(status, body, "tags"), body
-    status, body = await post(http, "/credit", {"user": user}, org.auth())
+    status, body, _ = await post(http, "/credit", {"user": user}, org.auth())
     assert status == 201 and body["amount"] == 500
     assert await balance(http, org, user) == 500
 
@@ -256,20 +212,20 @@ async def test_a_starter_credit_tag_cannot_block_the_users_own_claim(http, org,
 async def test_an_api_usage_tag_cannot_make_a_withdrawal_refundable(http, org):
     user = new_user()
     await post(http, "/deposit", {"user": user, "amount": 100}, org.auth())
-    status, body = await post(http, "/withdraw", {"user": user, "amount": 100,
-                                                  "tags": "api-usage"}, org.auth())
+    status, body, _ = await post(http, "/withdraw", {"user": user, "amount": 100,
+                                                     "tags": "api-usage"}, org.auth())
     assert refused(status, body, "tags"), body
     for tags in ("refund", "api-usage"):
-        status, body = await post(http, "/deposit", {"user": user, "amount": 1, "tags": tags},
-                                  org.auth())
+        status, body, _ = await post(http, "/deposit", {"user": user, "amount": 1, "tags": tags},
+                                     org.auth())
         assert refused(status, body, "tags"), body
     # Client tags of its own are kept as they are.
-    status, body = await post(http, "/withdraw", {"user": user, "amount": 10,
-                                                  "tags": "payout"}, org.auth())
+    status, body, _ = await post(http, "/withdraw", {"user": user, "amount": 10,
+                                                     "tags": "payout"}, org.auth())
     assert status == 201 and body["tags"] == "payout"
-    status, body = await post(http, "/refund", {"user": user, "amount": 10,
-                                                "originalTransactionId": body["transactionId"]},
-                              org.auth())
+    status, body, _ = await post(http, "/refund", {"user": user, "amount": 10,
+                                                   "originalTransactionId": body["transactionId"]},
+                                 org.auth())
     assert status == 404
     assert await balance(http, org, user) == 90
 
@@ -282,18 +238,18 @@ async def test_credit_grants_never_sum_past_int64(http, org):
     replies = [await post(http, "/credit-grants", {"userId": user, "amountCents": INT64_MAX},
                           org.auth()) for _ in range(3)]
     assert replies[0][0] == 201
-    for status, body in replies[1:]:
+    for status, body, _ in replies[1:]:
         assert refused(status, body, "amountCents"), body
-    status, body = await post(http, "/credit-grants", {"userId": user, "amountCents": 1,
-                                                       "currency": "eur"}, org.auth())
+    status, body, _ = await post(http, "/credit-grants", {"userId": user, "amountCents": 1,
+                                                          "currency": "eur"}, org.auth())
     assert status == 201  # another currency is another balance
-    status, body = await get(http, "/credit-balance", org.auth(), userId=user)
+    status, body, _ = await get(http, "/credit-balance", org.auth(), userId=user)
     assert status == 200
     assert body["balances"] == [{"currency": "eur", "available": 1},
                                 {"currency": "usd", "available": INT64_MAX}]
-    status, body = await get(http, "/credit-balance/breakdown", org.auth(), userId=user)
+    status, body, _ = await get(http, "/credit-balance/breakdown", org.auth(), userId=user)
     assert status == 200 and body["total"] == {"cents": INT64_MAX}
-    status, body = await get(http, "/credit-grants", org.auth(), userId=user)
+    status, body, _ = await get(http, "/credit-grants", org.auth(), userId=user)
     assert body["count"] == 2
 
 
@@ -302,17 +258,17 @@ async def test_concurrent_credit_grants_never_sum_past_int64(http, org):
     replies = await asyncio.gather(*[
         post(http, "/credit-grants", {"userId": user, "amountCents": INT64_MAX // 2 + 1},
              org.auth()) for _ in range(4)])
-    assert sorted(status for status, _ in replies) == [201, 400, 400, 400]
-    status, body = await get(http, "/credit-balance", org.auth(), userId=user)
+    assert sorted(status for status, _, _ in replies) == [201, 400, 400, 400]
+    status, body, _ = await get(http, "/credit-balance", org.auth(), userId=user)
     assert body["balances"] == [{"currency": "usd", "available": INT64_MAX // 2 + 1}]
 
 
 async def test_a_deposit_past_int64_is_refused_and_writes_nothing(http, org):
     user = new_user()
-    status, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
+    status, _, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
     assert status == 201
     for body in ({"user": user, "amount": 1}, {"user": user, "amount": 1, "expiresIn": 7}):
-        status, reply = await post(http, "/deposit", body, org.auth())
+        status, reply, _ = await post(http, "/deposit", body, org.auth())
         assert refused(status, reply, "amount"), reply
     assert await balance(http, org, user) == INT64_MAX
     assert len(await transactions(http, org, user)) == 1
@@ -321,8 +277,8 @@ async def test_a_deposit_past_int64_is_refused_and_writes_nothing(http, org):
 @pytest.mark.parametrize("days", [3_000_000, 2**62, INT64_MAX])
 async def test_a_huge_expires_in_is_refused_and_writes_nothing(http, org, days):
     user = new_user()
-    status, body = await post(http, "/deposit", {"user": user, "amount": 5, "expiresIn": days},
-                              org.auth())
+    status, body, _ = await post(http, "/deposit", {"user": user, "amount": 5, "expiresIn": days},
+                                 org.auth())
     assert refused(status, body, "expiresIn"), body
     assert await balance(http, org, user) == 0
     assert await transactions(http, org, user) == []
@@ -332,29 +288,22 @@ async def test_the_expiring_total_never_overflows(http, org, platform):
     """An expired lot of 2^63-1 still unswept, spent debt, and a new expiring 2^63-1 used to
     overflow `expiring` (500); the expired lot now lapses first, so the new lot holds 0."""
     user = new_user()
-    status, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX,
-                                              "expiresIn": 7}, org.auth())
+    status, _, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX,
+                                                 "expiresIn": 7}, org.auth())
     assert status == 201
     await expire_soonest(platform, user)
-    status, _ = await post(http, "/usage", {"user": user, "amount": INT64_MAX}, org.auth())
+    status, _, _ = await post(http, "/usage", {"user": user, "amount": INT64_MAX}, org.auth())
     assert status == 201
-    status, body = await post(http, "/deposit", {"user": user, "amount": INT64_MAX,
-                                                 "expiresIn": 7}, org.auth())
+    status, body, _ = await post(http, "/deposit", {"user": user, "amount": INT64_MAX,
+                                                    "expiresIn": 7}, org.auth())
     assert status == 201, body
     assert await balance(http, org, user) == 0
     assert await lot_excesses(platform, user) == []
 
 
-@pytest.fixture
-async def nc(nats_url, platform):
-    conn = await nats.connect(nats_url)
-    yield conn
-    await conn.drain()
-
-
 async def test_journal_balances_never_pass_int64(nc):
     """The journal is reached over the bus (the payments service's side), as in its tests."""
-    from tests.test_journal import books
+    from tests.ledger.test_journal import books
 
     t = await books(nc)
     await t.post((t.cash, INT64_MAX), (t.cust, -INT64_MAX))
@@ -375,13 +324,13 @@ async def test_usage_past_int64_in_a_month_is_still_debited(http, org):
     the tier read failed."""
     user = new_user()
     await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
-    status, _ = await post(http, "/usage", {"user": user, "amount": INT64_MAX}, org.auth())
+    status, _, _ = await post(http, "/usage", {"user": user, "amount": INT64_MAX}, org.auth())
     assert status == 201
     await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
-    status, body = await post(http, "/usage", {"user": user, "amount": 1}, org.auth())
+    status, body, _ = await post(http, "/usage", {"user": user, "amount": 1}, org.auth())
     assert status == 201, body
     assert await balance(http, org, user) == INT64_MAX - 1
-    status, body = await get(http, "/tier", org.auth(), user=user)
+    status, body, _ = await get(http, "/tier", org.auth(), user=user)
     assert status == 200, body
     assert body["balance"] == {"currency": "usd", "prepaidAvailable": INT64_MAX - 1,
                                "dailyRemaining": 0, "effectiveAvailable": INT64_MAX - 1}
@@ -391,7 +340,7 @@ async def test_tier_effective_balance_stays_within_int64(http, org):
     """Prepaid plus the free tier's daily allowance: at the int64 maximum it stays there."""
     user = new_user()
     await post(http, "/deposit", {"user": user, "amount": INT64_MAX}, org.auth())
-    status, body = await get(http, "/tier", org.auth(), user=user)
+    status, body, _ = await get(http, "/tier", org.auth(), user=user)
     assert status == 200, body
     assert body["balance"]["prepaidAvailable"] == INT64_MAX
     assert body["balance"]["dailyRemaining"] > 0

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SERVICES = Path(__file__).resolve().parents[1] / "services"
+from tests.support import ROOT
+
+SERVICES = ROOT / "services"
 SHARED = {"runtime"}  # importable by every service
 ASSEMBLERS = {"cli.py", "platform.py", "specs.py"}  # may import every service
 

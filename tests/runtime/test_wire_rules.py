@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 
-from contracts import Actor, Scope
+from contracts import Scope
 from contracts.alerts import (
     SPEND_ALERT_CREATE,
     SPEND_ALERT_LIST,
@@ -34,24 +34,19 @@ from contracts.ledger import (
     UsageRecordParams,
 )
 from contracts.rules import currency_of, require_user, user_id
-from services.runtime.bus import Service
-from services.runtime.config import Settings
-from services.runtime.service import Router, ServiceSpec
+from tests import support
+from tests.support import bus_service
 
 
 @pytest.fixture
 async def bus(platform, settings):
     """A bus-only service (payments, soon): asks the ledger directly, no gateway between."""
-    caller = Service(ServiceSpec(f"wire-{secrets.token_hex(3)}", Router(), None),
-                     Settings.from_env({"NATS_URL": settings.nats_url}))
-    await caller.start()
-    yield caller.ctx
-    await caller.stop()
+    async with bus_service(settings) as caller:
+        yield caller.ctx
 
 
 def _scope(org_id: str) -> Scope:
-    return Scope(org_id=org_id, org_name=org_id, livemode=False, request_id="r1",
-                 actor=Actor(kind="service", role="platform", may_mint=True))
+    return support.scope(org_id, request_id="r1")
 
 
 async def test_bus_callers_get_the_same_account_for_any_spelling_of_a_user(bus):

@@ -9,27 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import SERVICE_TOKENS, bearer, iam_token
+from tests.support import API, get, post
 
-API = "/api/v1/billing"
 GRANTS = "/credit-grants"
 SCOPE_REFUSED = "Token doesn't support this scope"
 USER_QUERY = "userId query parameter is required"
 
 
-async def post(http, path, body, headers, **kw):
-    async with http.post(API + path, json=body, headers=headers, **kw) as r:
-        return r.status, await r.json(), r.headers
-
-
 async def post_raw(http, path, data: bytes, headers):
-    async with http.post(API + path, data=data, headers={
-            **headers, "Content-Type": "application/json"}) as r:
-        return r.status, await r.json()
-
-
-async def get(http, path, headers, **params):
-    async with http.get(API + path, params=params, headers=headers) as r:
-        return r.status, await r.json()
+    return await post(http, path, None, {**headers, "Content-Type": "application/json"},
+                      raw=data)
 
 
 async def create(http, headers, **body):
@@ -81,25 +70,25 @@ async def test_credit_grants_api_in_order(http, org):
                                                 "expiresIn": "not-a-duration"}, auth)
     assert (status, error(body)) == (400, "invalid expiresIn duration")
     # C.6
-    status, listed = await get(http, GRANTS, auth, userId="hanzo/alice")
+    status, listed, _ = await get(http, GRANTS, auth, userId="hanzo/alice")
     assert status == 200 and listed["count"] == 2
     assert {g["name"] for g in listed["grants"]} == {"Starter Credit", "Promo $10"}
     # C.7
-    status, body = await get(http, GRANTS, auth)
+    status, body, _ = await get(http, GRANTS, auth)
     assert (status, error(body)) == (400, USER_QUERY)
     # C.8
-    status, balance = await get(http, "/credit-balance", auth, userId="hanzo/alice")
+    status, balance, _ = await get(http, "/credit-balance", auth, userId="hanzo/alice")
     assert status == 200
     assert balance == {"userId": "hanzo/alice",
                        "balances": [{"currency": "usd", "available": 1500}]}
     # C.13 (before the void), then an untagged grant lands in `other`.
-    status, breakdown = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/alice")
+    status, breakdown, _ = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/alice")
     assert status == 200
     assert breakdown == {"userId": "hanzo/alice", "currency": "usd", "breakdown": {
         "starter": {"cents": 500, "expiresAt": starter["expiresAt"]},
         "promo": {"cents": 1000}}, "total": {"cents": 1500}}
     untagged = await create(http, auth, userId="hanzo/alice", amountCents=200)
-    status, breakdown = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/alice")
+    status, breakdown, _ = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/alice")
     assert breakdown["breakdown"]["other"] == {"cents": 200}
     assert breakdown["total"] == {"cents": 1700}
     status, body, _ = await void(http, auth, untagged["id"])
@@ -114,10 +103,10 @@ async def test_credit_grants_api_in_order(http, org):
     status, body, _ = await void(http, auth, "nonexistent")
     assert (status, error(body)) == (404, "credit grant not found")
     # C.12
-    status, balance = await get(http, "/credit-balance", auth, userId="hanzo/alice")
+    status, balance, _ = await get(http, "/credit-balance", auth, userId="hanzo/alice")
     assert balance["balances"] == [{"currency": "usd", "available": 1000}]
     # C.14: still listed, voided and inactive, its remainder untouched.
-    status, listed = await get(http, GRANTS, auth, userId="hanzo/alice")
+    status, listed, _ = await get(http, GRANTS, auth, userId="hanzo/alice")
     item = next(g for g in listed["grants"] if g["id"] == starter["id"])
     assert (item["voided"], item["active"], item["remainingCents"]) == (True, False, 500)
 
@@ -131,7 +120,7 @@ async def test_created_and_listed_shapes(http, org):
     assert created["createdAt"] == created["effectiveAt"]
     assert created["createdAt"].endswith("Z")
     assert when(created["expiresAt"]) - when(created["createdAt"]) == timedelta(minutes=90)
-    status, listed = await get(http, GRANTS, org.auth(), userId="hanzo/shape")
+    status, listed, _ = await get(http, GRANTS, org.auth(), userId="hanzo/shape")
     assert listed["count"] == 1
     assert listed["grants"][0] == {**created, "voided": False, "active": True}
     assert list(listed["grants"][0]) == [
@@ -145,15 +134,15 @@ async def test_list_is_newest_first_with_read_time_activity(http, org):
     expired = await create(http, auth, userId="hanzo/lister", amountCents=2, expiresIn="-1h")
     now_expiring = await create(http, auth, userId="hanzo/lister", amountCents=3,
                                 expiresIn="0")
-    status, listed = await get(http, GRANTS, auth, userId="hanzo/lister")
+    status, listed, _ = await get(http, GRANTS, auth, userId="hanzo/lister")
     assert [g["id"] for g in listed["grants"]] == [now_expiring["id"], expired["id"],
                                                    first["id"]]
     assert [g["active"] for g in listed["grants"]] == [False, False, True]
     assert when(expired["expiresAt"]) < when(expired["createdAt"])
-    status, page = await get(http, GRANTS, auth, userId="hanzo/lister", limit="2", offset="1")
+    status, page, _ = await get(http, GRANTS, auth, userId="hanzo/lister", limit="2", offset="1")
     assert [g["id"] for g in page["grants"]] == [expired["id"], first["id"]]
     assert page["count"] == 2
-    status, balance = await get(http, "/credit-balance", auth, userId="hanzo/lister")
+    status, balance, _ = await get(http, "/credit-balance", auth, userId="hanzo/lister")
     assert balance["balances"] == [{"currency": "usd", "available": 1}]
 
 
@@ -161,9 +150,9 @@ async def test_user_ids_are_canonical(http, org):
     created = await create(http, org.auth(), userId="  HANZO/Carol ", amountCents=10)
     assert created["userId"] == "hanzo/carol"
     for spelled in ("hanzo/carol", " Hanzo/CAROL"):
-        status, listed = await get(http, GRANTS, org.auth(), userId=spelled)
+        status, listed, _ = await get(http, GRANTS, org.auth(), userId=spelled)
         assert listed["count"] == 1, spelled
-        status, balance = await get(http, "/credit-balance", org.auth(), userId=spelled)
+        status, balance, _ = await get(http, "/credit-balance", org.auth(), userId=spelled)
         assert balance["userId"] == "hanzo/carol"
 
 
@@ -172,24 +161,24 @@ async def test_balances_are_per_currency_and_the_breakdown_sums_one(http, org):
     await create(http, auth, userId="hanzo/fx", amountCents=900, currency="EUR", tags="promo")
     await create(http, auth, userId="hanzo/fx", amountCents=100, tags="promo")
     await create(http, auth, userId="hanzo/fx", amountCents=5000, currency="jpy")
-    status, balance = await get(http, "/credit-balance", auth, userId="hanzo/fx")
+    status, balance, _ = await get(http, "/credit-balance", auth, userId="hanzo/fx")
     assert balance["balances"] == [{"currency": "eur", "available": 900},
                                    {"currency": "jpy", "available": 5000},
                                    {"currency": "usd", "available": 100}]
     # The reference added currencies together (100 + 900 + 5000); we never do.
-    status, usd = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/fx")
+    status, usd, _ = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/fx")
     assert usd["currency"] == "usd" and usd["total"] == {"cents": 100}
     assert usd["breakdown"] == {"promo": {"cents": 100}}
-    status, eur = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/fx",
-                            currency=" EUR")
+    status, eur, _ = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/fx",
+                               currency=" EUR")
     assert eur["currency"] == "eur" and eur["total"] == {"cents": 900}
-    status, none = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/nobody")
+    status, none, _ = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/nobody")
     assert none == {"userId": "hanzo/nobody", "currency": "usd", "breakdown": {},
                     "total": {"cents": 0}}
-    status, body = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/fx",
-                             currency="$")
+    status, body, _ = await get(http, "/credit-balance/breakdown", auth, userId="hanzo/fx",
+                                currency="$")
     assert (status, error(body)) == (400, "invalid currency")
-    status, body = await get(http, "/credit-balance", auth, userId="hanzo/nobody")
+    status, body, _ = await get(http, "/credit-balance", auth, userId="hanzo/nobody")
     assert body == {"userId": "hanzo/nobody", "balances": []}
 
 
@@ -211,16 +200,16 @@ async def test_balances_are_per_currency_and_the_breakdown_sums_one(http, org):
     (b'{"userId": "a", "amountCents": 1, "currency": "US Dollar"}', "invalid currency"),
 ])
 async def test_create_refuses_bad_input(http, org, body, message):
-    status, refused = await post_raw(http, GRANTS, body, org.auth())
+    status, refused, _ = await post_raw(http, GRANTS, body, org.auth())
     assert (status, error(refused)) == (400, message)
-    status, listed = await get(http, GRANTS, org.auth(), userId="a")
+    status, listed, _ = await get(http, GRANTS, org.auth(), userId="a")
     assert listed["count"] == 0
 
 
 async def test_reads_require_a_user(http, org):
     for path in (GRANTS, "/credit-balance", "/credit-balance/breakdown"):
         for params in ({}, {"userId": "  "}):
-            status, body = await get(http, path, org.auth(), **params)
+            status, body, _ = await get(http, path, org.auth(), **params)
             assert (status, error(body)) == (400, USER_QUERY), (path, params)
 
 
@@ -230,8 +219,8 @@ async def test_void_ignores_a_body_and_keys_case_insensitively(http, org):
                          headers=org.auth()) as r:
         assert (r.status, await r.json()) == (200, {"id": created["id"], "voided": True})
     # Go's decoder matched keys case-insensitively: so does ours.
-    status, body = await post_raw(http, GRANTS, b'{"USERID": "hanzo/v", "AmountCents": 7}',
-                                  org.auth())
+    status, body, _ = await post_raw(http, GRANTS, b'{"USERID": "hanzo/v", "AmountCents": 7}',
+                                     org.auth())
     assert status == 201 and body["userId"] == "hanzo/v" and body["amountCents"] == 7
 
 
@@ -239,16 +228,16 @@ async def test_test_grants_are_invisible_to_live_keys_and_other_orgs(http, make_
     a, b = await make_org(), await make_org()
     created = await create(http, a.auth("sk_test"), userId="hanzo/iso", amountCents=300)
     for who, key in ((a, "sk_live"), (b, "sk_test"), (b, "sk_live")):
-        status, listed = await get(http, GRANTS, who.auth(key), userId="hanzo/iso")
+        status, listed, _ = await get(http, GRANTS, who.auth(key), userId="hanzo/iso")
         assert listed == {"grants": [], "count": 0}, (who.name, key)
-        status, balance = await get(http, "/credit-balance", who.auth(key), userId="hanzo/iso")
+        status, balance, _ = await get(http, "/credit-balance", who.auth(key), userId="hanzo/iso")
         assert balance["balances"] == []
-        status, breakdown = await get(http, "/credit-balance/breakdown", who.auth(key),
-                                      userId="hanzo/iso")
+        status, breakdown, _ = await get(http, "/credit-balance/breakdown", who.auth(key),
+                                         userId="hanzo/iso")
         assert breakdown["total"] == {"cents": 0}
         status, body, _ = await void(http, who.auth(key), created["id"])
         assert (status, error(body)) == (404, "credit grant not found")
-    status, listed = await get(http, GRANTS, a.auth("sk_test"), userId="hanzo/iso")
+    status, listed, _ = await get(http, GRANTS, a.auth("sk_test"), userId="hanzo/iso")
     assert listed["count"] == 1 and listed["grants"][0]["voided"] is False
 
 
@@ -272,15 +261,15 @@ async def test_end_users_see_only_their_own_credit_and_cannot_mint(http):
     alice = bearer(iam_token(owner=owner, name="Alice"))
     # Pinned to themselves by default, and may name themselves in any case.
     for params in ({}, {"userId": f"{owner.upper()}/ALICE"}):
-        status, listed = await get(http, GRANTS, alice, **params)
+        status, listed, _ = await get(http, GRANTS, alice, **params)
         assert status == 200 and [g["id"] for g in listed["grants"]] == [mine["id"]]
-    status, balance = await get(http, "/credit-balance", alice)
+    status, balance, _ = await get(http, "/credit-balance", alice)
     assert balance == {"userId": f"{owner}/alice",
                        "balances": [{"currency": "usd", "available": 250}]}
-    status, breakdown = await get(http, "/credit-balance/breakdown", alice)
+    status, breakdown, _ = await get(http, "/credit-balance/breakdown", alice)
     assert breakdown["breakdown"] == {"trial": {"cents": 250}}
     for path in (GRANTS, "/credit-balance", "/credit-balance/breakdown"):
-        status, body = await get(http, path, alice, userId=f"{owner}/bob")
+        status, body, _ = await get(http, path, alice, userId=f"{owner}/bob")
         assert (status, error(body)) == (403, "cannot access another user's account"), path
     # Creating or voiding credit is a mint: never for end users, nor for IAM org admins.
     admin = bearer(iam_token(owner=owner, name="root", isAdmin=True))
@@ -291,7 +280,7 @@ async def test_end_users_see_only_their_own_credit_and_cannot_mint(http):
         status, body, _ = await void(http, who, mine["id"])
         assert (status, error(body)) == (403, SCOPE_REFUSED)
     # An org admin reads anyone's grants.
-    status, listed = await get(http, GRANTS, admin, userId=f"{owner}/bob")
+    status, listed, _ = await get(http, GRANTS, admin, userId=f"{owner}/bob")
     assert status == 200 and listed["count"] == 1
 
 
@@ -303,7 +292,7 @@ async def test_create_and_void_replay_under_an_idempotency_key(http, org):
     status, again, headers = await post(http, GRANTS, body, {**org.auth(), **key})
     assert (status, again) == (201, first)
     assert headers["Idempotent-Replayed"] == "true"
-    status, listed = await get(http, GRANTS, org.auth(), userId="hanzo/idem")
+    status, listed, _ = await get(http, GRANTS, org.auth(), userId="hanzo/idem")
     assert listed["count"] == 1
     status, refused, _ = await post(http, GRANTS, {**body, "amountCents": 701},
                                     {**org.auth(), **key})

@@ -5,69 +5,17 @@ whatever a stopped relay left behind goes out when one starts again."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
 import msgspec
-import nats
 import pytest
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from contracts import events
-from services.runtime import db
 from services.runtime.outbox import OutboxRelay, add_event
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def js(nats_url: str):
-    nc = await nats.connect(nats_url)
-    yield nc.jetstream()
-    await nc.close()
-
-
-@pytest.fixture
-async def make_relay(schema: str, pool: asyncpg.Pool, database_url: str, nats_url: str):
-    """Relays for the test's schema, all stopped at the end."""
-    relays: list[OutboxRelay] = []
-
-    async def make(**options) -> OutboxRelay:
-        relay = OutboxRelay(schema, pool, database_url, [nats_url], **options)
-        await relay.start()
-        relays.append(relay)
-        return relay
-
-    yield make
-    for relay in relays:
-        await relay.stop()
-
-
-@pytest.fixture
-def event_type() -> str:
-    """A type of the test's own, so its subject carries nothing from other tests."""
-    return f"test_{secrets.token_hex(4)}.happened"
-
-
-async def stream_ready(js) -> None:
-    """Wait for a relay to have created the events stream."""
-    for _ in range(100):
-        try:
-            await js.stream_info(events.STREAM)
-            return
-        except NotFoundError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("the events stream was never created")
+from tests.support import pending, received, stream_ready
 
 
 async def add(pool: asyncpg.Pool, schema: str, event_type: str, n: int = 0) -> str:
@@ -75,20 +23,6 @@ async def add(pool: asyncpg.Pool, schema: str, event_type: str, n: int = 0) -> s
         return await add_event(conn, schema, type=event_type, object_type="test",
                                object_id=f"obj_{n}", org_id="org_1", livemode=False,
                                customer_id="acme/alice", data={"n": n})
-
-
-async def received(sub, timeout: float = 5.0) -> list:
-    """Messages until none arrives for `timeout` seconds."""
-    out = []
-    while True:
-        try:
-            out.append(await sub.next_msg(timeout=timeout))
-        except NatsTimeout:
-            return out
-
-
-async def pending(pool: asyncpg.Pool, schema: str) -> int:
-    return await pool.fetchval(f"select count(*) from {schema}.outbox where published_at is null")
 
 
 async def test_committed_events_are_published_and_rolled_back_ones_never(

@@ -16,7 +16,7 @@ import time
 import msgspec
 import pytest
 
-from contracts import Actor, ErrorCode, Scope
+from contracts import Actor, ErrorCode
 from contracts.alerts import SpendAlert
 from contracts.credits import CreditGrantItem
 from contracts.endpoint import Endpoint
@@ -41,23 +41,11 @@ from contracts.limits import (
 )
 from contracts.metering import Meter, MeterList
 from services.ledger.balances import domain
-from services.runtime.bus import Service
-from services.runtime.config import Settings
-from services.runtime.service import Router, ServiceSpec
+from services.runtime.service import Router
+from tests import support
+from tests.support import API, bus_service, get, post
 
-API = "/api/v1/billing"
 NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024
-
-
-async def post(http, path, body, headers, *, raw: bytes | None = None):
-    data = raw if raw is not None else json.dumps(body).encode()
-    async with http.post(API + path, data=data, headers=headers) as r:
-        return r.status, await r.json()
-
-
-async def get(http, path, headers, **params):
-    async with http.get(API + path, params=params, headers=headers) as r:
-        return r.status, await r.json()
 
 
 def refused(status: int, reply: dict, message: str, param: str | None) -> bool:
@@ -71,14 +59,14 @@ def refused(status: int, reply: dict, message: str, param: str | None) -> bool:
 
 async def test_a_deposit_with_600_kb_of_notes_is_refused_and_writes_nothing(http, org):
     user = "hanzo/notes"
-    status, reply = await post(http, "/deposit", {"user": user, "amount": 100,
-                                                 "notes": "n" * 600_000}, org.auth())
+    status, reply, _ = await post(http, "/deposit", {"user": user, "amount": 100,
+                                                    "notes": "n" * 600_000}, org.auth())
     assert refused(status, reply, "notes: at most 1000 characters", "notes")
-    status, listed = await get(http, "/transactions", org.auth(), user=user)
+    status, listed, _ = await get(http, "/transactions", org.auth(), user=user)
     assert (status, listed["count"]) == (200, 0)
     # At the limit it is accepted.
-    status, _ = await post(http, "/deposit", {"user": user, "amount": 100,
-                                             "notes": "n" * 1000}, org.auth())
+    status, _, _ = await post(http, "/deposit", {"user": user, "amount": 100,
+                                                "notes": "n" * 1000}, org.auth())
     assert status == 201
 
 
@@ -90,57 +78,53 @@ async def test_a_deposit_with_600_kb_of_notes_is_refused_and_writes_nothing(http
     ({f"k{i}": 1e300 for i in range(10)}, f"metadata: at most {METADATA_BYTES} bytes as JSON"),
 ])
 async def test_deposit_metadata_is_bounded(http, org, metadata, message):
-    status, reply = await post(http, "/deposit", {"user": "hanzo/meta", "amount": 1,
-                                                 "metadata": metadata}, org.auth())
+    status, reply, _ = await post(http, "/deposit", {"user": "hanzo/meta", "amount": 1,
+                                                    "metadata": metadata}, org.auth())
     assert refused(status, reply, message, "metadata")
 
 
 async def test_usage_and_grant_and_alert_fields_are_bounded(http, org):
-    status, reply = await post(http, "/usage", {"user": "hanzo/u", "amount": 1,
-                                               "requestId": "r" * 256}, org.auth())
+    status, reply, _ = await post(http, "/usage", {"user": "hanzo/u", "amount": 1,
+                                                  "requestId": "r" * 256}, org.auth())
     assert refused(status, reply, "requestId: at most 255 characters", "requestId")
-    status, reply = await post(http, "/credit-grants", {"userId": "hanzo/u", "amountCents": 1,
-                                                       "name": "g" * 256}, org.auth())
+    status, reply, _ = await post(http, "/credit-grants", {"userId": "hanzo/u", "amountCents": 1,
+                                                          "name": "g" * 256}, org.auth())
     assert refused(status, reply, "name: at most 255 characters", "name")
-    status, reply = await post(http, "/credit-grants", {
+    status, reply, _ = await post(http, "/credit-grants", {
         "userId": "hanzo/u", "amountCents": 1, "eligibility": ["m"] * 101}, org.auth())
     assert refused(status, reply, "eligibility: at most 100 items", "eligibility")
-    status, reply = await post(http, "/spend-alerts", {"userId": "hanzo/u", "threshold": 5,
-                                                      "title": "t" * 300}, org.auth())
+    status, reply, _ = await post(http, "/spend-alerts", {"userId": "hanzo/u", "threshold": 5,
+                                                         "title": "t" * 300}, org.auth())
     assert refused(status, reply, "title: at most 255 characters", "title")
     # Query strings too; other malformed input keeps the reference's messages.
-    status, reply = await get(http, "/balance", org.auth(), user="u" * 256)
+    status, reply, _ = await get(http, "/balance", org.auth(), user="u" * 256)
     assert refused(status, reply, "user: at most 255 characters", "user")
-    status, reply = await post(http, "/deposit", {"user": "x", "amount": "5"}, org.auth())
+    status, reply, _ = await post(http, "/deposit", {"user": "x", "amount": "5"}, org.auth())
     assert refused(status, reply, "invalid request body", None)
 
 
 async def test_a_meter_with_huge_dimensions_is_refused(http, org):
     body = {"name": "Big", "eventName": f"big-{secrets.token_hex(3)}",
             "dimensions": ["d" * 600_000]}
-    status, reply = await post(http, "/meters", body, org.auth())
+    status, reply, _ = await post(http, "/meters", body, org.auth())
     assert refused(status, reply, "dimensions[0]: at most 40 characters", "dimensions[0]")
-    status, reply = await post(http, "/meters", {**body, "dimensions": ["d"] * 21}, org.auth())
+    status, reply, _ = await post(http, "/meters", {**body, "dimensions": ["d"] * 21}, org.auth())
     assert refused(status, reply, "dimensions: at most 20 items", "dimensions")
-    status, listed = await get(http, "/meters", org.auth())
+    status, listed, _ = await get(http, "/meters", org.auth())
     assert (status, listed["count"]) == (200, 0)
 
 
 async def test_zap_names_the_limit_too(http, org):
     call = {"method": "billing.deposit", "id": 7,
             "params": {"user": "hanzo/zap", "amount": 1, "tags": "t" * 101}}
-    status, reply = await post(http, "/zap", call, org.auth())
+    status, reply, _ = await post(http, "/zap", call, org.auth())
     assert (status, reply["error"]["message"]) == (
         200, "invalid params: tags: at most 100 characters")
 
 
 async def test_a_bus_caller_gets_the_same_refusal(platform, settings):
-    caller = Service(ServiceSpec(f"limits-{secrets.token_hex(3)}", Router(), None),
-                     Settings.from_env({"NATS_URL": settings.nats_url}))
-    await caller.start()
-    try:
-        scope = Scope(org_id="org_bus", org_name="bus", livemode=False, request_id="r1",
-                      actor=Actor(kind="service", role="platform", may_mint=True))
+    async with bus_service(settings) as caller:
+        scope = support.scope("org_bus", org_name="bus", request_id="r1")
         reply = await caller.request(DEPOSIT_CREATE.subject, scope,
                                  {"user": "hanzo/bus", "amount": 1, "notes": "n" * 1001})
         assert reply is not None and reply.error is not None
@@ -150,8 +134,6 @@ async def test_a_bus_caller_gets_the_same_refusal(platform, settings):
                                  {"user": "hanzo/bus", "amount": 1, "metadata": {"k": "v" * 3000}})
         assert (reply.error.status, reply.error.message, reply.error.param) == (
             400, f"metadata: at most {METADATA_BYTES} bytes as JSON", "metadata")
-    finally:
-        await caller.stop()
 
 
 # ---- NUL ---------------------------------------------------------------------------------
@@ -160,19 +142,19 @@ async def test_a_bus_caller_gets_the_same_refusal(platform, settings):
 async def test_nul_is_refused_but_an_escaped_backslash_is_not(http, org):
     user = "hanzo/nul"
     raw = b'{"user": "hanzo/nul", "amount": 5, "notes": "a\\u0000b"}'
-    status, reply = await post(http, "/deposit", None, org.auth(), raw=raw)
+    status, reply, _ = await post(http, "/deposit", None, org.auth(), raw=raw)
     assert refused(status, reply, "notes: must not contain NUL characters (\\u0000)", "notes")
     raw = b'{"user": "hanzo/nul", "amount": 5, "metadata": {"k\\u0000": 1}}'
-    status, reply = await post(http, "/deposit", None, org.auth(), raw=raw)
+    status, reply, _ = await post(http, "/deposit", None, org.auth(), raw=raw)
     assert refused(status, reply, "metadata.k\\u0000: must not contain NUL characters "
                    "(\\u0000)", "metadata.k\\u0000")
     # `\\u0000` is a backslash followed by "u0000": ordinary text.
     raw = b'{"user": "hanzo/nul", "amount": 5, "notes": "a\\\\u0000b"}'
-    status, _ = await post(http, "/deposit", None, org.auth(), raw=raw)
+    status, _, _ = await post(http, "/deposit", None, org.auth(), raw=raw)
     assert status == 201
-    status, listed = await get(http, "/transactions", org.auth(), user=user)
+    status, listed, _ = await get(http, "/transactions", org.auth(), user=user)
     assert [t["notes"] for t in listed["transactions"]] == ["a\\u0000b"]
-    status, reply = await get(http, "/balance", org.auth(), user="hanzo/\x00nul")
+    status, reply, _ = await get(http, "/balance", org.auth(), user="hanzo/\x00nul")
     assert refused(status, reply, "user: must not contain NUL characters (\\u0000)", "user")
 
 
@@ -183,15 +165,15 @@ async def test_meters_are_paged(http, org):
     made = await asyncio.gather(*[
         post(http, "/meters", {"name": f"M{i}", "eventName": f"ev-{i}"}, org.auth())
         for i in range(METERS_PAGE.maximum + 20)])
-    assert {status for status, _ in made} == {201}
+    assert {status for status, _, _ in made} == {201}
     started = time.monotonic()
-    status, page = await get(http, "/meters", org.auth())
+    status, page, _ = await get(http, "/meters", org.auth())
     assert time.monotonic() - started < 2
     assert (status, page["count"], len(page["meters"])) == (200, METERS_PAGE.default,
                                                             METERS_PAGE.default)
-    status, page = await get(http, "/meters", org.auth(), limit="100000")
+    status, page, _ = await get(http, "/meters", org.auth(), limit="100000")
     assert len(page["meters"]) == METERS_PAGE.maximum
-    status, rest = await get(http, "/meters", org.auth(), offset=str(METERS_PAGE.maximum))
+    status, rest, _ = await get(http, "/meters", org.auth(), offset=str(METERS_PAGE.maximum))
     assert rest["count"] == 20
 
 
@@ -201,11 +183,11 @@ async def test_transactions_and_usage_are_paged(http, org):
     made = await asyncio.gather(*[
         post(http, "/usage", {"user": user, "amount": 1, "requestId": f"r{i}"}, org.auth())
         for i in range(n)])
-    assert {status for status, _ in made} == {201}
-    status, page = await get(http, "/transactions", org.auth(), user=user, limit="100000")
+    assert {status for status, _, _ in made} == {201}
+    status, page, _ = await get(http, "/transactions", org.auth(), user=user, limit="100000")
     assert (status, page["count"], len(page["transactions"])) == (
         200, n, TRANSACTIONS_PAGE.maximum)
-    status, page = await get(http, "/usage", org.auth(), user=user)
+    status, page, _ = await get(http, "/usage", org.auth(), user=user)
     assert (status, page["count"], len(page["usage"])) == (200, USAGE_PAGE.default,
                                                            USAGE_PAGE.default)
 
@@ -268,7 +250,7 @@ async def test_a_body_over_the_gateway_limit_is_413_with_the_envelope(http, org,
     for size in (limit + 1, 3 * NATS_DEFAULT_MAX_PAYLOAD // 2):
         body = json.dumps({"user": "hanzo/big", "amount": 1,
                            "metadata": {"pad": "p" * size}, "notes": note}).encode()
-        status, reply = await post(http, "/deposit", None, org.auth(), raw=body)
+        status, reply, _ = await post(http, "/deposit", None, org.auth(), raw=body)
         assert (status, reply["error"]["message"], reply["error"]["code"]) == (
             413, "request body too large", "invalid_request")
         assert reply["error"]["requestId"]
@@ -286,7 +268,7 @@ async def test_a_body_that_grows_past_the_bus_limit_when_forwarded_is_413(http, 
     # over the bus's once wrapped in a request (was a 500 from the failed publish).
     body = b'{"events": [{"meterId": "mtr_x", "userId": "u", "value": 1, "dimensions": ' \
            b'{"v": [' + b",".join([b"1e9"] * 200_000) + b"]}}]}"
-    status, reply = await post(http, "/meter-events", None, org.auth(), raw=body)
+    status, reply, _ = await post(http, "/meter-events", None, org.auth(), raw=body)
     assert (status, reply["error"]["message"]) == (413, "request body too large")
 
 
@@ -298,20 +280,14 @@ async def test_a_reply_too_large_for_the_bus_is_answered_with_an_error_at_once(s
     async def huge(ctx, scope, p):
         return {"blob": "x" * (2 * NATS_DEFAULT_MAX_PAYLOAD)}
 
-    server = Service(ServiceSpec(f"limits-{secrets.token_hex(3)}", router, None),
-                     Settings.from_env({"NATS_URL": settings.nats_url}))
-
-    await server.start()
-    try:
-        scope = Scope(org_id="org_bus", org_name="bus", livemode=False, request_id="r1",
-                      actor=Actor(kind="service", role="platform"))
+    async with bus_service(settings, router) as server:
+        scope = support.scope("org_bus", org_name="bus", request_id="r1",
+                              actor=Actor(kind="service", role="platform"))
         started = time.monotonic()
         reply = await server.request(subject, scope, Params(), timeout=5)
         assert time.monotonic() - started < 2
         assert reply is not None and reply.error is not None
         assert (reply.error.status, reply.error.code) == (500, ErrorCode.REPLY_TOO_LARGE)
-    finally:
-        await server.stop()
 
 
 def test_deposit_params_refuse_oversized_metadata_when_decoded_anywhere():

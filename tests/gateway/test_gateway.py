@@ -12,14 +12,14 @@ from contracts import Actor, Scope
 from services.gateway.app import Gateway
 from services.gateway.errors import translate
 from tests.conftest import SPANS
+from tests.support import post, scope
 
 ZAP = "/api/v1/billing/zap"
 
 
 async def zap(http, org, payload, raw: bytes | None = None):
-    kwargs = {"data": raw} if raw is not None else {"json": payload}
-    async with http.post(ZAP, headers=org.auth(), **kwargs) as r:
-        return r.status, await r.json()
+    status, body, _ = await post(http, "/zap", payload, org.auth(), raw=raw)
+    return status, body
 
 
 async def test_zap_methods_share_the_rest_semantics(http, org):
@@ -149,8 +149,7 @@ async def test_health_and_readiness(http):
 
 
 def _scope(deadline_ms: int = 0) -> Scope:
-    return Scope(org_id="o", org_name="o", livemode=False,
-                 actor=Actor(kind="service", role="platform"), request_id="r",
+    return scope("o", actor=Actor(kind="service", role="platform"), request_id="r",
                  deadline_ms=deadline_ms)
 
 

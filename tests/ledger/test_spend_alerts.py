@@ -8,33 +8,24 @@ import asyncio
 from datetime import UTC, datetime
 
 import msgspec
-import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
-from contracts import Actor, Scope
-from services.gateway import store
+from contracts import Actor
 from services.ledger.alerts import handlers as alert_handlers
 from services.ledger.alerts.domain import crossings
 from services.ledger.balances import domain
+from tests import support
 from tests.conftest import SERVICE_TOKENS, bearer, iam_token
+from tests.support import API, org_id_of, post, request, stream_ready
 
-API = "/api/v1/billing"
 ALERTS = API + "/spend-alerts"
 SUBJECT = "billing.events.spend_alert.triggered"
 
 
-async def call(http, method, path, headers, body=None, **params):
-    async with http.request(method, path, json=body, params=params or None,
-                            headers=headers) as r:
-        raw = await r.read()
-        return r.status, (msgspec.json.decode(raw) if raw else None)
-
-
 async def create(http, headers, **body):
-    status, alert = await call(http, "POST", ALERTS, headers, body)
+    status, alert, _ = await request(http, "POST", ALERTS, headers, body)
     assert status == 201, alert
     return alert
 
@@ -52,9 +43,9 @@ def iam_user(org, name):
 
 
 async def usage(http, org, user, amount, key="sk_test", **extra):
-    async with http.post(API + "/usage", json={"user": user, "amount": amount, **extra},
-                         headers=org.auth(key)) as r:
-        assert r.status in (200, 201), await r.text()
+    status, body, _ = await post(http, "/usage", {"user": user, "amount": amount, **extra},
+                                 org.auth(key))
+    assert status in (200, 201), body
 
 
 # ---- CRUD -------------------------------------------------------------------------------
@@ -73,24 +64,26 @@ async def test_create_list_update_delete(http, org):
     await create(http, org.auth(), userId="hanzo/bob", threshold=100)
 
     # A bare array, newest first, of that user's alerts only.
-    status, listed = await call(http, "GET", ALERTS, org.auth(), user="HANZO/alice")
+    status, listed, _ = await request(http, "GET", ALERTS, org.auth(),
+                                      params={"user": "HANZO/alice"})
     assert status == 200 and listed == [second, first]
 
     path = f"{ALERTS}/{first['id']}"
-    status, updated = await call(http, "PATCH", path, org.auth(), {"title": "Renamed"})
+    status, updated, _ = await request(http, "PATCH", path, org.auth(), {"title": "Renamed"})
     assert status == 200
     assert (updated["title"], updated["threshold"]) == ("Renamed", 5000)
     assert updated["updatedAt"] >= updated["createdAt"] == first["createdAt"]
-    status, updated = await call(http, "PATCH", path, org.auth(), {"title": "",
-                                                                   "threshold": 7000})
+    status, updated, _ = await request(http, "PATCH", path, org.auth(), {"title": "",
+                                                                         "threshold": 7000})
     assert status == 200 and (updated["title"], updated["threshold"]) == ("Renamed", 7000)
     assert updated["userId"] == "hanzo/alice" and updated["currency"] == "eur"
 
-    status, _ = await call(http, "DELETE", path, org.auth())
+    status, _, _ = await request(http, "DELETE", path, org.auth())
     assert status == 204
     async with http.delete(path, headers=org.auth()) as r:
         assert r.status == 404 and (await r.json())["error"]["message"] == "spend alert not found"
-    status, listed = await call(http, "GET", ALERTS, org.auth(), user="hanzo/alice")
+    status, listed, _ = await request(http, "GET", ALERTS, org.auth(),
+                                      params={"user": "hanzo/alice"})
     assert [a["id"] for a in listed] == [second["id"]]
 
 
@@ -110,7 +103,7 @@ async def test_delete_answers_204_with_no_body(http, org):
     ({"userId": "x", "threshold": 5, "currency": "$$"}, "invalid currency"),
 ])
 async def test_create_refuses_bad_input(http, org, body, message):
-    status, reply = await call(http, "POST", ALERTS, org.auth(), body)
+    status, reply, _ = await request(http, "POST", ALERTS, org.auth(), body)
     assert status == 400 and reply["error"]["message"] == message
 
 
@@ -118,25 +111,26 @@ async def test_update_validates_after_finding_the_alert(http, org):
     alert = await create(http, org.auth(), userId="hanzo/alice", threshold=100)
     path = f"{ALERTS}/{alert['id']}"
     for threshold in (0, -5):  # [FIX] no longer silently ignored
-        status, reply = await call(http, "PATCH", path, org.auth(), {"threshold": threshold})
+        status, reply, _ = await request(http, "PATCH", path, org.auth(), {"threshold": threshold})
         assert status == 400 and reply["error"]["message"] == "threshold must be positive"
-    status, reply = await call(http, "PATCH", path, org.auth(), {"threshold": "7"})
+    status, reply, _ = await request(http, "PATCH", path, org.auth(), {"threshold": "7"})
     assert status == 400 and reply["error"]["message"] == "invalid request body"
     # Lookup first, as the reference: an unknown alert is 404 whatever the body says.
     for body in ({"title": "x"}, {"threshold": -1}):
-        status, reply = await call(http, "PATCH", f"{ALERTS}/nope", org.auth(), body)
+        status, reply, _ = await request(http, "PATCH", f"{ALERTS}/nope", org.auth(), body)
         assert status == 404 and reply["error"]["message"] == "spend alert not found"
-    status, listed = await call(http, "GET", ALERTS, org.auth(), user="hanzo/alice")
+    status, listed, _ = await request(http, "GET", ALERTS, org.auth(),
+                                      params={"user": "hanzo/alice"})
     assert listed == [alert]  # nothing changed
 
 
 async def test_list_needs_a_user_and_publishable_keys_are_refused(http, org):
-    status, reply = await call(http, "GET", ALERTS, org.auth())
+    status, reply, _ = await request(http, "GET", ALERTS, org.auth())
     assert status == 400 and reply["error"]["message"] == "user query parameter is required"
     for method, path in (("GET", ALERTS), ("POST", ALERTS), ("PATCH", ALERTS + "/x"),
                          ("DELETE", ALERTS + "/x")):
-        status, reply = await call(http, method, path, org.auth("pk_test"),
-                                   {"userId": "x", "threshold": 1}, user="x")
+        status, reply, _ = await request(http, method, path, org.auth("pk_test"),
+                                         {"userId": "x", "threshold": 1}, params={"user": "x"})
         assert status == 403 and reply["error"]["message"] == "Token doesn't support this scope"
 
 
@@ -150,38 +144,38 @@ async def test_end_users_reach_only_their_own_alerts(http, org):
     as_alice = iam_user(org, "Alice")
 
     # The list is the caller's own; naming someone else is refused.
-    status, listed = await call(http, "GET", ALERTS, as_alice)
+    status, listed, _ = await request(http, "GET", ALERTS, as_alice)
     assert status == 200 and listed == [mine]
-    status, reply = await call(http, "GET", ALERTS, as_alice, user=bob)
+    status, reply, _ = await request(http, "GET", ALERTS, as_alice, params={"user": bob})
     assert status == 403 and reply["error"]["message"] == "cannot access another user's account"
 
     # Someone else's alert by id does not exist for her, whatever the body.
     other = f"{ALERTS}/{theirs['id']}"
     for body in ({"title": "hijacked"}, {"threshold": -1}):
-        status, reply = await call(http, "PATCH", other, as_alice, body)
+        status, reply, _ = await request(http, "PATCH", other, as_alice, body)
         assert status == 404 and reply["error"]["message"] == "spend alert not found"
-    status, reply = await call(http, "DELETE", other, as_alice)
+    status, reply, _ = await request(http, "DELETE", other, as_alice)
     assert status == 404 and reply["error"]["message"] == "spend alert not found"
-    status, listed = await call(http, "GET", ALERTS, service(org), user=bob)
+    status, listed, _ = await request(http, "GET", ALERTS, service(org), params={"user": bob})
     assert listed == [theirs]
 
     # Creating: defaults to herself; naming someone else is refused.
-    status, created = await call(http, "POST", ALERTS, as_alice, {"threshold": 50})
+    status, created, _ = await request(http, "POST", ALERTS, as_alice, {"threshold": 50})
     assert status == 201 and created["userId"] == alice
-    status, reply = await call(http, "POST", ALERTS, as_alice, {"userId": bob,
-                                                                "threshold": 50})
+    status, reply, _ = await request(http, "POST", ALERTS, as_alice, {"userId": bob,
+                                                                      "threshold": 50})
     assert status == 403 and reply["error"]["message"] == "cannot access another user's account"
 
     # Her own: she may change and delete it.
-    status, updated = await call(http, "PATCH", f"{ALERTS}/{mine['id']}", as_alice,
-                                 {"title": "still mine"})
+    status, updated, _ = await request(http, "PATCH", f"{ALERTS}/{mine['id']}", as_alice,
+                                       {"title": "still mine"})
     assert status == 200 and updated["title"] == "still mine"
-    status, _ = await call(http, "DELETE", f"{ALERTS}/{mine['id']}", as_alice)
+    status, _, _ = await request(http, "DELETE", f"{ALERTS}/{mine['id']}", as_alice)
     assert status == 204
 
     # An organization admin acts on anyone's alert in the organization.
     admin = bearer(iam_token(owner=org.name, name="root", isAdmin=True))
-    status, updated = await call(http, "PATCH", other, admin, {"threshold": 20})
+    status, updated, _ = await request(http, "PATCH", other, admin, {"threshold": 20})
     assert status == 200 and updated["threshold"] == 20 and updated["userId"] == bob
 
 
@@ -190,13 +184,15 @@ async def test_organizations_and_modes_never_see_each_other(http, make_org):
     alert = await create(http, a.auth("sk_test"), userId="hanzo/alice", threshold=10)
     path = f"{ALERTS}/{alert['id']}"
     for other in (b.auth("sk_test"), a.auth("sk_live")):
-        status, listed = await call(http, "GET", ALERTS, other, user="hanzo/alice")
+        status, listed, _ = await request(http, "GET", ALERTS, other,
+                                          params={"user": "hanzo/alice"})
         assert status == 200 and listed == []
-        status, reply = await call(http, "PATCH", path, other, {"title": "x"})
+        status, reply, _ = await request(http, "PATCH", path, other, {"title": "x"})
         assert status == 404 and reply["error"]["message"] == "spend alert not found"
-        status, _ = await call(http, "DELETE", path, other)
+        status, _, _ = await request(http, "DELETE", path, other)
         assert status == 404
-    status, listed = await call(http, "GET", ALERTS, a.auth("sk_test"), user="hanzo/alice")
+    status, listed, _ = await request(http, "GET", ALERTS, a.auth("sk_test"),
+                                      params={"user": "hanzo/alice"})
     assert listed == [alert]
 
 
@@ -204,28 +200,15 @@ async def test_organizations_and_modes_never_see_each_other(http, make_org):
 
 
 @pytest.fixture
-async def triggered(nats_url, platform):
+async def triggered(js, platform):
     """New `spend_alert.triggered` events on JetStream, from now on."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    for _ in range(100):  # the ledger's relay creates the stream when it starts
-        try:
-            await js.stream_info("BILLING_EVENTS")
-            break
-        except NotFoundError:
-            await asyncio.sleep(0.05)
-    sub = await js.subscribe(SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
-    yield sub
-    await nc.close()
+    await stream_ready(js)  # the ledger's relay creates the stream when it starts
+    return await js.subscribe(SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
 
 
 @pytest.fixture
-def ledger_pool(platform):
-    return next(s for s in platform.services if s.name == "ledger").pool
-
-
-async def org_id(platform, org) -> str:
-    return (await store.org_by_name(platform.gateway.pool, org.name)).id
+def ledger_pool(ledger):
+    return ledger.pool
 
 
 async def events_of(sub, pool, org_ref: str, wait: float = 0.5) -> list:
@@ -250,7 +233,7 @@ async def events_of(sub, pool, org_ref: str, wait: float = 0.5) -> list:
 
 async def test_an_alert_fires_once_when_the_months_spend_crosses_it(
         http, org, platform, triggered, ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     user = "hanzo/spender"
     alert = await create(http, org.auth(), userId=user, title="Heads up", threshold=100)
     euros = await create(http, org.auth(), userId=user, threshold=10, currency="eur")
@@ -262,7 +245,7 @@ async def test_an_alert_fires_once_when_the_months_spend_crosses_it(
     [event] = await events_of(triggered, ledger_pool, ref)
 
     period = datetime.now(UTC).strftime("%Y-%m")
-    status, listed = await call(http, "GET", ALERTS, org.auth(), user=user)
+    status, listed, _ = await request(http, "GET", ALERTS, org.auth(), params={"user": user})
     fired = next(a for a in listed if a["id"] == alert["id"])
     assert fired["triggeredAt"].endswith("Z") and fired["triggeredAt"] >= alert["createdAt"]
     assert {**fired, "triggeredAt": ""} == alert
@@ -277,22 +260,23 @@ async def test_an_alert_fires_once_when_the_months_spend_crosses_it(
     await usage(http, org, user, 1)
     assert await events_of(triggered, ledger_pool, ref) == []
     # Once a month per alert: raising the threshold does not re-arm it this month.
-    status, _ = await call(http, "PATCH", f"{ALERTS}/{alert['id']}", org.auth(),
-                           {"threshold": 1000})
+    status, _, _ = await request(http, "PATCH", f"{ALERTS}/{alert['id']}", org.auth(),
+                                 {"threshold": 1000})
     assert status == 200
     await usage(http, org, user, 400)  # 1011
     assert await events_of(triggered, ledger_pool, ref) == []
     assert await ledger_pool.fetchval(
         "select count(*) from ledger.outbox where org_id = $1", ref) == 1
     # Other currencies and other users were not touched.
-    status, listed = await call(http, "GET", ALERTS, org.auth(), user=user)
+    status, listed, _ = await request(http, "GET", ALERTS, org.auth(), params={"user": user})
     assert next(a for a in listed if a["id"] == euros["id"])["triggeredAt"] == ""
-    status, listed = await call(http, "GET", ALERTS, org.auth(), user="hanzo/other")
+    status, listed, _ = await request(http, "GET", ALERTS, org.auth(),
+                                      params={"user": "hanzo/other"})
     assert listed == [someone]
 
 
 async def test_zap_usage_fires_alerts_too(http, org, platform, triggered, ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     alert = await create(http, org.auth(), userId="hanzo/zap", threshold=30)
     async with http.post(API + "/zap", headers=org.auth(), json={
             "method": "billing.recordUsage", "id": 1,
@@ -304,7 +288,7 @@ async def test_zap_usage_fires_alerts_too(http, org, platform, triggered, ledger
 
 async def test_the_threshold_is_reached_exactly_and_replays_do_not_count(
         http, org, platform, triggered, ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     await create(http, org.auth(), userId="hanzo/idem", threshold=100)
     for _ in range(3):  # one debit, replayed
         await usage(http, org, "hanzo/idem", 60, requestId="req-1")
@@ -316,7 +300,7 @@ async def test_the_threshold_is_reached_exactly_and_replays_do_not_count(
 
 async def test_an_alert_fires_again_in_a_new_month(http, org, platform, triggered,
                                                    ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     await create(http, org.auth(), userId="hanzo/monthly", threshold=100)
     await usage(http, org, "hanzo/monthly", 150)
     assert len(await events_of(triggered, ledger_pool, ref)) == 1
@@ -334,7 +318,7 @@ async def test_an_alert_fires_again_in_a_new_month(http, org, platform, triggere
 
 async def test_an_alert_created_past_its_threshold_waits_for_the_next_crossing(
         http, org, platform, triggered, ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     await usage(http, org, "hanzo/late", 500)
     await create(http, org.auth(), userId="hanzo/late", threshold=100)
     await usage(http, org, "hanzo/late", 10)
@@ -343,7 +327,7 @@ async def test_an_alert_created_past_its_threshold_waits_for_the_next_crossing(
 
 async def test_usage_in_the_other_mode_does_not_count(http, org, platform, triggered,
                                                       ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     await create(http, org.auth("sk_test"), userId="hanzo/modes", threshold=100)
     await usage(http, org, "hanzo/modes", 500, key="sk_live")
     assert await events_of(triggered, ledger_pool, ref) == []
@@ -354,7 +338,7 @@ async def test_usage_in_the_other_mode_does_not_count(http, org, platform, trigg
 
 async def test_concurrent_debits_fire_each_alert_exactly_once(http, org, platform, triggered,
                                                               ledger_pool):
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     alerts = [await create(http, org.auth(), userId="hanzo/burst", threshold=t)
               for t in (100, 250, 499)]
     await asyncio.gather(*[usage(http, org, "hanzo/burst", 10) for _ in range(50)])
@@ -370,12 +354,12 @@ async def test_a_batch_of_debits_fires_on_the_debit_that_crosses(http, org, plat
                                                                  triggered, ledger_pool):
     """Usage debits written together (one transaction) are counted in one round trip; each
     alert fires on the debit that crossed it, with the spend right after that debit."""
-    ref = await org_id(platform, org)
+    ref = await org_id_of(platform, org)
     low = await create(http, org.auth(), userId="hanzo/a", threshold=25)
     high = await create(http, org.auth(), userId="hanzo/a", threshold=40)
     other = await create(http, org.auth(), userId="hanzo/b", threshold=5)
-    scope = Scope(org_id=ref, org_name=org.name, livemode=False, request_id="r",
-                  actor=Actor(kind="api_key", role="admin"))
+    scope = support.scope(ref, org_name=org.name, request_id="r",
+                          actor=Actor(kind="api_key", role="admin"))
 
     def debit(user, amount):
         return scope, domain.Movement(type="withdraw", user_id=user, debit="user:" + user,

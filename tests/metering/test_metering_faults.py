@@ -31,10 +31,10 @@ from services.gateway.app import Gateway
 from services.runtime import db
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats, free_port
+from tests.support import ROOT, eventually
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 PEPPER = "faults-pepper"
 ACK_WAIT_S = 2  # a killed worker's batches are redelivered this soon
 EVENTS_PER_BATCH = 20
@@ -176,13 +176,10 @@ async def _meter(http: aiohttp.ClientSession, key: str) -> str:
 
 
 async def _all_stored(cluster: Cluster, acked: list[str], timeout: float = 30.0) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        count, ids = await cluster.stored()
-        if set(acked) <= ids or time.monotonic() > deadline:
-            assert count == len(ids), f"{count - len(ids)} events stored twice"
-            return ids
-        await asyncio.sleep(0.2)
+    count, ids = await eventually(cluster.stored, lambda stored: set(acked) <= stored[1],
+                                  timeout, every=0.2)
+    assert count == len(ids), f"{count - len(ids)} events stored twice"
+    return ids
 
 
 async def test_a_worker_killed_mid_ingest_loses_and_duplicates_nothing(cluster):

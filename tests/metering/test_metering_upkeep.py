@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from contracts import Actor, Scope, meter_events
+from contracts import Actor, meter_events
 from contracts.errors import Failure
 from contracts.metering import (
     USAGE_AGGREGATE,
@@ -19,28 +19,14 @@ from contracts.metering import (
 from services.gateway import store as gateway_store
 from services.metering import domain, store
 from services.metering.handlers import ExpiredKeySweeper, upkeep
-
-API = "/api/v1/billing"
-
-
-@pytest.fixture
-def metering(platform):
-    return next(s for s in platform.services if s.name == "metering")
+from tests import support
+from tests.support import make_meter, record
 
 
 async def _record(http, org, events):
-    async with http.post(API + "/meter-events", json={"events": events},
-                         headers=org.auth()) as r:
-        assert r.status == 201, await r.text()
-        return (await r.json())["events"]
-
-
-async def _meter(http, org, event_name, aggregation="sum"):
-    async with http.post(API + "/meters", json={"name": event_name, "eventName": event_name,
-                                                "aggregationType": aggregation},
-                         headers=org.auth()) as r:
-        assert r.status == 201
-        return (await r.json())["id"]
+    status, body, _ = await record(http, org, events)
+    assert status == 201, body
+    return body["events"]
 
 
 async def _partitions(metering) -> set[str]:
@@ -71,7 +57,7 @@ async def test_old_months_are_dropped_whole(metering):
 
 
 async def test_idempotency_keys_are_kept_35_days_then_forgotten(http, org, metering):
-    meter_id = await _meter(http, org, "calls")
+    meter_id = await make_meter(http, org, "calls")
     await _record(http, org, [{"meterId": meter_id, "userId": "a", "value": 1,
                                "idempotency": key} for key in ("recent", "expired")])
     await metering.pool.execute(
@@ -111,10 +97,10 @@ async def test_expired_keys_are_swept_a_share_at_a_time(metering):
 
 
 async def test_usage_by_meter_for_invoices(http, org, metering):
-    tokens = await _meter(http, org, "tokens")
-    gauge = await _meter(http, org, "gauge", "last")
-    idle = await _meter(http, org, "idle")
-    backfill = await _meter(http, org, "api-usage")
+    tokens = await make_meter(http, org, "tokens")
+    gauge = await make_meter(http, org, "gauge", "last")
+    idle = await make_meter(http, org, "idle")
+    backfill = await make_meter(http, org, "api-usage")
     day = (datetime.now(UTC) - timedelta(days=2)).replace(hour=12, minute=0, second=0,
                                                           microsecond=0)
 
@@ -130,8 +116,8 @@ async def test_usage_by_meter_for_invoices(http, org, metering):
         {"meterId": backfill, "userId": "alice", "value": 7, "timestamp": at(0)},
         {"meterId": idle, "userId": "bob", "value": 1, "timestamp": at(0)}])
     org_id = (await gateway_store.org_by_name(metering.pool, org.name)).id
-    scope = Scope(org_id=org_id, org_name=org.name, livemode=False,
-                  actor=Actor(kind="service", role="platform"), request_id="test")
+    scope = support.scope(org_id, org_name=org.name, request_id="test",
+                          actor=Actor(kind="service", role="platform"))
     reply = await metering.request(USAGE_AGGREGATE.subject, scope, UsageAggregateParams(
         userId="alice", start=at(0), end=at(5)))  # end exclusive: the 99 is out
     usage = msgspec.json.decode(reply.result, type=UsageAggregate)

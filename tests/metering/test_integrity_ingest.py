@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 
 from contracts import meter_events
@@ -31,28 +30,11 @@ from services.gateway import store as gateway_store
 from services.metering import consumer, dead_letters, domain, store
 from services.metering import handlers as service
 from services.runtime.meter_stream import ensure_dead_letter_stream, publish_batch
-
-API = "/api/v1/billing"
-ASYNC = {"Prefer": "respond-async"}
-
-
-@pytest.fixture
-def metering(platform):
-    return next(s for s in platform.services if s.name == "metering")
+from tests.support import ASYNC, ev, eventually, make_meter, post
 
 
 async def _post(http, org, body, headers=None, *, raw: bytes | None = None):
-    kwargs = {"data": raw} if raw is not None else {"json": body}
-    async with http.post(API + "/meter-events", headers={**org.auth(), **(headers or {})},
-                         **kwargs) as r:
-        return r.status, await r.json(), r.headers
-
-
-async def _meter(http, org, event_name="calls"):
-    async with http.post(API + "/meters", json={"name": event_name, "eventName": event_name},
-                         headers=org.auth()) as r:
-        assert r.status == 201, await r.text()
-        return (await r.json())["id"]
+    return await post(http, "/meter-events", body, {**org.auth(), **(headers or {})}, raw=raw)
 
 
 async def _stored(metering, meter_id) -> list[asyncpg.Record]:
@@ -62,17 +44,10 @@ async def _stored(metering, meter_id) -> list[asyncpg.Record]:
 
 
 async def _eventually_stored(metering, meter_id, count, timeout=5.0) -> list[asyncpg.Record]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await _stored(metering, meter_id)
-        if len(rows) >= count or time.monotonic() > deadline:
-            await asyncio.sleep(0.3)  # and nothing more comes
-            return await _stored(metering, meter_id)
-        await asyncio.sleep(0.05)
-
-
-def _ev(meter_id, value=1, user="alice", **extra):
-    return {"meterId": meter_id, "userId": user, "value": value, **extra}
+    await eventually(lambda: _stored(metering, meter_id), lambda rows: len(rows) >= count,
+                     timeout)
+    await asyncio.sleep(0.3)  # and nothing more comes
+    return await _stored(metering, meter_id)
 
 
 # ---- item 6 (a), item 7: refused up front --------------------------------------------------
@@ -120,8 +95,8 @@ def test_batch_rules_refuse_nul_for_bus_callers(bad, message, param):
 @pytest.mark.parametrize("bad, message, param", FIELD_CASES)
 async def test_what_postgres_would_refuse_is_a_400_both_ways_in(http, org, metering, way,
                                                                 bad, message, param):
-    meter_id = await _meter(http, org)
-    events = [_ev(meter_id, 5), {**_ev(meter_id, 7), **bad}]
+    meter_id = await make_meter(http, org, "calls")
+    events = [ev(meter_id, 5), {**ev(meter_id, 7), **bad}]
     status, reply, _ = await _post(http, org, {"events": events},
                                    ASYNC if way == "async" else None)
     assert status == 400, reply
@@ -131,9 +106,9 @@ async def test_what_postgres_would_refuse_is_a_400_both_ways_in(http, org, meter
 
 
 async def test_a_backslash_before_u0000_is_not_a_nul(http, org, metering):
-    meter_id = await _meter(http, org)
+    meter_id = await make_meter(http, org, "calls")
     status, _, _ = await _post(http, org, {"events": [
-        _ev(meter_id, dimensions={"path": "C:\\u0000\\x"})]}, ASYNC)
+        ev(meter_id, dimensions={"path": "C:\\u0000\\x"})]}, ASYNC)
     assert status == 202
     assert len(await _eventually_stored(metering, meter_id, 1)) == 1
 
@@ -178,14 +153,10 @@ async def test_upkeep_with_one_month_retention_keeps_the_window(metering, monkey
 
 
 @pytest.fixture
-async def js(nats_url):
-    nc = await nats.connect(nats_url)
-    try:
-        jetstream = nc.jetstream()
-        await ensure_dead_letter_stream(jetstream)
-        yield jetstream
-    finally:
-        await nc.close()
+async def js(js):
+    """The shared JetStream fixture, with the dead-letter stream made."""
+    await ensure_dead_letter_stream(js)
+    return js
 
 
 async def _dead_letter(js, event_id: str, timeout=5.0) -> dead_letters.DeadLetter:
@@ -207,14 +178,14 @@ async def _dead_letters_cli(monkeypatch, nats_url, database_url, *argv: str):
 
 async def test_a_batch_for_a_month_without_partition_goes_to_the_dead_letters(
         http, org, metering, js, nats_url, database_url, monkeypatch, capsys):
-    meter_id = await _meter(http, org)
+    meter_id = await make_meter(http, org, "calls")
     when = datetime.now(UTC) - timedelta(days=34)  # inside the window, never this month
     month = domain.start_of_month(when)
     partition = f"events_{month:%Y_%m}"
     await metering.pool.execute(f"drop table metering.{partition}")
     try:
         status, body, _ = await _post(http, org, {"events": [
-            _ev(meter_id, 4, timestamp=when.isoformat()), _ev(meter_id, 6)]}, ASYNC)
+            ev(meter_id, 4, timestamp=when.isoformat()), ev(meter_id, 6)]}, ASYNC)
         assert status == 202
         letter = await _dead_letter(js, body["events"][0]["id"])
         assert "CheckViolationError" in letter.error and "partition" in letter.error
@@ -242,7 +213,7 @@ async def test_a_batch_for_a_month_without_partition_goes_to_the_dead_letters(
 
 async def test_discarding_a_dead_letter(http, org, metering, js, platform, nats_url,
                                         database_url, monkeypatch, capsys):
-    meter_id = await _meter(http, org)
+    meter_id = await make_meter(http, org, "calls")
     letter = await _dead_letter(js, await _publish_poison(js, platform, org, meter_id))
     await _dead_letters_cli(monkeypatch, nats_url, database_url, "discard", "--seq",
                             str(letter.seq))
@@ -268,10 +239,10 @@ async def _publish_poison(js, platform, org, meter_id) -> str:
 
 async def test_a_poison_batch_is_given_up_at_once_and_holds_nothing_up(http, org, metering,
                                                                        js, platform):
-    meter_id = await _meter(http, org)
+    meter_id = await make_meter(http, org, "calls")
     started = time.monotonic()
     poison = await _publish_poison(js, platform, org, meter_id)
-    status, _, _ = await _post(http, org, {"events": [_ev(meter_id, 3)]}, ASYNC)
+    status, _, _ = await _post(http, org, {"events": [ev(meter_id, 3)]}, ASYNC)
     assert status == 202
     letter = await _dead_letter(js, poison)
     assert letter.deliveries == 1  # the data is at fault: no retry can help
@@ -303,8 +274,8 @@ def test_transient_failures_are_retried_with_growing_delays_then_given_up():
 
 
 async def test_one_key_sync_then_async_is_one_request(http, org, metering):
-    meter_id = await _meter(http, org)
-    events = {"events": [_ev(meter_id, 5)]}
+    meter_id = await make_meter(http, org, "calls")
+    events = {"events": [ev(meter_id, 5)]}
     key = {"Idempotency-Key": "sync-first"}
     status, first, _ = await _post(http, org, events, key)
     assert status == 201
@@ -315,8 +286,8 @@ async def test_one_key_sync_then_async_is_one_request(http, org, metering):
 
 
 async def test_one_key_async_then_sync_is_one_request(http, org, metering):
-    meter_id = await _meter(http, org)
-    events = {"events": [_ev(meter_id, 5), _ev(meter_id, 6)]}
+    meter_id = await make_meter(http, org, "calls")
+    events = {"events": [ev(meter_id, 5), ev(meter_id, 6)]}
     key = {"Idempotency-Key": "async-first"}
     status, first, headers = await _post(http, org, events, {**key, **ASYNC})
     assert (status, headers["Preference-Applied"]) == (202, "respond-async")
@@ -331,11 +302,11 @@ async def test_one_key_async_then_sync_is_one_request(http, org, metering):
 
 
 async def test_async_same_key_other_body_is_refused(http, org, metering):
-    meter_id = await _meter(http, org)
+    meter_id = await make_meter(http, org, "calls")
     key = {"Idempotency-Key": "changed", **ASYNC}
-    status, _, _ = await _post(http, org, {"events": [_ev(meter_id, 5)]}, key)
+    status, _, _ = await _post(http, org, {"events": [ev(meter_id, 5)]}, key)
     assert status == 202
-    status, reply, _ = await _post(http, org, {"events": [_ev(meter_id, 50)]}, key)
+    status, reply, _ = await _post(http, org, {"events": [ev(meter_id, 50)]}, key)
     assert (status, reply["error"]["message"]) == (
         422, "idempotency key reused with different parameters")
     rows = await _eventually_stored(metering, meter_id, 2, timeout=1.0)
@@ -343,7 +314,7 @@ async def test_async_same_key_other_body_is_refused(http, org, metering):
 
 
 async def test_async_retry_serialised_differently_is_the_same_request(http, org, metering):
-    meter_id = await _meter(http, org)
+    meter_id = await make_meter(http, org, "calls")
     key = {"Idempotency-Key": "reserialised", **ASYNC, "Content-Type": "application/json"}
     first_body = msgspec.json.encode({"events": [
         {"meterId": meter_id, "userId": "alice", "value": 5,
@@ -359,8 +330,8 @@ async def test_async_retry_serialised_differently_is_the_same_request(http, org,
 
 
 async def test_identical_keyless_async_requests_are_distinct_events(http, org, metering):
-    meter_id = await _meter(http, org)
-    body = {"events": [_ev(meter_id, 2)]}
+    meter_id = await make_meter(http, org, "calls")
+    body = {"events": [ev(meter_id, 2)]}
     ids = set()
     for _ in range(3):
         status, reply, headers = await _post(http, org, body, ASYNC)

@@ -7,14 +7,10 @@ import secrets
 import pytest
 
 from tests.conftest import SERVICE_TOKENS, bearer
+from tests.support import request
 
 API = "/api/v1"
 ADMIN = bearer(SERVICE_TOKENS[0])
-
-
-async def _call(http, method, path, headers, **kw):
-    async with http.request(method, API + path, headers=headers, **kw) as r:
-        return r.status, await r.json(), r.headers
 
 
 async def _seed(http, headers, user):
@@ -28,7 +24,7 @@ async def _seed(http, headers, user):
             ("/billing/meters", {"name": f"m{i}", "eventName": f"e.{secrets.token_hex(4)}",
                                  "aggregationType": "sum"}),
         ):
-            status, reply, _ = await _call(http, "POST", path, headers, json=body)
+            status, reply, _ = await request(http, "POST", API + path, headers, json=body)
             assert status in (200, 201), (path, reply)
 
 
@@ -46,7 +42,7 @@ async def test_lists_report_total_and_more(http, make_org, path, key):
     total = 6 if path == "/billing/transactions" else 3
     query = {"user": user, "userId": user}
     for limit, offset in ((2, 0), (2, 2), (100, 0), (2, 50)):
-        status, reply, h = await _call(http, "GET", path, headers, params={
+        status, reply, h = await request(http, "GET", API + path, headers, params={
             **query, "limit": str(limit), "offset": str(offset)})
         assert status == 200, reply
         items = reply if key is None else reply[key]
@@ -57,6 +53,6 @@ async def test_lists_report_total_and_more(http, make_org, path, key):
 
 
 async def test_a_single_object_has_no_paging_headers(http):
-    status, _, h = await _call(http, "GET", "/billing/balance", ADMIN, params={"user": "a"})
+    status, _, h = await request(http, "GET", API + "/billing/balance", ADMIN, params={"user": "a"})
     assert status == 200
     assert "X-Total-Count" not in h and "X-Has-More" not in h

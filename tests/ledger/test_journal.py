@@ -7,19 +7,16 @@ hold expiry and concurrency, and a property test of the books over random entry 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import Actor, Request, Scope
+from contracts import Actor
 from contracts import journal as endpoints
-from contracts.errors import Failure
 from contracts.ids import rfc3339
 from contracts.journal import (
     JournalAccountCreateParams,
@@ -41,14 +38,10 @@ from contracts.journal import (
 from services.ledger.journal import domain as journal
 from services.ledger.journal import handlers as journal_handlers
 from services.ledger.journal.domain import Account, Draft, Entry, Hold, Leg
+from tests import support
+from tests.support import refused
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
-
-
-def refused(fn, *args) -> tuple[int, str]:
-    with pytest.raises(Failure) as e:
-        fn(*args)
-    return e.value.error.status, e.value.error.message
 
 
 def legs(*pairs) -> tuple[Leg, ...]:
@@ -287,39 +280,13 @@ def test_only_operators_use_the_journal_and_only_minters_post():
 
 # ---- on the bus, against the real database --------------------------------------------------
 
-_encode = msgspec.json.Encoder().encode
-PLATFORM = Actor(kind="service", role="platform", may_mint=True)
 
-
-class Tenant:
+class Tenant(support.Bus):
     """One organization (the spec's tenant) and mode, talking to the journal over NATS as
     the payments service will."""
 
-    def __init__(self, nc, org_id: str | None = None, livemode: bool = False):
-        self.nc = nc
-        self.org_id = org_id or f"t-{secrets.token_hex(6)}"
-        self.livemode = livemode
-
     def mode(self, livemode: bool) -> Tenant:
         return Tenant(self.nc, self.org_id, livemode)
-
-    async def ask(self, subject: str, params, *, actor: Actor = PLATFORM,
-                  key: str | None = None) -> dict:
-        scope = Scope(org_id=self.org_id, org_name=self.org_id, livemode=self.livemode,
-                      actor=actor, request_id=secrets.token_hex(8), idempotency_key=key,
-                      fingerprint=key and "fp")
-        msg = await self.nc.request(subject, _encode(Request(scope, params)), timeout=30)
-        return msgspec.json.decode(msg.data)
-
-    async def ok(self, subject: str, params, **kw) -> dict:
-        reply = await self.ask(subject, params, **kw)
-        assert "error" not in reply, reply
-        return reply["result"]
-
-    async def error(self, subject: str, params, **kw) -> tuple[int, str]:
-        reply = await self.ask(subject, params, **kw)
-        assert "error" in reply, reply
-        return reply["error"]["status"], reply["error"]["message"]
 
     async def account(self, name: str, type: str, **kw) -> str:
         created = await self.ok(endpoints.ACCOUNT_CREATE.subject,
@@ -376,18 +343,6 @@ class Books(Tenant):
     cash: str
     fees: str
     cust: str
-
-
-@pytest.fixture(scope="module")
-async def nc(nats_url, platform):
-    conn = await nats.connect(nats_url)
-    yield conn
-    await conn.drain()
-
-
-@pytest.fixture(scope="module")
-def ledger(platform):
-    return next(s for s in platform.services if s.name == "ledger")
 
 
 async def books(nc, org_id: str | None = None, livemode: bool = False) -> Books:

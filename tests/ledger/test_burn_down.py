@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import string
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import msgspec
-import nats
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts import Actor, Request, Scope
+from contracts import Actor
 from contracts import credits as endpoints
 from contracts.credits import (
     CreditBurnParams,
@@ -24,10 +21,11 @@ from contracts.credits import (
     CreditGrantListParams,
     CreditGrantVoidParams,
 )
-from contracts.errors import Failure
 from services.gateway import store as gateway_store
 from services.ledger.credits import domain as credits
 from services.ledger.credits.domain import BurnPlan, Grant
+from tests import support
+from tests.support import refused
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -42,12 +40,6 @@ def grant(id: str, remaining: int, **kw) -> Grant:
 
 def remaining_after(grants: list[Grant], plan: BurnPlan) -> dict[str, int]:
     return {g.id: g.remaining for g in credits.apply_burn(grants, plan)}
-
-
-def refused(fn, *args) -> tuple[int, str]:
-    with pytest.raises(Failure) as e:
-        fn(*args)
-    return e.value.error.status, e.value.error.message
 
 
 # ---- §8 D: the grant model ------------------------------------------------------------
@@ -355,55 +347,27 @@ def test_preview_matches_burn_and_burns_compose(grants, a, b, currency, meter):
 
 # ---- burns on the bus, against the real database --------------------------------------
 
-_encode = msgspec.json.Encoder().encode
-PLATFORM = Actor(kind="service", role="platform", may_mint=True)
 
-
-class Bus:
+class Bus(support.Bus):
     """Talks to the ledger service over NATS, as invoicing will."""
 
-    def __init__(self, nc, org_id: str, livemode: bool = False):
-        self.nc, self.org_id, self.livemode = nc, org_id, livemode
-
-    def scope(self, key: str | None = None, actor: Actor = PLATFORM) -> Scope:
-        return Scope(org_id=self.org_id, org_name=self.org_id, livemode=self.livemode,
-                     actor=actor, request_id=secrets.token_hex(8), idempotency_key=key,
-                     fingerprint=key and "fp")
-
-    async def ask(self, subject: str, params, key: str | None = None, **kw) -> dict:
-        msg = await self.nc.request(subject, _encode(Request(self.scope(key, **kw), params)),
-                                    timeout=30)
-        return msgspec.json.decode(msg.data)
-
-    async def result(self, subject: str, params, key: str | None = None, **kw) -> dict:
-        reply = await self.ask(subject, params, key, **kw)
-        assert "error" not in reply, reply
-        return reply["result"]
-
     async def grant(self, user: str, amount: int, **kw) -> str:
-        created = await self.result(endpoints.CREDIT_GRANT_CREATE.subject,
-                                    CreditGrantCreateParams(userId=user, amountCents=amount,
-                                                            **kw))
+        created = await self.ok(endpoints.CREDIT_GRANT_CREATE.subject,
+                                CreditGrantCreateParams(userId=user, amountCents=amount,
+                                                        **kw))
         return created["id"]
 
     async def remaining(self, user: str) -> dict[str, int]:
-        listed = await self.result(endpoints.CREDIT_GRANT_LIST.subject,
-                                   CreditGrantListParams(userId=user))
+        listed = await self.ok(endpoints.CREDIT_GRANT_LIST.subject,
+                               CreditGrantListParams(userId=user))
         return {g["id"]: g["remainingCents"] for g in listed["grants"]}
 
     async def burn(self, user: str, amount: int, *, meter: str = "", currency: str = "",
                    key: str | None = None, preview: bool = False) -> dict:
         subject = (endpoints.CREDIT_GRANT_PREVIEW.subject if preview
                    else endpoints.CREDIT_GRANT_BURN.subject)
-        return await self.result(subject, CreditBurnParams(
+        return await self.ok(subject, CreditBurnParams(
             userId=user, amount=amount, currency=currency, meterId=meter), key)
-
-
-@pytest.fixture(scope="module")
-async def nc(nats_url):
-    conn = await nats.connect(nats_url)
-    yield conn
-    await conn.drain()
 
 
 @pytest.fixture
@@ -474,8 +438,8 @@ async def test_currency_mode_and_org_isolation(bus, nc, platform, make_org):
 
 async def test_voided_grants_are_not_burned(bus):
     gid = await bus.grant("hanzo/void", 500)
-    assert (await bus.result(endpoints.CREDIT_GRANT_VOID.subject,
-                             CreditGrantVoidParams(id=gid))) == {"id": gid, "voided": True}
+    assert (await bus.ok(endpoints.CREDIT_GRANT_VOID.subject,
+                         CreditGrantVoidParams(id=gid))) == {"id": gid, "voided": True}
     assert await bus.burn("hanzo/void", 50) == {"remaining": 50, "burned": []}
 
 

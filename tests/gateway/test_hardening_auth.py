@@ -13,15 +13,16 @@ import pytest
 from services import cli
 from services.gateway import store
 from tests.conftest import PEPPER, SERVICE_TOKENS, bearer
+from tests.support import request
 
 BALANCE = "/api/v1/billing/balance"
 UNKNOWN = "Unable to retrieve organization associated with access token"
 
 
 async def _get(http, headers=None, params=None, path=BALANCE):
-    async with http.get(path, headers=headers or {},
-                        params={"user": "a", **(params or {})}) as r:
-        return r.status, await r.json()
+    status, body, _ = await request(http, "GET", path, headers,
+                                    params={"user": "a", **(params or {})})
+    return status, body
 
 
 def _error(status, body, expected):

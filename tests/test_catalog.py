@@ -1,4 +1,4 @@
-"""The default plan catalog (plans/) and its loader (contracts.catalog)."""
+"""The default plan catalog (plans/, shipped beside the loader) and its loader (contracts.catalog)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts import catalog as catalog_module
 from contracts.catalog import (
     DEFAULT_PLANS_DIR,
     Catalog,
@@ -89,8 +90,9 @@ def _write(directory: Path, name: str, plans: object) -> Path:
 # --- the default catalog ---------------------------------------------------------------------
 
 
-def test_default_directory_is_the_repository_plans_folder(catalog: Catalog) -> None:
-    assert DEFAULT_PLANS_DIR == Path(__file__).resolve().parents[1] / "plans"
+def test_default_directory_is_the_catalog_shipped_beside_its_loader(catalog: Catalog) -> None:
+    # Package data next to the loader, so a non-editable install has it too (issue 9).
+    assert DEFAULT_PLANS_DIR == Path(catalog_module.__file__).resolve().parent / "plans"
     assert catalog.directory == DEFAULT_PLANS_DIR
 
 

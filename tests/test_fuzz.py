@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import jsonschema
 import pytest
@@ -22,7 +23,8 @@ from schemathesis import GenerationMode
 from services.gateway import openapi
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
 
-EXAMPLES = 25  # per operation and generation mode
+# Per operation and generation mode; BILLING_FUZZ_EXAMPLES=500 for a longer hunt.
+EXAMPLES = int(os.environ.get("BILLING_FUZZ_EXAMPLES", "25"))
 # Half the cases get plausible values where they name a user or a currency, so that they
 # reach the services' rules and stores instead of stopping at the first validation.
 SANE = {"user": "fuzz/alice", "userId": "fuzz/alice", "currency": "usd"}

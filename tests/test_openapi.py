@@ -30,7 +30,7 @@ async def test_every_route_with_its_parameters_bodies_and_responses(http):
     for route in ROUTES:
         op = doc["paths"][route.path][route.method.lower()]
         operation_ids.add(op["operationId"])
-        params = route.params.__name__
+        params = route.endpoint.params.__name__
         fields = set(schemas[params].get("properties", {}))
         declared = {(p["in"], p["name"]) for p in op.get("parameters", []) if "in" in p}
         path_params = {name for where, name in declared if where == "path"}
@@ -43,8 +43,14 @@ async def test_every_route_with_its_parameters_bodies_and_responses(http):
             assert body == {"$ref": f"#/components/schemas/{params}"}
         if route.idempotent:
             assert {"$ref": "#/components/parameters/IdempotencyKey"} in op["parameters"]
-        statuses = set(op["responses"])
-        assert [s for s in statuses if s.startswith("2")], route.name
+        assert str(route.status) in op["responses"], route.name
+        if route.endpoint.result is not None and route.status != 204:
+            success = op["responses"][str(route.status)]["content"]["application/json"]
+            assert success["schema"]["$ref"] if "$ref" in success["schema"] else success[
+                "schema"]["items"]
+        if route.kind == "ingest":
+            assert "202" in op["responses"]
+            assert {"$ref": "#/components/parameters/PreferAsync"} in op["parameters"]
         for status, response in op["responses"].items():
             if not status.startswith("2"):
                 ref = response["$ref"]

@@ -2,9 +2,9 @@
 pages that serve it: `GET /openapi.json` and a Swagger UI page at `GET /docs` whose assets
 come from an installed package (nothing is fetched from the internet at run time).
 
-A route gives the path, method, access class and idempotency; its endpoint gives the params
-struct (the request body, or the query parameters when the route reads its query) and the
-result type (the success body); every struct's JSON schema is msgspec's. Every non-2xx answer
+A route gives the path, method, access class, idempotency and success status; its endpoint
+gives the params struct (the request body, or the query parameters when the route reads its
+query) and the result type (the success body); every struct's JSON schema is msgspec's. Every non-2xx answer
 is the error envelope, one shared component. Built once when the application is assembled.
 """
 
@@ -22,33 +22,6 @@ from services.gateway.routing import Route
 OPENAPI = "3.1.0"
 _REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-_UNKNOWN = object()  # a result type the route does not declare
-
-
-# ---- adapter: today's Route (params on the route, no result, no status) ------------------
-# Removed once every Route carries an `endpoint` (subject, params, result) and a `status`.
-
-
-def _params_of(route: Route) -> Any:
-    endpoint = getattr(route, "endpoint", None)
-    return endpoint.params if endpoint is not None else route.params
-
-
-def _result_of(route: Route) -> Any:
-    endpoint = getattr(route, "endpoint", None)
-    return endpoint.result if endpoint is not None else _UNKNOWN
-
-
-def _subject_of(route: Route) -> str:
-    endpoint = getattr(route, "endpoint", None)
-    return endpoint.subject if endpoint is not None else route.subject
-
-
-def _status_of(route: Route) -> int:
-    status = getattr(route, "status", None)
-    if status is not None:
-        return status
-    return {"POST": 201, "DELETE": 204}.get(route.method, 200)
 
 
 # ---- security ----------------------------------------------------------------------------
@@ -169,10 +142,9 @@ def document(routes: tuple[Route, ...], prefixes: tuple[str, ...], *, zap: Route
     """The OpenAPI document of `routes` (and ZAP), served under each of `prefixes`."""
     types: list[Any] = []
     for route in routes:
-        types.append(_params_of(route))
-        result = _result_of(route)
-        if result is not _UNKNOWN and result is not None:
-            types.append(result)
+        types.append(route.endpoint.params)
+        if route.endpoint.result is not None:
+            types.append(route.endpoint.result)
     refs, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = dict(zip(map(id, types), refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
@@ -202,7 +174,12 @@ def document(routes: tuple[Route, ...], prefixes: tuple[str, ...], *, zap: Route
                 "description": "Makes a retry safe: the same key and body replay the first "
                                "answer (`Idempotent-Replayed: true`). `X-Idempotency-Key` is "
                                "a synonym.",
-                "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"}}},
+                "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"}},
+                "PreferAsync": {
+                    "name": "Prefer", "in": "header", "required": False,
+                    "description": "`respond-async`: answer 202 once the events are durably "
+                                   "queued, and record them in the background.",
+                    "schema": {"type": "string", "enum": ["respond-async"]}}},
             "securitySchemes": security_schemes,
         },
     }
@@ -210,7 +187,7 @@ def document(routes: tuple[Route, ...], prefixes: tuple[str, ...], *, zap: Route
 
 def _operation(route: Route, schemas: dict[str, Any], schema_of: dict[int, Any],
                query_keys: bool) -> dict[str, Any]:
-    params = _params_of(route)
+    params = route.endpoint.params
     path_params = [m.group(1) for m in _PATH_PARAM.finditer(route.path)]
     fields = schemas[params.__name__].get("properties", {})
     parameters: list[dict[str, Any]] = [
@@ -221,7 +198,9 @@ def _operation(route: Route, schemas: dict[str, Any], schema_of: dict[int, Any],
                        for name, schema in fields.items() if name not in path_params]
     if route.idempotent:
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
-    subject = _subject_of(route)
+    if route.kind == "ingest":
+        parameters.append({"$ref": "#/components/parameters/PreferAsync"})
+    subject = route.endpoint.subject
     operation: dict[str, Any] = {
         "operationId": _operation_id(route),
         "tags": [subject.split(".")[1]] if subject.count(".") >= 2 else ["billing"],
@@ -248,13 +227,15 @@ def _path_schema(fields: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _success(route: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
-    status = _status_of(route)
-    result = _result_of(route)
-    if status == 204 or result is None:
-        return {str(status): {"description": "Done; no body."}}
-    schema = {} if result is _UNKNOWN else schema_of[id(result)]
-    return {str(status): {"description": "Success.",
-                          "content": {"application/json": {"schema": schema}}}}
+    result = route.endpoint.result
+    if route.status == 204 or result is None:
+        return {str(route.status): {"description": "Done; no body."}}
+    content = {"application/json": {"schema": schema_of[id(result)]}}
+    success = {str(route.status): {"description": "Success.", "content": content}}
+    if route.kind == "ingest":
+        success["202"] = {"description": "Accepted, to be recorded asynchronously "
+                                         "(`Prefer: respond-async`).", "content": content}
+    return success
 
 
 def _operation_id(route: Route) -> str:

@@ -23,6 +23,7 @@ from services.gateway import openapi
 from services.gateway.auth import Authenticator
 from services.gateway.errors import TOO_LARGE, ApiError, translate
 from services.gateway.http import (
+    NUL_REFUSED,
     GatewayRunner,
     decode_body,
     error_response,
@@ -214,6 +215,8 @@ class Gateway:
             return _zap_error("", -32700, f"parse error: {e}", 400)
         except RecursionError:
             return _zap_error("", -32700, "parse error: nested too deeply", 400)
+        if isinstance(call.id, str) and "\x00" in call.id:  # refused like any NUL, not echoed
+            return _zap_error("", -32600, f"id: {NUL_REFUSED}", 400)
         if not call.method:
             return _zap_error(call.id, -32600, "method is required", 400)
         route = ZAP_METHODS.get(call.method)

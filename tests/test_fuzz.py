@@ -43,47 +43,6 @@ def _sane(case):
     return case
 
 
-# ---- failures the hardening branch fixes (delete this section once it is merged) -------
-# A failure of one of these kinds makes the test xfail; any other kind fails it.
-
-
-def _big(value) -> bool:
-    if isinstance(value, list):
-        return any(_big(v) for v in value)
-    try:
-        return abs(int(float(value))) >= 2**63
-    except (TypeError, ValueError, OverflowError):
-        return value is not None and "inf" in str(value).lower()
-
-
-def _truncated(body) -> bool:
-    if not isinstance(body, str | bytes):
-        return False
-    try:
-        json.loads(body)
-    except ValueError:
-        return True
-    return False
-
-
-def _fixed_on_hardening(case, status: int, body: bytes) -> bool:
-    if status == 400 and body.startswith(b"Got more than 8190 bytes"):  # aiohttp's parser
-        return True
-    if status < 500:
-        return False
-    query = case.query or {}
-    path = case.path_parameters or {}
-    fields = case.body if isinstance(case.body, dict) else {}
-    return (_truncated(case.body)  # an unknown field, then the JSON stops
-            or any(_big(query.get(name)) for name in ("offset", "limit"))  # offset ≥ 2^63
-            or any("\x00" in str(v) for v in (*query.values(), *path.values()))  # NUL
-            or "expiresIn" in fields  # far-future expiry
-            or bool({"periodStart", "periodEnd"} & set(query)))  # far-future dates
-
-
-# ----------------------------------------------------------------------------------------
-
-
 def _problem(label: str, status: int, body: bytes) -> str | None:
     if status >= 500:
         return f"{status}"
@@ -104,12 +63,11 @@ def _problem(label: str, status: int, body: bytes) -> str | None:
     return None
 
 
-def _fuzz(label: str, base_url: str, auth: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(failures, failures of a kind the hardening branch fixes), ten of each at most."""
+def _fuzz(label: str, base_url: str, auth: dict[str, str]) -> list[str]:
+    """The failures found (ten at most), each with a curl line that reproduces it."""
     operation = SCHEMA.find_operation_by_label(label)
     assert operation is not None, label
     failures: list[str] = []
-    known: list[str] = []
     session = requests.Session()
 
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -122,17 +80,13 @@ def _fuzz(label: str, base_url: str, auth: dict[str, str]) -> tuple[list[str], l
         def run(case) -> None:
             response = case.call(base_url=base_url, headers=auth, session=session, timeout=30)
             problem = _problem(label, response.status_code, response.content)
-            if problem is None:
-                return
-            found = known if _fixed_on_hardening(
-                case, response.status_code, response.content) else failures
-            if len(found) < 10:
-                found.append(f"{problem}: {response.content[:200]!r}\n  "
-                             f"{case.as_curl_command(headers=auth)}")
+            if problem is not None and len(failures) < 10:
+                failures.append(f"{problem}: {response.content[:200]!r}\n  "
+                                f"{case.as_curl_command(headers=auth)}")
 
         run()
     session.close()
-    return failures, known
+    return failures
 
 
 @pytest.mark.timeout(300)
@@ -141,7 +95,5 @@ async def test_fuzzing_finds_no_5xx_and_only_envelopes(label, platform, make_org
     org = await make_org()
     base_url = f"http://127.0.0.1:{platform.gateway.port}/api/v1"
     # In a thread: the gateway answers from this test's event loop.
-    failures, known = await asyncio.to_thread(_fuzz, label, base_url, org.auth())
+    failures = await asyncio.to_thread(_fuzz, label, base_url, org.auth())
     assert not failures, "\n".join(failures)
-    if known:
-        pytest.xfail("fixed on the hardening branch:\n" + "\n".join(known))

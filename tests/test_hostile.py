@@ -103,24 +103,6 @@ def _path_ids() -> dict[str, str]:
     return {"id-nul": "a%00b", "id-long": LONG, "id-invalid-utf8": "%FF%FE", "id-dots": "..%2F.."}
 
 
-# ---- cases fixed on the hardening branch (un-mark once it is merged) ----------------------
-# ("*", case): every REST route. 1e309 on credit, spend-alert update and meter creation is
-# "after an unknown field" too (those params have no integer field, the test sends `amount`).
-FIXED_ON_HARDENING = {
-    ("*", "truncated-unknown-field"), ("*", "nan-after-unknown-field"),
-    ("*", "id-nul"), ("*", "url-over-8190"),
-    ("POST /billing/credit", "1e309"), ("PATCH /billing/spend-alerts/{id}", "1e309"),
-    ("POST /billing/meters", "1e309"),
-    ("GET /billing/usage", "2^63"), ("GET /billing/transactions", "2^63"),
-    ("GET /billing/credit-grants", "2^63"), ("GET /billing/spend-alerts", "2^63"),
-    ("GET /billing/meters", "2^63"),
-    ("POST /billing/zap (params)", "deep-nesting-field"),
-    ("POST /billing/zap (params)", "deep-nesting-top"),
-    ("POST /billing/zap", "deep-nesting-field"),
-    ("POST /billing/zap", "nul-in-id"),
-}
-
-
 def _cases():
     for route in ROUTES:
         name = f"{route.method} {route.path}"
@@ -152,10 +134,7 @@ def _cases():
 
 def _params():
     for name, case, route, path, query, body in _cases():
-        marks = [pytest.mark.xfail(strict=False, reason="fixed on the hardening branch")] if (
-            (name, case) in FIXED_ON_HARDENING
-            or (route is not ZAP_ROUTE and ("*", case) in FIXED_ON_HARDENING)) else []
-        yield pytest.param(route, path, query, body, marks=marks, id=f"{name} {case}")
+        yield pytest.param(route, path, query, body, id=f"{name} {case}")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ COPY . .
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app billing
 
-# `pip install .` puts the code in site-packages; the plan catalog stays here.
-ENV BILLING_PLANS_DIR=/app/plans
 USER billing
 EXPOSE 8080
 ENTRYPOINT ["billing"]

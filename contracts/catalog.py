@@ -36,8 +36,9 @@ __all__ = [
 PLANS_DIR_ENV = "BILLING_PLANS_DIR"
 #: Name the reference used for the same override; honoured when ``BILLING_PLANS_DIR`` is unset.
 _LEGACY_PLANS_DIR_ENV = "COMMERCE_PLANS_DIR"
-#: The repository's own catalog.
-DEFAULT_PLANS_DIR = Path(__file__).resolve().parents[1] / "plans"
+#: The default catalog ships inside the package, next to this loader (package data), so an
+#: installed wheel finds it as a checkout does.
+DEFAULT_PLANS_DIR = Path(__file__).resolve().parent / "plans"
 
 # Files load in this order first (the reference lists subscription plans before DNS plans);
 # any other ``*.json`` file follows, by name.
@@ -320,7 +321,7 @@ def parse_plans(data: bytes | str, source: str = "<memory>") -> list[Plan]:
 
 def resolve_plans_dir(directory: Path | str | None = None) -> Path:
     """The catalog directory: the argument, else ``$BILLING_PLANS_DIR``, else
-    ``$COMMERCE_PLANS_DIR`` (the reference's name), else the repository's ``plans/``."""
+    ``$COMMERCE_PLANS_DIR`` (the reference's name), else the catalog shipped in the package."""
     if directory is not None:
         return Path(directory)
     for env in (PLANS_DIR_ENV, _LEGACY_PLANS_DIR_ENV):

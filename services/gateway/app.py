@@ -19,9 +19,11 @@ from aiohttp import web
 
 from contracts import ErrorCode
 from contracts.errors import INTERNAL_MESSAGE
+from services.gateway import openapi
 from services.gateway.auth import Authenticator
 from services.gateway.errors import TOO_LARGE, ApiError, translate
 from services.gateway.http import (
+    NUL_REFUSED,
     GatewayRunner,
     decode_body,
     error_response,
@@ -121,6 +123,9 @@ class Gateway:
         app = web.Application(middlewares=[self._edge], client_max_size=self.body_limit())
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        openapi.add_routes(app.router, openapi.document(
+            ROUTES, self.settings.path_prefixes, zap=ZAP_ROUTE, zap_methods=tuple(ZAP_METHODS),
+            version=VERSION, query_keys=self.settings.allow_query_keys))
         # Each kind of route has its handler; a new kind (webhook, page) adds one here.
         handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler}
         for prefix in self.settings.path_prefixes:
@@ -210,6 +215,8 @@ class Gateway:
             return _zap_error("", -32700, f"parse error: {e}", 400)
         except RecursionError:
             return _zap_error("", -32700, "parse error: nested too deeply", 400)
+        if isinstance(call.id, str) and "\x00" in call.id:  # refused like any NUL, not echoed
+            return _zap_error("", -32600, f"id: {NUL_REFUSED}", 400)
         if not call.method:
             return _zap_error(call.id, -32600, "method is required", 400)
         route = ZAP_METHODS.get(call.method)

@@ -82,13 +82,30 @@ async def ensure_database(dsn: str) -> None:
         await conn.close()
 
 
+class MigrationsMissing(RuntimeError):
+    """A migrations folder that is absent or holds no `*.sql` file: a broken install (the
+    package data was not shipped), never "nothing to do"."""
+
+
+def migration_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.sql")) if folder.is_dir() else []
+    if not files:
+        raise MigrationsMissing(f"no migrations in {str(folder)!r}: the package is incomplete")
+    return files
+
+
 async def migrate(conn: asyncpg.Connection, schema: str, directory: Path | None) -> list[str]:
     """Apply pending migrations of one service schema; returns the versions applied.
 
-    The runtime's own migrations (idempotency keys, ...) come first, then the service's.
+    The runtime's own migrations (idempotency keys, ...) come first, then the service's
+    (`directory`; None: the runtime's only). A folder that is missing or empty raises
+    `MigrationsMissing` before anything is touched.
     A session advisory lock per schema makes replicas that start together apply each file
     exactly once: the second waits, then finds nothing left to do.
     """
+    sources = [("runtime", migration_files(RUNTIME_MIGRATIONS))]
+    if directory is not None:
+        sources.append((schema, migration_files(directory)))
     lock_key = f"billing.migrate.{schema}"
     await conn.execute("select pg_advisory_lock(hashtextextended($1, 0))", lock_key)
     try:
@@ -100,10 +117,8 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path | None)
         applied = {r["version"] for r in await conn.fetch(
             f"select version from {schema}.schema_migrations")}
         pending: list[tuple[str, str]] = []
-        for prefix, folder in (("runtime", RUNTIME_MIGRATIONS), (schema, directory)):
-            if folder is None:
-                continue
-            for path in sorted(folder.glob("*.sql")):
+        for prefix, files in sources:
+            for path in files:
                 version = f"{prefix}/{path.stem}"
                 if version not in applied:
                     pending.append((version, path.read_text().replace("{schema}", schema)))

@@ -1,4 +1,4 @@
-"""The default plan catalog (plans/) and its loader (contracts.catalog)."""
+"""The default plan catalog (plans/, shipped beside the loader) and its loader (contracts.catalog)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts import catalog as catalog_module
 from contracts.catalog import (
     DEFAULT_PLANS_DIR,
     Catalog,
@@ -15,7 +16,6 @@ from contracts.catalog import (
     load_catalog,
     parse_plans,
 )
-from tests.support import ROOT
 
 # The reference catalog's facts: slug -> (category, monthly cents, annual cents per month,
 # per seat, popular, contact sales). world-pro / world-team state a yearly total (290, 990 USD),
@@ -90,8 +90,9 @@ def _write(directory: Path, name: str, plans: object) -> Path:
 # --- the default catalog ---------------------------------------------------------------------
 
 
-def test_default_directory_is_the_repository_plans_folder(catalog: Catalog) -> None:
-    assert DEFAULT_PLANS_DIR == ROOT / "plans"
+def test_default_directory_is_the_catalog_shipped_beside_its_loader(catalog: Catalog) -> None:
+    # Package data next to the loader, so a non-editable install has it too (issue 9).
+    assert DEFAULT_PLANS_DIR == Path(catalog_module.__file__).resolve().parent / "plans"
     assert catalog.directory == DEFAULT_PLANS_DIR
 
 

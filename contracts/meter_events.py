@@ -85,13 +85,6 @@ def derived_id_base(batch_id: str) -> str:
 RESERVED_KEY_PREFIX = "billing:"
 
 
-def refuse_reserved_keys(events: list[MeterEventInput]) -> None:
-    for i, e in enumerate(events):
-        if e.idempotency and e.idempotency.startswith(RESERVED_KEY_PREFIX):
-            raise invalid(f"idempotency keys starting with {RESERVED_KEY_PREFIX!r} are"
-                          f" reserved (event {i})", "idempotency")
-
-
 def usage_copy_key(user: str, request_id: str) -> str:
     """The key of the copy of a usage debit: one per user and requestId, as the debit."""
     return RESERVED_KEY_PREFIX + "usage:" + msgspec.json.encode([user, request_id]).decode()
@@ -104,21 +97,31 @@ def accept_batch(events: list[MeterEventInput] | None, now: datetime, id_base: s
                  ) -> list[AcceptedEvent]:
     """Validates the whole batch (nothing of a refused batch is stored) and returns its
     events with ids, canonical user ids and timestamps. Meter existence is checked by the
-    caller, which knows the organization's meters (`require_known_meters`)."""
+    caller, which knows the organization's meters (`require_known_meters`).
+
+    Also refused here, before any answer, is what PostgreSQL would refuse once the batch is
+    accepted (so an asynchronous batch is never answered 202 and then found unstorable):
+    ids and keys are indexed (a B-tree entry holds at most ~2.7 KB) and no text holds NUL.
+    The usual batch passes in one loop; the slow paths say which event and field."""
     if not events:
         raise invalid("at least one event is required", "events")
     if len(events) > MAX_BATCH:
         raise invalid("maximum 100 events per batch", "events")
-    refuse_reserved_keys(events)
     now_us = to_us(now)
     earliest, latest = to_us(now - BACKDATE), to_us(now + AHEAD)
+    m = MAX_ID_CHARS
     accepted = []
     for i, e in enumerate(events):
-        if not e.meterId:
+        meter_id = e.meterId
+        if not meter_id:
             raise invalid("meterId is required for each event", "meterId")
         user = (e.userId or "").strip().lower()
         if not user:
             raise invalid("userId is required for each event", "userId")
+        key = e.idempotency or ""
+        if (len(meter_id) > m or len(user) > m or len(key) > m or "\x00" in meter_id
+                or "\x00" in user or "\x00" in key or key.startswith(RESERVED_KEY_PREFIX)):
+            _refuse_ids(i, meter_id, user, key)
         value = e.value or 0
         if value < 0:
             raise invalid(f"negative value for event {i}", "value")
@@ -132,49 +135,39 @@ def accept_batch(events: list[MeterEventInput] | None, now: datetime, id_base: s
                               " ago to 5 minutes ahead", "timestamp")
         else:
             ts_us = now_us
-        accepted.append(AcceptedEvent(id_base + _SUFFIX[i], e.meterId, user, value, ts_us,
-                                      e.idempotency or "", e.dimensions))
-    require_storable(accepted)
+        accepted.append(AcceptedEvent(id_base + _SUFFIX[i], meter_id, user, value, ts_us, key,
+                                      e.dimensions))
+    _require_storable_dimensions(accepted)
     return accepted
 
 
-# What PostgreSQL would refuse once the batch is accepted: checked before any answer, so an
-# asynchronous batch is never answered 202 and then found unstorable. Ids and keys are
-# indexed (a B-tree entry holds at most ~2.7 KB), and no text can hold NUL.
 MAX_ID_CHARS = 255
 MAX_DIMENSIONS_BYTES = 4096  # the dimensions object as JSON
 _encode_dimensions = msgspec.json.Encoder().encode
 
 
-def require_storable(events: Sequence[AcceptedEvent]) -> None:
-    """Refuses (400, naming the limit) an event with a field PostgreSQL would not store.
-    One pass over the batch when all is well; the slow path says which event and field."""
-    m = MAX_ID_CHARS
-    for e in events:
-        if (len(e.meterId) > m or len(e.userId) > m or len(e.idempotency) > m
-                or "\x00" in e.meterId or "\x00" in e.userId or "\x00" in e.idempotency):
-            _refuse_ids(events)
+def _require_storable_dimensions(events: Sequence[AcceptedEvent]) -> None:
     dimensions = [e.dimensions for e in events if e.dimensions]
     if dimensions:
         encoded = _encode_dimensions(dimensions)
         # NUL is encoded as \u0000 (so is a literal backslash before "u0000": the slow path
-        # looks at the values themselves).
-        # Containers nested inside the dimensions objects: fewer than MAX_DEPTH cannot
-        # make one too deep, so the usual flat objects are never walked.
+        # looks at the values themselves). Containers nested inside the dimensions objects:
+        # fewer than MAX_DEPTH cannot make one too deep, so flat objects are never walked.
         nested = encoded.count(b"{") + encoded.count(b"[") - len(dimensions) - 1
         if (len(encoded) > MAX_DIMENSIONS_BYTES or b"\\u0000" in encoded
                 or nested >= limits.MAX_DEPTH):
             _refuse_dimensions(events)
 
 
-def _refuse_ids(events: Sequence[AcceptedEvent]) -> None:
-    for i, e in enumerate(events):
-        for name, text in (("meterId", e.meterId), ("userId", e.userId),
-                           ("idempotency", e.idempotency)):
-            if len(text) > MAX_ID_CHARS:
-                raise invalid(f"{name} of event {i} exceeds {MAX_ID_CHARS} characters", name)
-            if "\x00" in text:
-                raise invalid(f"{name} of event {i} contains a NUL character", name)
+def _refuse_ids(i: int, meter_id: str, user: str, key: str) -> None:
+    for name, text in (("meterId", meter_id), ("userId", user), ("idempotency", key)):
+        if len(text) > MAX_ID_CHARS:
+            raise invalid(f"{name} of event {i} exceeds {MAX_ID_CHARS} characters", name)
+        if "\x00" in text:
+            raise invalid(f"{name} of event {i} contains a NUL character", name)
+    if key.startswith(RESERVED_KEY_PREFIX):
+        raise invalid(f"idempotency keys starting with {RESERVED_KEY_PREFIX!r} are"
+                      f" reserved (event {i})", "idempotency")
 
 
 def _refuse_dimensions(events: Sequence[AcceptedEvent]) -> None:

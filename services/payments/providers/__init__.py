@@ -1,0 +1,1 @@
+"""Payment providers: one interface (`base.Provider`), one module per provider."""

@@ -137,6 +137,10 @@ class FakeStripe:
             customer = fixture("customer")
             customer.update(id=self.new_id("cus"), email=f.get("email"), name=f.get("name"))
             return 200, customer
+        if path == "/v1/payment_methods":
+            pm = fixture("payment_method")
+            pm.update(id=self.new_id("pm"), type=f["type"])
+            return 200, pm
         if path.endswith("/attach"):
             pm = fixture("payment_method")
             pm.update(id=path.split("/")[3], customer=f["customer"])
@@ -148,7 +152,7 @@ class FakeStripe:
         if path == "/v1/setup_intents":
             si = fixture("setup_intent")
             pm = fixture("payment_method")
-            pm.update(id=f["payment_method"], customer=f["customer"])
+            pm.update(id=f.get("payment_method") or self.new_id("pm"), customer=f["customer"])
             si.update(id=self.new_id("seti"), customer=f["customer"], status="succeeded",
                       payment_method=pm if f.get("expand[0]") == "payment_method"
                       else pm["id"])
@@ -309,6 +313,14 @@ async def test_refund_statuses(provider, fake, stripe_status, ours):
     assert result == adapter.RefundResult(refund_id=refund["id"], status=ours)
 
 
+async def test_a_card_token_becomes_the_payments_method(provider, fake):
+    await provider.charge(pay(token="tok_visa"))
+    form = fake.requests[0].form
+    assert "payment_method" not in form
+    assert form["payment_method_data[type]"] == "card"
+    assert form["payment_method_data[card][token]"] == "tok_visa"
+
+
 # ---- customers, payment methods, setup
 
 
@@ -330,6 +342,25 @@ async def test_attach_keeps_card_details_only(provider, fake):
     (rec,) = fake.requests
     assert rec.path == "/v1/payment_methods/pm_1Pgc75B7WZ01zgkWlHVgdEGJ/attach"
     assert rec.form == {"customer": "cus_1"} and rec.key == key("attach", "pm_obj")
+
+
+async def test_attach_of_a_card_token_creates_the_method_first(provider, fake):
+    saved = await provider.attach_method("cus_1", "tok_visa", key("attach", "pm_obj"))
+    create, attach = fake.requests
+    assert (create.path, create.form) == ("/v1/payment_methods",
+                                          {"type": "card", "card[token]": "tok_visa"})
+    assert create.key == key("attach", "pm_obj") + "-pm"
+    assert attach.path == f"/v1/payment_methods/{saved.provider_ref}/attach"
+    assert saved.provider_ref.startswith("pm_") and attach.key == key("attach", "pm_obj")
+    assert saved.card.last4 == "4242"
+
+
+async def test_setup_with_a_card_token(provider, fake):
+    result = await provider.setup("cus_1", "tok_visa", key("setup"))
+    assert result.status == "succeeded" and result.method.provider_ref.startswith("pm_")
+    form = fake.requests[0].form
+    assert "payment_method" not in form
+    assert form["payment_method_data[card][token]"] == "tok_visa"
 
 
 async def test_attach_of_a_refused_card_is_a_decline(provider, fake):

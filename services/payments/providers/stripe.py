@@ -162,7 +162,7 @@ class StripeProvider:
         if manual:
             params["capture_method"] = "manual"
         if req.token:
-            params["payment_method"] = req.token
+            params.update(_method_params(req.token))
         if req.customer_id:
             params["customer"] = req.customer_id
         if req.description:
@@ -216,6 +216,12 @@ class StripeProvider:
 
     async def attach_method(self, customer_ref: str, token: str, idempotency_key: str,
                             ) -> SavedMethod:
+        if token.startswith("tok_"):
+            # A card token cannot be attached: it becomes a PaymentMethod first.
+            created = await self._call(self._v1.payment_methods.create_async(
+                {"type": "card", "card": {"token": token}},
+                {"idempotency_key": idempotency_key + "-pm"}))
+            token = created["id"]
         pm = await self._call(self._v1.payment_methods.attach_async(
             token, {"customer": customer_ref}, {"idempotency_key": idempotency_key}))
         return _saved_method(pm)
@@ -228,7 +234,7 @@ class StripeProvider:
                     ) -> SetupResult:
         params: dict[str, Any] = {
             "customer": customer_ref,
-            "payment_method": token,
+            **_method_params(token),
             "confirm": True,
             "usage": "off_session",
             "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
@@ -303,6 +309,14 @@ class StripeProvider:
             raise ProviderError("stripe", "unavailable", "timeout"
                                 if isinstance(e, TimeoutError) else "connection_error",
                                 "stripe unreachable") from e
+
+
+def _method_params(token: str) -> dict[str, Any]:
+    """A PaymentMethod id (`pm_…`, what Stripe.js gives) is used as is; a card token
+    (`tok_…`, from older Stripe.js or Apple/Google Pay) becomes the payment's method."""
+    if token.startswith("tok_"):
+        return {"payment_method_data": {"type": "card", "card": {"token": token}}}
+    return {"payment_method": token}
 
 
 def _payment_result(pi: Any) -> PaymentResult:

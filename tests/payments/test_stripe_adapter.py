@@ -615,6 +615,20 @@ def test_webhook_any_v1_matches_during_rotation():
     assert event.id == "evt_123"
 
 
+def test_webhook_body_that_is_not_utf8_is_rejected():
+    body = b"\xff\xfe{}"
+    with pytest.raises(ProviderError) as e:
+        verifier(1700000000).verify_webhook(
+            body, {"Stripe-Signature": f"t=1700000000,v1={sign(body, 1700000000)}"}, SECRET)
+    assert e.value.kind == "invalid"
+
+
+def test_webhook_without_a_secret_is_rejected():
+    header = f"t=1700000000,v1={sign(EXAMPLE, 1700000000, '')}"
+    with pytest.raises(ProviderError):
+        verifier(1700000000).verify_webhook(EXAMPLE, {"Stripe-Signature": header}, "")
+
+
 def test_webhook_malformed_body_is_rejected():
     body = b'{"id":"evt_1","type":"x"}'
     header = f"t=1700000000,v1={sign(body, 1700000000)}"

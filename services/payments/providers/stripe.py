@@ -263,7 +263,7 @@ class StripeProvider:
             # The SDK's check accepts any of several `v1` values (secret rotation). The clock
             # check is ours, so that it also bounds the future (§1.7.2 DO).
             stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
-        except stripe.SignatureVerificationError as e:
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as e:
             raise ProviderError("stripe", "invalid", "signature", "invalid signature") from e
         timestamp = int(next(p.split("=", 1)[1] for p in header.split(",")
                              if p.split("=", 1)[0] == "t"))

@@ -1,0 +1,360 @@
+"""The Stripe adapter (payments.md §1.7): PaymentIntents, SetupIntents, PaymentMethods, Refunds
+and Customers through the official `stripe` SDK's async methods on an aiohttp transport, so a
+call never blocks the event loop.
+
+Our reference of a Stripe payment is the PaymentIntent id (`pi_…`), never the charge (§1.7.1
+DO): refunds go to `payment_intent=pi_…`. `requires_action` is not a success (the client secret
+goes back to the customer's browser, nothing is credited) and `processing` is not a decline (it
+settles on the `payment_intent.succeeded` webhook).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import stripe
+
+from services.payments.providers.base import (
+    CardDetails,
+    PaymentRequest,
+    PaymentResult,
+    ProviderError,
+    ProviderName,
+    RefundRequest,
+    RefundResult,
+    SavedMethod,
+    SetupResult,
+    WebhookEvent,
+)
+
+API_BASE = "https://api.stripe.com"
+# The API version the adapter speaks (payments.md §1.7), pinned so that a Stripe account's
+# default version can never change the shapes we read.
+API_VERSION = "2024-12-18.acacia"
+WEBHOOK_TOLERANCE = 300  # seconds, both into the past and into the future (§1.7.2 DO)
+
+# §1.7.3
+_EVENT_TYPES = {
+    "payment_intent.succeeded": "payment.completed",
+    "payment_intent.payment_failed": "payment.failed",
+    "charge.refunded": "refund.succeeded",
+    "charge.refund.updated": "refund.updated",
+    "charge.dispute.created": "dispute.created",
+    "charge.dispute.closed": "dispute.resolved",
+    "customer.subscription.created": "subscription.created",
+    "customer.subscription.updated": "subscription.updated",
+    "customer.subscription.deleted": "subscription.canceled",
+}
+
+
+def normalize_event_type(stripe_type: str) -> str:
+    """§1.7.3: Stripe's event type in our words; anything not listed passes unchanged."""
+    return _EVENT_TYPES.get(stripe_type, stripe_type)
+
+
+# §1.10, matched on Stripe's codes (DO): `decline_code` first, then `code`. The texts are the
+# spec's, exactly (the dash is U+2014).
+MSG_INSUFFICIENT = "Card declined — insufficient funds."
+MSG_LIMIT = "Card declined — transaction limit reached. Please try a different card."
+MSG_ADDRESS = ("Card declined — billing address does not match. "
+               "Please check your address and try again.")
+MSG_CVC = "Card declined — incorrect security code (CVV)."
+MSG_EXPIRED = "Card declined — card is expired."
+MSG_NUMBER = "Card declined — invalid card number."
+MSG_CONTACT_BANK = "Card declined — please contact your bank."
+MSG_BANK = "Card declined by your bank. Please try a different card or contact your bank."
+MSG_DECLINED = "Card declined. Please try a different card."
+MSG_UNVERIFIED = "Unable to verify card. Please try again or use a different card."
+
+_DECLINE_CODES = {
+    "insufficient_funds": MSG_INSUFFICIENT,
+    "card_velocity_exceeded": MSG_LIMIT,
+    "withdrawal_count_limit_exceeded": MSG_LIMIT,
+    "incorrect_zip": MSG_ADDRESS,
+    "incorrect_address": MSG_ADDRESS,
+    "incorrect_cvc": MSG_CVC,
+    "invalid_cvc": MSG_CVC,
+    "expired_card": MSG_EXPIRED,
+    "incorrect_number": MSG_NUMBER,
+    "invalid_number": MSG_NUMBER,
+    "invalid_account": MSG_NUMBER,
+    "stolen_card": MSG_CONTACT_BANK,
+    "lost_card": MSG_CONTACT_BANK,
+    "pickup_card": MSG_CONTACT_BANK,
+    "do_not_honor": MSG_BANK,
+    "generic_decline": MSG_BANK,
+}
+
+# §1.10's substring rules, in order, for a code the table does not know.
+_DECLINE_RULES = (
+    (("insufficient_funds",), MSG_INSUFFICIENT),
+    (("transaction_limit",), MSG_LIMIT),
+    (("address_verification_failure", "avs_rejected"), MSG_ADDRESS),
+    (("cvv", "cvc"), MSG_CVC),
+    (("expired",), MSG_EXPIRED),
+    (("invalid_card", "invalid_account"), MSG_NUMBER),
+    (("stolen", "lost"), MSG_CONTACT_BANK),
+    (("do_not_honor", "generic_decline"), MSG_BANK),
+)
+
+
+def decline_message(decline_code: str | None, code: str | None) -> str:
+    """The customer-facing text of a decline (§1.10) from Stripe's `decline_code` and `code`."""
+    for value in (decline_code, code):
+        if value and value.lower() in _DECLINE_CODES:
+            return _DECLINE_CODES[value.lower()]
+    m = (decline_code or code or "").lower()
+    for needles, message in _DECLINE_RULES:
+        if any(n in m for n in needles):
+            return message
+    return MSG_DECLINED if m else MSG_UNVERIFIED
+
+
+def _refund_reason(reason: str) -> str:
+    r = reason.lower()
+    if r == "duplicate":
+        return "duplicate"
+    if r in ("fraudulent", "fraud"):
+        return "fraudulent"
+    return "requested_by_customer"
+
+
+class StripeProvider:
+    """One Stripe account (one secret key, one mode). `max_network_retries`: the SDK's own
+    retries of a failed connection or 5xx, with the same idempotency key."""
+
+    name: ProviderName = "stripe"
+
+    def __init__(self, api_key: str, *, api_base: str = API_BASE,
+                 api_version: str = API_VERSION, timeout: float = 30.0,
+                 max_network_retries: int = 1,
+                 clock: Callable[[], float] = time.time):
+        self._http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=timeout))
+        self._client = stripe.StripeClient(
+            api_key, stripe_version=api_version, base_addresses={"api": api_base},
+            max_network_retries=max_network_retries, http_client=self._http)
+        self._v1 = self._client.v1
+        self._clock = clock
+
+    async def close(self) -> None:
+        await self._http.close_async()
+
+    # ---- payments
+
+    async def charge(self, req: PaymentRequest) -> PaymentResult:
+        return await self._create_intent(req, manual=False)
+
+    async def authorize(self, req: PaymentRequest) -> PaymentResult:
+        return await self._create_intent(req, manual=True)
+
+    async def _create_intent(self, req: PaymentRequest, manual: bool) -> PaymentResult:
+        params: dict[str, Any] = {
+            "amount": req.amount,
+            "currency": req.currency.lower(),
+            "confirm": True,
+            # Card payments only, confirmed server-side: no redirect the server could follow.
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        }
+        if manual:
+            params["capture_method"] = "manual"
+        if req.token:
+            params.update(_method_params(req.token))
+        if req.customer_id:
+            params["customer"] = req.customer_id
+        if req.description:
+            params["description"] = req.description
+        metadata = {k: str(v) for k, v in req.metadata.items()}
+        if req.order_id:
+            metadata["order_id"] = req.order_id
+        if metadata:
+            params["metadata"] = metadata
+        pi = await self._call(self._v1.payment_intents.create_async(
+            params, {"idempotency_key": req.idempotency_key}))
+        return _payment_result(pi)
+
+    async def capture(self, transaction_id: str, amount: int, idempotency_key: str,
+                      ) -> PaymentResult:
+        params = {"amount_to_capture": amount} if amount > 0 else {}
+        pi = await self._call(self._v1.payment_intents.capture_async(
+            transaction_id, params, {"idempotency_key": idempotency_key}))
+        return _payment_result(pi)
+
+    async def cancel(self, transaction_id: str, idempotency_key: str) -> None:
+        await self._call(self._v1.payment_intents.cancel_async(
+            transaction_id, {}, {"idempotency_key": idempotency_key}))
+
+    async def refund(self, req: RefundRequest) -> RefundResult:
+        params: dict[str, Any] = {"payment_intent": req.transaction_id}
+        if req.amount > 0:
+            params["amount"] = req.amount
+        if req.reason:
+            params["reason"] = _refund_reason(req.reason)
+        refund = await self._call(self._v1.refunds.create_async(
+            params, {"idempotency_key": req.idempotency_key}))
+        status = refund.get("status")
+        if status == "succeeded":
+            mapped = "succeeded"
+        elif status in ("pending", "requires_action"):
+            mapped = "pending"  # settles on `charge.refund.updated`
+        else:
+            mapped = "failed"
+        return RefundResult(refund_id=refund["id"], status=mapped)
+
+    # ---- customers and payment methods
+
+    async def create_customer(self, email: str, name: str, idempotency_key: str) -> str:
+        params = {"email": email}
+        if name:
+            params["name"] = name
+        customer = await self._call(self._v1.customers.create_async(
+            params, {"idempotency_key": idempotency_key}))
+        return customer["id"]
+
+    async def attach_method(self, customer_ref: str, token: str, idempotency_key: str,
+                            ) -> SavedMethod:
+        if token.startswith("tok_"):
+            # A card token cannot be attached: it becomes a PaymentMethod first.
+            created = await self._call(self._v1.payment_methods.create_async(
+                {"type": "card", "card": {"token": token}},
+                {"idempotency_key": idempotency_key + "-pm"}))
+            token = created["id"]
+        pm = await self._call(self._v1.payment_methods.attach_async(
+            token, {"customer": customer_ref}, {"idempotency_key": idempotency_key}))
+        return _saved_method(pm)
+
+    async def detach_method(self, method_ref: str, idempotency_key: str) -> None:
+        await self._call(self._v1.payment_methods.detach_async(
+            method_ref, {}, {"idempotency_key": idempotency_key}))
+
+    async def setup(self, customer_ref: str, token: str, idempotency_key: str,
+                    ) -> SetupResult:
+        params: dict[str, Any] = {
+            "customer": customer_ref,
+            **_method_params(token),
+            "confirm": True,
+            "usage": "off_session",
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            # The method's card details come back in the same answer.
+            "expand": ["payment_method"],
+        }
+        si = await self._call(self._v1.setup_intents.create_async(
+            params, {"idempotency_key": idempotency_key}))
+        status = si.get("status")
+        if status == "succeeded":
+            pm = si.get("payment_method")
+            method = _saved_method(pm) if isinstance(pm, Mapping) else (
+                SavedMethod(provider_ref=pm, customer_ref=customer_ref) if pm else None)
+            return SetupResult(status="succeeded", setup_id=si["id"], method=method)
+        if status in ("requires_action", "processing"):
+            return SetupResult(status=status, setup_id=si["id"],
+                               client_secret=si.get("client_secret") or "")
+        raise _refusal(si.get("last_setup_error"), status)
+
+    # ---- webhooks
+
+    def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,
+                       url: str = "") -> WebhookEvent:
+        header = next((v for k, v in headers.items() if k.lower() == "stripe-signature"), "")
+        try:
+            # The SDK's check accepts any of several `v1` values (secret rotation). The clock
+            # check is ours, so that it also bounds the future (§1.7.2 DO).
+            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as e:
+            raise ProviderError("stripe", "invalid", "signature", "invalid signature") from e
+        timestamp = int(next(p.split("=", 1)[1] for p in header.split(",")
+                             if p.split("=", 1)[0] == "t"))
+        if abs(self._clock() - timestamp) > WEBHOOK_TOLERANCE:
+            raise ProviderError("stripe", "invalid", "timestamp",
+                                "signature timestamp outside the tolerance")
+        try:
+            body = json.loads(payload)
+            event = WebhookEvent(
+                id=str(body["id"]), type=normalize_event_type(str(body["type"])),
+                provider="stripe", data=dict(body["data"]["object"]), timestamp=timestamp)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ProviderError("stripe", "invalid", "payload", "malformed event") from e
+        return event
+
+    # ---- errors
+
+    async def _call(self, call: Awaitable[Any]) -> dict[str, Any]:
+        """The answer as plain data, or the failure as a `ProviderError`."""
+        try:
+            return (await call).to_dict()
+        except stripe.CardError as e:
+            err = e.error
+            raise ProviderError("stripe", "declined",
+                                (err and (err.decline_code or err.code)) or "card_declined",
+                                decline_message(err and err.decline_code,
+                                                err and err.code)) from e
+        except (stripe.InvalidRequestError, stripe.IdempotencyError) as e:
+            raise ProviderError("stripe", "invalid", e.code or "invalid_request",
+                                e.user_message or "invalid request") from e
+        except stripe.APIConnectionError as e:
+            timed_out = isinstance(e.__cause__, TimeoutError)
+            raise ProviderError("stripe", "unavailable",
+                                "timeout" if timed_out else "connection_error",
+                                "stripe timed out" if timed_out else "stripe unreachable") from e
+        except stripe.StripeError as e:
+            # 5xx, rate limits, a key Stripe refuses, a lock timeout: nothing was decided for
+            # this payment; the caller keeps it retryable.
+            raise ProviderError("stripe", "unavailable", e.code or "api_error",
+                                f"stripe unavailable (HTTP {e.http_status})") from e
+        except (TimeoutError, aiohttp.ClientError) as e:
+            # The SDK reads the body outside its own error handling.
+            raise ProviderError("stripe", "unavailable", "timeout"
+                                if isinstance(e, TimeoutError) else "connection_error",
+                                "stripe unreachable") from e
+
+
+def _method_params(token: str) -> dict[str, Any]:
+    """A PaymentMethod id (`pm_…`, what Stripe.js gives) is used as is; a card token
+    (`tok_…`, from older Stripe.js or Apple/Google Pay) becomes the payment's method."""
+    if token.startswith("tok_"):
+        return {"payment_method_data": {"type": "card", "card": {"token": token}}}
+    return {"payment_method": token}
+
+
+def _payment_result(pi: Any) -> PaymentResult:
+    status = pi.get("status")
+    if status == "succeeded":
+        return PaymentResult(status="succeeded", transaction_id=pi["id"],
+                             amount=pi.get("amount_received") or 0)
+    if status == "requires_capture":
+        return PaymentResult(status="requires_capture", transaction_id=pi["id"],
+                             amount=pi.get("amount_capturable") or 0)
+    if status == "requires_action":
+        return PaymentResult(status="requires_action", transaction_id=pi["id"], amount=0,
+                             client_secret=pi.get("client_secret") or "")
+    if status == "processing":
+        return PaymentResult(status="processing", transaction_id=pi["id"], amount=0)
+    # requires_payment_method after a confirm: the attempt failed without an error answer.
+    raise _refusal(pi.get("last_payment_error"), status)
+
+
+def _refusal(error: Any, status: str | None) -> ProviderError:
+    if error and error.get("type") == "card_error":
+        decline, code = error.get("decline_code"), error.get("code")
+        return ProviderError("stripe", "declined", decline or code or "card_declined",
+                             decline_message(decline, code))
+    if status == "requires_payment_method":
+        return ProviderError("stripe", "declined", "card_declined", MSG_DECLINED)
+    return ProviderError("stripe", "invalid", f"status_{status}",
+                         f"unexpected stripe status {status}")
+
+
+def _saved_method(pm: Any) -> SavedMethod:
+    card = pm.get("card")
+    customer = pm.get("customer")
+    return SavedMethod(
+        provider_ref=pm["id"],
+        customer_ref=(customer if isinstance(customer, str) else
+                      (customer or {}).get("id", "")) or "",
+        type=pm.get("type") or "card",
+        card=CardDetails(brand=card.get("brand") or "", last4=card.get("last4") or "",
+                         exp_month=card.get("exp_month") or 0,
+                         exp_year=card.get("exp_year") or 0) if card else None)

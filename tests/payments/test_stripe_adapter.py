@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 import pytest
 from aiohttp import web
 
+from services.payments.providers import declines
 from services.payments.providers import stripe as adapter
 from services.payments.providers.base import (
     PaymentRequest,
@@ -440,12 +441,12 @@ async def test_402_card_errors_are_declines_with_the_spec_message(provider, fake
 
 def test_decline_messages_follow_the_spec_rules_for_unknown_codes():
     # §1.10's own examples, on codes Stripe's table does not name.
-    assert adapter.decline_message(None, "CARD_DECLINED") == adapter.MSG_DECLINED
-    assert adapter.decline_message(None, "INSUFFICIENT_FUNDS") == adapter.MSG_INSUFFICIENT
-    assert adapter.decline_message(None, "CVV_FAILURE") == adapter.MSG_CVC
-    assert adapter.decline_message(None, "CARD_EXPIRED") == adapter.MSG_EXPIRED
-    assert adapter.decline_message("address_verification_failure", None) == adapter.MSG_ADDRESS
-    assert adapter.decline_message(None, None) == adapter.MSG_UNVERIFIED
+    assert adapter.decline_message(None, "CARD_DECLINED") == declines.DECLINED
+    assert adapter.decline_message(None, "INSUFFICIENT_FUNDS") == declines.INSUFFICIENT
+    assert adapter.decline_message(None, "CVV_FAILURE") == declines.CVC
+    assert adapter.decline_message(None, "CARD_EXPIRED") == declines.EXPIRED
+    assert adapter.decline_message("address_verification_failure", None) == declines.ADDRESS
+    assert adapter.decline_message(None, None) == declines.UNVERIFIED
 
 
 async def test_400_is_invalid(provider, fake):

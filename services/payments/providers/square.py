@@ -29,6 +29,7 @@ from square import AsyncSquare
 from square.core.api_error import ApiError
 from square.environment import SquareEnvironment
 
+from services.payments.providers import declines
 from services.payments.providers.base import (
     CardDetails,
     PaymentRequest,
@@ -46,33 +47,22 @@ MAX_KEY = 45  # Square's limit on idempotency keys
 CURRENCIES = ("usd", "cad", "gbp", "eur", "aud", "jpy")  # §1.2
 
 # §1.10, matched on Square's `errors[].code` instead of free text (same outputs).
-INSUFFICIENT = "Card declined — insufficient funds."
-LIMIT = "Card declined — transaction limit reached. Please try a different card."
-ADDRESS = ("Card declined — billing address does not match. "
-           "Please check your address and try again.")
-CVV = "Card declined — incorrect security code (CVV)."
-EXPIRED = "Card declined — card is expired."
-INVALID_NUMBER = "Card declined — invalid card number."
-BANK = "Card declined by your bank. Please try a different card or contact your bank."
-GENERIC = "Card declined. Please try a different card."
-UNVERIFIED = "Unable to verify card. Please try again or use a different card."
-
-DECLINE_MESSAGES: dict[str, str] = {
-    "INSUFFICIENT_FUNDS": INSUFFICIENT,
-    "CHIP_INSUFFICIENT_FUNDS": INSUFFICIENT,
-    "TRANSACTION_LIMIT": LIMIT,
-    "ADDRESS_VERIFICATION_FAILURE": ADDRESS,
-    "VERIFY_AVS_FAILURE": ADDRESS,
-    "INVALID_POSTAL_CODE": ADDRESS,
-    "CVV_FAILURE": CVV,
-    "VERIFY_CVV_FAILURE": CVV,
-    "CARD_EXPIRED": EXPIRED,
-    "INVALID_CARD": INVALID_NUMBER,
-    "INVALID_ACCOUNT": INVALID_NUMBER,
-    "PAN_FAILURE": INVALID_NUMBER,
-    "GENERIC_DECLINE": BANK,
-    "CARD_DECLINED_CALL_ISSUER": BANK,
-}
+DECLINE_MESSAGES: dict[str, str] = {code.lower(): message for code, message in {
+    "INSUFFICIENT_FUNDS": declines.INSUFFICIENT,
+    "CHIP_INSUFFICIENT_FUNDS": declines.INSUFFICIENT,
+    "TRANSACTION_LIMIT": declines.LIMIT,
+    "ADDRESS_VERIFICATION_FAILURE": declines.ADDRESS,
+    "VERIFY_AVS_FAILURE": declines.ADDRESS,
+    "INVALID_POSTAL_CODE": declines.ADDRESS,
+    "CVV_FAILURE": declines.CVC,
+    "VERIFY_CVV_FAILURE": declines.CVC,
+    "CARD_EXPIRED": declines.EXPIRED,
+    "INVALID_CARD": declines.INVALID_NUMBER,
+    "INVALID_ACCOUNT": declines.INVALID_NUMBER,
+    "PAN_FAILURE": declines.INVALID_NUMBER,
+    "GENERIC_DECLINE": declines.BANK,
+    "CARD_DECLINED_CALL_ISSUER": declines.BANK,
+}.items()}
 
 # Square's card brands as the names the platform uses for every provider (Stripe's).
 BRANDS = {
@@ -97,7 +87,7 @@ REFUND_STATUS = {
 
 def decline_message(code: str) -> str:
     """The §1.10 message for a Square decline code."""
-    return DECLINE_MESSAGES.get(code, GENERIC if code else UNVERIFIED)
+    return declines.decline_message((code,), DECLINE_MESSAGES)
 
 
 def environment(value: str) -> SquareEnvironment:
@@ -360,7 +350,7 @@ def _payment_result(payment: Any) -> PaymentResult:
         raise ProviderError("square", "unavailable", "EMPTY_RESPONSE", "square returned no payment")
     if payment.status not in PAYMENT_STATUS:
         # FAILED or CANCELED with a success status: Square did not take the money.
-        raise ProviderError("square", "declined", "CARD_DECLINED", GENERIC)
+        raise ProviderError("square", "declined", "CARD_DECLINED", declines.DECLINED)
     amount = payment.amount_money.amount if payment.amount_money else 0
     fee = sum(f.amount_money.amount for f in payment.processing_fee or []
               if f.amount_money and f.amount_money.amount)

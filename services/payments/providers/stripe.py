@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import stripe
 
+from services.payments.providers import declines
 from services.payments.providers.base import (
     CardDetails,
     PaymentRequest,
@@ -56,62 +57,30 @@ def normalize_event_type(stripe_type: str) -> str:
     return _EVENT_TYPES.get(stripe_type, stripe_type)
 
 
-# §1.10, matched on Stripe's codes (DO): `decline_code` first, then `code`. The texts are the
-# spec's, exactly (the dash is U+2014).
-MSG_INSUFFICIENT = "Card declined — insufficient funds."
-MSG_LIMIT = "Card declined — transaction limit reached. Please try a different card."
-MSG_ADDRESS = ("Card declined — billing address does not match. "
-               "Please check your address and try again.")
-MSG_CVC = "Card declined — incorrect security code (CVV)."
-MSG_EXPIRED = "Card declined — card is expired."
-MSG_NUMBER = "Card declined — invalid card number."
-MSG_CONTACT_BANK = "Card declined — please contact your bank."
-MSG_BANK = "Card declined by your bank. Please try a different card or contact your bank."
-MSG_DECLINED = "Card declined. Please try a different card."
-MSG_UNVERIFIED = "Unable to verify card. Please try again or use a different card."
-
+# §1.10, matched on Stripe's codes (DO): `decline_code` first, then `code`.
 _DECLINE_CODES = {
-    "insufficient_funds": MSG_INSUFFICIENT,
-    "card_velocity_exceeded": MSG_LIMIT,
-    "withdrawal_count_limit_exceeded": MSG_LIMIT,
-    "incorrect_zip": MSG_ADDRESS,
-    "incorrect_address": MSG_ADDRESS,
-    "incorrect_cvc": MSG_CVC,
-    "invalid_cvc": MSG_CVC,
-    "expired_card": MSG_EXPIRED,
-    "incorrect_number": MSG_NUMBER,
-    "invalid_number": MSG_NUMBER,
-    "invalid_account": MSG_NUMBER,
-    "stolen_card": MSG_CONTACT_BANK,
-    "lost_card": MSG_CONTACT_BANK,
-    "pickup_card": MSG_CONTACT_BANK,
-    "do_not_honor": MSG_BANK,
-    "generic_decline": MSG_BANK,
+    "insufficient_funds": declines.INSUFFICIENT,
+    "card_velocity_exceeded": declines.LIMIT,
+    "withdrawal_count_limit_exceeded": declines.LIMIT,
+    "incorrect_zip": declines.ADDRESS,
+    "incorrect_address": declines.ADDRESS,
+    "incorrect_cvc": declines.CVC,
+    "invalid_cvc": declines.CVC,
+    "expired_card": declines.EXPIRED,
+    "incorrect_number": declines.INVALID_NUMBER,
+    "invalid_number": declines.INVALID_NUMBER,
+    "invalid_account": declines.INVALID_NUMBER,
+    "stolen_card": declines.CONTACT_BANK,
+    "lost_card": declines.CONTACT_BANK,
+    "pickup_card": declines.CONTACT_BANK,
+    "do_not_honor": declines.BANK,
+    "generic_decline": declines.BANK,
 }
-
-# §1.10's substring rules, in order, for a code the table does not know.
-_DECLINE_RULES = (
-    (("insufficient_funds",), MSG_INSUFFICIENT),
-    (("transaction_limit",), MSG_LIMIT),
-    (("address_verification_failure", "avs_rejected"), MSG_ADDRESS),
-    (("cvv", "cvc"), MSG_CVC),
-    (("expired",), MSG_EXPIRED),
-    (("invalid_card", "invalid_account"), MSG_NUMBER),
-    (("stolen", "lost"), MSG_CONTACT_BANK),
-    (("do_not_honor", "generic_decline"), MSG_BANK),
-)
 
 
 def decline_message(decline_code: str | None, code: str | None) -> str:
     """The customer-facing text of a decline (§1.10) from Stripe's `decline_code` and `code`."""
-    for value in (decline_code, code):
-        if value and value.lower() in _DECLINE_CODES:
-            return _DECLINE_CODES[value.lower()]
-    m = (decline_code or code or "").lower()
-    for needles, message in _DECLINE_RULES:
-        if any(n in m for n in needles):
-            return message
-    return MSG_DECLINED if m else MSG_UNVERIFIED
+    return declines.decline_message((decline_code, code), _DECLINE_CODES)
 
 
 def _refund_reason(reason: str) -> str:
@@ -342,7 +311,7 @@ def _refusal(error: Any, status: str | None) -> ProviderError:
         return ProviderError("stripe", "declined", decline or code or "card_declined",
                              decline_message(decline, code))
     if status == "requires_payment_method":
-        return ProviderError("stripe", "declined", "card_declined", MSG_DECLINED)
+        return ProviderError("stripe", "declined", "card_declined", declines.DECLINED)
     return ProviderError("stripe", "invalid", f"status_{status}",
                          f"unexpected stripe status {status}")
 

@@ -211,9 +211,9 @@ def _operation(route: Route, schemas: dict[str, Any], schema_of: dict[int, Any],
     }
     if parameters:
         operation["parameters"] = parameters
-    has_body = route.source == "body"
+    has_body = route.source in ("body", "optional")
     if has_body:
-        operation["requestBody"] = {"required": True, "content": {
+        operation["requestBody"] = {"required": route.source == "body", "content": {
             "application/json": {"schema": schema_of[id(params)]}}}
     operation["responses"] = {**_success(route, schema_of),
                               **_error_refs(route, has_body, path_params)}

@@ -30,7 +30,7 @@ class Route:
     path: str  # below the prefix, aiohttp syntax for path parameters
     endpoint: Endpoint | None  # None only for special routes that call no single endpoint
     access: str  # public | user | admin | mint | platform
-    source: str = "body"  # "body" or "query"
+    source: str = "body"  # "body", "query" or "optional" (a body that does not decode is ignored)
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
     status: int = 200  # the success status (201 creates and ledger writes, 202, 204)

@@ -149,7 +149,7 @@ def document(routes: tuple[Route, ...], prefixes: tuple[str, ...], *, zap: Route
     schema_of = dict(zip(map(id, types), refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        path = _PATH_PARAM.sub(r"{\1}", route.path)
+        path = route.template
         paths.setdefault(path, {})[route.method.lower()] = _operation(
             route, schemas, schema_of, query_keys)
     paths[zap.path] = {"post": _zap_operation(zap, zap_methods, query_keys)}

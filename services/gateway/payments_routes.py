@@ -32,6 +32,7 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None, idempotent=True),
     Route("DELETE", "/billing/payment-methods/{id}", payments.PAYMENT_METHOD_DETACH, "user",
           source="query", user_field=None, idempotent=True),
-    Route("POST", "/billing/customers/{id}/default-payment-method",
+    # A customer id is `owner/name`: the segment may hold its slash (or `%2F`).
+    Route("POST", "/billing/customers/{id:.+}/default-payment-method",
           payments.PAYMENT_METHOD_SET_DEFAULT, "user", user_field=None, idempotent=True),
 )

@@ -4,6 +4,7 @@ pages later) say so by their `kind` and are served by that kind's handler."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ ROLES_ALLOWED = {
 # may be accepted asynchronously: `Prefer: respond-async`). Next: `webhook` (raw body,
 # signature-authenticated) and `page` (HTML).
 KINDS = frozenset({"bus", "ingest"})
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,11 @@ class Route:
     def params(self) -> Any:
         """The struct the body or query decodes into."""
         return self.endpoint.params if self.endpoint is not None else dict
+
+    @property
+    def template(self) -> str:
+        """The path as OpenAPI writes it: aiohttp's segment patterns (`{id:.+}`) left out."""
+        return _PATTERN.sub(r"{\1}", self.path)
 
     @property
     def name(self) -> str:

@@ -1,5 +1,5 @@
-"""Payments messages: payment methods and payment intents (payments.md §2.1, §2.3, §3,
-§4.1–§4.2), and the payment-method lookup the ledger asks for.
+"""Payments messages: payment methods, payment intents and setup intents (payments.md
+§2.1–§2.3, §3, §4.1–§4.2), and the payment-method lookup the ledger asks for.
 
 Field names are the reference's JSON names. Response fields the reference emits only when
 non-empty are `UNSET` until set (msgspec leaves them out)."""
@@ -186,6 +186,44 @@ class PaymentIntent(msgspec.Struct, omit_defaults=True):
     clientSecret: str | UnsetType = UNSET
 
 
+# ---- setup intents ---------------------------------------------------------------------
+
+
+class SetupIntentCreateParams(Params):
+    customerId: UserId = ""
+    paymentMethodId: Id = ""
+    usage: Code = ""  # on_session | off_session (default)
+
+
+class SetupIntentIdParams(Params):
+    id: Id = ""
+
+
+class SetupIntentConfirmParams(Params):
+    id: Id = ""
+    paymentMethodId: Id = ""  # replaces the stored one when given
+
+
+class SetupIntentCancelParams(Params):
+    id: Id = ""
+    cancellationReason: Notes = ""
+
+
+class SetupIntent(msgspec.Struct, omit_defaults=True):
+    id: str
+    customerId: str
+    status: str
+    usage: str
+    created: str
+    livemode: bool
+    paymentMethodId: str | UnsetType = UNSET
+    providerRef: str | UnsetType = UNSET
+    lastError: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+    canceledAt: str | UnsetType = UNSET
+    cancellationReason: str | UnsetType = UNSET
+
+
 # ---- endpoints -------------------------------------------------------------------------
 
 PAYMENT_METHOD_EXISTS = Endpoint("billing.payments.payment_method.exists", PaymentMethodQuery,
@@ -215,3 +253,12 @@ PAYMENT_INTENT_CAPTURE = Endpoint("billing.payments.payment_intent.capture",
                                   PaymentIntentCaptureParams, PaymentIntent)
 PAYMENT_INTENT_CANCEL = Endpoint("billing.payments.payment_intent.cancel",
                                  PaymentIntentCancelParams, PaymentIntent)
+
+SETUP_INTENT_CREATE = Endpoint("billing.payments.setup_intent.create", SetupIntentCreateParams,
+                               SetupIntent)
+SETUP_INTENT_GET = Endpoint("billing.payments.setup_intent.get", SetupIntentIdParams,
+                            SetupIntent)
+SETUP_INTENT_CONFIRM = Endpoint("billing.payments.setup_intent.confirm",
+                                SetupIntentConfirmParams, SetupIntent)
+SETUP_INTENT_CANCEL = Endpoint("billing.payments.setup_intent.cancel", SetupIntentCancelParams,
+                               SetupIntent)

@@ -1,6 +1,6 @@
 """Payments routes (payments.md §3, §4.1–§4.2).
 
-Payment intents are `admin`. Payment methods are `user`: an end user is pinned to
+Payment and setup intents are `admin`. Payment methods are `user`: an end user is pinned to
 themselves through `customerId` (create, list); methods reached by id are checked against
 the caller by payments (someone else's → 404, no existence oracle)."""
 
@@ -21,6 +21,14 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
     Route("POST", "/billing/payment-intents/{id}/capture", payments.PAYMENT_INTENT_CAPTURE,
           "admin", source="optional", user_field=None, idempotent=True),
     Route("POST", "/billing/payment-intents/{id}/cancel", payments.PAYMENT_INTENT_CANCEL,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/setup-intents", payments.SETUP_INTENT_CREATE, "admin",
+          user_field=None, idempotent=True, status=201),
+    Route("GET", "/billing/setup-intents/{id}", payments.SETUP_INTENT_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/setup-intents/{id}/confirm", payments.SETUP_INTENT_CONFIRM,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/setup-intents/{id}/cancel", payments.SETUP_INTENT_CANCEL,
           "admin", source="optional", user_field=None, idempotent=True),
     Route("POST", "/billing/payment-methods", payments.PAYMENT_METHOD_CREATE, "user",
           user_field="customerId", idempotent=True, status=201),

@@ -168,6 +168,60 @@ def event_type(status: str) -> str:
     return "payment_intent." + {REQUIRES_PAYMENT_METHOD: "payment_failed"}.get(status, status)
 
 
+# ---- setup intents (§2.2) ------------------------------------------------------------------
+
+SETUP_NOT_FOUND = "setup intent not found"
+SETUP_CONFIRMABLE = frozenset({REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION})
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    status: str
+    payment_method_id: str = ""
+    provider_ref: str = ""
+    provider_type: str = ""
+    last_error: str = ""
+    cancellation_reason: str = ""
+    canceled_at: datetime | None = None
+
+
+def new_setup(customer_id: str, payment_method_id: str, usage: str) -> tuple[str, Setup, str]:
+    customer = require_user(customer_id, "customerId is required", "customerId")
+    use = usage.strip() or "off_session"
+    if use not in ("on_session", "off_session"):
+        raise invalid("usage must be on_session or off_session", "usage")
+    pm = payment_method_id.strip()
+    return customer, Setup(REQUIRES_CONFIRMATION if pm else REQUIRES_PAYMENT_METHOD, pm), use
+
+
+def begin_setup(s: Setup, payment_method_id: str) -> Setup:
+    if s.status not in SETUP_CONFIRMABLE:
+        raise conflict(f"cannot confirm setup intent in status {s.status}")
+    pm = payment_method_id.strip() or s.payment_method_id
+    if not pm:
+        raise invalid(METHOD_REQUIRED, "paymentMethodId")
+    return dataclasses.replace(s, status=PROCESSING, payment_method_id=pm, last_error="")
+
+
+def set_up(s: Setup, provider_ref: str, provider: str) -> Setup:
+    return dataclasses.replace(s, status=SUCCEEDED, provider_ref=provider_ref,
+                               provider_type=provider, last_error="")
+
+
+def setup_failed(s: Setup, message: str) -> Setup:
+    return dataclasses.replace(s, status=REQUIRES_PAYMENT_METHOD, last_error=message)
+
+
+def cancel_setup(s: Setup, reason: str, at: datetime) -> Setup:
+    if s.status in FINAL:
+        raise conflict(f"cannot cancel setup intent in status {s.status}")
+    return dataclasses.replace(s, status=CANCELED, cancellation_reason=reason, canceled_at=at)
+
+
+def setup_event_type(status: str) -> str:
+    return "setup_intent." + {REQUIRES_PAYMENT_METHOD: "setup_failed"}.get(status, status)
+
+
 # ---- decline messages (§1.10) -------------------------------------------------------------
 
 _DECLINES: tuple[tuple[tuple[str, ...], str], ...] = (

@@ -1,5 +1,5 @@
-"""Payments handlers: payment methods (payments.md §4.1–§4.2) and payment intents (§3), and
-the payment-method lookup the ledger asks for.
+"""Payments handlers: payment methods (payments.md §4.1–§4.2), payment and setup intents
+(§3), and the payment-method lookup the ledger asks for.
 
 Every change runs in one transaction with its billing event (outbox) and is idempotent under
 the request's `Idempotency-Key`. A provider call happens while the intent's row is locked,
@@ -32,6 +32,10 @@ from contracts.payments import (
     PAYMENT_METHOD_LIST,
     PAYMENT_METHOD_SET_DEFAULT,
     PAYMENT_METHOD_UPDATE,
+    SETUP_INTENT_CANCEL,
+    SETUP_INTENT_CONFIRM,
+    SETUP_INTENT_CREATE,
+    SETUP_INTENT_GET,
     BankAccount,
     BillingAddress,
     Card,
@@ -51,6 +55,11 @@ from contracts.payments import (
     PaymentMethodListParams,
     PaymentMethodQuery,
     PaymentMethodUpdateParams,
+    SetupIntent,
+    SetupIntentCancelParams,
+    SetupIntentConfirmParams,
+    SetupIntentCreateParams,
+    SetupIntentIdParams,
 )
 from contracts.rules import user_id
 from services.payments import domain, store
@@ -404,3 +413,96 @@ def _intent(r: asyncpg.Record, livemode: bool) -> PaymentIntent:
         canceledAt=rfc3339(r["canceled_at"]) if r["canceled_at"] else UNSET,
         cancellationReason=r["cancellation_reason"] or UNSET,
         clientSecret=r["client_secret"] or UNSET)
+
+
+# ---- setup intents -----------------------------------------------------------------------
+
+
+@router.handler(SETUP_INTENT_CREATE, transaction=True)
+async def create_setup(ctx: Context, scope: Scope, p: SetupIntentCreateParams,
+                       conn: asyncpg.Connection) -> Reply:
+    customer, state, usage = domain.new_setup(p.customerId, p.paymentMethodId, p.usage)
+    row = await store.create_setup(conn, scope.org_id, scope.livemode, new_id("seti_"),
+                                   customer, state, usage)
+    return created(await _announce_setup(conn, scope, row, "setup_intent.created"))
+
+
+@router.handler(SETUP_INTENT_GET)
+async def get_setup(ctx: Context, scope: Scope, p: SetupIntentIdParams) -> SetupIntent:
+    return _setup(await _load_setup(ctx.pool, scope, p.id), scope.livemode)
+
+
+async def _load_setup(db: Any, scope: Scope, setup_id: str, *, lock: bool = False,
+                      ) -> asyncpg.Record:
+    row = await store.setup(db, scope.org_id, scope.livemode, setup_id, lock=lock)
+    if row is None:
+        raise not_found(domain.SETUP_NOT_FOUND)
+    return row
+
+
+@router.handler(SETUP_INTENT_CONFIRM, transaction=True)
+async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
+                        conn: asyncpg.Connection) -> Any:
+    """The provider saves the method for later payments; the method is then verified
+    (§3.7 DO). A method saved without a provider reference has nothing to verify: the
+    offline provider lets it through unverified (the reference's internal path)."""
+    row = await _load_setup(conn, scope, p.id, lock=True)
+    state = domain.begin_setup(store.as_setup(row), p.paymentMethodId)
+    method = await store.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
+                                None, lock=True)
+    if method is None or method["customer_id"] != row["customer_id"]:
+        raise invalid(domain.METHOD_NOT_FOUND, "paymentMethodId")
+    provider = _issuer(ctx, scope, method["provider_type"])
+    if not method["provider_ref"]:
+        if provider.name != "offline":
+            raise invalid("payment method has no provider reference", "paymentMethodId")
+        state = domain.set_up(state, "internal", provider.name)
+    else:
+        try:
+            customer_ref = await _provider_customer(conn, scope, provider, row["customer_id"])
+            result = await provider.setup(
+                customer_ref, method["provider_ref"],
+                provider_key(scope.org_id, scope.livemode, "setup", row["id"]))
+        except ProviderError as e:
+            if e.kind == "unavailable":
+                raise _provider_failure(e) from None
+            message = domain.decline_message(e.code) if e.kind == "declined" else e.message
+            saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"],
+                                           domain.setup_failed(state, message))
+            await _announce_setup(conn, scope, saved)
+            return Reply(error=invalid("setup failed: " + message).error)
+        ref = result.method.provider_ref if result.method else method["provider_ref"]
+        await store.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
+                                  provider.name)
+        state = domain.set_up(state, result.setup_id, provider.name)
+    saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"], state)
+    return await _announce_setup(conn, scope, saved)
+
+
+@router.handler(SETUP_INTENT_CANCEL, transaction=True)
+async def cancel_setup(ctx: Context, scope: Scope, p: SetupIntentCancelParams,
+                       conn: asyncpg.Connection) -> SetupIntent:
+    row = await _load_setup(conn, scope, p.id, lock=True)
+    state = domain.cancel_setup(store.as_setup(row), p.cancellationReason.strip(), now())
+    saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"], state)
+    return await _announce_setup(conn, scope, saved)
+
+
+async def _announce_setup(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
+                          event: str = "") -> SetupIntent:
+    """`event`: the change's type; by default the one of the status it reached."""
+    setup = _setup(row, scope.livemode)
+    event = event or domain.setup_event_type(setup.status)
+    await _event(conn, scope, event, "setup_intent", setup.id, setup.customerId, setup)
+    return setup
+
+
+def _setup(r: asyncpg.Record, livemode: bool) -> SetupIntent:
+    return SetupIntent(
+        id=r["id"], customerId=r["customer_id"], status=r["status"], usage=r["usage"],
+        created=rfc3339(r["created_at"]), livemode=livemode,
+        paymentMethodId=r["payment_method_id"] or UNSET,
+        providerRef=r["provider_ref"] or UNSET, lastError=r["last_error"] or UNSET,
+        metadata=r["metadata"] if r["metadata"] is not None else UNSET,
+        canceledAt=rfc3339(r["canceled_at"]) if r["canceled_at"] else UNSET,
+        cancellationReason=r["cancellation_reason"] or UNSET)

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from services.payments.domain import Intent, NewIntent, NewMethod
+from services.payments.domain import Intent, NewIntent, NewMethod, Setup
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -178,3 +178,53 @@ def as_intent(r: asyncpg.Record) -> Intent:
                   provider_type=r["provider_type"], last_error=r["last_error"],
                   client_secret=r["client_secret"],
                   cancellation_reason=r["cancellation_reason"], canceled_at=r["canceled_at"])
+
+
+# ---- setup intents -----------------------------------------------------------------------
+
+_SETUP = ("id, customer_id, status, usage, payment_method_id, provider_ref, provider_type,"
+          " last_error, cancellation_reason, canceled_at, metadata, created_at")
+
+
+async def create_setup(db: Db, org_id: str, livemode: bool, setup_id: str, customer_id: str,
+                       s: Setup, usage: str) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"insert into payments.setup_intents (org_id, livemode, id, customer_id, status, usage,"
+        f" payment_method_id) values ($1, $2, $3, $4, $5, $6, $7) returning {_SETUP}",
+        org_id, livemode, setup_id, customer_id, s.status, usage, s.payment_method_id)
+
+
+async def setup(db: Db, org_id: str, livemode: bool, setup_id: str, *, lock: bool = False,
+                ) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_SETUP} from payments.setup_intents"
+        f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
+        org_id, livemode, setup_id)
+
+
+async def save_setup(db: Db, org_id: str, livemode: bool, setup_id: str, s: Setup,
+                     ) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"""update payments.setup_intents set status = $4, payment_method_id = $5,
+            provider_ref = $6, provider_type = $7, last_error = $8, cancellation_reason = $9,
+            canceled_at = $10, updated_at = now()
+        where org_id = $1 and livemode = $2 and id = $3 returning {_SETUP}""",
+        org_id, livemode, setup_id, s.status, s.payment_method_id, s.provider_ref,
+        s.provider_type, s.last_error, s.cancellation_reason, s.canceled_at)
+
+
+def as_setup(r: asyncpg.Record) -> Setup:
+    return Setup(status=r["status"], payment_method_id=r["payment_method_id"],
+                 provider_ref=r["provider_ref"], provider_type=r["provider_type"],
+                 last_error=r["last_error"], cancellation_reason=r["cancellation_reason"],
+                 canceled_at=r["canceled_at"])
+
+
+async def mark_verified(db: Db, org_id: str, livemode: bool, method_id: str,
+                        provider_ref: str, provider_type: str) -> None:
+    """A provider saved the method for later payments (a setup intent succeeded)."""
+    await db.execute(
+        "update payments.payment_methods set verified = true, provider_ref = $4,"
+        " provider_type = $5, metadata = metadata || '{\"verified\": true}'::jsonb,"
+        " updated_at = now() where org_id = $1 and livemode = $2 and id = $3",
+        org_id, livemode, method_id, provider_ref, provider_type)

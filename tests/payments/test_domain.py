@@ -274,3 +274,36 @@ def test_selection():
 def test_intents_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         intent("succeeded").status = "canceled"  # type: ignore[misc]
+
+
+# ---- setup intents (§2.2, §9 31–35) --------------------------------------------------------
+
+
+def test_a_new_setup_intent():  # §9 31, 32
+    assert domain.new_setup("Cus_1", "", "") == (
+        "cus_1", domain.Setup("requires_payment_method"), "off_session")
+    assert domain.new_setup("c", "pm_1", "on_session")[1].status == "requires_confirmation"
+    assert refused(domain.new_setup, "", "", "") == (400, "customerId is required")
+    assert refused(domain.new_setup, "c", "", "sometimes") == (
+        400, "usage must be on_session or off_session")
+
+
+def test_setup_confirm_and_cancel():  # §9 33, 34, 35
+    for status in ("requires_confirmation", "requires_payment_method"):
+        s = domain.begin_setup(domain.Setup(status, "pm_1"), "")
+        assert domain.set_up(s, "internal", "offline").status == "succeeded"
+    assert refused(domain.begin_setup, domain.Setup("requires_confirmation"), "") == (
+        400, "payment method is required to confirm")
+    for status in ("processing", "succeeded", "canceled", "requires_action"):
+        assert refused(domain.begin_setup, domain.Setup(status, "pm_1"), "") == (
+            409, f"cannot confirm setup intent in status {status}")
+    s = domain.set_up(domain.Setup("processing"), "old_ref", "x")
+    assert domain.set_up(s, "new_ref", "x").provider_ref == "new_ref"
+    for status in ("requires_payment_method", "requires_confirmation", "requires_action",
+                   "processing"):
+        s = domain.cancel_setup(domain.Setup(status), "abandoned", NOW)
+        assert (s.status, s.cancellation_reason, s.canceled_at) == ("canceled", "abandoned",
+                                                                   NOW)
+    for status in ("succeeded", "canceled"):
+        assert refused(domain.cancel_setup, domain.Setup(status), "", NOW) == (
+            409, f"cannot cancel setup intent in status {status}")

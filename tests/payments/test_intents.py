@@ -8,6 +8,7 @@ import asyncio
 import re
 
 from services.payments.selection import OFFLINE
+from services.runtime.config import Settings
 from tests.conftest import bearer, iam_token
 from tests.support import add_payment_method, get, new_user, post
 
@@ -276,3 +277,21 @@ async def test_concurrent_confirms_charge_once(http, org, pool, payments_service
     assert statuses == [200] + [409] * 7, results
     assert counting.charges == 1
     assert (await events_of(pool, created["id"])).count("payment_intent.succeeded") == 1
+
+
+async def test_payments_offline_serves_live_mode_too(http, org, payments_service):
+    """`PAYMENTS_OFFLINE=1`: the offline provider everywhere, live mode included."""
+    assert Settings.from_env({"PAYMENTS_OFFLINE": "1"}).payments_offline is True
+    assert Settings.from_env({}).payments_offline is False
+    providers = payments_service.ctx.state.providers
+    providers.offline_everywhere = True
+    try:
+        user = new_user()
+        method = await add_payment_method(http, org, user, key="sk_live")
+        status, created, _ = await create(http, org, {"customerId": user, "amount": 100,
+                                                      "paymentMethodId": method["id"]},
+                                          key="sk_live")
+        status, body, _ = await confirm(http, org, created["id"], key="sk_live")
+        assert (status, body["status"], body["livemode"]) == (200, "succeeded", True)
+    finally:
+        providers.offline_everywhere = False

@@ -125,7 +125,12 @@ class OfflineProvider:
 
     async def setup(self, customer_ref: str, token: str, idempotency_key: str,
                     ) -> SetupResult:
-        method = await self.attach_method(customer_ref, token, idempotency_key)
+        if not token.startswith("pm_offline_"):
+            method = await self.attach_method(customer_ref, token, idempotency_key)
+        elif code := _decline(token, charging=False):
+            raise _refuse(code)
+        else:  # saved here already: it stays what it is
+            method = SavedMethod(provider_ref=token, customer_ref=customer_ref)
         return SetupResult(status="succeeded", setup_id=INTERNAL_REF, method=method)
 
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,

@@ -278,10 +278,14 @@ def new_method(p: PaymentMethodCreateParams) -> NewMethod:
         raise invalid("type must be card, bank_account or balance", "type")
     if p.card is not None:
         _check_card(p.card)
-    name = f"{p.card.brand} ending in {p.card.last4}" if p.card is not None else ""
+    name = card_name(p.card) if p.card is not None else ""
     metadata = {k: v for k, v in (p.metadata or {}).items() if k not in PROVIDER_KEYS}
     return NewMethod(customer, kind, name, p.card, p.bankAccount, p.billingAddress,
                      p.providerType.strip(), metadata)
+
+
+def card_name(card: Card) -> str:
+    return f"{card.brand} ending in {card.last4}"  # even with no brand (the reference's)
 
 
 def _check_card(card: Card) -> None:

@@ -9,6 +9,7 @@ provider either."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
@@ -139,7 +140,6 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
     method_id = new_id("pm_")
     provider_ref, provider_type, verified = "", new.provider_type, False
     metadata = dict(new.metadata)
-    card = new.card
     token = p.providerRef.strip()
     if token:
         # The provider vaults the token on its customer: a declined card is refused (402)
@@ -154,14 +154,10 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
             raise _provider_failure(e) from None
         provider_ref, provider_type, verified = saved.provider_ref, provider.name, True
         metadata["verified"] = True
-        if card is None and saved.card is not None:
+        if new.card is None and saved.card is not None:  # what the provider knows of it
             card = Card(brand=saved.card.brand, last4=saved.card.last4,
                         expMonth=saved.card.exp_month, expYear=saved.card.exp_year)
-    if card is not new.card:
-        new = domain.NewMethod(new.customer_id, new.type,
-                               f"{card.brand} ending in {card.last4}", card,
-                               new.bank_account, new.billing_address, new.provider_type,
-                               new.metadata)
+            new = dataclasses.replace(new, card=card, name=domain.card_name(card))
     row = await store.create_method(conn, scope.org_id, scope.livemode, method_id, new,
                                     provider_ref, provider_type, verified, metadata)
     method = _method(row, scope.livemode)

@@ -5,6 +5,7 @@ reach only their own methods; the ledger sees them (GET /billing/status, starter
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests.conftest import bearer, iam_token
 from tests.support import add_payment_method, get, new_user, post, request
@@ -207,3 +208,23 @@ async def test_the_ledger_sees_payment_methods(http, org):
                   org.auth())
     _, status_body, _ = await get(http, "/status", org.auth(), user=other)
     assert status_body["hasPaymentMethod"] is False
+
+
+async def test_events_reach_the_stream(http, org, nc):
+    """Committed with the change, then published to `billing.events.<type>` by the relay."""
+    sub = await nc.subscribe("billing.events.payment_method.*")
+    try:
+        method = await add_payment_method(http, org, new_user())
+        await request(http, "DELETE", f"/api/v1/billing/payment-methods/{method['id']}",
+                      org.auth())
+        seen = []
+        while len(seen) < 2:
+            msg = await sub.next_msg(timeout=10)
+            event = json.loads(msg.data)
+            if event["objectId"] == method["id"]:
+                seen.append((msg.subject, event["type"], event["livemode"]))
+        assert seen == [
+            ("billing.events.payment_method.attached", "payment_method.attached", False),
+            ("billing.events.payment_method.detached", "payment_method.detached", False)]
+    finally:
+        await sub.unsubscribe()

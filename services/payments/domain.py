@@ -1,6 +1,7 @@
 """The payments rules, pure: validation and defaults of payment methods and intents, the
-PaymentIntent state machine (payments.md §2.1), capture amounts (§8.2) and decline
-messages (§1.10). No I/O; a refusal is a `Failure`.
+PaymentIntent and SetupIntent state machines (payments.md §2.1, §2.2) and capture amounts
+(§8.2). No I/O; a refusal is a `Failure`. (Decline messages, §1.10, are the providers':
+`providers/declines.py`.)
 
 Illegal transitions are 409 (the request conflicts with the intent's state); the messages
 are the reference's."""
@@ -220,40 +221,6 @@ def cancel_setup(s: Setup, reason: str, at: datetime) -> Setup:
 
 def setup_event_type(status: str) -> str:
     return "setup_intent." + {REQUIRES_PAYMENT_METHOD: "setup_failed"}.get(status, status)
-
-
-# ---- decline messages (§1.10) -------------------------------------------------------------
-
-_DECLINES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("insufficient_funds",), "Card declined — insufficient funds."),
-    (("transaction_limit",),
-     "Card declined — transaction limit reached. Please try a different card."),
-    (("address_verification_failure", "avs_rejected"),
-     "Card declined — billing address does not match. Please check your address and try again."),
-    (("cvv", "cvc"), "Card declined — incorrect security code (CVV)."),
-    (("expired",), "Card declined — card is expired."),
-    (("invalid_card", "invalid_account"), "Card declined — invalid card number."),
-    (("stolen", "lost"), "Card declined — please contact your bank."),
-    (("do_not_honor", "generic_decline"),
-     "Card declined by your bank. Please try a different card or contact your bank."),
-)
-UNABLE = "Unable to verify card. Please try again or use a different card."
-TIMED_OUT = "Card verification timed out. Please try again."
-
-
-def decline_message(code: str) -> str:
-    """The customer-facing text of a provider's decline code (Stripe `decline_code`/`code`,
-    Square `errors[].code`); first match wins."""
-    m = code.lower()
-    for needles, message in _DECLINES:
-        if any(n in m for n in needles):
-            return message
-    return "Card declined. Please try a different card." if m else UNABLE
-
-
-def unreachable_message(error: str) -> str:
-    """No result at all from the provider."""
-    return TIMED_OUT if "timeout" in error.lower() else UNABLE
 
 
 # ---- payment methods -------------------------------------------------------------------

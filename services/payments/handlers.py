@@ -96,12 +96,12 @@ def _issuer(ctx: Context, scope: Scope, name: str) -> Provider:
 
 
 def _provider_failure(e: ProviderError, prefix: str = "") -> Failure:
-    """A provider's refusal as our error: a decline is final (402 with the §1.10 text); an
-    unreachable provider is 502 and retryable (nothing was decided)."""
+    """A provider's refusal as our error: a decline is final (402 with the §1.10 text the
+    provider gives); an unreachable provider is 502 and retryable (nothing was decided)."""
     if e.kind == "unavailable":
         return Failure("provider_unavailable", 502, "payment provider unavailable",
                        retryable=True)
-    message = domain.decline_message(e.code) if e.kind == "declined" else e.message
+    message = e.message
     return Failure("payment_required" if e.kind == "declined" else "invalid_request",
                    402 if e.kind == "declined" else 400, prefix + message)
 
@@ -335,7 +335,7 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
             raise _provider_failure(e) from None  # rolled back: the intent can be retried
         # A decline is final for this attempt: recorded, announced, answered; the next
         # confirm is a new attempt (a new provider key).
-        message = domain.decline_message(e.code) if e.kind == "declined" else e.message
+        message = e.message  # a decline: the §1.10 text
         failure = invalid(("authorization failed: " if manual else "charge failed: ")
                           + message)  # §3.4: 400, the intent back to requires_payment_method
         state = domain.payment_failed(state, message)
@@ -462,7 +462,7 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
         except ProviderError as e:
             if e.kind == "unavailable":
                 raise _provider_failure(e) from None
-            message = domain.decline_message(e.code) if e.kind == "declined" else e.message
+            message = e.message
             saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"],
                                            domain.setup_failed(state, message))
             await _announce_setup(conn, scope, saved)

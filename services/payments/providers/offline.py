@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from services.payments.providers import declines
 from services.payments.providers.base import (
     CardDetails,
     PaymentRequest,
@@ -67,7 +68,7 @@ def _decline(token: str, *, charging: bool) -> str:
 
 
 def _refuse(code: str) -> ProviderError:
-    return ProviderError("offline", "declined", code, f"card declined: {code}")
+    return ProviderError("offline", "declined", code, declines.decline_message((code,), {}))
 
 
 def _digest(*parts: str) -> str:

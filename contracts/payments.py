@@ -1,12 +1,52 @@
-"""Payments messages other services need before the payments service is built out."""
+"""Payments messages: payment methods, payment intents and setup intents (payments.md
+§2.1–§2.3, §3, §4.1–§4.2), and the payment-method lookup the ledger asks for.
+
+Field names are the reference's JSON names. Response fields the reference emits only when
+non-empty are `UNSET` until set (msgspec leaves them out)."""
 
 from __future__ import annotations
 
-import msgspec
+from typing import Any
 
-from contracts.common import Params
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from contracts.common import Int64, Params
 from contracts.endpoint import Endpoint
-from contracts.limits import UserId
+from contracts.limits import Code, Id, Metadata, Name, Notes, UserId, require_small_json
+
+# ---- shared shapes ---------------------------------------------------------------------
+
+
+class Card(msgspec.Struct, omit_defaults=False):
+    """What we keep of a card: never its number or security code."""
+
+    brand: Code = ""
+    last4: Code = ""
+    expMonth: int = 0
+    expYear: int = 0
+    funding: Code | UnsetType = UNSET
+    country: Code | UnsetType = UNSET
+
+
+class BankAccount(msgspec.Struct, omit_defaults=True):
+    last4: Code = ""
+    bankName: Name = ""
+    routingNumber: Code = ""
+    accountType: Code = ""
+
+
+class BillingAddress(msgspec.Struct, omit_defaults=True):
+    name: Name = ""
+    line1: Name = ""
+    line2: Name = ""
+    city: Name = ""
+    state: Name = ""
+    postalCode: Code = ""
+    country: Code = ""
+
+
+# ---- payment methods -------------------------------------------------------------------
 
 
 class PaymentMethodQuery(Params):
@@ -18,8 +58,207 @@ class PaymentMethodExists(msgspec.Struct):
     exists: bool
 
 
-# ---- endpoints -----------------------------------------------------
-# Not built yet: callers treat "no responders" as "no payment method".
+class PaymentMethodCreateParams(Params):
+    customerId: UserId = ""
+    type: Code = ""
+    card: Card | None = None
+    bankAccount: BankAccount | None = None
+    billingAddress: BillingAddress | None = None
+    providerRef: Id = ""  # a provider token: the provider vaults it, we keep its reference
+    providerType: Code = ""
+    metadata: Metadata | None = None
+
+    def __post_init__(self) -> None:
+        require_small_json("metadata", self.metadata)
+
+
+class PaymentMethodListParams(Params):
+    customerId: UserId = ""
+    user: UserId = ""  # alias of customerId
+    type: Code = ""
+    limit: int = 0  # ≤ 0: 100; at most 1000
+    startingAfter: Id = ""
+
+
+class PaymentMethodIdParams(Params):
+    id: Id = ""  # from the path
+
+
+class PaymentMethodUpdateParams(Params):
+    id: Id = ""  # from the path
+    billingAddress: BillingAddress | None = None  # replaces the whole address
+    metadata: Metadata | None = None  # merged; a key set to null is removed
+
+    def __post_init__(self) -> None:
+        require_small_json("metadata", self.metadata)
+
+
+class DefaultPaymentMethodParams(Params):
+    id: UserId = ""  # the customer, from the path
+    paymentMethodId: Id = ""
+
+
+class PaymentMethod(msgspec.Struct, omit_defaults=True):
+    id: str
+    customerId: str
+    type: str
+    isDefault: bool
+    created: str
+    livemode: bool
+    metadata: dict[str, Any]
+    name: str | UnsetType = UNSET
+    card: Card | UnsetType = UNSET
+    bankAccount: BankAccount | UnsetType = UNSET
+    billingAddress: BillingAddress | UnsetType = UNSET
+    providerRef: str | UnsetType = UNSET
+
+
+class Deleted(msgspec.Struct):
+    deleted: bool
+    id: str
+
+
+# ---- payment intents -------------------------------------------------------------------
+
+
+class PaymentIntentCreateParams(Params):
+    customerId: UserId = ""
+    amount: Int64 = 0
+    currency: Code = ""
+    paymentMethodId: Id = ""
+    captureMethod: Code = ""
+    confirmationMethod: Code = ""
+    setupFutureUsage: Code = ""
+    description: Notes = ""
+    receiptEmail: Name = ""
+    invoiceId: Id = ""
+    metadata: Metadata | None = None
+
+    def __post_init__(self) -> None:
+        require_small_json("metadata", self.metadata)
+
+
+class PaymentIntentListParams(Params):
+    customerId: UserId = ""
+    limit: int = 0
+    startingAfter: Id = ""
+
+
+class PaymentIntentIdParams(Params):
+    id: Id = ""
+
+
+class PaymentIntentConfirmParams(Params):
+    id: Id = ""
+    paymentMethodId: Id = ""  # replaces the stored one when given
+
+
+class PaymentIntentCaptureParams(Params):
+    id: Id = ""
+    amountToCapture: Int64 = 0  # ≤ 0: everything capturable
+
+
+class PaymentIntentCancelParams(Params):
+    id: Id = ""
+    cancellationReason: Notes = ""
+
+
+class PaymentIntent(msgspec.Struct, omit_defaults=True):
+    id: str
+    customerId: str
+    amount: int
+    currency: str
+    status: str
+    captureMethod: str
+    confirmationMethod: str
+    amountCapturable: int
+    amountReceived: int
+    created: str
+    livemode: bool
+    paymentMethodId: str | UnsetType = UNSET
+    invoiceId: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    providerRef: str | UnsetType = UNSET
+    lastError: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+    canceledAt: str | UnsetType = UNSET
+    cancellationReason: str | UnsetType = UNSET
+    clientSecret: str | UnsetType = UNSET
+
+
+# ---- setup intents ---------------------------------------------------------------------
+
+
+class SetupIntentCreateParams(Params):
+    customerId: UserId = ""
+    paymentMethodId: Id = ""
+    usage: Code = ""  # on_session | off_session (default)
+
+
+class SetupIntentIdParams(Params):
+    id: Id = ""
+
+
+class SetupIntentConfirmParams(Params):
+    id: Id = ""
+    paymentMethodId: Id = ""  # replaces the stored one when given
+
+
+class SetupIntentCancelParams(Params):
+    id: Id = ""
+    cancellationReason: Notes = ""
+
+
+class SetupIntent(msgspec.Struct, omit_defaults=True):
+    id: str
+    customerId: str
+    status: str
+    usage: str
+    created: str
+    livemode: bool
+    paymentMethodId: str | UnsetType = UNSET
+    providerRef: str | UnsetType = UNSET
+    lastError: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+    canceledAt: str | UnsetType = UNSET
+    cancellationReason: str | UnsetType = UNSET
+
+
+# ---- endpoints -------------------------------------------------------------------------
 
 PAYMENT_METHOD_EXISTS = Endpoint("billing.payments.payment_method.exists", PaymentMethodQuery,
                                  PaymentMethodExists)
+PAYMENT_METHOD_CREATE = Endpoint("billing.payments.payment_method.create",
+                                 PaymentMethodCreateParams, PaymentMethod)
+PAYMENT_METHOD_LIST = Endpoint("billing.payments.payment_method.list",
+                               PaymentMethodListParams, list[PaymentMethod])
+PAYMENT_METHOD_GET = Endpoint("billing.payments.payment_method.get", PaymentMethodIdParams,
+                              PaymentMethod)
+PAYMENT_METHOD_UPDATE = Endpoint("billing.payments.payment_method.update",
+                                 PaymentMethodUpdateParams, PaymentMethod)
+PAYMENT_METHOD_DETACH = Endpoint("billing.payments.payment_method.detach",
+                                 PaymentMethodIdParams, Deleted)
+PAYMENT_METHOD_SET_DEFAULT = Endpoint("billing.payments.payment_method.set_default",
+                                      DefaultPaymentMethodParams, PaymentMethod)
+
+PAYMENT_INTENT_CREATE = Endpoint("billing.payments.payment_intent.create",
+                                 PaymentIntentCreateParams, PaymentIntent)
+PAYMENT_INTENT_LIST = Endpoint("billing.payments.payment_intent.list",
+                               PaymentIntentListParams, list[PaymentIntent])
+PAYMENT_INTENT_GET = Endpoint("billing.payments.payment_intent.get", PaymentIntentIdParams,
+                              PaymentIntent)
+PAYMENT_INTENT_CONFIRM = Endpoint("billing.payments.payment_intent.confirm",
+                                  PaymentIntentConfirmParams, PaymentIntent)
+PAYMENT_INTENT_CAPTURE = Endpoint("billing.payments.payment_intent.capture",
+                                  PaymentIntentCaptureParams, PaymentIntent)
+PAYMENT_INTENT_CANCEL = Endpoint("billing.payments.payment_intent.cancel",
+                                 PaymentIntentCancelParams, PaymentIntent)
+
+SETUP_INTENT_CREATE = Endpoint("billing.payments.setup_intent.create", SetupIntentCreateParams,
+                               SetupIntent)
+SETUP_INTENT_GET = Endpoint("billing.payments.setup_intent.get", SetupIntentIdParams,
+                            SetupIntent)
+SETUP_INTENT_CONFIRM = Endpoint("billing.payments.setup_intent.confirm",
+                                SetupIntentConfirmParams, SetupIntent)
+SETUP_INTENT_CANCEL = Endpoint("billing.payments.setup_intent.cancel", SetupIntentCancelParams,
+                               SetupIntent)

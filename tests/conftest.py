@@ -216,21 +216,15 @@ def ledger(platform: Platform):
 
 
 @pytest.fixture(scope="session")
+def payments_service(platform: Platform):
+    """The running payments service (its pool, its context)."""
+    return support.service(platform, "payments")
+
+
+@pytest.fixture(scope="session")
 def metering(platform: Platform):
     """The running metering service (its pool, its context)."""
     return support.service(platform, "metering")
-
-
-@pytest.fixture
-async def payments_knows(nats_url: str) -> AsyncIterator[set[str]]:
-    """Plays the payments service's side of `payment_method.exists` (not built yet): the
-    customers added to the set have a verified payment method."""
-    verified: set[str] = set()
-    async with support.responder(
-            nats_url, "billing.payments.payment_method.exists",
-            lambda request: {"exists": request["params"]["customerId"] in verified},
-            queue="payments"):
-        yield verified
 
 
 @pytest.fixture

@@ -258,6 +258,33 @@ async def pending(pool: Any, schema: str) -> int:
     return await pool.fetchval(f"select count(*) from {schema}.outbox where published_at is null")
 
 
+# ---- payments over HTTP -------------------------------------------------------------------
+
+
+async def add_payment_method(http: aiohttp.ClientSession, org: Any, user: str,
+                             token: str = "tok_visa", key: str = "sk_test") -> dict:
+    """A payment method the provider accepted (verified) for `user`, made through the API
+    (test mode: the offline provider vaults the token)."""
+    status, body, _ = await post(http, "/payment-methods",
+                                 {"customerId": user, "providerRef": token}, org.auth(key))
+    assert status == 201, body
+    return body
+
+
+@asynccontextmanager
+async def service_down(platform: Any, name: str) -> AsyncIterator[None]:
+    """The service called `name` is stopped while the block runs; then a new replica of it
+    starts (and takes its place in the platform)."""
+    old = service(platform, name)
+    await old.stop()
+    try:
+        yield
+    finally:
+        new = Service(old.spec, old.settings)
+        await new.start()
+        platform.services[platform.services.index(old)] = new
+
+
 # ---- stand-ins and tools ------------------------------------------------------------------
 
 

@@ -149,7 +149,7 @@ def document(routes: tuple[Route, ...], prefixes: tuple[str, ...], *, zap: Route
     schema_of = dict(zip(map(id, types), refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        path = _PATH_PARAM.sub(r"{\1}", route.path)
+        path = route.template
         paths.setdefault(path, {})[route.method.lower()] = _operation(
             route, schemas, schema_of, query_keys)
     paths[zap.path] = {"post": _zap_operation(zap, zap_methods, query_keys)}
@@ -211,9 +211,9 @@ def _operation(route: Route, schemas: dict[str, Any], schema_of: dict[int, Any],
     }
     if parameters:
         operation["parameters"] = parameters
-    has_body = route.source == "body"
+    has_body = route.source in ("body", "optional")
     if has_body:
-        operation["requestBody"] = {"required": True, "content": {
+        operation["requestBody"] = {"required": route.source == "body", "content": {
             "application/json": {"schema": schema_of[id(params)]}}}
     operation["responses"] = {**_success(route, schema_of),
                               **_error_refs(route, has_body, path_params)}

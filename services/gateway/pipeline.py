@@ -25,7 +25,13 @@ from contracts.errors import Failure
 from contracts.rules import user_id
 from services.gateway.auth import Authenticator, Caller
 from services.gateway.errors import TOO_LARGE, ApiError
-from services.gateway.http import decode_body, decode_query, json_response, path_params
+from services.gateway.http import (
+    INVALID_BODY,
+    decode_body,
+    decode_query,
+    json_response,
+    path_params,
+)
 from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import telemetry
 from services.runtime.config import Settings
@@ -88,6 +94,15 @@ class Pipeline:
         authorize(route, caller.actor)
         if route.source == "query":
             params = decode_query(route.params, request.query)
+        elif route.source == "optional":
+            # Body optional (payments.md §0.3): one that does not decode counts as absent;
+            # a field over its size limit is still refused.
+            try:
+                params = decode_body(route.params, await request.read())
+            except ApiError as e:
+                if e.message != INVALID_BODY:
+                    raise
+                params = route.params()
         else:
             params = decode_body(route.params, await request.read())
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name

@@ -7,6 +7,7 @@ from contracts import ledger
 from services.gateway.alert_routes import ALERT_ROUTES
 from services.gateway.credit_routes import CREDIT_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
+from services.gateway.payments_routes import PAYMENT_ROUTES
 from services.gateway.routing import Route
 
 LEDGER_ROUTES: tuple[Route, ...] = (
@@ -29,7 +30,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
     Route("GET", "/billing/status", ledger.STATUS_GET, "user", source="query"),
 )
 
-ROUTES = LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES
+ROUTES = LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + PAYMENT_ROUTES
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

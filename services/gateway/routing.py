@@ -4,6 +4,7 @@ pages later) say so by their `kind` and are served by that kind's handler."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ ROLES_ALLOWED = {
 # may be accepted asynchronously: `Prefer: respond-async`). Next: `webhook` (raw body,
 # signature-authenticated) and `page` (HTML).
 KINDS = frozenset({"bus", "ingest"})
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class Route:
     path: str  # below the prefix, aiohttp syntax for path parameters
     endpoint: Endpoint | None  # None only for special routes that call no single endpoint
     access: str  # public | user | admin | mint | platform
-    source: str = "body"  # "body" or "query"
+    source: str = "body"  # "body", "query" or "optional" (a body that does not decode is ignored)
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
     status: int = 200  # the success status (201 creates and ledger writes, 202, 204)
@@ -41,6 +43,11 @@ class Route:
     def params(self) -> Any:
         """The struct the body or query decodes into."""
         return self.endpoint.params if self.endpoint is not None else dict
+
+    @property
+    def template(self) -> str:
+        """The path as OpenAPI writes it: aiohttp's segment patterns (`{id:.+}`) left out."""
+        return _PATTERN.sub(r"{\1}", self.path)
 
     @property
     def name(self) -> str:

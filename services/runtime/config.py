@@ -37,6 +37,8 @@ class Settings:
     require_idempotency_key: tuple[str, ...] = ()
     plans_dir: str = ""
     lapse_interval_s: float = 30.0  # how often expired deposits are swept
+    # payments: the offline provider everywhere, live mode included (never in production)
+    payments_offline: bool = False
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -65,5 +67,6 @@ class Settings:
             plans_dir=env.get("BILLING_PLANS_DIR", ""),
             lapse_interval_s=float(env.get("BILLING_LAPSE_INTERVAL", "30")),
             otel_exporter=env.get("BILLING_OTEL_EXPORTER", "none"),
+            payments_offline=_bool(env.get("PAYMENTS_OFFLINE"), False),
             env=env,
         )

@@ -33,7 +33,7 @@ DOCUMENT = openapi.document(ROUTES, ("/api/v1",), zap=ZAP_ROUTE,
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 ENVELOPE = DOCUMENT["components"]["schemas"]["Error"]
 ZAP = f"POST {ZAP_ROUTE.path}"
-LABELS = [f"{route.method} {route.path}" for route in ROUTES] + [ZAP]
+LABELS = [f"{route.method} {route.template}" for route in ROUTES] + [ZAP]
 
 
 def _sane(case):

@@ -28,13 +28,13 @@ async def test_every_route_with_its_parameters_bodies_and_responses(http):
     schemas = doc["components"]["schemas"]
     operation_ids = set()
     for route in ROUTES:
-        op = doc["paths"][route.path][route.method.lower()]
+        op = doc["paths"][route.template][route.method.lower()]
         operation_ids.add(op["operationId"])
         params = route.endpoint.params.__name__
         fields = set(schemas[params].get("properties", {}))
         declared = {(p["in"], p["name"]) for p in op.get("parameters", []) if "in" in p}
         path_params = {name for where, name in declared if where == "path"}
-        assert path_params == {seg[1:-1] for seg in route.path.split("/") if seg[:1] == "{"}
+        assert path_params == {seg[1:-1] for seg in route.template.split("/") if seg[:1] == "{"}
         if route.source == "query":
             assert "requestBody" not in op
             assert {name for where, name in declared if where == "query"} == fields - path_params

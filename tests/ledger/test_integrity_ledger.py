@@ -14,7 +14,15 @@ import pytest
 from contracts import journal as endpoints
 from services.ledger.balances import domain, store
 from services.ledger.balances.handlers import lapse_expired_deposits
-from tests.support import balance, get, ledger_verify, new_user, post, service
+from tests.support import (
+    add_payment_method,
+    balance,
+    get,
+    ledger_verify,
+    new_user,
+    post,
+    service,
+)
 
 INT64_MAX = 2**63 - 1
 
@@ -76,10 +84,9 @@ async def test_a_deposit_paying_debt_after_an_expiry_does_not_lapse_twice(http, 
     assert await lot_excesses(platform, user) == []
 
 
-async def test_a_starter_credit_after_an_expiry_is_sized_without_it(http, org, platform,
-                                                                    payments_knows):
+async def test_a_starter_credit_after_an_expiry_is_sized_without_it(http, org, platform):
     user = new_user()
-    payments_knows.add(user)
+    await add_payment_method(http, org, user)
     await post(http, "/deposit", {"user": user, "amount": 300, "expiresIn": 7}, org.auth())
     await expire_soonest(platform, user)
     await post(http, "/usage", {"user": user, "amount": 300}, org.auth())
@@ -196,10 +203,9 @@ async def test_an_expiry_tag_cannot_skip_lot_consumption(http, org):
     assert len(await transactions(http, org, user)) == 1
 
 
-async def test_a_starter_credit_tag_cannot_block_the_users_own_claim(http, org,
-                                                                     payments_knows):
+async def test_a_starter_credit_tag_cannot_block_the_users_own_claim(http, org):
     user = new_user()
-    payments_knows.add(user)
+    await add_payment_method(http, org, user)
     for _ in range(2):  # the second used to hit the unique index: 500
         status, body, _ = await post(http, "/deposit", {"user": user, "amount": 1,
                                                         "tags": "starter-credit"}, org.auth())

@@ -10,7 +10,7 @@ import pytest
 
 from services.ledger.balances.handlers import lapse_expired_deposits
 from tests.conftest import SERVICE_TOKENS, bearer, iam_token
-from tests.support import get, ledger_verify, post, service
+from tests.support import add_payment_method, get, ledger_verify, post, service
 
 
 async def balance(http, org, user, key="sk_test"):
@@ -150,7 +150,7 @@ async def test_concurrent_refunds_never_exceed_the_original(http, org):
 
 
 async def test_starter_credit_needs_a_payment_method(http, org):
-    # B.1: with no payments service answering, nobody has a payment method.
+    # B.1: a user without a payment method.
     status, body, _ = await post(http, "/credit", {"user": "hanzo/charlie"}, org.auth())
     assert (status, body["error"]["message"]) == (
         403, "a verified payment method is required before claiming starter credit")
@@ -158,9 +158,9 @@ async def test_starter_credit_needs_a_payment_method(http, org):
     assert status == 200 and body["hasPaymentMethod"] is False
 
 
-async def test_starter_credit_is_granted_once(http, org, payments_knows):
+async def test_starter_credit_is_granted_once(http, org):
     # B.3 with the product decision: a second claim returns the same grant (200).
-    payments_knows.add("hanzo/charlie")
+    await add_payment_method(http, org, "hanzo/charlie")
     status, first, _ = await post(http, "/credit", {"user": "Hanzo/Charlie"}, org.auth())
     assert status == 201
     assert {k: first[k] for k in ("user", "amount", "currency", "type", "tags")} == {
@@ -175,8 +175,8 @@ async def test_starter_credit_is_granted_once(http, org, payments_knows):
                     "tier": "free"}
 
 
-async def test_concurrent_starter_claims_grant_once(http, org, payments_knows):
-    payments_knows.add("hanzo/rush")
+async def test_concurrent_starter_claims_grant_once(http, org):
+    await add_payment_method(http, org, "hanzo/rush")
     results = await asyncio.gather(*[post(http, "/credit", {"user": "hanzo/rush"}, org.auth())
                                      for _ in range(20)])
     assert {body["transactionId"] for _, body, _ in results} == {results[0][1]["transactionId"]}

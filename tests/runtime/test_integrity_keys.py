@@ -11,8 +11,8 @@ from contracts import Actor, Request, Scope
 from contracts.ids import now
 from contracts.ledger import USAGE_RECORD, UsageRecordParams
 from contracts.metering import MeterEventInput
-from contracts.payments import PAYMENT_METHOD_EXISTS
 from tests.support import (
+    add_payment_method,
     balance,
     eventually_value,
     get,
@@ -20,8 +20,8 @@ from tests.support import (
     org_id_of,
     post,
     record,
-    responder,
     service,
+    service_down,
     summary,
 )
 from tests.support import scope as support_scope
@@ -73,38 +73,35 @@ async def test_a_derived_key_sent_over_the_bus_is_refused(nc, org):
 # ---- item 4: transient failures are not stored -------------------------------------------
 
 
-async def test_a_claim_refused_while_payments_is_silent_can_be_retried(http, org, nats_url):
+async def test_a_claim_refused_while_payments_is_silent_can_be_retried(http, org, platform):
     user = "hanzo/early"
     claim = {**org.auth(), "Idempotency-Key": "claim-1"}
-    # Payments is not deployed: nobody answers whether the user has a payment method.
-    status, body, _ = await post(http, "/credit", {"user": user}, claim)
+    # Payments is down: nobody answers whether the user has a payment method.
+    async with service_down(platform, "payments"):
+        status, body, _ = await post(http, "/credit", {"user": user}, claim)
     assert (status, body["error"]["message"]) == (
         403, "a verified payment method is required before claiming starter credit")
 
-    # Payments comes up (this responder stands in for it) and knows a verified method.
-    async with responder(nats_url, PAYMENT_METHOD_EXISTS.subject, lambda _: {"exists": True},
-                         queue="payments"):
-        status, body, headers = await post(http, "/credit", {"user": user}, claim)
+    # Payments is back up and the user has a verified method: the same key is tried again.
+    await add_payment_method(http, org, user)
+    status, body, headers = await post(http, "/credit", {"user": user}, claim)
     assert status == 201, body
     assert "Idempotent-Replayed" not in headers
     assert (body["amount"], body["tags"]) == (500, "starter-credit")
     assert await balance(http, org, user) == 500
 
 
-async def test_a_final_refusal_is_still_replayed(http, org, nats_url):
+async def test_a_final_refusal_is_still_replayed(http, org):
     """Payments answered "no": that outcome is final and stays stored under the key."""
     user = "hanzo/nocard"
     claim = {**org.auth(), "Idempotency-Key": "claim-2"}
-    verified = False
-    async with responder(nats_url, PAYMENT_METHOD_EXISTS.subject,
-                         lambda _: {"exists": verified}, queue="payments"):
-        status, _, _ = await post(http, "/credit", {"user": user}, claim)
-        assert status == 403
-        verified = True  # the same key replays the stored refusal
-        status, _, _ = await post(http, "/credit", {"user": user}, claim)
-        assert status == 403
-        status, _, _ = await post(http, "/credit", {"user": user}, {**org.auth()})
-        assert status == 201  # a new request sees the new state
+    status, _, _ = await post(http, "/credit", {"user": user}, claim)
+    assert status == 403
+    await add_payment_method(http, org, user)  # the same key replays the stored refusal
+    status, _, _ = await post(http, "/credit", {"user": user}, claim)
+    assert status == 403
+    status, _, _ = await post(http, "/credit", {"user": user}, {**org.auth()})
+    assert status == 201  # a new request sees the new state
 
 
 # ---- item 5: a shared write that fails after its commit is not written again -------------

@@ -1,0 +1,46 @@
+"""Payments routes (payments.md §3, §4.1–§4.2).
+
+Payment and setup intents are `admin`. Payment methods are `user`: an end user is pinned to
+themselves through `customerId` (create, list); methods reached by id are checked against
+the caller by payments (someone else's → 404, no existence oracle)."""
+
+from __future__ import annotations
+
+from contracts import payments
+from services.gateway.routing import Route
+
+PAYMENT_ROUTES: tuple[Route, ...] = (
+    Route("POST", "/billing/payment-intents", payments.PAYMENT_INTENT_CREATE, "admin",
+          user_field=None, idempotent=True, status=201),
+    Route("GET", "/billing/payment-intents", payments.PAYMENT_INTENT_LIST, "admin",
+          source="query", user_field=None),
+    Route("GET", "/billing/payment-intents/{id}", payments.PAYMENT_INTENT_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/payment-intents/{id}/confirm", payments.PAYMENT_INTENT_CONFIRM,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/payment-intents/{id}/capture", payments.PAYMENT_INTENT_CAPTURE,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/payment-intents/{id}/cancel", payments.PAYMENT_INTENT_CANCEL,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/setup-intents", payments.SETUP_INTENT_CREATE, "admin",
+          user_field=None, idempotent=True, status=201),
+    Route("GET", "/billing/setup-intents/{id}", payments.SETUP_INTENT_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/setup-intents/{id}/confirm", payments.SETUP_INTENT_CONFIRM,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/setup-intents/{id}/cancel", payments.SETUP_INTENT_CANCEL,
+          "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/payment-methods", payments.PAYMENT_METHOD_CREATE, "user",
+          user_field="customerId", idempotent=True, status=201),
+    Route("GET", "/billing/payment-methods", payments.PAYMENT_METHOD_LIST, "user",
+          source="query", user_field=None),
+    Route("GET", "/billing/payment-methods/{id}", payments.PAYMENT_METHOD_GET, "user",
+          source="query", user_field=None),
+    Route("PATCH", "/billing/payment-methods/{id}", payments.PAYMENT_METHOD_UPDATE, "user",
+          user_field=None, idempotent=True),
+    Route("DELETE", "/billing/payment-methods/{id}", payments.PAYMENT_METHOD_DETACH, "user",
+          source="query", user_field=None, idempotent=True),
+    # A customer id is `owner/name`: the segment may hold its slash (or `%2F`).
+    Route("POST", "/billing/customers/{id:.+}/default-payment-method",
+          payments.PAYMENT_METHOD_SET_DEFAULT, "user", user_field=None, idempotent=True),
+)

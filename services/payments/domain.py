@@ -1,0 +1,286 @@
+"""The payments rules, pure: validation and defaults of payment methods and intents, the
+PaymentIntent and SetupIntent state machines (payments.md §2.1, §2.2) and capture amounts
+(§8.2). No I/O; a refusal is a `Failure`. (Decline messages, §1.10, are the providers':
+`providers/declines.py`.)
+
+Illegal transitions are 409 (the request conflicts with the intent's state); the messages
+are the reference's."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from contracts.errors import conflict, invalid
+from contracts.payments import (
+    Card,
+    PaymentIntentCreateParams,
+    PaymentMethodCreateParams,
+)
+from contracts.rules import DEFAULT_CURRENCY, require_user, user_id
+from services.payments.providers.base import PaymentResult
+
+REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+REQUIRES_CONFIRMATION = "requires_confirmation"
+REQUIRES_ACTION = "requires_action"
+PROCESSING = "processing"
+REQUIRES_CAPTURE = "requires_capture"
+SUCCEEDED = "succeeded"
+CANCELED = "canceled"
+STATUSES = (REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRES_ACTION, PROCESSING,
+            REQUIRES_CAPTURE, SUCCEEDED, CANCELED)
+
+CONFIRMABLE = frozenset({REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRES_ACTION})
+FINAL = frozenset({SUCCEEDED, CANCELED})
+
+INTENT_NOT_FOUND = "payment intent not found"
+METHOD_NOT_FOUND = "payment method not found"
+METHOD_REQUIRED = "payment method is required to confirm"
+
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+METHOD_TYPES = frozenset({"card", "bank_account", "balance"})
+# Keys only a provider sets: a client's PATCH leaves them alone.
+PROVIDER_KEYS = frozenset({"squareCustomerId", "squareCardId", "stripeCustomerId", "verified",
+                           "squareVerified"})
+
+
+def currency(raw: str) -> str:
+    """Lower-cased; empty = usd; anything but three ASCII letters is refused (§0.5)."""
+    code = raw.strip().lower() or DEFAULT_CURRENCY
+    if not _CURRENCY.match(code):
+        raise invalid("invalid currency", "currency")
+    return code
+
+
+# ---- payment intents -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What the state machine reads and changes; the store's columns by the same names."""
+
+    status: str
+    amount: int
+    currency: str
+    capture_method: str
+    payment_method_id: str = ""
+    amount_capturable: int = 0
+    amount_received: int = 0
+    provider_ref: str = ""
+    provider_type: str = ""
+    last_error: str = ""
+    client_secret: str = ""
+    cancellation_reason: str = ""
+    canceled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewIntent:
+    customer_id: str
+    intent: Intent
+    confirmation_method: str
+    setup_future_usage: str
+    description: str
+    receipt_email: str
+    invoice_id: str
+    metadata: dict[str, Any] | None
+
+
+def _method_choice(raw: str, field: str) -> str:
+    value = raw.strip() or "automatic"
+    if value not in ("automatic", "manual"):
+        raise invalid(f"{field} must be automatic or manual", field)
+    return value
+
+
+def new_intent(p: PaymentIntentCreateParams) -> NewIntent:
+    if p.amount <= 0:  # amount first, as the reference
+        raise invalid("amount must be positive", "amount")
+    customer = require_user(p.customerId, "customerId is required", "customerId")
+    pm = p.paymentMethodId.strip()
+    intent = Intent(status=REQUIRES_CONFIRMATION if pm else REQUIRES_PAYMENT_METHOD,
+                    amount=p.amount, currency=currency(p.currency),
+                    capture_method=_method_choice(p.captureMethod, "captureMethod"),
+                    payment_method_id=pm)
+    return NewIntent(customer, intent,
+                     _method_choice(p.confirmationMethod, "confirmationMethod"),
+                     p.setupFutureUsage.strip(), p.description, p.receiptEmail.strip(),
+                     p.invoiceId.strip(), p.metadata)
+
+
+def begin_confirm(i: Intent, payment_method_id: str) -> Intent:
+    """The model step of confirm: → processing, with the method given (or the stored one)."""
+    if i.status not in CONFIRMABLE:
+        raise conflict(f"cannot confirm payment intent in status {i.status}")
+    pm = payment_method_id.strip() or i.payment_method_id
+    if not pm:
+        raise invalid(METHOD_REQUIRED, "paymentMethodId")
+    return dataclasses.replace(i, status=PROCESSING, payment_method_id=pm, last_error="")
+
+
+def charged(i: Intent, result: PaymentResult, provider: str) -> Intent:
+    """A provider's answer to a charge or authorization of `i` (in `processing`)."""
+    common = {"provider_ref": result.transaction_id, "provider_type": provider,
+              "last_error": ""}
+    if result.status == SUCCEEDED:
+        return dataclasses.replace(i, status=SUCCEEDED, amount_received=result.amount,
+                                   amount_capturable=0, **common)
+    if result.status == REQUIRES_CAPTURE:
+        return dataclasses.replace(i, status=REQUIRES_CAPTURE, amount_capturable=result.amount,
+                                   **common)
+    if result.status == REQUIRES_ACTION:
+        return dataclasses.replace(i, status=REQUIRES_ACTION,
+                                   client_secret=result.client_secret, **common)
+    return dataclasses.replace(i, status=PROCESSING, **common)  # settled later (webhook)
+
+
+def payment_failed(i: Intent, message: str) -> Intent:
+    return dataclasses.replace(i, status=REQUIRES_PAYMENT_METHOD, last_error=message)
+
+
+def capture_amount(i: Intent, requested: int) -> int:
+    """§8.2: ≤ 0 means everything capturable; the state is checked first."""
+    if i.status != REQUIRES_CAPTURE:
+        raise conflict(f"cannot capture payment intent in status {i.status}")
+    amount = requested if requested > 0 else i.amount_capturable
+    if amount > i.amount_capturable:
+        raise invalid(f"capture amount {amount} exceeds capturable {i.amount_capturable}",
+                      "amountToCapture")
+    return amount
+
+
+def captured(i: Intent, amount: int) -> Intent:
+    return dataclasses.replace(i, status=SUCCEEDED, amount_received=amount,
+                               amount_capturable=0)
+
+
+def cancel(i: Intent, reason: str, at: datetime) -> Intent:
+    if i.status in FINAL:
+        raise conflict(f"cannot cancel payment intent in status {i.status}")
+    return dataclasses.replace(i, status=CANCELED, cancellation_reason=reason,
+                               canceled_at=at, amount_capturable=0)
+
+
+def event_type(status: str) -> str:
+    """The event a change to `status` announces (§7)."""
+    return "payment_intent." + {REQUIRES_PAYMENT_METHOD: "payment_failed"}.get(status, status)
+
+
+# ---- setup intents (§2.2) ------------------------------------------------------------------
+
+SETUP_NOT_FOUND = "setup intent not found"
+SETUP_CONFIRMABLE = frozenset({REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION})
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    status: str
+    payment_method_id: str = ""
+    provider_ref: str = ""
+    provider_type: str = ""
+    last_error: str = ""
+    cancellation_reason: str = ""
+    canceled_at: datetime | None = None
+
+
+def new_setup(customer_id: str, payment_method_id: str, usage: str) -> tuple[str, Setup, str]:
+    customer = require_user(customer_id, "customerId is required", "customerId")
+    use = usage.strip() or "off_session"
+    if use not in ("on_session", "off_session"):
+        raise invalid("usage must be on_session or off_session", "usage")
+    pm = payment_method_id.strip()
+    return customer, Setup(REQUIRES_CONFIRMATION if pm else REQUIRES_PAYMENT_METHOD, pm), use
+
+
+def begin_setup(s: Setup, payment_method_id: str) -> Setup:
+    if s.status not in SETUP_CONFIRMABLE:
+        raise conflict(f"cannot confirm setup intent in status {s.status}")
+    pm = payment_method_id.strip() or s.payment_method_id
+    if not pm:
+        raise invalid(METHOD_REQUIRED, "paymentMethodId")
+    return dataclasses.replace(s, status=PROCESSING, payment_method_id=pm, last_error="")
+
+
+def set_up(s: Setup, provider_ref: str, provider: str) -> Setup:
+    return dataclasses.replace(s, status=SUCCEEDED, provider_ref=provider_ref,
+                               provider_type=provider, last_error="")
+
+
+def setup_failed(s: Setup, message: str) -> Setup:
+    return dataclasses.replace(s, status=REQUIRES_PAYMENT_METHOD, last_error=message)
+
+
+def cancel_setup(s: Setup, reason: str, at: datetime) -> Setup:
+    if s.status in FINAL:
+        raise conflict(f"cannot cancel setup intent in status {s.status}")
+    return dataclasses.replace(s, status=CANCELED, cancellation_reason=reason, canceled_at=at)
+
+
+def setup_event_type(status: str) -> str:
+    return "setup_intent." + {REQUIRES_PAYMENT_METHOD: "setup_failed"}.get(status, status)
+
+
+# ---- payment methods -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewMethod:
+    customer_id: str
+    type: str
+    name: str
+    card: Card | None
+    bank_account: Any
+    billing_address: Any
+    provider_type: str
+    metadata: dict[str, Any]
+
+
+def new_method(p: PaymentMethodCreateParams) -> NewMethod:
+    customer = require_user(p.customerId, "customerId is required", "customerId")
+    kind = p.type.strip() or "card"
+    if kind not in METHOD_TYPES:
+        raise invalid("type must be card, bank_account or balance", "type")
+    if p.card is not None:
+        _check_card(p.card)
+    name = card_name(p.card) if p.card is not None else ""
+    metadata = {k: v for k, v in (p.metadata or {}).items() if k not in PROVIDER_KEYS}
+    return NewMethod(customer, kind, name, p.card, p.bankAccount, p.billingAddress,
+                     p.providerType.strip(), metadata)
+
+
+def card_name(card: Card) -> str:
+    return f"{card.brand} ending in {card.last4}"  # even with no brand (the reference's)
+
+
+def _check_card(card: Card) -> None:
+    if card.last4 and not (len(card.last4) == 4 and card.last4.isdigit()):
+        raise invalid("card.last4 must be 4 digits", "card.last4")
+    if not 0 <= card.expMonth <= 12:
+        raise invalid("card.expMonth must be between 1 and 12", "card.expMonth")
+    if not 0 <= card.expYear <= 9999:
+        raise invalid("card.expYear is invalid", "card.expYear")
+
+
+def merged_metadata(old: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
+    """Shallow merge; a key set to null is removed; provider keys are read-only (§4.1)."""
+    if patch is None:
+        return old
+    merged = dict(old)
+    for k, v in patch.items():
+        if k in PROVIDER_KEYS:
+            continue
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return merged
+
+
+def owner_filter(role: str, user: str | None) -> str | None:
+    """Whose methods a caller may reach: an end user only their own (someone else's is
+    simply not found), admins and the platform any of their organization (None)."""
+    return user_id(user or "") if role == "user" else None
+

@@ -1,0 +1,230 @@
+"""Payments SQL, in one place. Every query names the organization and the mode; `owner`
+(when not None) restricts by-id queries to that customer's payment methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services.payments.domain import Intent, NewIntent, NewMethod, Setup
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+# ---- provider customers ------------------------------------------------------------------
+
+
+async def provider_customer(db: Db, org_id: str, livemode: bool, customer_id: str,
+                            provider: str) -> str | None:
+    return await db.fetchval(
+        "select provider_ref from payments.provider_customers"
+        " where org_id = $1 and livemode = $2 and customer_id = $3 and provider = $4",
+        org_id, livemode, customer_id, provider)
+
+
+async def remember_provider_customer(db: Db, org_id: str, livemode: bool, customer_id: str,
+                                     provider: str, ref: str) -> str:
+    """The mapping (the first one written wins a race)."""
+    return await db.fetchval(
+        "insert into payments.provider_customers"
+        " (org_id, livemode, customer_id, provider, provider_ref) values ($1, $2, $3, $4, $5)"
+        " on conflict (org_id, livemode, customer_id, provider)"
+        " do update set provider_ref = payments.provider_customers.provider_ref"
+        " returning provider_ref", org_id, livemode, customer_id, provider, ref)
+
+
+# ---- payment methods ---------------------------------------------------------------------
+
+_METHOD = ("id, customer_id, type, name, card, bank_account, billing_address, provider_ref,"
+           " provider_type, verified, is_default, metadata, created_at")
+_METHOD_BY_ID = ("org_id = $1 and livemode = $2 and id = $3 and not deleted"
+                 " and ($4::text is null or customer_id = $4)")
+
+
+async def create_method(db: Db, org_id: str, livemode: bool, method_id: str, m: NewMethod,
+                        provider_ref: str, provider_type: str, verified: bool,
+                        metadata: dict[str, Any]) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"insert into payments.payment_methods (org_id, livemode, id, customer_id, type, name,"
+        f" card, bank_account, billing_address, provider_ref, provider_type, verified,"
+        f" metadata) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        f" returning {_METHOD}",
+        org_id, livemode, method_id, m.customer_id, m.type, m.name, m.card, m.bank_account,
+        m.billing_address, provider_ref, provider_type, verified, metadata)
+
+
+async def method(db: Db, org_id: str, livemode: bool, method_id: str, owner: str | None,
+                 *, lock: bool = False) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_METHOD} from payments.payment_methods where {_METHOD_BY_ID}"
+        + (" for update" if lock else ""), org_id, livemode, method_id, owner)
+
+
+async def methods(db: Db, org_id: str, livemode: bool, customer_id: str | None, kind: str,
+                  limit: int, starting_after: str) -> list[asyncpg.Record]:
+    """Newest first; after the method `starting_after` when given."""
+    return await db.fetch(
+        f"""select {_METHOD} from payments.payment_methods m
+        where org_id = $1 and livemode = $2 and not deleted
+          and ($3::text is null or customer_id = $3) and ($4 = '' or type = $4)
+          and ($6 = '' or (created_at, id) < (
+              select created_at, id from payments.payment_methods
+              where org_id = $1 and livemode = $2 and id = $6))
+        order by created_at desc, id desc limit $5""",
+        org_id, livemode, customer_id, kind, limit, starting_after)
+
+
+async def method_exists(db: Db, org_id: str, livemode: bool, customer_id: str,
+                        verified_only: bool) -> bool:
+    return bool(await db.fetchval(
+        "select exists (select 1 from payments.payment_methods where org_id = $1"
+        " and livemode = $2 and customer_id = $3 and not deleted and (verified or not $4))",
+        org_id, livemode, customer_id, verified_only))
+
+
+async def update_method(db: Db, org_id: str, livemode: bool, method_id: str,
+                        billing_address: Any, metadata: dict[str, Any]) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"update payments.payment_methods set billing_address = coalesce($4, billing_address),"
+        f" metadata = $5, updated_at = now()"
+        f" where org_id = $1 and livemode = $2 and id = $3 and not deleted returning {_METHOD}",
+        org_id, livemode, method_id, billing_address, metadata)
+
+
+async def detach_method(db: Db, org_id: str, livemode: bool, method_id: str) -> None:
+    await db.execute(
+        "update payments.payment_methods set deleted = true, is_default = false,"
+        " updated_at = now() where org_id = $1 and livemode = $2 and id = $3",
+        org_id, livemode, method_id)
+
+
+async def make_default(db: Db, org_id: str, livemode: bool, customer_id: str,
+                       method_id: str) -> asyncpg.Record:
+    """Clear the customer's other default, then set this one (in the caller's transaction:
+    the partial unique index keeps one default even under concurrent calls)."""
+    await db.execute(
+        "update payments.payment_methods set is_default = false, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and customer_id = $3 and is_default"
+        " and not deleted and id <> $4", org_id, livemode, customer_id, method_id)
+    return await db.fetchrow(
+        f"update payments.payment_methods set is_default = true, updated_at = now()"
+        f" where org_id = $1 and livemode = $2 and id = $3 returning {_METHOD}",
+        org_id, livemode, method_id)
+
+
+# ---- payment intents ---------------------------------------------------------------------
+
+_INTENT = ("id, customer_id, amount, currency, status, payment_method_id, capture_method,"
+           " confirmation_method, amount_capturable, amount_received, description,"
+           " provider_ref, provider_type, last_error, client_secret, invoice_id,"
+           " cancellation_reason, canceled_at, metadata, attempts, created_at")
+
+
+async def create_intent(db: Db, org_id: str, livemode: bool, intent_id: str, n: NewIntent,
+                        ) -> asyncpg.Record:
+    i = n.intent
+    return await db.fetchrow(
+        f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
+        f" currency, status, payment_method_id, capture_method, confirmation_method,"
+        f" setup_future_usage, description, receipt_email, invoice_id, metadata)"
+        f" values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        f" returning {_INTENT}",
+        org_id, livemode, intent_id, n.customer_id, i.amount, i.currency, i.status,
+        i.payment_method_id, i.capture_method, n.confirmation_method, n.setup_future_usage,
+        n.description, n.receipt_email, n.invoice_id, n.metadata)
+
+
+async def intent(db: Db, org_id: str, livemode: bool, intent_id: str, *,
+                 lock: bool = False) -> asyncpg.Record | None:
+    """`lock`: the row stays locked until the caller's transaction ends, so two changes
+    of one intent (two confirms) run one after the other."""
+    return await db.fetchrow(
+        f"select {_INTENT} from payments.payment_intents"
+        f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
+        org_id, livemode, intent_id)
+
+
+async def intents(db: Db, org_id: str, livemode: bool, customer_id: str, limit: int,
+                  starting_after: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""select {_INTENT} from payments.payment_intents
+        where org_id = $1 and livemode = $2 and ($3 = '' or customer_id = $3)
+          and ($5 = '' or (created_at, id) < (
+              select created_at, id from payments.payment_intents
+              where org_id = $1 and livemode = $2 and id = $5))
+        order by created_at desc, id desc limit $4""",
+        org_id, livemode, customer_id, limit, starting_after)
+
+
+async def save_intent(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent,
+                      attempts: int) -> asyncpg.Record:
+    """Write the state machine's fields back."""
+    return await db.fetchrow(
+        f"""update payments.payment_intents set status = $4, payment_method_id = $5,
+            amount_capturable = $6, amount_received = $7, provider_ref = $8,
+            provider_type = $9, last_error = $10, client_secret = $11,
+            cancellation_reason = $12, canceled_at = $13, attempts = $14, updated_at = now()
+        where org_id = $1 and livemode = $2 and id = $3 returning {_INTENT}""",
+        org_id, livemode, intent_id, i.status, i.payment_method_id, i.amount_capturable,
+        i.amount_received, i.provider_ref, i.provider_type, i.last_error, i.client_secret,
+        i.cancellation_reason, i.canceled_at, attempts)
+
+
+def as_intent(r: asyncpg.Record) -> Intent:
+    return Intent(status=r["status"], amount=r["amount"], currency=r["currency"],
+                  capture_method=r["capture_method"], payment_method_id=r["payment_method_id"],
+                  amount_capturable=r["amount_capturable"],
+                  amount_received=r["amount_received"], provider_ref=r["provider_ref"],
+                  provider_type=r["provider_type"], last_error=r["last_error"],
+                  client_secret=r["client_secret"],
+                  cancellation_reason=r["cancellation_reason"], canceled_at=r["canceled_at"])
+
+
+# ---- setup intents -----------------------------------------------------------------------
+
+_SETUP = ("id, customer_id, status, usage, payment_method_id, provider_ref, provider_type,"
+          " last_error, cancellation_reason, canceled_at, metadata, created_at")
+
+
+async def create_setup(db: Db, org_id: str, livemode: bool, setup_id: str, customer_id: str,
+                       s: Setup, usage: str) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"insert into payments.setup_intents (org_id, livemode, id, customer_id, status, usage,"
+        f" payment_method_id) values ($1, $2, $3, $4, $5, $6, $7) returning {_SETUP}",
+        org_id, livemode, setup_id, customer_id, s.status, usage, s.payment_method_id)
+
+
+async def setup(db: Db, org_id: str, livemode: bool, setup_id: str, *, lock: bool = False,
+                ) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_SETUP} from payments.setup_intents"
+        f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
+        org_id, livemode, setup_id)
+
+
+async def save_setup(db: Db, org_id: str, livemode: bool, setup_id: str, s: Setup,
+                     ) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"""update payments.setup_intents set status = $4, payment_method_id = $5,
+            provider_ref = $6, provider_type = $7, last_error = $8, cancellation_reason = $9,
+            canceled_at = $10, updated_at = now()
+        where org_id = $1 and livemode = $2 and id = $3 returning {_SETUP}""",
+        org_id, livemode, setup_id, s.status, s.payment_method_id, s.provider_ref,
+        s.provider_type, s.last_error, s.cancellation_reason, s.canceled_at)
+
+
+def as_setup(r: asyncpg.Record) -> Setup:
+    return Setup(status=r["status"], payment_method_id=r["payment_method_id"],
+                 provider_ref=r["provider_ref"], provider_type=r["provider_type"],
+                 last_error=r["last_error"], cancellation_reason=r["cancellation_reason"],
+                 canceled_at=r["canceled_at"])
+
+
+async def mark_verified(db: Db, org_id: str, livemode: bool, method_id: str,
+                        provider_ref: str, provider_type: str) -> None:
+    """A provider saved the method for later payments (a setup intent succeeded)."""
+    await db.execute(
+        "update payments.payment_methods set verified = true, provider_ref = $4,"
+        " provider_type = $5, metadata = metadata || '{\"verified\": true}'::jsonb,"
+        " updated_at = now() where org_id = $1 and livemode = $2 and id = $3",
+        org_id, livemode, method_id, provider_ref, provider_type)

@@ -1,7 +1,7 @@
 """The billing gate: how fast the gateway answers balance checks.
 
-Drives `GET /billing/balance` and ZAP `billing.getBalance` through the gateway (gateway and
-ledger each in their own process, as deployed), and in the same run a baseline: a bare aiohttp
+Drives `GET /billing/balance`, `GET /billing/status` and ZAP `billing.getBalance` through the gateway (gateway,
+ledger and payments each in their own process, as deployed), and in the same run a baseline: a bare aiohttp
 handler doing one NATS request/reply to a trivial responder. Prints requests/s, p50/p99 and
 the ratio to the baseline.
 
@@ -40,12 +40,14 @@ async def main(seconds: float, levels: list[int]) -> None:
         port = free_port()
         env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
         ledger = spawn("-m", "services.cli", "serve", "ledger", env=env)
-        await asyncio.sleep(1.0)  # let the ledger migrate before the gateway starts
+        # The status check asks payments whether the customer has a payment method.
+        payments = spawn("-m", "services.cli", "serve", "payments", env=env)
+        await asyncio.sleep(1.0)  # let the services migrate before the gateway starts
         gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
         base_port = free_port()
         responder = spawn("bench/baseline.py", "responder", nats_url, env={})
         baseline = spawn("bench/baseline.py", "server", nats_url, str(base_port), env={})
-        processes = [gateway, ledger, baseline, responder]
+        processes = [gateway, ledger, payments, baseline, responder]
         try:
             base = f"http://127.0.0.1:{port}"
             await wait_http(base + "/readyz")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.payments import store
 from services.payments.selection import Providers
+from services.runtime.batching import MicroBatcher
 from services.runtime.service import Context
 
 
 @dataclass
 class PaymentsState:
     providers: Providers
+    # The ledger asks this for every `GET /billing/status`: concurrent checks share a query.
+    method_checks: MicroBatcher
 
 
 async def bootstrap(ctx: Context) -> None:
-    ctx.state = PaymentsState(Providers(ctx.settings.payments_offline))
+    ctx.state = PaymentsState(
+        Providers(ctx.settings.payments_offline),
+        MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)))

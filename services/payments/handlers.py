@@ -123,8 +123,8 @@ async def method_exists(ctx: Context, scope: Scope, p: PaymentMethodQuery,
     customer = user_id(p.customerId)
     if not customer:
         return PaymentMethodExists(False)
-    return PaymentMethodExists(await store.method_exists(
-        ctx.pool, scope.org_id, scope.livemode, customer, p.verifiedOnly))
+    return PaymentMethodExists(await ctx.state.method_checks(
+        (scope.org_id, scope.livemode, customer, p.verifiedOnly)))
 
 
 # ---- payment methods ---------------------------------------------------------------------

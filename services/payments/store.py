@@ -74,12 +74,21 @@ async def methods(db: Db, org_id: str, livemode: bool, customer_id: str | None, 
         org_id, livemode, customer_id, kind, limit, starting_after)
 
 
-async def method_exists(db: Db, org_id: str, livemode: bool, customer_id: str,
-                        verified_only: bool) -> bool:
-    return bool(await db.fetchval(
-        "select exists (select 1 from payments.payment_methods where org_id = $1"
-        " and livemode = $2 and customer_id = $3 and not deleted and (verified or not $4))",
-        org_id, livemode, customer_id, verified_only))
+MethodCheck = tuple[str, bool, str, bool]  # org_id, livemode, customer_id, verified only
+
+
+async def methods_exist(db: Db, checks: list[MethodCheck]) -> list[bool]:
+    """Whether each customer has a (verified) payment method, for many at once: the status
+    check asks this for every gated request."""
+    orgs, modes, customers, verified = zip(*checks, strict=True)
+    rows = await db.fetch(
+        "select exists (select 1 from payments.payment_methods m"
+        "   where m.org_id = k.o and m.livemode = k.l and m.customer_id = k.c"
+        "     and not m.deleted and (m.verified or not k.v)) as found"
+        " from unnest($1::text[], $2::boolean[], $3::text[], $4::boolean[])"
+        "   with ordinality as k(o, l, c, v, i) order by k.i",
+        orgs, modes, customers, verified)
+    return [r["found"] for r in rows]
 
 
 async def update_method(db: Db, org_id: str, livemode: bool, method_id: str,

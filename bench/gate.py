@@ -1,8 +1,9 @@
 """The billing gate: how fast the gateway answers balance checks.
 
-Drives `GET /billing/balance`, `GET /billing/status` and ZAP `billing.getBalance` through the gateway (gateway,
-ledger and payments each in their own process, as deployed), and in the same run a baseline: a bare aiohttp
-handler doing one NATS request/reply to a trivial responder. Prints requests/s, p50/p99 and
+Drives `GET /billing/balance`, `GET /billing/status` and ZAP `billing.getBalance` through the
+gateway (gateway, ledger and payments each in their own process, as deployed), and in the
+same run a baseline: a bare aiohttp handler doing one NATS request/reply to a trivial
+responder. Prints requests/s, p50/p99 and
 the ratio to the baseline.
 
     .venv/bin/python bench/gate.py [--seconds 10] [--concurrency 16,32,64]

@@ -19,6 +19,7 @@ from msgspec import UNSET
 from contracts import Reply, Scope
 from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, now, rfc3339
+from contracts.limits import Page
 from contracts.payments import (
     PAYMENT_INTENT_CANCEL,
     PAYMENT_INTENT_CAPTURE,
@@ -76,11 +77,11 @@ from services.runtime.service import Context, Router
 
 router = Router()
 
-PAGE_DEFAULT, PAGE_MAX = 100, 1000  # §0.4
+PAGE = Page(100, 1000)  # §0.4; lists page by `startingAfter`, so only the limit applies
 
 
 def _page(limit: int) -> int:
-    return PAGE_DEFAULT if limit <= 0 else min(limit, PAGE_MAX)
+    return PAGE.apply(limit, 0)[0]
 
 
 def _owner(scope: Scope) -> str | None:

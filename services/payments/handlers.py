@@ -17,7 +17,7 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
-from contracts.errors import Failure, invalid, not_found
+from contracts.errors import Failure, forbidden, invalid, not_found, payment_required
 from contracts.ids import new_id, now, rfc3339
 from contracts.limits import Page
 from contracts.payments import (
@@ -102,9 +102,7 @@ def _provider_failure(e: ProviderError, prefix: str = "") -> Failure:
     if e.kind == "unavailable":
         return Failure("provider_unavailable", 502, "payment provider unavailable",
                        retryable=True)
-    message = e.message
-    return Failure("payment_required" if e.kind == "declined" else "invalid_request",
-                   402 if e.kind == "declined" else 400, prefix + message)
+    return (payment_required if e.kind == "declined" else invalid)(prefix + e.message)
 
 
 async def _event(conn: asyncpg.Connection, scope: Scope, type: str, object_type: str,
@@ -137,7 +135,7 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
     new = domain.new_method(p)
     owner = _owner(scope)
     if owner is not None and new.customer_id != owner:
-        raise Failure("forbidden", 403, "cannot access another user's account")
+        raise forbidden("cannot access another user's account")
     method_id = new_id("pm_")
     provider_ref, provider_type, verified = "", new.provider_type, False
     metadata = dict(new.metadata)
@@ -336,10 +334,11 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
             raise _provider_failure(e) from None  # rolled back: the intent can be retried
         # A decline is final for this attempt: recorded, announced, answered; the next
         # confirm is a new attempt (a new provider key).
-        message = e.message  # a decline: the §1.10 text
+        # e.message: a decline's §1.10 text. §3.4: 400, the intent back to
+        # requires_payment_method.
         failure = invalid(("authorization failed: " if manual else "charge failed: ")
-                          + message)  # §3.4: 400, the intent back to requires_payment_method
-        state = domain.payment_failed(state, message)
+                          + e.message)
+        state = domain.payment_failed(state, e.message)
         saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                         attempts + 1)
         await _announce(conn, scope, saved)
@@ -463,11 +462,10 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
         except ProviderError as e:
             if e.kind == "unavailable":
                 raise _provider_failure(e) from None
-            message = e.message
             saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"],
-                                           domain.setup_failed(state, message))
+                                           domain.setup_failed(state, e.message))
             await _announce_setup(conn, scope, saved)
-            return Reply(error=invalid("setup failed: " + message).error)
+            return Reply(error=invalid("setup failed: " + e.message).error)
         ref = result.method.provider_ref if result.method else method["provider_ref"]
         await store.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
                                   provider.name)

@@ -248,10 +248,6 @@ async def set_default(ctx: Context, scope: Scope, p: DefaultPaymentMethodParams,
         raise not_found(domain.METHOD_NOT_FOUND)
     if row["is_default"]:
         return _method(row, scope.livemode)  # already the default: nothing changes
-    # Serialise one customer's changes of default (the partial unique index would refuse
-    # the second of two concurrent ones).
-    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))",
-                       f"payments.default|{scope.org_id}|{scope.livemode}|{customer}")
     row = await store.make_default(conn, scope.org_id, scope.livemode, customer, row["id"])
     method = _method(row, scope.livemode)
     await _event(conn, scope, "customer.default_payment_method.updated", "payment_method",

@@ -110,8 +110,11 @@ async def detach_method(db: Db, org_id: str, livemode: bool, method_id: str) -> 
 
 async def make_default(db: Db, org_id: str, livemode: bool, customer_id: str,
                        method_id: str) -> asyncpg.Record:
-    """Clear the customer's other default, then set this one (in the caller's transaction:
-    the partial unique index keeps one default even under concurrent calls)."""
+    """Clear the customer's other default, then set this one, in the caller's transaction.
+    One customer's changes of default run one after the other (the partial unique index
+    would refuse the second of two concurrent ones)."""
+    await db.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))",
+                     f"payments.default|{org_id}|{livemode}|{customer_id}")
     await db.execute(
         "update payments.payment_methods set is_default = false, updated_at = now()"
         " where org_id = $1 and livemode = $2 and customer_id = $3 and is_default"

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from contracts.errors import conflict, invalid
 from contracts.payments import (
@@ -111,14 +111,33 @@ def new_intent(p: PaymentIntentCreateParams) -> NewIntent:
                      p.invoiceId.strip(), p.metadata)
 
 
-def begin_confirm(i: Intent, payment_method_id: str) -> Intent:
-    """The model step of confirm: → processing, with the method given (or the stored one)."""
-    if i.status not in CONFIRMABLE:
-        raise conflict(f"cannot confirm payment intent in status {i.status}")
-    pm = payment_method_id.strip() or i.payment_method_id
+# The two state machines share their confirm, decline and cancel steps.
+_State = TypeVar("_State", "Intent", "Setup")
+
+
+def _begin(x: _State, confirmable: frozenset[str], kind: str, payment_method_id: str,
+           ) -> _State:
+    """The model step of a confirm: → processing, with the method given (or the stored one)."""
+    if x.status not in confirmable:
+        raise conflict(f"cannot confirm {kind} in status {x.status}")
+    pm = payment_method_id.strip() or x.payment_method_id
     if not pm:
         raise invalid(METHOD_REQUIRED, "paymentMethodId")
-    return dataclasses.replace(i, status=PROCESSING, payment_method_id=pm, last_error="")
+    return dataclasses.replace(x, status=PROCESSING, payment_method_id=pm, last_error="")
+
+
+def _failed(x: _State, message: str) -> _State:
+    """A provider's decline: back to waiting for a (new) payment method."""
+    return dataclasses.replace(x, status=REQUIRES_PAYMENT_METHOD, last_error=message)
+
+
+def _check_cancel(status: str, kind: str) -> None:
+    if status in FINAL:
+        raise conflict(f"cannot cancel {kind} in status {status}")
+
+
+def begin_confirm(i: Intent, payment_method_id: str) -> Intent:
+    return _begin(i, CONFIRMABLE, "payment intent", payment_method_id)
 
 
 def charged(i: Intent, result: PaymentResult, provider: str) -> Intent:
@@ -138,7 +157,7 @@ def charged(i: Intent, result: PaymentResult, provider: str) -> Intent:
 
 
 def payment_failed(i: Intent, message: str) -> Intent:
-    return dataclasses.replace(i, status=REQUIRES_PAYMENT_METHOD, last_error=message)
+    return _failed(i, message)
 
 
 def capture_amount(i: Intent, requested: int) -> int:
@@ -158,8 +177,7 @@ def captured(i: Intent, amount: int) -> Intent:
 
 
 def cancel(i: Intent, reason: str, at: datetime) -> Intent:
-    if i.status in FINAL:
-        raise conflict(f"cannot cancel payment intent in status {i.status}")
+    _check_cancel(i.status, "payment intent")
     return dataclasses.replace(i, status=CANCELED, cancellation_reason=reason,
                                canceled_at=at, amount_capturable=0)
 
@@ -196,12 +214,7 @@ def new_setup(customer_id: str, payment_method_id: str, usage: str) -> tuple[str
 
 
 def begin_setup(s: Setup, payment_method_id: str) -> Setup:
-    if s.status not in SETUP_CONFIRMABLE:
-        raise conflict(f"cannot confirm setup intent in status {s.status}")
-    pm = payment_method_id.strip() or s.payment_method_id
-    if not pm:
-        raise invalid(METHOD_REQUIRED, "paymentMethodId")
-    return dataclasses.replace(s, status=PROCESSING, payment_method_id=pm, last_error="")
+    return _begin(s, SETUP_CONFIRMABLE, "setup intent", payment_method_id)
 
 
 def set_up(s: Setup, provider_ref: str, provider: str) -> Setup:
@@ -210,12 +223,11 @@ def set_up(s: Setup, provider_ref: str, provider: str) -> Setup:
 
 
 def setup_failed(s: Setup, message: str) -> Setup:
-    return dataclasses.replace(s, status=REQUIRES_PAYMENT_METHOD, last_error=message)
+    return _failed(s, message)
 
 
 def cancel_setup(s: Setup, reason: str, at: datetime) -> Setup:
-    if s.status in FINAL:
-        raise conflict(f"cannot cancel setup intent in status {s.status}")
+    _check_cancel(s.status, "setup intent")
     return dataclasses.replace(s, status=CANCELED, cancellation_reason=reason, canceled_at=at)
 
 

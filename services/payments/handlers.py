@@ -17,8 +17,9 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
-from contracts.errors import Failure, invalid, not_found
+from contracts.errors import Failure, forbidden, invalid, not_found, payment_required
 from contracts.ids import new_id, now, rfc3339
+from contracts.limits import Page
 from contracts.payments import (
     PAYMENT_INTENT_CANCEL,
     PAYMENT_INTENT_CAPTURE,
@@ -76,11 +77,11 @@ from services.runtime.service import Context, Router
 
 router = Router()
 
-PAGE_DEFAULT, PAGE_MAX = 100, 1000  # §0.4
+PAGE = Page(100, 1000)  # §0.4; lists page by `startingAfter`, so only the limit applies
 
 
 def _page(limit: int) -> int:
-    return PAGE_DEFAULT if limit <= 0 else min(limit, PAGE_MAX)
+    return PAGE.apply(limit, 0)[0]
 
 
 def _owner(scope: Scope) -> str | None:
@@ -101,9 +102,7 @@ def _provider_failure(e: ProviderError, prefix: str = "") -> Failure:
     if e.kind == "unavailable":
         return Failure("provider_unavailable", 502, "payment provider unavailable",
                        retryable=True)
-    message = e.message
-    return Failure("payment_required" if e.kind == "declined" else "invalid_request",
-                   402 if e.kind == "declined" else 400, prefix + message)
+    return (payment_required if e.kind == "declined" else invalid)(prefix + e.message)
 
 
 async def _event(conn: asyncpg.Connection, scope: Scope, type: str, object_type: str,
@@ -136,7 +135,7 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
     new = domain.new_method(p)
     owner = _owner(scope)
     if owner is not None and new.customer_id != owner:
-        raise Failure("forbidden", 403, "cannot access another user's account")
+        raise forbidden("cannot access another user's account")
     method_id = new_id("pm_")
     provider_ref, provider_type, verified = "", new.provider_type, False
     metadata = dict(new.metadata)
@@ -249,10 +248,6 @@ async def set_default(ctx: Context, scope: Scope, p: DefaultPaymentMethodParams,
         raise not_found(domain.METHOD_NOT_FOUND)
     if row["is_default"]:
         return _method(row, scope.livemode)  # already the default: nothing changes
-    # Serialise one customer's changes of default (the partial unique index would refuse
-    # the second of two concurrent ones).
-    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))",
-                       f"payments.default|{scope.org_id}|{scope.livemode}|{customer}")
     row = await store.make_default(conn, scope.org_id, scope.livemode, customer, row["id"])
     method = _method(row, scope.livemode)
     await _event(conn, scope, "customer.default_payment_method.updated", "payment_method",
@@ -335,10 +330,11 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
             raise _provider_failure(e) from None  # rolled back: the intent can be retried
         # A decline is final for this attempt: recorded, announced, answered; the next
         # confirm is a new attempt (a new provider key).
-        message = e.message  # a decline: the §1.10 text
+        # e.message: a decline's §1.10 text. §3.4: 400, the intent back to
+        # requires_payment_method.
         failure = invalid(("authorization failed: " if manual else "charge failed: ")
-                          + message)  # §3.4: 400, the intent back to requires_payment_method
-        state = domain.payment_failed(state, message)
+                          + e.message)
+        state = domain.payment_failed(state, e.message)
         saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                         attempts + 1)
         await _announce(conn, scope, saved)
@@ -462,11 +458,10 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
         except ProviderError as e:
             if e.kind == "unavailable":
                 raise _provider_failure(e) from None
-            message = e.message
             saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"],
-                                           domain.setup_failed(state, message))
+                                           domain.setup_failed(state, e.message))
             await _announce_setup(conn, scope, saved)
-            return Reply(error=invalid("setup failed: " + message).error)
+            return Reply(error=invalid("setup failed: " + e.message).error)
         ref = result.method.provider_ref if result.method else method["provider_ref"]
         await store.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
                                   provider.name)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
@@ -109,8 +110,11 @@ async def detach_method(db: Db, org_id: str, livemode: bool, method_id: str) -> 
 
 async def make_default(db: Db, org_id: str, livemode: bool, customer_id: str,
                        method_id: str) -> asyncpg.Record:
-    """Clear the customer's other default, then set this one (in the caller's transaction:
-    the partial unique index keeps one default even under concurrent calls)."""
+    """Clear the customer's other default, then set this one, in the caller's transaction.
+    One customer's changes of default run one after the other (the partial unique index
+    would refuse the second of two concurrent ones)."""
+    await db.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))",
+                     f"payments.default|{org_id}|{livemode}|{customer_id}")
     await db.execute(
         "update payments.payment_methods set is_default = false, updated_at = now()"
         " where org_id = $1 and livemode = $2 and customer_id = $3 and is_default"
@@ -179,14 +183,11 @@ async def save_intent(db: Db, org_id: str, livemode: bool, intent_id: str, i: In
         i.cancellation_reason, i.canceled_at, attempts)
 
 
+_INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(Intent))  # columns of those names
+
+
 def as_intent(r: asyncpg.Record) -> Intent:
-    return Intent(status=r["status"], amount=r["amount"], currency=r["currency"],
-                  capture_method=r["capture_method"], payment_method_id=r["payment_method_id"],
-                  amount_capturable=r["amount_capturable"],
-                  amount_received=r["amount_received"], provider_ref=r["provider_ref"],
-                  provider_type=r["provider_type"], last_error=r["last_error"],
-                  client_secret=r["client_secret"],
-                  cancellation_reason=r["cancellation_reason"], canceled_at=r["canceled_at"])
+    return Intent(**{f: r[f] for f in _INTENT_FIELDS})
 
 
 # ---- setup intents -----------------------------------------------------------------------
@@ -222,11 +223,11 @@ async def save_setup(db: Db, org_id: str, livemode: bool, setup_id: str, s: Setu
         s.provider_type, s.last_error, s.cancellation_reason, s.canceled_at)
 
 
+_SETUP_FIELDS = tuple(f.name for f in dataclasses.fields(Setup))  # columns of those names
+
+
 def as_setup(r: asyncpg.Record) -> Setup:
-    return Setup(status=r["status"], payment_method_id=r["payment_method_id"],
-                 provider_ref=r["provider_ref"], provider_type=r["provider_type"],
-                 last_error=r["last_error"], cancellation_reason=r["cancellation_reason"],
-                 canceled_at=r["canceled_at"])
+    return Setup(**{f: r[f] for f in _SETUP_FIELDS})
 
 
 async def mark_verified(db: Db, org_id: str, livemode: bool, method_id: str,

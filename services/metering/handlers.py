@@ -119,7 +119,7 @@ async def meter_ids(ctx: Context, scope: Scope, p: MeterIdsQuery) -> MeterIds:
 @router.handler(EVENTS_RECORD)
 async def record_events(ctx: Context, scope: Scope, p: MeterEventBatch) -> bytes:
     events = batches.accept_batch(p.events, now(), batches.fresh_id_base())
-    await ctx.state.meters.require(ctx.pool, scope, events)
+    await _require_meters(ctx, scope, events)
     return await ctx.state.recorder.record(scope, events)
 
 
@@ -131,8 +131,14 @@ async def accept_keyed_events(ctx: Context, scope: Scope, p: MeterEventBatch) ->
         raise invalid("Idempotency-Key is required", "Idempotency-Key")
     batch_id = keyed_batch_id(scope)
     events = batches.accept_batch(p.events, now(), batches.derived_id_base(batch_id))
-    await ctx.state.meters.require(ctx.pool, scope, events)
+    await _require_meters(ctx, scope, events)
     return await ctx.state.intake.accept(scope, batch_id, events)
+
+
+async def _require_meters(ctx: Context, scope: Scope, events: list[AcceptedEvent]) -> None:
+    await ctx.state.meters.require(scope.org_id, scope.livemode, events,
+                                   lambda: store.meter_ids(ctx.pool, scope.org_id,
+                                                           scope.livemode))
 
 
 @router.handler(EVENTS_SUMMARY)

@@ -221,7 +221,7 @@ async def record_dns_usage(ctx: Context, scope: Scope, p: DnsUsageParams,
         return created(DnsUsageResult(True, domain.remaining(limit, used), limit))
     if domain.over_limit(limit, used, p.queries):
         raise domain.limit_exceeded(limit, used, p.queries)
-    event = AcceptedEvent(batches.fresh_id_base() + "00", meter_id, user, p.queries,
+    event = AcceptedEvent(batches.event_id(batches.fresh_id_base(), 0), meter_id, user, p.queries,
                           batches.to_us(ts), key, {"zone": zone, "errors": p.errors})
     await store.write_events(conn, [AcceptedBatch("", scope.org_id, scope.livemode,
                                                   [event])])

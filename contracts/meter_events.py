@@ -6,7 +6,7 @@ contracts and no service imports another's."""
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -200,6 +200,30 @@ def require_known_meters(events: Sequence[AcceptedEvent], known: Container[str])
     for e in events:
         if e.meterId not in known:
             raise invalid(f"unknown meterId: {e.meterId}", "meterId")
+
+
+class KnownMeters:
+    """Meter ids per organization and mode, for whoever checks a batch's meters (metering's
+    handlers, the gateway's asynchronous path). Meters are never deleted, so an id once seen
+    stays valid; an id not seen yet is looked up again (`lookup`: a new meter, perhaps made
+    by another replica, or a typo). No I/O of its own: the caller says how to look up."""
+
+    MAX_ACCOUNTS = 100_000
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, bool], frozenset[str]] = {}
+
+    async def require(self, org_id: str, livemode: bool, events: Sequence[AcceptedEvent],
+                      lookup: Callable[[], Awaitable[Iterable[str]]]) -> None:
+        account = (org_id, livemode)
+        known = self._ids.get(account, frozenset())
+        if all(e.meterId in known for e in events):
+            return
+        known = frozenset(await lookup())
+        if len(self._ids) > self.MAX_ACCOUNTS:
+            self._ids.clear()
+        self._ids[account] = known
+        require_known_meters(events, known)
 
 
 def accepted(events: list[AcceptedEvent]) -> RecordedEvents:

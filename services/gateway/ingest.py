@@ -44,7 +44,7 @@ class AsyncIngest:
     def __init__(self, pipeline: Pipeline):
         self._pipeline = pipeline
         self._js: Any = None
-        self._meters: dict[tuple[str, bool], frozenset[str]] = {}
+        self._meters = meter_events.KnownMeters()
 
     async def start(self) -> None:
         self._js = self._pipeline.nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
@@ -83,10 +83,10 @@ class AsyncIngest:
         return response
 
     async def _require_meters(self, caller: Caller, events: list, request: web.Request) -> None:
-        account = (caller.org_id, caller.livemode)
-        known = self._meters.get(account, frozenset())
-        if all(e.meterId in known for e in events):
-            return
+        await self._meters.require(caller.org_id, caller.livemode, events,
+                                   lambda: self._meter_ids(caller, request))
+
+    async def _meter_ids(self, caller: Caller, request: web.Request) -> list[str]:
         # An id not seen yet: ask metering (a new meter, or a typo). Unanswered → 503.
         pipeline = self._pipeline
         reply = await pipeline.call(METER_IDS.subject, pipeline.scope(request, caller, None,
@@ -94,11 +94,7 @@ class AsyncIngest:
                                     MeterIdsQuery(), request)
         if reply.error is not None:
             raise Failure.of(reply.error)
-        known = frozenset(METER_IDS.decode_result(reply.result).ids)
-        if len(self._meters) > 100_000:
-            self._meters.clear()
-        self._meters[account] = known
-        meter_events.require_known_meters(events, known)
+        return METER_IDS.decode_result(reply.result).ids
 
     async def _publish(self, batch: AcceptedBatch) -> None:
         if not self._pipeline.nc.is_connected:  # reconnecting: refuse now, never hang

@@ -6,40 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import asyncpg
 import msgspec
 
-from contracts import Reply, Scope
+from contracts import Reply
 from contracts.catalog import Catalog, load_catalog
-from contracts.meter_events import require_known_meters
-from contracts.metering import AcceptedEvent
-from services.metering import domain, store
+from contracts.meter_events import KnownMeters
+from services.metering import domain
 from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
 from services.metering.handlers import ExpiredKeySweeper
 from services.metering.intake import KeyedIntake
 from services.metering.recorder import EventRecorder
 from services.runtime.bus import nats_servers
 from services.runtime.service import Context
-
-
-class KnownMeters:
-    """Meter ids per organization and mode. Meters are never deleted, so an id once seen
-    stays valid; an id not seen yet is looked up again (created by another replica)."""
-
-    def __init__(self) -> None:
-        self._ids: dict[tuple[str, bool], frozenset[str]] = {}
-
-    async def require(self, pool: asyncpg.Pool, scope: Scope,
-                      events: list[AcceptedEvent]) -> None:
-        account = (scope.org_id, scope.livemode)
-        known = self._ids.get(account, frozenset())
-        if all(e.meterId in known for e in events):
-            return
-        known = frozenset(await store.meter_ids(pool, *account))
-        if len(self._ids) > 100_000:
-            self._ids.clear()
-        self._ids[account] = known
-        require_known_meters(events, known)
 
 
 @dataclass(slots=True)

@@ -119,7 +119,7 @@ async def meter_ids(ctx: Context, scope: Scope, p: MeterIdsQuery) -> MeterIds:
 @router.handler(EVENTS_RECORD)
 async def record_events(ctx: Context, scope: Scope, p: MeterEventBatch) -> bytes:
     events = batches.accept_batch(p.events, now(), batches.fresh_id_base())
-    await ctx.state.meters.require(ctx.pool, scope, events)
+    await _require_meters(ctx, scope, events)
     return await ctx.state.recorder.record(scope, events)
 
 
@@ -131,8 +131,14 @@ async def accept_keyed_events(ctx: Context, scope: Scope, p: MeterEventBatch) ->
         raise invalid("Idempotency-Key is required", "Idempotency-Key")
     batch_id = keyed_batch_id(scope)
     events = batches.accept_batch(p.events, now(), batches.derived_id_base(batch_id))
-    await ctx.state.meters.require(ctx.pool, scope, events)
+    await _require_meters(ctx, scope, events)
     return await ctx.state.intake.accept(scope, batch_id, events)
+
+
+async def _require_meters(ctx: Context, scope: Scope, events: list[AcceptedEvent]) -> None:
+    await ctx.state.meters.require(scope.org_id, scope.livemode, events,
+                                   lambda: store.meter_ids(ctx.pool, scope.org_id,
+                                                           scope.livemode))
 
 
 @router.handler(EVENTS_SUMMARY)
@@ -215,7 +221,7 @@ async def record_dns_usage(ctx: Context, scope: Scope, p: DnsUsageParams,
         return created(DnsUsageResult(True, domain.remaining(limit, used), limit))
     if domain.over_limit(limit, used, p.queries):
         raise domain.limit_exceeded(limit, used, p.queries)
-    event = AcceptedEvent(batches.fresh_id_base() + "00", meter_id, user, p.queries,
+    event = AcceptedEvent(batches.event_id(batches.fresh_id_base(), 0), meter_id, user, p.queries,
                           batches.to_us(ts), key, {"zone": zone, "errors": p.errors})
     await store.write_events(conn, [AcceptedBatch("", scope.org_id, scope.livemode,
                                                   [event])])

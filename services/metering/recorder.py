@@ -41,11 +41,12 @@ class EventRecorder:
         return await self._together((scope, events))
 
     async def _write_together(self, batches: list[Batch]) -> list[bytes]:
-        # One autocommitted statement (atomic): no BEGIN/COMMIT round trips on the hot path.
-        # A failure after its commit (the rare follow-up read in `write_events` included) is
-        # answered from what was stored (`_committed`), never written again.
-        ids = await store.write_events(self._pool(), [
-            AcceptedBatch("", scope.org_id, scope.livemode, events) for scope, events in batches])
+        # One transaction: the rare follow-up read of keys taken meanwhile (`write_events`)
+        # happens before the commit, so a failure after the commit is the commit's own.
+        async with self._pool().acquire() as conn, conn.transaction():
+            ids = await store.write_events(conn, [
+                AcceptedBatch("", scope.org_id, scope.livemode, events)
+                for scope, events in batches])
         return [_encode(Reply(result=outcome(events, stored), status=201))
                 for (_, events), stored in zip(batches, ids, strict=True)]
 

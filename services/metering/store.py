@@ -156,10 +156,8 @@ async def write_events(db: Db, batches: list[AcceptedBatch]) -> list[list[str]]:
     event of each batch, the id of the stored event: its own when it was created now, the
     earlier event's when it is a duplicate (the first occurrence in `batches` wins).
 
-    On a pool the insert commits on its own, and the rare follow-up read (`_STORED_IDS`,
-    keys taken meanwhile) runs after that commit: a caller that writes again when this
-    raises must first find what was stored (`stored_events`), as `isolating_failures` does.
-    Not wrapped in a transaction: that would cost two round trips on every batch."""
+    Give it a connection in a transaction: the rare follow-up read (`_STORED_IDS`, keys
+    taken by transactions that committed meanwhile) must come before the commit."""
     skipped: set[str] = set()  # keyed events not inserted
     stored: dict[tuple[str, bool, str], str] = {}  # key → id of the event holding it
     for r in await db.fetch(_INSERT_EVENTS, _encode(batches).decode()):

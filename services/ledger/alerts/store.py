@@ -48,17 +48,15 @@ _DELETE = f"delete from ledger.spend_alerts where {_BY_ID} returning id"
 # that have not fired this month (usually none). Counter rows are locked in a fixed order and
 # stay locked until commit, so one user's concurrent debits see consecutive totals and
 # concurrent batches cannot deadlock. A month's spend saturates at the int64 maximum rather
-# than overflow (which would refuse every later debit of the user that month).
+# than overflow (which would refuse every later debit of the user that month). One row per
+# account comes in, already summed and saturated (`add_spend`).
 _ADD_SPEND = """
-with debit as (
-    select o, l, u, c, least(sum(a), 9223372036854775807)::bigint as a
-    from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::bigint[])
-        as d(o, l, u, c, a)
-    group by o, l, u, c
-), spend as (
+with spend as (
     insert into ledger.monthly_spend as s (org_id, livemode, user_id, currency, period, amount)
     select o, l, u, c, date_trunc('month', now() at time zone 'utc')::date, a
-    from debit order by o, l, u, c
+    from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::bigint[])
+        as d(o, l, u, c, a)
+    order by o, l, u, c
     on conflict (org_id, livemode, user_id, currency, period)
         do update set amount = least(s.amount::numeric + excluded.amount,
                                      9223372036854775807)::bigint
@@ -116,10 +114,10 @@ Account = tuple[str, bool, str, str]  # org_id, livemode, user_id, currency
 
 async def add_spend(conn: asyncpg.Connection, debits: dict[Account, int]
                     ) -> list[asyncpg.Record]:
-    """Add each account's usage debits (their sum) to its monthly spend. One row per account
-    and alert of that account's currency not yet fired this month (`id` null when none):
-    org_id, livemode, user_id, currency, period (the month), amount (the new total), id,
-    threshold."""
+    """Add each account's usage debits (their sum, at most INT64_MAX) to its monthly spend.
+    One row per account and alert of that account's currency not yet fired this month (`id`
+    null when none): org_id, livemode, user_id, currency, period (the month), amount (the
+    new total), id, threshold."""
     org_ids, modes, users, currencies = (list(c) for c in zip(*debits, strict=True))
     try:
         return await conn.fetch(_ADD_SPEND, org_ids, modes, users, currencies,

@@ -257,8 +257,8 @@ def lot_excess(entries: list[LotEntry]) -> list[LotExcess]:
     the order they lock its balance row, their first step, so the two orders agree unless
     two transactions of one account overlap."""
     balance = 0
-    open_lots: dict[str, tuple[datetime, int]] = {}  # lot id -> (expires at, left)
-    expected: dict[str, int] = {}
+    open_lots: dict[str, datetime] = {}  # lot id -> when it expires, until it lapses
+    expected: dict[str, int] = {}  # lot id -> replayed unspent: what an open lot has left
     unspent: dict[str, int] = {}
     for e in entries:
         balance += e.delta
@@ -267,25 +267,24 @@ def lot_excess(entries: list[LotEntry]) -> list[LotExcess]:
             if e.lapses in unspent:
                 unspent[e.lapses] += -e.delta
         elif e.lot_expires_at is not None and e.delta > 0:
-            due = sum(left for expires_at, left in open_lots.values() if expires_at <= e.at)
-            opened = lot_remaining(e.delta, balance - due)
-            open_lots[e.id] = (e.lot_expires_at, opened)
-            expected[e.id], unspent[e.id] = opened, e.lot_remaining
+            due = sum(expected[lot_id] for lot_id, expires_at in open_lots.items()
+                      if expires_at <= e.at)
+            open_lots[e.id] = e.lot_expires_at
+            expected[e.id] = lot_remaining(e.delta, balance - due)
+            unspent[e.id] = e.lot_remaining
         elif e.delta < 0:
             _consume(open_lots, expected, e.at, -e.delta)
     return [LotExcess(lot_id, unspent[lot_id], expected[lot_id])
             for lot_id in expected if unspent[lot_id] > expected[lot_id]]
 
 
-def _consume(open_lots: dict[str, tuple[datetime, int]], expected: dict[str, int],
-             at: datetime, amount: int) -> None:
-    for lot_id, (expires_at, left) in sorted(open_lots.items(),
-                                             key=lambda lot: (lot[1][0], lot[0])):
+def _consume(open_lots: dict[str, datetime], expected: dict[str, int], at: datetime,
+             amount: int) -> None:
+    for lot_id, expires_at in sorted(open_lots.items(), key=lambda lot: (lot[1], lot[0])):
         if amount <= 0:
             return
-        if expires_at <= at or left == 0:
+        if expires_at <= at or expected[lot_id] == 0:
             continue
-        took = min(left, amount)
-        open_lots[lot_id] = (expires_at, left - took)
+        took = min(expected[lot_id], amount)
         expected[lot_id] -= took
         amount -= took

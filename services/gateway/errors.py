@@ -56,7 +56,8 @@ TABLE: dict[type[BaseException], Callable[[BaseException], ApiError]] = {
     NoRespondersError: _unavailable,  # the service is not running
     ConnectionClosedError: _unavailable,  # the bus connection is gone (reconnecting)
     NatsTimeout: lambda e: ApiError(504, "upstream timeout", ErrorCode.TIMEOUT),
-    # A server reached after a reconnect may allow less than the body limit assumed.
+    # A bus request over the server's limit: params that grew when re-encoded, or a server
+    # reached after a reconnect that allows less than the body limit assumed.
     MaxPayloadError: lambda e: ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST),
 }
 

@@ -204,7 +204,7 @@ class Authenticator:
     async def _service_caller(self, request: web.Request) -> Caller:
         name = (request.headers.get("X-IAM-Org-Id") or request.headers.get("X-IAM-Org")
                 or self.settings.service_org).strip()
-        org = await self._org(name, may_provision=True)
+        org = await self._org(name)
         livemode = _livemode(request.headers)
         return Caller(org.id, org.name, livemode,
                       Actor(kind="service", role="platform", may_mint=True))
@@ -216,7 +216,7 @@ class Authenticator:
             p = await self.iam.verify(token)
         except IamError as e:
             raise AuthError(e.status, e.message) from None
-        org = await self._org(p.org_name, may_provision=True)
+        org = await self._org(p.org_name)
         actor = Actor(kind="iam", role=p.role, user_id=p.user_id, subject=p.subject,
                       email=p.email, tier=p.tier, may_mint=p.role == "platform")
         return Caller(org.id, org.name, True, actor)
@@ -263,13 +263,12 @@ class Authenticator:
 
     # ---- organizations ------------------------------------------------------------------
 
-    async def _org(self, name: str, *, may_provision: bool) -> store.Org:
+    async def _org(self, name: str) -> store.Org:
         org = self._orgs.get_fresh(name)
         if org is None:
             org = await store.org_by_name(self.db, name)
             if org is None:
-                if not (may_provision and self.settings.auto_provision_orgs
-                        and provisionable(name)):
+                if not (self.settings.auto_provision_orgs and provisionable(name)):
                     raise AuthError(401, UNKNOWN_ORG)
                 org = await store.provision_org(self.db, name)
             self._orgs.put(name, org)

@@ -207,7 +207,7 @@ class Gateway:
 
     async def _zap(self, request: web.Request) -> web.Response:
         pipeline = self.pipeline
-        caller = await pipeline.authenticate(request)
+        caller = await pipeline.auth.authenticate(request)
         authorize(ZAP_ROUTE, caller.actor)
         try:
             call = _decode_zap(await request.read())

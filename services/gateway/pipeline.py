@@ -85,9 +85,6 @@ class Pipeline:
 
     # ---- the steps ------------------------------------------------------------------------
 
-    async def authenticate(self, request: web.Request) -> Caller:
-        return await self.auth.authenticate(request)
-
     async def accept(self, route: Route, request: web.Request) -> tuple[Caller, Any]:
         """Authenticate, authorize the route's class, decode the params, pin the user."""
         caller = await self.auth.authenticate(request)

@@ -35,6 +35,7 @@ from services.gateway.http import (
 from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import telemetry
 from services.runtime.config import Settings
+from services.runtime.idempotency import is_client_key
 from services.runtime.requests import Requester
 
 SCOPE_REFUSED = "Token doesn't support this scope"
@@ -116,7 +117,7 @@ class Pipeline:
             if route.name in self._required_keys:
                 raise ApiError(400, "Idempotency-Key is required", ErrorCode.INVALID_REQUEST)
             return None
-        if not (1 <= len(key) <= 255 and all(" " <= c <= "~" for c in key)):
+        if not is_client_key(key):
             raise ApiError(400, "invalid idempotency key", ErrorCode.INVALID_REQUEST)
         return key if route.idempotent else None  # accepted and ignored elsewhere
 

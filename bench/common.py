@@ -31,6 +31,7 @@ async def infrastructure():
     async with AsyncExitStack() as stack:
         scratch = Path(tempfile.mkdtemp(prefix="billing-bench-", dir="/tmp"))
         scratch.chmod(0o755)
+        stack.callback(shutil.rmtree, scratch, True)  # last: after the servers stop
         nats_url = os.environ.get("NATS_URL")
         if not nats_url:
             nats = EmbeddedNats(scratch / "nats")
@@ -46,7 +47,6 @@ async def infrastructure():
         database = db.with_database(server_url, f"billing_bench_{secrets.token_hex(4)}")
         await db.ensure_database(database)
         stack.push_async_callback(_drop, server_url, database)
-        stack.callback(shutil.rmtree, scratch, True)
         yield nats_url, database
 
 

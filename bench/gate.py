@@ -3,8 +3,7 @@
 Drives `GET /billing/balance`, `GET /billing/status` and ZAP `billing.getBalance` through the
 gateway (gateway, ledger and payments each in their own process, as deployed), and in the
 same run a baseline: a bare aiohttp handler doing one NATS request/reply to a trivial
-responder. Prints requests/s, p50/p99 and
-the ratio to the baseline.
+responder. Prints requests/s, p50/p99 and the ratio to the baseline.
 
     .venv/bin/python bench/gate.py [--seconds 10] [--concurrency 16,32,64]
 
@@ -56,8 +55,11 @@ async def main(seconds: float, levels: list[int]) -> None:
             key = await secret_key(database_url)
             auth = {"Authorization": f"Bearer {key}"}
             user = "bench/alice"
-            await drive("warm-up", f"{base}/api/v1/billing/balance?user={user}",
-                        concurrency=levels[0], seconds=2, headers=auth)
+            for path in ("balance", "status"):  # status warms payments too
+                await drive("warm-up", f"{base}/api/v1/billing/{path}?user={user}",
+                            concurrency=levels[0], seconds=2, headers=auth)
+            if payments.poll() is not None:  # else status measures "payments not deployed"
+                raise SystemExit("payments exited; see its output above")
             zap = json.dumps({"method": "billing.getBalance", "id": "1",
                               "params": {"user": user}})
             results = {}

@@ -21,7 +21,7 @@ from contracts import ErrorCode
 from contracts.errors import INTERNAL_MESSAGE
 from services.gateway import openapi
 from services.gateway.auth import Authenticator
-from services.gateway.errors import TOO_LARGE, ApiError, translate
+from services.gateway.errors import ApiError, translate
 from services.gateway.http import (
     NUL_REFUSED,
     GatewayRunner,
@@ -149,13 +149,6 @@ class Gateway:
                         response = await handler(request)
                 else:
                     response = await handler(request)
-            except web.HTTPException as e:  # aiohttp's own: routing and body size
-                if e.status in (404, 405):
-                    response = error_response(404, "not found", rid, ErrorCode.NOT_FOUND)
-                elif e.status == 413:
-                    response = error_response(413, TOO_LARGE, rid, ErrorCode.INVALID_REQUEST)
-                else:
-                    response = error_response(e.status, e.reason or "error", rid)
             except Exception as exc:
                 e = translate(exc)
                 if e is None:
@@ -207,7 +200,7 @@ class Gateway:
 
     async def _zap(self, request: web.Request) -> web.Response:
         pipeline = self.pipeline
-        caller = await pipeline.authenticate(request)
+        caller = await pipeline.auth.authenticate(request)
         authorize(ZAP_ROUTE, caller.actor)
         try:
             call = _decode_zap(await request.read())

@@ -118,7 +118,7 @@ class Authenticator:
         self.db = db
         self.iam = iam
         self._service_tokens = [t.encode() for t in settings.service_tokens]
-        self._keys = _TtlCache()  # presented key → (its hash, ApiKey, expiry as epoch)
+        self._keys = _TtlCache()  # presented key → (its hash, Caller or None, expiry)
         self._orgs = _TtlCache()  # org name → Org
         self._listener: asyncpg.Connection | None = None  # keys are cached only while set
         self._relisten: asyncio.Task | None = None
@@ -204,7 +204,7 @@ class Authenticator:
     async def _service_caller(self, request: web.Request) -> Caller:
         name = (request.headers.get("X-IAM-Org-Id") or request.headers.get("X-IAM-Org")
                 or self.settings.service_org).strip()
-        org = await self._org(name, may_provision=True)
+        org = await self._org(name)
         livemode = _livemode(request.headers)
         return Caller(org.id, org.name, livemode,
                       Actor(kind="service", role="platform", may_mint=True))
@@ -216,7 +216,7 @@ class Authenticator:
             p = await self.iam.verify(token)
         except IamError as e:
             raise AuthError(e.status, e.message) from None
-        org = await self._org(p.org_name, may_provision=True)
+        org = await self._org(p.org_name)
         actor = Actor(kind="iam", role=p.role, user_id=p.user_id, subject=p.subject,
                       email=p.email, tier=p.tier, may_mint=p.role == "platform")
         return Caller(org.id, org.name, True, actor)
@@ -235,7 +235,8 @@ class Authenticator:
         return found.pop() if found else ""
 
     async def _key_caller(self, key: str) -> Caller:
-        # Cached by the presented key, so a hit skips the HMAC (every request pays a lookup).
+        # Cached by the presented key, so a hit skips the HMAC and builds nothing (every
+        # request pays a lookup).
         cached = self._keys.get_fresh(key)
         if cached is None:
             changes = self._changes
@@ -245,16 +246,22 @@ class Authenticator:
                 raise AuthError(401, UNKNOWN_ORG)
             await store.touch_key(self.db, api_key.id)
             expires = api_key.expires_at.timestamp() if api_key.expires_at else math.inf
-            cached = (key_hash, api_key, expires)
+            cached = (key_hash, self._caller_of(api_key), expires)
             # Not cached if a change was heard meanwhile: it may be this key's, announced
             # after the read and before there was anything to forget.
             if self._listener is not None and changes == self._changes:
                 self._keys.put(key, cached)
-        _, api_key, expires = cached
+        _, caller, expires = cached
         if time.time() >= expires:
             raise AuthError(401, UNKNOWN_ORG)
-        if not api_key.org.enabled:
+        if caller is None:
             raise AuthError(403, "organization disabled")
+        return caller
+
+    def _caller_of(self, api_key: store.ApiKey) -> Caller | None:
+        """The caller a key stands for; None when its organization is disabled."""
+        if not api_key.org.enabled:
+            return None
         secret = api_key.kind == "secret"
         actor = Actor(kind="api_key", role="admin" if secret else "publishable",
                       key_id=api_key.id,
@@ -263,13 +270,12 @@ class Authenticator:
 
     # ---- organizations ------------------------------------------------------------------
 
-    async def _org(self, name: str, *, may_provision: bool) -> store.Org:
+    async def _org(self, name: str) -> store.Org:
         org = self._orgs.get_fresh(name)
         if org is None:
             org = await store.org_by_name(self.db, name)
             if org is None:
-                if not (may_provision and self.settings.auto_provision_orgs
-                        and provisionable(name)):
+                if not (self.settings.auto_provision_orgs and provisionable(name)):
                     raise AuthError(401, UNKNOWN_ORG)
                 org = await store.provision_org(self.db, name)
             self._orgs.put(name, org)

@@ -1,13 +1,14 @@
 """The gateway's one error boundary. Whatever a request raises on its way — the gateway's
-own refusals (`ApiError`), authentication (`AuthError`), a service's refusal (`Failure`, also
-raised for an error reply), the bus (NATS errors) — is turned into an `ApiError` here, by
-one table, and answered with the error envelope (REST) or a ZAP error by the caller of
-`translate`. Anything not in the table is a bug: 500, logged."""
+own refusals (`ApiError`), aiohttp's (routing, body size), authentication (`AuthError`), a
+service's refusal (`Failure`, also raised for an error reply), the bus (NATS errors) — is
+turned into an `ApiError` here, by one table, and answered with the error envelope (REST)
+or a ZAP error by the caller of `translate`. Anything not in the table is a bug: 500, logged."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiohttp import web
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -43,6 +44,15 @@ def _auth(e: AuthError) -> ApiError:
     return ApiError(e.status, e.message, _AUTH_CODES.get(e.status, ErrorCode.UNAUTHENTICATED))
 
 
+def _aiohttp(e: web.HTTPException) -> ApiError:
+    """aiohttp's own refusals: routing (404, 405: answered 404) and body size."""
+    if e.status in (404, 405):
+        return ApiError(404, "not found", ErrorCode.NOT_FOUND)
+    if e.status == 413:
+        return ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST)
+    return ApiError(e.status, e.reason or "error")
+
+
 def _unavailable(_: Exception) -> ApiError:
     return ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE)
 
@@ -53,10 +63,12 @@ TABLE: dict[type[BaseException], Callable[[BaseException], ApiError]] = {
     ApiError: lambda e: e,
     Failure: _failure,
     AuthError: _auth,
+    web.HTTPException: _aiohttp,
     NoRespondersError: _unavailable,  # the service is not running
     ConnectionClosedError: _unavailable,  # the bus connection is gone (reconnecting)
     NatsTimeout: lambda e: ApiError(504, "upstream timeout", ErrorCode.TIMEOUT),
-    # A server reached after a reconnect may allow less than the body limit assumed.
+    # A bus request over the server's limit: params that grew when re-encoded, or a server
+    # reached after a reconnect that allows less than the body limit assumed.
     MaxPayloadError: lambda e: ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST),
 }
 

@@ -127,15 +127,14 @@ def decode_body(struct: type, raw: bytes) -> Any:
     """JSON → `struct`. Exact field names first; only if unknown keys are present, fold keys
     case-insensitively onto the declared names (Go's decoder did) and drop the rest."""
     _info(struct)
-    stripped = raw.strip()
-    if stripped == b"null":
-        return struct()  # Go decodes null into the zero value: field checks then apply
     if b"\\u0000" in raw:  # rare: one scan of the body, the exact search only then
         _refuse_nul(raw)
     decoder = _decoders[struct]
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as e:
+        if raw.strip() == b"null":  # looked for only once refused: off the usual path
+            return struct()  # Go decodes null into the zero value: field checks then apply
         if "unknown field" not in str(e):
             raise _invalid_body(e) from None
     except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly deep nesting

@@ -24,7 +24,7 @@ from contracts.endpoint import Endpoint
 from contracts.errors import Failure
 from contracts.rules import user_id
 from services.gateway.auth import Authenticator, Caller
-from services.gateway.errors import TOO_LARGE, ApiError
+from services.gateway.errors import ApiError
 from services.gateway.http import (
     INVALID_BODY,
     decode_body,
@@ -35,6 +35,7 @@ from services.gateway.http import (
 from services.gateway.routing import ROLES_ALLOWED, Route
 from services.runtime import telemetry
 from services.runtime.config import Settings
+from services.runtime.idempotency import is_client_key
 from services.runtime.requests import Requester
 
 SCOPE_REFUSED = "Token doesn't support this scope"
@@ -85,9 +86,6 @@ class Pipeline:
 
     # ---- the steps ------------------------------------------------------------------------
 
-    async def authenticate(self, request: web.Request) -> Caller:
-        return await self.auth.authenticate(request)
-
     async def accept(self, route: Route, request: web.Request) -> tuple[Caller, Any]:
         """Authenticate, authorize the route's class, decode the params, pin the user."""
         caller = await self.auth.authenticate(request)
@@ -119,7 +117,7 @@ class Pipeline:
             if route.name in self._required_keys:
                 raise ApiError(400, "Idempotency-Key is required", ErrorCode.INVALID_REQUEST)
             return None
-        if not (1 <= len(key) <= 255 and all(" " <= c <= "~" for c in key)):
+        if not is_client_key(key):
             raise ApiError(400, "invalid idempotency key", ErrorCode.INVALID_REQUEST)
         return key if route.idempotent else None  # accepted and ignored elsewhere
 
@@ -136,9 +134,9 @@ class Pipeline:
         hang: no responders, timeouts and a closed connection are NATS errors."""
         if not self.nc.is_connected:
             raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE)
+        # Re-encoded params can outgrow the body: nats-py refuses a payload over the server's
+        # limit with MaxPayloadError, answered 413 at the edge (errors.py).
         payload = _encode(Request(scope, params))
-        if len(payload) > self.nc.max_payload:  # re-encoded params can outgrow the body
-            raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST)
         with telemetry.client_span(subject):
             headers = telemetry.inject_headers({}) if telemetry.tracing_enabled() else None
             if headers is None and "traceparent" in request.headers:

@@ -29,7 +29,7 @@ import nats
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import ErrorCode, RawReply, Reply, Request, Scope
@@ -126,12 +126,12 @@ class Service:
         """Publish `reply`, or a small error reply when it cannot go: the caller then gets
         a prompt error instead of waiting for its timeout. (Not msg.respond(): that would
         echo the request's headers.)"""
-        if len(reply) > self._nc.max_payload:
-            log.warning("%s: reply of %d bytes is over the bus limit (%d)", subject,
-                        len(reply), self._nc.max_payload)
-            reply = _REPLY_TOO_LARGE
         try:
             await self._nc.publish(to, reply)
+        except MaxPayloadError:  # nats-py checks the size before sending anything
+            log.warning("%s: reply of %d bytes is over the bus limit (%d)", subject,
+                        len(reply), self._nc.max_payload)
+            await self._send_reply(to, _REPLY_TOO_LARGE, subject)
         except Exception:
             log.exception("%s: could not send the reply", subject)
             with contextlib.suppress(Exception):

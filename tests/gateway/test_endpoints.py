@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 from collections import Counter
 
+from aiohttp import web
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -64,6 +65,11 @@ def test_one_table_translates_every_failure():
         (ConnectionClosedError(), (503, "service unavailable", ErrorCode.UNAVAILABLE)),
         (NatsTimeout(), (504, "upstream timeout", ErrorCode.TIMEOUT)),
         (MaxPayloadError(), (413, "request body too large", ErrorCode.INVALID_REQUEST)),
+        (web.HTTPNotFound(), (404, "not found", ErrorCode.NOT_FOUND)),
+        (web.HTTPMethodNotAllowed("PUT", ["GET"]), (404, "not found", ErrorCode.NOT_FOUND)),
+        (web.HTTPRequestEntityTooLarge(10, 11),
+         (413, "request body too large", ErrorCode.INVALID_REQUEST)),
+        (web.HTTPBadRequest(), (400, "Bad Request", "")),
     ]
     for exc, expected in cases:
         e = translate(exc)

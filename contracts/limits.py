@@ -3,8 +3,8 @@ caller (both decode params with these types, so both get the same 400).
 
 Every bus message is capped by the NATS server (`max_payload`, 1 MB by default): a stored
 value must be small enough that a whole page of the list showing it still fits in one reply.
-Strings are bounded in characters (msgspec checks `max_length` while decoding, at no
-measurable cost, so the hot paths keep their speed); free-form objects by key count while
+Strings are bounded in characters (msgspec checks `max_length` in C while decoding;
+`bench/money.py` and `bench/ingest.py` showed no regression with the limits in place); free-form objects by key count while
 decoding and by their size as stored JSON afterwards (`require_small_json`).
 
 A character costs at most 6 bytes in a reply (a control character is written `\\u0001`).

@@ -137,8 +137,6 @@ class Service:
             with contextlib.suppress(Exception):
                 await self._nc.publish(to, _INTERNAL)
 
-    async def forget_old_idempotency_keys(self) -> None:
-        await forget_old_idempotency_keys(self.ctx)
 
     async def _repeat(self, seconds: float, job: Callable[[Context], Awaitable[None]]) -> None:
         while True:

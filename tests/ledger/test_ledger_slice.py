@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.runtime.bus import forget_old_idempotency_keys
 from tests.support import API, get, post, service
 
 
@@ -291,7 +292,7 @@ async def test_idempotency_keys_are_forgotten_after_seven_days(http, org, platfo
     ledger = service(platform, "ledger")
     await ledger.pool.execute("update ledger.idempotency_keys set created_at = now() -"
                               " interval '8 days' where key = 'old-key'")
-    await ledger.forget_old_idempotency_keys()
+    await forget_old_idempotency_keys(ledger.ctx)
     status, _, replayed = await post(http, "/deposit", {"user": "hanzo/aged", "amount": 5},
                                      headers)
     assert status == 201 and "Idempotent-Replayed" not in replayed  # a new effect now

@@ -179,8 +179,12 @@ async def get_status(ctx: Context, scope: Scope, p: StatusQuery) -> BillingStatu
     tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
     has_payment_method = asyncio.ensure_future(
         _has_payment_method(ctx, scope, user, verified_only=False))
-    bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user,
-                                               DEFAULT_CURRENCY))
+    try:
+        bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user,
+                                                   DEFAULT_CURRENCY))
+    except BaseException:  # the question to payments is left unanswered, not unawaited
+        has_payment_method.cancel()
+        raise
     return BillingStatus(user, bool(await has_payment_method), domain.available(bal, holds),
                          tier.name)
 

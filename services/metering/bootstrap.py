@@ -1,6 +1,6 @@
 """Metering's state, built once when it starts: the plan catalog (and the DNS plans reply,
-encoded once), caches of meter ids, the synchronous writer, the keyed intake and the
-JetStream workers."""
+encoded once), caches of meter ids, the synchronous writer and the JetStream
+workers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from contracts.meter_events import KnownMeters
 from services.metering import domain
 from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
 from services.metering.handlers import ExpiredKeySweeper
-from services.metering.intake import KeyedIntake
 from services.metering.recorder import EventRecorder
 from services.runtime.bus import nats_servers
 from services.runtime.service import Context
@@ -26,7 +25,6 @@ class Metering:
     dns_plans: bytes  # the `dns_plan.list` reply
     meters: KnownMeters
     recorder: EventRecorder
-    intake: KeyedIntake
     consumer: MeterEventConsumer
     sweeper: ExpiredKeySweeper
     dns_meters: dict[tuple[str, bool], str] = field(default_factory=dict)  # org's dns meter
@@ -45,7 +43,6 @@ async def bootstrap(ctx: Context) -> None:
             domain.plan_view(plan) for plan in catalog.by_category(domain.DNS_CATEGORY)])),
         meters=KnownMeters(),
         recorder=EventRecorder(lambda: ctx.pool, ctx.keys),
-        intake=KeyedIntake(lambda: ctx.pool, ctx.keys, lambda: consumer.js),
         consumer=consumer,
         sweeper=ExpiredKeySweeper())
     await consumer.start()

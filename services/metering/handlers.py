@@ -53,7 +53,7 @@ from contracts.metering import (
 )
 from contracts.rules import DEFAULT_CURRENCY
 from services.metering import domain, store
-from services.metering.intake import keyed_batch_id
+from services.metering.intake import hand_over, keyed_batch_id
 from services.runtime import db
 from services.runtime.bus import created, paged
 from services.runtime.service import Context, Router
@@ -123,16 +123,19 @@ async def record_events(ctx: Context, scope: Scope, p: MeterEventBatch) -> bytes
     return await ctx.state.recorder.record(scope, events)
 
 
-@router.handler(EVENTS_ACCEPT)
-async def accept_keyed_events(ctx: Context, scope: Scope, p: MeterEventBatch) -> bytes:
+@router.handler(EVENTS_ACCEPT, transaction=True)
+async def accept_keyed_events(ctx: Context, scope: Scope, p: MeterEventBatch,
+                              conn: asyncpg.Connection) -> Reply:
     """`Prefer: respond-async` with an Idempotency-Key (the gateway sends keyless ones
-    to JetStream itself): the same rules, then the key claimed here (`intake.py`)."""
+    to JetStream itself): the same rules, the key claimed by the runtime (`intake.py`)."""
     if not scope.idempotency_key:
         raise invalid("Idempotency-Key is required", "Idempotency-Key")
     batch_id = keyed_batch_id(scope)
     events = batches.accept_batch(p.events, now(), batches.derived_id_base(batch_id))
     await _require_meters(ctx, scope, events)
-    return await ctx.state.intake.accept(scope, batch_id, events)
+    await hand_over(ctx.state.consumer.js,
+                    AcceptedBatch(batch_id, scope.org_id, scope.livemode, events))
+    return Reply(result=batches.accepted(events), status=202)
 
 
 async def _require_meters(ctx: Context, scope: Scope, events: list[AcceptedEvent]) -> None:

@@ -1,19 +1,22 @@
-"""The payments service: payment methods and payment intents (payments.md §2–§4), through
-a provider (`providers/`: the offline one today; Stripe and Square next).
+"""The payments service: providers, payment methods, payment and setup intents (payments.md
+§1–§4).
 
-Files (services/README.md): `handlers.py` the handlers, `domain.py` the rules and the
-PaymentIntent state machine (no I/O), `store.py` the SQL (schema `payments`),
-`selection.py` which provider serves a request, `bootstrap.py` the state handlers share."""
+One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
+`store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
+ledger's payment-method question) and `intents/` (payment and setup intents). `common.py`
+is what the areas share; `providers/` the provider interface and its implementations;
+`selection.py` which provider serves a request; `bootstrap.py` the state handlers share."""
 
 from pathlib import Path
 
-from services.payments import handlers
 from services.payments.bootstrap import bootstrap
-from services.runtime.service import ServiceSpec
+from services.payments.intents import handlers as intents
+from services.payments.methods import handlers as methods
+from services.runtime.service import Router, ServiceSpec
 
 SPEC = ServiceSpec(
     name="payments",
-    handlers=handlers.router,
+    handlers=Router(methods.router, intents.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.payments import store
+from services.payments.methods import store
 from services.payments.selection import Providers
 from services.runtime.batching import MicroBatcher
 from services.runtime.service import Context

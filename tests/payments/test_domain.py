@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from contracts.payments import Card, PaymentIntentCreateParams, PaymentMethodCreateParams
-from services.payments import domain
-from services.payments.domain import Intent
+from services.payments.intents import domain
+from services.payments.intents.domain import Intent
+from services.payments.methods import domain as methods
 from services.payments.providers import declines
 from services.payments.providers.base import PaymentRequest, PaymentResult, ProviderError
 from services.payments.providers.offline import OfflineProvider
@@ -205,12 +206,12 @@ def test_decline_messages(code, message):  # §9 49, as every provider (the offl
 
 
 def test_a_method_is_named_after_its_card_and_keeps_no_provider_keys():  # §9 36
-    new = domain.new_method(msgspec_card_params())
+    new = methods.new_method(msgspec_card_params())
     assert (new.customer_id, new.type, new.name, new.metadata) == (
         "hanzo/charlie", "card", "visa ending in 4242", {"note": "x"})
-    assert refused(domain.new_method, PaymentMethodCreateParams()) == (
+    assert refused(methods.new_method, PaymentMethodCreateParams()) == (
         400, "customerId is required")
-    assert refused(domain.new_method, PaymentMethodCreateParams(customerId="c",
+    assert refused(methods.new_method, PaymentMethodCreateParams(customerId="c",
                                                                 type="cash"))[0] == 400
 
 
@@ -223,9 +224,9 @@ def msgspec_card_params() -> PaymentMethodCreateParams:
 
 def test_metadata_merges():
     old = {"a": 1, "b": 2, "verified": True}
-    assert domain.merged_metadata(old, {"b": None, "c": 3, "verified": False}) == {
+    assert methods.merged_metadata(old, {"b": None, "c": 3, "verified": False}) == {
         "a": 1, "c": 3, "verified": True}
-    assert domain.merged_metadata(old, None) == old
+    assert methods.merged_metadata(old, None) == old
 
 
 # ---- the offline provider and its selection ----------------------------------------------

@@ -1,6 +1,6 @@
-"""The payments rules, pure: validation and defaults of payment methods and intents, the
-PaymentIntent and SetupIntent state machines (payments.md §2.1, §2.2) and capture amounts
-(§8.2). No I/O; a refusal is a `Failure`. (Decline messages, §1.10, are the providers':
+"""Payment and setup intents, pure: validation and defaults, the PaymentIntent and
+SetupIntent state machines (payments.md §2.1, §2.2) and capture amounts (§8.2). No I/O; a
+refusal is a `Failure`. (Decline messages, §1.10, are the providers':
 `providers/declines.py`.)
 
 Illegal transitions are 409 (the request conflicts with the intent's state); the messages
@@ -9,18 +9,14 @@ are the reference's."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from contracts.errors import conflict, invalid
-from contracts.payments import (
-    Card,
-    PaymentIntentCreateParams,
-    PaymentMethodCreateParams,
-)
-from contracts.rules import DEFAULT_CURRENCY, require_user, user_id
+from contracts.payments import PaymentIntentCreateParams
+from contracts.rules import require_user
+from services.payments.common import currency
 from services.payments.providers.base import PaymentResult
 
 REQUIRES_PAYMENT_METHOD = "requires_payment_method"
@@ -37,25 +33,7 @@ CONFIRMABLE = frozenset({REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRE
 FINAL = frozenset({SUCCEEDED, CANCELED})
 
 INTENT_NOT_FOUND = "payment intent not found"
-METHOD_NOT_FOUND = "payment method not found"
 METHOD_REQUIRED = "payment method is required to confirm"
-
-_CURRENCY = re.compile(r"^[a-z]{3}$")
-METHOD_TYPES = frozenset({"card", "bank_account", "balance"})
-# Keys only a provider sets: a client's PATCH leaves them alone.
-PROVIDER_KEYS = frozenset({"squareCustomerId", "squareCardId", "stripeCustomerId", "verified",
-                           "squareVerified"})
-
-
-def currency(raw: str) -> str:
-    """Lower-cased; empty = usd; anything but three ASCII letters is refused (§0.5)."""
-    code = raw.strip().lower() or DEFAULT_CURRENCY
-    if not _CURRENCY.match(code):
-        raise invalid("invalid currency", "currency")
-    return code
-
-
-# ---- payment intents -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,66 +211,3 @@ def cancel_setup(s: Setup, reason: str, at: datetime) -> Setup:
 
 def setup_event_type(status: str) -> str:
     return "setup_intent." + {REQUIRES_PAYMENT_METHOD: "setup_failed"}.get(status, status)
-
-
-# ---- payment methods -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NewMethod:
-    customer_id: str
-    type: str
-    name: str
-    card: Card | None
-    bank_account: Any
-    billing_address: Any
-    provider_type: str
-    metadata: dict[str, Any]
-
-
-def new_method(p: PaymentMethodCreateParams) -> NewMethod:
-    customer = require_user(p.customerId, "customerId is required", "customerId")
-    kind = p.type.strip() or "card"
-    if kind not in METHOD_TYPES:
-        raise invalid("type must be card, bank_account or balance", "type")
-    if p.card is not None:
-        _check_card(p.card)
-    name = card_name(p.card) if p.card is not None else ""
-    metadata = {k: v for k, v in (p.metadata or {}).items() if k not in PROVIDER_KEYS}
-    return NewMethod(customer, kind, name, p.card, p.bankAccount, p.billingAddress,
-                     p.providerType.strip(), metadata)
-
-
-def card_name(card: Card) -> str:
-    return f"{card.brand} ending in {card.last4}"  # even with no brand (the reference's)
-
-
-def _check_card(card: Card) -> None:
-    if card.last4 and not (len(card.last4) == 4 and card.last4.isdigit()):
-        raise invalid("card.last4 must be 4 digits", "card.last4")
-    if not 0 <= card.expMonth <= 12:
-        raise invalid("card.expMonth must be between 1 and 12", "card.expMonth")
-    if not 0 <= card.expYear <= 9999:
-        raise invalid("card.expYear is invalid", "card.expYear")
-
-
-def merged_metadata(old: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
-    """Shallow merge; a key set to null is removed; provider keys are read-only (§4.1)."""
-    if patch is None:
-        return old
-    merged = dict(old)
-    for k, v in patch.items():
-        if k in PROVIDER_KEYS:
-            continue
-        if v is None:
-            merged.pop(k, None)
-        else:
-            merged[k] = v
-    return merged
-
-
-def owner_filter(role: str, user: str | None) -> str | None:
-    """Whose methods a caller may reach: an end user only their own (someone else's is
-    simply not found), admins and the platform any of their organization (None)."""
-    return user_id(user or "") if role == "user" else None
-

@@ -1,5 +1,4 @@
-"""Payments handlers: payment methods (payments.md §4.1–§4.2), payment and setup intents
-(§3), and the payment-method lookup the ledger asks for.
+"""Payment intents (payments.md §3.1–§3.6) and setup intents (§3.7).
 
 Every change runs in one transaction with its billing event (outbox) and is idempotent under
 the request's `Idempotency-Key`. A provider call happens while the intent's row is locked,
@@ -9,17 +8,14 @@ provider either."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import asyncpg
-import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
-from contracts.errors import Failure, forbidden, invalid, not_found, payment_required
+from contracts.errors import invalid, not_found
 from contracts.ids import new_id, now, rfc3339
-from contracts.limits import Page
 from contracts.payments import (
     PAYMENT_INTENT_CANCEL,
     PAYMENT_INTENT_CAPTURE,
@@ -27,22 +23,10 @@ from contracts.payments import (
     PAYMENT_INTENT_CREATE,
     PAYMENT_INTENT_GET,
     PAYMENT_INTENT_LIST,
-    PAYMENT_METHOD_CREATE,
-    PAYMENT_METHOD_DETACH,
-    PAYMENT_METHOD_EXISTS,
-    PAYMENT_METHOD_GET,
-    PAYMENT_METHOD_LIST,
-    PAYMENT_METHOD_SET_DEFAULT,
-    PAYMENT_METHOD_UPDATE,
     SETUP_INTENT_CANCEL,
     SETUP_INTENT_CONFIRM,
     SETUP_INTENT_CREATE,
     SETUP_INTENT_GET,
-    BankAccount,
-    BillingAddress,
-    Card,
-    DefaultPaymentMethodParams,
-    Deleted,
     PaymentIntent,
     PaymentIntentCancelParams,
     PaymentIntentCaptureParams,
@@ -50,13 +34,6 @@ from contracts.payments import (
     PaymentIntentCreateParams,
     PaymentIntentIdParams,
     PaymentIntentListParams,
-    PaymentMethod,
-    PaymentMethodCreateParams,
-    PaymentMethodExists,
-    PaymentMethodIdParams,
-    PaymentMethodListParams,
-    PaymentMethodQuery,
-    PaymentMethodUpdateParams,
     SetupIntent,
     SetupIntentCancelParams,
     SetupIntentConfirmParams,
@@ -64,208 +41,15 @@ from contracts.payments import (
     SetupIntentIdParams,
 )
 from contracts.rules import user_id
-from services.payments import domain, store
-from services.payments.providers.base import (
-    PaymentRequest,
-    Provider,
-    ProviderError,
-    provider_key,
-)
+from services.payments.common import event, issuer, page, provider_customer, provider_failure
+from services.payments.intents import domain, store
+from services.payments.methods import store as methods
+from services.payments.methods.domain import METHOD_NOT_FOUND
+from services.payments.providers.base import PaymentRequest, ProviderError, provider_key
 from services.runtime.bus import created
-from services.runtime.outbox import add_event
 from services.runtime.service import Context, Router
 
 router = Router()
-
-PAGE = Page(100, 1000)  # §0.4; lists page by `startingAfter`, so only the limit applies
-
-
-def _page(limit: int) -> int:
-    return PAGE.apply(limit, 0)[0]
-
-
-def _owner(scope: Scope) -> str | None:
-    return domain.owner_filter(scope.actor.role, scope.actor.user_id)
-
-
-def _provider(ctx: Context, scope: Scope) -> Provider:
-    return ctx.state.providers.for_scope(scope)
-
-
-def _issuer(ctx: Context, scope: Scope, name: str) -> Provider:
-    return ctx.state.providers.issuer(scope, name)
-
-
-def _provider_failure(e: ProviderError, prefix: str = "") -> Failure:
-    """A provider's refusal as our error: a decline is final (402 with the §1.10 text the
-    provider gives); an unreachable provider is 502 and retryable (nothing was decided)."""
-    if e.kind == "unavailable":
-        return Failure("provider_unavailable", 502, "payment provider unavailable",
-                       retryable=True)
-    return (payment_required if e.kind == "declined" else invalid)(prefix + e.message)
-
-
-async def _event(conn: asyncpg.Connection, scope: Scope, type: str, object_type: str,
-                 object_id: str, customer_id: str, data: Any) -> None:
-    await add_event(conn, "payments", type=type, object_type=object_type,
-                    object_id=object_id, org_id=scope.org_id, livemode=scope.livemode,
-                    customer_id=customer_id, data=data)
-
-
-# ---- the ledger's question ---------------------------------------------------------------
-
-
-@router.handler(PAYMENT_METHOD_EXISTS)
-async def method_exists(ctx: Context, scope: Scope, p: PaymentMethodQuery,
-                        ) -> PaymentMethodExists:
-    """`verifiedOnly`: a method a provider accepted (the starter-credit claim asks this)."""
-    customer = user_id(p.customerId)
-    if not customer:
-        return PaymentMethodExists(False)
-    return PaymentMethodExists(await ctx.state.method_checks(
-        (scope.org_id, scope.livemode, customer, p.verifiedOnly)))
-
-
-# ---- payment methods ---------------------------------------------------------------------
-
-
-@router.handler(PAYMENT_METHOD_CREATE, transaction=True)
-async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams,
-                        conn: asyncpg.Connection) -> Reply:
-    new = domain.new_method(p)
-    owner = _owner(scope)
-    if owner is not None and new.customer_id != owner:
-        raise forbidden("cannot access another user's account")
-    method_id = new_id("pm_")
-    provider_ref, provider_type, verified = "", new.provider_type, False
-    metadata = dict(new.metadata)
-    token = p.providerRef.strip()
-    if token:
-        # The provider vaults the token on its customer: a declined card is refused (402)
-        # and nothing is stored.
-        provider = _provider(ctx, scope)
-        try:
-            customer_ref = await _provider_customer(conn, scope, provider, new.customer_id)
-            saved = await provider.attach_method(
-                customer_ref, token,
-                provider_key(scope.org_id, scope.livemode, "attach", method_id))
-        except ProviderError as e:
-            raise _provider_failure(e) from None
-        provider_ref, provider_type, verified = saved.provider_ref, provider.name, True
-        metadata["verified"] = True
-        if new.card is None and saved.card is not None:  # what the provider knows of it
-            card = Card(brand=saved.card.brand, last4=saved.card.last4,
-                        expMonth=saved.card.exp_month, expYear=saved.card.exp_year)
-            new = dataclasses.replace(new, card=card, name=domain.card_name(card))
-    row = await store.create_method(conn, scope.org_id, scope.livemode, method_id, new,
-                                    provider_ref, provider_type, verified, metadata)
-    method = _method(row, scope.livemode)
-    await _event(conn, scope, "payment_method.attached", "payment_method", method.id,
-                 method.customerId, method)
-    return created(method)
-
-
-async def _provider_customer(conn: asyncpg.Connection, scope: Scope, provider: Provider,
-                             customer_id: str) -> str:
-    ref = await store.provider_customer(conn, scope.org_id, scope.livemode, customer_id,
-                                        provider.name)
-    if ref is None:
-        ref = await provider.create_customer(
-            "", customer_id,
-            provider_key(scope.org_id, scope.livemode, "customer", customer_id))
-        ref = await store.remember_provider_customer(conn, scope.org_id, scope.livemode,
-                                                     customer_id, provider.name, ref)
-    return ref
-
-
-@router.handler(PAYMENT_METHOD_LIST)
-async def list_methods(ctx: Context, scope: Scope, p: PaymentMethodListParams,
-                       ) -> list[PaymentMethod]:
-    customer = user_id(p.customerId) or user_id(p.user) or None
-    owner = _owner(scope)
-    if owner is not None:
-        customer = owner  # an end user lists their own methods, whatever they ask
-    rows = await store.methods(ctx.pool, scope.org_id, scope.livemode, customer,
-                               p.type.strip(), _page(p.limit), p.startingAfter.strip())
-    return [_method(r, scope.livemode) for r in rows]
-
-
-@router.handler(PAYMENT_METHOD_GET)
-async def get_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams) -> PaymentMethod:
-    row = await store.method(ctx.pool, scope.org_id, scope.livemode, p.id, _owner(scope))
-    if row is None:
-        raise not_found(domain.METHOD_NOT_FOUND)
-    return _method(row, scope.livemode)
-
-
-@router.handler(PAYMENT_METHOD_UPDATE, transaction=True)
-async def update_method(ctx: Context, scope: Scope, p: PaymentMethodUpdateParams,
-                        conn: asyncpg.Connection) -> PaymentMethod:
-    row = await store.method(conn, scope.org_id, scope.livemode, p.id, _owner(scope),
-                             lock=True)
-    if row is None:
-        raise not_found(domain.METHOD_NOT_FOUND)
-    metadata = domain.merged_metadata(row["metadata"], p.metadata)
-    row = await store.update_method(conn, scope.org_id, scope.livemode, p.id,
-                                    p.billingAddress, metadata)
-    method = _method(row, scope.livemode)
-    await _event(conn, scope, "payment_method.updated", "payment_method", method.id,
-                 method.customerId, method)
-    return method
-
-
-@router.handler(PAYMENT_METHOD_DETACH, transaction=True)
-async def detach_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams,
-                        conn: asyncpg.Connection) -> Deleted:
-    row = await store.method(conn, scope.org_id, scope.livemode, p.id, _owner(scope),
-                             lock=True)
-    if row is None:
-        raise not_found(domain.METHOD_NOT_FOUND)
-    if row["provider_ref"]:
-        # Removed at the provider that issued it, never another (a failure is retryable:
-        # the method stays until the provider has let go of it).
-        provider = _issuer(ctx, scope, row["provider_type"])
-        try:
-            await provider.detach_method(
-                row["provider_ref"], provider_key(scope.org_id, scope.livemode, "detach", p.id))
-        except ProviderError as e:
-            raise _provider_failure(e) from None
-    await store.detach_method(conn, scope.org_id, scope.livemode, p.id)
-    method = _method(row, scope.livemode)
-    await _event(conn, scope, "payment_method.detached", "payment_method", method.id,
-                 method.customerId, msgspec.structs.replace(method, isDefault=False))
-    return Deleted(True, p.id)
-
-
-@router.handler(PAYMENT_METHOD_SET_DEFAULT, transaction=True)
-async def set_default(ctx: Context, scope: Scope, p: DefaultPaymentMethodParams,
-                      conn: asyncpg.Connection) -> PaymentMethod:
-    # Found and owned first (§4.2 DO): a missing method changes nothing.
-    customer = user_id(p.id)
-    row = await store.method(conn, scope.org_id, scope.livemode, p.paymentMethodId.strip(),
-                             _owner(scope), lock=True)
-    if row is None or row["customer_id"] != customer:
-        raise not_found(domain.METHOD_NOT_FOUND)
-    if row["is_default"]:
-        return _method(row, scope.livemode)  # already the default: nothing changes
-    row = await store.make_default(conn, scope.org_id, scope.livemode, customer, row["id"])
-    method = _method(row, scope.livemode)
-    await _event(conn, scope, "customer.default_payment_method.updated", "payment_method",
-                 method.id, method.customerId, method)
-    return method
-
-
-def _method(r: asyncpg.Record, livemode: bool) -> PaymentMethod:
-    return PaymentMethod(
-        id=r["id"], customerId=r["customer_id"], type=r["type"], isDefault=r["is_default"],
-        created=rfc3339(r["created_at"]), livemode=livemode, metadata=r["metadata"],
-        name=r["name"] or UNSET,
-        card=msgspec.convert(r["card"], Card) if r["card"] else UNSET,
-        bankAccount=msgspec.convert(r["bank_account"], BankAccount)
-        if r["bank_account"] else UNSET,
-        billingAddress=msgspec.convert(r["billing_address"], BillingAddress)
-        if r["billing_address"] else UNSET,
-        providerRef=r["provider_ref"] or UNSET)
 
 
 # ---- payment intents ---------------------------------------------------------------------
@@ -277,7 +61,7 @@ async def create_intent(ctx: Context, scope: Scope, p: PaymentIntentCreateParams
     new = domain.new_intent(p)
     row = await store.create_intent(conn, scope.org_id, scope.livemode, new_id("pi_"), new)
     intent = _intent(row, scope.livemode)
-    await _event(conn, scope, "payment_intent.created", "payment_intent", intent.id,
+    await event(conn, scope, "payment_intent.created", "payment_intent", intent.id,
                  intent.customerId, intent)
     return created(intent)
 
@@ -286,7 +70,7 @@ async def create_intent(ctx: Context, scope: Scope, p: PaymentIntentCreateParams
 async def list_intents(ctx: Context, scope: Scope, p: PaymentIntentListParams,
                        ) -> list[PaymentIntent]:
     rows = await store.intents(ctx.pool, scope.org_id, scope.livemode, user_id(p.customerId),
-                               _page(p.limit), p.startingAfter.strip())
+                               page(p.limit), p.startingAfter.strip())
     return [_intent(r, scope.livemode) for r in rows]
 
 
@@ -308,14 +92,14 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
                          conn: asyncpg.Connection) -> Any:
     row = await _load(conn, scope, p.id, lock=True)  # a second confirm waits here
     state = domain.begin_confirm(store.as_intent(row), p.paymentMethodId)
-    method = await store.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
+    method = await methods.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
                                 None)
     if method is None or method["customer_id"] != row["customer_id"]:
-        raise invalid(domain.METHOD_NOT_FOUND, "paymentMethodId")
-    provider = _issuer(ctx, scope, method["provider_type"])
+        raise invalid(METHOD_NOT_FOUND, "paymentMethodId")
+    provider = issuer(ctx, scope, method["provider_type"])
     attempts = row["attempts"]
     manual = state.capture_method == "manual"
-    customer_ref = await store.provider_customer(conn, scope.org_id, scope.livemode,
+    customer_ref = await methods.provider_customer(conn, scope.org_id, scope.livemode,
                                                  row["customer_id"], provider.name)
     request = PaymentRequest(
         amount=state.amount, currency=state.currency, token=method["provider_ref"],
@@ -327,7 +111,7 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
         result = await (provider.authorize(request) if manual else provider.charge(request))
     except ProviderError as e:
         if e.kind == "unavailable":
-            raise _provider_failure(e) from None  # rolled back: the intent can be retried
+            raise provider_failure(e) from None  # rolled back: the intent can be retried
         # A decline is final for this attempt: recorded, announced, answered; the next
         # confirm is a new attempt (a new provider key).
         # e.message: a decline's §1.10 text. §3.4: 400, the intent back to
@@ -351,13 +135,13 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
     row = await _load(conn, scope, p.id, lock=True)
     state = store.as_intent(row)
     amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
-    provider = _issuer(ctx, scope, state.provider_type)
+    provider = issuer(ctx, scope, state.provider_type)
     try:
         result = await provider.capture(
             state.provider_ref, amount,
             provider_key(scope.org_id, scope.livemode, "capture", row["id"]))
     except ProviderError as e:
-        raise _provider_failure(e, "capture failed: ") from None
+        raise provider_failure(e, "capture failed: ") from None
     state = domain.captured(state, result.amount or amount)
     saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                     row["attempts"])
@@ -372,12 +156,12 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
     state = domain.cancel(before, p.cancellationReason.strip(), now())
     if before.status == domain.REQUIRES_CAPTURE:
         # Release the hold at the provider before the intent says it is released.
-        provider = _issuer(ctx, scope, before.provider_type)
+        provider = issuer(ctx, scope, before.provider_type)
         try:
             await provider.cancel(before.provider_ref,
                                   provider_key(scope.org_id, scope.livemode, "cancel", row["id"]))
         except ProviderError as e:
-            raise _provider_failure(e, "cancel failed: ") from None
+            raise provider_failure(e, "cancel failed: ") from None
     saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                     row["attempts"])
     return await _announce(conn, scope, saved)
@@ -386,7 +170,7 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
 async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
                     ) -> PaymentIntent:
     intent = _intent(row, scope.livemode)
-    await _event(conn, scope, domain.event_type(intent.status), "payment_intent", intent.id,
+    await event(conn, scope, domain.event_type(intent.status), "payment_intent", intent.id,
                  intent.customerId, intent)
     return intent
 
@@ -440,30 +224,30 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
     offline provider lets it through unverified (the reference's internal path)."""
     row = await _load_setup(conn, scope, p.id, lock=True)
     state = domain.begin_setup(store.as_setup(row), p.paymentMethodId)
-    method = await store.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
+    method = await methods.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
                                 None, lock=True)
     if method is None or method["customer_id"] != row["customer_id"]:
-        raise invalid(domain.METHOD_NOT_FOUND, "paymentMethodId")
-    provider = _issuer(ctx, scope, method["provider_type"])
+        raise invalid(METHOD_NOT_FOUND, "paymentMethodId")
+    provider = issuer(ctx, scope, method["provider_type"])
     if not method["provider_ref"]:
         if provider.name != "offline":
             raise invalid("payment method has no provider reference", "paymentMethodId")
         state = domain.set_up(state, "internal", provider.name)
     else:
         try:
-            customer_ref = await _provider_customer(conn, scope, provider, row["customer_id"])
+            customer_ref = await provider_customer(conn, scope, provider, row["customer_id"])
             result = await provider.setup(
                 customer_ref, method["provider_ref"],
                 provider_key(scope.org_id, scope.livemode, "setup", row["id"]))
         except ProviderError as e:
             if e.kind == "unavailable":
-                raise _provider_failure(e) from None
+                raise provider_failure(e) from None
             saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"],
                                            domain.setup_failed(state, e.message))
             await _announce_setup(conn, scope, saved)
             return Reply(error=invalid("setup failed: " + e.message).error)
         ref = result.method.provider_ref if result.method else method["provider_ref"]
-        await store.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
+        await methods.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
                                   provider.name)
         state = domain.set_up(state, result.setup_id, provider.name)
     saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"], state)
@@ -480,11 +264,11 @@ async def cancel_setup(ctx: Context, scope: Scope, p: SetupIntentCancelParams,
 
 
 async def _announce_setup(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
-                          event: str = "") -> SetupIntent:
-    """`event`: the change's type; by default the one of the status it reached."""
+                          type: str = "") -> SetupIntent:
+    """`type`: the change's event type; by default the one of the status it reached."""
     setup = _setup(row, scope.livemode)
-    event = event or domain.setup_event_type(setup.status)
-    await _event(conn, scope, event, "setup_intent", setup.id, setup.customerId, setup)
+    type = type or domain.setup_event_type(setup.status)
+    await event(conn, scope, type, "setup_intent", setup.id, setup.customerId, setup)
     return setup
 
 

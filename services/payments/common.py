@@ -1,0 +1,82 @@
+"""What every payments area shares: the currency rule, list pages, whose objects a caller
+may reach, how a provider's refusal becomes our error, and the billing event of a change."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+
+from contracts import Scope
+from contracts.errors import Failure, invalid, payment_required
+from contracts.limits import Page
+from contracts.rules import DEFAULT_CURRENCY, user_id
+from services.payments.methods import store as methods_store
+from services.payments.providers.base import Provider, ProviderError, provider_key
+from services.runtime.outbox import add_event
+from services.runtime.service import Context
+
+PAGE = Page(100, 1000)  # §0.4; lists page by `startingAfter`, so only the limit applies
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+
+
+def currency(raw: str) -> str:
+    """Lower-cased; empty = usd; anything but three ASCII letters is refused (§0.5)."""
+    code = raw.strip().lower() or DEFAULT_CURRENCY
+    if not _CURRENCY.match(code):
+        raise invalid("invalid currency", "currency")
+    return code
+
+
+def page(limit: int) -> int:
+    return PAGE.apply(limit, 0)[0]
+
+
+def owner(scope: Scope) -> str | None:
+    """Whose objects a caller may reach: an end user only their own (someone else's is
+    simply not found), admins and the platform any of their organization (None)."""
+    actor = scope.actor
+    return user_id(actor.user_id or "") if actor.role == "user" else None
+
+
+def provider_failure(e: ProviderError, prefix: str = "") -> Failure:
+    """A provider's refusal as our error: a decline is final (402 with the §1.10 text the
+    provider gives); an unreachable provider is 502 and retryable (nothing was decided)."""
+    if e.kind == "unavailable":
+        return Failure("provider_unavailable", 502, "payment provider unavailable",
+                       retryable=True)
+    return (payment_required if e.kind == "declined" else invalid)(prefix + e.message)
+
+
+async def event(conn: asyncpg.Connection, scope: Scope, type: str, object_type: str,
+                object_id: str, customer_id: str, data: Any) -> None:
+    """The change's billing event, committed with it (the outbox)."""
+    await add_event(conn, "payments", type=type, object_type=object_type,
+                    object_id=object_id, org_id=scope.org_id, livemode=scope.livemode,
+                    customer_id=customer_id, data=data)
+
+
+def provider_for(ctx: Context, scope: Scope) -> Provider:
+    """The provider that serves a new object of this organization and mode."""
+    return ctx.state.providers.for_scope(scope)
+
+
+def issuer(ctx: Context, scope: Scope, name: str) -> Provider:
+    """The provider that issued a saved method or payment (its later calls go to it)."""
+    return ctx.state.providers.issuer(scope, name)
+
+
+async def provider_customer(conn: asyncpg.Connection, scope: Scope, provider: Provider,
+                            customer_id: str) -> str:
+    """The provider's customer for ours, created at the provider the first time (§1.4.1 DO:
+    never send our user id as a provider customer id)."""
+    ref = await methods_store.provider_customer(conn, scope.org_id, scope.livemode,
+                                                customer_id, provider.name)
+    if ref is None:
+        ref = await provider.create_customer(
+            "", customer_id,
+            provider_key(scope.org_id, scope.livemode, "customer", customer_id))
+        ref = await methods_store.remember_provider_customer(
+            conn, scope.org_id, scope.livemode, customer_id, provider.name, ref)
+    return ref

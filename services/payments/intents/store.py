@@ -1,0 +1,116 @@
+"""Payment and setup intents: the SQL. Every query names the organization and the mode."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncpg
+
+from services.payments.intents.domain import Intent, NewIntent, Setup
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+# ---- payment intents ---------------------------------------------------------------------
+
+_INTENT = ("id, customer_id, amount, currency, status, payment_method_id, capture_method,"
+           " confirmation_method, amount_capturable, amount_received, description,"
+           " provider_ref, provider_type, last_error, client_secret, invoice_id,"
+           " cancellation_reason, canceled_at, metadata, attempts, created_at")
+
+
+async def create_intent(db: Db, org_id: str, livemode: bool, intent_id: str, n: NewIntent,
+                        ) -> asyncpg.Record:
+    i = n.intent
+    return await db.fetchrow(
+        f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
+        f" currency, status, payment_method_id, capture_method, confirmation_method,"
+        f" setup_future_usage, description, receipt_email, invoice_id, metadata)"
+        f" values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        f" returning {_INTENT}",
+        org_id, livemode, intent_id, n.customer_id, i.amount, i.currency, i.status,
+        i.payment_method_id, i.capture_method, n.confirmation_method, n.setup_future_usage,
+        n.description, n.receipt_email, n.invoice_id, n.metadata)
+
+
+async def intent(db: Db, org_id: str, livemode: bool, intent_id: str, *,
+                 lock: bool = False) -> asyncpg.Record | None:
+    """`lock`: the row stays locked until the caller's transaction ends, so two changes
+    of one intent (two confirms) run one after the other."""
+    return await db.fetchrow(
+        f"select {_INTENT} from payments.payment_intents"
+        f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
+        org_id, livemode, intent_id)
+
+
+async def intents(db: Db, org_id: str, livemode: bool, customer_id: str, limit: int,
+                  starting_after: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""select {_INTENT} from payments.payment_intents
+        where org_id = $1 and livemode = $2 and ($3 = '' or customer_id = $3)
+          and ($5 = '' or (created_at, id) < (
+              select created_at, id from payments.payment_intents
+              where org_id = $1 and livemode = $2 and id = $5))
+        order by created_at desc, id desc limit $4""",
+        org_id, livemode, customer_id, limit, starting_after)
+
+
+async def save_intent(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent,
+                      attempts: int) -> asyncpg.Record:
+    """Write the state machine's fields back."""
+    return await db.fetchrow(
+        f"""update payments.payment_intents set status = $4, payment_method_id = $5,
+            amount_capturable = $6, amount_received = $7, provider_ref = $8,
+            provider_type = $9, last_error = $10, client_secret = $11,
+            cancellation_reason = $12, canceled_at = $13, attempts = $14, updated_at = now()
+        where org_id = $1 and livemode = $2 and id = $3 returning {_INTENT}""",
+        org_id, livemode, intent_id, i.status, i.payment_method_id, i.amount_capturable,
+        i.amount_received, i.provider_ref, i.provider_type, i.last_error, i.client_secret,
+        i.cancellation_reason, i.canceled_at, attempts)
+
+
+_INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(Intent))  # columns of those names
+
+
+def as_intent(r: asyncpg.Record) -> Intent:
+    return Intent(**{f: r[f] for f in _INTENT_FIELDS})
+
+
+# ---- setup intents -----------------------------------------------------------------------
+
+_SETUP = ("id, customer_id, status, usage, payment_method_id, provider_ref, provider_type,"
+          " last_error, cancellation_reason, canceled_at, metadata, created_at")
+
+
+async def create_setup(db: Db, org_id: str, livemode: bool, setup_id: str, customer_id: str,
+                       s: Setup, usage: str) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"insert into payments.setup_intents (org_id, livemode, id, customer_id, status, usage,"
+        f" payment_method_id) values ($1, $2, $3, $4, $5, $6, $7) returning {_SETUP}",
+        org_id, livemode, setup_id, customer_id, s.status, usage, s.payment_method_id)
+
+
+async def setup(db: Db, org_id: str, livemode: bool, setup_id: str, *, lock: bool = False,
+                ) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_SETUP} from payments.setup_intents"
+        f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
+        org_id, livemode, setup_id)
+
+
+async def save_setup(db: Db, org_id: str, livemode: bool, setup_id: str, s: Setup,
+                     ) -> asyncpg.Record:
+    return await db.fetchrow(
+        f"""update payments.setup_intents set status = $4, payment_method_id = $5,
+            provider_ref = $6, provider_type = $7, last_error = $8, cancellation_reason = $9,
+            canceled_at = $10, updated_at = now()
+        where org_id = $1 and livemode = $2 and id = $3 returning {_SETUP}""",
+        org_id, livemode, setup_id, s.status, s.payment_method_id, s.provider_ref,
+        s.provider_type, s.last_error, s.cancellation_reason, s.canceled_at)
+
+
+_SETUP_FIELDS = tuple(f.name for f in dataclasses.fields(Setup))  # columns of those names
+
+
+def as_setup(r: asyncpg.Record) -> Setup:
+    return Setup(**{f: r[f] for f in _SETUP_FIELDS})

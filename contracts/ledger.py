@@ -34,6 +34,19 @@ class DepositParams(Params):
         limits.require_small_json("metadata", self.metadata)
 
 
+class TopupCreditParams(Params):
+    """Money a customer paid through payments, credited once per top-up (bus only: the
+    payments service sends it, from its outbox of ledger postings)."""
+
+    topupId: Id = ""  # the natural key: a top-up is credited once
+    user: UserId = ""
+    currency: Code = ""
+    amount: Int64 = 0
+    provider: Code = ""  # stripe | square | offline
+    providerRef: Id = ""  # the provider's payment id
+    paymentIntentId: Id = ""
+
+
 class UsageRecordParams(Params):
     user: UserId = ""
     currency: Code = ""
@@ -126,6 +139,14 @@ class DepositResult(msgspec.Struct, omit_defaults=True):
     type: str
     tags: str  # required, so always emitted (even when empty), as the reference does
     expiresAt: str | None = None  # omitted when the deposit never expires
+
+
+class TopupCredited(msgspec.Struct):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    balance: int  # the customer's balance after the credit (holds not subtracted)
 
 
 class WithdrawResult(msgspec.Struct):
@@ -254,6 +275,7 @@ class TransactionList(msgspec.Struct):
 BALANCE_GET = Endpoint("billing.ledger.balance.get", BalanceQuery, Balance)
 BALANCE_ALL = Endpoint("billing.ledger.balance.all", BalanceQuery, BalanceAll)
 DEPOSIT_CREATE = Endpoint("billing.ledger.deposit.create", DepositParams, DepositResult)
+TOPUP_CREDIT = Endpoint("billing.ledger.topup.credit", TopupCreditParams, TopupCredited)
 # A debit answers UsageResult; a zero amount answers UsageSkipped (same fields but status).
 USAGE_RECORD = Endpoint("billing.ledger.usage.record", UsageRecordParams, UsageResult)
 USAGE_LIST = Endpoint("billing.ledger.usage.list", UsageListParams, UsageList)

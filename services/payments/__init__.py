@@ -3,7 +3,8 @@
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
-ledger's payment-method question) and `intents/` (payment and setup intents). `common.py`
+ledger's payment-method question) and `intents/` (payment and setup intents); `postings/`
+sends what payments owes the ledger. `common.py`
 is what the areas share; `providers/` the provider interface and its implementations;
 `selection.py` which provider serves a request; `bootstrap.py` the state handlers share."""
 
@@ -12,11 +13,13 @@ from pathlib import Path
 from services.payments.bootstrap import bootstrap
 from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
-from services.runtime.service import Router, ServiceSpec
+from services.payments.postings.sender import post_due
+from services.runtime.service import Job, Router, ServiceSpec
 
 SPEC = ServiceSpec(
     name="payments",
     handlers=Router(methods.router, intents.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
+    jobs=(Job(1.0, post_due),),  # ledger postings a crash or an outage left behind
 )

@@ -102,10 +102,12 @@ class Service:
         decode = msgspec.json.Decoder(Request[handler.endpoint.params]).decode
         subject, fn, transaction, ctx = (handler.endpoint.subject, handler.fn,
                                          handler.transaction, self.ctx)
+        natural_key = handler.natural_key
 
         async def respond(msg: Msg) -> None:
             try:
-                reply = await self._respond(msg, decode, ctx, fn, transaction, subject)
+                reply = await self._respond(msg, decode, ctx, fn, transaction, subject,
+                                            natural_key)
                 if msg.reply:
                     await self._send_reply(msg.reply, reply, subject)
             finally:
@@ -205,7 +207,8 @@ class Service:
 
     async def _respond(self, msg: Msg, decode: Callable[[bytes], Request], ctx: Context,
                        fn: Callable[..., Awaitable[Any]], transaction: bool,
-                       subject: str) -> bytes:
+                       subject: str, natural_key: Callable[[Any], str] | None = None,
+                       ) -> bytes:
         try:
             request = decode(msg.data)
         except msgspec.ValidationError as e:
@@ -220,6 +223,10 @@ class Service:
             return _INVALID_KEY
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
             return _PAST_DEADLINE
+        if natural_key is not None and scope.idempotency_key is None:
+            scope = msgspec.structs.replace(
+                scope, idempotency_key=natural_key(request.params),
+                fingerprint=idempotency.fingerprint_of(request.params))
         with telemetry.server_span(subject, msg.headers):
             try:
                 if transaction:

@@ -30,6 +30,9 @@ class Handler:
     endpoint: Endpoint
     fn: HandlerFn  # fn(ctx, scope, params) or, in a transaction, fn(ctx, scope, params, conn)
     transaction: bool = False
+    # The key of a request known by its params (`idempotency.derived_key`), used when the
+    # request carries no `Idempotency-Key`: a transaction handler then runs once per key.
+    natural_key: Callable[[Any], str] | None = None
 
 
 class Router:
@@ -40,14 +43,15 @@ class Router:
         self.handlers: list[Handler] = [h for router in include for h in router.handlers]
 
     def handler(self, endpoint: Endpoint, *, transaction: bool = False,
+                natural_key: Callable[[Any], str] | None = None,
                 ) -> Callable[[HandlerFn], HandlerFn]:
         """Register `fn(ctx, scope, params)` for `endpoint`.
 
         With `transaction=True` it is `fn(ctx, scope, params, conn)`, run in one database
-        transaction and idempotent under the scope's key. A handler may return a result, a
-        `Reply`, or `bytes` (a reply it encoded itself)."""
+        transaction and idempotent under the scope's key, else under `natural_key(params)`.
+        A handler may return a result, a `Reply`, or `bytes` (a reply it encoded itself)."""
         def register(fn: HandlerFn) -> HandlerFn:
-            self.handlers.append(Handler(endpoint, fn, transaction))
+            self.handlers.append(Handler(endpoint, fn, transaction, natural_key))
             return fn
 
         return register

@@ -15,7 +15,13 @@ from contracts.errors import (
     not_found,
     payment_required,
 )
-from contracts.ledger import DepositParams, RefundParams, UsageRecordParams, WithdrawParams
+from contracts.ledger import (
+    DepositParams,
+    RefundParams,
+    TopupCreditParams,
+    UsageRecordParams,
+    WithdrawParams,
+)
 from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
 
 # The platform's side of customer movements.
@@ -31,6 +37,12 @@ def user_account(user_id: str) -> str:
 
 def available(balance: int, holds: int) -> int:
     return max(balance - holds, 0)
+
+
+def require_platform(actor: Actor) -> None:
+    """Platform services only (payments crediting what a customer paid)."""
+    if actor.role != "platform" or not actor.may_mint:
+        raise forbidden()
 
 
 def require_mint(actor: Actor) -> None:
@@ -73,6 +85,22 @@ def deposit(p: DepositParams, now: datetime) -> Movement:
         tags=client_tags(p.tags), metadata=p.metadata or None,
         expires_at=_expiry(now, p.expiresIn),
     )
+
+
+def topup_credit(p: TopupCreditParams) -> Movement:
+    """What a customer paid through a provider, onto their balance (payments.md §2.10)."""
+    if not p.topupId.strip():
+        raise invalid("topupId is required", "topupId")
+    user = require_user(p.user)
+    if p.amount <= 0:
+        raise invalid("amount must be positive", "amount")
+    currency = currency_of(p.currency)
+    return Movement(
+        type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
+        currency=currency, amount=p.amount,
+        notes=f"Top-up via {p.provider} (ref: {p.providerRef})", tags=TOPUP_TAG,
+        metadata={"sourceKind": f"{p.provider}-payment", "sourceId": p.providerRef,
+                  "topupId": p.topupId.strip(), "paymentIntentId": p.paymentIntentId})
 
 
 def _expiry(now: datetime, days: int) -> datetime | None:
@@ -126,8 +154,10 @@ STARTER_CREDIT_CENTS = 500
 STARTER_CREDIT_DAYS = 30
 REFUND_TAG = "refund"
 EXPIRY_TAG = "expiry"
-# Tags the ledger writes itself and acts on; never accepted from a client.
-SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG})
+TOPUP_TAG = "topup"
+# Tags the ledger writes itself and acts on (a top-up's says a provider was paid); never
+# accepted from a client.
+SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG, TOPUP_TAG})
 
 
 def withdrawal(p: WithdrawParams) -> Movement:

@@ -21,6 +21,7 @@ from contracts.ledger import (
     STATUS_GET,
     TIER_CHECK,
     TIER_GET,
+    TOPUP_CREDIT,
     TRANSACTION_LIST,
     WITHDRAW_CREATE,
     Balance,
@@ -41,6 +42,8 @@ from contracts.ledger import (
     TierQuery,
     TierResult,
     TierSummary,
+    TopupCredited,
+    TopupCreditParams,
     TransactionItem,
     TransactionList,
     TransactionListParams,
@@ -52,6 +55,7 @@ from contracts.payments import PAYMENT_METHOD_EXISTS, PaymentMethodQuery
 from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
 from services.ledger.balances import domain, store, tiers
 from services.runtime.bus import created, paged
+from services.runtime.idempotency import derived_key
 from services.runtime.service import Context, Router
 
 router = Router()
@@ -85,6 +89,17 @@ async def create_deposit(ctx: Context, scope: Scope, p: DepositParams,
         transactionId=tx_id, user=movement.user_id, amount=movement.amount,
         currency=movement.currency, type=movement.type, tags=movement.tags,
         expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
+
+
+@router.handler(TOPUP_CREDIT, transaction=True,
+                natural_key=lambda p: derived_key("topup", p.topupId.strip()))
+async def credit_topup(ctx: Context, scope: Scope, p: TopupCreditParams,
+                       conn: asyncpg.Connection) -> TopupCredited:
+    """Payments' credit for a paid top-up: once per top-up, however often it is sent."""
+    domain.require_platform(scope.actor)
+    movement = domain.topup_credit(p)
+    tx_id, balance = await store.post(conn, scope.org_id, scope.livemode, movement)
+    return TopupCredited(tx_id, movement.user_id, movement.amount, movement.currency, balance)
 
 
 @router.handler(WITHDRAW_CREATE, transaction=True)

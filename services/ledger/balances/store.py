@@ -168,8 +168,9 @@ where org_id = $1 and livemode = $2 and user_id = $3 and tags = 'starter-credit'
 
 
 async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movement,
-               tx_id: str | None = None) -> tuple[str, datetime]:
-    """Record `m` (in the caller's transaction); returns the transaction id and time."""
+               tx_id: str | None = None) -> tuple[str, int]:
+    """Record `m` (in the caller's transaction); returns the transaction id and the
+    customer's balance after it."""
     tx_id = tx_id or new_id("txn_")
     delta = m.balance_delta
     opens_lot = delta > 0 and m.expires_at is not None
@@ -180,7 +181,7 @@ async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movemen
         if (await lock_balance(conn, *key))[2]:
             await lapse_due_lots(conn, *key)
     try:
-        created_at, balance, expiring = await conn.fetchrow(
+        _, balance, expiring = await conn.fetchrow(
             _POST, org_id, livemode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency,
             m.amount, m.notes, m.tags, m.metadata, m.expires_at, m.reverses, m.balance_delta)
         if opens_lot:
@@ -191,11 +192,11 @@ async def post(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movemen
         raise invalid("amount is too large", "amount") from None
     if delta < 0 and expiring > 0 and m.tags != domain.EXPIRY_TAG:
         await conn.execute(_CONSUME_LOTS, org_id, livemode, m.user_id, m.currency, -delta)
-    return tx_id, created_at
+    return tx_id, balance
 
 
 async def post_funded(conn: asyncpg.Connection, org_id: str, livemode: bool, m: Movement
-                      ) -> tuple[str, datetime]:
+                      ) -> tuple[str, int]:
     """Post debit `m` only if the customer's available balance covers it. The balance row
     is locked first, so concurrent debits are checked one after another: never overdrawn."""
     key = (org_id, livemode, m.user_id, m.currency)

@@ -1,0 +1,50 @@
+"""Ledger postings: the SQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+async def add(conn: asyncpg.Connection, org_id: str, livemode: bool, posting_id: str,
+              subject: str, params: bytes, lease: timedelta) -> None:
+    """Owe a posting (once: the same id again changes nothing). `lease`: the sender that
+    owes it sends it right after the commit, so the job leaves it alone until then."""
+    await conn.execute(
+        "insert into payments.ledger_postings"
+        " (org_id, livemode, id, subject, params, next_attempt_at)"
+        " values ($1, $2, $3, $4, $5, now() + $6) on conflict do nothing",
+        org_id, livemode, posting_id, subject, params, lease)
+
+
+async def take_due(db: Db, limit: int, lease: timedelta) -> list[asyncpg.Record]:
+    """Postings due to be sent, leased to this sender (another replica skips them)."""
+    return await db.fetch(
+        "update payments.ledger_postings p set next_attempt_at = now() + $2,"
+        " attempts = p.attempts + 1 from ("
+        "  select org_id, livemode, id from payments.ledger_postings"
+        "  where posted_at is null and next_attempt_at <= now()"
+        "  order by next_attempt_at limit $1 for update skip locked) due"
+        " where (p.org_id, p.livemode, p.id) = (due.org_id, due.livemode, due.id)"
+        " returning p.org_id, p.livemode, p.id, p.subject, p.params, p.attempts",
+        limit, lease)
+
+
+async def mark_posted(db: Db, keys: list[tuple[str, bool, str]]) -> None:
+    orgs, modes, ids = zip(*keys, strict=True)
+    await db.execute(
+        "update payments.ledger_postings p set posted_at = now(), last_error = ''"
+        " from unnest($1::text[], $2::boolean[], $3::text[]) as k(o, l, i)"
+        " where (p.org_id, p.livemode, p.id) = (k.o, k.l, k.i) and p.posted_at is null",
+        list(orgs), list(modes), list(ids))
+
+
+async def mark_failed(db: Db, org_id: str, livemode: bool, posting_id: str, error: str,
+                      retry_in: timedelta) -> None:
+    await db.execute(
+        "update payments.ledger_postings set last_error = $4, next_attempt_at = now() + $5"
+        " where org_id = $1 and livemode = $2 and id = $3 and posted_at is null",
+        org_id, livemode, posting_id, error[:500], retry_in)

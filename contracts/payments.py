@@ -262,3 +262,34 @@ SETUP_INTENT_CONFIRM = Endpoint("billing.payments.setup_intent.confirm",
                                 SetupIntentConfirmParams, SetupIntent)
 SETUP_INTENT_CANCEL = Endpoint("billing.payments.setup_intent.cancel", SetupIntentCancelParams,
                                SetupIntent)
+
+
+# ---- top-ups (§4.3) ------------------------------------------------------------------
+
+
+class TopupParams(Params):
+    """`POST /topup` (admin): charge a saved payment method, then credit the balance."""
+
+    userId: UserId = ""
+    paymentMethodId: Id = ""
+    amountCents: Int64 = 0
+    currency: Code = ""
+
+
+class TopupTokenParams(Params):
+    """`POST /topup/token` (user): charge a one-time token (a Web Payments nonce)."""
+
+    sourceId: Id = ""
+    amountCents: Int64 = 0
+    userId: UserId = ""  # ignored for end users: they credit themselves
+    currency: Code = ""
+
+
+class TopupResult(msgspec.Struct):
+    transactionId: str  # the ledger's transaction
+    balanceCents: int  # the balance after the credit
+    status: str = "ok"
+
+
+TOPUP_SAVED_METHOD = Endpoint("billing.payments.topup.saved_method", TopupParams, TopupResult)
+TOPUP_TOKEN = Endpoint("billing.payments.topup.token", TopupTokenParams, TopupResult)

@@ -43,4 +43,9 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
     # A customer id is `owner/name`: the segment may hold its slash (or `%2F`).
     Route("POST", "/billing/customers/{id:.+}/default-payment-method",
           payments.PAYMENT_METHOD_SET_DEFAULT, "user", user_field=None, idempotent=True),
+    # Top-ups answer 200 (conventions §3); end users top up their own balance only.
+    Route("POST", "/billing/topup", payments.TOPUP_SAVED_METHOD, "admin", user_field=None,
+          idempotent=True),
+    Route("POST", "/billing/topup/token", payments.TOPUP_TOKEN, "user", user_field=None,
+          idempotent=True),
 )

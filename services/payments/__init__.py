@@ -3,8 +3,8 @@
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
-ledger's payment-method question) and `intents/` (payment and setup intents); `postings/`
-sends what payments owes the ledger. `common.py`
+ledger's payment-method question) `intents/` (payment and setup intents) and `topups/`; `postings/` sends what payments owes
+the ledger. `common.py`
 is what the areas share; `providers/` the provider interface and its implementations;
 `selection.py` which provider serves a request; `bootstrap.py` the state handlers share."""
 
@@ -14,12 +14,14 @@ from services.payments.bootstrap import bootstrap
 from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
 from services.payments.postings.sender import post_due
+from services.payments.topups import handlers as topups
 from services.runtime.service import Job, Router, ServiceSpec
 
 SPEC = ServiceSpec(
     name="payments",
-    handlers=Router(methods.router, intents.router),
+    handlers=Router(methods.router, intents.router, topups.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
-    jobs=(Job(1.0, post_due),),  # ledger postings a crash or an outage left behind
+    # What a crash, a timeout or an outage left behind: ledger postings, top-ups.
+    jobs=(Job(1.0, post_due), Job(5.0, topups.finish_unfinished)),
 )

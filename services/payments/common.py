@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 
 from contracts import Scope
+from contracts.envelope import Actor
 from contracts.errors import Failure, invalid, payment_required
+from contracts.ids import new_id
 from contracts.limits import Page
 from contracts.rules import DEFAULT_CURRENCY, user_id
 from services.payments.methods import store as methods_store
@@ -17,6 +19,7 @@ from services.payments.providers.base import Provider, ProviderError, provider_k
 from services.runtime.outbox import add_event
 from services.runtime.service import Context
 
+_PAYMENTS = Actor(kind="service", role="platform", may_mint=True)
 PAGE = Page(100, 1000)  # §0.4; lists page by `startingAfter`, so only the limit applies
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 
@@ -27,6 +30,12 @@ def currency(raw: str) -> str:
     if not _CURRENCY.match(code):
         raise invalid("invalid currency", "currency")
     return code
+
+
+def service_scope(org_id: str, livemode: bool) -> Scope:
+    """Payments itself acting for an organization (its jobs; its postings to the ledger)."""
+    return Scope(org_id=org_id, org_name="", livemode=livemode, actor=_PAYMENTS,
+                 request_id=new_id("req_"))
 
 
 def page(limit: int) -> int:

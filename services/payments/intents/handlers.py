@@ -121,12 +121,12 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
         state = domain.payment_failed(state, e.message)
         saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                         attempts + 1)
-        await _announce(conn, scope, saved)
+        await announce(conn, scope, saved)
         return Reply(error=failure.error)
     state = domain.charged(state, result, provider.name)
     saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                     attempts)
-    return await _announce(conn, scope, saved)
+    return await announce(conn, scope, saved)
 
 
 @router.handler(PAYMENT_INTENT_CAPTURE, transaction=True)
@@ -145,7 +145,7 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
     state = domain.captured(state, result.amount or amount)
     saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                     row["attempts"])
-    return await _announce(conn, scope, saved)
+    return await announce(conn, scope, saved)
 
 
 @router.handler(PAYMENT_INTENT_CANCEL, transaction=True)
@@ -164,10 +164,10 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
             raise provider_failure(e, "cancel failed: ") from None
     saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                     row["attempts"])
-    return await _announce(conn, scope, saved)
+    return await announce(conn, scope, saved)
 
 
-async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
+async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
                     ) -> PaymentIntent:
     intent = _intent(row, scope.livemode)
     await event(conn, scope, domain.event_type(intent.status), "payment_intent", intent.id,

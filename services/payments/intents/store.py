@@ -114,3 +114,19 @@ _SETUP_FIELDS = tuple(f.name for f in dataclasses.fields(Setup))  # columns of t
 
 def as_setup(r: asyncpg.Record) -> Setup:
     return Setup(**{f: r[f] for f in _SETUP_FIELDS})
+
+
+async def record_paid(conn: asyncpg.Connection, org_id: str, livemode: bool, intent_id: str,
+                      customer_id: str, amount: int, currency: str, payment_method_id: str,
+                      provider_ref: str, provider_type: str, description: str,
+                      metadata: dict) -> asyncpg.Record:
+    """A payment collected outside the intent flow (a top-up's charge), as a succeeded
+    intent: listed, refundable and posted like any other."""
+    return await conn.fetchrow(
+        f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
+        f" currency, status, payment_method_id, capture_method, confirmation_method,"
+        f" amount_received, provider_ref, provider_type, description, metadata)"
+        f" values ($1, $2, $3, $4, $5, $6, 'succeeded', $7, 'automatic', 'automatic', $5,"
+        f" $8, $9, $10, $11) returning {_INTENT}",
+        org_id, livemode, intent_id, customer_id, amount, currency, payment_method_id,
+        provider_ref, provider_type, description, metadata)

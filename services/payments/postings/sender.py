@@ -15,11 +15,10 @@ import msgspec
 
 from contracts import Scope
 from contracts.endpoint import Endpoint
-from contracts.envelope import Actor
 from contracts.errors import Failure, unavailable
-from contracts.ids import new_id
 from contracts.journal import PAYMENT_RECORD, REFUND_RECORD
 from contracts.ledger import TOPUP_CREDIT
+from services.payments.common import service_scope
 from services.payments.postings import store
 from services.runtime.service import Context
 
@@ -29,7 +28,6 @@ ENDPOINTS: dict[str, Endpoint] = {e.subject: e for e in (TOPUP_CREDIT, PAYMENT_R
                                                           REFUND_RECORD)}
 LEASE = timedelta(seconds=5)  # a sender's hold on a posting before the job may send it
 DUE_BATCH = 100
-_PAYMENTS = Actor(kind="service", role="platform", may_mint=True)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -50,9 +48,8 @@ async def owe(conn: asyncpg.Connection, scope: Scope, posting: Posting) -> None:
 async def send(ctx: Context, org_id: str, livemode: bool, posting: Posting) -> Any:
     """Post it now; the ledger's result. A refusal, or silence (503), is raised: the posting
     stays owed and the job sends it once its lease ends."""
-    scope = Scope(org_id=org_id, org_name="", livemode=livemode, actor=_PAYMENTS,
-                  request_id=new_id("req_"))
-    result = await ctx.ask(posting.endpoint, scope, posting.params, timeout=5.0)
+    result = await ctx.ask(posting.endpoint, service_scope(org_id, livemode), posting.params,
+                           timeout=5.0)
     if result is None:
         raise unavailable()
     await store.mark_posted(ctx.pool, [(org_id, livemode, posting.id)])

@@ -22,6 +22,7 @@ SPEC = ServiceSpec(
     handlers=Router(methods.router, intents.router, topups.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
-    # What a crash, a timeout or an outage left behind: ledger postings, top-ups.
-    jobs=(Job(1.0, post_due), Job(5.0, topups.finish_unfinished)),
+    # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms.
+    jobs=(Job(1.0, post_due), Job(5.0, topups.finish_unfinished),
+          Job(10.0, intents.settle_interrupted_confirms)),
 )

@@ -257,10 +257,7 @@ class Service:
                 if failure.error.retryable or failure.error.status not in STORED_ERROR_STATUSES:
                     raise
                 reply = Reply(error=failure.error)
-            reply.replayed = True
-            await self.keys.complete(conn, scope, _encode(reply))
-            reply.replayed = False
-            return _encode(reply)
+            return await self.keys.remember(conn, scope, reply)
 
 
 async def forget_old_idempotency_keys(ctx: Context) -> None:

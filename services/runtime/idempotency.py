@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
-from contracts import ErrorCode, Scope
+from contracts import ErrorCode, Reply, Scope
 from contracts.errors import Failure
 from services.runtime.db import delete_older_than
+
+_encode = msgspec.json.Encoder().encode
 
 RETENTION = timedelta(days=7)  # how long a key is remembered (conventions §10.7)
 
@@ -83,6 +85,14 @@ class IdempotencyKeys:
                                     scope.idempotency_key, scope.fingerprint or "", reply)
         if status.endswith(" 0"):
             raise in_progress()
+
+    async def remember(self, conn: asyncpg.Connection, scope: Scope, reply: Reply) -> bytes:
+        """Store `reply` under the scope's key (its replays say they are) and return it
+        encoded as this request answers it."""
+        reply.replayed = True
+        await self.complete(conn, scope, _encode(reply))
+        reply.replayed = False
+        return _encode(reply)
 
     # ---- many keys at once (batched writers) --------------------------------------------
 

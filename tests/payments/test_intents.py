@@ -10,7 +10,7 @@ import re
 from services.payments.selection import OFFLINE
 from services.runtime.config import Settings
 from tests.conftest import bearer, iam_token
-from tests.support import add_payment_method, get, new_user, post
+from tests.support import add_payment_method, eventually, get, new_user, post
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -295,3 +295,57 @@ async def test_payments_offline_serves_live_mode_too(http, org, payments_service
         assert (status, body["status"], body["livemode"]) == (200, "succeeded", True)
     finally:
         providers.offline_everywhere = False
+
+
+async def test_a_succeeded_payment_is_posted_to_the_journal_once(http, org, pool):
+    """Confirm (automatic capture) and capture (manual) each owe the ledger one journal
+    entry: cash in, owed to the customer; a replayed confirm posts nothing more."""
+    intent = await intent_with_method(http, org, amount=4200)
+    keyed = {**org.auth(), "Idempotency-Key": "confirm-posted-once"}
+    path = f"/payment-intents/{intent['id']}/confirm"
+    first = await post(http, path, None, keyed)
+    again = await post(http, path, None, keyed)
+    assert first[0] == again[0] == 200 and first[1] == again[1]
+    held = await intent_with_method(http, org, amount=9000, captureMethod="manual")
+    await confirm(http, org, held["id"])
+    status, captured, _ = await post(http, f"/payment-intents/{held['id']}/capture",
+                                     {"amountToCapture": 6000}, org.auth())
+    assert (status, captured["amountReceived"]) == (200, 6000)
+
+    async def entries(intent_id):
+        return await pool.fetch(
+            "select p.amount, a.name from ledger.journal_entries e"
+            " join ledger.journal_postings p using (org_id, livemode)"
+            " join ledger.journal_accounts a on (a.org_id, a.livemode, a.id)"
+            " = (p.org_id, p.livemode, p.account_id)"
+            " where e.payment_intent_id = $1 and p.entry_id = e.id order by p.amount desc",
+            intent_id)
+
+    posted = await eventually(lambda: entries(intent["id"]), lambda rows: len(rows) == 2)
+    assert [(r["amount"], r["name"]) for r in posted] == [
+        (4200, "platform:cash"), (-4200, f"customer_balance:{intent['customerId']}")]
+    posted = await eventually(lambda: entries(held["id"]), lambda rows: len(rows) == 2,
+                              timeout=20)
+    assert [r["amount"] for r in posted] == [6000, -6000]
+
+
+async def test_an_interrupted_confirm_is_settled_once(http, org, pool, payments_service):
+    """A confirm that died between its two transactions (the intent `processing`, no word
+    from the provider) is asked again with the same provider key and settled; the job
+    running twice changes nothing more."""
+    from services.payments.intents.handlers import settle_interrupted_confirms
+
+    intent = await intent_with_method(http, org, amount=1500)
+    await pool.execute(
+        "update payments.payment_intents set status = 'processing',"
+        " updated_at = now() - interval '2 minutes' where id = $1", intent["id"])
+    await settle_interrupted_confirms(payments_service.ctx)
+    await settle_interrupted_confirms(payments_service.ctx)
+    _, settled, _ = await get(http, f"/payment-intents/{intent['id']}", org.auth())
+    assert (settled["status"], settled["amountReceived"]) == ("succeeded", 1500)
+    assert await events_of(pool, intent["id"]) == ["payment_intent.created",
+                                                   "payment_intent.succeeded"]
+    entries = await eventually(lambda: pool.fetchval(
+        "select count(*) from ledger.journal_entries where payment_intent_id = $1",
+        intent["id"]), lambda n: n >= 1)
+    assert entries == 1

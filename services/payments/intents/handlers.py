@@ -1,21 +1,28 @@
 """Payment intents (payments.md §3.1–§3.6) and setup intents (§3.7).
 
-Every change runs in one transaction with its billing event (outbox) and is idempotent under
-the request's `Idempotency-Key`. A provider call happens while the intent's row is locked,
-so two confirms of one intent charge once; its idempotency key is derived from the intent
-and the attempt (`provider_key`), so a retried request never charges twice at the
-provider either."""
+Every change commits with its billing event (outbox) and is idempotent under the request's
+`Idempotency-Key`. A confirm charges outside any transaction, between two that move the
+intent to `processing` and then to the provider's answer (two confirms of one intent: the
+second finds it processing, 409); every provider call's idempotency key is derived from the
+intent and the operation (`provider_key`), so a retry never charges twice at the provider.
+A succeeded payment owes the ledger its journal entry (`postings/`)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
-from contracts.errors import invalid, not_found
+from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, now, rfc3339
+from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
 from contracts.payments import (
     PAYMENT_INTENT_CANCEL,
     PAYMENT_INTENT_CAPTURE,
@@ -41,15 +48,34 @@ from contracts.payments import (
     SetupIntentIdParams,
 )
 from contracts.rules import user_id
-from services.payments.common import event, issuer, page, provider_customer, provider_failure
+from services.payments.common import (
+    event,
+    issuer,
+    page,
+    provider_customer,
+    provider_failure,
+    service_scope,
+)
 from services.payments.intents import domain, store
+from services.payments.intents.domain import Intent
 from services.payments.methods import store as methods
 from services.payments.methods.domain import METHOD_NOT_FOUND
-from services.payments.providers.base import PaymentRequest, ProviderError, provider_key
+from services.payments.postings import sender
+from services.payments.postings.sender import Posting
+from services.payments.providers.base import (
+    PaymentRequest,
+    PaymentResult,
+    Provider,
+    ProviderError,
+    provider_key,
+)
 from services.runtime.bus import created
 from services.runtime.service import Context, Router
 
+log = logging.getLogger(__name__)
 router = Router()
+INTERRUPTED_AFTER = timedelta(minutes=1)  # a confirm's provider call has surely ended by then
+_encode = msgspec.json.Encoder().encode
 
 
 # ---- payment intents ---------------------------------------------------------------------
@@ -87,51 +113,134 @@ async def _load(db: Any, scope: Scope, intent_id: str, *, lock: bool = False,
     return row
 
 
-@router.handler(PAYMENT_INTENT_CONFIRM, transaction=True)
-async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmParams,
-                         conn: asyncpg.Connection) -> Any:
-    row = await _load(conn, scope, p.id, lock=True)  # a second confirm waits here
-    state = domain.begin_confirm(store.as_intent(row), p.paymentMethodId)
+@router.handler(PAYMENT_INTENT_CONFIRM)
+async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmParams) -> Any:
+    """Charge (or authorize) the intent's method, bracketed as payments.md §10 says: the
+    intent goes to `processing` and commits; the provider is called outside any
+    transaction, with a key derived from the intent and the attempt (a retry, or the job
+    after a crash, replays the same charge); its answer is applied in a second transaction,
+    with the event, the ledger posting a succeeded payment owes and the request's key."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if scope.idempotency_key and (stored := await ctx.keys.begin(conn, scope)):
+            return stored
+        row = await _load(conn, scope, p.id, lock=True)  # a second confirm waits here
+        before = store.as_intent(row)
+        state = domain.begin_confirm(before, p.paymentMethodId)  # 409 while processing
+        provider, request = await _confirmation(ctx, conn, scope, row, state)
+        await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
+                                row["attempts"])
+    attempt = row["attempts"]
+    try:
+        result = await _charge(provider, request, state.capture_method)
+    except ProviderError as e:
+        if e.kind == "unavailable":  # nothing decided: back as it was, retryable
+            await store.save_intent(ctx.pool, scope.org_id, scope.livemode, row["id"],
+                                    before, attempt)
+            raise provider_failure(e) from None
+        # A decline is final for this attempt: recorded, announced, answered; the next
+        # confirm is a new attempt (a new provider key). §3.4: 400, the intent back to
+        # requires_payment_method, the §1.10 text.
+        declined = e.message
+        failure = invalid(("authorization failed: " if state.capture_method == "manual"
+                           else "charge failed: ") + declined)
+        return await _settle(ctx, scope, row["id"], attempt,
+                             lambda i: domain.payment_failed(i, declined), attempt + 1,
+                             Reply(error=failure.error))
+    return await _settle(ctx, scope, row["id"], attempt,
+                         lambda i: domain.charged(i, result, provider.name), attempt)
+
+
+async def _confirmation(ctx: Context, conn: asyncpg.Connection, scope: Scope,
+                        row: asyncpg.Record, state: Intent) -> tuple[Provider, PaymentRequest]:
+    """The provider and the request that confirm `state` (its method, the provider's
+    customer, the attempt's key)."""
     method = await methods.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
-                                None)
+                                  None)
     if method is None or method["customer_id"] != row["customer_id"]:
         raise invalid(METHOD_NOT_FOUND, "paymentMethodId")
     provider = issuer(ctx, scope, method["provider_type"])
-    attempts = row["attempts"]
-    manual = state.capture_method == "manual"
     customer_ref = await methods.provider_customer(conn, scope.org_id, scope.livemode,
-                                                 row["customer_id"], provider.name)
-    request = PaymentRequest(
+                                                   row["customer_id"], provider.name)
+    return provider, PaymentRequest(
         amount=state.amount, currency=state.currency, token=method["provider_ref"],
         customer_id=customer_ref or "", description=row["description"],
         metadata={"paymentIntentId": row["id"]},
         idempotency_key=provider_key(scope.org_id, scope.livemode, "confirm", row["id"],
-                                     attempts))
-    try:
-        result = await (provider.authorize(request) if manual else provider.charge(request))
-    except ProviderError as e:
-        if e.kind == "unavailable":
-            raise provider_failure(e) from None  # rolled back: the intent can be retried
-        # A decline is final for this attempt: recorded, announced, answered; the next
-        # confirm is a new attempt (a new provider key).
-        # e.message: a decline's §1.10 text. §3.4: 400, the intent back to
-        # requires_payment_method.
-        failure = invalid(("authorization failed: " if manual else "charge failed: ")
-                          + e.message)
-        state = domain.payment_failed(state, e.message)
-        saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
-                                        attempts + 1)
-        await announce(conn, scope, saved)
-        return Reply(error=failure.error)
-    state = domain.charged(state, result, provider.name)
-    saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
-                                    attempts)
-    return await announce(conn, scope, saved)
+                                     row["attempts"]))
+
+
+async def settle_interrupted_confirms(ctx: Context) -> None:
+    """The job: a confirm that never heard back from its provider (a crash between the two
+    transactions) is asked again with the same key — the provider replays its answer
+    instead of charging twice — and the answer is applied."""
+    for row in await store.interrupted_confirms(ctx.pool, INTERRUPTED_AFTER, 50):
+        scope = service_scope(row["org_id"], row["livemode"])
+        try:
+            async with ctx.pool.acquire() as conn:
+                state = store.as_intent(row)
+                provider, request = await _confirmation(ctx, conn, scope, row, state)
+            result = await _charge(provider, request, state.capture_method)
+        except (Failure, ProviderError) as e:
+            log.warning("payment intent %s still processing: %s", row["id"], e)
+            continue
+        await _settle(ctx, scope, row["id"], row["attempts"],
+                      lambda i, r=result, n=provider.name: domain.charged(i, r, n),
+                      row["attempts"])
+
+
+async def _charge(provider: Provider, request: PaymentRequest, capture_method: str,
+                  ) -> PaymentResult:
+    return await (provider.authorize(request) if capture_method == "manual"
+                  else provider.charge(request))
+
+
+async def _settle(ctx: Context, scope: Scope, intent_id: str, attempt: int,
+                  outcome: Callable[[Intent], Intent], attempts: int,
+                  reply: Reply | None = None) -> bytes:
+    """Apply the provider's answer to a confirm of `attempt`, once: a confirm finished
+    meanwhile (by the job, say) is answered as it stands."""
+    posting = None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _load(conn, scope, intent_id, lock=True)
+        if row["status"] == domain.PROCESSING and row["attempts"] == attempt:
+            row = await store.save_intent(conn, scope.org_id, scope.livemode, intent_id,
+                                          outcome(store.as_intent(row)), attempts)
+            intent = await announce(conn, scope, row)
+            posting = await _owe_payment(conn, scope, intent)
+        else:
+            intent = _intent(row, scope.livemode)
+        reply = reply or Reply(result=intent)
+        encoded = (await ctx.keys.remember(conn, scope, reply) if scope.idempotency_key
+                   else _encode(reply))
+    await _post(ctx, scope, posting)
+    return encoded
+
+
+async def _owe_payment(conn: asyncpg.Connection, scope: Scope, intent: PaymentIntent,
+                       ) -> Posting | None:
+    """A succeeded intent owes the ledger its payment (the journal: cash in, owed to the
+    customer), posted once under `payment:<intent>`."""
+    if intent.status != domain.SUCCEEDED:
+        return None
+    posting = Posting(f"payment:{intent.id}", PAYMENT_RECORD, JournalPaymentParams(
+        paymentIntentId=intent.id, amount=intent.amountReceived, currency=intent.currency,
+        customerId=intent.customerId))
+    await sender.owe(conn, scope, posting)
+    return posting
+
+
+async def _post(ctx: Context, scope: Scope, posting: Posting | None) -> None:
+    """Post now; if the ledger does not take it, the postings job will."""
+    if posting is not None:
+        with contextlib.suppress(Failure):
+            await sender.send(ctx, scope.org_id, scope.livemode, posting)
 
 
 @router.handler(PAYMENT_INTENT_CAPTURE, transaction=True)
 async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCaptureParams,
                          conn: asyncpg.Connection) -> PaymentIntent:
+    """Captured at the provider (its key is the intent's: a retry captures once), then
+    recorded with the payment the ledger is owed."""
     row = await _load(conn, scope, p.id, lock=True)
     state = store.as_intent(row)
     amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
@@ -145,7 +254,9 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
     state = domain.captured(state, result.amount or amount)
     saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
                                     row["attempts"])
-    return await announce(conn, scope, saved)
+    intent = await announce(conn, scope, saved)
+    await _owe_payment(conn, scope, intent)  # sent by the postings job, after the commit
+    return intent
 
 
 @router.handler(PAYMENT_INTENT_CANCEL, transaction=True)

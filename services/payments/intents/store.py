@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 import asyncpg
 
@@ -130,3 +131,18 @@ async def record_paid(conn: asyncpg.Connection, org_id: str, livemode: bool, int
         f" $8, $9, $10, $11) returning {_INTENT}",
         org_id, livemode, intent_id, customer_id, amount, currency, payment_method_id,
         provider_ref, provider_type, description, metadata)
+
+
+async def interrupted_confirms(db: Db, older_than: timedelta, limit: int,
+                               ) -> list[asyncpg.Record]:
+    """Intents left `processing` without a provider reference (the provider's answer never
+    arrived) for longer than `older_than`, each taken by one replica for as long again."""
+    return await db.fetch(
+        "update payments.payment_intents i set updated_at = now() from ("
+        "  select org_id, livemode, id from payments.payment_intents"
+        "  where status = 'processing' and provider_ref = ''"
+        "  and updated_at < now() - $1::interval"
+        "  order by updated_at limit $2 for update skip locked) due"
+        " where (i.org_id, i.livemode, i.id) = (due.org_id, due.livemode, due.id)"
+        " returning i.*",
+        older_than, limit)

@@ -15,7 +15,13 @@ from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
 from services.payments.postings.sender import post_due
 from services.payments.topups import handlers as topups
+from services.runtime.config import Settings
 from services.runtime.service import Job, Router, ServiceSpec
+
+
+def _recovery_interval(settings: Settings) -> float:
+    return max(settings.payments_recovery_s / 6, 0.5)
+
 
 SPEC = ServiceSpec(
     name="payments",
@@ -23,6 +29,6 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms.
-    jobs=(Job(1.0, post_due), Job(5.0, topups.finish_unfinished),
-          Job(10.0, intents.settle_interrupted_confirms)),
+    jobs=(Job(1.0, post_due), Job(_recovery_interval, topups.finish_unfinished),
+          Job(_recovery_interval, intents.settle_interrupted_confirms)),
 )

@@ -39,6 +39,9 @@ class Settings:
     lapse_interval_s: float = 30.0  # how often expired deposits are swept
     # payments: the offline provider everywhere, live mode included (never in production)
     payments_offline: bool = False
+    # how long an unfinished charge (a top-up, a confirm) is left to the request working on
+    # it before the recovery jobs presume that worker gone and finish it themselves
+    payments_recovery_s: float = 60.0
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -68,5 +71,6 @@ class Settings:
             lapse_interval_s=float(env.get("BILLING_LAPSE_INTERVAL", "30")),
             otel_exporter=env.get("BILLING_OTEL_EXPORTER", "none"),
             payments_offline=_bool(env.get("PAYMENTS_OFFLINE"), False),
+            payments_recovery_s=float(env.get("PAYMENTS_RECOVERY_SECONDS", "60")),
             env=env,
         )

@@ -74,7 +74,6 @@ from services.runtime.service import Context, Router
 
 log = logging.getLogger(__name__)
 router = Router()
-INTERRUPTED_AFTER = timedelta(minutes=1)  # a confirm's provider call has surely ended by then
 _encode = msgspec.json.Encoder().encode
 
 
@@ -173,7 +172,8 @@ async def settle_interrupted_confirms(ctx: Context) -> None:
     """The job: a confirm that never heard back from its provider (a crash between the two
     transactions) is asked again with the same key — the provider replays its answer
     instead of charging twice — and the answer is applied."""
-    for row in await store.interrupted_confirms(ctx.pool, INTERRUPTED_AFTER, 50):
+    after = timedelta(seconds=ctx.settings.payments_recovery_s)  # its call has ended by then
+    for row in await store.interrupted_confirms(ctx.pool, after, 50):
         scope = service_scope(row["org_id"], row["livemode"])
         try:
             async with ctx.pool.acquire() as conn:

@@ -53,8 +53,12 @@ from services.runtime.service import Context, Router
 log = logging.getLogger(__name__)
 router = Router()
 
-STALE_AFTER = timedelta(seconds=30)  # a top-up's worker is presumed gone after this long
 _encode = msgspec.json.Encoder().encode
+
+
+def _recovery(ctx: Context) -> timedelta:
+    """How long before a top-up's worker is presumed gone."""
+    return timedelta(seconds=ctx.settings.payments_recovery_s)
 
 
 @router.handler(TOPUP_SAVED_METHOD)
@@ -94,13 +98,13 @@ async def _top_up(ctx: Context, scope: Scope, topup: Topup, provider: str, key: 
     fingerprint = scope.fingerprint or fingerprint_of(params)
     topup_id = new_id("tu_")
     held = await store.start(ctx.pool, scope.org_id, scope.livemode, topup_id, key,
-                             fingerprint, topup, provider, STALE_AFTER)
+                             fingerprint, topup, provider, _recovery(ctx))
     if held is None:
         return await _finish(ctx, scope, topup_id, topup, provider)
     if domain.again(held["status"], fingerprint, held["fingerprint"],
                     held["stale"]) == "replay":
         return held["reply"]
-    row = await store.resume(ctx.pool, scope.org_id, scope.livemode, held["id"], STALE_AFTER)
+    row = await store.resume(ctx.pool, scope.org_id, scope.livemode, held["id"], _recovery(ctx))
     if row is None:
         raise Failure("conflict", 409, domain.IN_PROGRESS)
     return await _resume(ctx, scope, row)
@@ -199,7 +203,7 @@ def _postings(topup_id: str, topup: Topup, intent_id: str, provider: str,
 async def finish_unfinished(ctx: Context) -> None:
     """The job: top-ups whose worker went quiet (a crash, a provider timeout) are finished —
     charged with the same provider key, credited, answered for the client's retry."""
-    for row in await store.unfinished(ctx.pool, STALE_AFTER, 50):
+    for row in await store.unfinished(ctx.pool, _recovery(ctx), 50):
         try:
             await _resume(ctx, service_scope(row["org_id"], row["livemode"]), row)
         except Failure as failure:

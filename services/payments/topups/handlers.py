@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from contracts import Reply, Scope
-from contracts.errors import Failure
+from contracts import ErrorCode, Reply, Scope
+from contracts.errors import Failure, conflict, not_found, payment_required
 from contracts.ids import new_id
 from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
 from contracts.ledger import TOPUP_CREDIT, TopupCreditParams
@@ -67,7 +67,7 @@ async def topup_saved_method(ctx: Context, scope: Scope, p: TopupParams) -> Any:
     method = await methods.method(ctx.pool, scope.org_id, scope.livemode,
                                   topup.payment_method_id, None)
     if method is None:
-        raise Failure("not_found", 404, METHOD_NOT_FOUND)
+        raise not_found(METHOD_NOT_FOUND)
     domain.require_payer(scope, topup.customer_id, method["customer_id"])
     provider = _chosen(lambda: issuer(ctx, scope, method["provider_type"]))
     key = scope.idempotency_key or new_id("tu_")  # no key: every request is a new top-up
@@ -89,7 +89,7 @@ def _chosen(choose) -> Any:
         return choose()
     except Failure as failure:
         if failure.error.message == NO_PROCESSOR:
-            raise Failure("unprocessable", 422, NO_PROCESSOR) from None
+            raise Failure(ErrorCode.UNPROCESSABLE, 422, NO_PROCESSOR) from None
         raise
 
 
@@ -106,7 +106,7 @@ async def _top_up(ctx: Context, scope: Scope, topup: Topup, provider: str, key: 
         return held["reply"]
     row = await store.resume(ctx.pool, scope.org_id, scope.livemode, held["id"], _recovery(ctx))
     if row is None:
-        raise Failure("conflict", 409, domain.IN_PROGRESS)
+        raise conflict(domain.IN_PROGRESS)
     return await _resume(ctx, scope, row)
 
 
@@ -132,7 +132,7 @@ async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provi
         # Charged and owed: the posting job credits it; a retry of this request answers.
         log.warning("top-up %s charged, credit pending", topup_id)
         await store.release(ctx.pool, scope.org_id, scope.livemode, topup_id)
-        raise Failure("internal", 500, domain.CREDIT_FAILED, retryable=True) from None
+        raise Failure(ErrorCode.INTERNAL, 500, domain.CREDIT_FAILED, retryable=True) from None
     reply = Reply(result=TopupResult(credited.transactionId, credited.balance), replayed=True)
     async with ctx.pool.acquire() as conn, conn.transaction():
         await store.completed(conn, scope.org_id, scope.livemode, topup_id, _encode(reply))
@@ -170,12 +170,12 @@ async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
         raise provider_failure(e) from None
     if result.status != "succeeded":  # 3-D Secure and the like: not money yet (§11 item 15)
         await store.failed(ctx.pool, scope.org_id, scope.livemode, topup_id)
-        raise Failure("payment_required", 402, "charge declined")
+        raise payment_required("charge declined")
     intent_id = new_id("pi_")
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await store.charged(conn, scope.org_id, scope.livemode, topup_id,
                                    provider.name, result.transaction_id, intent_id):
-            raise Failure("conflict", 409, domain.IN_PROGRESS)  # another worker charged it
+            raise conflict(domain.IN_PROGRESS)  # another worker charged it
         row = await intents.record_paid(
             conn, scope.org_id, scope.livemode, intent_id, topup.customer_id, topup.amount,
             topup.currency, method_id, result.transaction_id, provider.name, description,

@@ -27,13 +27,16 @@ from contracts.payments import (
     PAYMENT_INTENT_CREATE,
     PAYMENT_INTENT_GET,
     PAYMENT_INTENT_LIST,
+    PAYMENT_METHOD_ATTACHED,
     PAYMENT_METHOD_CREATE,
     PAYMENT_METHOD_DETACH,
+    PAYMENT_METHOD_DETACHED,
     PAYMENT_METHOD_EXISTS,
     PAYMENT_METHOD_GET,
     PAYMENT_METHOD_LIST,
     PAYMENT_METHOD_SET_DEFAULT,
     PAYMENT_METHOD_UPDATE,
+    PAYMENT_METHOD_UPDATED,
     SETUP_INTENT_CANCEL,
     SETUP_INTENT_CONFIRM,
     SETUP_INTENT_CREATE,
@@ -160,7 +163,7 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
     row = await store.create_method(conn, scope.org_id, scope.livemode, method_id, new,
                                     provider_ref, provider_type, verified, metadata)
     method = _method(row, scope.livemode)
-    await _event(conn, scope, "payment_method.attached", "payment_method", method.id,
+    await _event(conn, scope, PAYMENT_METHOD_ATTACHED, "payment_method", method.id,
                  method.customerId, method)
     return created(method)
 
@@ -209,7 +212,7 @@ async def update_method(ctx: Context, scope: Scope, p: PaymentMethodUpdateParams
     row = await store.update_method(conn, scope.org_id, scope.livemode, p.id,
                                     p.billingAddress, metadata)
     method = _method(row, scope.livemode)
-    await _event(conn, scope, "payment_method.updated", "payment_method", method.id,
+    await _event(conn, scope, PAYMENT_METHOD_UPDATED, "payment_method", method.id,
                  method.customerId, method)
     return method
 
@@ -232,7 +235,7 @@ async def detach_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams,
             raise _provider_failure(e) from None
     await store.detach_method(conn, scope.org_id, scope.livemode, p.id)
     method = _method(row, scope.livemode)
-    await _event(conn, scope, "payment_method.detached", "payment_method", method.id,
+    await _event(conn, scope, PAYMENT_METHOD_DETACHED, "payment_method", method.id,
                  method.customerId, msgspec.structs.replace(method, isDefault=False))
     return Deleted(True, p.id)
 
@@ -463,8 +466,12 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
             await _announce_setup(conn, scope, saved)
             return Reply(error=invalid("setup failed: " + e.message).error)
         ref = result.method.provider_ref if result.method else method["provider_ref"]
-        await store.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
-                                  provider.name)
+        verified = _method(await store.mark_verified(conn, scope.org_id, scope.livemode,
+                                                     method["id"], ref, provider.name),
+                           scope.livemode)
+        # Announced like any change of the method: the ledger learns of it from this.
+        await _event(conn, scope, PAYMENT_METHOD_UPDATED, "payment_method", verified.id,
+                     verified.customerId, verified)
         state = domain.set_up(state, result.setup_id, provider.name)
     saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"], state)
     return await _announce_setup(conn, scope, saved)

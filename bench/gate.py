@@ -40,7 +40,8 @@ async def main(seconds: float, levels: list[int]) -> None:
         port = free_port()
         env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
         ledger = spawn("-m", "services.cli", "serve", "ledger", env=env)
-        # The status check asks payments whether the customer has a payment method.
+        # Payments as deployed: the ledger reads its payment-method events (the status
+        # check answers from them, asking payments only until the ledger has caught up).
         payments = spawn("-m", "services.cli", "serve", "payments", env=env)
         await asyncio.sleep(1.0)  # let the services migrate before the gateway starts
         gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
@@ -55,10 +56,10 @@ async def main(seconds: float, levels: list[int]) -> None:
             key = await secret_key(database_url)
             auth = {"Authorization": f"Bearer {key}"}
             user = "bench/alice"
-            for path in ("balance", "status"):  # status warms payments too
+            for path in ("balance", "status"):
                 await drive("warm-up", f"{base}/api/v1/billing/{path}?user={user}",
                             concurrency=levels[0], seconds=2, headers=auth)
-            if payments.poll() is not None:  # else status measures "payments not deployed"
+            if payments.poll() is not None:  # else status is measured without payments
                 raise SystemExit("payments exited; see its output above")
             zap = json.dumps({"method": "billing.getBalance", "id": "1",
                               "params": {"user": user}})

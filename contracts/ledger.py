@@ -215,7 +215,7 @@ class TierCheckResult(msgspec.Struct, omit_defaults=True):
 
 
 class BillingStatus(msgspec.Struct):
-    """The billing gate. `hasPaymentMethod` is asked of payments by the ledger."""
+    """The billing gate. `hasPaymentMethod`: what payments' events told the ledger."""
 
     user: str
     hasPaymentMethod: bool

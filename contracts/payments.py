@@ -113,6 +113,14 @@ class PaymentMethod(msgspec.Struct, omit_defaults=True):
     providerRef: str | UnsetType = UNSET
 
 
+# The billing events announcing a payment method's changes (`billing.events.<type>`); each
+# event's `data` is the PaymentMethod after the change (`metadata.verified` once a provider
+# accepted it). The ledger's status check keeps itself current from them.
+PAYMENT_METHOD_ATTACHED = "payment_method.attached"
+PAYMENT_METHOD_UPDATED = "payment_method.updated"  # its metadata, address, or verification
+PAYMENT_METHOD_DETACHED = "payment_method.detached"  # final: a detached method never returns
+
+
 class Deleted(msgspec.Struct):
     deleted: bool
     id: str

@@ -211,20 +211,20 @@ async def nc(nats_url: str, platform: Platform) -> AsyncIterator[nats.NATS]:
 
 @pytest.fixture(scope="session")
 def ledger(platform: Platform):
-    """The running ledger service (its pool, its context)."""
-    return support.service(platform, "ledger")
+    """The running ledger service, even after a test replaced it (its pool, its context)."""
+    return support.Running(platform, "ledger")
 
 
 @pytest.fixture(scope="session")
 def payments_service(platform: Platform):
-    """The running payments service (its pool, its context)."""
-    return support.service(platform, "payments")
+    """The running payments service, even after a test replaced it (its pool, its context)."""
+    return support.Running(platform, "payments")
 
 
 @pytest.fixture(scope="session")
 def metering(platform: Platform):
-    """The running metering service (its pool, its context)."""
-    return support.service(platform, "metering")
+    """The running metering service, even after a test replaced it (its pool, its context)."""
+    return support.Running(platform, "metering")
 
 
 @pytest.fixture

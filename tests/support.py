@@ -143,6 +143,18 @@ def service(platform: Any, name: str) -> Any:
     return next(s for s in platform.services if s.name == name)
 
 
+class Running:
+    """The service called `name` as it runs now, whichever replica that is (`service_down`
+    replaces it): its attributes (pool, ctx, keys) are read from it at each use."""
+
+    def __init__(self, platform: Any, name: str):
+        self._platform = platform
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(service(self._platform, self._name), attribute)
+
+
 async def org_id_of(platform: Any, org: Any) -> str:
     """The id the gateway gave the organization (what a service's scope carries)."""
     return await platform.gateway.pool.fetchval("select id from gateway.orgs where name = $1",
@@ -269,6 +281,19 @@ async def add_payment_method(http: aiohttp.ClientSession, org: Any, user: str,
                                  {"customerId": user, "providerRef": token}, org.auth(key))
     assert status == 201, body
     return body
+
+
+async def has_payment_method(http: aiohttp.ClientSession, org: Any, user: str,
+                             expected: bool = True, key: str = "sk_test") -> bool:
+    """`hasPaymentMethod` in the user's billing status once it is `expected` (else as it is
+    after a second). The ledger learns of payment methods from payments' events, a few
+    milliseconds after the change: a read right after it may still see the one before."""
+    async def read() -> bool:
+        status, body, _ = await get(http, "/status", org.auth(key), user=user)
+        assert status == 200, body
+        return body["hasPaymentMethod"]
+
+    return await eventually(read, lambda seen: seen is expected, timeout=1.0, every=0.005)
 
 
 @asynccontextmanager

@@ -3,8 +3,10 @@ alerts and the double-entry journal.
 
 One sub-package per area, each with the same files: `handlers.py` (module-level handlers
 on the area's router: decode is done by the runtime, they call the domain and encode),
-`domain.py` (rules, no I/O) and `store.py` (SQL). `bootstrap.py` builds the state the
-handlers share; `migrations/` is the `ledger` schema. services/README.md is the template.
+`domain.py` (rules, no I/O) and `store.py` (SQL). `payment_methods/` has no handlers: its
+consumer keeps the ledger's copy of payments' payment methods (for the status check) from
+payments' events. `bootstrap.py` builds the state the handlers share; `migrations/` is the
+`ledger` schema. services/README.md is the template.
 """
 
 from pathlib import Path

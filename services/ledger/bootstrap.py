@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from contracts.rules import DEFAULT_CURRENCY
 from services.ledger.alerts.handlers import on_usage_batch
 from services.ledger.balances import store
+from services.ledger.payment_methods.consumer import PaymentMethodEvents
 from services.ledger.usage.backfill import UsageBackfill
 from services.ledger.usage.recorder import UsageRecord, UsageRecorder
 from services.runtime.batching import MicroBatcher
+from services.runtime.bus import nats_servers
 from services.runtime.service import Context
 
 
@@ -21,6 +24,10 @@ class Ledger:
     #                             share one query
     usage: UsageRecorder  # concurrent usage debits share one transaction
     backfill: UsageBackfill  # copies of debits into the api-usage meter, if any
+    # The status check (a bot gate calls it on every request): balance and payment method
+    # in one query, shared by concurrent checks.
+    read_status: MicroBatcher
+    payment_methods: PaymentMethodEvents  # keeps the ledger's copy of them current
 
 
 async def bootstrap(ctx: Context) -> None:
@@ -31,7 +38,14 @@ async def bootstrap(ctx: Context) -> None:
         await on_usage_batch(conn, [(r.scope, r.debit) for r in records])
         await backfill.add_copies(conn, records)
 
+    payment_methods = PaymentMethodEvents(lambda: ctx.pool,
+                                          nats_servers(ctx.settings.nats_url))
     ctx.state = Ledger(
         read_balance=MicroBatcher(lambda keys: store.balance_batch(ctx.pool, keys)),
         usage=UsageRecorder(lambda: ctx.pool, ctx.keys, after_debits=after_debits),
-        backfill=backfill)
+        backfill=backfill,
+        read_status=MicroBatcher(lambda keys: store.status_batch(ctx.pool, keys,
+                                                                 DEFAULT_CURRENCY)),
+        payment_methods=payment_methods)
+    await payment_methods.start()
+    ctx.on_stop(payment_methods.stop)

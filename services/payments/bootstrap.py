@@ -13,7 +13,8 @@ from services.runtime.service import Context
 @dataclass
 class PaymentsState:
     providers: Providers
-    # The ledger asks this for every `GET /billing/status`: concurrent checks share a query.
+    # The ledger asks this for starter-credit claims, and for status checks while its own
+    # copy of the methods catches up after a start: concurrent checks share a query.
     method_checks: MicroBatcher
 
 

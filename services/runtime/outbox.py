@@ -91,6 +91,24 @@ async def add_messages(conn: asyncpg.Connection, schema: str, *, type: str,
         " $5::bytea[])", subjects, ids, orgs, modes, payloads, type)
 
 
+async def ensure_stream(js: Any) -> None:
+    """Create the events stream if it is missing (relays publish to it, consumers of events
+    read it: whoever starts first). An existing stream is left as it is (operators may have
+    tuned its limits)."""
+    try:
+        await js.stream_info(events.STREAM)
+        return
+    except NotFoundError:
+        pass
+    config = StreamConfig(name=events.STREAM, subjects=[events.SUBJECT_PREFIX + ">"],
+                          storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Another replica created it in between (with its own idea of the config).
+        await js.stream_info(events.STREAM)
+
+
 class OutboxRelay:
     """Publishes one schema's outbox to JetStream until stopped."""
 
@@ -186,20 +204,7 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), interval)
 
     async def ensure_stream(self) -> None:
-        """Create the events stream if it is missing. An existing stream is left as it is
-        (operators may have tuned its limits)."""
-        try:
-            await self._js.stream_info(events.STREAM)
-            return
-        except NotFoundError:
-            pass
-        config = StreamConfig(name=events.STREAM, subjects=[events.SUBJECT_PREFIX + ">"],
-                              storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW)
-        try:
-            await self._js.add_stream(config)
-        except BadRequestError:
-            # Another replica created it in between (with its own idea of the config).
-            await self._js.stream_info(events.STREAM)
+        await ensure_stream(self._js)
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""

@@ -10,7 +10,14 @@ import pytest
 
 from services.ledger.balances.handlers import lapse_expired_deposits
 from tests.conftest import SERVICE_TOKENS, bearer, iam_token
-from tests.support import add_payment_method, get, ledger_verify, post, service
+from tests.support import (
+    add_payment_method,
+    get,
+    has_payment_method,
+    ledger_verify,
+    post,
+    service,
+)
 
 
 async def balance(http, org, user, key="sk_test"):
@@ -170,6 +177,7 @@ async def test_starter_credit_is_granted_once(http, org):
     assert status == 200 and second == first
     assert await balance(http, org, "hanzo/charlie") == 500
     assert await balance(http, org, "hanzo/charlie", key="sk_live") == 0
+    assert await has_payment_method(http, org, "hanzo/charlie")
     status, body, _ = await get(http, "/status", org.auth(), user="hanzo/charlie")
     assert body == {"user": "hanzo/charlie", "hasPaymentMethod": True, "creditBalance": 500,
                     "tier": "free"}

@@ -8,7 +8,7 @@ import asyncio
 import json
 
 from tests.conftest import bearer, iam_token
-from tests.support import add_payment_method, get, new_user, post, request
+from tests.support import add_payment_method, get, has_payment_method, new_user, post, request
 
 CARD = {"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2028}
 
@@ -168,6 +168,7 @@ async def test_end_users_reach_only_their_own_methods(http, org):  # §9 48
 async def test_modes_and_organizations_are_apart(http, org, make_org):
     user = new_user()
     method = await add_payment_method(http, org, user)
+    assert await has_payment_method(http, org, user)  # the ledger knows of it by now
     other = await make_org()
     for auth in (org.auth("sk_live"), other.auth()):
         status, _, _ = await get(http, f"/payment-methods/{method['id']}", auth)
@@ -193,8 +194,7 @@ async def test_the_ledger_sees_payment_methods(http, org):
     assert status_body["hasPaymentMethod"] is False
     # Card details alone: a method, not a verified one (no provider saw it).
     await create(http, org.auth(), {"customerId": user, "card": CARD})
-    _, status_body, _ = await get(http, "/status", org.auth(), user=user)
-    assert status_body["hasPaymentMethod"] is True
+    assert await has_payment_method(http, org, user) is True
     status, body, _ = await post(http, "/credit", {"user": user}, org.auth())
     assert (status, body["error"]["message"]) == (
         403, "a verified payment method is required before claiming starter credit")
@@ -204,10 +204,10 @@ async def test_the_ledger_sees_payment_methods(http, org):
     # A detached method no longer counts.
     other = new_user()
     method = await add_payment_method(http, org, other)
+    assert await has_payment_method(http, org, other) is True
     await request(http, "DELETE", f"/api/v1/billing/payment-methods/{method['id']}",
                   org.auth())
-    _, status_body, _ = await get(http, "/status", org.auth(), user=other)
-    assert status_body["hasPaymentMethod"] is False
+    assert await has_payment_method(http, org, other, expected=False) is False
 
 
 async def test_events_reach_the_stream(http, org, nc):

@@ -31,7 +31,7 @@ async def test_create_and_get(http, org):  # §9 31, 32
     assert status == 404
 
 
-async def test_confirm_verifies_the_method(http, org):  # §9 33, §3.7 DO
+async def test_confirm_verifies_the_method(http, org, pool):  # §9 33, §3.7 DO
     user = new_user()
     _, method, _ = await post(http, "/payment-methods", {"customerId": user, "card": CARD},
                               org.auth())
@@ -54,6 +54,14 @@ async def test_confirm_verifies_the_method(http, org):  # §9 33, §3.7 DO
     _, after, _ = await get(http, f"/payment-methods/{vaulted['id']}", org.auth())
     assert after["metadata"]["verified"] is True and after["providerRef"] == vaulted[
         "providerRef"]
+    # Announced, with the method as it now is (the ledger keeps its copy from the events).
+    announced = await pool.fetch(
+        "select type, convert_from(payload, 'utf8')::jsonb->'data'->'metadata' as metadata"
+        " from payments.outbox where convert_from(payload, 'utf8')::jsonb->>'objectId' = $1"
+        " order by seq", vaulted["id"])
+    assert [(r["type"], r["metadata"]) for r in announced] == [
+        ("payment_method.attached", {"verified": True}),
+        ("payment_method.updated", {"verified": True})]
 
 
 async def test_confirm_with_another_customers_method(http, org):

@@ -127,6 +127,8 @@ async def create_refund(ctx: Context, scope: Scope, p: RefundParams,
 async def claim_starter_credit(ctx: Context, scope: Scope, p: StarterCreditParams,
                                conn: asyncpg.Connection):
     movement = domain.starter_credit(p.user, now())
+    # Asked of payments, not read from the ledger's copy (payment_methods/): that copy trails
+    # by milliseconds, and a claim right after the card was saved must see it.
     has_payment_method = await _has_payment_method(ctx, scope, movement.user_id)
     if not has_payment_method:
         # Payments not answering is refused the same way, but not for good: not stored
@@ -151,7 +153,8 @@ async def claim_starter_credit(ctx: Context, scope: Scope, p: StarterCreditParam
 async def _has_payment_method(ctx: Context, scope: Scope, user: str, *,
                               verified_only: bool = True) -> bool | None:
     """None when payments does not answer (not deployed, down, slow) or fails: unknown,
-    which callers treat as "no payment method" for now."""
+    which the starter-credit claim treats as "no payment method" for now, and the status
+    check as "what the ledger knows"."""
     try:
         found = await ctx.ask(PAYMENT_METHOD_EXISTS, scope, PaymentMethodQuery(
             customerId=user, verifiedOnly=verified_only))
@@ -190,18 +193,26 @@ async def check_tier(ctx: Context, scope: Scope, p: TierQuery) -> TierCheckResul
 
 @router.handler(STATUS_GET)
 async def get_status(ctx: Context, scope: Scope, p: StatusQuery) -> BillingStatus:
+    """`hasPaymentMethod` from the ledger's own copy of payments' events (payment_methods/),
+    read with the balance: no question to payments on this hot path. The copy trails
+    payments by a few milliseconds (a check within them still sees the answer from before
+    the change). Until it has caught up with the events (just after a start, or while it
+    cannot keep up) payments is asked as well, and its answer wins."""
     user = require_user(p.user, USER_QUERY_REQUIRED)
     tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
-    has_payment_method = asyncio.ensure_future(
-        _has_payment_method(ctx, scope, user, verified_only=False))
+    asked = None
+    if not ctx.state.payment_methods.current:
+        asked = asyncio.ensure_future(_has_payment_method(ctx, scope, user,
+                                                          verified_only=False))
     try:
-        bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user,
-                                                   DEFAULT_CURRENCY))
+        bal, holds, known = await ctx.state.read_status((scope.org_id, scope.livemode, user))
     except BaseException:  # the question to payments is left unanswered, not unawaited
-        has_payment_method.cancel()
+        if asked is not None:
+            asked.cancel()
         raise
-    return BillingStatus(user, bool(await has_payment_method), domain.available(bal, holds),
-                         tier.name)
+    answer = None if asked is None else await asked
+    return BillingStatus(user, known if answer is None else answer,
+                         domain.available(bal, holds), tier.name)
 
 
 @router.handler(TRANSACTION_LIST)

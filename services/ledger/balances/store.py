@@ -85,6 +85,21 @@ join ledger.balances b on b.org_id = k.org_id and b.livemode = k.livemode
                       and b.user_id = k.user_id and b.currency = k.currency
 """
 
+# The status check: the balance in the default currency and whether the customer has a
+# live payment method (what payments' events told the ledger, payment_methods/), in one
+# query for many at once.
+_STATUS_BATCH = f"""
+select k.i, coalesce(b.balance - {_DUE}, 0) as balance, coalesce(b.holds, 0) as holds,
+       exists (select 1 from ledger.payment_methods m
+               where m.org_id = k.org_id and m.livemode = k.livemode
+                 and m.customer_id = k.user_id and not m.detached) as has_payment_method
+from unnest($1::text[], $2::boolean[], $3::text[]) with ordinality as k(org_id, livemode,
+                                                                        user_id, i)
+left join ledger.balances b on b.org_id = k.org_id and b.livemode = k.livemode
+                           and b.user_id = k.user_id and b.currency = $4
+order by k.i
+"""
+
 _BALANCES = f"""
 select b.currency, b.balance - {_DUE} as balance, b.holds from ledger.balances b
 where b.org_id = $1 and b.livemode = $2 and b.user_id = $3
@@ -302,6 +317,18 @@ async def balance_batch(db: asyncpg.Pool, keys: list[BalanceKey]) -> list[tuple[
     rows = await db.fetch(_BALANCE_BATCH, orgs, modes, users, currencies)
     found = {row["i"]: (row["balance"], row["holds"]) for row in rows}
     return [found.get(i, (0, 0)) for i in range(1, len(keys) + 1)]
+
+
+StatusKey = tuple[str, bool, str]  # org_id, livemode, user_id
+
+
+async def status_batch(db: asyncpg.Pool, keys: list[StatusKey], currency: str,
+                       ) -> list[tuple[int, int, bool]]:
+    """(balance, holds, has a payment method) for many customers in one query, in the order
+    of `keys`."""
+    orgs, modes, users = zip(*keys, strict=True)
+    rows = await db.fetch(_STATUS_BATCH, orgs, modes, users, currency)
+    return [(r["balance"], r["holds"], r["has_payment_method"]) for r in rows]
 
 
 async def balances(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str

@@ -30,6 +30,7 @@ from contracts.payments import (
     PAYMENT_INTENT_CREATE,
     PAYMENT_INTENT_GET,
     PAYMENT_INTENT_LIST,
+    PAYMENT_METHOD_UPDATED,
     SETUP_INTENT_CANCEL,
     SETUP_INTENT_CONFIRM,
     SETUP_INTENT_CREATE,
@@ -60,6 +61,7 @@ from services.payments.intents import domain, store
 from services.payments.intents.domain import Intent
 from services.payments.methods import store as methods
 from services.payments.methods.domain import METHOD_NOT_FOUND
+from services.payments.methods.handlers import method_json
 from services.payments.postings import sender
 from services.payments.postings.sender import Posting
 from services.payments.providers.base import (
@@ -358,8 +360,12 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
             await _announce_setup(conn, scope, saved)
             return Reply(error=invalid("setup failed: " + e.message).error)
         ref = result.method.provider_ref if result.method else method["provider_ref"]
-        await methods.mark_verified(conn, scope.org_id, scope.livemode, method["id"], ref,
-                                  provider.name)
+        verified = method_json(await methods.mark_verified(
+            conn, scope.org_id, scope.livemode, method["id"], ref, provider.name),
+            scope.livemode)
+        # Announced like any change of the method: the ledger learns of it from this.
+        await event(conn, scope, PAYMENT_METHOD_UPDATED, "payment_method", verified.id,
+                    verified.customerId, verified)
         state = domain.set_up(state, result.setup_id, provider.name)
     saved = await store.save_setup(conn, scope.org_id, scope.livemode, row["id"], state)
     return await _announce_setup(conn, scope, saved)

@@ -16,13 +16,16 @@ from contracts import Reply, Scope
 from contracts.errors import forbidden, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.payments import (
+    PAYMENT_METHOD_ATTACHED,
     PAYMENT_METHOD_CREATE,
     PAYMENT_METHOD_DETACH,
+    PAYMENT_METHOD_DETACHED,
     PAYMENT_METHOD_EXISTS,
     PAYMENT_METHOD_GET,
     PAYMENT_METHOD_LIST,
     PAYMENT_METHOD_SET_DEFAULT,
     PAYMENT_METHOD_UPDATE,
+    PAYMENT_METHOD_UPDATED,
     BankAccount,
     BillingAddress,
     Card,
@@ -101,8 +104,8 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
             new = dataclasses.replace(new, card=card, name=domain.card_name(card))
     row = await store.create_method(conn, scope.org_id, scope.livemode, method_id, new,
                                     provider_ref, provider_type, verified, metadata)
-    method = _method(row, scope.livemode)
-    await event(conn, scope, "payment_method.attached", "payment_method", method.id,
+    method = method_json(row, scope.livemode)
+    await event(conn, scope, PAYMENT_METHOD_ATTACHED, "payment_method", method.id,
                  method.customerId, method)
     return created(method)
 
@@ -116,7 +119,7 @@ async def list_methods(ctx: Context, scope: Scope, p: PaymentMethodListParams,
         customer = caller  # an end user lists their own methods, whatever they ask
     rows = await store.methods(ctx.pool, scope.org_id, scope.livemode, customer,
                                p.type.strip(), page(p.limit), p.startingAfter.strip())
-    return [_method(r, scope.livemode) for r in rows]
+    return [method_json(r, scope.livemode) for r in rows]
 
 
 @router.handler(PAYMENT_METHOD_GET)
@@ -124,7 +127,7 @@ async def get_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams) -> Pa
     row = await store.method(ctx.pool, scope.org_id, scope.livemode, p.id, owner(scope))
     if row is None:
         raise not_found(domain.METHOD_NOT_FOUND)
-    return _method(row, scope.livemode)
+    return method_json(row, scope.livemode)
 
 
 @router.handler(PAYMENT_METHOD_UPDATE, transaction=True)
@@ -137,8 +140,8 @@ async def update_method(ctx: Context, scope: Scope, p: PaymentMethodUpdateParams
     metadata = domain.merged_metadata(row["metadata"], p.metadata)
     row = await store.update_method(conn, scope.org_id, scope.livemode, p.id,
                                     p.billingAddress, metadata)
-    method = _method(row, scope.livemode)
-    await event(conn, scope, "payment_method.updated", "payment_method", method.id,
+    method = method_json(row, scope.livemode)
+    await event(conn, scope, PAYMENT_METHOD_UPDATED, "payment_method", method.id,
                  method.customerId, method)
     return method
 
@@ -160,8 +163,8 @@ async def detach_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams,
         except ProviderError as e:
             raise provider_failure(e) from None
     await store.detach_method(conn, scope.org_id, scope.livemode, p.id)
-    method = _method(row, scope.livemode)
-    await event(conn, scope, "payment_method.detached", "payment_method", method.id,
+    method = method_json(row, scope.livemode)
+    await event(conn, scope, PAYMENT_METHOD_DETACHED, "payment_method", method.id,
                  method.customerId, msgspec.structs.replace(method, isDefault=False))
     return Deleted(True, p.id)
 
@@ -176,15 +179,15 @@ async def set_default(ctx: Context, scope: Scope, p: DefaultPaymentMethodParams,
     if row is None or row["customer_id"] != customer:
         raise not_found(domain.METHOD_NOT_FOUND)
     if row["is_default"]:
-        return _method(row, scope.livemode)  # already the default: nothing changes
+        return method_json(row, scope.livemode)  # already the default: nothing changes
     row = await store.make_default(conn, scope.org_id, scope.livemode, customer, row["id"])
-    method = _method(row, scope.livemode)
+    method = method_json(row, scope.livemode)
     await event(conn, scope, "customer.default_payment_method.updated", "payment_method",
                  method.id, method.customerId, method)
     return method
 
 
-def _method(r: asyncpg.Record, livemode: bool) -> PaymentMethod:
+def method_json(r: asyncpg.Record, livemode: bool) -> PaymentMethod:
     return PaymentMethod(
         id=r["id"], customerId=r["customer_id"], type=r["type"], isDefault=r["is_default"],
         created=rfc3339(r["created_at"]), livemode=livemode, metadata=r["metadata"],

@@ -78,8 +78,8 @@ MethodCheck = tuple[str, bool, str, bool]  # org_id, livemode, customer_id, veri
 
 
 async def methods_exist(db: Db, checks: list[MethodCheck]) -> list[bool]:
-    """Whether each customer has a (verified) payment method, for many at once: the status
-    check asks this for every gated request."""
+    """Whether each customer has a (verified) payment method, for many at once (the ledger's
+    questions; see `PaymentsState.method_checks`)."""
     orgs, modes, customers, verified = zip(*checks, strict=True)
     rows = await db.fetch(
         "select exists (select 1 from payments.payment_methods m"
@@ -125,10 +125,11 @@ async def make_default(db: Db, org_id: str, livemode: bool, customer_id: str,
 
 
 async def mark_verified(db: Db, org_id: str, livemode: bool, method_id: str,
-                        provider_ref: str, provider_type: str) -> None:
-    """A provider saved the method for later payments (a setup intent succeeded)."""
-    await db.execute(
+                        provider_ref: str, provider_type: str) -> asyncpg.Record:
+    """A provider saved the method for later payments (a setup intent succeeded); the
+    method after the change."""
+    return await db.fetchrow(
         "update payments.payment_methods set verified = true, provider_ref = $4,"
         " provider_type = $5, metadata = metadata || '{\"verified\": true}'::jsonb,"
-        " updated_at = now() where org_id = $1 and livemode = $2 and id = $3",
-        org_id, livemode, method_id, provider_ref, provider_type)
+        " updated_at = now() where org_id = $1 and livemode = $2 and id = $3"
+        f" returning {_METHOD}", org_id, livemode, method_id, provider_ref, provider_type)

@@ -1,5 +1,6 @@
 """Payments messages: payment methods, payment intents and setup intents (payments.md
-§2.1–§2.3, §3, §4.1–§4.2), and the payment-method lookup the ledger asks for.
+§2.1–§2.3, §3, §4.1–§4.2), the payment-method lookup the ledger asks for and an
+organization's provider settings (§1.3).
 
 Field names are the reference's JSON names. Response fields the reference emits only when
 non-empty are `UNSET` until set (msgspec leaves them out)."""
@@ -232,6 +233,69 @@ class SetupIntent(msgspec.Struct, omit_defaults=True):
     cancellationReason: str | UnsetType = UNSET
 
 
+# ---- provider settings (per organization and mode) --------------------------------------
+# Secrets are write-only: a read says whether each is set, and a secret's last 4 characters.
+# A setting left out of an update keeps its stored value.
+
+
+class StripeSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    secretKey: Id | UnsetType = UNSET  # sk_test_… / sk_live_… (or rk_…), as the mode
+    publishableKey: Id | UnsetType = UNSET  # pk_test_… / pk_live_…
+    webhookSecret: Id | UnsetType = UNSET  # whsec_…
+
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        return "StripeSettingsParams(…)"
+
+
+class SquareSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    accessToken: Id | UnsetType = UNSET
+    locationId: Id | UnsetType = UNSET
+    environment: Code | UnsetType = UNSET  # sandbox (test mode) | production (live mode)
+    webhookSignatureKey: Id | UnsetType = UNSET
+
+    def __repr__(self) -> str:
+        return "SquareSettingsParams(…)"
+
+
+class ProviderSettingsParams(Params):
+    stripe: StripeSettingsParams | None = None
+    square: SquareSettingsParams | None = None
+    preferredProcessor: Code | UnsetType = UNSET  # square | stripe | "" (none)
+
+
+class ProviderSettingsQuery(Params):
+    pass
+
+
+class ProviderSettingsDeleteParams(Params):
+    provider: Code = ""  # from the path: stripe | square
+
+
+class StripeSettings(msgspec.Struct):
+    secretKeySet: bool
+    secretKeyLast4: str
+    publishableKey: str  # public by design (it is embedded in browsers)
+    webhookSecretSet: bool
+
+
+class SquareSettings(msgspec.Struct):
+    accessTokenSet: bool
+    accessTokenLast4: str
+    locationId: str
+    environment: str
+    webhookSignatureKeySet: bool
+
+
+class ProviderSettings(msgspec.Struct):
+    """An organization's provider settings in one mode (null: none stored)."""
+
+    livemode: bool
+    preferredProcessor: str
+    stripe: StripeSettings | None = None
+    square: SquareSettings | None = None
+    updated: str | None = None
+
+
 # ---- endpoints -------------------------------------------------------------------------
 
 PAYMENT_METHOD_EXISTS = Endpoint("billing.payments.payment_method.exists", PaymentMethodQuery,
@@ -270,6 +334,13 @@ SETUP_INTENT_CONFIRM = Endpoint("billing.payments.setup_intent.confirm",
                                 SetupIntentConfirmParams, SetupIntent)
 SETUP_INTENT_CANCEL = Endpoint("billing.payments.setup_intent.cancel", SetupIntentCancelParams,
                                SetupIntent)
+
+PROVIDER_SETTINGS_GET = Endpoint("billing.payments.provider_settings.get",
+                                 ProviderSettingsQuery, ProviderSettings)
+PROVIDER_SETTINGS_UPDATE = Endpoint("billing.payments.provider_settings.update",
+                                    ProviderSettingsParams, ProviderSettings)
+PROVIDER_SETTINGS_DELETE = Endpoint("billing.payments.provider_settings.delete",
+                                    ProviderSettingsDeleteParams, ProviderSettings)
 
 
 # ---- top-ups (§4.3) ------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Payments routes (payments.md §3, §4.1–§4.2).
+"""Payments routes (payments.md §1.3, §3, §4.1–§4.2).
 
-Payment and setup intents are `admin`. Payment methods are `user`: an end user is pinned to
-themselves through `customerId` (create, list); methods reached by id are checked against
-the caller by payments (someone else's → 404, no existence oracle)."""
+Payment and setup intents are `admin`, and so are an organization's provider settings (the
+caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
+end user is pinned to themselves through `customerId` (create, list); methods reached by id
+are checked against the caller by payments (someone else's → 404, no existence oracle)."""
 
 from __future__ import annotations
 
@@ -48,4 +49,10 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           idempotent=True),
     Route("POST", "/billing/topup/token", payments.TOPUP_TOKEN, "user", user_field=None,
           idempotent=True),
+    Route("GET", "/billing/provider-settings", payments.PROVIDER_SETTINGS_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/provider-settings", payments.PROVIDER_SETTINGS_UPDATE, "admin",
+          user_field=None),
+    Route("DELETE", "/billing/provider-settings/{provider}", payments.PROVIDER_SETTINGS_DELETE,
+          "admin", source="query", user_field=None),
 )

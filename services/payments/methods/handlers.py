@@ -88,7 +88,7 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
     if token:
         # The provider vaults the token on its customer: a declined card is refused (402)
         # and nothing is stored.
-        provider = provider_for(ctx, scope)
+        provider = await provider_for(ctx, scope, token)
         try:
             customer_ref = await provider_customer(conn, scope, provider, new.customer_id)
             saved = await provider.attach_method(
@@ -156,7 +156,7 @@ async def detach_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams,
     if row["provider_ref"]:
         # Removed at the provider that issued it, never another (a failure is retryable:
         # the method stays until the provider has let go of it).
-        provider = issuer(ctx, scope, row["provider_type"])
+        provider = await issuer(ctx, scope, row["provider_type"])
         try:
             await provider.detach_method(
                 row["provider_ref"], provider_key(scope.org_id, scope.livemode, "detach", p.id))

@@ -1,13 +1,13 @@
 """Payments messages: payment methods, payment intents and setup intents (payments.md
-§2.1–§2.3, §3, §4.1–§4.2), the payment-method lookup the ledger asks for and an
-organization's provider settings (§1.3).
+§2.1–§2.3, §3, §4.1–§4.2), the payment-method lookup the ledger asks for, an organization's
+provider settings (§1.3) and card tokenization (§4.9).
 
 Field names are the reference's JSON names. Response fields the reference emits only when
 non-empty are `UNSET` until set (msgspec leaves them out)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -296,6 +296,26 @@ class ProviderSettings(msgspec.Struct):
     updated: str | None = None
 
 
+# ---- card tokenization -----------------------------------------------------------------
+
+CARD_BODY_BYTES = 4096  # §4.9 DO: a larger body is refused before it is decoded
+CardText = Annotated[str, msgspec.Meta(max_length=CARD_BODY_BYTES)]
+
+
+class CardTokenizeParams(Params):
+    """A raw card (§4.9): checked, then refused; never stored, forwarded or logged."""
+
+    number: CardText = ""
+    expiry_month: CardText = ""
+    expiry_year: CardText = ""
+    cvc: CardText = ""
+    name: CardText = ""
+    zip: CardText = ""
+
+    def __repr__(self) -> str:  # never a card in a log line or a traceback
+        return "CardTokenizeParams(…)"
+
+
 # ---- endpoints -------------------------------------------------------------------------
 
 PAYMENT_METHOD_EXISTS = Endpoint("billing.payments.payment_method.exists", PaymentMethodQuery,
@@ -341,6 +361,9 @@ PROVIDER_SETTINGS_UPDATE = Endpoint("billing.payments.provider_settings.update",
                                     ProviderSettingsParams, ProviderSettings)
 PROVIDER_SETTINGS_DELETE = Endpoint("billing.payments.provider_settings.delete",
                                     ProviderSettingsDeleteParams, ProviderSettings)
+
+# Always refused once the card passes the checks (§4.9): the result is never produced.
+CARD_TOKENIZE = Endpoint("billing.payments.card.tokenize", CardTokenizeParams, None)
 
 
 # ---- top-ups (§4.3) ------------------------------------------------------------------

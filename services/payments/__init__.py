@@ -3,9 +3,9 @@
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
-ledger's payment-method question), `intents/` (payment and setup intents), `topups/` and
-`provider_settings/` (each organization's provider credentials); `postings/` sends what
-payments owes the ledger. `common.py`
+ledger's payment-method question, card tokenization), `intents/` (payment and setup intents),
+`topups/` and `provider_settings/` (each organization's provider credentials); `postings/`
+sends what payments owes the ledger. `common.py`
 is what the areas share; `providers/` the provider interface and its implementations;
 `selection.py` which provider serves a request; `bootstrap.py` the state handlers share."""
 

@@ -1,4 +1,5 @@
-"""Payment methods (payments.md §4.1–§4.2) and the payment-method question the ledger asks.
+"""Payment methods (payments.md §4.1–§4.2), the payment-method question the ledger asks, and
+card tokenization (§4.9).
 
 A method reached by id is checked against the caller: an end user reaches only their own
 (someone else's is 404, no existence oracle). A token is vaulted at the provider that issued
@@ -12,10 +13,11 @@ import asyncpg
 import msgspec
 from msgspec import UNSET
 
-from contracts import Reply, Scope
-from contracts.errors import forbidden, not_found
+from contracts import ErrorCode, Reply, Scope
+from contracts.errors import Failure, forbidden, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.payments import (
+    CARD_TOKENIZE,
     PAYMENT_METHOD_ATTACHED,
     PAYMENT_METHOD_CREATE,
     PAYMENT_METHOD_DETACH,
@@ -29,6 +31,7 @@ from contracts.payments import (
     BankAccount,
     BillingAddress,
     Card,
+    CardTokenizeParams,
     DefaultPaymentMethodParams,
     Deleted,
     PaymentMethod,
@@ -185,6 +188,15 @@ async def set_default(ctx: Context, scope: Scope, p: DefaultPaymentMethodParams,
     await event(conn, scope, "customer.default_payment_method.updated", "payment_method",
                  method.id, method.customerId, method)
     return method
+
+
+@router.handler(CARD_TOKENIZE)
+async def tokenize_card(ctx: Context, scope: Scope, p: CardTokenizeParams) -> None:
+    """Checked, then always refused (§4.9): clients fall back to the provider's browser SDK
+    on this 503, so raw card numbers never reach a provider through us. Nothing of the card
+    is kept, sent on or logged."""
+    domain.check_card(p)
+    raise Failure(ErrorCode.UNAVAILABLE, 503, domain.TOKENIZATION_UNAVAILABLE)
 
 
 def method_json(r: asyncpg.Record, livemode: bool) -> PaymentMethod:

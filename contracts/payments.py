@@ -1,12 +1,13 @@
 """Payments messages: payment methods, payment intents and setup intents (payments.md
-§2.1–§2.3, §3, §4.1–§4.2), and the payment-method lookup the ledger asks for.
+§2.1–§2.3, §3, §4.1–§4.2), the payment-method lookup the ledger asks for, an organization's
+provider settings (§1.3) and card tokenization (§4.9).
 
 Field names are the reference's JSON names. Response fields the reference emits only when
 non-empty are `UNSET` until set (msgspec leaves them out)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -232,6 +233,89 @@ class SetupIntent(msgspec.Struct, omit_defaults=True):
     cancellationReason: str | UnsetType = UNSET
 
 
+# ---- provider settings (per organization and mode) --------------------------------------
+# Secrets are write-only: a read says whether each is set, and a secret's last 4 characters.
+# A setting left out of an update keeps its stored value.
+
+
+class StripeSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    secretKey: Id | UnsetType = UNSET  # sk_test_… / sk_live_… (or rk_…), as the mode
+    publishableKey: Id | UnsetType = UNSET  # pk_test_… / pk_live_…
+    webhookSecret: Id | UnsetType = UNSET  # whsec_…
+
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        return "StripeSettingsParams(…)"
+
+
+class SquareSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    accessToken: Id | UnsetType = UNSET
+    locationId: Id | UnsetType = UNSET
+    environment: Code | UnsetType = UNSET  # sandbox (test mode) | production (live mode)
+    webhookSignatureKey: Id | UnsetType = UNSET
+
+    def __repr__(self) -> str:
+        return "SquareSettingsParams(…)"
+
+
+class ProviderSettingsParams(Params):
+    stripe: StripeSettingsParams | None = None
+    square: SquareSettingsParams | None = None
+    preferredProcessor: Code | UnsetType = UNSET  # square | stripe | "" (none)
+
+
+class ProviderSettingsQuery(Params):
+    pass
+
+
+class ProviderSettingsDeleteParams(Params):
+    provider: Code = ""  # from the path: stripe | square
+
+
+class StripeSettings(msgspec.Struct):
+    secretKeySet: bool
+    secretKeyLast4: str
+    publishableKey: str  # public by design (it is embedded in browsers)
+    webhookSecretSet: bool
+
+
+class SquareSettings(msgspec.Struct):
+    accessTokenSet: bool
+    accessTokenLast4: str
+    locationId: str
+    environment: str
+    webhookSignatureKeySet: bool
+
+
+class ProviderSettings(msgspec.Struct):
+    """An organization's provider settings in one mode (null: none stored)."""
+
+    livemode: bool
+    preferredProcessor: str
+    stripe: StripeSettings | None = None
+    square: SquareSettings | None = None
+    updated: str | None = None
+
+
+# ---- card tokenization -----------------------------------------------------------------
+
+CARD_BODY_BYTES = 4096  # §4.9 DO: a larger body is refused before it is decoded
+CardText = Annotated[str, msgspec.Meta(max_length=CARD_BODY_BYTES)]
+
+
+class CardTokenizeParams(Params):
+    """A raw card (§4.9): checked, then refused; never stored, forwarded or logged."""
+
+    number: CardText = ""
+    expiry_month: CardText = ""
+    expiry_year: CardText = ""
+    cvc: CardText = ""
+    name: CardText = ""
+    zip: CardText = ""
+
+    def __repr__(self) -> str:  # never a card in a log line or a traceback
+        return "CardTokenizeParams(…)"
+
+
 # ---- endpoints -------------------------------------------------------------------------
 
 PAYMENT_METHOD_EXISTS = Endpoint("billing.payments.payment_method.exists", PaymentMethodQuery,
@@ -270,6 +354,16 @@ SETUP_INTENT_CONFIRM = Endpoint("billing.payments.setup_intent.confirm",
                                 SetupIntentConfirmParams, SetupIntent)
 SETUP_INTENT_CANCEL = Endpoint("billing.payments.setup_intent.cancel", SetupIntentCancelParams,
                                SetupIntent)
+
+PROVIDER_SETTINGS_GET = Endpoint("billing.payments.provider_settings.get",
+                                 ProviderSettingsQuery, ProviderSettings)
+PROVIDER_SETTINGS_UPDATE = Endpoint("billing.payments.provider_settings.update",
+                                    ProviderSettingsParams, ProviderSettings)
+PROVIDER_SETTINGS_DELETE = Endpoint("billing.payments.provider_settings.delete",
+                                    ProviderSettingsDeleteParams, ProviderSettings)
+
+# Always refused once the card passes the checks (§4.9): the result is never produced.
+CARD_TOKENIZE = Endpoint("billing.payments.card.tokenize", CardTokenizeParams, None)
 
 
 # ---- top-ups (§4.3) ------------------------------------------------------------------

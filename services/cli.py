@@ -120,7 +120,8 @@ async def _dev(settings: Settings, args: argparse.Namespace) -> None:
             await db.ensure_database(database_url)
         settings = dataclasses.replace(
             settings, nats_url=nats_url, database_url=database_url,
-            port=args.port if args.port is not None else settings.port)
+            port=args.port if args.port is not None else settings.port,
+            secrets_key=settings.secrets_key or _dev_secrets_key(data_dir))
         telemetry.configure(settings.otel_exporter, "billing-dev")
         platform = Platform(settings)
         await platform.start()
@@ -163,6 +164,18 @@ async def _dev_org(settings: Settings, pool, data_dir: Path) -> tuple[str, str |
         await store.create_key(pool, settings.key_pepper, org, livemode=True, kind="secret",
                                name="dev-live-secret", plaintext=live_key)
     return test_key, live_key
+
+
+def _dev_secrets_key(data_dir: Path) -> str:
+    """A key of this data directory's own for provider credentials (BILLING_SECRETS_KEY), so
+    the development platform can store them; kept beside the data it opens."""
+    from services.runtime.encryption import new_key
+
+    saved = data_dir / "secrets-key"
+    if not saved.exists():
+        saved.touch(mode=0o600)
+        saved.write_text(new_key() + "\n")
+    return saved.read_text().strip()
 
 
 def _redact(url: str) -> str:

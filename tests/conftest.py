@@ -31,6 +31,7 @@ from services.platform import Platform
 from services.runtime import db
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+from services.runtime.encryption import new_key
 from services.runtime.outbox import OutboxRelay
 from tests import support
 
@@ -40,6 +41,7 @@ IAM_CLIENT_ID = "billing-tests"
 IAM_KID = "test-rsa"
 IAM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PEPPER = "test-pepper"
+SECRETS_KEY = new_key()  # provider credentials at rest
 
 # One tracer provider for the whole run, recording in memory, so tests can follow a trace
 # from the gateway into a service.
@@ -131,6 +133,7 @@ def settings(nats_url: str, database_url: str, jwks_file: Path) -> Settings:
         "IAM_ISSUER": IAM_ISSUER,
         "IAM_CLIENT_ID": IAM_CLIENT_ID,
         "PLATFORM_ADMIN_ORGS": "platform-admins",
+        "BILLING_SECRETS_KEY": SECRETS_KEY,
     })
 
 

@@ -310,6 +310,24 @@ async def service_down(platform: Any, name: str) -> AsyncIterator[None]:
         platform.services[platform.services.index(old)] = new
 
 
+@asynccontextmanager
+async def service_with(platform: Any, name: str, settings: Settings) -> AsyncIterator[Service]:
+    """The service called `name` runs with `settings` while the block runs (a replica in
+    its place); then a replica with its own settings again."""
+    old = service(platform, name)
+    await old.stop()
+    replica = Service(old.spec, settings)
+    await replica.start()
+    platform.services[platform.services.index(old)] = replica
+    try:
+        yield replica
+    finally:
+        await replica.stop()
+        new = Service(old.spec, old.settings)
+        await new.start()
+        platform.services[platform.services.index(replica)] = new
+
+
 # ---- stand-ins and tools ------------------------------------------------------------------
 
 

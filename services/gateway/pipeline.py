@@ -96,13 +96,13 @@ class Pipeline:
             # Body optional (payments.md §0.3): one that does not decode counts as absent;
             # a field over its size limit is still refused.
             try:
-                params = decode_body(route.params, await request.read())
+                params = decode_body(route.params, await _body(route, request))
             except ApiError as e:
                 if e.message != INVALID_BODY:
                     raise
                 params = route.params()
         else:
-            params = decode_body(route.params, await request.read())
+            params = decode_body(route.params, await _body(route, request))
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name
             params = msgspec.structs.replace(params, **path_params(request.match_info))
         return caller, pin_user(route, params, caller.actor)
@@ -145,6 +145,16 @@ class Pipeline:
                 subject, payload, headers=headers,
                 timeout=timeout or self.settings.request_timeout_s)
         return _decode_reply(msg.data)
+
+
+async def _body(route: Route, request: web.Request) -> bytes:
+    """The body; over the route's own limit it is refused before it is decoded."""
+    if route.max_body and (request.content_length or 0) > route.max_body:
+        raise ApiError(400, INVALID_BODY, ErrorCode.INVALID_REQUEST)
+    raw = await request.read()
+    if route.max_body and len(raw) > route.max_body:
+        raise ApiError(400, INVALID_BODY, ErrorCode.INVALID_REQUEST)
+    return raw
 
 
 def authorize(route: Route, actor: Actor) -> None:

@@ -36,6 +36,7 @@ class Route:
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
     status: int = 200  # the success status (201 creates and ledger writes, 202, 204)
+    max_body: int = 0  # bytes; a larger body is `invalid request body` (0: the gateway's limit)
     kind: str = "bus"
     other_user_message: str = "cannot access another user's account"
 

@@ -3,8 +3,9 @@
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
-ledger's payment-method question) `intents/` (payment and setup intents) and `topups/`; `postings/` sends what payments owes
-the ledger. `common.py`
+ledger's payment-method question, card tokenization), `intents/` (payment and setup intents),
+`topups/` and `provider_settings/` (each organization's provider credentials); `postings/`
+sends what payments owes the ledger. `common.py`
 is what the areas share; `providers/` the provider interface and its implementations;
 `selection.py` which provider serves a request; `bootstrap.py` the state handlers share."""
 
@@ -14,6 +15,7 @@ from services.payments.bootstrap import bootstrap
 from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
 from services.payments.postings.sender import post_due
+from services.payments.provider_settings import handlers as provider_settings
 from services.payments.topups import handlers as topups
 from services.runtime.config import Settings
 from services.runtime.service import Job, Router, ServiceSpec
@@ -25,7 +27,7 @@ def _recovery_interval(settings: Settings) -> float:
 
 SPEC = ServiceSpec(
     name="payments",
-    handlers=Router(methods.router, intents.router, topups.router),
+    handlers=Router(methods.router, intents.router, topups.router, provider_settings.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms.

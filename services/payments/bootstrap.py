@@ -1,13 +1,19 @@
-"""Payments' state, built once when it starts: the provider registry handlers choose from."""
+"""Payments' state, built once when it starts: the providers handlers choose from and the
+key provider credentials are sealed with."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from services.payments.methods import store
+from services.payments.provider_settings.handlers import stored
 from services.payments.selection import Providers
 from services.runtime.batching import MicroBatcher
+from services.runtime.encryption import SecretBox
 from services.runtime.service import Context
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -16,9 +22,17 @@ class PaymentsState:
     # The ledger asks this for starter-credit claims, and for status checks while its own
     # copy of the methods catches up after a start: concurrent checks share a query.
     method_checks: MicroBatcher
+    # `BILLING_SECRETS_KEY`; None: organizations cannot store provider credentials (503).
+    secrets: SecretBox | None
 
 
 async def bootstrap(ctx: Context) -> None:
+    secrets = SecretBox.from_setting(ctx.settings.secrets_key)
+    if secrets is None:
+        log.warning("BILLING_SECRETS_KEY is not set: organizations cannot store provider "
+                    "credentials (the platform's, from the environment, still serve)")
+    providers = Providers(ctx.settings, lambda org_id, livemode: stored(
+        ctx.pool, ctx.state.secrets, org_id, livemode))
+    ctx.on_stop(providers.close)
     ctx.state = PaymentsState(
-        Providers(ctx.settings.payments_offline),
-        MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)))
+        providers, MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)), secrets)

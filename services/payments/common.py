@@ -66,14 +66,15 @@ async def event(conn: asyncpg.Connection, scope: Scope, type: str, object_type: 
                     customer_id=customer_id, data=data)
 
 
-def provider_for(ctx: Context, scope: Scope) -> Provider:
-    """The provider that serves a new object of this organization and mode."""
-    return ctx.state.providers.for_scope(scope)
+async def provider_for(ctx: Context, scope: Scope, token: str = "") -> Provider:
+    """The provider that serves a new object of this organization and mode; one that
+    carries a token goes to the provider that issued the token."""
+    return await ctx.state.providers.for_scope(scope, token)
 
 
-def issuer(ctx: Context, scope: Scope, name: str) -> Provider:
+async def issuer(ctx: Context, scope: Scope, name: str) -> Provider:
     """The provider that issued a saved method or payment (its later calls go to it)."""
-    return ctx.state.providers.issuer(scope, name)
+    return await ctx.state.providers.issuer(scope, name)
 
 
 async def provider_customer(conn: asyncpg.Connection, scope: Scope, provider: Provider,

@@ -42,6 +42,12 @@ class Settings:
     # how long an unfinished charge (a top-up, a confirm) is left to the request working on
     # it before the recovery jobs presume that worker gone and finish it themselves
     payments_recovery_s: float = 60.0
+    # payments: the key provider credentials are encrypted with (runtime/encryption.py)
+    secrets_key: str = field(default="", repr=False)
+    # payments: where the providers' APIs are (tests point them at local servers); the
+    # platform's, never an organization's
+    stripe_api_base: str = ""
+    square_base_url: str = ""
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -72,5 +78,8 @@ class Settings:
             otel_exporter=env.get("BILLING_OTEL_EXPORTER", "none"),
             payments_offline=_bool(env.get("PAYMENTS_OFFLINE"), False),
             payments_recovery_s=float(env.get("PAYMENTS_RECOVERY_SECONDS", "60")),
+            secrets_key=env.get("BILLING_SECRETS_KEY", ""),
+            stripe_api_base=env.get("STRIPE_API_BASE", ""),
+            square_base_url=env.get("SQUARE_BASE_URL", ""),
             env=env,
         )

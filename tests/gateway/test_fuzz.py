@@ -34,6 +34,9 @@ SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 ENVELOPE = DOCUMENT["components"]["schemas"]["Error"]
 ZAP = f"POST {ZAP_ROUTE.path}"
 LABELS = [f"{route.method} {route.template}" for route in ROUTES] + [ZAP]
+# Answers that are the route's contract, not a failure: card tokenization answers every card
+# that passes its checks 503, so that clients use the provider's SDK (payments.md §4.9).
+EXPECTED = {"POST /billing/card/tokenize": {503}}
 
 
 def _sane(case):
@@ -44,7 +47,7 @@ def _sane(case):
 
 
 def _problem(label: str, status: int, body: bytes) -> str | None:
-    if status >= 500:
+    if status >= 500 and status not in EXPECTED.get(label, ()):
         return f"{status}"
     if status < 400:
         return None

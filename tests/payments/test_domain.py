@@ -15,7 +15,6 @@ from services.payments.methods import domain as methods
 from services.payments.providers import declines
 from services.payments.providers.base import PaymentRequest, PaymentResult, ProviderError
 from services.payments.providers.offline import OfflineProvider
-from services.payments.selection import NO_PROCESSOR, OFFLINE, provider_for
 from tests.support import refused
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
@@ -259,12 +258,6 @@ async def test_offline_outcomes_follow_stripes_test_cards():
         await p.charge(charge(saved.provider_ref))
     again = await p.attach_method("cus", "4000000000000341", "k")
     assert again == saved  # deterministic
-
-
-def test_selection():
-    assert provider_for(False, False) is OFFLINE  # test mode, no provider
-    assert provider_for(True, True) is OFFLINE  # PAYMENTS_OFFLINE=1
-    assert refused(provider_for, True, False) == (400, NO_PROCESSOR)  # live, none
 
 
 def test_intents_are_frozen():

@@ -268,11 +268,15 @@ async def test_concurrent_confirms_charge_once(http, org, pool, payments_service
     created = await intent_with_method(http, org, 4200)
     providers = payments_service.ctx.state.providers
     counting = Counting(OFFLINE)
-    providers.for_scope = lambda scope: counting  # the instance's, removed below
+
+    async def issuer(scope, name):
+        return counting
+
+    providers.issuer = issuer  # the instance's, removed below
     try:
         results = await asyncio.gather(*[confirm(http, org, created["id"]) for _ in range(8)])
     finally:
-        del providers.for_scope
+        del providers.issuer
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [200] + [409] * 7, results
     assert counting.charges == 1

@@ -44,7 +44,7 @@ async def provider(square):
     p = SquareProvider(square.token, square.location_id, base_url=square.url, timeout=1.0,
                        max_retries=0)
     yield p
-    await p.aclose()
+    await p.close()
 
 
 def charge_request(object_id: str = "pi_1", amount: int = 1000, currency: str = "usd",
@@ -293,7 +293,7 @@ async def test_bad_credentials_are_invalid_not_a_decline(square):
     try:
         err = await declined(wrong.charge(charge_request("pi_auth_err")))
     finally:
-        await wrong.aclose()
+        await wrong.close()
     assert (err.kind, err.code) == ("invalid", "UNAUTHORIZED")
     square.problems.clear()  # the server noted the wrong token, as it should
 
@@ -331,7 +331,7 @@ async def test_unreachable_square_is_unavailable():
     try:
         err = await declined(gone.charge(charge_request("pi_gone")))
     finally:
-        await gone.aclose()
+        await gone.close()
     assert (err.kind, err.code) == ("unavailable", "connection")
 
 
@@ -355,7 +355,7 @@ async def test_sdk_retry_of_a_5xx_sends_the_same_key(square):
         req = charge_request("pi_sdk_retry")
         result = await p.charge(req)
     finally:
-        await p.aclose()
+        await p.close()
     calls = square.calls("POST", "/v2/payments")
     assert len(calls) == 2 and calls[0]["body"] == calls[1]["body"]
     assert calls[0]["body"]["idempotency_key"] == req.idempotency_key
@@ -468,4 +468,4 @@ async def test_environment_and_env_configuration():
     assert p._client._client_wrapper.get_base_url() == sq.SquareEnvironment.SANDBOX.value
     assert p._client._client_wrapper.get_headers()["Authorization"] == "Bearer ts"
     assert set(p.supported_currencies()) == {"usd", "cad", "gbp", "eur", "aud", "jpy"}
-    await p.aclose()
+    await p.close()

@@ -62,6 +62,22 @@ class FakeStripe:
         self.replays: dict[str, Reply] = {}
         self.objects_created = 0
         self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_3PtEst{next(self._ids):012d}"
@@ -164,15 +180,9 @@ class FakeStripe:
 @pytest.fixture
 async def stripe_api() -> AsyncIterator[tuple[FakeStripe, str]]:
     fake = FakeStripe()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    await fake.start()
+    yield fake, fake.url
+    await fake.stop()
     assert fake.violations == []
 
 

@@ -64,9 +64,9 @@ class FlakyStripe(FakeStripe):
                 if self.on_charge is not None:
                     crash, self.on_charge = self.on_charge, None
                     crash()
-                if self.fail_after_charging:
-                    self.fail_after_charging -= 1
-                    return web.json_response(fixture("api_error"), status=500)
+            if self.fail_after_charging:  # the SDK's retry of the same key fails too
+                self.fail_after_charging -= 1
+                return web.json_response(fixture("api_error"), status=500)
         return await super().handle(request)
 
 
@@ -140,10 +140,11 @@ class Cluster:
             user)]
 
     def charges(self, user: str) -> int:
-        """Distinct charges Stripe made for this user's top-ups (replays are not charges)."""
-        return sum(1 for r in self.stripe.requests
-                   if r.path == "/v1/payment_intents"
-                   and user in r.form.get("description", ""))
+        """Distinct charges Stripe made for this user's top-ups (replays are not charges:
+        they carry a charge's idempotency key again)."""
+        return len({r.key for r in self.stripe.requests
+                    if r.path == "/v1/payment_intents"
+                    and user in r.form.get("description", "")})
 
     async def stop(self) -> None:
         for proc in self.processes.values():

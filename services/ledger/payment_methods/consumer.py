@@ -100,6 +100,8 @@ class PaymentMethodEvents:
                 self.current = False
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:  # nats-py's fetch may end on a status message, with no event
+                continue
             try:
                 await self.write(msgs)
             except Exception as error:  # the database away: the events come back later

@@ -159,7 +159,7 @@ async def _confirmation(ctx: Context, conn: asyncpg.Connection, scope: Scope,
                                   None)
     if method is None or method["customer_id"] != row["customer_id"]:
         raise invalid(METHOD_NOT_FOUND, "paymentMethodId")
-    provider = issuer(ctx, scope, method["provider_type"])
+    provider = await issuer(ctx, scope, method["provider_type"])
     customer_ref = await methods.provider_customer(conn, scope.org_id, scope.livemode,
                                                    row["customer_id"], provider.name)
     return provider, PaymentRequest(
@@ -246,7 +246,7 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
     row = await _load(conn, scope, p.id, lock=True)
     state = store.as_intent(row)
     amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
-    provider = issuer(ctx, scope, state.provider_type)
+    provider = await issuer(ctx, scope, state.provider_type)
     try:
         result = await provider.capture(
             state.provider_ref, amount,
@@ -269,7 +269,7 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
     state = domain.cancel(before, p.cancellationReason.strip(), now())
     if before.status == domain.REQUIRES_CAPTURE:
         # Release the hold at the provider before the intent says it is released.
-        provider = issuer(ctx, scope, before.provider_type)
+        provider = await issuer(ctx, scope, before.provider_type)
         try:
             await provider.cancel(before.provider_ref,
                                   provider_key(scope.org_id, scope.livemode, "cancel", row["id"]))
@@ -341,7 +341,7 @@ async def confirm_setup(ctx: Context, scope: Scope, p: SetupIntentConfirmParams,
                                 None, lock=True)
     if method is None or method["customer_id"] != row["customer_id"]:
         raise invalid(METHOD_NOT_FOUND, "paymentMethodId")
-    provider = issuer(ctx, scope, method["provider_type"])
+    provider = await issuer(ctx, scope, method["provider_type"])
     if not method["provider_ref"]:
         if provider.name != "offline":
             raise invalid("payment method has no provider reference", "paymentMethodId")

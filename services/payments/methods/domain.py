@@ -1,5 +1,6 @@
-"""Payment methods, pure: what a new method is, its card's checks, and metadata merges
-(payments.md §2.3, §4.1). No I/O; a refusal is a `Failure`."""
+"""Payment methods, pure: what a new method is, its card's checks, metadata merges, and the
+checks of a raw card sent for tokenization (payments.md §2.3, §4.1, §4.9). No I/O; a refusal
+is a `Failure`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.errors import invalid
-from contracts.payments import Card, PaymentMethodCreateParams
+from contracts.payments import Card, CardTokenizeParams, PaymentMethodCreateParams
 from contracts.rules import require_user
 
 METHOD_NOT_FOUND = "payment method not found"
+TOKENIZATION_UNAVAILABLE = ("server-side card tokenization not available; "
+                            "use Square Web Payments SDK")
 METHOD_TYPES = frozenset({"card", "bank_account", "balance"})
 # Keys only a provider sets: a client's PATCH leaves them alone.
 PROVIDER_KEYS = frozenset({"squareCustomerId", "squareCardId", "stripeCustomerId", "verified",
@@ -68,3 +71,14 @@ def merged_metadata(old: dict[str, Any], patch: dict[str, Any] | None) -> dict[s
         else:
             merged[k] = v
     return merged
+
+
+def check_card(p: CardTokenizeParams) -> None:
+    """§4.9's checks, in its order. The number's length is counted in bytes without its
+    spaces, as the reference counts it (no Luhn check: any characters)."""
+    if not 13 <= len(p.number.replace(" ", "").encode()) <= 19:
+        raise invalid("invalid card number", "number")
+    if not p.expiry_month or not p.expiry_year:
+        raise invalid("expiry_month and expiry_year are required", "expiry_month")
+    if not p.cvc:
+        raise invalid("cvc is required", "cvc")

@@ -1,4 +1,5 @@
-"""Payment methods (payments.md §4.1–§4.2) and the payment-method question the ledger asks.
+"""Payment methods (payments.md §4.1–§4.2), the payment-method question the ledger asks, and
+card tokenization (§4.9).
 
 A method reached by id is checked against the caller: an end user reaches only their own
 (someone else's is 404, no existence oracle). A token is vaulted at the provider that issued
@@ -12,10 +13,11 @@ import asyncpg
 import msgspec
 from msgspec import UNSET
 
-from contracts import Reply, Scope
-from contracts.errors import forbidden, not_found
+from contracts import ErrorCode, Reply, Scope
+from contracts.errors import Failure, forbidden, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.payments import (
+    CARD_TOKENIZE,
     PAYMENT_METHOD_ATTACHED,
     PAYMENT_METHOD_CREATE,
     PAYMENT_METHOD_DETACH,
@@ -29,6 +31,7 @@ from contracts.payments import (
     BankAccount,
     BillingAddress,
     Card,
+    CardTokenizeParams,
     DefaultPaymentMethodParams,
     Deleted,
     PaymentMethod,
@@ -88,7 +91,7 @@ async def create_method(ctx: Context, scope: Scope, p: PaymentMethodCreateParams
     if token:
         # The provider vaults the token on its customer: a declined card is refused (402)
         # and nothing is stored.
-        provider = provider_for(ctx, scope)
+        provider = await provider_for(ctx, scope, token)
         try:
             customer_ref = await provider_customer(conn, scope, provider, new.customer_id)
             saved = await provider.attach_method(
@@ -156,7 +159,7 @@ async def detach_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams,
     if row["provider_ref"]:
         # Removed at the provider that issued it, never another (a failure is retryable:
         # the method stays until the provider has let go of it).
-        provider = issuer(ctx, scope, row["provider_type"])
+        provider = await issuer(ctx, scope, row["provider_type"])
         try:
             await provider.detach_method(
                 row["provider_ref"], provider_key(scope.org_id, scope.livemode, "detach", p.id))
@@ -185,6 +188,15 @@ async def set_default(ctx: Context, scope: Scope, p: DefaultPaymentMethodParams,
     await event(conn, scope, "customer.default_payment_method.updated", "payment_method",
                  method.id, method.customerId, method)
     return method
+
+
+@router.handler(CARD_TOKENIZE)
+async def tokenize_card(ctx: Context, scope: Scope, p: CardTokenizeParams) -> None:
+    """Checked, then always refused (§4.9): clients fall back to the provider's browser SDK
+    on this 503, so raw card numbers never reach a provider through us. Nothing of the card
+    is kept, sent on or logged."""
+    domain.check_card(p)
+    raise Failure(ErrorCode.UNAVAILABLE, 503, domain.TOKENIZATION_UNAVAILABLE)
 
 
 def method_json(r: asyncpg.Record, livemode: bool) -> PaymentMethod:

@@ -149,3 +149,7 @@ class Provider(Protocol):
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,
                        url: str = "") -> WebhookEvent:
         """The event, if the signature is valid; else raises `ProviderError(kind="invalid")`."""
+
+    async def close(self) -> None:
+        """Release the client's connections (the service is stopping, or the credentials
+        it was built with changed)."""

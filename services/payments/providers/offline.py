@@ -139,6 +139,9 @@ class OfflineProvider:
         # No provider, no signatures: every webhook fails (§1.6).
         raise ProviderError("offline", "invalid", "no_signature", "signature verification failed")
 
+    async def close(self) -> None:
+        return None
+
     @staticmethod
     def _check(req: PaymentRequest) -> None:
         if req.amount <= 0 or not req.currency:

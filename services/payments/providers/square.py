@@ -106,7 +106,7 @@ class SquareProvider:
     def __init__(self, access_token: str, location_id: str = "", *,
                  environment: SquareEnvironment = SquareEnvironment.PRODUCTION,
                  base_url: str | None = None, timeout: float = 30.0, max_retries: int = 2):
-        # Our own httpx client, so `aclose` can release its connections.
+        # Our own httpx client, so `close` can release its connections.
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._client = AsyncSquare(token=access_token, environment=environment,
                                    base_url=base_url, timeout=timeout, httpx_client=self._http)
@@ -129,7 +129,7 @@ class SquareProvider:
         return cls(token, location, environment=(
             SquareEnvironment.SANDBOX if sandbox else SquareEnvironment.PRODUCTION), **kw)
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         await self._http.aclose()
 
     def supported_currencies(self) -> tuple[str, ...]:

@@ -52,6 +52,11 @@ _EVENT_TYPES = {
 }
 
 
+def key_livemode(secret_key: str) -> bool:
+    """The mode a Stripe key belongs to: `sk_test_…` and `rk_test_…` are test mode."""
+    return not secret_key.startswith(("sk_test_", "rk_test_"))
+
+
 def normalize_event_type(stripe_type: str) -> str:
     """§1.7.3: Stripe's event type in our words; anything not listed passes unchanged."""
     return _EVENT_TYPES.get(stripe_type, stripe_type)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ from services.payments.methods import store as methods
 from services.payments.methods.domain import METHOD_NOT_FOUND
 from services.payments.postings import sender
 from services.payments.postings.sender import Posting
-from services.payments.providers.base import PaymentRequest, ProviderError, provider_key
+from services.payments.providers.base import PaymentRequest, Provider, ProviderError, provider_key
 from services.payments.selection import NO_PROCESSOR
 from services.payments.topups import domain, store
 from services.payments.topups.domain import Topup
@@ -69,7 +70,7 @@ async def topup_saved_method(ctx: Context, scope: Scope, p: TopupParams) -> Any:
     if method is None:
         raise not_found(METHOD_NOT_FOUND)
     domain.require_payer(scope, topup.customer_id, method["customer_id"])
-    provider = _chosen(lambda: issuer(ctx, scope, method["provider_type"]))
+    provider = await _chosen(issuer(ctx, scope, method["provider_type"]))
     key = scope.idempotency_key or new_id("tu_")  # no key: every request is a new top-up
     return await _top_up(ctx, scope, topup, provider.name, key, p)
 
@@ -77,16 +78,16 @@ async def topup_saved_method(ctx: Context, scope: Scope, p: TopupParams) -> Any:
 @router.handler(TOPUP_TOKEN)
 async def topup_token(ctx: Context, scope: Scope, p: TopupTokenParams) -> Any:
     topup = domain.token_topup(p, scope, domain.bounds(ctx.settings.env))
-    provider = _chosen(lambda: provider_for(ctx, scope))
+    provider = await _chosen(provider_for(ctx, scope, topup.token))
     # A token pays once: without a key, the token itself is the key (§4.3 DO 3).
     key = scope.idempotency_key or "nonce:" + topup.token
     return await _top_up(ctx, scope, topup, provider.name, key, p)
 
 
-def _chosen(choose) -> Any:
+async def _chosen(choose: Awaitable[Provider]) -> Provider:
     """The provider; none available is 422 for a top-up (§4.3 step 4)."""
     try:
-        return choose()
+        return await choose
     except Failure as failure:
         if failure.error.message == NO_PROCESSOR:
             raise Failure(ErrorCode.UNPROCESSABLE, 422, NO_PROCESSOR) from None
@@ -148,7 +149,7 @@ async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
                   provider_name: str) -> tuple[Posting, Posting]:
     """The provider call, outside any transaction; then the charge, its payment intent and
     the ledger postings it owes, in one. Returns those postings."""
-    provider = issuer(ctx, scope, provider_name)
+    provider = await issuer(ctx, scope, provider_name)
     token, customer_ref, method_id = topup.token, "", topup.payment_method_id
     if method_id:
         method = await methods.method(ctx.pool, scope.org_id, scope.livemode, method_id, None)

@@ -1,0 +1,211 @@
+"""Provider settings, pure: what an organization may store for a mode, how an update merges
+into what is stored, how the credentials are sealed, and what a read shows (payments.md §1.3).
+
+Credentials belong to the mode they are stored for: a test-mode caller stores Stripe test
+keys and a Square sandbox, a live one live keys and Square production (§0.2 DO: one
+authority for the charge and the ledger, so a sandbox charge never counts as live money)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import NamedTuple
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from contracts import ErrorCode
+from contracts.errors import Failure, invalid, not_found
+from contracts.ids import rfc3339
+from contracts.payments import (
+    ProviderSettings,
+    ProviderSettingsParams,
+    SquareSettings,
+    SquareSettingsParams,
+    StripeSettings,
+    StripeSettingsParams,
+)
+from services.runtime.encryption import SecretBox, SecretsError
+
+PROCESSORS = ("square", "stripe")
+# Credentials travel in HTTP headers: printable ASCII, no spaces (no header injection).
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+
+NO_KEY_TO_STORE = "provider credentials cannot be stored: BILLING_SECRETS_KEY is not set"
+NO_KEY_TO_READ = "provider credentials cannot be read: BILLING_SECRETS_KEY is not set"
+WRONG_KEY = "provider credentials cannot be read with the configured BILLING_SECRETS_KEY"
+
+
+class _Secret(msgspec.Struct, frozen=True, omit_defaults=True):
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        return f"{type(self).__name__}(…)"
+
+
+class StripeAccount(_Secret):
+    secret_key: str
+    publishable_key: str = ""
+    webhook_secret: str = ""
+
+
+class SquareAccount(_Secret):
+    access_token: str
+    location_id: str
+    environment: str  # sandbox | production: the mode's
+    webhook_signature_key: str = ""
+
+
+class Credentials(_Secret):
+    """The document sealed in a settings row."""
+
+    stripe: StripeAccount | None = None
+    square: SquareAccount | None = None
+
+
+NONE = Credentials()
+
+
+class Stored(NamedTuple):
+    """An organization's settings in one mode, opened."""
+
+    version: int  # -1: nothing stored
+    preferred: str
+    credentials: Credentials
+    updated: datetime | None
+
+
+NOTHING = Stored(-1, "", NONE, None)
+
+
+# ---- an update ---------------------------------------------------------------------------
+
+
+def require_change(p: ProviderSettingsParams) -> None:
+    if p.stripe is None and p.square is None and p.preferredProcessor is UNSET:
+        raise invalid("nothing to change: give stripe, square or preferredProcessor")
+
+
+def preferred(given: str | UnsetType, current: str) -> str:
+    if given is UNSET:
+        return current
+    name = given.strip().lower()
+    if name and name not in PROCESSORS:
+        raise invalid("preferredProcessor must be square or stripe", "preferredProcessor")
+    return name
+
+
+def merged(stored: Credentials, p: ProviderSettingsParams, livemode: bool) -> Credentials:
+    """What is stored, with the given settings in place of their stored values."""
+    mode = "live" if livemode else "test"
+    return Credentials(
+        stripe=stored.stripe if p.stripe is None else _stripe(stored.stripe, p.stripe, mode),
+        square=stored.square if p.square is None else _square(stored.square, p.square, mode))
+
+
+def without(stored: Credentials, provider: str) -> Credentials:
+    if provider not in PROCESSORS:
+        raise invalid("provider must be square or stripe", "provider")
+    if getattr(stored, provider) is None:
+        raise not_found(f"no {provider} settings")
+    return msgspec.structs.replace(stored, **{provider: None})
+
+
+def _stripe(old: StripeAccount | None, p: StripeSettingsParams, mode: str) -> StripeAccount:
+    old = old or StripeAccount("")
+    account = StripeAccount(
+        secret_key=_setting(p.secretKey, old.secret_key, "stripe.secretKey",
+                            (f"sk_{mode}_", f"rk_{mode}_")),
+        publishable_key=_setting(p.publishableKey, old.publishable_key,
+                                 "stripe.publishableKey", (f"pk_{mode}_",)),
+        webhook_secret=_setting(p.webhookSecret, old.webhook_secret, "stripe.webhookSecret",
+                                ("whsec_",)))
+    if not account.secret_key:
+        raise invalid("stripe.secretKey is required", "stripe.secretKey")
+    return account
+
+
+def _square(old: SquareAccount | None, p: SquareSettingsParams, mode: str) -> SquareAccount:
+    environment = "sandbox" if mode == "test" else "production"
+    if p.environment is not UNSET:
+        given = p.environment.strip().lower()
+        if given not in ("sandbox", "production"):
+            raise invalid("square.environment must be sandbox or production",
+                          "square.environment")
+        if given != environment:
+            raise invalid(f"square.environment must be {environment} in {mode} mode",
+                          "square.environment")
+    old = old or SquareAccount("", "", environment)
+    account = SquareAccount(
+        access_token=_setting(p.accessToken, old.access_token, "square.accessToken"),
+        location_id=_setting(p.locationId, old.location_id, "square.locationId"),
+        environment=environment,
+        webhook_signature_key=_setting(p.webhookSignatureKey, old.webhook_signature_key,
+                                       "square.webhookSignatureKey"))
+    for value, field in ((account.access_token, "square.accessToken"),
+                         (account.location_id, "square.locationId")):
+        if not value:
+            raise invalid(f"{field} is required", field)
+    return account
+
+
+def _setting(given: str | UnsetType, stored: str, field: str,
+             prefixes: tuple[str, ...] = ()) -> str:
+    """The given value, checked; the stored one when none is given."""
+    if given is UNSET:
+        return stored
+    if not given:
+        raise invalid(f"{field} must not be empty", field)
+    if not _PRINTABLE.match(given):
+        raise invalid(f"{field} must be printable ASCII without spaces", field)
+    if prefixes and not given.startswith(prefixes):
+        raise invalid(f"{field} must start with {' or '.join(prefixes)}", field)
+    return given
+
+
+# ---- at rest -----------------------------------------------------------------------------
+
+
+def _context(org_id: str, livemode: bool) -> str:
+    """What a sealed document is bound to: its row's organization and mode."""
+    return f"payments.provider_settings|{org_id}|{int(livemode)}"
+
+
+def seal(box: SecretBox | None, org_id: str, livemode: bool,
+         credentials: Credentials) -> tuple[str, bytes | None]:
+    """(key id, sealed document); ("", None) when there is nothing to keep."""
+    if credentials == NONE:
+        return "", None
+    if box is None:
+        raise Failure(ErrorCode.UNAVAILABLE, 503, NO_KEY_TO_STORE)
+    return box.seal(msgspec.json.encode(credentials), _context(org_id, livemode))
+
+
+def unseal(box: SecretBox | None, org_id: str, livemode: bool, key_id: str,
+           sealed: bytes | None) -> Credentials:
+    if sealed is None:
+        return NONE
+    if box is None:
+        raise Failure(ErrorCode.UNAVAILABLE, 503, NO_KEY_TO_READ)
+    try:
+        return msgspec.json.decode(box.open(key_id, sealed, _context(org_id, livemode)),
+                                   type=Credentials)
+    except SecretsError:
+        raise Failure(ErrorCode.UNAVAILABLE, 503, WRONG_KEY) from None
+
+
+# ---- a read ------------------------------------------------------------------------------
+
+
+def view(livemode: bool, stored: Stored) -> ProviderSettings:
+    """What an administrator sees: which secrets are set and their last 4 characters."""
+    stripe, square = stored.credentials.stripe, stored.credentials.square
+    return ProviderSettings(
+        livemode=livemode, preferredProcessor=stored.preferred,
+        stripe=None if stripe is None else StripeSettings(
+            secretKeySet=True, secretKeyLast4=stripe.secret_key[-4:],
+            publishableKey=stripe.publishable_key,
+            webhookSecretSet=bool(stripe.webhook_secret)),
+        square=None if square is None else SquareSettings(
+            accessTokenSet=True, accessTokenLast4=square.access_token[-4:],
+            locationId=square.location_id, environment=square.environment,
+            webhookSignatureKeySet=bool(square.webhook_signature_key)),
+        updated=rfc3339(stored.updated) if stored.updated else None)

@@ -1,0 +1,83 @@
+"""An organization's provider settings in the caller's mode (payments.md §1.3): read, update,
+remove one provider. Admin routes. Secrets are write-only; each change is a billing event
+(`provider_settings.updated`, with what a read shows) and is used for the next payment (this
+replica forgets its cached providers at once, the others within `selection.TTL`)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from contracts import Scope
+from contracts.payments import (
+    PROVIDER_SETTINGS_DELETE,
+    PROVIDER_SETTINGS_GET,
+    PROVIDER_SETTINGS_UPDATE,
+    ProviderSettings,
+    ProviderSettingsDeleteParams,
+    ProviderSettingsParams,
+    ProviderSettingsQuery,
+)
+from services.payments.common import event
+from services.payments.provider_settings import domain, store
+from services.runtime.encryption import SecretBox
+from services.runtime.service import Context, Router
+
+router = Router()
+
+
+async def stored(db: store.Db, box: SecretBox | None, org_id: str, livemode: bool,
+                 ) -> domain.Stored:
+    """The organization's settings in one mode, opened (what provider selection reads)."""
+    return _opened(box, org_id, livemode, await store.settings(db, org_id, livemode))
+
+
+def _opened(box: SecretBox | None, org_id: str, livemode: bool,
+            row: asyncpg.Record | None) -> domain.Stored:
+    if row is None:
+        return domain.NOTHING
+    return domain.Stored(
+        row["version"], row["preferred_processor"],
+        domain.unseal(box, org_id, livemode, row["key_id"], row["credentials"]),
+        row["updated_at"])
+
+
+@router.handler(PROVIDER_SETTINGS_GET)
+async def get_settings(ctx: Context, scope: Scope, p: ProviderSettingsQuery,
+                       ) -> ProviderSettings:
+    return domain.view(scope.livemode, await stored(ctx.pool, ctx.state.secrets,
+                                                     scope.org_id, scope.livemode))
+
+
+@router.handler(PROVIDER_SETTINGS_UPDATE, transaction=True)
+async def update_settings(ctx: Context, scope: Scope, p: ProviderSettingsParams,
+                          conn: asyncpg.Connection) -> ProviderSettings:
+    domain.require_change(p)
+    before = await _to_change(ctx, scope, conn)
+    return await _save(ctx, scope, conn, domain.preferred(p.preferredProcessor, before.preferred),
+                       domain.merged(before.credentials, p, scope.livemode))
+
+
+@router.handler(PROVIDER_SETTINGS_DELETE, transaction=True)
+async def delete_settings(ctx: Context, scope: Scope, p: ProviderSettingsDeleteParams,
+                          conn: asyncpg.Connection) -> ProviderSettings:
+    before = await _to_change(ctx, scope, conn)
+    return await _save(ctx, scope, conn, before.preferred,
+                       domain.without(before.credentials, p.provider.strip().lower()))
+
+
+async def _to_change(ctx: Context, scope: Scope, conn: asyncpg.Connection,
+                     ) -> domain.Stored:
+    row = await store.settings_to_change(conn, scope.org_id, scope.livemode)
+    return _opened(ctx.state.secrets, scope.org_id, scope.livemode, row)
+
+
+async def _save(ctx: Context, scope: Scope, conn: asyncpg.Connection, preferred: str,
+                credentials: domain.Credentials) -> ProviderSettings:
+    key_id, sealed = domain.seal(ctx.state.secrets, scope.org_id, scope.livemode, credentials)
+    row = await store.save(conn, scope.org_id, scope.livemode, preferred, key_id, sealed)
+    settings = domain.view(scope.livemode, domain.Stored(
+        row["version"], preferred, credentials, row["updated_at"]))
+    await event(conn, scope, "provider_settings.updated", "provider_settings", scope.org_id,
+                "", settings)
+    ctx.state.providers.forget(scope.org_id, scope.livemode)
+    return settings

@@ -1,6 +1,6 @@
-"""Payments messages: payment methods, payment intents and setup intents (payments.md
-§2.1–§2.3, §3, §4.1–§4.2), the payment-method lookup the ledger asks for, an organization's
-provider settings (§1.3) and card tokenization (§4.9).
+"""Payments messages: payment methods, payment intents, setup intents and refunds
+(payments.md §2.1–§2.4, §3, §4.1–§4.2, §4.4), the payment-method lookup the ledger asks for,
+top-ups (§4.3), an organization's provider settings (§1.3) and card tokenization (§4.9).
 
 Field names are the reference's JSON names. Response fields the reference emits only when
 non-empty are `UNSET` until set (msgspec leaves them out)."""
@@ -182,6 +182,7 @@ class PaymentIntent(msgspec.Struct, omit_defaults=True):
     confirmationMethod: str
     amountCapturable: int
     amountReceived: int
+    amountRefunded: int  # what succeeded refunds gave back (additive, §4.4 DO)
     created: str
     livemode: bool
     paymentMethodId: str | UnsetType = UNSET
@@ -193,6 +194,41 @@ class PaymentIntent(msgspec.Struct, omit_defaults=True):
     canceledAt: str | UnsetType = UNSET
     cancellationReason: str | UnsetType = UNSET
     clientSecret: str | UnsetType = UNSET
+
+
+# ---- refunds ---------------------------------------------------------------------------
+
+
+class RefundCreateParams(Params):
+    paymentIntentId: Id = ""  # takes precedence over invoiceId
+    invoiceId: Id = ""
+    amount: Int64 = 0  # ≤ 0: what is left to refund
+    reason: Code = ""  # duplicate | fraudulent | requested_by_customer
+
+
+class RefundListParams(Params):
+    paymentIntentId: Id = ""
+    invoiceId: Id = ""
+    limit: int = 0
+    startingAfter: Id = ""
+
+
+class RefundIdParams(Params):
+    id: Id = ""
+
+
+class Refund(msgspec.Struct, omit_defaults=True):
+    id: str
+    amount: int
+    currency: str
+    status: str  # pending | succeeded | failed
+    created: str
+    livemode: bool
+    paymentIntentId: str | UnsetType = UNSET
+    invoiceId: str | UnsetType = UNSET
+    reason: str | UnsetType = UNSET
+    providerRef: str | UnsetType = UNSET
+    failureReason: str | UnsetType = UNSET
 
 
 # ---- setup intents ---------------------------------------------------------------------
@@ -345,6 +381,10 @@ PAYMENT_INTENT_CAPTURE = Endpoint("billing.payments.payment_intent.capture",
                                   PaymentIntentCaptureParams, PaymentIntent)
 PAYMENT_INTENT_CANCEL = Endpoint("billing.payments.payment_intent.cancel",
                                  PaymentIntentCancelParams, PaymentIntent)
+
+REFUND_CREATE = Endpoint("billing.payments.refund.create", RefundCreateParams, Refund)
+REFUND_LIST = Endpoint("billing.payments.refund.list", RefundListParams, list[Refund])
+REFUND_GET = Endpoint("billing.payments.refund.get", RefundIdParams, Refund)
 
 SETUP_INTENT_CREATE = Endpoint("billing.payments.setup_intent.create", SetupIntentCreateParams,
                                SetupIntent)

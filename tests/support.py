@@ -296,6 +296,29 @@ async def has_payment_method(http: aiohttp.ClientSession, org: Any, user: str,
     return await eventually(read, lambda seen: seen is expected, timeout=1.0, every=0.005)
 
 
+async def paid_intent(http: aiohttp.ClientSession, org: Any, amount: int = 5000,
+                      key: str = "sk_test") -> dict:
+    """A succeeded payment intent of `amount` for a new user, paid with a saved method
+    (test mode: the offline provider charges it)."""
+    user = new_user()
+    method = await add_payment_method(http, org, user, key=key)
+    status, created, _ = await post(http, "/payment-intents", {
+        "customerId": user, "amount": amount, "paymentMethodId": method["id"]}, org.auth(key))
+    assert status == 201, created
+    status, paid, _ = await post(http, f"/payment-intents/{created['id']}/confirm", None,
+                                 org.auth(key))
+    assert (status, paid["status"]) == (200, "succeeded"), paid
+    return paid
+
+
+async def events_of(pool: Any, object_id: str) -> list[str]:
+    """The types of the payments events about `object_id`, in outbox order."""
+    return [r["type"] for r in await pool.fetch(
+        "select type from payments.outbox"
+        " where convert_from(payload, 'utf8')::jsonb->>'objectId' = $1 order by seq",
+        object_id)]
+
+
 @asynccontextmanager
 async def service_down(platform: Any, name: str) -> AsyncIterator[None]:
     """The service called `name` is stopped while the block runs; then a new replica of it

@@ -1,6 +1,6 @@
-"""Payments routes (payments.md §1.3, §3, §4.1–§4.2, §4.9).
+"""Payments routes (payments.md §1.3, §3, §4.1–§4.4, §4.9).
 
-Payment and setup intents are `admin`, and so are an organization's provider settings (the
+Payment and setup intents, refunds and an organization's provider settings are `admin` (the
 caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
 end user is pinned to themselves through `customerId` (create, list); methods reached by id
 are checked against the caller by payments (someone else's → 404, no existence oracle). Card
@@ -24,6 +24,12 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           "admin", source="optional", user_field=None, idempotent=True),
     Route("POST", "/billing/payment-intents/{id}/cancel", payments.PAYMENT_INTENT_CANCEL,
           "admin", source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/refunds", payments.REFUND_CREATE, "admin", user_field=None,
+          idempotent=True, status=201),
+    Route("GET", "/billing/refunds", payments.REFUND_LIST, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/refunds/{id}", payments.REFUND_GET, "admin", source="query",
+          user_field=None),
     Route("POST", "/billing/setup-intents", payments.SETUP_INTENT_CREATE, "admin",
           user_field=None, idempotent=True, status=201),
     Route("GET", "/billing/setup-intents/{id}", payments.SETUP_INTENT_GET, "admin",

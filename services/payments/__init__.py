@@ -1,13 +1,13 @@
-"""The payments service: providers, payment methods, payment and setup intents (payments.md
-§1–§4).
+"""The payments service: providers, payment methods, payment and setup intents, top-ups,
+refunds (payments.md §1–§4).
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
 ledger's payment-method question, card tokenization), `intents/` (payment and setup intents),
-`topups/` and `provider_settings/` (each organization's provider credentials); `postings/`
-sends what payments owes the ledger. `common.py`
-is what the areas share; `providers/` the provider interface and its implementations;
-`selection.py` which provider serves a request; `bootstrap.py` the state handlers share."""
+`topups/`, `refunds/` and `provider_settings/` (each organization's provider credentials);
+`postings/` sends what payments owes the ledger. `common.py` is what the areas share;
+`providers/` the provider interface and its implementations; `selection.py` which provider
+serves a request; `bootstrap.py` the state handlers share."""
 
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
 from services.payments.postings.sender import post_due
 from services.payments.provider_settings import handlers as provider_settings
+from services.payments.refunds import handlers as refunds
 from services.payments.topups import handlers as topups
 from services.runtime.config import Settings
 from services.runtime.service import Job, Router, ServiceSpec
@@ -27,10 +28,13 @@ def _recovery_interval(settings: Settings) -> float:
 
 SPEC = ServiceSpec(
     name="payments",
-    handlers=Router(methods.router, intents.router, topups.router, provider_settings.router),
+    handlers=Router(methods.router, intents.router, topups.router, refunds.router,
+                    provider_settings.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
-    # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms.
+    # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms,
+    # refunds the provider never answered.
     jobs=(Job(1.0, post_due), Job(_recovery_interval, topups.finish_unfinished),
-          Job(_recovery_interval, intents.settle_interrupted_confirms)),
+          Job(_recovery_interval, intents.settle_interrupted_confirms),
+          Job(_recovery_interval, refunds.redrive_unanswered)),
 )

@@ -10,7 +10,7 @@ import re
 from services.payments.selection import OFFLINE
 from services.runtime.config import Settings
 from tests.conftest import bearer, iam_token
-from tests.support import add_payment_method, eventually, get, new_user, post
+from tests.support import add_payment_method, events_of, eventually, get, new_user, post
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -30,13 +30,6 @@ async def intent_with_method(http, org, amount=2500, token="tok_visa", **extra):
                                                "paymentMethodId": method["id"], **extra})
     assert status == 201, body
     return body
-
-
-async def events_of(pool, object_id):
-    return [r["type"] for r in await pool.fetch(
-        "select type from payments.outbox"
-        " where convert_from(payload, 'utf8')::jsonb->>'objectId' = $1 order by seq",
-        object_id)]
 
 
 async def test_create_validates_before_storing(http, org):  # §9 20, 21

@@ -60,6 +60,11 @@ async def test_saved_method_top_up_credits_the_balance(http, org, pool):  # §9 
         ("succeeded", 500, 500)]
     assert await eventually(lambda: journal_payments(pool, intents[0]["id"]),
                             lambda n: n == 1) == 1
+    # Its credit is spendable: refunding the charge would give the money twice.
+    status, refused_refund, _ = await post(http, "/refunds",
+                                           {"paymentIntentId": intents[0]["id"]}, org.auth())
+    assert (status, refused_refund["error"]["message"]) == (
+        400, "a top-up's payment is not refundable: its credit is on the balance")
 
 
 async def test_validation_order_and_bounds(http, org):  # §9 50, 51, 57; §8.6
@@ -241,3 +246,42 @@ async def test_the_ledger_credits_a_top_up_once(nc):
     assert await bus.error(DEPOSIT_CREATE.subject, DepositParams(
         user="acme/alice", amount=5, tags=" TopUp ")) == (
         400, "tags 'TopUp' is reserved for the ledger")
+
+
+async def test_the_recovery_job_finishes_what_a_worker_left(http, org, pool,
+                                                            payments_service):
+    """A top-up left `started` (its worker gone right after the claim) and one left
+    `charged` (gone before the credit) are finished by the job alone: charged under the
+    top-up's own provider key, credited once, answered to the client's later retry."""
+    from services.payments.topups.handlers import finish_unfinished
+
+    user = new_user()
+    method = await add_payment_method(http, org, user)
+    body = {"userId": user, "paymentMethodId": method["id"], "amountCents": 300}
+    status, _, _ = await topup(http, org, body, headers={"Idempotency-Key": "left-charged"})
+    assert status == 200
+    # As if its worker died after the charge committed: the answer not yet kept.
+    await pool.execute(
+        "update payments.topups set status = 'charged', reply = null,"
+        " updated_at = '-infinity' where customer_id = $1", user)
+    # As if a worker died right after claiming a key: nothing charged, nothing owed.
+    org_id = await pool.fetchval("select org_id from payments.topups where customer_id = $1",
+                                 user)
+    await pool.execute(
+        "insert into payments.topups (org_id, livemode, id, customer_id, idempotency_key,"
+        " status, amount, currency, payment_method_id, provider, updated_at)"
+        " values ($1, false, 'tu_left_started', $2, 'left-started', 'started', 400, 'usd',"
+        " $3, 'offline', '-infinity')", org_id, user, method["id"])
+    await finish_unfinished(payments_service.ctx)
+    await finish_unfinished(payments_service.ctx)  # again: nothing left to do
+    states = await pool.fetch(
+        "select idempotency_key, status from payments.topups where customer_id = $1"
+        " order by idempotency_key", user)
+    assert [tuple(r) for r in states] == [("left-charged", "completed"),
+                                          ("left-started", "completed")]
+    assert await balance(http, org, user) == 700
+    _, intents, _ = await get(http, "/payment-intents", org.auth(), customerId=user)
+    assert sorted(i["amount"] for i in intents) == [300, 400]
+    status, _, headers = await topup(http, org, body,
+                                     headers={"Idempotency-Key": "left-charged"})
+    assert status == 200 and headers.get("Idempotent-Replayed") == "true"

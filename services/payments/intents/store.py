@@ -15,8 +15,8 @@ Db = asyncpg.Pool | asyncpg.Connection
 # ---- payment intents ---------------------------------------------------------------------
 
 _INTENT = ("id, customer_id, amount, currency, status, payment_method_id, capture_method,"
-           " confirmation_method, amount_capturable, amount_received, description,"
-           " provider_ref, provider_type, last_error, client_secret, invoice_id,"
+           " confirmation_method, amount_capturable, amount_received, amount_refunded,"
+           " description, provider_ref, provider_type, last_error, client_secret, invoice_id,"
            " cancellation_reason, canceled_at, metadata, attempts, created_at")
 
 

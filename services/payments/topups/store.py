@@ -10,11 +10,10 @@ from services.payments.topups.domain import CHARGED, COMPLETED, FAILED, STARTED,
 
 Db = asyncpg.Pool | asyncpg.Connection
 
-# `stale`: its worker is presumed gone (the query's last parameter is how long that takes).
-_COLUMNS = ("id, customer_id, idempotency_key, fingerprint, status, amount, currency,"
-            " payment_method_id, source_token, provider, provider_ref, payment_intent_id,"
-            " reply, updated_at < now() - ${}::interval as stale")
-_TOPUP = _COLUMNS.format(4)
+# `stale`: its worker is presumed gone (parameter $4 says how long that takes).
+_TOPUP = ("id, customer_id, idempotency_key, fingerprint, status, amount, currency,"
+          " payment_method_id, source_token, provider, provider_ref, payment_intent_id, reply,"
+          " updated_at < now() - $4::interval as stale")
 
 
 async def start(db: Db, org_id: str, livemode: bool, topup_id: str, key: str,
@@ -56,7 +55,7 @@ async def unfinished(db: Db, stale_after: timedelta, limit: int) -> list[asyncpg
         f"  where status in ('{STARTED}', '{CHARGED}') and updated_at < now() - $1::interval"
         f"  order by updated_at limit $2 for update skip locked) due"
         f" where (t.org_id, t.livemode, t.id) = (due.org_id, due.livemode, due.id)"
-        f" returning t.org_id, t.livemode, {_COLUMNS.format(1)}",
+        f" returning t.*",
         stale_after, limit)
 
 

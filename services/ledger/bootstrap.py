@@ -10,6 +10,8 @@ import asyncpg
 from contracts.rules import DEFAULT_CURRENCY
 from services.ledger.alerts.handlers import on_usage_batch
 from services.ledger.balances import store
+from services.ledger.balances.topups import TopupCreditor
+from services.ledger.journal.recorder import JournalRecorder
 from services.ledger.payment_methods.consumer import PaymentMethodEvents
 from services.ledger.usage.backfill import UsageBackfill
 from services.ledger.usage.recorder import UsageRecord, UsageRecorder
@@ -23,6 +25,8 @@ class Ledger:
     read_balance: MicroBatcher  # balance reads gate every metered request: concurrent ones
     #                             share one query
     usage: UsageRecorder  # concurrent usage debits share one transaction
+    topups: TopupCreditor  # so do concurrent top-up credits
+    journal: JournalRecorder  # and journal operations (payments, refunds, ...)
     backfill: UsageBackfill  # copies of debits into the api-usage meter, if any
     # The status check (a bot gate calls it on every request): balance and payment method
     # in one query, shared by concurrent checks.
@@ -43,6 +47,8 @@ async def bootstrap(ctx: Context) -> None:
     ctx.state = Ledger(
         read_balance=MicroBatcher(lambda keys: store.balance_batch(ctx.pool, keys)),
         usage=UsageRecorder(lambda: ctx.pool, ctx.keys, after_debits=after_debits),
+        topups=TopupCreditor(ctx),
+        journal=JournalRecorder(ctx),
         backfill=backfill,
         read_status=MicroBatcher(lambda keys: store.status_batch(ctx.pool, keys,
                                                                  DEFAULT_CURRENCY)),

@@ -1,5 +1,5 @@
-"""Payments' state, built once when it starts: the providers handlers choose from and the
-key provider credentials are sealed with."""
+"""Payments' state, built once when it starts: the providers handlers choose from, the
+key provider credentials are sealed with, and the batches concurrent requests share."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import logging
 from dataclasses import dataclass
 
 from services.payments.methods import store
+from services.payments.postings.sender import Outbound
 from services.payments.provider_settings.handlers import stored
 from services.payments.selection import Providers
+from services.payments.topups.batches import TopupWrites
 from services.runtime.batching import MicroBatcher
 from services.runtime.encryption import SecretBox
 from services.runtime.service import Context
@@ -24,6 +26,8 @@ class PaymentsState:
     method_checks: MicroBatcher
     # `BILLING_SECRETS_KEY`; None: organizations cannot store provider credentials (503).
     secrets: SecretBox | None
+    topups: TopupWrites  # concurrent top-ups share their claims, charges and completions
+    postings: Outbound  # ledger postings on their way
 
 
 async def bootstrap(ctx: Context) -> None:
@@ -34,5 +38,8 @@ async def bootstrap(ctx: Context) -> None:
     providers = Providers(ctx.settings, lambda org_id, livemode: stored(
         ctx.pool, ctx.state.secrets, org_id, livemode))
     ctx.on_stop(providers.close)
+    postings = Outbound(ctx)
+    ctx.on_stop(postings.stop)
     ctx.state = PaymentsState(
-        providers, MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)), secrets)
+        providers, MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)), secrets,
+        TopupWrites(ctx), postings)

@@ -16,7 +16,7 @@ from contracts.limits import Page
 from contracts.rules import DEFAULT_CURRENCY, user_id
 from services.payments.methods import store as methods_store
 from services.payments.providers.base import Provider, ProviderError, provider_key
-from services.runtime.outbox import add_event
+from services.runtime.outbox import add_events
 from services.runtime.service import Context
 
 _PAYMENTS = Actor(kind="service", role="platform", may_mint=True)
@@ -61,9 +61,16 @@ def provider_failure(e: ProviderError, prefix: str = "") -> Failure:
 async def event(conn: asyncpg.Connection, scope: Scope, type: str, object_type: str,
                 object_id: str, customer_id: str, data: Any) -> None:
     """The change's billing event, committed with it (the outbox)."""
-    await add_event(conn, "payments", type=type, object_type=object_type,
-                    object_id=object_id, org_id=scope.org_id, livemode=scope.livemode,
-                    customer_id=customer_id, data=data)
+    await events(conn, type, object_type, [(scope, object_id, customer_id, data)])
+
+
+async def events(conn: asyncpg.Connection, type: str, object_type: str,
+                 changes: list[tuple[Scope, str, str, Any]]) -> None:
+    """The events of many changes of one kind (a batch's), in one statement: (scope,
+    object_id, customer_id, data) each."""
+    await add_events(conn, "payments", type=type, object_type=object_type, objects=[
+        (scope.org_id, scope.livemode, object_id, customer_id, data)
+        for scope, object_id, customer_id, data in changes])
 
 
 async def provider_for(ctx: Context, scope: Scope, token: str = "") -> Provider:

@@ -25,10 +25,18 @@ V = TypeVar("V")
 
 
 class MicroBatcher(Generic[K, V]):
-    def __init__(self, run: Callable[[list[K]], Awaitable[Sequence[V]]], *,
-                 max_batch: int = 500):
+    """`run(keys)` answers a batch, a result per key in order; a result that is an exception
+    is raised to its caller alone (`each_alone_on_failure`).
+
+    `serial`: one batch at a time, the calls made meanwhile forming the next. For writes
+    that queue on one hot row whatever the batching (a journal account every payment
+    posts to): fewer, larger transactions instead of many small ones waiting on its lock."""
+
+    def __init__(self, run: Callable[[list[K]], Awaitable[Sequence[V | BaseException]]], *,
+                 max_batch: int = 500, serial: bool = False):
         self._run = run
         self._max_batch = max_batch
+        self._serial = serial
         self._pending: list[tuple[K, asyncio.Future[V]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task] = set()
@@ -44,11 +52,17 @@ class MicroBatcher(Generic[K, V]):
 
     def _flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._max_batch):
-            task = asyncio.create_task(self._answer(pending[start:start + self._max_batch]))
+        while self._pending and not (self._serial and self._tasks):
+            batch = self._pending[:self._max_batch]
+            del self._pending[:self._max_batch]
+            task = asyncio.create_task(self._answer(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._serial:
+            self._flush()  # what queued meanwhile
 
     async def _answer(self, batch: list[tuple[K, asyncio.Future[V]]]) -> None:
         try:
@@ -59,8 +73,38 @@ class MicroBatcher(Generic[K, V]):
                     future.set_exception(error)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
                 future.set_result(result)
+
+
+def each_alone_on_failure(write: Callable[[list[K]], Awaitable[Sequence[V]]],
+                          ) -> Callable[[list[K]], Awaitable[list[V | BaseException]]]:
+    """A writer of many items at once that, when the shared write fails, writes each item on
+    its own: one bad item cannot fail the others; it gets its own exception.
+
+    The shared write may have failed after its COMMIT (a connection lost while the commit
+    is acknowledged): writing an item again must find what that commit did (conditional
+    updates, inserts that skip what exists) rather than do it twice."""
+
+    async def write_each_alone_on_failure(items: list[K]) -> list[V | BaseException]:
+        try:
+            return list(await write(items))
+        except Exception:
+            if len(items) == 1:
+                raise
+        results: list[V | BaseException] = []
+        for item in items:
+            try:
+                results.extend(await write([item]))
+            except Exception as error:
+                results.append(error)
+        return results
+
+    return write_each_alone_on_failure
 
 
 def isolating_failures(write: Callable[[list[K]], Awaitable[list[bytes]]], *, what: str,

@@ -102,12 +102,10 @@ class Service:
         decode = msgspec.json.Decoder(Request[handler.endpoint.params]).decode
         subject, fn, transaction, ctx = (handler.endpoint.subject, handler.fn,
                                          handler.transaction, self.ctx)
-        natural_key = handler.natural_key
 
         async def respond(msg: Msg) -> None:
             try:
-                reply = await self._respond(msg, decode, ctx, fn, transaction, subject,
-                                            natural_key)
+                reply = await self._respond(msg, decode, ctx, fn, transaction, subject)
                 if msg.reply:
                     await self._send_reply(msg.reply, reply, subject)
             finally:
@@ -207,8 +205,7 @@ class Service:
 
     async def _respond(self, msg: Msg, decode: Callable[[bytes], Request], ctx: Context,
                        fn: Callable[..., Awaitable[Any]], transaction: bool,
-                       subject: str, natural_key: Callable[[Any], str] | None = None,
-                       ) -> bytes:
+                       subject: str) -> bytes:
         try:
             request = decode(msg.data)
         except msgspec.ValidationError as e:
@@ -223,14 +220,10 @@ class Service:
             return _INVALID_KEY
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
             return _PAST_DEADLINE
-        if natural_key is not None and scope.idempotency_key is None:
-            scope = msgspec.structs.replace(
-                scope, idempotency_key=natural_key(request.params),
-                fingerprint=idempotency.fingerprint_of(request.params))
         with telemetry.server_span(subject, msg.headers):
             try:
                 if transaction:
-                    return await self._in_transaction(ctx, scope, request.params, fn)
+                    return await self.in_transaction(ctx, scope, request.params, fn)
                 result = await fn(ctx, scope, request.params)
                 # bytes: a reply the handler encoded itself (batched writers, replays)
                 return result if isinstance(result, bytes) else _encode(_as_reply(result))
@@ -240,8 +233,8 @@ class Service:
                 log.exception("%s failed (request %s)", subject, scope.request_id)
                 return _INTERNAL
 
-    async def _in_transaction(self, ctx: Context, scope: Scope, params: Any,
-                              fn: Callable[..., Awaitable[Any]]) -> bytes:
+    async def in_transaction(self, ctx: Context, scope: Scope, params: Any,
+                             fn: Callable[..., Awaitable[Any]]) -> bytes:
         assert self.pool is not None, f"{self.name}: no database configured"
         async with self.pool.acquire() as conn, conn.transaction():
             if not scope.idempotency_key:

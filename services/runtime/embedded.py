@@ -290,12 +290,16 @@ class EmbeddedPostgres:
         self._socket_dir.chmod(0o777)  # writable by the server's system user
 
         logger.info("starting embedded PostgreSQL on %s:%d (data %s)", HOST, port, self.data_dir)
+        # New tables get statistics within seconds rather than a minute: until then the
+        # planner cannot tell our indexes apart (most begin with org and mode) and may scan
+        # a whole organization's rows for one lookup, in a fresh test or bench database.
+        settings = "-c autovacuum_naptime=5"
         try:
             self._pg_ctl(
                 "-w",
                 "-t", str(int(self.startup_timeout)),
                 "-l", str(self.log_path),
-                "-o", f"-h {HOST} -p {port} -k {self._socket_dir}",
+                "-o", f"-h {HOST} -p {port} -k {self._socket_dir} {settings}",
                 "start",
                 timeout=self.startup_timeout + 5,
             )  # fmt: skip

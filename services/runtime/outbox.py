@@ -66,17 +66,32 @@ async def add_event(conn: asyncpg.Connection, schema: str, *, type: str, object_
 
     `type` is `<object_type>.<event>` (e.g. `spend_alert.triggered`); `data` is a dict or a
     msgspec struct, usually the object after the change."""
+    return (await add_events(conn, schema, type=type, object_type=object_type,
+                             objects=[(org_id, livemode, object_id, customer_id, data)]))[0]
+
+
+async def add_events(conn: asyncpg.Connection, schema: str, *, type: str, object_type: str,
+                     objects: list[tuple[str, bool, str, str | None, Any]]) -> list[str]:
+    """`add_event` for many objects' events of one type, in one statement: (org_id,
+    livemode, object_id, customer_id, data) each. Returns the events' ids, in order."""
     if not _EVENT_TYPE.match(type):
         raise ValueError(f"invalid event type {type!r}")
-    event_id = new_id("evt_")
-    payload = _encode(events.Event(
-        id=event_id, type=type, objectType=object_type, objectId=object_id,
-        customerId=customer_id or None, orgId=org_id, livemode=livemode,
-        created=rfc3339(now()), data=data))
+    created = rfc3339(now())
+    ids, orgs, modes, payloads = [], [], [], []
+    for org_id, livemode, object_id, customer_id, data in objects:
+        event_id = new_id("evt_")
+        ids.append(event_id)
+        orgs.append(org_id)
+        modes.append(livemode)
+        payloads.append(_encode(events.Event(
+            id=event_id, type=type, objectType=object_type, objectId=object_id,
+            customerId=customer_id or None, orgId=org_id, livemode=livemode,
+            created=created, data=data)))
     await conn.execute(
         f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
-        " values ($1, $2, $3, $4, $5)", event_id, type, org_id, livemode, payload)
-    return event_id
+        " select i, $5, o, l, p from unnest($1::text[], $2::text[], $3::boolean[],"
+        " $4::bytea[]) as e(i, o, l, p)", ids, orgs, modes, payloads, type)
+    return ids
 
 
 async def add_messages(conn: asyncpg.Connection, schema: str, *, type: str,

@@ -30,9 +30,6 @@ class Handler:
     endpoint: Endpoint
     fn: HandlerFn  # fn(ctx, scope, params) or, in a transaction, fn(ctx, scope, params, conn)
     transaction: bool = False
-    # The key of a request known by its params (`idempotency.derived_key`), used when the
-    # request carries no `Idempotency-Key`: a transaction handler then runs once per key.
-    natural_key: Callable[[Any], str] | None = None
 
 
 class Router:
@@ -43,15 +40,14 @@ class Router:
         self.handlers: list[Handler] = [h for router in include for h in router.handlers]
 
     def handler(self, endpoint: Endpoint, *, transaction: bool = False,
-                natural_key: Callable[[Any], str] | None = None,
                 ) -> Callable[[HandlerFn], HandlerFn]:
         """Register `fn(ctx, scope, params)` for `endpoint`.
 
         With `transaction=True` it is `fn(ctx, scope, params, conn)`, run in one database
-        transaction and idempotent under the scope's key, else under `natural_key(params)`.
+        transaction and idempotent under the scope's key (`Context.transaction`).
         A handler may return a result, a `Reply`, or `bytes` (a reply it encoded itself)."""
         def register(fn: HandlerFn) -> HandlerFn:
-            self.handlers.append(Handler(endpoint, fn, transaction, natural_key))
+            self.handlers.append(Handler(endpoint, fn, transaction))
             return fn
 
         return register
@@ -93,6 +89,12 @@ class Context:
     def on_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
         """Run `stop()` when the service stops (before its pool closes), last added first."""
         self.stops.append(stop)
+
+    async def transaction(self, scope: Scope, params: Any, fn: HandlerFn) -> bytes:
+        """The encoded reply of `fn(ctx, scope, params, conn)` run as a `transaction=True`
+        handler is: in one database transaction, idempotent under the scope's key. For a
+        handler that batches requests without a key and takes the others this way."""
+        return await self._service.in_transaction(self, scope, params, fn)
 
     async def ask(self, endpoint: Endpoint[Any, R], scope: Scope, params: Any, *,
                   timeout: float = 2.0) -> R | None:

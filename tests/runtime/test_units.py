@@ -143,3 +143,50 @@ async def test_replicas_migrating_at_once_apply_each_file_once(database_url, tmp
     finally:
         for c in conns:
             await c.close()
+
+
+# ---- micro-batching -----------------------------------------------------------------------
+
+
+async def test_a_serial_batcher_runs_one_batch_at_a_time_and_queues_the_rest():
+    from services.runtime.batching import MicroBatcher
+
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def run(keys: list[int]) -> list[int]:
+        batches.append(keys)
+        await release.wait()
+        return [k * 10 for k in keys]
+
+    batcher = MicroBatcher(run, serial=True)
+    first = [asyncio.ensure_future(batcher(k)) for k in (1, 2)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(batcher(k)) for k in (3, 4, 5)]
+    await asyncio.sleep(0.01)
+    assert batches == [[1, 2]]  # the others wait for the batch in flight
+    release.set()
+    assert await asyncio.gather(*first, *later) == [10, 20, 30, 40, 50]
+    assert batches == [[1, 2], [3, 4, 5]]
+
+
+async def test_one_bad_item_fails_alone_and_its_batch_is_written_again_without_it():
+    from services.runtime.batching import MicroBatcher, each_alone_on_failure
+
+    written: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise Failure("invalid_request", 400, "unlucky")
+        written.append(items)
+        return items
+
+    batcher = MicroBatcher(each_alone_on_failure(write))
+    results = await asyncio.gather(*(batcher(k) for k in (1, 13, 2)), return_exceptions=True)
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], Failure) and results[1].error.message == "unlucky"
+    assert written == [[1], [2]]
+    # Alone in its batch, the failure is its own.
+    with pytest.raises(Failure):
+        await batcher(13)

@@ -42,7 +42,6 @@ from contracts.ledger import (
     TierQuery,
     TierResult,
     TierSummary,
-    TopupCredited,
     TopupCreditParams,
     TransactionItem,
     TransactionList,
@@ -54,8 +53,9 @@ from contracts.limits import TRANSACTIONS_PAGE
 from contracts.payments import PAYMENT_METHOD_EXISTS, PaymentMethodQuery
 from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
 from services.ledger.balances import domain, store, tiers
+from services.ledger.balances.topups import TopupCredit
 from services.runtime.bus import created, paged
-from services.runtime.idempotency import derived_key
+from services.runtime.idempotency import derived_key, fingerprint_of
 from services.runtime.service import Context, Router
 
 router = Router()
@@ -91,15 +91,17 @@ async def create_deposit(ctx: Context, scope: Scope, p: DepositParams,
         expiresAt=rfc3339(movement.expires_at) if movement.expires_at else None))
 
 
-@router.handler(TOPUP_CREDIT, transaction=True,
-                natural_key=lambda p: derived_key("topup", p.topupId.strip()))
-async def credit_topup(ctx: Context, scope: Scope, p: TopupCreditParams,
-                       conn: asyncpg.Connection) -> TopupCredited:
-    """Payments' credit for a paid top-up: once per top-up, however often it is sent."""
+@router.handler(TOPUP_CREDIT)
+async def credit_topup(ctx: Context, scope: Scope, p: TopupCreditParams) -> bytes:
+    """Payments' credit for a paid top-up: once per top-up, however often it is sent
+    (concurrent ones share a transaction: `topups.py`)."""
     domain.require_platform(scope.actor)
     movement = domain.topup_credit(p)
-    tx_id, balance = await store.post(conn, scope.org_id, scope.livemode, movement)
-    return TopupCredited(tx_id, movement.user_id, movement.amount, movement.currency, balance)
+    if scope.idempotency_key:
+        key, fingerprint = scope.idempotency_key, scope.fingerprint or ""
+    else:  # the natural key: the top-up
+        key, fingerprint = derived_key("topup", p.topupId.strip()), fingerprint_of(p)
+    return await ctx.state.topups.credit(TopupCredit(scope, movement, key, fingerprint))
 
 
 @router.handler(WITHDRAW_CREATE, transaction=True)

@@ -246,10 +246,10 @@ on conflict (org_id, livemode, user_id, currency)
 returning b.org_id, b.livemode, b.user_id, b.currency, b.expiring
 """
 
-UsageRow = tuple[str, bool, str, Movement]  # org_id, livemode, transaction id, the debit
+MovementRow = tuple[str, bool, str, Movement]  # org_id, livemode, transaction id, the movement
 
 
-async def post_usage_batch(conn: asyncpg.Connection, rows: list[UsageRow]) -> None:
+async def post_usage_batch(conn: asyncpg.Connection, rows: list[MovementRow]) -> None:
     """Record many usage debits in the caller's transaction, in a handful of statements."""
     columns = list(zip(*[
         (org, mode, tx_id, m.user_id, m.currency, m.amount, m.notes,
@@ -265,6 +265,51 @@ async def post_usage_batch(conn: asyncpg.Connection, rows: list[UsageRow]) -> No
             spent = sum(m.amount for org, mode, _, m in rows
                         if (org, mode, m.user_id, m.currency) == key)
             await conn.execute(_CONSUME_LOTS, *key, spent)
+
+
+# Many credits at once: the transactions, then each account's balance changed once by the sum
+# of its credits (accounts in a fixed order, so concurrent batches never deadlock).
+_POST_CREDITS = """
+with t as (
+    insert into ledger.transactions (org_id, livemode, id, type, user_id, debit_account,
+        credit_account, currency, amount, notes, tags, metadata)
+    select o, l, i, ty, u, d, cr, c, a, n, tg, m::jsonb
+    from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
+         as r(o, l, i, ty, u, d, cr, c, a, n, tg, m)
+)
+insert into ledger.balances as b (org_id, livemode, user_id, currency, balance)
+select o, l, u, c, sum(a)
+from unnest($1::text[], $2::boolean[], $5::text[], $8::text[], $9::bigint[])
+     as r(o, l, u, c, a)
+group by o, l, u, c
+order by o, l, u, c
+on conflict (org_id, livemode, user_id, currency)
+    do update set balance = b.balance + excluded.balance, updated_at = now()
+returning b.org_id, b.livemode, b.user_id, b.currency, b.balance
+"""
+
+
+async def post_credits(conn: asyncpg.Connection, rows: list[MovementRow]) -> list[int]:
+    """Record many credits (movements that add to a balance and never expire: top-ups) in
+    the caller's transaction, in one statement. Returns each customer's balance after
+    their credit, in order."""
+    columns = list(zip(*[
+        (org, mode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency, m.amount,
+         m.notes, m.tags, _json(m.metadata)) for org, mode, tx_id, m in rows], strict=True))
+    try:
+        accounts = await conn.fetch(_POST_CREDITS, *columns)
+    except asyncpg.NumericValueOutOfRangeError:
+        raise invalid("amount is too large", "amount") from None
+    # Walking back from each account's final balance gives the balance after every credit.
+    after = {(a["org_id"], a["livemode"], a["user_id"], a["currency"]): a["balance"]
+             for a in accounts}
+    balances = []
+    for org, mode, _, m in reversed(rows):
+        key = (org, mode, m.user_id, m.currency)
+        balances.append(after[key])
+        after[key] -= m.amount
+    return balances[::-1]
 
 
 async def stored_transactions(db: asyncpg.Pool, ids: list[tuple[str, bool, str]],

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from contracts import Reply, Scope
-from contracts.errors import conflict, invalid, not_found
+from contracts.errors import Failure, conflict, invalid, not_found
 from contracts.ids import now, rfc3339
 from contracts.journal import (
     ACCOUNT_CREATE,
@@ -53,6 +53,7 @@ from contracts.journal import (
 from contracts.rules import currency_of
 from services.ledger.journal import domain, store
 from services.ledger.journal.domain import Account, Balance, Draft, Entry, Hold, Operation
+from services.ledger.journal.recorder import Recording, record_together
 from services.runtime.bus import created
 from services.runtime.service import Context, Router
 
@@ -145,18 +146,29 @@ async def list_entries(ctx: Context, scope: Scope, p: JournalEntryListParams) ->
 
 
 def recording(operation_of: Callable[[Any], Operation]):
-    """A handler that records the operation the domain builds from the params."""
-    async def record_operation(ctx: Context, scope: Scope, p: Any,
-                               conn: asyncpg.Connection) -> Reply:
+    """A handler that records the operation the domain builds from the params: with those
+    that arrive with it (`recorder.py`), or on its own, in the runtime's transaction, when
+    the request carries an Idempotency-Key of its own."""
+    async def record_operation(ctx: Context, scope: Scope, p: Any) -> Reply | bytes:
         domain.require_poster(scope.actor)
-        return _entry_reply(*await record(conn, scope.org_id, scope.livemode,
-                                          operation_of(p)))
+        recording = Recording(scope, operation_of(p))
+        if scope.idempotency_key:
+            return await ctx.transaction(scope, recording, _record_alone)
+        return _entry_reply(*await ctx.state.journal.record(recording))
     return record_operation
+
+
+async def _record_alone(ctx: Context, scope: Scope, recording: Recording,
+                        conn: asyncpg.Connection) -> Reply:
+    (outcome,) = await record_together(conn, [recording], look_up=True)
+    if isinstance(outcome, Failure):
+        raise outcome
+    return _entry_reply(*outcome)
 
 
 for endpoint, operation_of in ((PAYMENT_RECORD, domain.payment), (REFUND_RECORD, domain.refund),
                                (PAYOUT_RECORD, domain.payout), (DISPUTE_RECORD, domain.dispute)):
-    router.handler(endpoint, transaction=True)(recording(operation_of))
+    router.handler(endpoint)(recording(operation_of))
 
 
 # ---- holds --------------------------------------------------------------------------
@@ -244,26 +256,13 @@ async def post_entry(conn: asyncpg.Connection, org_id: str, livemode: bool, draf
                                        (leg.account_id for leg in draft.postings))
     domain.require_accounts(draft, known)
     if draft.idempotency_key:
-        await store.lock_key(conn, org_id, livemode, draft.idempotency_key)
-        stored = await store.entry_by_key(conn, org_id, livemode, draft.idempotency_key)
+        key = (org_id, livemode, draft.idempotency_key)
+        await store.lock_keys(conn, [key])
+        stored = (await store.entries_by_keys(conn, [key])).get(key)
         if stored is not None:
             domain.require_same_payload(stored, draft)
             return stored, True
     return await store.insert_entry(conn, org_id, livemode, draft, now(), changes), False
-
-
-async def record(conn: asyncpg.Connection, org_id: str, livemode: bool,
-                 operation: Operation) -> tuple[Entry, bool]:
-    """A high-level operation: ensure its accounts (sorted by name, so concurrent
-    operations creating the same accounts do not deadlock), then post its entry."""
-    at = now()
-    ids: dict[str, str] = {}
-    for leg in sorted(operation.legs, key=lambda leg: leg.name):
-        if leg.name not in ids:
-            account = domain.new_account(leg.name, leg.type, operation.currency)
-            ids[leg.name] = (await store.ensure_account(conn, org_id, livemode, account,
-                                                        at)).id
-    return await post_entry(conn, org_id, livemode, operation.draft(ids))
 
 
 async def expire_holds(ctx: Context) -> int:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from contracts.common import INT64_MAX
 from contracts.errors import Failure, invalid
@@ -27,6 +28,14 @@ from services.ledger.journal.domain import (
     Hold,
     Posting,
 )
+
+Name = tuple[str, bool, str]  # org_id, livemode, account name
+Key = tuple[str, bool, str]  # org_id, livemode, idempotency key
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
 
 # ---- accounts -----------------------------------------------------------------------------
 
@@ -99,6 +108,41 @@ async def accounts_by_id(conn: asyncpg.Connection, org_id: str, livemode: bool,
                          ids: Iterable[str]) -> dict[str, Account]:
     rows = await conn.fetch(_ACCOUNTS_BY_ID, org_id, livemode, sorted(set(ids)))
     return {r["id"]: _account(r) for r in rows}
+
+
+# Accounts of any org and mode by name; and the same accounts created where missing, in
+# name order (concurrent batches creating the same names wait instead of deadlocking).
+_ACCOUNTS_BY_NAMES = f"""
+select a.org_id, a.livemode, {_ACCOUNT_COLUMNS} from ledger.journal_accounts a
+join unnest($1::text[], $2::boolean[], $3::text[]) as k(o, l, n)
+  on a.org_id = k.o and a.livemode = k.l and a.name = k.n
+"""
+
+_INSERT_ACCOUNTS = """
+insert into ledger.journal_accounts (org_id, livemode, id, name, type, currency,
+    normal_balance, metadata, created_at)
+select o, l, i, n, t, c, nb, m::jsonb, $9
+from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[]) as a(o, l, i, n, t, c, nb, m)
+order by o, l, n
+on conflict (org_id, livemode, name) do nothing
+"""
+
+
+async def accounts_by_names(conn: asyncpg.Connection, names: Iterable[Name]
+                            ) -> dict[Name, Account]:
+    orgs, modes, found = zip(*set(names), strict=True)
+    rows = await conn.fetch(_ACCOUNTS_BY_NAMES, orgs, modes, found)
+    return {(r["org_id"], r["livemode"], r["name"]): _account(r) for r in rows}
+
+
+async def ensure_accounts(conn: asyncpg.Connection, accounts: dict[Name, Account],
+                          now: datetime) -> dict[Name, Account]:
+    """`ensure_account` for many accounts at once."""
+    await conn.execute(_INSERT_ACCOUNTS, *zip(*[
+        (org, mode, new_id("jacct_"), a.name, a.type, a.currency, a.normal_balance,
+         _json(a.metadata)) for (org, mode, _), a in accounts.items()], strict=True), now)
+    return await accounts_by_names(conn, accounts)
 
 
 # ---- balances -----------------------------------------------------------------------------
@@ -179,19 +223,22 @@ async def balance(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: 
 _ENTRY_COLUMNS = """e.id, e.idempotency_key, e.payload_hash, e.description, e.payment_intent_id,
     e.refund_id, e.payout_id, e.transfer_id, e.dispute_id, e.metadata, e.created_at"""
 
-_INSERT_ENTRY = """
+_INSERT_ENTRIES = """
 insert into ledger.journal_entries (org_id, livemode, id, idempotency_key, payload_hash,
     description, payment_intent_id, refund_id, payout_id, transfer_id, dispute_id, metadata,
     created_at)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+select o, l, i, nullif(k, ''), h, d, nullif(pi, ''), nullif(r, ''), nullif(po, ''),
+       nullif(t, ''), nullif(di, ''), m::jsonb, c
+from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::timestamptz[]) as e(o, l, i, k, h, d, pi, r, po, t, di, m, c)
 """
 
 _INSERT_POSTINGS = """
 insert into ledger.journal_postings (org_id, livemode, id, entry_id, line, account_id,
     amount, currency, created_at)
-select $1, $2, p.id, $3, p.line, p.account_id, p.amount, p.currency, $4
-from unnest($5::text[], $6::text[], $7::bigint[], $8::text[]) with ordinality
-     as p(id, account_id, amount, currency, line)
+select * from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::smallint[],
+                     $6::text[], $7::bigint[], $8::text[], $9::timestamptz[])
 """
 
 _ENTRY_BY_ID = f"""
@@ -199,9 +246,10 @@ select {_ENTRY_COLUMNS} from ledger.journal_entries e
 where e.org_id = $1 and e.livemode = $2 and e.id = $3
 """
 
-_ENTRY_BY_KEY = f"""
-select {_ENTRY_COLUMNS} from ledger.journal_entries e
-where e.org_id = $1 and e.livemode = $2 and e.idempotency_key = $3
+_ENTRIES_BY_KEYS = f"""
+select e.org_id, e.livemode, {_ENTRY_COLUMNS} from ledger.journal_entries e
+join unnest($1::text[], $2::boolean[], $3::text[]) as k(org_id, livemode, key)
+  on e.org_id = k.org_id and e.livemode = k.livemode and e.idempotency_key = k.key
 """
 
 _POSTINGS_OF = """
@@ -211,46 +259,55 @@ order by entry_id, line
 """
 
 # Serialises posts that share an idempotency key, so the second one finds the first's entry.
-_LOCK_KEY = "select pg_advisory_xact_lock(hashtextextended($1, 0))"
+# Many keys are locked in one global order, so batches never deadlock.
+_LOCK_KEYS = ("select pg_advisory_xact_lock(hashtextextended(k, 0))"
+              " from unnest($1::text[]) as k")
 
 
-def _none_if_empty(value: str) -> str | None:
-    return value or None
+async def lock_keys(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    await conn.execute(_LOCK_KEYS, sorted({f"ledger.journal|{org_id}|{int(livemode)}|{key}"
+                                           for org_id, livemode, key in keys}))
 
 
-async def lock_key(conn: asyncpg.Connection, org_id: str, livemode: bool, key: str) -> None:
-    await conn.execute(_LOCK_KEY, f"ledger.journal|{org_id}|{int(livemode)}|{key}")
-
-
-async def insert_entry(conn: asyncpg.Connection, org_id: str, livemode: bool, draft: Draft,
-                       now: datetime, changes: Changes | None = None) -> Entry:
-    """Write the entry and its postings and apply them, together with `changes` (e.g. a
-    hold released by the same operation), to the stored balances in one statement."""
+def new_entry(draft: Draft, now: datetime) -> Entry:
+    """The entry `draft` becomes, with its ids; not stored yet (`insert_entries`)."""
     entry_id = new_id("jent_")
-    posting_ids = [new_id("jpst_") for _ in draft.postings]
-    payload_hash = draft.payload_hash()
-    await conn.execute(
-        _INSERT_ENTRY, org_id, livemode, entry_id, _none_if_empty(draft.idempotency_key),
-        payload_hash, draft.description, _none_if_empty(draft.payment_intent_id),
-        _none_if_empty(draft.refund_id), _none_if_empty(draft.payout_id),
-        _none_if_empty(draft.transfer_id), _none_if_empty(draft.dispute_id), draft.metadata,
-        now)
-    await conn.execute(_INSERT_POSTINGS, org_id, livemode, entry_id, now, posting_ids,
-                       [leg.account_id for leg in draft.postings],
-                       [leg.amount for leg in draft.postings],
-                       [leg.currency for leg in draft.postings])
-    changes = dict(changes or {})
-    for leg in draft.postings:
-        add_change(changes, org_id, livemode, leg.account_id, leg.currency, posted=leg.amount)
-    await apply(conn, changes)
-    postings = tuple(Posting(id=pid, entry_id=entry_id, account_id=leg.account_id,
+    return Entry(id=entry_id, postings=tuple(
+                     Posting(id=new_id("jpst_"), entry_id=entry_id, account_id=leg.account_id,
                              amount=leg.amount, currency=leg.currency, created_at=now)
-                     for pid, leg in zip(posting_ids, draft.postings, strict=True))
-    return Entry(id=entry_id, postings=postings, created_at=now, payload_hash=payload_hash,
+                     for leg in draft.postings),
+                 created_at=now, payload_hash=draft.payload_hash(),
                  idempotency_key=draft.idempotency_key, description=draft.description,
                  payment_intent_id=draft.payment_intent_id, refund_id=draft.refund_id,
                  payout_id=draft.payout_id, transfer_id=draft.transfer_id,
                  dispute_id=draft.dispute_id, metadata=draft.metadata)
+
+
+async def insert_entries(conn: asyncpg.Connection, entries: list[tuple[str, bool, Entry]],
+                         changes: Changes | None = None) -> None:
+    """Write (org_id, livemode, entry) entries and their postings, and apply them, together
+    with `changes` (e.g. a hold released by the same operation), to the stored balances:
+    three statements however many entries."""
+    await conn.execute(_INSERT_ENTRIES, *zip(*[
+        (org, mode, e.id, e.idempotency_key, e.payload_hash, e.description,
+         e.payment_intent_id, e.refund_id, e.payout_id, e.transfer_id, e.dispute_id,
+         _json(e.metadata), e.created_at) for org, mode, e in entries], strict=True))
+    await conn.execute(_INSERT_POSTINGS, *zip(*[
+        (org, mode, p.id, e.id, line, p.account_id, p.amount, p.currency, p.created_at)
+        for org, mode, e in entries
+        for line, p in enumerate(e.postings, start=1)], strict=True))
+    changes = dict(changes or {})
+    for org, mode, e in entries:
+        for p in e.postings:
+            add_change(changes, org, mode, p.account_id, p.currency, posted=p.amount)
+    await apply(conn, changes)
+
+
+async def insert_entry(conn: asyncpg.Connection, org_id: str, livemode: bool, draft: Draft,
+                       now: datetime, changes: Changes | None = None) -> Entry:
+    entry = new_entry(draft, now)
+    await insert_entries(conn, [(org_id, livemode, entry)], changes)
+    return entry
 
 
 async def _with_postings(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
@@ -279,11 +336,15 @@ async def entry_by_id(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemo
     return found[0] if found else None
 
 
-async def entry_by_key(conn: asyncpg.Connection, org_id: str, livemode: bool, key: str
-                       ) -> Entry | None:
-    rows = await conn.fetch(_ENTRY_BY_KEY, org_id, livemode, key)
-    found = await _with_postings(conn, org_id, livemode, rows)
-    return found[0] if found else None
+async def entries_by_keys(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, Entry]:
+    """The entries posted under these keys (those that were)."""
+    orgs, modes, names = zip(*set(keys), strict=True)
+    rows = await conn.fetch(_ENTRIES_BY_KEYS, orgs, modes, names)
+    by_book: dict[tuple[str, bool], list[asyncpg.Record]] = {}
+    for r in rows:  # rare: replays
+        by_book.setdefault((r["org_id"], r["livemode"]), []).append(r)
+    return {(org, mode, e.idempotency_key): e for (org, mode), found in by_book.items()
+            for e in await _with_postings(conn, org, mode, found)}
 
 
 async def entries(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,

@@ -9,7 +9,6 @@ A succeeded payment owes the ledger its journal entry (`postings/`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -51,6 +50,7 @@ from contracts.payments import (
 from contracts.rules import user_id
 from services.payments.common import (
     event,
+    events,
     issuer,
     page,
     provider_customer,
@@ -214,7 +214,8 @@ async def _settle(ctx: Context, scope: Scope, intent_id: str, attempt: int,
         reply = reply or Reply(result=intent)
         encoded = (await ctx.keys.remember(conn, scope, reply) if scope.idempotency_key
                    else _encode(reply))
-    await _post(ctx, scope, posting)
+    if posting is not None:  # the answer does not wait for the journal
+        ctx.state.postings.post_soon(scope.org_id, scope.livemode, posting)
     return encoded
 
 
@@ -229,13 +230,6 @@ async def _owe_payment(conn: asyncpg.Connection, scope: Scope, intent: PaymentIn
         customerId=intent.customerId))
     await sender.owe(conn, scope, posting)
     return posting
-
-
-async def _post(ctx: Context, scope: Scope, posting: Posting | None) -> None:
-    """Post now; if the ledger does not take it, the postings job will."""
-    if posting is not None:
-        with contextlib.suppress(Failure):
-            await sender.send(ctx, scope.org_id, scope.livemode, posting)
 
 
 @router.handler(PAYMENT_INTENT_CAPTURE, transaction=True)
@@ -282,10 +276,20 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
 
 async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
                     ) -> PaymentIntent:
-    intent = _intent(row, scope.livemode)
-    await event(conn, scope, domain.event_type(intent.status), "payment_intent", intent.id,
-                 intent.customerId, intent)
-    return intent
+    return (await announce_many(conn, [(scope, row)]))[0]
+
+
+async def announce_many(conn: asyncpg.Connection, changed: list[tuple[Scope, asyncpg.Record]],
+                        ) -> list[PaymentIntent]:
+    """The events of changed intents (a batch of top-ups' charges), a statement per type."""
+    intents = [_intent(row, scope.livemode) for scope, row in changed]
+    by_type: dict[str, list[tuple[Scope, str, str, PaymentIntent]]] = {}
+    for (scope, _), intent in zip(changed, intents, strict=True):
+        by_type.setdefault(domain.event_type(intent.status), []).append(
+            (scope, intent.id, intent.customerId, intent))
+    for type, announced in by_type.items():
+        await events(conn, type, "payment_intent", announced)
+    return intents
 
 
 def _intent(r: asyncpg.Record, livemode: bool) -> PaymentIntent:

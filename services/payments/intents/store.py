@@ -6,6 +6,7 @@ import dataclasses
 from datetime import timedelta
 
 import asyncpg
+import msgspec
 
 from services.payments.intents.domain import Intent, NewIntent, Setup
 
@@ -117,20 +118,38 @@ def as_setup(r: asyncpg.Record) -> Setup:
     return Setup(**{f: r[f] for f in _SETUP_FIELDS})
 
 
-async def record_paid(conn: asyncpg.Connection, org_id: str, livemode: bool, intent_id: str,
-                      customer_id: str, amount: int, currency: str, payment_method_id: str,
-                      provider_ref: str, provider_type: str, description: str,
-                      metadata: dict) -> asyncpg.Record:
-    """A payment collected outside the intent flow (a top-up's charge), as a succeeded
-    intent: listed, refundable and posted like any other."""
-    return await conn.fetchrow(
+@dataclasses.dataclass(frozen=True, slots=True)
+class Paid:
+    """A payment collected outside the intent flow (a top-up's charge)."""
+
+    org_id: str
+    livemode: bool
+    intent_id: str
+    customer_id: str
+    amount: int
+    currency: str
+    payment_method_id: str
+    provider_ref: str
+    provider_type: str
+    description: str
+    metadata: dict
+
+
+async def record_paid(conn: asyncpg.Connection, paid: list[Paid]) -> dict[str, asyncpg.Record]:
+    """Payments collected outside the intent flow, as succeeded intents: listed, refundable
+    and posted like any other. Their rows by intent id."""
+    rows = await conn.fetch(
         f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
         f" currency, status, payment_method_id, capture_method, confirmation_method,"
         f" amount_received, provider_ref, provider_type, description, metadata)"
-        f" values ($1, $2, $3, $4, $5, $6, 'succeeded', $7, 'automatic', 'automatic', $5,"
-        f" $8, $9, $10, $11) returning {_INTENT}",
-        org_id, livemode, intent_id, customer_id, amount, currency, payment_method_id,
-        provider_ref, provider_type, description, metadata)
+        f" select o, l, i, c, a, cur, 'succeeded', m, 'automatic', 'automatic', a, r, p, d,"
+        f" md::jsonb from unnest($1::text[], $2::boolean[], $3::text[], $4::text[],"
+        f" $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+        f" $11::text[]) as n(o, l, i, c, a, cur, m, r, p, d, md) returning {_INTENT}",
+        *zip(*[(x.org_id, x.livemode, x.intent_id, x.customer_id, x.amount, x.currency,
+                x.payment_method_id, x.provider_ref, x.provider_type, x.description,
+                msgspec.json.encode(x.metadata).decode()) for x in paid], strict=True))
+    return {r["id"]: r for r in rows}
 
 
 async def interrupted_confirms(db: Db, older_than: timedelta, limit: int,

@@ -9,15 +9,17 @@ import asyncpg
 Db = asyncpg.Pool | asyncpg.Connection
 
 
-async def add(conn: asyncpg.Connection, org_id: str, livemode: bool, posting_id: str,
-              subject: str, params: bytes, lease: timedelta) -> None:
-    """Owe a posting (once: the same id again changes nothing). `lease`: the sender that
-    owes it sends it right after the commit, so the job leaves it alone until then."""
+async def add(conn: asyncpg.Connection, postings: list[tuple[str, bool, str, str, bytes]],
+              lease: timedelta) -> None:
+    """Owe (org_id, livemode, id, subject, params) postings (once: the same id again changes
+    nothing). `lease`: the sender that owes them sends them right after the commit, so the
+    job leaves them alone until then."""
     await conn.execute(
         "insert into payments.ledger_postings"
         " (org_id, livemode, id, subject, params, next_attempt_at)"
-        " values ($1, $2, $3, $4, $5, now() + $6) on conflict do nothing",
-        org_id, livemode, posting_id, subject, params, lease)
+        " select o, l, i, s, p, now() + $6 from unnest($1::text[], $2::boolean[],"
+        " $3::text[], $4::text[], $5::bytea[]) as n(o, l, i, s, p) on conflict do nothing",
+        *zip(*postings, strict=True), lease)
 
 
 async def take_due(db: Db, limit: int, lease: timedelta) -> list[asyncpg.Record]:

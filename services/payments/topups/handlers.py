@@ -4,13 +4,14 @@
 Exactly once, whatever fails: the top-up row is claimed under the request's key before the
 provider is called (`started`); the provider's key is the top-up's, so charging again after
 a crash or a timeout replays the same charge; the charge, its payment intent and the ledger
-credit it owes commit together (`charged`); the credit is sent to the ledger, which credits a
-top-up once; the answer is kept for replays (`completed`). A top-up left unfinished is
-taken over by a retry of the same request or by the `finish_unfinished` job."""
+postings it owes (the credit, the journal's payment) commit together (`charged`); the
+credit is sent to the ledger, which credits a top-up once, while the payment goes out in the
+background; the answer is kept for replays (`completed`). A top-up left unfinished is
+taken over by a retry of the same request or by the `finish_unfinished` job. Concurrent
+top-ups share each of these writes (`batches.py`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable
 from datetime import timedelta
@@ -32,14 +33,11 @@ from contracts.payments import (
     TopupTokenParams,
 )
 from services.payments.common import (
-    event,
     issuer,
     provider_failure,
     provider_for,
     service_scope,
 )
-from services.payments.intents import store as intents
-from services.payments.intents.handlers import announce
 from services.payments.methods import store as methods
 from services.payments.methods.domain import METHOD_NOT_FOUND
 from services.payments.postings import sender
@@ -47,6 +45,7 @@ from services.payments.postings.sender import Posting
 from services.payments.providers.base import PaymentRequest, Provider, ProviderError, provider_key
 from services.payments.selection import NO_PROCESSOR
 from services.payments.topups import domain, store
+from services.payments.topups.batches import Charge, Claim, Completion
 from services.payments.topups.domain import Topup
 from services.runtime.idempotency import fingerprint_of
 from services.runtime.service import Context, Router
@@ -98,8 +97,8 @@ async def _top_up(ctx: Context, scope: Scope, topup: Topup, provider: str, key: 
                   params: Any) -> Any:
     fingerprint = scope.fingerprint or fingerprint_of(params)
     topup_id = new_id("tu_")
-    held = await store.start(ctx.pool, scope.org_id, scope.livemode, topup_id, key,
-                             fingerprint, topup, provider, _recovery(ctx))
+    held = await ctx.state.topups.claim(Claim(scope, topup_id, key, fingerprint, topup,
+                                              provider))
     if held is None:
         return await _finish(ctx, scope, topup_id, topup, provider)
     if domain.again(held["status"], fingerprint, held["fingerprint"],
@@ -123,24 +122,23 @@ async def _resume(ctx: Context, scope: Scope, row: asyncpg.Record) -> Any:
 
 async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provider_name: str,
                   charged: tuple[Posting, Posting] | None = None) -> bytes:
-    """Charge (unless it was), credit, answer."""
+    """Charge (unless it was), credit, answer. The answer does not wait for the journal:
+    the payment's entry, owed with the charge, goes out in the background."""
     credit, payment = charged or await _charge(ctx, scope, topup_id, topup, provider_name)
-    intent_id = payment.params.paymentIntentId
-    credited, _ = await asyncio.gather(
-        sender.send(ctx, scope.org_id, scope.livemode, credit),
-        sender.send(ctx, scope.org_id, scope.livemode, payment), return_exceptions=True)
-    if isinstance(credited, BaseException):
+    ctx.state.postings.post_soon(scope.org_id, scope.livemode, payment)
+    try:
+        credited = await sender.ask(ctx, scope.org_id, scope.livemode, credit)
+    except Exception:
         # Charged and owed: the posting job credits it; a retry of this request answers.
         log.warning("top-up %s charged, credit pending", topup_id)
         await store.release(ctx.pool, scope.org_id, scope.livemode, topup_id)
         raise Failure(ErrorCode.INTERNAL, 500, domain.CREDIT_FAILED, retryable=True) from None
     reply = Reply(result=TopupResult(credited.transactionId, credited.balance), replayed=True)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await store.completed(conn, scope.org_id, scope.livemode, topup_id, _encode(reply))
-        await event(conn, scope, "topup.succeeded", "topup", topup_id, topup.customer_id, {
+    await ctx.state.topups.complete(Completion(
+        scope, topup_id, topup.customer_id, _encode(reply), credit.id, {
             "userId": topup.customer_id, "amountCents": topup.amount,
-            "currency": topup.currency, "paymentIntentId": intent_id,
-            "transactionId": credited.transactionId})
+            "currency": topup.currency, "paymentIntentId": payment.params.paymentIntentId,
+            "transactionId": credited.transactionId}))
     reply.replayed = False
     return _encode(reply)
 
@@ -148,7 +146,7 @@ async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provi
 async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
                   provider_name: str) -> tuple[Posting, Posting]:
     """The provider call, outside any transaction; then the charge, its payment intent and
-    the ledger postings it owes, in one. Returns those postings."""
+    the ledger postings it owes, in one (`batches.py`). Returns those postings."""
     provider = await issuer(ctx, scope, provider_name)
     token, customer_ref, method_id = topup.token, "", topup.payment_method_id
     if method_id:
@@ -173,18 +171,11 @@ async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
         await store.failed(ctx.pool, scope.org_id, scope.livemode, topup_id)
         raise payment_required("charge declined")
     intent_id = new_id("pi_")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await store.charged(conn, scope.org_id, scope.livemode, topup_id,
-                                   provider.name, result.transaction_id, intent_id):
-            raise conflict(domain.IN_PROGRESS)  # another worker charged it
-        row = await intents.record_paid(
-            conn, scope.org_id, scope.livemode, intent_id, topup.customer_id, topup.amount,
-            topup.currency, method_id, result.transaction_id, provider.name, description,
-            {"topupId": topup_id})
-        await announce(conn, scope, row)
-        postings = _postings(topup_id, topup, intent_id, provider.name, result.transaction_id)
-        for posting in postings:
-            await sender.owe(conn, scope, posting)
+    postings = _postings(topup_id, topup, intent_id, provider.name, result.transaction_id)
+    if not await ctx.state.topups.charge(Charge(scope, topup_id, topup, provider.name,
+                                                result.transaction_id, intent_id,
+                                                description, postings)):
+        raise conflict(domain.IN_PROGRESS)  # another worker charged it
     return postings
 
 

@@ -16,24 +16,42 @@ _TOPUP = ("id, customer_id, idempotency_key, fingerprint, status, amount, curren
           " updated_at < now() - $4::interval as stale")
 
 
-async def start(db: Db, org_id: str, livemode: bool, topup_id: str, key: str,
-                fingerprint: str, t: Topup, provider: str, stale_after: timedelta,
-                ) -> asyncpg.Record | None:
-    """Claim `key` for a new top-up; None when claimed, else the top-up that holds it."""
-    claimed = await db.fetchval(
-        "insert into payments.topups (org_id, livemode, id, customer_id, idempotency_key,"
-        " fingerprint, status, amount, currency, payment_method_id, source_token, provider)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        " on conflict (org_id, livemode, customer_id, idempotency_key)"
-        " where status <> 'failed' do nothing returning true",
-        org_id, livemode, topup_id, t.customer_id, key, fingerprint, STARTED, t.amount,
-        t.currency, t.payment_method_id, t.token, provider)
-    if claimed:
-        return None
-    return await db.fetchrow(
-        f"select {_TOPUP} from payments.topups where org_id = $1 and livemode = $2"
-        " and customer_id = $3 and idempotency_key = $5 and status <> 'failed'",
-        org_id, livemode, t.customer_id, stale_after, key)
+KeyClaim = tuple[str, bool, str, str, str, Topup, str]  # org_id, livemode, id, key,
+#                                                         fingerprint, the top-up, provider
+Ref = tuple[str, bool, str]  # org_id, livemode, top-up id
+KeyRef = tuple[str, bool, str, str]  # org_id, livemode, customer_id, idempotency key
+
+
+async def claim(db: Db, claims: list[KeyClaim]) -> set[Ref]:
+    """Claim each key for a new top-up (`started`); the top-ups that did. Sorted by key,
+    so concurrent batches claiming the same keys wait instead of deadlocking."""
+    claims = sorted(claims, key=lambda c: (c[0], c[1], c[5].customer_id, c[3]))
+    rows = await db.fetch(
+        f"insert into payments.topups (org_id, livemode, id, customer_id, idempotency_key,"
+        f" fingerprint, status, amount, currency, payment_method_id, source_token, provider)"
+        f" select o, l, i, c, k, f, '{STARTED}', a, cur, m, t, p from unnest($1::text[],"
+        f" $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],"
+        f" $8::text[], $9::text[], $10::text[], $11::text[])"
+        f" as n(o, l, i, c, k, f, a, cur, m, t, p)"
+        f" on conflict (org_id, livemode, customer_id, idempotency_key)"
+        f" where status <> '{FAILED}' do nothing returning org_id, livemode, id",
+        *zip(*[(org, mode, topup_id, t.customer_id, key, fingerprint, t.amount, t.currency,
+                t.payment_method_id, t.token, provider)
+               for org, mode, topup_id, key, fingerprint, t, provider in claims], strict=True))
+    return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
+
+
+async def holding(db: Db, keys: list[KeyRef], stale_after: timedelta,
+                  ) -> dict[KeyRef, asyncpg.Record]:
+    """The top-ups that hold these keys."""
+    orgs, modes, customers, names = zip(*keys, strict=True)
+    rows = await db.fetch(
+        f"select t.org_id, t.livemode, {_TOPUP} from payments.topups t"
+        f" join unnest($1::text[], $2::boolean[], $3::text[], $5::text[]) as k(o, l, c, k)"
+        f" on (t.org_id, t.livemode, t.customer_id, t.idempotency_key) = (k.o, k.l, k.c, k.k)"
+        f" where t.status <> '{FAILED}'", orgs, modes, customers, stale_after, names)
+    return {(r["org_id"], r["livemode"], r["customer_id"], r["idempotency_key"]): r
+            for r in rows}
 
 
 async def resume(db: Db, org_id: str, livemode: bool, topup_id: str,
@@ -59,22 +77,32 @@ async def unfinished(db: Db, stale_after: timedelta, limit: int) -> list[asyncpg
         stale_after, limit)
 
 
-async def charged(conn: asyncpg.Connection, org_id: str, livemode: bool, topup_id: str,
-                  provider: str, provider_ref: str, payment_intent_id: str) -> bool:
-    """False when it was charged already (a resumed top-up racing its first worker)."""
-    done = await conn.fetchval(
-        f"update payments.topups set status = '{CHARGED}', provider = $4, provider_ref = $5,"
-        f" payment_intent_id = $6, updated_at = now() where org_id = $1 and livemode = $2"
-        f" and id = $3 and status = '{STARTED}' returning true",
-        org_id, livemode, topup_id, provider, provider_ref, payment_intent_id)
-    return bool(done)
+async def charged(conn: asyncpg.Connection,
+                  charges: list[tuple[str, bool, str, str, str, str]]) -> set[Ref]:
+    """(org_id, livemode, id, provider, provider_ref, payment_intent_id) of charges; the
+    top-ups they moved from `started` to `charged` (not one charged already: a resumed
+    top-up racing its first worker)."""
+    rows = await conn.fetch(
+        f"update payments.topups t set status = '{CHARGED}', provider = c.p,"
+        f" provider_ref = c.r, payment_intent_id = c.pi, updated_at = now()"
+        f" from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[],"
+        f" $6::text[]) as c(o, l, i, p, r, pi)"
+        f" where (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i) and t.status = '{STARTED}'"
+        f" returning t.org_id, t.livemode, t.id", *zip(*charges, strict=True))
+    return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
 
 
-async def completed(db: Db, org_id: str, livemode: bool, topup_id: str, reply: bytes) -> None:
-    await db.execute(
-        f"update payments.topups set status = '{COMPLETED}', reply = $4, updated_at = now()"
-        f" where org_id = $1 and livemode = $2 and id = $3 and status = '{CHARGED}'",
-        org_id, livemode, topup_id, reply)
+async def completed(conn: asyncpg.Connection, replies: list[tuple[str, bool, str, bytes]],
+                    ) -> set[Ref]:
+    """(org_id, livemode, id, reply) of answered top-ups; those it completed (not one
+    completed already)."""
+    rows = await conn.fetch(
+        f"update payments.topups t set status = '{COMPLETED}', reply = c.r,"
+        f" updated_at = now() from unnest($1::text[], $2::boolean[], $3::text[],"
+        f" $4::bytea[]) as c(o, l, i, r)"
+        f" where (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i) and t.status = '{CHARGED}'"
+        f" returning t.org_id, t.livemode, t.id", *zip(*replies, strict=True))
+    return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
 
 
 async def release(db: Db, org_id: str, livemode: bool, topup_id: str) -> None:

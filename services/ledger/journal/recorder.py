@@ -1,0 +1,108 @@
+"""Journal operations (payments, refunds, payouts, disputes), recorded in batches.
+
+Every payment posts to its organization's cash account: one operation per transaction, they
+queue on that balance row for a commit each. Operations that arrive together share one
+transaction instead — a handful of statements and one increment per balance for the batch —
+and each keeps its own outcome: its new entry, the entry its key posted before (a replay),
+or its refusal. Batches run one at a time; they would queue on that row anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from contracts import Scope
+from contracts.errors import Failure, conflict
+from contracts.ids import now
+from services.ledger.journal import domain, store
+from services.ledger.journal.domain import Account, Entry, Operation
+from services.runtime.batching import MicroBatcher, each_alone_on_failure
+from services.runtime.service import Context
+
+Outcome = tuple[Entry, bool]  # the entry, and whether it was posted before (a replay)
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    scope: Scope
+    operation: Operation
+
+    @property
+    def key(self) -> store.Key:
+        return self.scope.org_id, self.scope.livemode, self.operation.idempotency_key
+
+
+class JournalRecorder:
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
+        # A batch written again alone after a failure finds what a lost commit did by the
+        # operations' keys: those replay. It holds a lock per key, so not too many at once.
+        self._batch = MicroBatcher(each_alone_on_failure(self._write_together), serial=True,
+                                   max_batch=200)
+
+    async def record(self, recording: Recording) -> Outcome:
+        """The operation's outcome once its batch has committed; its refusal raised."""
+        return await self._batch(recording)
+
+    async def _write_together(self, recordings: list[Recording]) -> list[Outcome | Failure]:
+        try:
+            return await self._in_transaction(recordings, look_up=False)
+        except asyncpg.UniqueViolationError:  # one was posted before (sent again)
+            return await self._in_transaction(recordings, look_up=True)
+
+    async def _in_transaction(self, recordings: list[Recording], *, look_up: bool,
+                              ) -> list[Outcome | Failure]:
+        async with self._ctx.pool.acquire() as conn, conn.transaction():
+            return await record_together(conn, recordings, look_up=look_up)
+
+
+async def record_together(conn: asyncpg.Connection, recordings: list[Recording], *,
+                          look_up: bool) -> list[Outcome | Failure]:
+    """Record the operations in the caller's transaction: lock their keys (a concurrent
+    post under one waits), ensure the accounts of those not posted before (in name order,
+    so concurrent batches creating the same accounts do not deadlock), post their entries.
+    A refusal is its operation's outcome; it changes nothing.
+
+    Without `look_up`, every operation is taken for new (the keys of a batch rarely were
+    used): one posted before raises `UniqueViolationError`, and the caller looks again."""
+    at = now()
+    await store.lock_keys(conn, (r.key for r in recordings))
+    posted = (await store.entries_by_keys(conn, (r.key for r in recordings)) if look_up
+              else {})
+    accounts = await store.accounts_by_names(conn, (
+        (*r.key[:2], leg.name) for r in recordings for leg in r.operation.legs))
+    missing: dict[store.Name, Account] = {}
+    for r in recordings:
+        if r.key not in posted:  # a replay creates nothing, refused or not
+            for leg in r.operation.legs:
+                name = (*r.key[:2], leg.name)
+                if name not in accounts and name not in missing:
+                    missing[name] = domain.new_account(leg.name, leg.type,
+                                                       r.operation.currency)
+    if missing:
+        accounts.update(await store.ensure_accounts(conn, missing, at))
+    outcomes: list[Outcome | Failure] = []
+    new: list[tuple[str, bool, Entry]] = []
+    for r in recordings:
+        ids = {leg.name: accounts[name].id for leg in r.operation.legs
+               if (name := (*r.key[:2], leg.name)) in accounts}
+        before = posted.get(r.key)
+        if before is None:
+            entry = store.new_entry(r.operation.draft(ids), at)
+            posted[r.key] = entry  # the same key again in this batch replays it
+            new.append((*r.key[:2], entry))
+            outcomes.append((entry, False))
+        elif len(ids) < len({leg.name for leg in r.operation.legs}):
+            # An account the entry posted to would exist: another payload.
+            outcomes.append(conflict(domain.KEY_REUSED))
+        else:
+            try:
+                domain.require_same_payload(before, r.operation.draft(ids))
+                outcomes.append((before, True))
+            except Failure as refusal:
+                outcomes.append(refusal)
+    if new:
+        await store.insert_entries(conn, new)
+    return outcomes

@@ -1,0 +1,134 @@
+"""Top-ups' writes, shared by the top-ups at the same step.
+
+A top-up writes three times, a commit each: its claim, its charge (with its payment intent,
+the intent's event and the postings it owes), its completion (with its event and its
+credit marked posted). Under load the top-ups at one step share it: one statement for the
+claims, one transaction for the charges, one for the completions. Each write is
+conditional on the top-up's status, so a batch written again item by item after a failure
+(`each_alone_on_failure`) finds what a lost commit did instead of doing it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from contracts import Scope
+from contracts.errors import conflict
+from services.payments.common import events
+from services.payments.intents import store as intents
+from services.payments.intents.handlers import announce_many
+from services.payments.postings import sender
+from services.payments.postings import store as postings
+from services.payments.postings.sender import Posting
+from services.payments.topups import domain, store
+from services.payments.topups.domain import Topup
+from services.runtime.batching import MicroBatcher, each_alone_on_failure
+from services.runtime.service import Context
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    scope: Scope
+    topup_id: str
+    key: str
+    fingerprint: str
+    topup: Topup
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    scope: Scope
+    topup_id: str
+    topup: Topup
+    provider: str
+    provider_ref: str
+    intent_id: str
+    description: str
+    postings: tuple[Posting, ...]  # what the charge owes the ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    scope: Scope
+    topup_id: str
+    customer_id: str
+    reply: bytes  # the answer, as replays send it
+    credit_id: str  # the credit posting the ledger took
+    event: dict[str, Any]  # `topup.succeeded`'s data
+
+
+def _ref(scope: Scope, topup_id: str) -> store.Ref:
+    return scope.org_id, scope.livemode, topup_id
+
+
+class TopupWrites:
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
+        self._claims = MicroBatcher(each_alone_on_failure(self._claim_together))
+        self._charges = MicroBatcher(each_alone_on_failure(self._charge_together))
+        self._completions = MicroBatcher(each_alone_on_failure(self._complete_together))
+
+    async def claim(self, claim: Claim) -> asyncpg.Record | None:
+        """Claim the key for a new top-up; None when claimed, else the top-up that holds
+        it (with `stale`: its worker is presumed gone)."""
+        return await self._claims(claim)
+
+    async def charge(self, charge: Charge) -> bool:
+        """Record the charge; False when the top-up was charged already."""
+        return await self._charges(charge)
+
+    async def complete(self, completion: Completion) -> None:
+        await self._completions(completion)
+
+    async def _claim_together(self, claims: list[Claim]) -> list[Any]:
+        pool = self._ctx.pool
+        claimed = await store.claim(pool, [
+            (c.scope.org_id, c.scope.livemode, c.topup_id, c.key, c.fingerprint, c.topup,
+             c.provider) for c in claims])
+        keys = {i: (c.scope.org_id, c.scope.livemode, c.topup.customer_id, c.key)
+                for i, c in enumerate(claims) if _ref(c.scope, c.topup_id) not in claimed}
+        if not keys:
+            return [None] * len(claims)
+        held = await store.holding(pool, list(set(keys.values())), timedelta(
+            seconds=self._ctx.settings.payments_recovery_s))
+        results: list[Any] = [None] * len(claims)
+        for i, key in keys.items():
+            holder = held.get(key)
+            if holder is None:  # its holder failed meanwhile: the key is free again
+                results[i] = conflict(domain.IN_PROGRESS)
+            elif holder["id"] != claims[i].topup_id:  # (its own: a lost commit's claim)
+                results[i] = holder
+        return results
+
+    async def _charge_together(self, charges: list[Charge]) -> list[bool]:
+        async with self._ctx.pool.acquire() as conn, conn.transaction():
+            charged = await store.charged(conn, [
+                (c.scope.org_id, c.scope.livemode, c.topup_id, c.provider, c.provider_ref,
+                 c.intent_id) for c in charges])
+            done = [c for c in charges if _ref(c.scope, c.topup_id) in charged]
+            if done:
+                rows = await intents.record_paid(conn, [intents.Paid(
+                    c.scope.org_id, c.scope.livemode, c.intent_id, c.topup.customer_id,
+                    c.topup.amount, c.topup.currency, c.topup.payment_method_id,
+                    c.provider_ref, c.provider, c.description, {"topupId": c.topup_id})
+                    for c in done])
+                await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in done])
+                await sender.owe_many(conn, [(c.scope, p) for c in done for p in c.postings])
+        return [_ref(c.scope, c.topup_id) in charged for c in charges]
+
+    async def _complete_together(self, completions: list[Completion]) -> list[None]:
+        async with self._ctx.pool.acquire() as conn, conn.transaction():
+            completed = await store.completed(conn, [
+                (*_ref(c.scope, c.topup_id), c.reply) for c in completions])
+            if completed:
+                await events(conn, "topup.succeeded", "topup", [
+                    (c.scope, c.topup_id, c.customer_id, c.event) for c in completions
+                    if _ref(c.scope, c.topup_id) in completed])
+            await postings.mark_posted(conn, [
+                (c.scope.org_id, c.scope.livemode, c.credit_id) for c in completions])
+        return [None] * len(completions)

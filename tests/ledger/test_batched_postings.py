@@ -1,0 +1,150 @@
+"""The ledger's batched postings from payments: top-up credits and journal operations that
+arrive together share one transaction, and each keeps its own outcome — credited or posted
+once however often it is sent (in one batch or again later), refused alone when it is the
+one that cannot be written, and not written twice when a batch's commit went through
+unacknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from types import SimpleNamespace
+
+import msgspec
+
+from contracts.common import INT64_MAX
+from contracts.errors import Failure
+from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
+from contracts.ledger import DEPOSIT_CREATE, TOPUP_CREDIT, DepositParams, TopupCreditParams
+from services.ledger.balances import domain
+from services.ledger.balances.topups import TopupCredit, TopupCreditor
+from services.ledger.journal import domain as journal
+from services.ledger.journal.recorder import JournalRecorder, Recording
+from services.runtime.idempotency import derived_key, fingerprint_of
+from tests.runtime.test_integrity_keys import _CommitsThenFails
+from tests.support import Bus, scope
+
+
+def credit(user: str, amount: int, n: int = 0) -> TopupCreditParams:
+    return TopupCreditParams(topupId=f"tu_{secrets.token_hex(6)}_{n}", user=user,
+                             amount=amount, provider="offline", providerRef=f"ch_{n}")
+
+
+def topup(bus: Bus, p: TopupCreditParams) -> TopupCredit:
+    """The credit as the handler hands it to the batch."""
+    return TopupCredit(scope(bus.org_id), domain.topup_credit(p),
+                       derived_key("topup", p.topupId), fingerprint_of(p))
+
+
+async def credits_of(ledger, bus: Bus, user: str) -> list[int]:
+    return [r["amount"] for r in await ledger.pool.fetch(
+        "select amount from ledger.transactions where org_id = $1 and user_id = $2"
+        " and tags = 'topup' order by amount", bus.org_id, user)]
+
+
+def in_sequence(results: list[dict]) -> bool:
+    """Each credit's balance is the one before it plus its amount, in some order."""
+    before = 0
+    for r in sorted(results, key=lambda r: r["balance"]):
+        if r["balance"] - r["amount"] != before:
+            return False
+        before = r["balance"]
+    return True
+
+
+async def test_credits_sent_together_are_each_credited_once(nc, ledger):
+    bus, user = Bus(nc), "acme/together"
+    sent = [credit(user, 100 * (n + 1), n) for n in range(4)]
+    first = await asyncio.gather(*(bus.ok(TOPUP_CREDIT.subject, c) for c in sent))
+    assert in_sequence(first) and max(r["balance"] for r in first) == 1000
+    assert len({r["transactionId"] for r in first}) == 4
+    # Sent again (a retry, the posting job): the same answers, nothing credited twice.
+    again = await asyncio.gather(*(bus.ok(TOPUP_CREDIT.subject, c) for c in sent))
+    assert again == first
+    assert await credits_of(ledger, bus, user) == [100, 200, 300, 400]
+
+
+async def test_a_credit_sent_twice_in_one_batch_is_credited_once(nc, ledger):
+    bus, user = Bus(nc), "acme/twice"
+    twice, other = credit(user, 300), credit(user, 50)
+    replies = await asyncio.gather(*(bus.ask(TOPUP_CREDIT.subject, c)
+                                     for c in (twice, twice, other)))
+    assert replies[0]["result"] == replies[1]["result"]
+    assert await credits_of(ledger, bus, user) == [50, 300]
+
+
+async def test_a_credit_that_cannot_be_written_fails_alone(nc, ledger):
+    bus, full, other = Bus(nc), "acme/full", "acme/other"
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=full, amount=INT64_MAX - 10))
+    creditor = TopupCreditor(SimpleNamespace(pool=ledger.pool, keys=ledger.keys))
+    too_much, fine = credit(full, 100), [credit(other, 7, n) for n in range(2)]
+    first, refused, second = await asyncio.gather(*(  # one batch
+        creditor.credit(topup(bus, c)) for c in (fine[0], too_much, fine[1])),
+        return_exceptions=True)
+    assert isinstance(refused, Failure) and refused.error.message == "amount is too large"
+    assert [msgspec.json.decode(r)["result"]["amount"] for r in (first, second)] == [7, 7]
+    assert await credits_of(ledger, bus, full) == []
+    assert await credits_of(ledger, bus, other) == [7, 7]
+    # A refusal is not kept under the top-up's key: sent again, it is tried again.
+    assert await bus.error(TOPUP_CREDIT.subject, too_much) == (400, "amount is too large")
+
+
+async def test_credits_committed_before_a_failure_are_not_credited_again(nc, ledger):
+    faulty = _CommitsThenFails(ledger.pool)
+    creditor = TopupCreditor(SimpleNamespace(pool=faulty, keys=ledger.keys))
+    bus, user = Bus(nc), "acme/lost-ack"
+    sent = [credit(user, 10), credit(user, 20)]
+    replies = await asyncio.gather(*(creditor.credit(topup(bus, c)) for c in sent))
+    assert faulty.faults == 0  # the commit went through, then the connection "failed"
+    results = [msgspec.json.decode(r)["result"] for r in replies]
+    assert in_sequence(results) and max(r["balance"] for r in results) == 30
+    assert await credits_of(ledger, bus, user) == [10, 20]
+
+
+def payment(pi: str, amount: int, customer: str = "cust_1") -> JournalPaymentParams:
+    return JournalPaymentParams(paymentIntentId=pi, amount=amount, customerId=customer)
+
+
+async def cash(ledger, bus: Bus) -> int:
+    return await ledger.pool.fetchval(
+        "select coalesce(sum(b.posted), 0) from ledger.journal_balances b"
+        " join ledger.journal_accounts a on (a.org_id, a.livemode, a.id)"
+        " = (b.org_id, b.livemode, b.account_id)"
+        " where b.org_id = $1 and a.name = 'platform:cash'", bus.org_id)
+
+
+async def test_payments_recorded_together_keep_their_own_outcomes(nc, ledger):
+    bus = Bus(nc)
+    posted = await bus.ok(PAYMENT_RECORD.subject, payment("pi_before", 1000))
+    recorder = JournalRecorder(SimpleNamespace(pool=ledger.pool))
+    outcomes = await asyncio.gather(*(  # one batch
+        recorder.record(Recording(scope(bus.org_id), journal.payment(p))) for p in (
+            payment("pi_a", 100), payment("pi_b", 200, "cust_2"), payment("pi_b", 200, "cust_2"),
+            payment("pi_before", 1000), payment("pi_before", 999))), return_exceptions=True)
+    (a, a_replayed), (b, b_replayed), (b_again, b_again_replayed) = outcomes[:3]
+    assert (a_replayed, b_replayed) == (False, False)
+    assert b_again.id == b.id and b_again_replayed  # posted once
+    assert outcomes[3][0].id == posted["id"] and outcomes[3][1]
+    assert isinstance(outcomes[4], Failure) and outcomes[4].error.status == 409
+    assert await cash(ledger, bus) == 1300
+    # The same payments sent again: nothing posted twice.
+    again = await asyncio.gather(*(bus.ok(PAYMENT_RECORD.subject, p) for p in (
+        payment("pi_a", 100), payment("pi_b", 200, "cust_2"))))
+    assert [e["id"] for e in again] == [a.id, b.id]
+    assert await cash(ledger, bus) == 1300
+
+
+async def test_payments_committed_before_a_failure_are_not_posted_again(nc, ledger):
+    faulty = _CommitsThenFails(ledger.pool)
+    recorder = JournalRecorder(SimpleNamespace(pool=faulty))
+    bus = Bus(nc)
+    sent = [Recording(scope(bus.org_id), journal.payment(payment(f"pi_{n}", 10 * n)))
+            for n in (1, 2)]
+    outcomes = await asyncio.gather(*(recorder.record(r) for r in sent))
+    assert faulty.faults == 0
+    # Written again alone, each finds its own entry and replays it.
+    assert [(entry.payment_intent_id, replayed) for entry, replayed in outcomes] == [
+        ("pi_1", True), ("pi_2", True)]
+    assert await ledger.pool.fetchval(
+        "select count(*) from ledger.journal_entries where org_id = $1", bus.org_id) == 2
+    assert await cash(ledger, bus) == 30

@@ -89,7 +89,7 @@ async def main(seconds: float, concurrency: int, users: int) -> None:
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
             usage_body = json.dumps({"user": "bench/u{u}", "amount": 1, "requestId": "r-{n}",
                                      "model": "m", "totalTokens": 10})
-            topup_body = json.dumps({"sourceId": "cnon:{n}", "amountCents": 100,
+            topup_body = json.dumps({"sourceId": "cnon:{n}-bench", "amountCents": 100,
                                      "userId": "bench/u{u}"})
             base_result = await baseline(database_url, concurrency, seconds)
             usage = await drive("POST /billing/usage", f"{base}/api/v1/billing/usage",

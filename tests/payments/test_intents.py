@@ -346,3 +346,29 @@ async def test_an_interrupted_confirm_is_settled_once(http, org, pool, payments_
         "select count(*) from ledger.journal_entries where payment_intent_id = $1",
         intent["id"]), lambda n: n >= 1)
     assert entries == 1
+
+
+async def test_concurrent_captures_capture_once(http, org, pool):
+    """Two captures of one hold race: the provider is asked under the intent's one capture
+    key, the intent records one capture, the journal one payment; a keyed retry replays."""
+    held = await intent_with_method(http, org, amount=5000, captureMethod="manual")
+    await confirm(http, org, held["id"])
+    path = f"/payment-intents/{held['id']}/capture"
+    keyed = {**org.auth(), "Idempotency-Key": f"capture-{held['id']}"}
+    results = await asyncio.gather(post(http, path, {}, keyed), post(http, path, {}, org.auth()))
+    assert [r[0] for r in results] in ([200, 200], [200, 409], [409, 200]), results
+    again = await post(http, path, {}, keyed)
+    assert again[0] == 200 and again[2].get("Idempotent-Replayed") == "true"
+    assert await events_of(pool, held["id"]) == [
+        "payment_intent.created", "payment_intent.requires_capture",
+        "payment_intent.succeeded"]
+    entries = await eventually(lambda: pool.fetchval(
+        "select count(*) from ledger.journal_entries where payment_intent_id = $1",
+        held["id"]), lambda n: n >= 1, timeout=20)
+    assert entries == 1
+    # A hold released at the provider, then canceled once.
+    other = await intent_with_method(http, org, amount=700, captureMethod="manual")
+    await confirm(http, org, other["id"])
+    status, canceled, _ = await post(http, f"/payment-intents/{other['id']}/cancel",
+                                     {"cancellationReason": "abandoned"}, org.auth())
+    assert (status, canceled["status"], canceled["amountCapturable"]) == (200, "canceled", 0)

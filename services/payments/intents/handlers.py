@@ -1,10 +1,11 @@
 """Payment intents (payments.md §3.1–§3.6) and setup intents (§3.7).
 
 Every change commits with its billing event (outbox) and is idempotent under the request's
-`Idempotency-Key`. A confirm charges outside any transaction, between two that move the
-intent to `processing` and then to the provider's answer (two confirms of one intent: the
-second finds it processing, 409); every provider call's idempotency key is derived from the
-intent and the operation (`provider_key`), so a retry never charges twice at the provider.
+`Idempotency-Key`. Providers are called outside any transaction: a confirm between one that
+moves the intent to `processing` (a second confirm finds it so: 409) and one that applies
+the provider's answer; a capture or a hold's release between a check and the record of the
+answer. Every provider call's idempotency key is derived from the intent and the operation
+(`provider_key`), so a retry never charges, captures or releases twice at the provider.
 A succeeded payment owes the ledger its journal entry (`postings/`)."""
 
 from __future__ import annotations
@@ -144,11 +145,21 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
         declined = e.message
         failure = invalid(("authorization failed: " if state.capture_method == "manual"
                            else "charge failed: ") + declined)
-        return await _settle(ctx, scope, row["id"], attempt,
+        return await _settle(ctx, scope, row["id"], _processing(attempt),
                              lambda i: domain.payment_failed(i, declined), attempt + 1,
                              Reply(error=failure.error))
-    return await _settle(ctx, scope, row["id"], attempt,
-                         lambda i: domain.charged(i, result, provider.name), attempt)
+    return await _settle(ctx, scope, row["id"], _processing(attempt),
+                         lambda i: domain.charged(i, result, provider.name))
+
+
+def _processing(attempt: int) -> Callable[[asyncpg.Record], bool]:
+    """Still the confirm of `attempt`, waiting for its provider's answer."""
+    return lambda row: row["status"] == domain.PROCESSING and row["attempts"] == attempt
+
+
+def _held(row: asyncpg.Record) -> bool:
+    """Still authorized, waiting to be captured or released."""
+    return row["status"] == domain.REQUIRES_CAPTURE
 
 
 async def _confirmation(ctx: Context, conn: asyncpg.Connection, scope: Scope,
@@ -185,9 +196,8 @@ async def settle_interrupted_confirms(ctx: Context) -> None:
         except (Failure, ProviderError) as e:
             log.warning("payment intent %s still processing: %s", row["id"], e)
             continue
-        await _settle(ctx, scope, row["id"], row["attempts"],
-                      lambda i, r=result, n=provider.name: domain.charged(i, r, n),
-                      row["attempts"])
+        await _settle(ctx, scope, row["id"], _processing(row["attempts"]),
+                      lambda i, r=result, n=provider.name: domain.charged(i, r, n))
 
 
 async def _charge(provider: Provider, request: PaymentRequest, capture_method: str,
@@ -196,17 +206,19 @@ async def _charge(provider: Provider, request: PaymentRequest, capture_method: s
                   else provider.charge(request))
 
 
-async def _settle(ctx: Context, scope: Scope, intent_id: str, attempt: int,
-                  outcome: Callable[[Intent], Intent], attempts: int,
-                  reply: Reply | None = None) -> bytes:
-    """Apply the provider's answer to a confirm of `attempt`, once: a confirm finished
-    meanwhile (by the job, say) is answered as it stands."""
+async def _settle(ctx: Context, scope: Scope, intent_id: str,
+                  still: Callable[[asyncpg.Record], bool], outcome: Callable[[Intent], Intent],
+                  attempts: int | None = None, reply: Reply | None = None) -> bytes:
+    """Apply a provider's answer once, if the intent is `still` as the call left it; one
+    changed meanwhile (by the job, or a concurrent request under the same provider key) is
+    answered as it stands. `attempts`: the confirm attempts to record (default: unchanged)."""
     posting = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _load(conn, scope, intent_id, lock=True)
-        if row["status"] == domain.PROCESSING and row["attempts"] == attempt:
-            row = await store.save_intent(conn, scope.org_id, scope.livemode, intent_id,
-                                          outcome(store.as_intent(row)), attempts)
+        if still(row):
+            row = await store.save_intent(
+                conn, scope.org_id, scope.livemode, intent_id, outcome(store.as_intent(row)),
+                row["attempts"] if attempts is None else attempts)
             intent = await announce(conn, scope, row)
             posting = await _owe_payment(conn, scope, intent)
         else:
@@ -232,46 +244,52 @@ async def _owe_payment(conn: asyncpg.Connection, scope: Scope, intent: PaymentIn
     return posting
 
 
-@router.handler(PAYMENT_INTENT_CAPTURE, transaction=True)
-async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCaptureParams,
-                         conn: asyncpg.Connection) -> PaymentIntent:
-    """Captured at the provider (its key is the intent's: a retry captures once), then
-    recorded with the payment the ledger is owed."""
-    row = await _load(conn, scope, p.id, lock=True)
-    state = store.as_intent(row)
-    amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
+@router.handler(PAYMENT_INTENT_CAPTURE)
+async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCaptureParams) -> Any:
+    """Captured at the provider outside any transaction (its key is the intent's: a retry,
+    or a concurrent capture, captures once), then recorded with the payment the ledger is
+    owed."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if scope.idempotency_key and (stored := await ctx.keys.begin(conn, scope)):
+            return stored
+        state = store.as_intent(await _load(conn, scope, p.id))
+        amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
     provider = await issuer(ctx, scope, state.provider_type)
     try:
         result = await provider.capture(
             state.provider_ref, amount,
-            provider_key(scope.org_id, scope.livemode, "capture", row["id"]))
+            provider_key(scope.org_id, scope.livemode, "capture", p.id))
     except ProviderError as e:
         raise provider_failure(e, "capture failed: ") from None
-    state = domain.captured(state, result.amount or amount)
-    saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
-                                    row["attempts"])
-    intent = await announce(conn, scope, saved)
-    await _owe_payment(conn, scope, intent)  # sent by the postings job, after the commit
-    return intent
+    return await _settle(ctx, scope, p.id, _held,
+                         lambda i: domain.captured(i, result.amount or amount))
 
 
-@router.handler(PAYMENT_INTENT_CANCEL, transaction=True)
-async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams,
-                        conn: asyncpg.Connection) -> PaymentIntent:
-    row = await _load(conn, scope, p.id, lock=True)
-    before = store.as_intent(row)
-    state = domain.cancel(before, p.cancellationReason.strip(), now())
-    if before.status == domain.REQUIRES_CAPTURE:
-        # Release the hold at the provider before the intent says it is released.
-        provider = await issuer(ctx, scope, before.provider_type)
-        try:
-            await provider.cancel(before.provider_ref,
-                                  provider_key(scope.org_id, scope.livemode, "cancel", row["id"]))
-        except ProviderError as e:
-            raise provider_failure(e, "cancel failed: ") from None
-    saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
-                                    row["attempts"])
-    return await announce(conn, scope, saved)
+@router.handler(PAYMENT_INTENT_CANCEL)
+async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams) -> Any:
+    """A held payment is released at the provider (outside any transaction, under the
+    intent's key) before the intent says so; any other cancel is one transaction."""
+    reason = p.cancellationReason.strip()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if scope.idempotency_key and (stored := await ctx.keys.begin(conn, scope)):
+            return stored
+        row = await _load(conn, scope, p.id, lock=True)
+        before = store.as_intent(row)
+        state = domain.cancel(before, reason, now())
+        if before.status != domain.REQUIRES_CAPTURE:
+            saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"],
+                                            state, row["attempts"])
+            reply = Reply(result=await announce(conn, scope, saved))
+            return (await ctx.keys.remember(conn, scope, reply) if scope.idempotency_key
+                    else _encode(reply))
+    provider = await issuer(ctx, scope, before.provider_type)
+    try:
+        await provider.cancel(before.provider_ref,
+                              provider_key(scope.org_id, scope.livemode, "cancel", p.id))
+    except ProviderError as e:
+        raise provider_failure(e, "cancel failed: ") from None
+    return await _settle(ctx, scope, p.id, _held,
+                         lambda i: domain.cancel(i, reason, now()))
 
 
 async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,

@@ -47,6 +47,18 @@ class TopupCreditParams(Params):
     paymentIntentId: Id = ""
 
 
+class TopupReversalParams(Params):
+    """A refunded top-up's credit taken back from the balance before the provider refunds
+    it (only what is still available), or given back (`restore`) when the provider refused
+    the refund. Once each per refund (bus only: payments sends it)."""
+
+    refundId: Id = ""  # the natural key
+    user: UserId = ""
+    currency: Code = ""
+    amount: Int64 = 0
+    restore: bool = False
+
+
 class UsageRecordParams(Params):
     user: UserId = ""
     currency: Code = ""
@@ -147,6 +159,14 @@ class TopupCredited(msgspec.Struct):
     amount: int
     currency: str
     balance: int  # the customer's balance after the credit (holds not subtracted)
+
+
+class TopupReversed(msgspec.Struct):
+    transactionId: str
+    user: str
+    amount: int
+    currency: str
+    balance: int  # the customer's balance after it
 
 
 class WithdrawResult(msgspec.Struct):
@@ -276,6 +296,7 @@ BALANCE_GET = Endpoint("billing.ledger.balance.get", BalanceQuery, Balance)
 BALANCE_ALL = Endpoint("billing.ledger.balance.all", BalanceQuery, BalanceAll)
 DEPOSIT_CREATE = Endpoint("billing.ledger.deposit.create", DepositParams, DepositResult)
 TOPUP_CREDIT = Endpoint("billing.ledger.topup.credit", TopupCreditParams, TopupCredited)
+TOPUP_REVERSE = Endpoint("billing.ledger.topup.reverse", TopupReversalParams, TopupReversed)
 # A debit answers UsageResult; a zero amount answers UsageSkipped (same fields but status).
 USAGE_RECORD = Endpoint("billing.ledger.usage.record", UsageRecordParams, UsageResult)
 USAGE_LIST = Endpoint("billing.ledger.usage.list", UsageListParams, UsageList)

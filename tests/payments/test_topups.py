@@ -60,11 +60,6 @@ async def test_saved_method_top_up_credits_the_balance(http, org, pool):  # §9 
         ("succeeded", 500, 500)]
     assert await eventually(lambda: journal_payments(pool, intents[0]["id"]),
                             lambda n: n == 1) == 1
-    # Its credit is spendable: refunding the charge would give the money twice.
-    status, refused_refund, _ = await post(http, "/refunds",
-                                           {"paymentIntentId": intents[0]["id"]}, org.auth())
-    assert (status, refused_refund["error"]["message"]) == (
-        400, "a top-up's payment is not refundable: its credit is on the balance")
 
 
 async def test_validation_order_and_bounds(http, org):  # §9 50, 51, 57; §8.6
@@ -285,3 +280,40 @@ async def test_the_recovery_job_finishes_what_a_worker_left(http, org, pool,
     status, _, headers = await topup(http, org, body,
                                      headers={"Idempotency-Key": "left-charged"})
     assert status == 200 and headers.get("Idempotent-Replayed") == "true"
+
+
+async def test_refunding_a_top_up_takes_its_credit_back(http, org, payments_service):
+    """A top-up's charge is refunded only with its credit: what is still available leaves
+    the balance before the provider refunds; what was spent cannot be refunded; a refund
+    the provider refuses gives the credit back; a replay moves nothing more."""
+    from tests.payments.test_refunds import Provider, declining, refunding_with
+
+    user = new_user()
+    status, _, _ = await token_topup(http, org, {"sourceId": "cnon:refundable",
+                                                 "amountCents": 1000, "userId": user})
+    assert status == 200
+    status, _, _ = await post(http, "/usage", {"user": user, "amount": 300, "model": "m",
+                                               "requestId": f"r-{user}"}, org.auth())
+    assert status == 201
+    _, (charge,), _ = await get(http, "/payment-intents", org.auth(), customerId=user)
+    path = "/refunds"
+    status, body, _ = await post(http, path, {"paymentIntentId": charge["id"], "amount": 800},
+                                 org.auth())
+    assert (status, body["error"]["message"]) == (
+        400, "refund failed: insufficient balance: have 700 cents, need 800 cents")
+    assert await balance(http, org, user) == 700
+    keyed = {**org.auth(), "Idempotency-Key": f"refund-{user}"}
+    status, refunded, _ = await post(http, path, {"paymentIntentId": charge["id"],
+                                                  "amount": 500}, keyed)
+    assert (status, refunded["status"]) == (201, "succeeded"), refunded
+    again = await post(http, path, {"paymentIntentId": charge["id"], "amount": 500}, keyed)
+    assert again[0] == 201 and again[1]["id"] == refunded["id"]
+    assert await balance(http, org, user) == 200
+    with refunding_with(payments_service, Provider(declining)):
+        status, body, _ = await post(http, path, {"paymentIntentId": charge["id"],
+                                                  "amount": 200}, org.auth())
+    assert (status, body["error"]["message"]) == (400, "refund failed: refund declined by bank")
+    assert await eventually(lambda: balance(http, org, user), lambda b: b == 200) == 200
+    _, txs, _ = await get(http, "/transactions", org.auth(), user=user)
+    moves = sorted(t["amount"] for t in txs["transactions"] if t["tags"] == "topup-refund")
+    assert moves == [200, 200, 500]  # taken back twice, given back once

@@ -19,6 +19,7 @@ from contracts.ledger import (
     DepositParams,
     RefundParams,
     TopupCreditParams,
+    TopupReversalParams,
     UsageRecordParams,
     WithdrawParams,
 )
@@ -103,6 +104,26 @@ def topup_credit(p: TopupCreditParams) -> Movement:
                   "topupId": p.topupId.strip(), "paymentIntentId": p.paymentIntentId})
 
 
+def topup_reversal(p: TopupReversalParams) -> Movement:
+    """A refunded top-up's credit leaving the balance, or coming back (`restore`) when the
+    provider refused the refund."""
+    refund = p.refundId.strip()
+    if not refund:
+        raise invalid("refundId is required", "refundId")
+    user = require_user(p.user)
+    if p.amount <= 0:
+        raise invalid("amount must be positive", "amount")
+    currency = currency_of(p.currency)
+    if p.restore:
+        return Movement(type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
+                        currency=currency, amount=p.amount, tags=TOPUP_REFUND_TAG,
+                        notes=f"Top-up refund {refund} refused by the provider: credit restored",
+                        metadata={"refundId": refund})
+    return Movement(type="withdraw", user_id=user, debit=user_account(user), credit=DEPOSITS,
+                    currency=currency, amount=p.amount, tags=TOPUP_REFUND_TAG,
+                    notes=f"Top-up refunded (refund {refund})", metadata={"refundId": refund})
+
+
 def _expiry(now: datetime, days: int) -> datetime | None:
     """`now` plus `days` (≤ 0: never expires); a date past year 9999 is refused, not a 500."""
     if days <= 0:
@@ -155,9 +176,11 @@ STARTER_CREDIT_DAYS = 30
 REFUND_TAG = "refund"
 EXPIRY_TAG = "expiry"
 TOPUP_TAG = "topup"
+TOPUP_REFUND_TAG = "topup-refund"
 # Tags the ledger writes itself and acts on (a top-up's says a provider was paid); never
 # accepted from a client.
-SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG, TOPUP_TAG})
+SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG, TOPUP_TAG,
+                         TOPUP_REFUND_TAG})
 
 
 def withdrawal(p: WithdrawParams) -> Movement:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import msgspec
 
 from contracts import Reply, Scope
 from contracts.common import INT64_MAX
@@ -22,6 +23,7 @@ from contracts.ledger import (
     TIER_CHECK,
     TIER_GET,
     TOPUP_CREDIT,
+    TOPUP_REVERSE,
     TRANSACTION_LIST,
     WITHDRAW_CREATE,
     Balance,
@@ -43,6 +45,8 @@ from contracts.ledger import (
     TierResult,
     TierSummary,
     TopupCreditParams,
+    TopupReversalParams,
+    TopupReversed,
     TransactionItem,
     TransactionList,
     TransactionListParams,
@@ -102,6 +106,25 @@ async def credit_topup(ctx: Context, scope: Scope, p: TopupCreditParams) -> byte
     else:  # the natural key: the top-up
         key, fingerprint = derived_key("topup", p.topupId.strip()), fingerprint_of(p)
     return await ctx.state.topups.credit(TopupCredit(scope, movement, key, fingerprint))
+
+
+@router.handler(TOPUP_REVERSE)
+async def reverse_topup(ctx: Context, scope: Scope, p: TopupReversalParams) -> bytes:
+    """A refunded top-up's credit taken back (never more than is available: 402 otherwise),
+    or given back; once per refund and direction, however often it is sent."""
+    domain.require_platform(scope.actor)
+    movement = domain.topup_reversal(p)
+    route = "topup.restore" if p.restore else "topup.reverse"
+    keyed = msgspec.structs.replace(scope, idempotency_key=derived_key(route, p.refundId.strip()),
+                                    fingerprint=fingerprint_of(p))
+    return await ctx.transaction(keyed, movement, _reverse_topup)
+
+
+async def _reverse_topup(ctx: Context, scope: Scope, m: domain.Movement,
+                         conn: asyncpg.Connection) -> TopupReversed:
+    post = store.post if m.balance_delta > 0 else store.post_funded
+    tx_id, balance = await post(conn, scope.org_id, scope.livemode, m)
+    return TopupReversed(tx_id, m.user_id, m.amount, m.currency, balance)
 
 
 @router.handler(WITHDRAW_CREATE, transaction=True)

@@ -53,16 +53,9 @@ def asked(p: RefundCreateParams) -> Asked:
     return Asked(pi, invoice, p.amount, reason)
 
 
-TOPUP_NOT_REFUNDABLE = "a top-up's payment is not refundable: its credit is on the balance"
-
-
-def refundable(status: str, metadata: dict | None) -> None:
+def refundable(status: str) -> None:
     if status != SUCCEEDED:
         raise invalid(f"can only refund succeeded payment intents, current: {status}")
-    # Refunding a top-up's charge would leave its credit spendable: refused until a refund
-    # can take the credit back from the balance too.
-    if (metadata or {}).get("topupId"):
-        raise invalid(TOPUP_NOT_REFUNDABLE)
 
 
 def refund_amount(requested: int, received: int, reserved: int) -> int:

@@ -27,6 +27,7 @@ from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.invoicing import INVOICE_PAYMENT_GET, InvoicePaymentParams
 from contracts.journal import REFUND_RECORD, JournalRefundParams
+from contracts.ledger import TOPUP_REVERSE, TopupReversalParams
 from contracts.payments import (
     REFUND_CREATE,
     REFUND_GET,
@@ -135,7 +136,7 @@ async def _reserve(ctx: Context, conn: asyncpg.Connection, scope: Scope, asked: 
                    intent: asyncpg.Record) -> asyncpg.Record:
     """Step (1), with the intent locked: the refund, `pending`, holding its amount."""
     state = intents.as_intent(intent)
-    domain.refundable(state.status, intent["metadata"])
+    domain.refundable(state.status)
     reserved = await store.reserved(conn, scope.org_id, scope.livemode, intent["id"])
     amount = domain.refund_amount(asked.amount, state.amount_received, reserved)
     await issuer(ctx, scope, state.provider_type)  # no provider to refund with: refused now
@@ -153,6 +154,17 @@ async def _drive(ctx: Context, scope: Scope, row: asyncpg.Record) -> asyncpg.Rec
     """Steps (2) and (3): the provider's refund, then its answer recorded. An unreachable
     provider is 502 and leaves the refund pending, its amount still reserved."""
     state = store.as_refund(row)
+    if row["topup_id"]:
+        # A top-up's credit leaves the balance first: what was spent is never refunded.
+        try:
+            await sender.ask(ctx, scope.org_id, scope.livemode,
+                             _topup_reversal(row, restore=False))
+        except Failure as failure:
+            if failure.error.status != 402:  # the ledger did not answer: still pending
+                await store.release(ctx.pool, scope.org_id, scope.livemode, row["id"])
+                raise
+            return await _record(ctx, scope, row, domain.mark_failed(state,
+                                                                     failure.error.message))
     provider = await issuer(ctx, scope, row["provider"])
     try:
         result = await provider.refund(RefundRequest(
@@ -163,20 +175,32 @@ async def _drive(ctx: Context, scope: Scope, row: asyncpg.Record) -> asyncpg.Rec
         if e.kind == "unavailable":
             await store.release(ctx.pool, scope.org_id, scope.livemode, row["id"])
             raise provider_failure(e) from None
-        state = domain.mark_failed(state, e.message)
-    else:
-        state = domain.answered(state, result)
-    return await _record(ctx, scope, row, state)
+        # Refused: a top-up's credit taken back above comes back to the balance.
+        return await _record(ctx, scope, row, domain.mark_failed(state, e.message),
+                             restore_credit=bool(row["topup_id"]))
+    return await _record(ctx, scope, row, domain.answered(state, result))
 
 
-async def _record(ctx: Context, scope: Scope, row: asyncpg.Record, state: domain.Refund,
-                  ) -> asyncpg.Record:
+def _topup_reversal(row: asyncpg.Record, restore: bool) -> sender.Posting:
+    """A top-up refund's move on the customer's balance, as the ledger takes it (once per
+    refund and direction)."""
+    return sender.Posting(
+        f"topup-{'restore' if restore else 'reverse'}:{row['id']}", TOPUP_REVERSE,
+        TopupReversalParams(refundId=row["id"], user=row["customer_id"],
+                            currency=row["currency"], amount=row["amount"], restore=restore))
+
+
+async def _record(ctx: Context, scope: Scope, row: asyncpg.Record, state: domain.Refund, *,
+                  restore_credit: bool = False) -> asyncpg.Record:
     """Step (3): the provider's answer, recorded once, with what it changes."""
     posting = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         saved = await store.settle(conn, scope.org_id, scope.livemode, row["id"], state)
         if saved is None:  # another driver recorded the provider's answer first
             return await store.refund(conn, scope.org_id, scope.livemode, row["id"])
+        if restore_credit:
+            posting = _topup_reversal(saved, restore=True)
+            await sender.owe(conn, scope, posting)
         if saved["status"] == domain.SUCCEEDED:
             await store.add_refunded(conn, scope.org_id, scope.livemode,
                                      saved["payment_intent_id"], saved["amount"])

@@ -13,7 +13,7 @@ Db = asyncpg.Pool | asyncpg.Connection
 
 _REFUND = ("org_id, livemode, id, payment_intent_id, invoice_id, customer_id, amount,"
            " currency, status, reason, provider, payment_ref, provider_ref, failure_reason,"
-           " fingerprint, answered_at, created_at")
+           " fingerprint, answered_at, topup_id, created_at")
 
 
 async def reserved(conn: asyncpg.Connection, org_id: str, livemode: bool, intent_id: str,
@@ -33,13 +33,13 @@ async def create_refund(conn: asyncpg.Connection, org_id: str, livemode: bool, r
     return await conn.fetchrow(
         f"insert into payments.refunds (org_id, livemode, id, payment_intent_id, invoice_id,"
         f" customer_id, amount, currency, status, reason, provider, payment_ref,"
-        f" idempotency_key, fingerprint)"
-        f" values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        f" idempotency_key, fingerprint, topup_id)"
+        f" values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         f" on conflict (org_id, livemode, idempotency_key) where idempotency_key is not null"
         f" do nothing returning {_REFUND}",
         org_id, livemode, refund_id, intent["id"], invoice_id, intent["customer_id"], r.amount,
         r.currency, r.status, r.reason, intent["provider_type"], intent["provider_ref"], key,
-        fingerprint)
+        fingerprint, (intent["metadata"] or {}).get("topupId", ""))
 
 
 async def refund(db: Db, org_id: str, livemode: bool, refund_id: str,

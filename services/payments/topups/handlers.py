@@ -128,7 +128,7 @@ async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provi
     ctx.state.postings.post_soon(scope.org_id, scope.livemode, payment)
     try:
         credited = await sender.ask(ctx, scope.org_id, scope.livemode, credit)
-    except Exception:
+    except Failure:
         # Charged and owed: the posting job credits it; a retry of this request answers.
         log.warning("top-up %s charged, credit pending", topup_id)
         await store.release(ctx.pool, scope.org_id, scope.livemode, topup_id)

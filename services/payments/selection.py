@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from contracts import Scope
+from contracts import ErrorCode, Scope
 from contracts.errors import Failure, invalid
 from services.payments.provider_settings.domain import NONE, Credentials, Stored
 from services.payments.providers import square, stripe
@@ -42,6 +42,13 @@ GRACE = 300.0
 def token_issuer(token: str) -> str:
     """The provider a token's shape names; "" when none does."""
     return next((name for name, shapes in _TOKEN_SHAPES if token.startswith(shapes)), "")
+
+
+class NoProcessor(Failure):
+    """No provider may serve this organization and mode (400; a top-up answers it 422)."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.INVALID_REQUEST, 400, NO_PROCESSOR)
 
 
 def not_configured(name: str) -> Failure:
@@ -70,7 +77,7 @@ def provider_for(registry: Registry, offline: bool, token: str = "") -> Provider
             return providers[name]
     if offline:
         return OFFLINE
-    raise invalid(NO_PROCESSOR)
+    raise NoProcessor()
 
 
 def issuer(registry: Registry, offline: bool, name: str) -> Provider:

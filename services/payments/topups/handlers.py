@@ -43,7 +43,7 @@ from services.payments.methods.domain import METHOD_NOT_FOUND
 from services.payments.postings import sender
 from services.payments.postings.sender import Posting
 from services.payments.providers.base import PaymentRequest, Provider, ProviderError, provider_key
-from services.payments.selection import NO_PROCESSOR
+from services.payments.selection import NO_PROCESSOR, NoProcessor
 from services.payments.topups import domain, store
 from services.payments.topups.batches import Charge, Claim, Completion
 from services.payments.topups.domain import Topup
@@ -87,10 +87,8 @@ async def _chosen(choose: Awaitable[Provider]) -> Provider:
     """The provider; none available is 422 for a top-up (§4.3 step 4)."""
     try:
         return await choose
-    except Failure as failure:
-        if failure.error.message == NO_PROCESSOR:
-            raise Failure(ErrorCode.UNPROCESSABLE, 422, NO_PROCESSOR) from None
-        raise
+    except NoProcessor:
+        raise Failure(ErrorCode.UNPROCESSABLE, 422, NO_PROCESSOR) from None
 
 
 async def _top_up(ctx: Context, scope: Scope, topup: Topup, provider: str, key: str,

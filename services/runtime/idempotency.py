@@ -94,6 +94,17 @@ class IdempotencyKeys:
         reply.replayed = False
         return _encode(reply)
 
+    # A request answered across transactions (a provider called between them): `replay`
+    # in the first, `answer` in the last.
+
+    async def replay(self, conn: asyncpg.Connection, scope: Scope) -> bytes | None:
+        """The stored reply of the scope's key, if any (None without a key)."""
+        return await self.begin(conn, scope) if scope.idempotency_key else None
+
+    async def answer(self, conn: asyncpg.Connection, scope: Scope, reply: Reply) -> bytes:
+        """`reply` encoded, and remembered under the scope's key when it has one."""
+        return await self.remember(conn, scope, reply) if scope.idempotency_key else _encode(reply)
+
     # ---- many keys at once (batched writers) --------------------------------------------
 
     async def claim_many(self, conn: asyncpg.Connection,

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
@@ -77,7 +76,6 @@ from services.runtime.service import Context, Router
 
 log = logging.getLogger(__name__)
 router = Router()
-_encode = msgspec.json.Encoder().encode
 
 
 # ---- payment intents ---------------------------------------------------------------------
@@ -123,7 +121,7 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
     after a crash, replays the same charge); its answer is applied in a second transaction,
     with the event, the ledger posting a succeeded payment owes and the request's key."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if scope.idempotency_key and (stored := await ctx.keys.begin(conn, scope)):
+        if stored := await ctx.keys.replay(conn, scope):
             return stored
         row = await _load(conn, scope, p.id, lock=True)  # a second confirm waits here
         before = store.as_intent(row)
@@ -224,8 +222,7 @@ async def _settle(ctx: Context, scope: Scope, intent_id: str,
         else:
             intent = _intent(row, scope.livemode)
         reply = reply or Reply(result=intent)
-        encoded = (await ctx.keys.remember(conn, scope, reply) if scope.idempotency_key
-                   else _encode(reply))
+        encoded = await ctx.keys.answer(conn, scope, reply)
     if posting is not None:  # the answer does not wait for the journal
         ctx.state.postings.post_soon(scope.org_id, scope.livemode, posting)
     return encoded
@@ -250,7 +247,7 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
     or a concurrent capture, captures once), then recorded with the payment the ledger is
     owed."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if scope.idempotency_key and (stored := await ctx.keys.begin(conn, scope)):
+        if stored := await ctx.keys.replay(conn, scope):
             return stored
         state = store.as_intent(await _load(conn, scope, p.id))
         amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
@@ -271,7 +268,7 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
     intent's key) before the intent says so; any other cancel is one transaction."""
     reason = p.cancellationReason.strip()
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if scope.idempotency_key and (stored := await ctx.keys.begin(conn, scope)):
+        if stored := await ctx.keys.replay(conn, scope):
             return stored
         row = await _load(conn, scope, p.id, lock=True)
         before = store.as_intent(row)
@@ -280,8 +277,7 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
             saved = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"],
                                             state, row["attempts"])
             reply = Reply(result=await announce(conn, scope, saved))
-            return (await ctx.keys.remember(conn, scope, reply) if scope.idempotency_key
-                    else _encode(reply))
+            return await ctx.keys.answer(conn, scope, reply)
     provider = await issuer(ctx, scope, before.provider_type)
     try:
         await provider.cancel(before.provider_ref,

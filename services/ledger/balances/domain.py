@@ -74,11 +74,16 @@ class Movement:
         return self.amount if self.credit == user_account(self.user_id) else -self.amount
 
 
-def deposit(p: DepositParams, now: datetime) -> Movement:
-    user = require_user(p.user)
-    if p.amount <= 0:
+def _moved(user: str, amount: int, currency: str) -> tuple[str, str]:
+    """Whose money moves and in which currency, checked in the reference's order."""
+    user = require_user(user)
+    if amount <= 0:
         raise invalid("amount must be positive", "amount")
-    currency = currency_of(p.currency)
+    return user, currency_of(currency)
+
+
+def deposit(p: DepositParams, now: datetime) -> Movement:
+    user, currency = _moved(p.user, p.amount, p.currency)
     return Movement(
         type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
         currency=currency, amount=p.amount,
@@ -92,10 +97,7 @@ def topup_credit(p: TopupCreditParams) -> Movement:
     """What a customer paid through a provider, onto their balance (payments.md §2.10)."""
     if not p.topupId.strip():
         raise invalid("topupId is required", "topupId")
-    user = require_user(p.user)
-    if p.amount <= 0:
-        raise invalid("amount must be positive", "amount")
-    currency = currency_of(p.currency)
+    user, currency = _moved(p.user, p.amount, p.currency)
     return Movement(
         type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
         currency=currency, amount=p.amount,
@@ -110,10 +112,7 @@ def topup_reversal(p: TopupReversalParams) -> Movement:
     refund = p.refundId.strip()
     if not refund:
         raise invalid("refundId is required", "refundId")
-    user = require_user(p.user)
-    if p.amount <= 0:
-        raise invalid("amount must be positive", "amount")
-    currency = currency_of(p.currency)
+    user, currency = _moved(p.user, p.amount, p.currency)
     if p.restore:
         return Movement(type="deposit", user_id=user, debit=DEPOSITS, credit=user_account(user),
                         currency=currency, amount=p.amount, tags=TOPUP_REFUND_TAG,
@@ -184,10 +183,7 @@ SYSTEM_TAGS = frozenset({USAGE_TAG, STARTER_CREDIT_TAG, REFUND_TAG, EXPIRY_TAG, 
 
 
 def withdrawal(p: WithdrawParams) -> Movement:
-    user = require_user(p.user)
-    if p.amount <= 0:
-        raise invalid("amount must be positive", "amount")
-    currency = currency_of(p.currency)
+    user, currency = _moved(p.user, p.amount, p.currency)
     return Movement(type="withdraw", user_id=user, debit=user_account(user),
                     credit=WITHDRAWALS, currency=currency, amount=p.amount,
                     notes=p.notes or f"Withdraw: {p.amount} cents {currency}",

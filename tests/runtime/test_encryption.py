@@ -41,6 +41,12 @@ def test_key_formats():
     for text in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
                  Fernet.generate_key().decode()):
         assert SecretBox.from_setting(text) is not None
+        box = SecretBox.from_setting(text)
+        assert box.open(*box.seal(b"sk", "c"), "c") == b"sk"
+    # Standard and URL-safe base64 of one key are the same key.
+    key_id, sealed = SecretBox.from_setting(base64.b64encode(raw).decode()).seal(b"sk", "c")
+    assert SecretBox.from_setting(base64.urlsafe_b64encode(raw).decode()).open(
+        key_id, sealed, "c") == b"sk"
     for bad in ("short", base64.b64encode(os.urandom(16)).decode(), "not base64 at all!"):
         with pytest.raises(ValueError, match="32 bytes"):
             SecretBox.from_setting(bad)

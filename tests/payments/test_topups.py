@@ -264,9 +264,9 @@ async def test_the_recovery_job_finishes_what_a_worker_left(http, org, pool,
                                  user)
     await pool.execute(
         "insert into payments.topups (org_id, livemode, id, customer_id, idempotency_key,"
-        " status, amount, currency, payment_method_id, provider, updated_at)"
+        " status, amount, currency, payment_method_id, source_token, provider, updated_at)"
         " values ($1, false, 'tu_left_started', $2, 'left-started', 'started', 400, 'usd',"
-        " $3, 'offline', '-infinity')", org_id, user, method["id"])
+        " $3, $4, 'offline', '-infinity')", org_id, user, method["id"], method["providerRef"])
     await finish_unfinished(payments_service.ctx)
     await finish_unfinished(payments_service.ctx)  # again: nothing left to do
     states = await pool.fetch(

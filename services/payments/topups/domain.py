@@ -24,8 +24,8 @@ class Topup:
     customer_id: str  # whose balance is credited
     amount: int
     currency: str
-    payment_method_id: str = ""  # a saved method, or
-    token: str = ""  # a one-time token
+    payment_method_id: str = ""  # a saved method (`token` is then its provider reference)
+    token: str = ""  # what is charged: a one-time token, or a saved method's reference
 
 
 def bounds(env: Mapping[str, str]) -> tuple[int, int]:

@@ -12,6 +12,7 @@ top-ups share each of these writes (`batches.py`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable
 from datetime import timedelta
@@ -69,6 +70,7 @@ async def topup_saved_method(ctx: Context, scope: Scope, p: TopupParams) -> Any:
     if method is None:
         raise not_found(METHOD_NOT_FOUND)
     domain.require_payer(scope, topup.customer_id, method["customer_id"])
+    topup = dataclasses.replace(topup, token=method["provider_ref"])  # kept with the claim
     provider = await _chosen(issuer(ctx, scope, method["provider_type"]))
     key = scope.idempotency_key or new_id("tu_")  # no key: every request is a new top-up
     return await _top_up(ctx, scope, topup, provider.name, key, p)
@@ -146,16 +148,14 @@ async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
     """The provider call, outside any transaction; then the charge, its payment intent and
     the ledger postings it owes, in one (`batches.py`). Returns those postings."""
     provider = await issuer(ctx, scope, provider_name)
-    token, customer_ref, method_id = topup.token, "", topup.payment_method_id
-    if method_id:
-        method = await methods.method(ctx.pool, scope.org_id, scope.livemode, method_id, None)
-        token = method["provider_ref"] if method else ""
+    customer_ref = ""
+    if topup.payment_method_id:  # a saved card is charged on its provider customer
         customer_ref = await methods.provider_customer(
             ctx.pool, scope.org_id, scope.livemode, topup.customer_id, provider.name) or ""
     description = f"Top-up {topup.amount} {topup.currency} for user {topup.customer_id}"
     try:
         result = await provider.charge(PaymentRequest(
-            amount=topup.amount, currency=topup.currency, token=token,
+            amount=topup.amount, currency=topup.currency, token=topup.token,
             customer_id=customer_ref, description=description,
             metadata={"topupId": topup_id},
             idempotency_key=provider_key(scope.org_id, scope.livemode, "topup", topup_id)))

@@ -35,6 +35,7 @@ from nats.js.errors import APIError, NotFoundError
 from contracts.metering import METER_EVENTS_CONSUMER, METER_EVENTS_STREAM
 from services.metering import dead_letters, store
 from services.runtime.meter_stream import consumer_config, ensure_dead_letter_stream, ensure_stream
+from services.runtime.streams import fetch_ready
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class MeterEventConsumer:
     async def _run(self, sub: Any) -> None:
         while not self._stopping:
             try:
-                msgs = await self._next(sub)
+                msgs = await fetch_ready(sub, self._fetch_batches)
             except (NatsTimeout, TimeoutError):
                 continue  # nothing to do, or NATS is away: ask again
             except (ConnectionClosedError, NoRespondersError, APIError):
@@ -131,15 +132,6 @@ class MeterEventConsumer:
                 self._failed(error)
             finally:
                 self._writing.discard(task)
-
-    async def _next(self, sub: Any) -> list[Any]:
-        """The batches ready now (waiting a few ms for a fuller fetch); when there are none,
-        the next one as soon as it comes: a lone batch is not held back to fill a fetch."""
-        try:
-            return await sub.fetch(self._fetch_batches, timeout=0.01)
-        except (NatsTimeout, TimeoutError):
-            pass
-        return await sub.fetch(1, timeout=1.0)
 
     async def store(self, msgs: list[Any]) -> None:
         try:

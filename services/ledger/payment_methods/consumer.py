@@ -32,6 +32,7 @@ from nats.js.errors import APIError, NotFoundError
 from contracts import events
 from services.ledger.payment_methods import domain, store
 from services.runtime.outbox import ensure_stream
+from services.runtime.streams import fetch_ready
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class PaymentMethodEvents:
     async def _run(self, sub: Any) -> None:
         while not self._stopping:
             try:
-                msgs = await self._next(sub)
+                msgs = await fetch_ready(sub, self._fetch_events)
             except (NatsTimeout, TimeoutError):
                 # Nothing came for a while: nothing left to read; unless NATS is away.
                 self.current = self._nc is not None and self._nc.is_connected
@@ -112,14 +113,6 @@ class PaymentMethodEvents:
                 await asyncio.sleep(RETRY_DELAY_S)
                 continue
             self.current = msgs[-1].metadata.num_pending == 0
-
-    async def _next(self, sub: Any) -> list[Any]:
-        """The events ready now; when there are none, the next one as soon as it comes."""
-        try:
-            return await sub.fetch(self._fetch_events, timeout=0.01)
-        except (NatsTimeout, TimeoutError):
-            pass
-        return await sub.fetch(1, timeout=1.0)
 
     async def write(self, msgs: list[Any]) -> None:
         """Record what the events say, then acknowledge them."""

@@ -19,6 +19,16 @@ IN_PROGRESS = "top-up already in progress"
 CREDIT_FAILED = "charge succeeded but balance credit failed; contact support"
 
 
+def description(topup: Topup) -> str:
+    return f"Top-up {topup.amount} {topup.currency} for user {topup.customer_id}"
+
+
+def intent_id(topup_id: str) -> str:
+    """A top-up's payment intent: one id, whichever worker charges it (the ledger's journal
+    records the payment under it before payments records the intent)."""
+    return "pi_" + topup_id.removeprefix("tu_")
+
+
 @dataclass(frozen=True, slots=True)
 class Topup:
     customer_id: str  # whose balance is credited

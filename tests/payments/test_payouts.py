@@ -11,18 +11,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from contracts import journal
+from contracts import Actor, journal
+from contracts.errors import Failure, unavailable
 from contracts.journal import (
     JournalAccountGetParams,
     JournalBalanceGetParams,
     JournalEntryListParams,
 )
 from contracts.payouts import PAYOUT_SETTLE, PayoutCreateParams, PayoutSettleParams
-from services.payments.payouts import domain
+from services.payments.payouts import domain, handlers
 from services.payments.payouts.domain import Payout
+from services.payments.postings.sender import post_due
 from tests.conftest import bearer, iam_token
 from tests.support import (
-    PLATFORM,
     Bus,
     events_of,
     eventually,
@@ -197,6 +198,36 @@ async def test_racing_payouts_never_exceed_the_cash(http, org, platform, nc):
     assert await eventually(lambda: cash(platform, nc, org), lambda c: c == 1000) == 1000
 
 
+async def test_a_payout_not_yet_in_the_journal_still_counts(http, org, pool, platform, nc,
+                                                            payments_service, monkeypatch):
+    """The journal did not take a payout's entry yet (the ledger refused it for a moment):
+    its cash is still in the journal's balance, and still not available."""
+    await funded(http, platform, nc, org, 5000)
+    dest = await destination(http, org)
+
+    async def refused_for_now(*args):
+        raise Failure.of(unavailable().error)
+
+    monkeypatch.setattr(handlers.sender, "send_within", refused_for_now)
+    status, first, _ = await payout(http, org, {"amount": 4000, "destinationType": "card",
+                                                "destinationId": dest})
+    assert status == 201
+    monkeypatch.undo()
+    assert await cash(platform, nc, org) == 5000  # not posted yet
+    status, reply, _ = await payout(http, org, {"amount": 1001, "destinationType": "card",
+                                                "destinationId": dest})
+    assert (status, reply["error"]["message"]) == (
+        402, "insufficient balance: have 1000 cents, need 1001 cents")
+    await pool.execute("update payments.ledger_postings set next_attempt_at = now()"
+                       " where id = $1", f"payout:{first['id']}")
+    await post_due(payments_service.ctx)  # the job sends it
+    assert await eventually(lambda: cash(platform, nc, org), lambda c: c == 1000) == 1000
+    status, _, _ = await payout(http, org, {"amount": 1000, "destinationType": "card",
+                                            "destinationId": dest})
+    assert status == 201
+    assert len(await entries(platform, nc, org, first["id"])) == 1
+
+
 async def test_a_cancel_reverses_the_payout_once(http, org, pool, platform, nc):  # §9 75
     await funded(http, platform, nc, org, 5000)
     dest = await destination(http, org)
@@ -262,9 +293,10 @@ async def test_the_bank_settles_a_payout(http, org, pool, platform, nc):
     assert await events_of(pool, made[0]) == ["payout.created", "payout.updated",
                                               "payout.paid"]
     assert await events_of(pool, made[1]) == ["payout.created", "payout.failed"]
-    admin = tenant.ask(PAYOUT_SETTLE.subject, PayoutSettleParams(id=made[0], status="paid"),
-                       actor=PLATFORM.__class__(kind="api_key", role="admin"))
-    assert (await admin)["error"]["status"] == 403  # settling moves money: minters only
+    admin = Actor(kind="api_key", role="admin")  # may not mint: settling moves money
+    reply = await tenant.ask(PAYOUT_SETTLE.subject, PayoutSettleParams(id=made[0],
+                                                                       status="paid"), actor=admin)
+    assert reply["error"]["status"] == 403
 
 
 async def test_list_and_get(http, org, platform, nc):

@@ -208,13 +208,14 @@ async def _reversal(ctx: Context, scope: Scope, row: asyncpg.Record) -> Posting:
     payout's own entry does), under its own key."""
     ledger = service_scope(scope.org_id, scope.livemode)
     merchant = f"merchant_settlement:{row['merchant_id']}"
+    amount, currency = row["amount"], row["currency"]
     accounts = await asyncio.gather(*(
-        ctx.ask(ACCOUNT_ENSURE, ledger, JournalAccountEnsureParams(name=name, type=kind))
+        ctx.ask(ACCOUNT_ENSURE, ledger, JournalAccountEnsureParams(name=name, type=kind,
+                                                                   currency=currency))
         for name, kind in ((domain.CASH, "asset"), (merchant, "liability"))))
     if None in accounts:
         raise unavailable()
     cash, owed = accounts
-    amount, currency = row["amount"], row["currency"]
     return Posting(f"payout_reversal:{row['id']}", ENTRY_POST, JournalEntryPostParams(
         idempotencyKey=f"payout_reversal:{row['id']}", payoutId=row["id"],
         description=f"Payout {row['id']} reversed: {amount} {currency} back from merchant "

@@ -30,11 +30,11 @@ async def on_their_way(conn: asyncpg.Connection, org_id: str, livemode: bool, cu
     (their entries are sent under it too): an entry the job posts in between is then
     counted twice, never missed."""
     return await conn.fetchval(
-        "select coalesce(sum(p.amount), 0) from payments.payouts p"
-        " join payments.ledger_postings l on (l.org_id, l.livemode, l.id)"
-        "   = (p.org_id, p.livemode, 'payout:' || p.id)"
-        " where p.org_id = $1 and p.livemode = $2 and p.currency = $3"
-        " and l.posted_at is null", org_id, livemode, currency)
+        "select coalesce(sum(p.amount), 0) from payments.ledger_postings l"
+        " join payments.payouts p on (p.org_id, p.livemode, p.id)"
+        "   = (l.org_id, l.livemode, substr(l.id, length('payout:') + 1))"
+        " where l.posted_at is null and l.org_id = $1 and l.livemode = $2"
+        " and l.id like 'payout:%' and p.currency = $3", org_id, livemode, currency)
 
 
 async def create_payout(conn: asyncpg.Connection, org_id: str, livemode: bool,

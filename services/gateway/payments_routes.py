@@ -4,11 +4,13 @@ Payment and setup intents, refunds and an organization's provider settings are `
 caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
 end user is pinned to themselves through `customerId` (create, list); methods reached by id
 are checked against the caller by payments (someone else's → 404, no existence oracle). Card
-tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept)."""
+tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept). Payouts
+(create, cancel) and the reconciliation of a transfer move money: `mint`; reconciliation is
+served on the reference's path and on the seed document's (§4.8)."""
 
 from __future__ import annotations
 
-from contracts import payments
+from contracts import payments, payouts
 from services.gateway.routing import Route
 
 PAYMENT_ROUTES: tuple[Route, ...] = (
@@ -64,4 +66,22 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None),
     Route("DELETE", "/billing/provider-settings/{provider}", payments.PROVIDER_SETTINGS_DELETE,
           "admin", source="query", user_field=None),
+    Route("POST", "/billing/payouts", payouts.PAYOUT_CREATE, "mint", user_field=None,
+          idempotent=True, status=201),
+    Route("GET", "/billing/payouts", payouts.PAYOUT_LIST, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/payouts/{id}", payouts.PAYOUT_GET, "admin", source="query",
+          user_field=None),
+    Route("POST", "/billing/payouts/{id}/cancel", payouts.PAYOUT_CANCEL, "mint",
+          source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/bank-transfer-instructions", payouts.INSTRUCTION_CREATE, "admin",
+          user_field=None, idempotent=True, status=201),
+    Route("GET", "/billing/bank-transfer-instructions", payouts.INSTRUCTION_LIST, "admin",
+          source="query", user_field=None),
+    Route("GET", "/billing/bank-transfer-instructions/{id}", payouts.INSTRUCTION_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/reconciliation/match", payouts.TRANSFER_MATCH, "mint",
+          user_field=None, idempotent=True),
+    Route("POST", "/billing/bank-transfer-instructions/reconciliation/match",
+          payouts.TRANSFER_MATCH, "mint", user_field=None, idempotent=True),
 )

@@ -1,19 +1,22 @@
 """The payments service: providers, payment methods, payment and setup intents, top-ups,
-refunds (payments.md §1–§4).
+refunds, payouts, bank transfers (payments.md §1–§4).
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
 ledger's payment-method question, card tokenization), `intents/` (payment and setup intents),
-`topups/`, `refunds/` and `provider_settings/` (each organization's provider credentials);
+`topups/`, `refunds/`, `payouts/`, `bank_transfers/` (instructions and the reconciliation of
+transfers) and `provider_settings/` (each organization's provider credentials);
 `postings/` sends what payments owes the ledger. `common.py` is what the areas share;
 `providers/` the provider interface and its implementations; `selection.py` which provider
 serves a request; `bootstrap.py` the state handlers share."""
 
 from pathlib import Path
 
+from services.payments.bank_transfers import handlers as bank_transfers
 from services.payments.bootstrap import bootstrap
 from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
+from services.payments.payouts import handlers as payouts
 from services.payments.postings.sender import post_due
 from services.payments.provider_settings import handlers as provider_settings
 from services.payments.refunds import handlers as refunds
@@ -29,7 +32,7 @@ def _recovery_interval(settings: Settings) -> float:
 SPEC = ServiceSpec(
     name="payments",
     handlers=Router(methods.router, intents.router, topups.router, refunds.router,
-                    provider_settings.router),
+                    provider_settings.router, payouts.router, bank_transfers.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms,

@@ -10,7 +10,7 @@ import asyncpg
 
 from contracts import Scope
 from contracts.envelope import Actor
-from contracts.errors import Failure, invalid, payment_required
+from contracts.errors import Failure, forbidden, invalid, payment_required
 from contracts.ids import new_id
 from contracts.limits import Page
 from contracts.rules import DEFAULT_CURRENCY, user_id
@@ -47,6 +47,13 @@ def owner(scope: Scope) -> str | None:
     simply not found), admins and the platform any of their organization (None)."""
     actor = scope.actor
     return user_id(actor.user_id or "") if actor.role == "user" else None
+
+
+def require_mint(actor: Actor) -> None:
+    """Payouts and reconciliation move money: callers allowed to mint only (conventions
+    §10.3), checked again here for bus callers."""
+    if not actor.may_mint:
+        raise forbidden()
 
 
 def provider_failure(e: ProviderError, prefix: str = "") -> Failure:

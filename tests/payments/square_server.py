@@ -161,6 +161,7 @@ class FakeSquare:
             ("POST", r"/v2/payments/([^/]+)/complete", self._complete_payment),
             ("POST", r"/v2/payments/([^/]+)/cancel", self._cancel_payment),
             ("POST", r"/v2/refunds", self._refund_payment),
+            ("GET", r"/v2/refunds/([^/]+)", self._get_refund),
             ("POST", r"/v2/customers", self._create_customer),
             ("POST", r"/v2/cards", self._create_card),
             ("POST", r"/v2/cards/([^/]+)/disable", self._disable_card),
@@ -277,6 +278,12 @@ class FakeSquare:
             self.refunds[refund["id"]] = refund
             return 200, {"refund": copy.deepcopy(refund)}
         return self._idempotent("RefundPayment", body, make)
+
+    def _get_refund(self, body: dict, refund_id: str) -> tuple[int, dict]:
+        refund = self.refunds.get(refund_id)
+        if refund is None:
+            return 404, error_body("NOT_FOUND", "refund not found")
+        return 200, {"refund": copy.deepcopy(refund)}
 
     # -- Customers and Cards APIs ----------------------------------------------------------
 

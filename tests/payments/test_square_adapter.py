@@ -469,3 +469,40 @@ async def test_environment_and_env_configuration():
     assert p._client._client_wrapper.get_headers()["Authorization"] == "Bearer ts"
     assert set(p.supported_currencies()) == {"usd", "cad", "gbp", "eur", "aud", "jpy"}
     await p.close()
+
+
+# -- the payment janitor's retrieves ---------------------------------------------------------
+
+async def test_retrieve_a_payment_as_square_knows_it(square, provider):
+    held = await provider.authorize(charge_request("pi_janitor", amount=1200))
+    assert await provider.retrieve_payment(held.transaction_id) == held  # APPROVED
+    square.payments[held.transaction_id]["status"] = "COMPLETED"
+    done = await provider.retrieve_payment(held.transaction_id)
+    assert (done.status, done.amount) == ("succeeded", 1200)
+    square.payments[held.transaction_id]["status"] = "PENDING"
+    assert (await provider.retrieve_payment(held.transaction_id)).status == "processing"
+    for status in ("FAILED", "CANCELED"):
+        square.payments[held.transaction_id]["status"] = status
+        err = await declined(provider.retrieve_payment(held.transaction_id))
+        assert err.kind == "declined"
+    err = await declined(provider.retrieve_payment("nope"))
+    assert (err.kind, err.code) == ("invalid", "NOT_FOUND")
+    assert len(square.calls("POST", "/v2/payments")) == 1  # asked, never charged again
+
+
+async def test_retrieve_a_refund_as_square_knows_it(square, provider):
+    paid = await provider.charge(charge_request("pi_refunded", amount=800))
+    asked = await provider.refund(RefundRequest(
+        transaction_id=paid.transaction_id, amount=800, currency="usd",
+        idempotency_key=key("refund", "re_janitor")))
+    assert await provider.retrieve_refund(asked.refund_id) == asked  # PENDING
+    for status, ours in (("COMPLETED", "succeeded"), ("REJECTED", "failed"),
+                         ("FAILED", "failed")):
+        square.refunds[asked.refund_id]["status"] = status
+        assert (await provider.retrieve_refund(asked.refund_id)).status == ours
+    [call] = square.calls("GET", f"/v2/refunds/{asked.refund_id}")[:1]
+    assert call["body"] is None
+    assert len(square.calls("POST", "/v2/refunds")) == 1
+    square.fail("GET", "/v2/refunds/.*", 503)
+    err = await declined(provider.retrieve_refund(asked.refund_id))
+    assert err.kind == "unavailable"

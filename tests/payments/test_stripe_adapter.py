@@ -670,3 +670,50 @@ def test_event_type_normalization(stripe_type, ours):
     event = verifier(t).verify_webhook(body, {"Stripe-Signature": f"t={t},v1={sign(body, t)}"},
                                        SECRET)
     assert event.type == ours
+
+
+# ---- the payment janitor's retrieves
+
+
+@pytest.mark.parametrize(("stripe_status", "ours", "amount"), [
+    ("succeeded", "succeeded", 1500), ("requires_capture", "requires_capture", 1500),
+    ("processing", "processing", 0), ("requires_action", "requires_action", 0)])
+async def test_retrieve_a_payment_intent(provider, fake, stripe_status, ours, amount):
+    pi = fixture("payment_intent")
+    pi.update(id="pi_slow", status=stripe_status, amount=1500, amount_received=1500,
+              amount_capturable=1500)
+    fake.script.append((200, pi))
+    result = await provider.retrieve_payment("pi_slow")
+    assert (result.status, result.transaction_id, result.amount) == (ours, "pi_slow", amount)
+    (rec,) = fake.requests
+    assert (rec.method, rec.path, rec.form) == ("GET", "/v1/payment_intents/pi_slow", {})
+
+
+@pytest.mark.parametrize("stripe_status", ["canceled", "requires_payment_method"])
+async def test_a_retrieved_payment_that_took_nothing_is_a_decline(provider, fake,
+                                                                  stripe_status):
+    pi = fixture("payment_intent")
+    pi.update(id="pi_gone", status=stripe_status, cancellation_reason="abandoned")
+    fake.script.append((200, pi))
+    with pytest.raises(ProviderError) as e:
+        await provider.retrieve_payment("pi_gone")
+    assert e.value.kind == "declined"
+
+
+@pytest.mark.parametrize(("stripe_status", "ours"), [
+    ("succeeded", "succeeded"), ("pending", "pending"), ("failed", "failed"),
+    ("canceled", "failed")])
+async def test_retrieve_a_refund(provider, fake, stripe_status, ours):
+    refund = fixture("refund")
+    refund.update(id="re_slow", status=stripe_status)
+    fake.script.append((200, refund))
+    assert (await provider.retrieve_refund("re_slow")).status == ours
+    (rec,) = fake.requests
+    assert (rec.method, rec.path) == ("GET", "/v1/refunds/re_slow")
+
+
+async def test_a_retrieve_stripe_cannot_answer_is_unavailable(provider, fake):
+    fake.script.append((500, fixture("api_error")))
+    with pytest.raises(ProviderError) as e:
+        await provider.retrieve_refund("re_slow")
+    assert e.value.kind == "unavailable"

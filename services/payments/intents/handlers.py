@@ -133,9 +133,9 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
     try:
         result = await _charge(provider, request, state.capture_method)
     except ProviderError as e:
-        if e.kind == "unavailable":  # nothing decided: back as it was, retryable
-            await store.save_intent(ctx.pool, scope.org_id, scope.livemode, row["id"],
-                                    before, attempt)
+        if e.kind == "unavailable":
+            # The charge may have been made (a timeout): the intent stays `processing` for
+            # the payment janitor, which asks the provider again under the same key.
             raise provider_failure(e) from None
         # A decline is final for this attempt: recorded, announced, answered; the next
         # confirm is a new attempt (a new provider key). §3.4: 400, the intent back to
@@ -180,22 +180,49 @@ async def _confirmation(ctx: Context, conn: asyncpg.Connection, scope: Scope,
 
 
 async def settle_interrupted_confirms(ctx: Context) -> None:
-    """The job: a confirm that never heard back from its provider (a crash between the two
-    transactions) is asked again with the same key — the provider replays its answer
-    instead of charging twice — and the answer is applied."""
+    """The payment janitor, for intents left `processing` past the recovery window (Kill
+    Bill's janitor): one the provider answered `processing` (its webhook may never come) is
+    retrieved by the provider's reference — never charged again; one whose provider never
+    answered (a timeout, a crash between the two transactions) has no reference to retrieve
+    by and is asked again under the same key, which replays the provider's first answer
+    instead of charging twice. Either answer is applied as the confirm's would have been:
+    its event, its ledger posting."""
     after = timedelta(seconds=ctx.settings.payments_recovery_s)  # its call has ended by then
     for row in await store.interrupted_confirms(ctx.pool, after, 50):
         scope = service_scope(row["org_id"], row["livemode"])
         try:
-            async with ctx.pool.acquire() as conn:
-                state = store.as_intent(row)
-                provider, request = await _confirmation(ctx, conn, scope, row, state)
-            result = await _charge(provider, request, state.capture_method)
+            answer = await _provider_answer(ctx, scope, row)
         except (Failure, ProviderError) as e:
             log.warning("payment intent %s still processing: %s", row["id"], e)
             continue
-        await _settle(ctx, scope, row["id"], _processing(row["attempts"]),
-                      lambda i, r=result, n=provider.name: domain.charged(i, r, n))
+        if answer is not None:
+            outcome, attempts = answer
+            await _settle(ctx, scope, row["id"], _processing(row["attempts"]), outcome,
+                          attempts)
+
+
+async def _provider_answer(ctx: Context, scope: Scope, row: asyncpg.Record,
+                           ) -> tuple[Callable[[Intent], Intent], int | None] | None:
+    """What the provider says of the intent's charge now: the change it makes and the
+    confirm attempts to record (a decline ends an attempt), or None while it is still
+    processing there. A provider that does not answer is raised."""
+    state = store.as_intent(row)
+    try:
+        if row["provider_ref"]:
+            provider = await issuer(ctx, scope, row["provider_type"])
+            result = await provider.retrieve_payment(row["provider_ref"])
+        else:
+            async with ctx.pool.acquire() as conn:
+                provider, request = await _confirmation(ctx, conn, scope, row, state)
+            result = await _charge(provider, request, state.capture_method)
+    except ProviderError as e:
+        if e.kind != "declined":
+            raise
+        declined = e.message
+        return (lambda i: domain.payment_failed(i, declined)), row["attempts"] + 1
+    if result.status == domain.PROCESSING and row["provider_ref"]:
+        return None
+    return (lambda i: domain.charged(i, result, provider.name)), None
 
 
 async def _charge(provider: Provider, request: PaymentRequest, capture_method: str,

@@ -154,13 +154,12 @@ async def record_paid(conn: asyncpg.Connection, paid: list[Paid]) -> dict[str, a
 
 async def interrupted_confirms(db: Db, older_than: timedelta, limit: int,
                                ) -> list[asyncpg.Record]:
-    """Intents left `processing` without a provider reference (the provider's answer never
-    arrived) for longer than `older_than`, each taken by one replica for as long again."""
+    """Intents left `processing` for longer than `older_than` (the provider's answer never
+    arrived, or it answered `processing`), each taken by one replica for as long again."""
     return await db.fetch(
         "update payments.payment_intents i set updated_at = now() from ("
         "  select org_id, livemode, id from payments.payment_intents"
-        "  where status = 'processing' and provider_ref = ''"
-        "  and updated_at < now() - $1::interval"
+        "  where status = 'processing' and updated_at < now() - $1::interval"
         "  order by updated_at limit $2 for update skip locked) due"
         " where (i.org_id, i.livemode, i.id) = (due.org_id, due.livemode, due.id)"
         " returning i.*",

@@ -16,7 +16,7 @@ import msgspec
 from contracts import Scope
 from contracts.endpoint import Endpoint
 from contracts.errors import Failure, unavailable
-from contracts.journal import PAYMENT_RECORD, REFUND_RECORD
+from contracts.journal import ENTRY_POST, PAYMENT_RECORD, PAYOUT_RECORD, REFUND_RECORD
 from contracts.ledger import TOPUP_CREDIT, TOPUP_REVERSE
 from services.payments.common import service_scope
 from services.payments.postings import store
@@ -25,8 +25,8 @@ from services.runtime.service import Context
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS: dict[str, Endpoint] = {e.subject: e for e in (TOPUP_CREDIT, TOPUP_REVERSE,
-                                                          PAYMENT_RECORD, REFUND_RECORD)}
+ENDPOINTS: dict[str, Endpoint] = {e.subject: e for e in (
+    TOPUP_CREDIT, TOPUP_REVERSE, PAYMENT_RECORD, REFUND_RECORD, PAYOUT_RECORD, ENTRY_POST)}
 LEASE = timedelta(seconds=5)  # a sender's hold on a posting before the job may send it
 DUE_BATCH = 100
 IN_BACKGROUND = 500  # postings sent at once that nobody waits for; more wait for the job
@@ -68,8 +68,26 @@ async def send(ctx: Context, org_id: str, livemode: bool, posting: Posting) -> A
     """Post it now; the ledger's result. A refusal, or silence (503), is raised: the posting
     stays owed and the job sends it once its lease ends."""
     result = await ask(ctx, org_id, livemode, posting)
-    await ctx.state.postings.posted((org_id, livemode, posting.id))
+    await ctx.state.postings.posted(((org_id, livemode, posting.id), _encode(result)))
     return result
+
+
+async def send_within(ctx: Context, conn: asyncpg.Connection, org_id: str, livemode: bool,
+                      posting: Posting) -> Any:
+    """`send`, marked posted in the caller's transaction on `conn` (whatever the caller
+    holds there is held until the ledger took it and it is marked so)."""
+    result = await ask(ctx, org_id, livemode, posting)
+    await store.mark_posted(conn, [(org_id, livemode, posting.id)], [_encode(result)])
+    return result
+
+
+async def answered(ctx: Context, org_id: str, livemode: bool, posting: Posting) -> Any:
+    """The ledger's answer to the posting: the one kept when it was posted (whoever sent
+    it), else sent now. Never asks the ledger again for a posting it took."""
+    kept = await store.result(ctx.pool, org_id, livemode, posting.id)
+    if kept is not None:
+        return posting.endpoint.decode_result(kept)
+    return await send(ctx, org_id, livemode, posting)
 
 
 class Outbound:
@@ -83,9 +101,11 @@ class Outbound:
         self._sending: set[asyncio.Task] = set()
         self.posted = MicroBatcher(self._mark_posted)
 
-    async def _mark_posted(self, keys: list[tuple[str, bool, str]]) -> list[None]:
-        await store.mark_posted(self._ctx.pool, keys)
-        return [None] * len(keys)
+    async def _mark_posted(self, posted: list[tuple[tuple[str, bool, str], bytes]],
+                           ) -> list[None]:
+        await store.mark_posted(self._ctx.pool, [key for key, _ in posted],
+                                [result for _, result in posted])
+        return [None] * len(posted)
 
     def post_soon(self, org_id: str, livemode: bool, posting: Posting) -> None:
         if len(self._sending) < IN_BACKGROUND:

@@ -35,13 +35,25 @@ async def take_due(db: Db, limit: int, lease: timedelta) -> list[asyncpg.Record]
         limit, lease)
 
 
-async def mark_posted(db: Db, keys: list[tuple[str, bool, str]]) -> None:
+async def mark_posted(db: Db, keys: list[tuple[str, bool, str]],
+                      results: list[bytes | None] | None = None) -> None:
+    """The ledger took these postings; `results`: what it answered each (kept, for whoever
+    needs the answer later without asking again)."""
     orgs, modes, ids = zip(*keys, strict=True)
     await db.execute(
-        "update payments.ledger_postings p set posted_at = now(), last_error = ''"
-        " from unnest($1::text[], $2::boolean[], $3::text[]) as k(o, l, i)"
+        "update payments.ledger_postings p set posted_at = now(), last_error = '',"
+        " result = coalesce(k.r, p.result)"
+        " from unnest($1::text[], $2::boolean[], $3::text[], $4::bytea[]) as k(o, l, i, r)"
         " where (p.org_id, p.livemode, p.id) = (k.o, k.l, k.i) and p.posted_at is null",
-        list(orgs), list(modes), list(ids))
+        list(orgs), list(modes), list(ids), results or [None] * len(keys))
+
+
+async def result(db: Db, org_id: str, livemode: bool, posting_id: str) -> bytes | None:
+    """What the ledger answered the posting, once it was posted (None before)."""
+    return await db.fetchval(
+        "select result from payments.ledger_postings"
+        " where org_id = $1 and livemode = $2 and id = $3 and posted_at is not null",
+        org_id, livemode, posting_id)
 
 
 async def mark_failed(db: Db, org_id: str, livemode: bool, posting_id: str, error: str,

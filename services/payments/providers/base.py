@@ -132,6 +132,14 @@ class Provider(Protocol):
 
     async def refund(self, req: RefundRequest) -> RefundResult: ...
 
+    async def retrieve_payment(self, transaction_id: str) -> PaymentResult:
+        """The payment as the provider knows it now, by its id (the payment janitor's
+        question: nothing is charged). One that failed or was canceled raises
+        `ProviderError(kind="declined")`."""
+
+    async def retrieve_refund(self, refund_id: str) -> RefundResult:
+        """The refund as the provider knows it now, by its id (nothing is refunded)."""
+
     async def create_customer(self, email: str, name: str, idempotency_key: str) -> str:
         """The provider's id of a new customer."""
 

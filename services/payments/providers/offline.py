@@ -107,6 +107,15 @@ class OfflineProvider:
     async def refund(self, req: RefundRequest) -> RefundResult:
         return RefundResult(refund_id=INTERNAL_REF, status="succeeded")
 
+    async def retrieve_payment(self, transaction_id: str) -> PaymentResult:
+        # Its payments are answered at once and kept nowhere: none is ever left to retrieve
+        # (a confirm that died before the answer is asked again under its key instead).
+        raise ProviderError("offline", "invalid", "not_found",
+                            "the offline provider keeps no payments")
+
+    async def retrieve_refund(self, refund_id: str) -> RefundResult:
+        return RefundResult(refund_id=refund_id, status="succeeded")  # its refunds all are
+
     async def create_customer(self, email: str, name: str, idempotency_key: str) -> str:
         return "cus_offline_" + _digest(idempotency_key)
 

@@ -218,8 +218,19 @@ class SquareProvider:
         if refund is None:
             raise ProviderError("square", "unavailable", "EMPTY_RESPONSE",
                                 "square returned no refund")
-        return RefundResult(refund_id=refund.id or "",
-                            status=REFUND_STATUS.get(refund.status or "", "pending"))
+        return _refund_result(refund)
+
+    async def retrieve_payment(self, transaction_id: str) -> PaymentResult:
+        return _payment_result((await self._call(self._client.payments.get(
+            transaction_id, request_options=self._options))).payment)
+
+    async def retrieve_refund(self, refund_id: str) -> RefundResult:
+        refund = (await self._call(self._client.refunds.get(
+            refund_id, request_options=self._options))).refund
+        if refund is None:
+            raise ProviderError("square", "unavailable", "EMPTY_RESPONSE",
+                                "square returned no refund")
+        return _refund_result(refund)
 
     # -- customers and cards -------------------------------------------------------------
 
@@ -356,6 +367,11 @@ def _payment_result(payment: Any) -> PaymentResult:
               if f.amount_money and f.amount_money.amount)
     return PaymentResult(status=PAYMENT_STATUS[payment.status], transaction_id=payment.id,
                          amount=amount or 0, fee=fee)
+
+
+def _refund_result(refund: Any) -> RefundResult:
+    return RefundResult(refund_id=refund.id or "",
+                        status=REFUND_STATUS.get(refund.status or "", "pending"))
 
 
 def _money(amount: int, currency: str) -> dict:

@@ -169,14 +169,14 @@ class StripeProvider:
             params["reason"] = _refund_reason(req.reason)
         refund = await self._call(self._v1.refunds.create_async(
             params, {"idempotency_key": req.idempotency_key}))
-        status = refund.get("status")
-        if status == "succeeded":
-            mapped = "succeeded"
-        elif status in ("pending", "requires_action"):
-            mapped = "pending"  # settles on `charge.refund.updated`
-        else:
-            mapped = "failed"
-        return RefundResult(refund_id=refund["id"], status=mapped)
+        return _refund_result(refund)
+
+    async def retrieve_payment(self, transaction_id: str) -> PaymentResult:
+        return _payment_result(await self._call(
+            self._v1.payment_intents.retrieve_async(transaction_id)))
+
+    async def retrieve_refund(self, refund_id: str) -> RefundResult:
+        return _refund_result(await self._call(self._v1.refunds.retrieve_async(refund_id)))
 
     # ---- customers and payment methods
 
@@ -306,8 +306,22 @@ def _payment_result(pi: Any) -> PaymentResult:
                              client_secret=pi.get("client_secret") or "")
     if status == "processing":
         return PaymentResult(status="processing", transaction_id=pi["id"], amount=0)
+    if status == "canceled":  # released, or abandoned by Stripe: no money was taken
+        raise ProviderError("stripe", "declined", "canceled",
+                            pi.get("cancellation_reason") or "payment canceled")
     # requires_payment_method after a confirm: the attempt failed without an error answer.
     raise _refusal(pi.get("last_payment_error"), status)
+
+
+def _refund_result(refund: Any) -> RefundResult:
+    status = refund.get("status")
+    if status == "succeeded":
+        mapped = "succeeded"
+    elif status in ("pending", "requires_action"):
+        mapped = "pending"  # settles on `charge.refund.updated`
+    else:
+        mapped = "failed"
+    return RefundResult(refund_id=refund["id"], status=mapped)
 
 
 def _refusal(error: Any, status: str | None) -> ProviderError:

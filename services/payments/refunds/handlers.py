@@ -92,10 +92,15 @@ async def get_refund(ctx: Context, scope: Scope, p: RefundIdParams) -> Refund:
 
 
 async def redrive_unanswered(ctx: Context) -> None:
-    """The job: refunds the provider never answered (it was unreachable, or the process
-    died between the reservation and the answer) are asked again, under the same key."""
+    """The payment janitor, for refunds (Kill Bill's janitor): one the provider never
+    answered (it was unreachable, or the process died between the reservation and the
+    answer) has no reference to retrieve by and is asked again under the same key; one it
+    answered `pending` (its webhook may never come) is retrieved by its reference — never
+    refunded again — once it has waited the recovery window, and settled to the answer."""
     stuck = await store.take_unanswered(ctx.pool, _stuck(ctx), REDRIVE_WINDOW, REDRIVE_BATCH)
-    await asyncio.gather(*(_redrive(ctx, row) for row in stuck))
+    settling = await store.take_settling(ctx.pool, _stuck(ctx), REDRIVE_BATCH)
+    await asyncio.gather(*(_redrive(ctx, row) for row in stuck),
+                         *(_retrieve(ctx, row) for row in settling))
 
 
 async def _redrive(ctx: Context, row: asyncpg.Record) -> None:
@@ -103,6 +108,21 @@ async def _redrive(ctx: Context, row: asyncpg.Record) -> None:
         await _drive(ctx, service_scope(row["org_id"], row["livemode"]), row)
     except Failure as failure:
         log.warning("refund %s still unanswered: %s", row["id"], failure.error.message)
+
+
+async def _retrieve(ctx: Context, row: asyncpg.Record) -> None:
+    scope = service_scope(row["org_id"], row["livemode"])
+    try:
+        provider = await issuer(ctx, scope, row["provider"])
+        result = await provider.retrieve_refund(row["provider_ref"])
+    except (Failure, ProviderError) as e:
+        log.warning("refund %s still pending: %s", row["id"], e)
+        return
+    if result.status != domain.PENDING:
+        state = domain.answered(store.as_refund(row), result)
+        # A top-up's credit, taken back before the refund, comes back if it failed.
+        await _record(ctx, scope, row, state,
+                      restore_credit=bool(row["topup_id"]) and state.status == domain.FAILED)
 
 
 def _stuck(ctx: Context) -> timedelta:

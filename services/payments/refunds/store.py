@@ -92,11 +92,13 @@ async def release(db: Db, org_id: str, livemode: bool, refund_id: str) -> None:
 async def settle(conn: asyncpg.Connection, org_id: str, livemode: bool, refund_id: str,
                  r: Refund) -> asyncpg.Record | None:
     """Record the provider's answer, once: None when another driver (a retry, the job)
-    recorded one first."""
+    recorded one first. A `pending` answer may be followed by the final one (the janitor's
+    retrieve)."""
     return await conn.fetchrow(
         f"""update payments.refunds set status = $4, provider_ref = $5, failure_reason = $6,
             answered_at = now(), in_flight = false, updated_at = now()
-        where org_id = $1 and livemode = $2 and id = $3 and answered_at is null
+        where org_id = $1 and livemode = $2 and id = $3
+          and (answered_at is null or status = 'pending')
         returning {_REFUND}""",
         org_id, livemode, refund_id, r.status, r.provider_ref, r.failure_reason)
 
@@ -124,6 +126,19 @@ async def take_unanswered(db: Db, stuck_for: timedelta, younger_than: timedelta,
             order by updated_at limit $3 for update skip locked) due
         where (r.org_id, r.livemode, r.id) = (due.o, due.l, due.i) returning {_REFUND}""",
         stuck_for, younger_than, limit)
+
+
+async def take_settling(db: Db, waited: timedelta, limit: int) -> list[asyncpg.Record]:
+    """Refunds the provider answered `pending` and nothing settled for `waited`, taken by
+    this janitor for as long again (another replica skips them)."""
+    return await db.fetch(
+        f"""update payments.refunds r set updated_at = now() from (
+            select org_id as o, livemode as l, id as i from payments.refunds
+            where status = 'pending' and answered_at is not null
+              and updated_at < now() - $1::interval
+            order by updated_at limit $2 for update skip locked) due
+        where (r.org_id, r.livemode, r.id) = (due.o, due.l, due.i) returning {_REFUND}""",
+        waited, limit)
 
 
 _REFUND_FIELDS = tuple(f.name for f in dataclasses.fields(Refund))  # columns of those names

@@ -1,14 +1,17 @@
-"""Payments routes (payments.md §1.3, §3, §4.1–§4.4, §4.9).
+"""Payments routes (payments.md §1.3, §3, §4.1–§4.5, §4.9, §5).
 
 Payment and setup intents, refunds and an organization's provider settings are `admin` (the
 caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
 end user is pinned to themselves through `customerId` (create, list); methods reached by id
 are checked against the caller by payments (someone else's → 404, no existence oracle). Card
-tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept)."""
+tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept). Disputes
+are `admin`. Provider webhooks carry no credential (`webhook`: the provider's signature, for
+the organization the URL names, else the platform's)."""
 
 from __future__ import annotations
 
-from contracts import payments
+from contracts import disputes, payments
+from contracts.webhooks_in import WEBHOOK_INGEST
 from services.gateway.routing import Route
 
 PAYMENT_ROUTES: tuple[Route, ...] = (
@@ -64,4 +67,16 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None),
     Route("DELETE", "/billing/provider-settings/{provider}", payments.PROVIDER_SETTINGS_DELETE,
           "admin", source="query", user_field=None),
+    Route("GET", "/billing/disputes", disputes.DISPUTE_LIST, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/disputes/{id}", disputes.DISPUTE_GET, "admin", source="query",
+          user_field=None),
+    Route("PATCH", "/billing/disputes/{id}", disputes.DISPUTE_SUBMIT_EVIDENCE, "admin",
+          user_field=None, idempotent=True),
+    Route("POST", "/billing/disputes/{id}/close", disputes.DISPUTE_CLOSE, "admin",
+          source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/webhooks/{provider}", WEBHOOK_INGEST, "webhook", source="raw",
+          user_field=None, kind="webhook"),
+    Route("POST", "/billing/webhooks/{provider}/{org}", WEBHOOK_INGEST, "webhook",
+          source="raw", user_field=None, kind="webhook"),
 )

@@ -14,7 +14,7 @@ from contracts.disputes import STATUSES, DisputeEvidenceParams, Evidence
 from services.payments.disputes import domain
 from tests.payments.test_webhooks_in import (
     deliver,
-    fake_stripe,
+    fake_providers,
     journal_entries,
     stripe_event,
     stripe_header,
@@ -78,7 +78,7 @@ def test_evidence_is_merged():
 
 @pytest.fixture(scope="module")
 async def stripe_api(platform, settings):
-    async with fake_stripe(platform, settings) as fake:
+    async with fake_providers(platform, settings) as (fake, _):
         yield fake
 
 

@@ -25,6 +25,7 @@ from services.payments.providers.base import WebhookEvent
 from services.payments.webhooks_in import domain
 from services.payments.webhooks_in.domain import Secret
 from services.runtime.config import Settings
+from tests.payments.square_server import FakeSquare
 from tests.payments.test_square_adapter import fixture as square_fixture
 from tests.payments.test_stripe_adapter import API_KEY, FakeStripe, fixture
 from tests.support import (
@@ -155,24 +156,36 @@ def test_square_dispute_states(state, status):
 
 
 @asynccontextmanager
-async def fake_stripe(platform, settings) -> AsyncIterator[FakeStripe]:
-    """The fake Stripe every organization's Stripe settings lead to while the block runs,
-    and the platform's webhook secrets in payments' environment."""
-    fake = FakeStripe()
-    await fake.start()
-    env = {**settings.env, "STRIPE_API_BASE": fake.url,
+async def fake_providers(platform, settings) -> AsyncIterator[tuple[FakeStripe, FakeSquare]]:
+    """The fake Stripe and Square every organization's settings lead to while the block
+    runs, and the platform's webhook secrets in payments' environment."""
+    stripe_api, square_api = FakeStripe(), FakeSquare()
+    await stripe_api.start()
+    await square_api.start()
+    env = {**settings.env, "STRIPE_API_BASE": stripe_api.url, "SQUARE_BASE_URL": square_api.url,
            "STRIPE_WEBHOOK_SECRET": PLATFORM_SECRET,
            "SQUARE_WEBHOOK_SIGNATURE_KEY": PLATFORM_SQUARE_KEY}
     async with service_with(platform, "payments", Settings.from_env(env)):
-        yield fake
-    await fake.stop()
-    assert fake.violations == []
+        yield stripe_api, square_api
+    await stripe_api.stop()
+    await square_api.stop()
+    assert stripe_api.violations == [] and square_api.problems == []
 
 
 @pytest.fixture(scope="module")
-async def stripe_api(platform, settings):
-    async with fake_stripe(platform, settings) as fake:
-        yield fake
+async def providers(platform, settings):
+    async with fake_providers(platform, settings) as fakes:
+        yield fakes
+
+
+@pytest.fixture
+def stripe_api(providers) -> FakeStripe:
+    return providers[0]
+
+
+@pytest.fixture
+def square_api(providers) -> FakeSquare:
+    return providers[1]
 
 
 async def stripe_org(http, make_org, secret: str | None = ORG_SECRET):
@@ -292,15 +305,26 @@ async def test_the_platform_secret_serves_a_mode_the_organization_has_none_for(
                                                             (True, "ignored")]
 
 
-async def test_square_is_verified_over_the_url_it_notified(http, make_org, platform, pool,
-                                                           stripe_api):
-    # §9 91: the organization's own key; the URL is the one the gateway was reached at.
+async def square_org(http, make_org, square_api, key: str = "sqkey_test"):
+    """An organization whose test mode has its own Square account (a Square sandbox)."""
     org = await make_org()
     status, body, _ = await post(http, "/provider-settings", {"square": {
-        "accessToken": "sq-token", "locationId": "L1", "webhookSignatureKey": "sqkey_test"}},
-        org.auth())
+        "accessToken": square_api.token, "locationId": square_api.location_id,
+        "webhookSignatureKey": key}}, org.auth())
     assert status == 200, body
-    url = f"{http._base_url}/api/v1/billing/webhooks/square/{org.name}"
+    return org
+
+
+def square_url(http, org) -> str:
+    """The URL Square notified: the one the gateway was reached at (no SQUARE_WEBHOOK_URL)."""
+    return f"{http._base_url}/api/v1/billing/webhooks/square/{org.name}"
+
+
+async def test_square_is_verified_over_the_url_it_notified(http, make_org, platform, pool,
+                                                           square_api):
+    # §9 91: the organization's own key, over the URL and the body.
+    org = await square_org(http, make_org, square_api)
+    url = square_url(http, org)
     status, body, _ = await deliver(http, org, SPEC_SQUARE,
                                     square_header(SPEC_SQUARE, "sqkey_test", url), "square")
     assert (status, body) == (200, {"received": True, "type": "payment.updated", "id": "e-1"})
@@ -308,13 +332,43 @@ async def test_square_is_verified_over_the_url_it_notified(http, make_org, platf
         b"sqkey_test", SPEC_SQUARE, hashlib.sha256).digest()).decode()}
     status, _, _ = await deliver(http, org, SPEC_SQUARE, body_only, "square")
     assert status == 401
-    # Square's retries keep their first `created_at` (2026-04-19 here): never refused for age.
+    # Square's retries keep their first `created_at`: never refused for age.
     old = SPEC_SQUARE.replace(b"e-1", b"e-2").replace(b"2026-04-19", b"2020-01-01")
     status, _, _ = await deliver(http, org, old, square_header(old, "sqkey_test", url),
                                  "square")
     assert status == 200
     rows = await stored_events(pool, await org_id_of(platform, org))
     assert [(r["event_id"], r["livemode"]) for r in rows] == [("e-1", False), ("e-2", False)]
+
+
+async def test_a_completed_square_payment_settles_its_intent_once(http, make_org, platform,
+                                                                  nc, pool, square_api):
+    # §9 91: `payment.updated` with the payment COMPLETED (here: a hold captured at Square).
+    org = await square_org(http, make_org, square_api)
+    user = new_user()
+    method = await add_payment_method(http, org, user, "cnon:card-nonce-ok")
+    status, created, _ = await post(http, "/payment-intents", {
+        "customerId": user, "amount": 1200, "paymentMethodId": method["id"],
+        "captureMethod": "manual"}, org.auth())
+    status, held, _ = await post(http, f"/payment-intents/{created['id']}/confirm", {},
+                                 org.auth())
+    assert held["status"] == "requires_capture", held
+    body = json.dumps({
+        "merchant_id": "M1", "type": "payment.updated", "event_id": secrets.token_hex(8),
+        "created_at": "2026-04-19T10:00:00Z", "data": {"type": "payment", "object": {
+            "payment": {"id": held["providerRef"], "status": "COMPLETED",
+                        "amount_money": {"amount": 1200, "currency": "USD"}}}}}).encode()
+    headers = square_header(body, "sqkey_test", square_url(http, org))
+    for _ in range(2):
+        status, _, _ = await deliver(http, org, body, headers, "square")
+        assert status == 200
+    settled = await intent(http, org, held["id"])
+    assert (settled["status"], settled["amountReceived"]) == ("succeeded", 1200)
+    assert (await events_of(pool, held["id"])).count("payment_intent.succeeded") == 1
+    entries = await eventually(
+        lambda: journal_entries(platform, nc, org, paymentIntentId=held["id"]),
+        lambda found: len(found) == 1)
+    assert len(entries) == 1
 
 
 async def test_a_payment_settles_once_however_often_it_is_delivered(http, make_org, platform,

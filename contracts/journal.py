@@ -145,6 +145,9 @@ class JournalDisputeParams(Params):
     amount: Int64 = 0
     currency: Code = ""
     customerId: UserId = ""
+    # "" opens the dispute (the amount is held from the customer); "won" gives it back,
+    # "lost" writes it off. Each is posted once per dispute.
+    outcome: Code = ""
 
 
 # ---- results --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Routes are a table (`routes.py`); each is served by its kind's handler — `bus` routes by
 the request pipeline (`pipeline.py`), `ingest` by the asynchronous meter-event path
-(`ingest.py`) — and ZAP methods reuse the REST routes. Every failure is answered at one
+(`ingest.py`), `webhook` by provider deliveries (`webhooks.py`) — and ZAP methods reuse the
+REST routes. Every failure is answered at one
 edge, translated by one table (`errors.py`).
 """
 
@@ -34,6 +35,7 @@ from services.gateway.iam import IamConfig, IamVerifier
 from services.gateway.ingest import AsyncIngest
 from services.gateway.pipeline import REQUEST_ID, Pipeline, authorize, fingerprint_of, pin_user
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
+from services.gateway.webhooks import ProviderWebhooks
 from services.runtime import db, telemetry
 from services.runtime.bus import nats_servers
 from services.runtime.config import Settings
@@ -126,8 +128,9 @@ class Gateway:
         openapi.add_routes(app.router, openapi.document(
             ROUTES, self.settings.path_prefixes, zap=ZAP_ROUTE, zap_methods=tuple(ZAP_METHODS),
             version=VERSION, query_keys=self.settings.allow_query_keys))
-        # Each kind of route has its handler; a new kind (webhook, page) adds one here.
-        handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler}
+        # Each kind of route has its handler; a new kind (page) adds one here.
+        handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler,
+                      "webhook": ProviderWebhooks(self.pipeline).handler}
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
                 app.router.add_route(route.method, prefix + route.path,

@@ -270,12 +270,17 @@ class Authenticator:
 
     # ---- organizations ------------------------------------------------------------------
 
-    async def _org(self, name: str) -> store.Org:
+    async def existing_org(self, name: str) -> store.Org:
+        """The organization of that name, never created (provider webhooks name one)."""
+        return await self._org(name, provision=False)
+
+    async def _org(self, name: str, *, provision: bool = True) -> store.Org:
         org = self._orgs.get_fresh(name)
         if org is None:
             org = await store.org_by_name(self.db, name)
             if org is None:
-                if not (self.settings.auto_provision_orgs and provisionable(name)):
+                if not (provision and self.settings.auto_provision_orgs
+                        and provisionable(name)):
                     raise AuthError(401, UNKNOWN_ORG)
                 org = await store.provision_org(self.db, name)
             self._orgs.put(name, org)

@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
+from contracts.webhooks_in import SIGNATURE_HEADERS
 from services.gateway.routing import Route
 
 OPENAPI = "3.1.0"
@@ -67,6 +68,7 @@ _ACCESS = {
     "mint": "callers allowed to create money: the platform, and secret keys when "
             "MINT_POLICY=secret_keys",
     "platform": "the platform only (service tokens, platform admins)",
+    "webhook": "no credential: the payment provider's signature of the raw body",
 }
 _SCHEMES_BY_ACCESS = {
     "public": ("secretKey", "publishableKey", "iamToken", "service"),
@@ -74,6 +76,7 @@ _SCHEMES_BY_ACCESS = {
     "admin": ("secretKey", "iamToken", "service"),
     "mint": ("secretKey", "iamToken", "service"),
     "platform": ("iamToken", "service"),
+    "webhook": (),
 }
 
 
@@ -84,7 +87,7 @@ def _security(access: str, query_keys: bool) -> list[dict[str, list]]:
             alternatives.append({"serviceToken": [], "serviceOrg": []})
         else:
             alternatives.append({scheme: []})
-    if query_keys:
+    if query_keys and alternatives:
         alternatives.append({"queryKey": []})
     return alternatives
 
@@ -200,6 +203,9 @@ def _operation(route: Route, schemas: dict[str, Any], schema_of: dict[int, Any],
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
     if route.kind == "ingest":
         parameters.append({"$ref": "#/components/parameters/PreferAsync"})
+    if route.kind == "webhook":
+        parameters += [{"name": name, "in": "header", "required": False,
+                        "schema": {"type": "string"}} for name in SIGNATURE_HEADERS[:2]]
     subject = route.endpoint.subject
     operation: dict[str, Any] = {
         "operationId": _operation_id(route),
@@ -215,6 +221,10 @@ def _operation(route: Route, schemas: dict[str, Any], schema_of: dict[int, Any],
     if has_body:
         operation["requestBody"] = {"required": route.source == "body", "content": {
             "application/json": {"schema": schema_of[id(params)]}}}
+    elif route.source == "raw":
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"type": "object",
+                       "description": "The provider's event, exactly as it signed it."}}}}
     operation["responses"] = {**_success(route, schema_of),
                               **_error_refs(route, has_body, path_params)}
     return operation

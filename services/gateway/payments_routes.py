@@ -1,4 +1,4 @@
-"""Payments routes (payments.md §1.3, §3, §4.1–§4.4, §4.9).
+"""Payments routes (payments.md §1.3, §3, §4.1–§4.5, §4.9, §5).
 
 Payment and setup intents, refunds and an organization's provider settings are `admin` (the
 caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
@@ -6,11 +6,14 @@ end user is pinned to themselves through `customerId` (create, list); methods re
 are checked against the caller by payments (someone else's → 404, no existence oracle). Card
 tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept). Payouts
 (create, cancel) and the reconciliation of a transfer move money: `mint`; reconciliation is
-served on the reference's path and on the seed document's (§4.8)."""
+served on the reference's path and on the seed document's (§4.8). Disputes are `admin`.
+Provider webhooks carry no credential (`webhook`: the provider's signature, for the
+organization the URL names, else the platform's)."""
 
 from __future__ import annotations
 
-from contracts import payments, payouts
+from contracts import disputes, payments, payouts
+from contracts.webhooks_in import WEBHOOK_INGEST
 from services.gateway.routing import Route
 
 PAYMENT_ROUTES: tuple[Route, ...] = (
@@ -84,4 +87,16 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None, idempotent=True),
     Route("POST", "/billing/bank-transfer-instructions/reconciliation/match",
           payouts.TRANSFER_MATCH, "mint", user_field=None, idempotent=True),
+    Route("GET", "/billing/disputes", disputes.DISPUTE_LIST, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/disputes/{id}", disputes.DISPUTE_GET, "admin", source="query",
+          user_field=None),
+    Route("PATCH", "/billing/disputes/{id}", disputes.DISPUTE_SUBMIT_EVIDENCE, "admin",
+          user_field=None, idempotent=True),
+    Route("POST", "/billing/disputes/{id}/close", disputes.DISPUTE_CLOSE, "admin",
+          source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/webhooks/{provider}", WEBHOOK_INGEST, "webhook", source="raw",
+          user_field=None, kind="webhook"),
+    Route("POST", "/billing/webhooks/{provider}/{org}", WEBHOOK_INGEST, "webhook",
+          source="raw", user_field=None, kind="webhook"),
 )

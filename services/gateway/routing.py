@@ -19,10 +19,11 @@ ROLES_ALLOWED = {
     "platform": frozenset({"platform"}),
 }
 
-# How a route is served: `bus` (one request to its endpoint) or `ingest` (meter events that
-# may be accepted asynchronously: `Prefer: respond-async`). Next: `webhook` (raw body,
-# signature-authenticated) and `page` (HTML).
-KINDS = frozenset({"bus", "ingest"})
+# How a route is served: `bus` (one request to its endpoint), `ingest` (meter events that
+# may be accepted asynchronously: `Prefer: respond-async`) or `webhook` (a provider's
+# delivery: raw body, no credential, the signature checked by the service; access
+# `webhook`). Next: `page` (HTML).
+KINDS = frozenset({"bus", "ingest", "webhook"})
 _PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 
@@ -31,8 +32,9 @@ class Route:
     method: str
     path: str  # below the prefix, aiohttp syntax for path parameters
     endpoint: Endpoint | None  # None only for special routes that call no single endpoint
-    access: str  # public | user | admin | mint | platform
-    source: str = "body"  # "body", "query" or "optional" (a body that does not decode is ignored)
+    access: str  # public | user | admin | mint | platform | webhook
+    source: str = "body"  # "body", "query", "optional" (a body that does not decode is
+    # ignored) or "raw" (the bytes as sent: webhook routes)
     user_field: str | None = "user"  # the param naming the target user, scoped for role user
     idempotent: bool = False  # honours Idempotency-Key
     status: int = 200  # the success status (201 creates and ledger writes, 202, 204)

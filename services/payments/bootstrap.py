@@ -11,6 +11,7 @@ from services.payments.postings.sender import Outbound
 from services.payments.provider_settings.handlers import stored
 from services.payments.selection import Providers
 from services.payments.topups.batches import TopupWrites
+from services.payments.webhooks_in.handlers import Secrets, intake
 from services.runtime.batching import MicroBatcher
 from services.runtime.encryption import SecretBox
 from services.runtime.service import Context
@@ -28,6 +29,8 @@ class PaymentsState:
     secrets: SecretBox | None
     topups: TopupWrites  # concurrent top-ups share their claims, charges and completions
     postings: Outbound  # ledger postings on their way
+    webhook_secrets: Secrets  # each organization's, cached
+    webhook_intake: MicroBatcher  # concurrent provider deliveries share their insert
 
 
 async def bootstrap(ctx: Context) -> None:
@@ -42,4 +45,4 @@ async def bootstrap(ctx: Context) -> None:
     ctx.on_stop(postings.stop)
     ctx.state = PaymentsState(
         providers, MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)), secrets,
-        TopupWrites(ctx), postings)
+        TopupWrites(ctx), postings, Secrets(ctx), intake(ctx))

@@ -48,6 +48,13 @@ class Settings:
     # platform's, never an organization's
     stripe_api_base: str = ""
     square_base_url: str = ""
+    # payments: the platform's webhook secrets, for organizations that stored none
+    stripe_webhook_secret: str = field(default="", repr=False)
+    square_webhook_signature_key: str = field(default="", repr=False)
+    # gateway: where Square reaches the gateway (`https://billing.example.com`): Square signs
+    # the notification URL with the body, and that URL is this origin + the path the request
+    # came to (a proxy in front changes what the gateway sees); empty: the request's own URL
+    square_webhook_url: str = ""
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -81,5 +88,8 @@ class Settings:
             secrets_key=env.get("BILLING_SECRETS_KEY", ""),
             stripe_api_base=env.get("STRIPE_API_BASE", ""),
             square_base_url=env.get("SQUARE_BASE_URL", ""),
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
+            square_webhook_signature_key=env.get("SQUARE_WEBHOOK_SIGNATURE_KEY", ""),
+            square_webhook_url=env.get("SQUARE_WEBHOOK_URL", ""),
             env=env,
         )

@@ -170,6 +170,26 @@ def test_payment_validation(params, message):
     assert refused(journal.payment, params) == (400, message)
 
 
+def test_a_dispute_won_gives_the_amount_back_and_one_lost_keeps_it_out():
+    won = journal.dispute(JournalDisputeParams(disputeId="disp_1", amount=5000,
+                                               customerId="cust_1", outcome="won"))
+    assert _named(won) == [("platform:disputes_held", "asset", -5000),
+                           ("platform:cash", "asset", 5000),
+                           ("customer_balance:cust_1", "liability", -5000),
+                           ("platform:reserves", "liability", 5000)]
+    assert won.idempotency_key == "dispute-won:disp_1"
+    lost = journal.dispute(JournalDisputeParams(disputeId="disp_1", amount=5000,
+                                                customerId="cust_1", outcome="lost"))
+    assert _named(lost) == [("platform:reserves", "liability", 5000),
+                            ("platform:disputes_held", "asset", -5000)]
+    assert lost.idempotency_key == "dispute-lost:disp_1"
+    for op in (won, lost):
+        assert sum(leg.amount for leg in op.legs) == 0
+    assert refused(journal.dispute, JournalDisputeParams(
+        disputeId="d", amount=1, customerId="c", outcome="drawn")) == (
+        400, "outcome must be won, lost or empty")
+
+
 def test_refund_payout_and_dispute_postings():
     refund = journal.refund(JournalRefundParams(refundId="ref_1", amount=8000,
                                                 customerId="cust_1"))

@@ -174,6 +174,10 @@ class FakeStripe:
                       payment_method=pm if f.get("expand[0]") == "payment_method"
                       else pm["id"])
             return 200, si
+        if path.startswith("/v1/disputes/"):  # evidence submitted, or closed (accepted)
+            closing = path.endswith("/close")
+            return 200, {"id": path.split("/")[3], "object": "dispute",
+                         "status": "lost" if closing else "under_review"}
         return 404, fixture("invalid_request_error")
 
 

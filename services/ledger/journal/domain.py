@@ -385,7 +385,9 @@ def _cash_out(owed: str, amount: int, currency: str, reference: str, description
 
 
 def dispute(p: JournalDisputeParams) -> Operation:
-    """A customer disputes a charge. Four legs, two balanced pairs:
+    """A customer disputes a charge (`outcome` ""), and the dispute's end: "won" reverses
+    the four legs below, "lost" writes the held amount off against disputes_held (the
+    customer's balance stays without it). Opening posts four legs, two balanced pairs:
 
     - platform:disputes_held +amount, platform:cash −amount: the card network pulls the
       funds; until the dispute is decided they are a claim on the network, not lost money
@@ -393,8 +395,7 @@ def dispute(p: JournalDisputeParams) -> Operation:
     - customer_balance:<c> +amount, platform:reserves −amount: the fix (§9.16, the
       reference never touched the customer): the disputed amount leaves the customer's
       spendable balance, so they cannot spend money they are clawing back through their
-      bank, and is parked in the reserve until the outcome (won: back to the customer;
-      lost: written off against disputes_held).
+      bank, and is parked in the reserve until the outcome.
 
     Never refused for lack of funds: the dispute already happened at the network, so the
     customer's balance may end up owing the platform.
@@ -403,12 +404,25 @@ def dispute(p: JournalDisputeParams) -> Operation:
     dispute_id = _required(p.disputeId, "disputeId")
     customer = _required(p.customerId, "customerId")
     currency = currency_of(p.currency)
-    legs = (NamedLeg(DISPUTES_HELD, ASSET, amount), NamedLeg(CASH, ASSET, -amount),
-            NamedLeg(customer_account(customer), LIABILITY, amount),
-            NamedLeg(RESERVES, LIABILITY, -amount))
-    return Operation(currency, legs, f"dispute:{dispute_id}",
-                     f"Dispute {dispute_id}: {amount} {currency} from customer {customer}",
-                     dispute_id=dispute_id)
+    outcome = p.outcome.strip()
+    opened = (NamedLeg(DISPUTES_HELD, ASSET, amount), NamedLeg(CASH, ASSET, -amount),
+              NamedLeg(customer_account(customer), LIABILITY, amount),
+              NamedLeg(RESERVES, LIABILITY, -amount))
+    if outcome == "":
+        return Operation(currency, opened, f"dispute:{dispute_id}",
+                         f"Dispute {dispute_id}: {amount} {currency} from customer {customer}",
+                         dispute_id=dispute_id)
+    if outcome == "won":
+        legs = tuple(NamedLeg(leg.name, leg.type, -leg.amount) for leg in opened)
+        return Operation(currency, legs, f"dispute-won:{dispute_id}",
+                         f"Dispute {dispute_id} won: {amount} {currency} back to customer "
+                         f"{customer}", dispute_id=dispute_id)
+    if outcome == "lost":
+        legs = (NamedLeg(RESERVES, LIABILITY, amount), NamedLeg(DISPUTES_HELD, ASSET, -amount))
+        return Operation(currency, legs, f"dispute-lost:{dispute_id}",
+                         f"Dispute {dispute_id} lost: {amount} {currency} written off",
+                         dispute_id=dispute_id)
+    raise invalid("outcome must be won, lost or empty", "outcome")
 
 
 # ---- holds --------------------------------------------------------------------------------

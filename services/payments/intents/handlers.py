@@ -245,7 +245,7 @@ async def _settle(ctx: Context, scope: Scope, intent_id: str,
                 conn, scope.org_id, scope.livemode, intent_id, outcome(store.as_intent(row)),
                 row["attempts"] if attempts is None else attempts)
             intent = await announce(conn, scope, row)
-            posting = await _owe_payment(conn, scope, intent)
+            posting = await owe_payment(conn, scope, intent)
         else:
             intent = _intent(row, scope.livemode)
         reply = reply or Reply(result=intent)
@@ -255,7 +255,7 @@ async def _settle(ctx: Context, scope: Scope, intent_id: str,
     return encoded
 
 
-async def _owe_payment(conn: asyncpg.Connection, scope: Scope, intent: PaymentIntent,
+async def owe_payment(conn: asyncpg.Connection, scope: Scope, intent: PaymentIntent,
                        ) -> Posting | None:
     """A succeeded intent owes the ledger its payment (the journal: cash in, owed to the
     customer), posted once under `payment:<intent>`."""

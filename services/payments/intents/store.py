@@ -45,6 +45,15 @@ async def intent(db: Db, org_id: str, livemode: bool, intent_id: str, *,
         org_id, livemode, intent_id)
 
 
+async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                          provider: str, ref: str) -> asyncpg.Record | None:
+    """The intent the provider knows as `ref` (a webhook's), locked as `intent(lock=True)`."""
+    return await conn.fetchrow(
+        f"select {_INTENT} from payments.payment_intents where org_id = $1 and livemode = $2"
+        f" and provider_type = $3 and provider_ref = $4 and provider_ref <> '' for update",
+        org_id, livemode, provider, ref)
+
+
 async def intents(db: Db, org_id: str, livemode: bool, customer_id: str, limit: int,
                   starting_after: str) -> list[asyncpg.Record]:
     return await db.fetch(

@@ -100,6 +100,23 @@ async def update_method(db: Db, org_id: str, livemode: bool, method_id: str,
         org_id, livemode, method_id, billing_address, metadata)
 
 
+async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                          provider: str, ref: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"select {_METHOD} from payments.payment_methods where org_id = $1 and livemode = $2"
+        f" and provider_type = $3 and provider_ref = $4 and provider_ref <> '' and not deleted"
+        f" for update", org_id, livemode, provider, ref)
+
+
+async def update_card(conn: asyncpg.Connection, org_id: str, livemode: bool, method_id: str,
+                      card: dict[str, Any]) -> asyncpg.Record:
+    """The card's details as its provider now has them (a new expiry, a reissued number)."""
+    return await conn.fetchrow(
+        f"update payments.payment_methods set card = coalesce(card, '{{}}'::jsonb) || $4,"
+        f" updated_at = now() where org_id = $1 and livemode = $2 and id = $3"
+        f" returning {_METHOD}", org_id, livemode, method_id, card)
+
+
 async def detach_method(db: Db, org_id: str, livemode: bool, method_id: str) -> None:
     await db.execute(
         "update payments.payment_methods set deleted = true, is_default = false,"

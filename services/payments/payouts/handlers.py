@@ -129,17 +129,28 @@ async def settle_from_provider(ctx: Context, scope: Scope, payout_id: str, statu
     """What the bank did with a payout (`in_transit`, `paid`, `failed`), recorded once: a
     report repeated (a webhook delivered twice) changes nothing more. A failed payout's
     money is back: its reversal is owed to the journal."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        payout, reversal = await settle_within(ctx, conn, scope, payout_id, status,
+                                               provider_ref=provider_ref,
+                                               failure_code=failure_code,
+                                               failure_message=failure_message)
+    if reversal is not None:
+        ctx.state.postings.post_soon(scope.org_id, scope.livemode, reversal)
+    return payout
+
+
+async def settle_within(ctx: Context, conn: asyncpg.Connection, scope: Scope, payout_id: str,
+                        status: str, *, provider_ref: str = "", failure_code: str = "",
+                        failure_message: str = "") -> tuple[Payout, Posting | None]:
+    """`settle_from_provider` in the caller's transaction (a provider's webhook); the
+    reversal it owes, if any, for the caller to send after the commit."""
     def settled(before: domain.Payout) -> domain.Payout:
         if before.status == status:
             return before
         return domain.settled(before, status, now(), provider_ref, failure_code,
                               failure_message)
 
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        payout, reversal = await _change(ctx, conn, scope, payout_id, settled)
-    if reversal is not None:
-        ctx.state.postings.post_soon(scope.org_id, scope.livemode, reversal)
-    return payout
+    return await _change(ctx, conn, scope, payout_id, settled)
 
 
 # ---- the steps -----------------------------------------------------------------------------

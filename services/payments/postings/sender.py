@@ -16,7 +16,13 @@ import msgspec
 from contracts import Scope
 from contracts.endpoint import Endpoint
 from contracts.errors import Failure, unavailable
-from contracts.journal import ENTRY_POST, PAYMENT_RECORD, PAYOUT_RECORD, REFUND_RECORD
+from contracts.journal import (
+    DISPUTE_RECORD,
+    ENTRY_POST,
+    PAYMENT_RECORD,
+    PAYOUT_RECORD,
+    REFUND_RECORD,
+)
 from contracts.ledger import TOPUP_CREDIT, TOPUP_REVERSE
 from services.payments.common import service_scope
 from services.payments.postings import store
@@ -26,7 +32,8 @@ from services.runtime.service import Context
 log = logging.getLogger(__name__)
 
 ENDPOINTS: dict[str, Endpoint] = {e.subject: e for e in (
-    TOPUP_CREDIT, TOPUP_REVERSE, PAYMENT_RECORD, REFUND_RECORD, PAYOUT_RECORD, ENTRY_POST)}
+    TOPUP_CREDIT, TOPUP_REVERSE, PAYMENT_RECORD, REFUND_RECORD, PAYOUT_RECORD, ENTRY_POST,
+    DISPUTE_RECORD)}
 LEASE = timedelta(seconds=5)  # a sender's hold on a posting before the job may send it
 DUE_BATCH = 100
 IN_BACKGROUND = 500  # postings sent at once that nobody waits for; more wait for the job

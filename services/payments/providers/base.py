@@ -99,8 +99,11 @@ class WebhookEvent(msgspec.Struct, kw_only=True, frozen=True):
     id: str  # the provider's event id
     type: str  # normalized (payments.md §1.7.3, §1.8.3)
     provider: ProviderName
-    data: dict[str, Any]
+    data: dict[str, Any]  # the object the event is about (Square's unwrapped)
     timestamp: int  # Unix seconds
+    provider_type: str = ""  # the type as the provider wrote it
+    account: str = ""  # the provider account it came from (Connect `account`, Square merchant)
+    livemode: bool | None = None  # what the event says of its mode (Stripe), if anything
 
 
 class ProviderError(Exception):
@@ -153,6 +156,13 @@ class Provider(Protocol):
     async def setup(self, customer_ref: str, token: str, idempotency_key: str,
                     ) -> SetupResult:
         """Confirm a setup intent: save the method for later payments."""
+
+    async def submit_dispute_evidence(self, dispute_ref: str, evidence: dict[str, str],
+                                      idempotency_key: str) -> None:
+        """Send a dispute's evidence (Stripe's field names) and submit it for review."""
+
+    async def accept_dispute(self, dispute_ref: str, idempotency_key: str) -> None:
+        """Close a dispute by accepting it: the disputed amount is lost."""
 
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,
                        url: str = "") -> WebhookEvent:

@@ -143,6 +143,13 @@ class OfflineProvider:
             method = SavedMethod(provider_ref=token, customer_ref=customer_ref)
         return SetupResult(status="succeeded", setup_id=INTERNAL_REF, method=method)
 
+    async def submit_dispute_evidence(self, dispute_ref: str, evidence: dict[str, str],
+                                      idempotency_key: str) -> None:
+        return None  # no provider: nothing to tell
+
+    async def accept_dispute(self, dispute_ref: str, idempotency_key: str) -> None:
+        return None
+
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,
                        url: str = "") -> WebhookEvent:
         # No provider, no signatures: every webhook fails (§1.6).

@@ -281,33 +281,24 @@ class SquareProvider:
 
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,
                        url: str = "") -> WebhookEvent:
-        """§1.8.2: base64(HMAC-SHA256(signature key, notification URL + raw body)). No age
-        limit: Square redelivers for 72 h with the original `created_at` (§5.5)."""
-        signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER), "")
-        if not secret or not url or not signature or not payload:
-            raise _bad_signature()
-        expected = base64.b64encode(hmac.new(
-            secret.encode(), url.encode() + payload, hashlib.sha256).digest())
-        if not hmac.compare_digest(expected, signature.strip().encode("utf-8", "replace")):
-            raise _bad_signature()
-        try:
-            body = json.loads(payload)
-            event_id, kind = body["event_id"], body["type"]
-            data = body.get("data") or {}
-            obj = data.get("object") or {}
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise ProviderError("square", "invalid", "BAD_PAYLOAD",
-                                "square webhook body is not an event") from err
-        if not isinstance(event_id, str) or not isinstance(kind, str) or not isinstance(
-                obj, dict):
-            raise ProviderError("square", "invalid", "BAD_PAYLOAD",
-                                "square webhook body is not an event")
-        # Square wraps the resource (`{"payment": {...}}`); hand on the resource itself, as
-        # Stripe's `data.object` is (§11.3).
-        inner = obj.get(data.get("type", ""))
-        return WebhookEvent(id=event_id, type=normalize_event_type(kind), provider="square",
-                            data=inner if isinstance(inner, dict) else obj,
-                            timestamp=_unix(body.get("created_at")))
+        return verify_webhook(payload, headers, secret, url)
+
+    # -- disputes ------------------------------------------------------------------------
+
+    async def submit_dispute_evidence(self, dispute_ref: str, evidence: dict[str, str],
+                                      idempotency_key: str) -> None:
+        """One text per field (its own key, derived from the call's), then submitted."""
+        for kind, text in evidence.items():
+            await self._call(self._client.disputes.create_evidence_text(
+                dispute_ref, idempotency_key=_key(f"{idempotency_key[:36]}-{kind[:8]}"),
+                evidence_text=text, evidence_type="GENERIC_EVIDENCE",
+                request_options=self._options))
+        await self._call(self._client.disputes.submit_evidence(
+            dispute_ref, request_options=self._options))
+
+    async def accept_dispute(self, dispute_ref: str, idempotency_key: str) -> None:
+        await self._call(self._client.disputes.accept(dispute_ref,
+                                                       request_options=self._options))
 
     # -- transport -----------------------------------------------------------------------
 
@@ -322,6 +313,42 @@ class SquareProvider:
         except httpx.HTTPError as err:
             raise ProviderError("square", "unavailable", "connection",
                                 f"square unreachable: {type(err).__name__}") from err
+
+
+def verify_webhook(payload: bytes, headers: Mapping[str, str], secret: str, url: str,
+                   ) -> WebhookEvent:
+    """§1.8.2: base64(HMAC-SHA256(signature key, notification URL + raw body)). No age
+    limit: Square redelivers for 72 h with the original `created_at` (§5.5)."""
+    signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER), "")
+    if not secret or not url or not signature or not payload:
+        raise _bad_signature()
+    expected = base64.b64encode(hmac.new(
+        secret.encode(), url.encode() + payload, hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature.strip().encode("utf-8", "replace")):
+        raise _bad_signature()
+    return parse_webhook(payload)
+
+
+def parse_webhook(payload: bytes) -> WebhookEvent:
+    """The event in a (verified) body: `{merchant_id, type, event_id, created_at, data}`."""
+    try:
+        body = json.loads(payload)
+        event_id, kind = body["event_id"], body["type"]
+        data = body.get("data") or {}
+        obj = data.get("object") or {}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ProviderError("square", "invalid", "BAD_PAYLOAD",
+                            "square webhook body is not an event") from err
+    if not isinstance(event_id, str) or not isinstance(kind, str) or not isinstance(obj, dict):
+        raise ProviderError("square", "invalid", "BAD_PAYLOAD",
+                            "square webhook body is not an event")
+    # Square wraps the resource (`{"payment": {...}}`); hand on the resource itself, as
+    # Stripe's `data.object` is (§11.3).
+    inner = obj.get(data.get("type", ""))
+    return WebhookEvent(id=event_id, type=normalize_event_type(kind), provider="square",
+                        data=inner if isinstance(inner, dict) else obj,
+                        timestamp=_unix(body.get("created_at")), provider_type=kind,
+                        account=str(body.get("merchant_id") or ""))
 
 
 def _mapped(err: ApiError) -> ProviderError:

@@ -62,6 +62,38 @@ def normalize_event_type(stripe_type: str) -> str:
     return _EVENT_TYPES.get(stripe_type, stripe_type)
 
 
+def verify_webhook(payload: bytes, headers: Mapping[str, str], secret: str, now: float,
+                   ) -> WebhookEvent:
+    """§1.7.2 DO: the event, if `Stripe-Signature` signs the raw body with `secret` within
+    `WEBHOOK_TOLERANCE` of `now`; else `ProviderError(kind="invalid")`."""
+    header = next((v for k, v in headers.items() if k.lower() == "stripe-signature"), "")
+    try:
+        # The SDK's check accepts any of several `v1` values (secret rotation). The clock
+        # check is ours, so that it also bounds the future (§1.7.2 DO).
+        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as e:
+        raise ProviderError("stripe", "invalid", "signature", "invalid signature") from e
+    timestamp = int(next(p.split("=", 1)[1] for p in header.split(",")
+                         if p.split("=", 1)[0] == "t"))
+    if abs(now - timestamp) > WEBHOOK_TOLERANCE:
+        raise ProviderError("stripe", "invalid", "timestamp",
+                            "signature timestamp outside the tolerance")
+    return parse_webhook(payload, timestamp)
+
+
+def parse_webhook(payload: bytes, timestamp: int) -> WebhookEvent:
+    """The event in a (verified) body: `{id, type, data: {object}}`."""
+    try:
+        body = json.loads(payload)
+        return WebhookEvent(
+            id=str(body["id"]), type=normalize_event_type(str(body["type"])),
+            provider="stripe", data=dict(body["data"]["object"]), timestamp=timestamp,
+            provider_type=str(body["type"]), account=str(body.get("account") or ""),
+            livemode=body.get("livemode") if isinstance(body.get("livemode"), bool) else None)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ProviderError("stripe", "invalid", "payload", "malformed event") from e
+
+
 # §1.10, matched on Stripe's codes (DO): `decline_code` first, then `code`.
 _DECLINE_CODES = {
     "insufficient_funds": declines.INSUFFICIENT,
@@ -228,30 +260,23 @@ class StripeProvider:
                                client_secret=si.get("client_secret") or "")
         raise _refusal(si.get("last_setup_error"), status)
 
+    # ---- disputes
+
+    async def submit_dispute_evidence(self, dispute_ref: str, evidence: dict[str, str],
+                                      idempotency_key: str) -> None:
+        await self._call(self._v1.disputes.update_async(
+            dispute_ref, {"evidence": evidence, "submit": True},
+            {"idempotency_key": idempotency_key}))
+
+    async def accept_dispute(self, dispute_ref: str, idempotency_key: str) -> None:
+        await self._call(self._v1.disputes.close_async(
+            dispute_ref, {}, {"idempotency_key": idempotency_key}))
+
     # ---- webhooks
 
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,
                        url: str = "") -> WebhookEvent:
-        header = next((v for k, v in headers.items() if k.lower() == "stripe-signature"), "")
-        try:
-            # The SDK's check accepts any of several `v1` values (secret rotation). The clock
-            # check is ours, so that it also bounds the future (§1.7.2 DO).
-            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
-        except (stripe.SignatureVerificationError, UnicodeDecodeError) as e:
-            raise ProviderError("stripe", "invalid", "signature", "invalid signature") from e
-        timestamp = int(next(p.split("=", 1)[1] for p in header.split(",")
-                             if p.split("=", 1)[0] == "t"))
-        if abs(self._clock() - timestamp) > WEBHOOK_TOLERANCE:
-            raise ProviderError("stripe", "invalid", "timestamp",
-                                "signature timestamp outside the tolerance")
-        try:
-            body = json.loads(payload)
-            event = WebhookEvent(
-                id=str(body["id"]), type=normalize_event_type(str(body["type"])),
-                provider="stripe", data=dict(body["data"]["object"]), timestamp=timestamp)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ProviderError("stripe", "invalid", "payload", "malformed event") from e
-        return event
+        return verify_webhook(payload, headers, secret, self._clock())
 
     # ---- errors
 

@@ -213,30 +213,41 @@ def _topup_reversal(row: asyncpg.Record, restore: bool) -> sender.Posting:
 async def _record(ctx: Context, scope: Scope, row: asyncpg.Record, state: domain.Refund, *,
                   restore_credit: bool = False) -> asyncpg.Record:
     """Step (3): the provider's answer, recorded once, with what it changes."""
-    posting = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         saved = await store.settle(conn, scope.org_id, scope.livemode, row["id"], state)
         if saved is None:  # another driver recorded the provider's answer first
             return await store.refund(conn, scope.org_id, scope.livemode, row["id"])
-        if restore_credit:
-            posting = _topup_reversal(saved, restore=True)
-            await sender.owe(conn, scope, posting)
-        if saved["status"] == domain.SUCCEEDED:
-            await store.add_refunded(conn, scope.org_id, scope.livemode,
-                                     saved["payment_intent_id"], saved["amount"])
-            posting = sender.Posting(f"refund:{saved['id']}", REFUND_RECORD, JournalRefundParams(
-                refundId=saved["id"], amount=saved["amount"], currency=saved["currency"],
-                customerId=saved["customer_id"]))
-            await sender.owe(conn, scope, posting)
-        if saved["status"] != domain.PENDING:  # a provider's `pending` settles later
-            await _announce(conn, scope, saved, f"refund.{saved['status']}")
-    if posting is not None:
+        postings = await settled(conn, scope, saved, restore_credit=restore_credit)
+    for posting in postings:
         try:
             await sender.send(ctx, scope.org_id, scope.livemode, posting)
         except Failure as failure:  # still owed: `post_due` sends it
             log.warning("refund %s not posted to the ledger yet: %s", saved["id"],
                         failure.error.message)
     return saved
+
+
+async def settled(conn: asyncpg.Connection, scope: Scope, saved: asyncpg.Record, *,
+                  restore_credit: bool = False) -> list[sender.Posting]:
+    """What a refund's new status changes, in the caller's transaction: the intent's
+    `amountRefunded` and the journal's refund (succeeded), a top-up credit taken back and
+    now restored (`restore_credit`), the event. The postings owed, to send after the
+    commit. (Also a provider's webhook settling a `pending` refund.)"""
+    postings = []
+    if restore_credit:
+        postings.append(_topup_reversal(saved, restore=True))
+    if saved["status"] == domain.SUCCEEDED:
+        await store.add_refunded(conn, scope.org_id, scope.livemode,
+                                 saved["payment_intent_id"], saved["amount"])
+        postings.append(sender.Posting(f"refund:{saved['id']}", REFUND_RECORD,
+                                       JournalRefundParams(
+            refundId=saved["id"], amount=saved["amount"], currency=saved["currency"],
+            customerId=saved["customer_id"])))
+    if postings:
+        await sender.owe_many(conn, [(scope, posting) for posting in postings])
+    if saved["status"] != domain.PENDING:  # a provider's `pending` settles later
+        await _announce(conn, scope, saved, f"refund.{saved['status']}")
+    return postings
 
 
 async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,

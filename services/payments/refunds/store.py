@@ -103,6 +103,25 @@ async def settle(conn: asyncpg.Connection, org_id: str, livemode: bool, refund_i
         org_id, livemode, refund_id, r.status, r.provider_ref, r.failure_reason)
 
 
+async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                          provider: str, ref: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"select {_REFUND} from payments.refunds where org_id = $1 and livemode = $2"
+        f" and provider = $3 and provider_ref = $4 and provider_ref <> '' for update",
+        org_id, livemode, provider, ref)
+
+
+async def settle_pending(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                         refund_id: str, r: Refund) -> asyncpg.Record | None:
+    """A refund the provider answered `pending`, settled by its webhook (once: None when it
+    is not pending any more)."""
+    return await conn.fetchrow(
+        f"""update payments.refunds set status = $4, failure_reason = $5, updated_at = now()
+        where org_id = $1 and livemode = $2 and id = $3 and status = 'pending'
+          and answered_at is not null returning {_REFUND}""",
+        org_id, livemode, refund_id, r.status, r.failure_reason)
+
+
 async def add_refunded(conn: asyncpg.Connection, org_id: str, livemode: bool, intent_id: str,
                        amount: int) -> None:
     """The intent's `amount_refunded` grows by a refund that succeeded (an increment, so

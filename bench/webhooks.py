@@ -1,0 +1,179 @@
+"""Inbound provider webhooks: how many signed Stripe deliveries a second the gateway and
+payments verify, store once and answer, with a tenth of them redelivered.
+
+Events are signed beforehand (Stripe's scheme, the platform's `STRIPE_WEBHOOK_SECRET`) and
+posted to `/billing/webhooks/stripe/bench` by concurrent clients: of each ten, eight are
+recorded only (`charge.succeeded`), one is forwarded to other services
+(`customer.subscription.updated`: an outbox event) and one asks for an intent we do not have
+(`payment_intent.succeeded`: the effect's own transaction); one delivery in ten repeats an
+event already sent. In the same run, the baseline: a bare aiohttp handler doing the same
+signature check (the Stripe SDK's) and nothing else, driven by the same client. Afterwards
+it checks that every distinct event was stored once.
+
+    .venv/bin/python bench/webhooks.py [--seconds 10] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    Result,
+    billing_env,
+    free_port,
+    infrastructure,
+    secret_key,
+    spawn,
+    stop,
+    wait_http,
+)
+
+SECRET = "whsec_bench_secret"
+REPLAYS = 0.10
+TYPES = ["charge.succeeded"] * 8 + ["customer.subscription.updated", "payment_intent.succeeded"]
+
+
+def signed_events(count: int) -> list[tuple[bytes, str]]:
+    """(body, Stripe-Signature) of `count` distinct events, signed now (valid for 300 s)."""
+    t = int(time.time())
+    events = []
+    for n in range(count):
+        kind = TYPES[n % len(TYPES)]
+        body = json.dumps({"id": f"evt_bench_{t}_{n}", "type": kind, "livemode": False,
+                           "data": {"object": {"id": f"obj_{n}", "object": "charge",
+                                               "amount": 1000, "status": "succeeded"}}},
+                          separators=(",", ":")).encode()
+        v1 = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+        events.append((body, f"t={t},v1={v1}"))
+    return events
+
+
+async def deliver(name: str, url: str, events: list[tuple[bytes, str]], concurrency: int,
+                  seconds: float) -> tuple[Result, int]:
+    """Post fresh events, one in ten an event already sent, for `seconds`; the result and
+    how many distinct events were answered 2xx."""
+    latencies: list[float] = []
+    errors = 0
+    fresh = iter(range(len(events)))
+    sent: list[int] = []
+    answered: set[int] = set()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                if sent and random.random() < REPLAYS:
+                    n = random.choice(sent)
+                else:
+                    n = next(fresh)
+                    sent.append(n)
+                body, signature = events[n]
+                started = time.perf_counter()
+                async with http.post(url, data=body, headers={
+                        "Stripe-Signature": signature,
+                        "Content-Type": "application/json"}) as r:
+                    await r.read()
+                    if r.status >= 300:
+                        errors += 1
+                    else:
+                        answered.add(n)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result(name, len(latencies), errors, elapsed, latencies), len(answered)
+
+
+def baseline_server(port: int) -> None:
+    """The baseline: aiohttp, the Stripe SDK's signature check, a fixed answer."""
+    import stripe
+    import uvloop
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            stripe.WebhookSignature.verify_header(body, request.headers.get(
+                "Stripe-Signature", ""), SECRET, tolerance=300)
+        except stripe.SignatureVerificationError:
+            return web.json_response({"error": "invalid signature"}, status=401)
+        return web.json_response({"received": True})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/webhook", handle)
+    app.router.add_get("/healthz", healthz)
+    uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def main(seconds: float, concurrency: int) -> None:
+    # Enough fresh events for a fast run (a deliberate overestimate: signing is cheap).
+    events = signed_events(int(seconds * 12_000) + 10_000)
+    async with infrastructure() as (nats_url, database_url):
+        port, bare_port = free_port(), free_port()
+        env = billing_env(nats_url, database_url, BILLING_PORT=str(port),
+                          STRIPE_WEBHOOK_SECRET=SECRET)
+        services = [spawn("-m", "services.cli", "serve", name, env=env)
+                    for name in ("ledger", "payments")]
+        bare = spawn(str(Path(__file__).resolve()), "--baseline-server", str(bare_port), env={})
+        await asyncio.sleep(1.0)
+        gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(base + "/readyz")
+            await secret_key(database_url)  # the organization `bench`
+            await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            baseline, _ = await deliver("bare aiohttp + HMAC check",
+                                        f"http://127.0.0.1:{bare_port}/webhook", events,
+                                        concurrency, seconds)
+            result, distinct = await deliver("POST /billing/webhooks/stripe/{org}",
+                                             f"{base}/api/v1/billing/webhooks/stripe/bench",
+                                             events, concurrency, seconds)
+            conn = await asyncpg.connect(database_url)
+            stored, rows = await conn.fetchrow(
+                "select count(distinct event_id), count(*) from payments.webhook_events_in")
+            by_status = dict(await conn.fetch(
+                "select status, count(*) from payments.webhook_events_in group by status"))
+            await conn.close()
+        finally:
+            stop([gateway, bare, *services])
+    print(f"\ninbound webhooks, {concurrency} concurrent clients, {seconds:.0f} s each,"
+          f" {REPLAYS:.0%} redeliveries")
+    for r in (baseline, result):
+        print(r.line())
+    print(f"webhooks: {result.rps / baseline.rps:.2f} × the bare handler")
+    print(f"distinct events answered 2xx: {distinct}; stored: {stored} ({rows} rows);"
+          f" by outcome: {by_status}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--baseline-server", type=int, default=0)
+    args = parser.parse_args()
+    if args.baseline_server:
+        baseline_server(args.baseline_server)
+    else:
+        import uvloop
+
+        uvloop.run(main(args.seconds, args.concurrency))

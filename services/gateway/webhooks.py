@@ -1,0 +1,84 @@
+"""The gateway's side of provider webhooks (`webhook` routes): `POST
+/billing/webhooks/{provider}` and `/billing/webhooks/{provider}/{org}` (payments.md §5).
+
+No credential: the provider's signature is one, and payments checks it. The gateway only
+takes the raw body (at most `WEBHOOK_BODY_BYTES`, else 413), the signature headers and the
+notification URL Square signs, and hands them over unchanged (`billing.payments.webhook.
+ingest`), for the organization the URL names — never created from the URL — or else the
+platform's (`BILLING_SERVICE_ORG`, §5.5).
+
+The notification URL: `SQUARE_WEBHOOK_URL` (where Square reaches the gateway, e.g.
+`https://billing.example.com`) followed by the path and query the request came to; without
+the setting, the request's own URL as the gateway saw it (scheme and `Host`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from contracts import Actor, ErrorCode, Scope
+from contracts.errors import Failure
+from contracts.webhooks_in import SIGNATURE_HEADERS, WEBHOOK_BODY_BYTES, WebhookIngestParams
+from services.gateway.auth import AuthError
+from services.gateway.errors import TOO_LARGE, ApiError
+from services.gateway.http import json_response, path_params
+from services.gateway.pipeline import REQUEST_ID, Pipeline
+from services.gateway.routing import Route
+
+# Who a delivery acts as: nobody in particular (payments trusts the signature only).
+PROVIDER = Actor(kind="service", role="publishable")
+
+
+class ProviderWebhooks:
+    def __init__(self, pipeline: Pipeline):
+        self._pipeline = pipeline
+        self._base_url = pipeline.settings.square_webhook_url.rstrip("/")
+
+    def handler(self, route: Route) -> Any:
+        """The aiohttp handler of a `webhook` route."""
+        async def handle(request: web.Request) -> web.Response:
+            path_params(request.match_info)
+            body = await _body(request)
+            org = await self._org(request.match_info.get("org"))
+            pipeline = self._pipeline
+            scope = Scope(org_id=org.id, org_name=org.name, livemode=True, actor=PROVIDER,
+                          request_id=request[REQUEST_ID], deadline_ms=int(
+                              (time.time() + pipeline.settings.request_timeout_s) * 1000))
+            params = WebhookIngestParams(
+                provider=request.match_info["provider"], body=body,
+                headers={name: request.headers[name] for name in SIGNATURE_HEADERS
+                         if name in request.headers},
+                url=self._url(request))
+            reply = await pipeline.call(route.endpoint.subject, scope, params, request)
+            if reply.error is not None:
+                raise Failure.of(reply.error)
+            return json_response(bytes(reply.result), reply.status)
+
+        return handle
+
+    async def _org(self, name: str | None) -> Any:
+        try:
+            return await self._pipeline.auth.existing_org(
+                name or self._pipeline.settings.service_org)
+        except AuthError as e:
+            if e.status == 403:
+                raise
+            raise ApiError(404, "unknown organization", ErrorCode.NOT_FOUND) from None
+
+    def _url(self, request: web.Request) -> str:
+        if request.match_info["provider"].strip().lower() != "square":
+            return ""  # only Square signs the URL
+        if self._base_url:
+            return self._base_url + request.rel_url.raw_path_qs
+        return str(request.url)
+
+
+async def _body(request: web.Request) -> bytes:
+    if (request.content_length or 0) > WEBHOOK_BODY_BYTES:
+        raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST)
+    raw = await request.read()
+    if len(raw) > WEBHOOK_BODY_BYTES:
+        raise ApiError(413, TOO_LARGE, ErrorCode.INVALID_REQUEST)
+    return raw

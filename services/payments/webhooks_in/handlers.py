@@ -1,0 +1,307 @@
+"""Inbound provider webhooks (payments.md §5): `POST /billing/webhooks/{provider}[/{org}]`,
+handed over by the gateway with the raw body and the signature headers.
+
+A delivery is verified with the organization's webhook secrets (each mode's, from its
+provider settings; the platform's from the environment for a mode it stored none for): the
+secret that verifies decides the mode. It is then stored once per provider event id,
+organization and mode, with its raw body and what became of it (`webhook_events_in`); a
+redelivery is answered 200 `duplicate` and changes nothing. Concurrent deliveries share
+their insert (`Intake`): one statement, one transaction per batch.
+
+What the event changes (§5.4) is applied right after, in a transaction of its own that
+claims the stored event, so it happens once: intents, refunds and payment methods take the
+provider's word, disputes are created and moved (with the ledger postings they owe, sent
+after the commit), and the subscriptions and invoices a provider reports are forwarded as
+`billing.events.provider.<type>` in the insert's own transaction. An event about an object
+we do not have in that organization and mode changes nothing (`ignored`, with the reason).
+An effect that fails leaves the event `failed` for `redrive_unfinished`; the provider has
+its 200 once the event is stored."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import asyncpg
+import msgspec
+
+from contracts import Scope
+from contracts.errors import Failure
+from contracts.payments import PAYMENT_METHOD_DETACHED, PAYMENT_METHOD_UPDATED
+from contracts.webhooks_in import WEBHOOK_INGEST, WebhookIngestParams, WebhookReceived
+from services.payments.common import event as announce_event
+from services.payments.common import service_scope
+from services.payments.disputes import handlers as disputes
+from services.payments.intents import domain as intent_rules
+from services.payments.intents import handlers as intents
+from services.payments.intents import store as intents_store
+from services.payments.methods import store as methods_store
+from services.payments.methods.handlers import method_json
+from services.payments.payouts import handlers as payouts
+from services.payments.postings.sender import Posting
+from services.payments.provider_settings.handlers import stored
+from services.payments.providers import square, stripe
+from services.payments.providers.base import PaymentResult, WebhookEvent
+from services.payments.refunds import domain as refund_rules
+from services.payments.refunds import handlers as refunds
+from services.payments.refunds import store as refunds_store
+from services.payments.selection import TTL
+from services.payments.webhooks_in import domain, store
+from services.payments.webhooks_in.domain import Secret
+from services.runtime.batching import MicroBatcher, each_alone_on_failure
+from services.runtime.config import Settings
+from services.runtime.service import Context, Router
+
+log = logging.getLogger(__name__)
+router = Router()
+
+MAX_ATTEMPTS = 10  # a failing effect is retried this often, then left for an operator
+REDRIVE_BATCH = 100
+
+
+@router.handler(WEBHOOK_INGEST)
+async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookReceived:
+    provider = domain.provider_of(p.provider)
+    domain.require_signature(p.headers)
+    secrets = await ctx.state.webhook_secrets.of(scope.org_id, provider)
+    livemode, event = domain.verify(provider, p.body, p.headers, p.url, secrets, time.time())
+    effect = domain.effect_of(event)
+    delivery = store.Delivery(scope.org_id, livemode, provider, event.id, event.type,
+                              event.provider_type, p.body, *_first_outcome(event, effect))
+    if not await ctx.state.webhook_intake(delivery):
+        return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
+    if delivery.status == domain.RECEIVED:
+        await apply(ctx, delivery.key, event)
+    return WebhookReceived(received=True, type=event.type, id=event.id)
+
+
+def _first_outcome(event: WebhookEvent, effect: str | None,
+                   ) -> tuple[str, str, tuple[str, dict] | None]:
+    """(status, reason, forwarded event) an event is stored with: one that changes nothing
+    of ours is final at once, and so is one forwarded (its event commits with it)."""
+    if effect is None:
+        return domain.IGNORED, f"nothing to do for {event.type}", None
+    if effect == domain.FORWARD:
+        return domain.PROCESSED, "", (domain.forwarded_type(event), {
+            "provider": event.provider, "providerEventId": event.id, "type": event.type,
+            "providerType": event.provider_type, "account": event.account,
+            "object": event.data})
+    return domain.RECEIVED, "", None
+
+
+async def apply(ctx: Context, key: tuple[str, bool, str, str], event: WebhookEvent) -> None:
+    """The event's effect, once: in one transaction with the claim of the stored event."""
+    org_id, livemode, provider, _ = key
+    scope = service_scope(org_id, livemode)
+    postings: list[Posting] = []
+    try:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            if await store.claim(conn, key) is None:
+                return  # applied already (the job, a concurrent request)
+            effect = EFFECTS[domain.effect_of(event)]
+            reason, postings = await effect(ctx, conn, scope, provider, event)
+            await store.finish(conn, key, domain.IGNORED if reason else domain.PROCESSED,
+                               reason, attempted=True)
+    except Exception as e:
+        log.exception("webhook %s %s: effect failed", provider, event.id)
+        await store.finish(ctx.pool, key, domain.FAILED, f"{type(e).__name__}: {e}",
+                           attempted=True)
+        return
+    disputes.send_soon(ctx, scope, postings)
+
+
+async def redrive_unfinished(ctx: Context) -> None:
+    """The job: events stored but not applied (a crash after the insert, a failed effect)."""
+    stuck = timedelta(seconds=ctx.settings.payments_recovery_s)
+    for row in await store.take_unfinished(ctx.pool, stuck, MAX_ATTEMPTS, REDRIVE_BATCH):
+        event = (stripe.parse_webhook(row["body"], int(row["received_at"].timestamp()))
+                 if row["provider"] == "stripe" else square.parse_webhook(row["body"]))
+        await apply(ctx, (row["org_id"], row["livemode"], row["provider"], row["event_id"]),
+                    event)
+
+
+# ---- the effects (§5.4): (reason nothing changed, or ""; postings owed) --------------------
+
+Outcome = tuple[str, list[Posting]]
+
+
+async def _payment(ctx: Context, conn: asyncpg.Connection, scope: Scope, provider: str,
+                   event: WebhookEvent) -> Outcome:
+    """The intent the provider's payment is: succeeded (with the journal payment it owes)
+    or failed back to `requires_payment_method`."""
+    news = domain.payment_news(event)
+    if news is None or not news.outcome:
+        return f"no final payment status in {event.type}", []
+    row = await intents_store.by_provider_ref(conn, scope.org_id, scope.livemode, provider,
+                                              news.ref)
+    if row is None:
+        return f"no payment intent for {provider} payment {news.ref}", []
+    state = intents_store.as_intent(row)
+    if news.outcome == intent_rules.SUCCEEDED:
+        if state.status in intent_rules.FINAL:
+            return f"payment intent already {state.status}", []
+        after = intent_rules.charged(state, PaymentResult(
+            status=intent_rules.SUCCEEDED, transaction_id=news.ref,
+            amount=news.amount or state.amount), provider)
+    else:
+        if state.status not in (intent_rules.PROCESSING, intent_rules.REQUIRES_ACTION):
+            return f"payment intent is {state.status}", []
+        after = intent_rules.payment_failed(state, news.error)
+    saved = await intents_store.save_intent(conn, scope.org_id, scope.livemode, row["id"],
+                                            after, row["attempts"])
+    posting = await intents.owe_payment(conn, scope, await intents.announce(conn, scope, saved))
+    return "", [posting] if posting else []
+
+
+async def _refund(ctx: Context, conn: asyncpg.Connection, scope: Scope, provider: str,
+                  event: WebhookEvent) -> Outcome:
+    """Refunds the provider answered `pending`, settled: succeeded (the journal refund) or
+    failed (a top-up credit taken back is restored)."""
+    postings: list[Posting] = []
+    settled = 0
+    for ref, status in domain.refund_news(event):
+        row = await refunds_store.by_provider_ref(conn, scope.org_id, scope.livemode,
+                                                  provider, ref)
+        if row is None or row["status"] != refund_rules.PENDING:
+            continue
+        state = refunds_store.as_refund(row)
+        after = (refund_rules.mark_succeeded(state) if status == refund_rules.SUCCEEDED
+                 else refund_rules.mark_failed(state, refund_rules.PROVIDER_FAILED))
+        saved = await refunds_store.settle_pending(conn, scope.org_id, scope.livemode,
+                                                   row["id"], after)
+        if saved is not None:
+            settled += 1
+            postings += await refunds.settled(
+                conn, scope, saved,
+                restore_credit=saved["status"] == refund_rules.FAILED and bool(saved["topup_id"]))
+    return ("" if settled else f"no pending refund for {event.type}"), postings
+
+
+async def _method(ctx: Context, conn: asyncpg.Connection, scope: Scope, provider: str,
+                  event: WebhookEvent) -> Outcome:
+    """A saved method the provider detached, disabled or updated (a card's new expiry)."""
+    news = domain.method_news(event)
+    row = news and await methods_store.by_provider_ref(conn, scope.org_id, scope.livemode,
+                                                       provider, news.ref)
+    if not row:
+        return f"no payment method for {event.type}", []
+    if news.detached:
+        await methods_store.detach_method(conn, scope.org_id, scope.livemode, row["id"])
+        method = msgspec.structs.replace(method_json(row, scope.livemode), isDefault=False)
+        await announce_event(conn, scope, PAYMENT_METHOD_DETACHED, "payment_method", method.id,
+                             method.customerId, method)
+        return "", []
+    if news.card is None:
+        return f"no card details in {event.type}", []
+    card = news.card
+    row = await methods_store.update_card(conn, scope.org_id, scope.livemode, row["id"], {
+        "brand": card.brand, "last4": card.last4, "expMonth": card.exp_month,
+        "expYear": card.exp_year})
+    method = method_json(row, scope.livemode)
+    await announce_event(conn, scope, PAYMENT_METHOD_UPDATED, "payment_method", method.id,
+                         method.customerId, method)
+    return "", []
+
+
+async def _dispute(ctx: Context, conn: asyncpg.Connection, scope: Scope, provider: str,
+                   event: WebhookEvent) -> Outcome:
+    news = domain.dispute_news(event)
+    if news is None:
+        return f"no dispute to read in {event.type}", []
+    return await disputes.apply_news(conn, scope, provider, news)
+
+
+async def _payout(ctx: Context, conn: asyncpg.Connection, scope: Scope, provider: str,
+                  event: WebhookEvent) -> Outcome:
+    """What the bank did with one of our payouts (in transit, paid, failed), as the
+    provider that sent it reports; a payout of the provider's own is not ours to record."""
+    news = domain.payout_news(event)
+    if news is None:
+        return f"no payout of ours in {event.type}", []
+    try:
+        _, reversal = await payouts.settle_within(
+            ctx, conn, scope, news.payout_id, news.status, provider_ref=news.ref,
+            failure_code=news.failure_code, failure_message=news.failure_message)
+    except Failure as refused:  # unknown payout, or a report its state cannot take
+        return f"{refused.error.message} ({event.type})", []
+    return "", [reversal] if reversal else []
+
+
+EFFECTS: dict[str | None, Callable[..., Awaitable[Outcome]]] = {
+    domain.PAYMENT: _payment, domain.REFUND: _refund, domain.METHOD: _method,
+    domain.DISPUTE: _dispute, domain.PAYOUT: _payout,
+}
+
+
+# ---- the state the handler shares ---------------------------------------------------------
+
+
+class Secrets:
+    """Each organization's webhook secrets per provider (built by the bootstrap): the ones
+    in its settings of each mode, the platform's (environment) for a mode with none; read
+    again after `selection.TTL`, or at once after the organization changes its settings."""
+
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
+        self._platform = platform_secrets(ctx.settings)
+        self._cache: dict[tuple[str, str], tuple[float, list[Secret]]] = {}
+
+    async def of(self, org_id: str, provider: str) -> list[Secret]:
+        cached = self._cache.get((org_id, provider))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        secrets: list[Secret] = []
+        for livemode in (True, False):
+            settings = await stored(self._ctx.pool, self._ctx.state.secrets, org_id, livemode)
+            own = _stored_secret(settings.credentials, provider)
+            if own:
+                secrets.append(Secret(livemode, own))
+            else:
+                secrets += [s for s in self._platform[provider] if s.livemode == livemode]
+        self._cache[(org_id, provider)] = (time.monotonic() + TTL, secrets)
+        return secrets
+
+    def forget(self, org_id: str) -> None:
+        for provider in domain.PROVIDERS:
+            self._cache.pop((org_id, provider), None)
+
+
+def _stored_secret(credentials, provider: str) -> str:
+    if provider == "stripe":
+        return credentials.stripe.webhook_secret if credentials.stripe else ""
+    return credentials.square.webhook_signature_key if credentials.square else ""
+
+
+def platform_secrets(settings: Settings) -> dict[str, list[Secret]]:
+    """The platform's webhook secrets (`STRIPE_WEBHOOK_SECRET`, `SQUARE_WEBHOOK_SIGNATURE_KEY`)
+    by the modes its accounts serve: Stripe's, the mode of `STRIPE_SECRET_KEY` (both without
+    one: the event's `livemode` decides); Square's, `SQUARE_ENVIRONMENT`'s."""
+    env = settings.env
+    found: dict[str, list[Secret]] = {"stripe": [], "square": []}
+    if settings.stripe_webhook_secret:
+        key = env.get("STRIPE_SECRET_KEY", "")
+        modes = (stripe.key_livemode(key),) if key else (True, False)
+        found["stripe"] = [Secret(mode, settings.stripe_webhook_secret) for mode in modes]
+    if settings.square_webhook_signature_key:
+        sandbox = square.environment(env.get("SQUARE_ENVIRONMENT", "")) is (
+            square.SquareEnvironment.SANDBOX)
+        found["square"] = [Secret(not sandbox, settings.square_webhook_signature_key)]
+    return found
+
+
+def intake(ctx: Context) -> MicroBatcher:
+    """Concurrent deliveries stored together: one insert, one transaction per batch. The
+    same event twice in one batch is stored once; its second copy is a duplicate."""
+    async def record(deliveries: list[store.Delivery]) -> list[bool]:
+        first: dict[tuple, int] = {}
+        for i, d in enumerate(deliveries):
+            first.setdefault(d.key, i)
+        unique = [deliveries[i] for i in first.values()]
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            new = dict(zip((d.key for d in unique), await store.record(conn, unique),
+                           strict=True))
+        return [new[d.key] and first[d.key] == i for i, d in enumerate(deliveries)]
+
+    return MicroBatcher(each_alone_on_failure(record))

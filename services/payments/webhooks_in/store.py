@@ -1,0 +1,94 @@
+"""Inbound provider webhooks: the SQL. Every query names the organization and the mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from services.runtime.outbox import add_events
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A verified event to store once, and what it becomes at once."""
+
+    org_id: str
+    livemode: bool
+    provider: str
+    event_id: str
+    type: str
+    provider_type: str
+    body: bytes
+    status: str
+    reason: str = ""
+    forward: tuple[str, Any] | None = None  # (event type, data) to publish with it
+
+    @property
+    def key(self) -> tuple[str, bool, str, str]:
+        return self.org_id, self.livemode, self.provider, self.event_id
+
+
+async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[bool]:
+    """Store each delivery not stored before (one key per delivery: the caller sends a key
+    once per batch), with the events it forwards, in the caller's transaction; whether each
+    was new."""
+    rows = await conn.fetch(
+        "insert into payments.webhook_events_in (org_id, livemode, provider, event_id, type,"
+        " provider_type, body, status, reason) select * from unnest($1::text[],"
+        " $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],"
+        " $8::text[], $9::text[]) on conflict do nothing"
+        " returning org_id, livemode, provider, event_id",
+        *zip(*[(d.org_id, d.livemode, d.provider, d.event_id, d.type, d.provider_type, d.body,
+                d.status, d.reason) for d in deliveries], strict=True))
+    new = {tuple(r) for r in rows}
+    forwards: dict[tuple[str, str], list[tuple[str, bool, str, None, Any]]] = {}
+    for d in deliveries:
+        if d.forward is not None and d.key in new:
+            type, data = d.forward
+            forwards.setdefault((type, d.provider), []).append(
+                (d.org_id, d.livemode, d.event_id, None, data))
+    for (type, provider), objects in forwards.items():
+        # objectType / objectId: the provider and its event id (payments.md §7).
+        await add_events(conn, "payments", type=type, object_type=provider, objects=objects)
+    return [d.key in new for d in deliveries]
+
+
+async def claim(conn: asyncpg.Connection, key: tuple[str, bool, str, str],
+                ) -> asyncpg.Record | None:
+    """The stored event, locked for its effect, if the effect is still to apply."""
+    return await conn.fetchrow(
+        "select org_id, livemode, provider, event_id, body, received_at"
+        " from payments.webhook_events_in where org_id = $1 and livemode = $2"
+        " and provider = $3 and event_id = $4 and status in ('received', 'failed')"
+        " for update", *key)
+
+
+async def finish(db: Db, key: tuple[str, bool, str, str], status: str, reason: str,
+                 attempted: bool = False) -> None:
+    await db.execute(
+        "update payments.webhook_events_in set status = $5, reason = $6,"
+        " attempts = attempts + $7::int, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and provider = $3 and event_id = $4",
+        *key, status, reason[:500], int(attempted))
+
+
+async def take_unfinished(db: Db, stuck_for: timedelta, max_attempts: int, limit: int,
+                          ) -> list[asyncpg.Record]:
+    """Events whose effect was not applied (their process died, or the effect failed),
+    untouched for `stuck_for` (a failed one longer after each attempt), leased to this
+    replica for as long again."""
+    return await db.fetch(
+        "update payments.webhook_events_in e set updated_at = now() from ("
+        "  select org_id, livemode, provider, event_id from payments.webhook_events_in"
+        "  where status in ('received', 'failed') and attempts < $2"
+        "  and updated_at < now() - $1::interval * (1 + attempts * attempts)"
+        "  order by updated_at limit $3 for update skip locked) due"
+        " where (e.org_id, e.livemode, e.provider, e.event_id)"
+        " = (due.org_id, due.livemode, due.provider, due.event_id)"
+        " returning e.org_id, e.livemode, e.provider, e.event_id, e.body, e.received_at",
+        stuck_for, max_attempts, limit)

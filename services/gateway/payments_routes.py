@@ -1,14 +1,16 @@
-"""Payments routes (payments.md §1.3, §3, §4.1–§4.4, §4.9).
+"""Payments routes (payments.md §1.3, §3, §4.1–§4.4, §4.9, §6).
 
 Payment and setup intents, refunds and an organization's provider settings are `admin` (the
 caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
 end user is pinned to themselves through `customerId` (create, list); methods reached by id
 are checked against the caller by payments (someone else's → 404, no existence oracle). Card
-tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept)."""
+tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept). The event
+log, webhook endpoints and their deliveries are `admin`; creating an endpoint is not
+idempotent (its answer holds the secret, which is not stored in clear)."""
 
 from __future__ import annotations
 
-from contracts import payments
+from contracts import payments, webhooks
 from services.gateway.routing import Route
 
 PAYMENT_ROUTES: tuple[Route, ...] = (
@@ -64,4 +66,24 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None),
     Route("DELETE", "/billing/provider-settings/{provider}", payments.PROVIDER_SETTINGS_DELETE,
           "admin", source="query", user_field=None),
+    Route("GET", "/billing/events", webhooks.EVENT_LIST, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/events/{id}", webhooks.EVENT_GET, "admin", source="query",
+          user_field=None),
+    Route("POST", "/billing/webhook-endpoints", webhooks.WEBHOOK_ENDPOINT_CREATE, "admin",
+          user_field=None, status=201),
+    Route("GET", "/billing/webhook-endpoints", webhooks.WEBHOOK_ENDPOINT_LIST, "admin",
+          source="query", user_field=None),
+    Route("GET", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_GET, "admin",
+          source="query", user_field=None),
+    Route("PATCH", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_UPDATE,
+          "admin", user_field=None),
+    Route("DELETE", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_DELETE,
+          "admin", source="query", user_field=None),
+    Route("GET", "/billing/webhook-endpoints/{id}/deliveries", webhooks.WEBHOOK_DELIVERY_LIST,
+          "admin", source="query", user_field=None),
+    Route("GET", "/billing/webhook-endpoints/{id}/deliveries/{deliveryId}",
+          webhooks.WEBHOOK_DELIVERY_GET, "admin", source="query", user_field=None),
+    Route("POST", "/billing/webhook-endpoints/{id}/deliveries/{deliveryId}/redeliver",
+          webhooks.WEBHOOK_DELIVERY_REDELIVER, "admin", source="optional", user_field=None),
 )

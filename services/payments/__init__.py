@@ -1,10 +1,12 @@
 """The payments service: providers, payment methods, payment and setup intents, top-ups,
-refunds (payments.md §1–§4).
+refunds, the billing event log and outbound webhooks (payments.md §1–§4, §6).
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `payments`): `methods/` (payment methods, provider customers, the
 ledger's payment-method question, card tokenization), `intents/` (payment and setup intents),
-`topups/`, `refunds/` and `provider_settings/` (each organization's provider credentials);
+`topups/`, `refunds/`, `provider_settings/` (each organization's provider credentials),
+`events/` (the platform's event log, read from JetStream), `webhook_endpoints/` and
+`webhook_deliveries/` (signed, ordered, retried POSTs of the events to them);
 `postings/` sends what payments owes the ledger. `common.py` is what the areas share;
 `providers/` the provider interface and its implementations; `selection.py` which provider
 serves a request; `bootstrap.py` the state handlers share."""
@@ -12,12 +14,15 @@ serves a request; `bootstrap.py` the state handlers share."""
 from pathlib import Path
 
 from services.payments.bootstrap import bootstrap
+from services.payments.events import handlers as events
 from services.payments.intents import handlers as intents
 from services.payments.methods import handlers as methods
 from services.payments.postings.sender import post_due
 from services.payments.provider_settings import handlers as provider_settings
 from services.payments.refunds import handlers as refunds
 from services.payments.topups import handlers as topups
+from services.payments.webhook_deliveries import handlers as webhook_deliveries
+from services.payments.webhook_endpoints import handlers as webhook_endpoints
 from services.runtime.config import Settings
 from services.runtime.service import Job, Router, ServiceSpec
 
@@ -29,7 +34,8 @@ def _recovery_interval(settings: Settings) -> float:
 SPEC = ServiceSpec(
     name="payments",
     handlers=Router(methods.router, intents.router, topups.router, refunds.router,
-                    provider_settings.router),
+                    provider_settings.router, events.router, webhook_endpoints.router,
+                    webhook_deliveries.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms,

@@ -48,6 +48,8 @@ class Settings:
     # platform's, never an organization's
     stripe_api_base: str = ""
     square_base_url: str = ""
+    # payments: outbound webhook POSTs in flight at once, per replica (one per endpoint)
+    webhook_concurrency: int = 64
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -81,5 +83,6 @@ class Settings:
             secrets_key=env.get("BILLING_SECRETS_KEY", ""),
             stripe_api_base=env.get("STRIPE_API_BASE", ""),
             square_base_url=env.get("SQUARE_BASE_URL", ""),
+            webhook_concurrency=int(env.get("WEBHOOK_CONCURRENCY", "64")),
             env=env,
         )

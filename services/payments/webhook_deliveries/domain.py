@@ -16,6 +16,7 @@ from typing import Any
 
 from contracts.errors import invalid, not_found
 from contracts.ids import new_id, rfc3339
+from contracts.limits import Page
 from contracts.webhooks import WEBHOOK_ENDPOINT_DISABLED, WebhookAttempt, WebhookDelivery
 from services.payments.events.domain import Logged
 from services.payments.webhook_endpoints.domain import matches
@@ -30,6 +31,8 @@ GIVE_UP_AFTER = timedelta(days=3)
 JITTER = 0.1  # each delay is ±10 %
 TIMEOUT_S = 10.0  # success: a 2xx within this
 RESPONSE_CHARS = 256  # what is kept of an answer
+
+PAGE = Page(100, 100)  # a row with its latest attempt at every limit: ~4 KB as JSON
 
 DELIVERY_NOT_FOUND = "webhook delivery not found"
 STILL_PENDING = "webhook delivery is still pending"

@@ -17,7 +17,6 @@ from contracts.webhooks import (
     WebhookDeliveryIdParams,
     WebhookDeliveryListParams,
 )
-from services.payments.common import page
 from services.payments.webhook_deliveries import domain, store
 from services.payments.webhook_endpoints import domain as endpoints_domain
 from services.payments.webhook_endpoints import store as endpoints
@@ -33,7 +32,8 @@ async def list_deliveries(ctx: Context, scope: Scope, p: WebhookDeliveryListPara
     endpoints_domain.found(await endpoints.endpoint(ctx.pool, scope.org_id, scope.livemode,
                                                     endpoint_id))
     rows = await store.deliveries(ctx.pool, scope.org_id, scope.livemode, endpoint_id,
-                                  p.status.strip(), p.eventId.strip(), page(p.limit),
+                                  p.status.strip(), p.eventId.strip(),
+                                  domain.PAGE.apply(p.limit, 0)[0],
                                   p.startingAfter.strip())
     return [domain.view(r) for r in rows]
 

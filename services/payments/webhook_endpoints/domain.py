@@ -15,6 +15,7 @@ from msgspec import UNSET
 from contracts import ErrorCode
 from contracts.errors import Failure, invalid, not_found
 from contracts.ids import rfc3339
+from contracts.limits import Page
 from contracts.webhooks import (
     ALL_EVENTS,
     EVENT_TYPES,
@@ -23,6 +24,10 @@ from contracts.webhooks import (
     WebhookEndpointUpdateParams,
 )
 from services.runtime.encryption import SecretBox, SecretsError
+
+# A row at every limit is ~20 KB as JSON (a 2048-character URL, a description of control
+# characters, every event type): 50 of them stay well inside one bus message.
+PAGE = Page(50, 50)
 
 ENABLED = "enabled"
 DISABLED = "disabled"

@@ -26,7 +26,6 @@ from contracts.webhooks import (
     WebhookEndpointListParams,
     WebhookEndpointUpdateParams,
 )
-from services.payments.common import page
 from services.payments.webhook_deliveries import store as deliveries
 from services.payments.webhook_endpoints import domain, store
 from services.runtime.bus import created
@@ -49,7 +48,8 @@ async def create_endpoint(ctx: Context, scope: Scope, p: WebhookEndpointCreatePa
 @router.handler(WEBHOOK_ENDPOINT_LIST)
 async def list_endpoints(ctx: Context, scope: Scope, p: WebhookEndpointListParams,
                          ) -> list[WebhookEndpoint]:
-    rows = await store.endpoints(ctx.pool, scope.org_id, scope.livemode, page(p.limit),
+    rows = await store.endpoints(ctx.pool, scope.org_id, scope.livemode,
+                                 domain.PAGE.apply(p.limit, 0)[0],
                                  p.startingAfter.strip())
     return [domain.view(r) for r in rows]
 

@@ -65,28 +65,29 @@ def signature(timestamp: int, body: bytes, secret: str) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def sign(timestamp: int, body: bytes, secret: str) -> str:
-    """The header's value."""
-    return f"t={timestamp},v1={signature(timestamp, body, secret)}"
+def sign(timestamp: int, body: bytes, *secrets: str) -> str:
+    """The header's value: one `v1` per secret (two while a rotated secret still signs)."""
+    return f"t={timestamp}," + ",".join(f"v1={signature(timestamp, body, s)}" for s in secrets)
 
 
 def verify(header: str, body: bytes, secret: str, *, tolerance_s: int = TOLERANCE_S,
            now: float | None = None) -> int:
-    """The signed timestamp, once the header proves `body` was signed with `secret` no more
-    than `tolerance_s` ago (0: any age). Parts are `key=value`, split at the first `=` and
-    trimmed; the last of a key wins. Raises SignatureError."""
-    parts: dict[str, str] = {}
+    """The signed timestamp, once one of the header's `v1`s proves `body` was signed with
+    `secret` no more than `tolerance_s` ago (0: any age). Parts are `key=value`, split at
+    the first `=` and trimmed; the last `t` wins. Raises SignatureError."""
+    timestamps, signatures = [], []
     for part in header.split(","):
         key, eq, value = part.partition("=")
-        if eq:
-            parts[key.strip()] = value.strip()
-    if not parts.get("t") or not parts.get("v1"):
+        if eq and key.strip() in ("t", "v1") and value.strip():
+            (timestamps if key.strip() == "t" else signatures).append(value.strip())
+    if not timestamps or not signatures:
         raise SignatureError("invalid signature header format")
     try:
-        timestamp = int(parts["t"])
+        timestamp = int(timestamps[-1])
     except ValueError:
         raise SignatureError("invalid signature header format") from None
-    if not hmac.compare_digest(parts["v1"], signature(timestamp, body, secret)):
+    expected = signature(timestamp, body, secret)
+    if not any(hmac.compare_digest(v1.encode(), expected.encode()) for v1 in signatures):
         raise SignatureError("signature verification failed")
     if tolerance_s and abs((time.time() if now is None else now) - timestamp) > tolerance_s:
         raise SignatureError("signature timestamp outside the tolerance")
@@ -177,7 +178,7 @@ class WebhookEndpoint(msgspec.Struct, omit_defaults=True):
     description: str
     created: str
     livemode: bool
-    secret: str | UnsetType = UNSET  # the create answer only
+    secret: str | UnsetType = UNSET  # the create (and rotate-secret) answer only
     metadata: dict[str, Any] | UnsetType = UNSET
 
 
@@ -239,6 +240,8 @@ WEBHOOK_ENDPOINT_GET = Endpoint("billing.payments.webhook_endpoint.get",
                                 WebhookEndpointIdParams, WebhookEndpoint)
 WEBHOOK_ENDPOINT_UPDATE = Endpoint("billing.payments.webhook_endpoint.update",
                                    WebhookEndpointUpdateParams, WebhookEndpoint)
+WEBHOOK_ENDPOINT_ROTATE_SECRET = Endpoint("billing.payments.webhook_endpoint.rotate_secret",
+                                          WebhookEndpointIdParams, WebhookEndpoint)
 WEBHOOK_ENDPOINT_DELETE = Endpoint("billing.payments.webhook_endpoint.delete",
                                    WebhookEndpointIdParams, WebhookEndpointDeleted)
 

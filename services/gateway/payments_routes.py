@@ -5,8 +5,8 @@ caller's mode: a test key reads and writes the test settings). Payment methods a
 end user is pinned to themselves through `customerId` (create, list); methods reached by id
 are checked against the caller by payments (someone else's → 404, no existence oracle). Card
 tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept). The event
-log, webhook endpoints and their deliveries are `admin`; creating an endpoint is not
-idempotent (its answer holds the secret, which is not stored in clear)."""
+log, webhook endpoints and their deliveries are `admin`; creating an endpoint and rotating
+its secret are not idempotent (the answer holds the secret, which is not stored in clear)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           source="query", user_field=None),
     Route("PATCH", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_UPDATE,
           "admin", user_field=None),
+    Route("POST", "/billing/webhook-endpoints/{id}/rotate-secret",
+          webhooks.WEBHOOK_ENDPOINT_ROTATE_SECRET, "admin", source="optional", user_field=None),
     Route("DELETE", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_DELETE,
           "admin", source="query", user_field=None),
     Route("GET", "/billing/webhook-endpoints/{id}/deliveries", webhooks.WEBHOOK_DELIVERY_LIST,

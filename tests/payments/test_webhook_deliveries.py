@@ -52,6 +52,15 @@ def test_verification():
         verify(header, b'{"amount":9999}', SECRET, tolerance_s=0)
     with pytest.raises(SignatureError, match="tolerance"):
         verify(header, body, SECRET, now=1700000301)
+    # After a rotation two v1s: either secret verifies, and only those.
+    both = sign(1700000000, body, "whsec_new", SECRET)
+    assert both.count("v1=") == 2
+    for secret in ("whsec_new", SECRET):
+        assert verify(both, body, secret, tolerance_s=0) == 1700000000
+    with pytest.raises(SignatureError, match="verification failed"):
+        verify(both, body, "whsec_third", tolerance_s=0)
+    with pytest.raises(SignatureError, match="verification failed"):
+        verify(f"t=1700000000,v1=é{KNOWN[1:]}", body, SECRET, tolerance_s=0)
 
 
 # ---- the schedule (§6.5) -------------------------------------------------------------------
@@ -344,3 +353,28 @@ async def test_a_pending_delivery_is_not_redelivered(http, org, platform, js, re
         http, f"/webhook-endpoints/{hook['id']}/deliveries/{d['id']}/redeliver", None,
         org.auth())
     assert (status, body["error"]["message"]) == (400, "webhook delivery is still pending")
+
+
+async def test_a_rotated_secret_signs_alongside_the_new_one_for_a_day(
+        http, org, platform, js, receiver, clock, payments_service):
+    hook = await endpoint(http, org, receiver, "rotated")
+    path = f"/webhook-endpoints/{hook['id']}/rotate-secret"
+    status, rotated, _ = await post(http, path, None, org.auth())
+    assert status == 200, rotated
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != hook["secret"]
+    _, shown, _ = await get(http, f"/webhook-endpoints/{hook['id']}", org.auth())
+    assert "secret" not in shown
+    org_id = await org_id_of(platform, org)
+    first = await publish(js, org_id)  # the receiver still checks the old secret
+    assert await received(receiver.paths["rotated"], 1) == [first]
+    header = receiver.paths["rotated"].received[0]["headers"]["Commerce-Signature"]
+    assert header.count("v1=") == 2
+    receiver.paths["rotated"].secret = rotated["secret"]
+    clock.at += timedelta(hours=25)  # the old one no longer signs
+    second = await publish(js, org_id)
+    assert await received(receiver.paths["rotated"], 2) == [first, second]
+    header = receiver.paths["rotated"].received[1]["headers"]["Commerce-Signature"]
+    assert header.count("v1=") == 1
+    status, body, _ = await post(http, "/webhook-endpoints/we_none/rotate-secret", None,
+                                 org.auth())
+    assert (status, body["error"]["message"]) == (404, "webhook endpoint not found")

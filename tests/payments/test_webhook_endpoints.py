@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.webhooks import WebhookEndpointCreateParams, WebhookEndpointUpdateParams
+import msgspec
+
+from contracts.webhooks import (
+    EVENT_TYPES,
+    URL_CHARS,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointCreateParams,
+    WebhookEndpointUpdateParams,
+)
+from services.payments.webhook_deliveries import domain as deliveries
 from services.payments.webhook_endpoints import domain
 from tests.support import get, post, refused, request
 
@@ -84,6 +95,25 @@ def test_a_new_secret():
     assert secret.startswith("whsec_") and len(secret) == 70
     assert int(secret[6:], 16) >= 0 and secret[6:] == secret[6:].lower()
     assert domain.created(WebhookEndpointCreateParams(url=HOOK), True) == (HOOK, [], "")
+
+
+def test_a_full_page_at_every_limit_fits_in_one_bus_message():
+    """The costliest characters: 4 UTF-8 bytes in a URL (no control characters pass its
+    check), 6 for a control character in a description or an answer's excerpt."""
+    w, ts = "\x01", "2026-12-06T21:00:00.123456Z"
+    row = WebhookEndpoint(id="we_" + "x" * 22, url="https://h/" + "\U0001F600" * URL_CHARS,
+                          status="disabled", events=sorted(EVENT_TYPES) + ["*"],
+                          description=w * 1000, created=ts, livemode=True)
+    last = WebhookAttempt(attempt=2**31 - 1, at=ts, latencyMs=2**31 - 1, status=599,
+                          error=w * deliveries.RESPONSE_CHARS,
+                          response=w * deliveries.RESPONSE_CHARS)
+    delivery = WebhookDelivery(id="whd_" + "x" * 22, endpointId="we_" + "x" * 22,
+                               eventId=w * 255, eventType=w * 255, status="canceled",
+                               attemptCount=2**31 - 1, created=ts, livemode=True,
+                               nextAttempt=ts, deliveredAt=ts, lastAttempt=last)
+    for page, item in ((domain.PAGE, row), (deliveries.PAGE, delivery)):
+        reply = msgspec.json.encode({"result": [item] * page.maximum, "status": 200})
+        assert len(reply) < 0.9 * 1024 * 1024
 
 
 # ---- through the gateway ------------------------------------------------------------------

@@ -26,7 +26,7 @@ create index billing_events_by_customer
     where customer_id <> '';
 
 -- Where an organization wants its events. The signing secret is sealed with
--- BILLING_SECRETS_KEY (for the endpoint's organization and mode). Deleted endpoints are
+-- BILLING_SECRETS_KEY (for the endpoint). Deleted endpoints are
 -- kept (soft delete) with their deliveries.
 --
 -- The delivery state of an endpoint: `next_attempt_at` is when its queue's head is due
@@ -45,6 +45,10 @@ create table payments.webhook_endpoints (
                      check (status in ('enabled', 'disabled')),
     secret_key_id    text        not null,
     secret           bytea       not null,
+    -- After a rotation the previous secret signs too (a second v1) until it expires.
+    previous_key_id  text,
+    previous_secret  bytea,
+    previous_until   timestamptz,
     created_at       timestamptz not null default now(),
     updated_at       timestamptz not null default now(),
     deleted_at       timestamptz,

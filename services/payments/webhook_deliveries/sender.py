@@ -166,25 +166,30 @@ class Sender:
     async def _send_in_order(self, endpoint: asyncpg.Record, waiting: list[asyncpg.Record],
                              ) -> list[domain.Attempt]:
         try:
-            secret = unseal(self._secrets, endpoint["org_id"], endpoint["livemode"],
-                            endpoint["id"], endpoint["secret_key_id"], endpoint["secret"])
+            secrets = [self._unseal(endpoint, "secret_key_id", "secret")]
+            if endpoint["previous_key_id"] is not None:  # rotated less than a day ago
+                secrets.append(self._unseal(endpoint, "previous_key_id", "previous_secret"))
         except SecretsError as error:
             return [domain.Attempt(waiting[0]["id"], waiting[0]["attempt_count"] + 1,
                                    self.clock(), 0, 0, f"signing secret unavailable: {error}")]
         attempts: list[domain.Attempt] = []
         started = time.monotonic()
         for d in waiting:
-            attempt = await self._send(endpoint, d, secret)
+            attempt = await self._send(endpoint, d, secrets)
             attempts.append(attempt)
             if not attempt.succeeded or time.monotonic() - started > RUN_BUDGET_S:
                 break
         return attempts
 
-    async def _send(self, endpoint: asyncpg.Record, d: asyncpg.Record, secret: str,
+    def _unseal(self, endpoint: asyncpg.Record, key_id: str, sealed: str) -> str:
+        return unseal(self._secrets, endpoint["org_id"], endpoint["livemode"], endpoint["id"],
+                      endpoint[key_id], endpoint[sealed])
+
+    async def _send(self, endpoint: asyncpg.Record, d: asyncpg.Record, secrets: list[str],
                     ) -> domain.Attempt:
         at, url = self.clock(), endpoint["url"]
         headers = {"Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(int(time.time()), d["body"], secret),
+                   SIGNATURE_HEADER: sign(int(time.time()), d["body"], *secrets),
                    "Commerce-Event-Type": d["event_type"], "Commerce-Delivery-Id": d["id"]}
         status, error, response = 0, "", b""
         started = time.perf_counter()

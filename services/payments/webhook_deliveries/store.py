@@ -75,7 +75,9 @@ async def claim(db: Db, now: datetime, most: int, lease: timedelta) -> list[asyn
               for update skip locked) c
         where w.org_id = c.org_id and w.livemode = c.livemode and w.id = c.id
         returning w.org_id, w.livemode, w.id, w.url, w.secret_key_id, w.secret,
-                  w.failing_since""", now, most, lease)
+                  case when w.previous_until > $1 then w.previous_key_id end
+                      as previous_key_id,
+                  w.previous_secret, w.failing_since""", now, most, lease)
 
 
 async def queue(db: Db, endpoint_id: str, most: int) -> list[asyncpg.Record]:

@@ -7,6 +7,7 @@ import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,10 @@ from services.runtime.encryption import SecretBox, SecretsError
 # A row at every limit is ~20 KB as JSON (a 2048-character URL, a description of control
 # characters, every event type): 50 of them stay well inside one bus message.
 PAGE = Page(50, 50)
+
+# After a rotation the previous secret signs too (a second `v1`) for this long, so
+# receivers can switch without missing a delivery (§6.3 DO).
+ROTATION_OVERLAP = timedelta(hours=24)
 
 ENABLED = "enabled"
 DISABLED = "disabled"

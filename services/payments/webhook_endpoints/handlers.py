@@ -1,10 +1,11 @@
 """Webhook endpoints (payments.md §6.3): create (the signing secret answered once, then only
-kept sealed), list, get, update, delete. Admin routes, in the caller's mode.
+kept sealed), list, get, update, delete, and rotate the secret (the new one answered once;
+the old one keeps signing, as a second `v1`, for a day). Admin routes, in the caller's mode.
 
 An endpoint disabled or deleted receives nothing more: its deliveries still waiting are
 canceled in the same transaction (they stay listed, and can be sent again once it is
-enabled). Creating an endpoint is not replayed under an Idempotency-Key: the stored answer
-would keep the secret in clear."""
+enabled). Creating an endpoint and rotating its secret are not replayed under an
+Idempotency-Key: the stored answer would keep the secret in clear."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from contracts.webhooks import (
     WEBHOOK_ENDPOINT_DELETE,
     WEBHOOK_ENDPOINT_GET,
     WEBHOOK_ENDPOINT_LIST,
+    WEBHOOK_ENDPOINT_ROTATE_SECRET,
     WEBHOOK_ENDPOINT_UPDATE,
     WebhookEndpoint,
     WebhookEndpointCreateParams,
@@ -72,6 +74,17 @@ async def update_endpoint(ctx: Context, scope: Scope, p: WebhookEndpointUpdatePa
     if row["status"] == domain.DISABLED:
         await deliveries.cancel_waiting(conn, scope.org_id, scope.livemode, endpoint_id)
     return domain.view(row)
+
+
+@router.handler(WEBHOOK_ENDPOINT_ROTATE_SECRET)
+async def rotate_secret(ctx: Context, scope: Scope, p: WebhookEndpointIdParams,
+                        ) -> WebhookEndpoint:
+    endpoint_id, secret = p.id.strip(), domain.new_secret()
+    key_id, sealed = domain.seal(ctx.state.secrets, scope.org_id, scope.livemode, endpoint_id,
+                                 secret)
+    row = await store.rotate(ctx.pool, scope.org_id, scope.livemode, endpoint_id, key_id,
+                             sealed, ctx.state.webhooks.clock() + domain.ROTATION_OVERLAP)
+    return domain.view(domain.found(row), secret)
 
 
 @router.handler(WEBHOOK_ENDPOINT_DELETE, transaction=True)

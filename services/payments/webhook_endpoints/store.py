@@ -3,6 +3,8 @@ endpoints are found by none of them."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from services.payments.webhook_endpoints.domain import DISABLED, ENABLED, Change
@@ -55,6 +57,17 @@ async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, endpoint
         where org_id = $1 and livemode = $2 and id = $3 and deleted_at is null
         returning {_ENDPOINT}""",
         org_id, livemode, endpoint_id, c.url, c.events, c.description, c.status)
+
+
+async def rotate(db: Db, org_id: str, livemode: bool, endpoint_id: str,
+                 key_id: str, sealed: bytes, previous_until: datetime) -> asyncpg.Record | None:
+    """A new secret; the one it replaces keeps signing until `previous_until`."""
+    return await db.fetchrow(
+        f"update payments.webhook_endpoints set previous_key_id = secret_key_id,"
+        f" previous_secret = secret, previous_until = $6, secret_key_id = $4, secret = $5,"
+        f" updated_at = now()"
+        f" where org_id = $1 and livemode = $2 and id = $3 and deleted_at is null"
+        f" returning {_ENDPOINT}", org_id, livemode, endpoint_id, key_id, sealed, previous_until)
 
 
 async def delete(conn: asyncpg.Connection, org_id: str, livemode: bool, endpoint_id: str,

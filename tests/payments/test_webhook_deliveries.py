@@ -17,7 +17,7 @@ from services.payments.webhook_deliveries import domain
 from services.payments.webhook_deliveries.sender import PublicResolver
 from tests.payments.test_event_log import publish
 from tests.payments.webhook_receiver import Receiver
-from tests.support import eventually, get, org_id_of, post, request
+from tests.support import eventually, get, org_id_of, post, request, service_down
 
 SECRET = "whsec_test_secret"
 KNOWN = "f52064bb4e77a37e83e6170c4546cbd5a25345b5986d579186dc14646d205366"
@@ -378,3 +378,14 @@ async def test_a_rotated_secret_signs_alongside_the_new_one_for_a_day(
     status, body, _ = await post(http, "/webhook-endpoints/we_none/rotate-secret", None,
                                  org.auth())
     assert (status, body["error"]["message"]) == (404, "webhook endpoint not found")
+
+
+async def test_events_published_while_payments_is_down_are_delivered_after(
+        http, org, platform, js, receiver):
+    hook = await endpoint(http, org, receiver, "restart")
+    org_id = await org_id_of(platform, org)
+    async with service_down(platform, "payments"):
+        sent = [await publish(js, org_id, object_id=f"in_{n}") for n in range(3)]
+    assert await received(receiver.paths["restart"], 3, timeout=10.0) == sent
+    [d, *_] = await deliveries(http, org, hook["id"])
+    assert d["status"] == "delivered"

@@ -4,9 +4,8 @@ stored on a refusal; organizations and modes apart."""
 
 from __future__ import annotations
 
-import pytest
-
 import msgspec
+import pytest
 
 from contracts.webhooks import (
     EVENT_TYPES,

@@ -193,8 +193,8 @@ class WebhookEndpointDeleted(msgspec.Struct):
 class WebhookAttempt(msgspec.Struct, omit_defaults=True):
     attempt: int  # 1, 2, …
     at: str
+    status: int  # the receiver's HTTP status; 0: no answer
     latencyMs: int
-    status: int = 0  # the receiver's HTTP status; 0: no answer
     error: str = ""  # why it is not a success, when it is not
     response: str = ""  # the start of the receiver's answer
 

@@ -6,6 +6,7 @@ the signature and the schedule without I/O."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from datetime import UTC, datetime, timedelta
 
@@ -173,11 +174,11 @@ async def _ids(path):
     return path.ids
 
 
-async def attempted(http, org, endpoint_id, count):
+async def attempted(http, org, endpoint_id, count, key="sk_test"):
     """The endpoint's deliveries once its head has been attempted `count` times."""
     def done(body):
         return body and max(d["attemptCount"] for d in body) >= count
-    body = await eventually(lambda: deliveries(http, org, endpoint_id), done)
+    body = await eventually(lambda: deliveries(http, org, endpoint_id, key), done)
     assert done(body), body
     return body
 
@@ -387,5 +388,23 @@ async def test_events_published_while_payments_is_down_are_delivered_after(
     async with service_down(platform, "payments"):
         sent = [await publish(js, org_id, object_id=f"in_{n}") for n in range(3)]
     assert await received(receiver.paths["restart"], 3, timeout=10.0) == sent
-    [d, *_] = await deliveries(http, org, hook["id"])
-    assert d["status"] == "delivered"
+    settled = await eventually(lambda: deliveries(http, org, hook["id"]),
+                               lambda b: {d["status"] for d in b} == {"delivered"})
+    assert [d["eventId"] for d in settled] == sent[::-1]
+
+
+async def test_a_live_endpoint_never_reaches_a_private_address(
+        http, org, platform, js, receiver, payments_service):
+    # The machine's own name passes the URL check (a name); it resolves to a private
+    # address, refused when sending.
+    host = socket.gethostname()
+    addresses = {a[4][0] for a in socket.getaddrinfo(host, 443, socket.AF_INET)}
+    if all(ipaddress.ip_address(a).is_global for a in addresses):
+        pytest.skip(f"{host} resolves to public addresses only")
+    url = f"https://{host}:{receiver.port}/sneaky"
+    status, hook, _ = await post(http, "/webhook-endpoints", {"url": url}, org.auth("sk_live"))
+    assert status == 201, hook
+    await publish(js, await org_id_of(platform, org), livemode=True)
+    [d] = await attempted(http, org, hook["id"], 1, key="sk_live")
+    assert "private address" in d["lastAttempt"]["error"] and d["lastAttempt"]["status"] == 0
+    assert receiver.paths.get("sneaky") is None

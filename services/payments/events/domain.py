@@ -9,7 +9,6 @@ from datetime import datetime
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from contracts.errors import not_found
 from contracts.limits import Page
 from contracts.webhooks import BillingEvent, EventBody, EventListParams
 
@@ -89,9 +88,3 @@ def billing_event(body: bytes, pending: bool) -> BillingEvent:
     return BillingEvent(id=b.id, type=b.type, objectType=b.objectType, objectId=b.objectId,
                         livemode=b.livemode, pending=pending, created=b.created,
                         customerId=b.customerId, data=b.data, previousData=b.previousData)
-
-
-def found(body: bytes | None, pending: bool) -> BillingEvent:
-    if body is None:
-        raise not_found(EVENT_NOT_FOUND)
-    return billing_event(body, pending)

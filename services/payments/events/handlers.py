@@ -4,6 +4,7 @@ mode, newest first. Admin routes."""
 from __future__ import annotations
 
 from contracts import Scope
+from contracts.errors import not_found
 from contracts.webhooks import (
     EVENT_GET,
     EVENT_LIST,
@@ -26,4 +27,6 @@ async def list_events(ctx: Context, scope: Scope, p: EventListParams) -> list[Bi
 @router.handler(EVENT_GET)
 async def get_event(ctx: Context, scope: Scope, p: EventIdParams) -> BillingEvent:
     row = await store.event(ctx.pool, scope.org_id, scope.livemode, p.id.strip())
-    return domain.found(None if row is None else row["body"], row is not None and row["pending"])
+    if row is None:
+        raise not_found(domain.EVENT_NOT_FOUND)
+    return domain.billing_event(row["body"], row["pending"])

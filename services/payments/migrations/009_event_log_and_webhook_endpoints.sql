@@ -86,7 +86,7 @@ create table payments.webhook_deliveries (
 create index webhook_deliveries_queue on payments.webhook_deliveries (endpoint_id, seq)
     where status = 'pending';
 create index webhook_deliveries_by_endpoint
-    on payments.webhook_deliveries (org_id, livemode, endpoint_id, created_at desc, id desc);
+    on payments.webhook_deliveries (org_id, livemode, endpoint_id, seq desc);
 
 -- Every attempt of a delivery: what the receiver answered, and how fast.
 create table payments.webhook_attempts (

@@ -1,4 +1,4 @@
-"""An endpoint's deliveries (payments.md §6.5): listed newest first with their latest
+"""An endpoint's deliveries (payments.md §6.5): listed last queued first with their latest
 attempt, read one with every attempt, and sent again. Admin routes, in the caller's mode.
 
 A redelivery (our addition: the spec names no route) goes to the back of the endpoint's

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -57,7 +58,8 @@ class PublicResolver(AbstractResolver):
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         found = await self._inner.resolve(host, port, family)
         if any(not ipaddress.ip_address(r["host"]).is_global for r in found):
-            raise OSError(f"{host} resolves to a private address")
+            # (errno, text): aiohttp reports the text of the error it wraps this in
+            raise OSError(errno.EACCES, f"{host} resolves to a private address")
         return found
 
     async def close(self) -> None:
@@ -195,7 +197,7 @@ class Sender:
         started = time.perf_counter()
         try:
             if endpoint["livemode"] and not public_host(urlsplit(url).hostname or ""):
-                raise OSError("not a public address")
+                raise OSError(errno.EACCES, "a private address")
             async with self._sessions[endpoint["livemode"]].post(
                     url, data=d["body"], headers=headers, allow_redirects=False) as r:
                 status, response = r.status, await r.content.read(domain.RESPONSE_CHARS)

@@ -165,14 +165,15 @@ _LAST_ATTEMPT = """left join lateral (
 
 async def deliveries(db: Db, org_id: str, livemode: bool, endpoint_id: str, status: str,
                      event_id: str, limit: int, starting_after: str) -> list[asyncpg.Record]:
+    """Last queued first (the queue's order, backwards; a redelivery is queued anew)."""
     return await db.fetch(
         f"""select {_DELIVERY}, a.* from payments.webhook_deliveries d {_LAST_ATTEMPT}
         where d.org_id = $1 and d.livemode = $2 and d.endpoint_id = $3
           and ($4 = '' or d.status = $4) and ($5 = '' or d.event_id = $5)
-          and ($7 = '' or (d.created_at, d.id) < (
-              select created_at, id from payments.webhook_deliveries
+          and ($7 = '' or d.seq < (
+              select seq from payments.webhook_deliveries
               where org_id = $1 and livemode = $2 and id = $7))
-        order by d.created_at desc, d.id desc limit $6""",
+        order by d.seq desc limit $6""",
         org_id, livemode, endpoint_id, status, event_id, limit, starting_after)
 
 

@@ -1,4 +1,4 @@
-"""Payments routes (payments.md §1.3, §3, §4.1–§4.5, §4.9, §5).
+"""Payments routes (payments.md §1.3, §3, §4.1–§4.9, §5, §6).
 
 Payment and setup intents, refunds and an organization's provider settings are `admin` (the
 caller's mode: a test key reads and writes the test settings). Payment methods are `user`: an
@@ -8,11 +8,13 @@ tokenization is `user` and takes at most `CARD_BODY_BYTES` (a card is never kept
 (create, cancel) and the reconciliation of a transfer move money: `mint`; reconciliation is
 served on the reference's path and on the seed document's (§4.8). Disputes are `admin`.
 Provider webhooks carry no credential (`webhook`: the provider's signature, for the
-organization the URL names, else the platform's)."""
+organization the URL names, else the platform's). The event log, webhook endpoints and
+their deliveries are `admin`; creating an endpoint and rotating its secret are not
+idempotent (the answer holds the secret, which is not stored in clear)."""
 
 from __future__ import annotations
 
-from contracts import disputes, payments, payouts
+from contracts import disputes, payments, payouts, webhooks
 from contracts.webhooks_in import WEBHOOK_INGEST
 from services.gateway.routing import Route
 
@@ -99,4 +101,26 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None, kind="webhook"),
     Route("POST", "/billing/webhooks/{provider}/{org}", WEBHOOK_INGEST, "webhook",
           source="raw", user_field=None, kind="webhook"),
+    Route("GET", "/billing/events", webhooks.EVENT_LIST, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/events/{id}", webhooks.EVENT_GET, "admin", source="query",
+          user_field=None),
+    Route("POST", "/billing/webhook-endpoints", webhooks.WEBHOOK_ENDPOINT_CREATE, "admin",
+          user_field=None, status=201),
+    Route("GET", "/billing/webhook-endpoints", webhooks.WEBHOOK_ENDPOINT_LIST, "admin",
+          source="query", user_field=None),
+    Route("GET", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_GET, "admin",
+          source="query", user_field=None),
+    Route("PATCH", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_UPDATE,
+          "admin", user_field=None),
+    Route("POST", "/billing/webhook-endpoints/{id}/rotate-secret",
+          webhooks.WEBHOOK_ENDPOINT_ROTATE_SECRET, "admin", source="optional", user_field=None),
+    Route("DELETE", "/billing/webhook-endpoints/{id}", webhooks.WEBHOOK_ENDPOINT_DELETE,
+          "admin", source="query", user_field=None),
+    Route("GET", "/billing/webhook-endpoints/{id}/deliveries", webhooks.WEBHOOK_DELIVERY_LIST,
+          "admin", source="query", user_field=None),
+    Route("GET", "/billing/webhook-endpoints/{id}/deliveries/{deliveryId}",
+          webhooks.WEBHOOK_DELIVERY_GET, "admin", source="query", user_field=None),
+    Route("POST", "/billing/webhook-endpoints/{id}/deliveries/{deliveryId}/redeliver",
+          webhooks.WEBHOOK_DELIVERY_REDELIVER, "admin", source="optional", user_field=None),
 )

@@ -55,6 +55,8 @@ class Settings:
     # the notification URL with the body, and that URL is this origin + the path the request
     # came to (a proxy in front changes what the gateway sees); empty: the request's own URL
     square_webhook_url: str = ""
+    # payments: outbound webhook POSTs in flight at once, per replica (one per endpoint)
+    webhook_concurrency: int = 64
     # telemetry: "none", "console" or "otlp"
     otel_exporter: str = "none"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -91,5 +93,6 @@ class Settings:
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
             square_webhook_signature_key=env.get("SQUARE_WEBHOOK_SIGNATURE_KEY", ""),
             square_webhook_url=env.get("SQUARE_WEBHOOK_URL", ""),
+            webhook_concurrency=int(env.get("WEBHOOK_CONCURRENCY", "64")),
             env=env,
         )

@@ -1,0 +1,50 @@
+"""The event log: the SQL. Reads name the organization and the mode."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.payments.events.domain import Filter, Logged
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+# Whether a delivery of the event is still being tried (§6.5: `pending`).
+_PENDING = ("exists (select 1 from payments.webhook_deliveries d"
+            " where d.event_id = e.id and d.status = 'pending')")
+
+
+async def log(conn: asyncpg.Connection, events: list[Logged]) -> list[Logged]:
+    """Keep the events; returns those not kept before (an event delivered again is not)."""
+    new = set(await conn.fetchval(
+        """with kept as (
+            insert into payments.billing_events (id, org_id, livemode, type, object_type,
+                object_id, customer_id, created_at, body)
+            select * from unnest($1::text[], $2::text[], $3::boolean[], $4::text[],
+                $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[])
+            on conflict (id) do nothing returning id)
+        select coalesce(array_agg(id), '{}') from kept""",
+        *map(list, zip(*((e.id, e.org_id, e.livemode, e.type, e.object_type, e.object_id,
+                          e.customer_id, e.created_at, e.body) for e in events),
+                       strict=True))))
+    return [e for e in events if e.id in new]
+
+
+async def events(db: Db, org_id: str, livemode: bool, f: Filter) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""select e.body, {_PENDING} as pending from payments.billing_events e
+        where e.org_id = $1 and e.livemode = $2 and ($3 = '' or e.type = $3)
+          and ($4 = '' or e.object_id = $4) and ($5 = '' or e.object_type = $5)
+          and ($6 = '' or e.customer_id = $6)
+          and ($8 = '' or (e.created_at, e.id) < (
+              select created_at, id from payments.billing_events
+              where org_id = $1 and livemode = $2 and id = $8))
+        order by e.created_at desc, e.id desc limit $7""",
+        org_id, livemode, f.type, f.object_id, f.object_type, f.customer_id, f.limit,
+        f.starting_after)
+
+
+async def event(db: Db, org_id: str, livemode: bool, event_id: str,
+                ) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select e.body, {_PENDING} as pending from payments.billing_events e"
+        f" where e.org_id = $1 and e.livemode = $2 and e.id = $3", org_id, livemode, event_id)

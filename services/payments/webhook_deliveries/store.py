@@ -1,0 +1,208 @@
+"""Webhook deliveries: the SQL — fan-out, the senders' claims and queues, what a run
+settles, and the reads. Reads name the organization and the mode.
+
+`now` parameters are the deliveries' clock (injectable, for three-day schedules in tests);
+leases use the database's clock, as they only say whether a sender is still alive."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.payments.webhook_deliveries.domain import (
+    CANCELED,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    Attempt,
+    NewDelivery,
+    Settled,
+)
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+_DELIVERY = ("d.id, d.org_id, d.livemode, d.endpoint_id, d.event_id, d.event_type, d.status,"
+             " d.attempt_count, d.next_attempt_at, d.delivered_at, d.created_at")
+
+
+# ---- fan-out ---------------------------------------------------------------------------------
+
+
+async def enabled_endpoints(conn: asyncpg.Connection, scopes: list[tuple[str, bool]],
+                            ) -> list[asyncpg.Record]:
+    """The enabled endpoints of these organizations and modes, and the events they want."""
+    orgs, modes = zip(*scopes, strict=True)
+    return await conn.fetch(
+        "select w.org_id, w.livemode, w.id, w.events from payments.webhook_endpoints w"
+        " join unnest($1::text[], $2::boolean[]) as s(org_id, livemode)"
+        " on w.org_id = s.org_id and w.livemode = s.livemode"
+        " where w.status = 'enabled' and w.deleted_at is null", list(orgs), list(modes))
+
+
+async def add(conn: asyncpg.Connection, deliveries: list[NewDelivery], now: datetime) -> None:
+    """Queue the deliveries, in order, and make their endpoints due unless they wait
+    already (a failing head keeps its later deliveries waiting)."""
+    columns = list(zip(*((d.id, d.org_id, d.livemode, d.endpoint_id, d.event_id, d.event_type)
+                         for d in deliveries), strict=True))
+    await conn.execute(
+        "insert into payments.webhook_deliveries (id, org_id, livemode, endpoint_id, event_id,"
+        " event_type, next_attempt_at)"
+        " select i, o, l, e, v, t, $7 from unnest($1::text[], $2::text[], $3::boolean[],"
+        " $4::text[], $5::text[], $6::text[]) with ordinality as x(i, o, l, e, v, t, n)"
+        " order by n on conflict (event_id, endpoint_id) do nothing", *map(list, columns), now)
+    await conn.execute(
+        "update payments.webhook_endpoints set next_attempt_at = coalesce(next_attempt_at, $4)"
+        " where (org_id, livemode, id) in (select * from unnest($1::text[], $2::boolean[],"
+        " $3::text[]))", *map(list, columns[1:4]), now)
+
+
+# ---- a sender's run --------------------------------------------------------------------------
+
+
+async def claim(db: Db, now: datetime, most: int, lease: timedelta) -> list[asyncpg.Record]:
+    """Endpoints whose queue is due (or whose sender died), taken for a run: leased, and
+    nothing known due beyond what the run will load."""
+    return await db.fetch(
+        """update payments.webhook_endpoints w
+        set leased_until = now() + $3::interval, next_attempt_at = null
+        from (select org_id, livemode, id from payments.webhook_endpoints
+              where status = 'enabled' and deleted_at is null
+                and (next_attempt_at <= $1 or leased_until < now())
+                and (leased_until is null or leased_until < now())
+              order by next_attempt_at nulls first limit $2
+              for update skip locked) c
+        where w.org_id = c.org_id and w.livemode = c.livemode and w.id = c.id
+        returning w.org_id, w.livemode, w.id, w.url, w.secret_key_id, w.secret,
+                  case when w.previous_until > $1 then w.previous_key_id end
+                      as previous_key_id,
+                  w.previous_secret, w.failing_since""", now, most, lease)
+
+
+async def queue(db: Db, endpoint_id: str, most: int) -> list[asyncpg.Record]:
+    """The endpoint's waiting deliveries, in order, with the bodies they send."""
+    return await db.fetch(
+        "select d.id, d.event_type, d.attempt_count, d.failures, d.next_attempt_at, e.body"
+        " from payments.webhook_deliveries d join payments.billing_events e on e.id = d.event_id"
+        " where d.endpoint_id = $1 and d.status = 'pending' order by d.seq limit $2",
+        endpoint_id, most)
+
+
+async def settle(pool: asyncpg.Pool, endpoint: asyncpg.Record, attempts: list[Attempt],
+                 s: Settled, disabled: Callable[[asyncpg.Connection, asyncpg.Record],
+                                                Awaitable[None]]) -> None:
+    """Record a run, in one transaction: its attempts, the deliveries they settled, and
+    the endpoint's state (released). When the run disables the endpoint, what waited for
+    it is canceled and `disabled(conn, endpoint row)` announces it, in that transaction."""
+    key = (endpoint["org_id"], endpoint["livemode"], endpoint["id"])
+    async with pool.acquire() as conn, conn.transaction():
+        if attempts:
+            await conn.executemany(
+                "insert into payments.webhook_attempts (delivery_id, attempt, at, status_code,"
+                " latency_ms, error, response) values ($1, $2, $3, $4, $5, $6, $7)"
+                " on conflict do nothing",
+                [(a.delivery_id, a.attempt, a.at, a.status_code, a.latency_ms, a.error,
+                  a.response) for a in attempts])
+        if s.delivered:
+            await conn.execute(
+                f"update payments.webhook_deliveries d set status = '{DELIVERED}',"
+                f" delivered_at = x.at, attempt_count = x.attempt, next_attempt_at = null"
+                f" from unnest($1::text[], $2::timestamptz[], $3::int[]) as x(id, at, attempt)"
+                f" where d.id = x.id and d.status = '{PENDING}'",
+                [a.delivery_id for a in s.delivered], [a.at for a in s.delivered],
+                [a.attempt for a in s.delivered])
+        if s.failed is not None:
+            await conn.execute(
+                f"update payments.webhook_deliveries set attempt_count = $2, failures = $3,"
+                f" next_attempt_at = $4,"
+                f" status = case when $4::timestamptz is null then '{FAILED}' else status end"
+                f" where id = $1 and status = '{PENDING}'",
+                s.failed.delivery_id, s.failed.attempt, s.failures, s.retry)
+        row = await conn.fetchrow(
+            "update payments.webhook_endpoints set leased_until = null,"
+            " next_attempt_at = coalesce($4, next_attempt_at), failing_since = $5,"
+            " status = case when $6 then 'disabled' else status end,"
+            " updated_at = case when $6 then now() else updated_at end"
+            " where org_id = $1 and livemode = $2 and id = $3"
+            " returning org_id, livemode, id, url, events, description, status, created_at,"
+            " deleted_at", *key, s.next_attempt_at, s.failing_since, s.disable)
+        if s.disable and row is not None:
+            await cancel_waiting(conn, *key)
+            await disabled(conn, row)
+
+
+async def release(db: Db, endpoint: asyncpg.Record, due: datetime | None) -> None:
+    """Give an endpoint back without a run (its head is not due yet, or nothing waits)."""
+    await db.execute(
+        "update payments.webhook_endpoints set leased_until = null,"
+        " next_attempt_at = coalesce($4, next_attempt_at)"
+        " where org_id = $1 and livemode = $2 and id = $3",
+        endpoint["org_id"], endpoint["livemode"], endpoint["id"], due)
+
+
+async def cancel_waiting(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                         endpoint_id: str) -> None:
+    """The endpoint receives nothing more: what waits for it is canceled."""
+    await conn.execute(
+        f"update payments.webhook_deliveries set status = '{CANCELED}', next_attempt_at = null"
+        f" where org_id = $1 and livemode = $2 and endpoint_id = $3 and status = '{PENDING}'",
+        org_id, livemode, endpoint_id)
+    await conn.execute(
+        "update payments.webhook_endpoints set next_attempt_at = null"
+        " where org_id = $1 and livemode = $2 and id = $3", org_id, livemode, endpoint_id)
+
+
+# ---- reads and redelivery -------------------------------------------------------------------
+
+# The latest attempt's columns, named `last_<column>`.
+_LAST_ATTEMPT = """left join lateral (
+    select a.attempt as last_attempt, a.at as last_at, a.status_code as last_status_code,
+           a.latency_ms as last_latency_ms, a.error as last_error, a.response as last_response
+    from payments.webhook_attempts a where a.delivery_id = d.id
+    order by a.attempt desc limit 1) a on true"""
+
+
+async def deliveries(db: Db, org_id: str, livemode: bool, endpoint_id: str, status: str,
+                     event_id: str, limit: int, starting_after: str) -> list[asyncpg.Record]:
+    """Last queued first (the queue's order, backwards; a redelivery is queued anew)."""
+    return await db.fetch(
+        f"""select {_DELIVERY}, a.* from payments.webhook_deliveries d {_LAST_ATTEMPT}
+        where d.org_id = $1 and d.livemode = $2 and d.endpoint_id = $3
+          and ($4 = '' or d.status = $4) and ($5 = '' or d.event_id = $5)
+          and ($7 = '' or d.seq < (
+              select seq from payments.webhook_deliveries
+              where org_id = $1 and livemode = $2 and id = $7))
+        order by d.seq desc limit $6""",
+        org_id, livemode, endpoint_id, status, event_id, limit, starting_after)
+
+
+async def delivery(db: Db, org_id: str, livemode: bool, endpoint_id: str, delivery_id: str,
+                   ) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"select {_DELIVERY} from payments.webhook_deliveries d"
+        f" where d.org_id = $1 and d.livemode = $2 and d.endpoint_id = $3 and d.id = $4",
+        org_id, livemode, endpoint_id, delivery_id)
+
+
+async def attempts(db: Db, delivery_id: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "select attempt, at, status_code, latency_ms, error, response"
+        " from payments.webhook_attempts where delivery_id = $1 order by attempt",
+        delivery_id)
+
+
+async def requeue(conn: asyncpg.Connection, org_id: str, livemode: bool, endpoint_id: str,
+                  delivery_id: str, now: datetime) -> asyncpg.Record:
+    """Send a settled delivery again, at the back of its endpoint's queue, on a fresh
+    schedule; its earlier attempts stay listed."""
+    row = await conn.fetchrow(
+        f"update payments.webhook_deliveries d set status = '{PENDING}', failures = 0,"
+        f" next_attempt_at = $5, delivered_at = null,"
+        f" seq = nextval(pg_get_serial_sequence('payments.webhook_deliveries', 'seq'))"
+        f" where d.org_id = $1 and d.livemode = $2 and d.endpoint_id = $3 and d.id = $4"
+        f" returning {_DELIVERY}", org_id, livemode, endpoint_id, delivery_id, now)
+    await conn.execute(
+        "update payments.webhook_endpoints set next_attempt_at = coalesce(next_attempt_at, $4)"
+        " where org_id = $1 and livemode = $2 and id = $3", org_id, livemode, endpoint_id, now)
+    return row

@@ -1,7 +1,7 @@
 """Top-ups' writes, shared by the top-ups at the same step.
 
-A top-up writes twice, a commit each: its claim, and once credited its completion (the
-charge, its payment intent and their events); a charge the ledger did not credit is
+A top-up writes twice, a commit each: its claim, and once credited and answered its
+completion (the charge, its payment intent and their events); a charge the ledger did not credit is
 written on its own (`charged`, with its intent). Under load the top-ups at one step share
 it: one statement for the claims, one transaction for the completions. Each write is
 conditional on the top-up's status, so a batch written again item by item after a failure
@@ -10,6 +10,8 @@ conditional on the top-up's status, so a batch written again item by item after 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,6 +27,8 @@ from services.payments.topups import domain, store
 from services.payments.topups.domain import Topup
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.service import Context
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,7 @@ class TopupWrites:
         self._claims = MicroBatcher(each_alone_on_failure(self._claim_together))
         self._charges = MicroBatcher(each_alone_on_failure(self._charge_together))
         self._completions = MicroBatcher(each_alone_on_failure(self._complete_together))
+        self._completing: dict[store.Ref, tuple[asyncio.Task, bytes]] = {}
 
     async def claim(self, claim: Claim) -> asyncpg.Record | None:
         """Claim the key for a new top-up; None when claimed, else the top-up that holds
@@ -76,6 +81,34 @@ class TopupWrites:
 
     async def complete(self, completion: Completion) -> None:
         await self._completions(completion)
+
+    def complete_soon(self, completion: Completion) -> None:
+        """`complete` in the background (the answer has gone out); `answer` has it
+        meanwhile, for a retry of the same request."""
+        ref = _ref(completion.charge.scope, completion.charge.topup_id)
+        task = asyncio.create_task(self._complete_now(completion))
+        self._completing[ref] = (task, completion.reply)
+        task.add_done_callback(lambda _: self._completing.pop(ref, None))
+
+    async def _complete_now(self, completion: Completion) -> None:
+        try:
+            await self.complete(completion)
+        except Exception:  # still `started`: the job finishes it
+            log.exception("top-up %s not completed", completion.charge.topup_id)
+
+    async def answer(self, ref: store.Ref) -> bytes | None:
+        """The answer of a top-up this process is completing, once it is (for a retry);
+        None if it is not completing here."""
+        completing = self._completing.get(ref)
+        if completing is None:
+            return None
+        task, reply = completing
+        await asyncio.shield(task)
+        return reply
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(task for task, _ in self._completing.values()),
+                             return_exceptions=True)
 
     async def _claim_together(self, claims: list[Claim]) -> list[Any]:
         pool = self._ctx.pool

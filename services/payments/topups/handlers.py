@@ -5,8 +5,9 @@ Exactly once, whatever fails: the top-up row is claimed under the request's key 
 provider is called (`started`); the provider's key is the top-up's, so charging again after
 a crash or a timeout replays the same charge, and the payment intent's id is the top-up's
 too; the credit is sent to the ledger, which credits a top-up once and records its payment
-in the journal in the same transaction; then the charge, its payment intent and the answer
-for replays commit together (`completed`). A charge the ledger did not credit is recorded
+in the journal in the same transaction; the customer has the answer; then the charge, its
+payment intent and the answer for replays commit together (`completed`; a retry meanwhile
+waits for it). A charge the ledger did not credit is recorded
 (`charged`, with its intent) for the job to credit. A top-up left unfinished is
 taken over by a retry of the same request or by the `finish_unfinished` job. Concurrent
 top-ups share each of these writes (`batches.py`)."""
@@ -101,9 +102,14 @@ async def _top_up(ctx: Context, scope: Scope, topup: Topup, provider: str, key: 
                                               provider))
     if held is None:
         return await _finish(ctx, scope, topup_id, topup, provider)
-    if domain.again(held["status"], fingerprint, held["fingerprint"],
-                    held["stale"]) == "replay":
+    action = domain.again(held["status"], fingerprint, held["fingerprint"], held["stale"])
+    if action == "replay":
         return held["reply"]
+    if action == "wait":
+        reply = await ctx.state.topups.answer((scope.org_id, scope.livemode, held["id"]))
+        if reply is None:
+            raise conflict(domain.IN_PROGRESS)
+        return reply
     row = await store.resume(ctx.pool, scope.org_id, scope.livemode, held["id"], _recovery(ctx))
     if row is None:
         raise conflict(domain.IN_PROGRESS)
@@ -122,7 +128,10 @@ async def _resume(ctx: Context, scope: Scope, row: asyncpg.Record) -> Any:
 
 async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provider_name: str,
                   charged: Charge | None = None) -> bytes:
-    """Charge (unless it was recorded), credit, answer."""
+    """Charge (unless it was recorded), credit, answer. The answer does not wait for the
+    completion's commit: the customer was credited, and the top-up's row (claimed, not yet
+    completed) is finished by the job should this process die before it commits — charged
+    again under its key (the same charge), credited again (the same credit)."""
     charge = charged or await _charge(ctx, scope, topup_id, topup, provider_name)
     credit = _credit(charge)
     try:
@@ -136,7 +145,7 @@ async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provi
             await ctx.state.topups.charge(charge)
         raise Failure(ErrorCode.INTERNAL, 500, domain.CREDIT_FAILED, retryable=True) from None
     reply = Reply(result=TopupResult(credited.transactionId, credited.balance), replayed=True)
-    await ctx.state.topups.complete(Completion(charge, _encode(reply), {
+    ctx.state.topups.complete_soon(Completion(charge, _encode(reply), {
         "userId": topup.customer_id, "amountCents": topup.amount, "currency": topup.currency,
         "paymentIntentId": charge.intent_id, "transactionId": credited.transactionId}))
     reply.replayed = False
@@ -189,5 +198,6 @@ async def finish_unfinished(ctx: Context) -> None:
     for row in await store.unfinished(ctx.pool, _recovery(ctx), 50):
         try:
             await _resume(ctx, service_scope(row["org_id"], row["livemode"]), row)
+            await ctx.state.topups.answer((row["org_id"], row["livemode"], row["id"]))
         except Failure as failure:
             log.warning("top-up %s not finished: %s", row["id"], failure.error.message)

@@ -7,10 +7,10 @@ a crash or a timeout replays the same charge, and the payment intent's id is the
 too; the credit is sent to the ledger, which credits a top-up once and records its payment
 in the journal in the same transaction; the customer has the answer; then the charge, its
 payment intent and the answer for replays commit together (`completed`; a retry meanwhile
-waits for it). A charge the ledger did not credit is recorded
-(`charged`, with its intent) for the job to credit. A top-up left unfinished is
-taken over by a retry of the same request or by the `finish_unfinished` job. Concurrent
-top-ups share each of these writes (`batches.py`)."""
+waits for it). A charge the ledger did not credit is recorded (`charged`, with its intent)
+for the job to credit. A top-up left unfinished is taken over by a retry of the same
+request or by the `finish_unfinished` job. Concurrent top-ups share each of these writes
+(`batches.py`)."""
 
 from __future__ import annotations
 

@@ -7,10 +7,6 @@ the baselines of `bench/money.py`: single-row asyncpg commits and `POST /billing
 Afterwards it checks that every answered top-up was credited once and the books verify.
 
     .venv/bin/python bench/payments.py [--seconds 30] [--concurrency 32] [--users 1000]
-                                       [--without-outbox-notify]
-
-`--without-outbox-notify` drops the outboxes' NOTIFY triggers first (relays then poll): what
-PostgreSQL's notify lock, taken by every commit that adds events, costs.
 """
 
 from __future__ import annotations
@@ -79,7 +75,7 @@ async def intents(base: str, auth: dict[str, str], concurrency: int, seconds: fl
     return Result("payment intent create+confirm", len(latencies), errors, elapsed, latencies)
 
 
-async def main(seconds: float, concurrency: int, users: int, notify: bool) -> None:
+async def main(seconds: float, concurrency: int, users: int) -> None:
     async with infrastructure() as (nats_url, database_url):
         port = free_port()
         env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
@@ -91,11 +87,6 @@ async def main(seconds: float, concurrency: int, users: int, notify: bool) -> No
             base = f"http://127.0.0.1:{port}"
             await wait_http(base + "/readyz")
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
-            if not notify:
-                conn = await asyncpg.connect(database_url)
-                for schema in ("payments", "ledger"):
-                    await conn.execute(f"drop trigger outbox_notify on {schema}.outbox")
-                await conn.close()
             usage_body = json.dumps({"user": "bench/u{u}", "amount": 1, "requestId": "r-{n}",
                                      "model": "m", "totalTokens": 10})
             topup_body = json.dumps({"sourceId": "cnon:{n}-bench", "amountCents": 100,
@@ -124,8 +115,7 @@ async def main(seconds: float, concurrency: int, users: int, notify: bool) -> No
                 env={**os.environ, **env}, capture_output=True, text=True)
         finally:
             stop([gateway, *services])
-    print(f"\npayments, {concurrency} concurrent clients, {seconds:.0f} s each"
-          + ("" if notify else ", outbox NOTIFY triggers dropped"))
+    print(f"\npayments, {concurrency} concurrent clients, {seconds:.0f} s each")
     for result in (base_result, usage, topups, paid):
         print(result.line())
     print(f"top-ups answered 2xx: {topups.requests - topups.errors}; completed: {completed};"
@@ -142,9 +132,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--without-outbox-notify", action="store_true")
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(args.seconds, args.concurrency, args.users,
-                    not args.without_outbox_notify))
+    uvloop.run(main(args.seconds, args.concurrency, args.users))

@@ -247,12 +247,12 @@ async def js(nats_url: str):
 
 
 @pytest.fixture
-async def make_relay(schema: str, pool: asyncpg.Pool, database_url: str, nats_url: str):
+async def make_relay(schema: str, pool: asyncpg.Pool, nats_url: str):
     """Outbox relays for the test's schema, all stopped at the end."""
     relays: list[OutboxRelay] = []
 
     async def make(**options) -> OutboxRelay:
-        relay = OutboxRelay(schema, pool, database_url, [nats_url], **options)
+        relay = OutboxRelay(schema, pool, [nats_url], **options)
         await relay.start()
         relays.append(relay)
         return relay

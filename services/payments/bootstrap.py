@@ -52,9 +52,11 @@ async def bootstrap(ctx: Context) -> None:
     webhooks = Sender(lambda: ctx.pool, secrets, concurrency=ctx.settings.webhook_concurrency)
     event_log = EventLog(lambda: ctx.pool, nats_servers(ctx.settings.nats_url),
                          clock=lambda: webhooks.clock(), queued=webhooks.wake)
+    topups = TopupWrites(ctx)
+    ctx.on_stop(topups.stop)
     ctx.state = PaymentsState(
         providers, MicroBatcher(lambda checks: store.methods_exist(ctx.pool, checks)), secrets,
-        TopupWrites(ctx), postings, Secrets(ctx), intake(ctx), webhooks, event_log)
+        topups, postings, Secrets(ctx), intake(ctx), webhooks, event_log)
     await webhooks.start()
     ctx.on_stop(webhooks.stop)
     await event_log.start()

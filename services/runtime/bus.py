@@ -163,8 +163,7 @@ class Service:
             await nc.subscribe(h.endpoint.subject, queue=self.name, cb=self._on_request(h))
             for h in self.spec.handlers.handlers]
         if self.pool is not None:  # publishes the events this service's handlers add
-            self.relay = OutboxRelay(self.name, self.pool, self.settings.database_url,
-                                     nats_servers(self.settings.nats_url))
+            self.relay = OutboxRelay(self.name, self.pool, nats_servers(self.settings.nats_url))
             await self.relay.start()
         self._job_tasks = [asyncio.create_task(self._repeat(seconds, job))
                            for seconds, job in self._jobs]

@@ -16,24 +16,30 @@ from contracts.common import INT64_MAX
 from contracts.errors import Failure
 from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
 from contracts.ledger import DEPOSIT_CREATE, TOPUP_CREDIT, DepositParams, TopupCreditParams
-from services.ledger.balances import domain
-from services.ledger.balances.topups import TopupCredit, TopupCreditor
+from services.ledger.balances.topups import TopupCredit, TopupCreditor, topup_credit
 from services.ledger.journal import domain as journal
 from services.ledger.journal.recorder import JournalRecorder, Recording
-from services.runtime.idempotency import derived_key, fingerprint_of
 from tests.runtime.test_integrity_keys import _CommitsThenFails
 from tests.support import Bus, scope
 
 
 def credit(user: str, amount: int, n: int = 0) -> TopupCreditParams:
-    return TopupCreditParams(topupId=f"tu_{secrets.token_hex(6)}_{n}", user=user,
-                             amount=amount, provider="offline", providerRef=f"ch_{n}")
+    topup_id = f"tu_{secrets.token_hex(6)}_{n}"
+    return TopupCreditParams(topupId=topup_id, user=user, amount=amount, provider="offline",
+                             providerRef=f"ch_{n}", paymentIntentId="pi_" + topup_id[3:])
 
 
 def topup(bus: Bus, p: TopupCreditParams) -> TopupCredit:
     """The credit as the handler hands it to the batch."""
-    return TopupCredit(scope(bus.org_id), domain.topup_credit(p),
-                       derived_key("topup", p.topupId), fingerprint_of(p))
+    return topup_credit(scope(bus.org_id), p)
+
+
+async def journaled(ledger, bus: Bus, sent: list[TopupCreditParams]) -> int:
+    """How many journal entries record the payments of these top-ups."""
+    return await ledger.pool.fetchval(
+        "select count(*) from ledger.journal_entries where org_id = $1"
+        " and payment_intent_id = any($2::text[])", bus.org_id,
+        [p.paymentIntentId for p in sent])
 
 
 async def credits_of(ledger, bus: Bus, user: str) -> list[int]:
@@ -62,6 +68,8 @@ async def test_credits_sent_together_are_each_credited_once(nc, ledger):
     again = await asyncio.gather(*(bus.ok(TOPUP_CREDIT.subject, c) for c in sent))
     assert again == first
     assert await credits_of(ledger, bus, user) == [100, 200, 300, 400]
+    # Each credit recorded its payment in the journal with it, once.
+    assert await journaled(ledger, bus, sent) == 4
 
 
 async def test_a_credit_sent_twice_in_one_batch_is_credited_once(nc, ledger):
@@ -99,6 +107,7 @@ async def test_credits_committed_before_a_failure_are_not_credited_again(nc, led
     results = [msgspec.json.decode(r)["result"] for r in replies]
     assert in_sequence(results) and max(r["balance"] for r in results) == 30
     assert await credits_of(ledger, bus, user) == [10, 20]
+    assert await journaled(ledger, bus, sent) == 2
 
 
 def payment(pi: str, amount: int, customer: str = "cust_1") -> JournalPaymentParams:
@@ -111,6 +120,17 @@ async def cash(ledger, bus: Bus) -> int:
         " join ledger.journal_accounts a on (a.org_id, a.livemode, a.id)"
         " = (b.org_id, b.livemode, b.account_id)"
         " where b.org_id = $1 and a.name = 'platform:cash'", bus.org_id)
+
+
+async def test_a_payment_journaled_on_its_own_before_is_not_journaled_again(nc, ledger):
+    # As an older payments did: the journal's payment first, the credit after it.
+    bus, user = Bus(nc), "acme/journaled-before"
+    sent = credit(user, 500)
+    await bus.ok(PAYMENT_RECORD.subject, payment(sent.paymentIntentId, 500, user))
+    await bus.ok(TOPUP_CREDIT.subject, sent)
+    assert await credits_of(ledger, bus, user) == [500]
+    assert await journaled(ledger, bus, [sent]) == 1
+    assert await cash(ledger, bus) == 500
 
 
 async def test_payments_recorded_together_keep_their_own_outcomes(nc, ledger):

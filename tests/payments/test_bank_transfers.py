@@ -155,7 +155,7 @@ async def test_the_same_transfer_is_credited_once(http, org):
 
 
 async def test_twenty_concurrent_matches_of_one_transfer_credit_once(http, org, platform,
-                                                                      nc):
+                                                                      nc, pool):
     customer = new_user()
     made = await instruct(http, org, customer)
     body = {"reference": made["reference"], "amount": 7000, "transferId": "bank-tx-race"}
@@ -169,6 +169,13 @@ async def test_twenty_concurrent_matches_of_one_transfer_credit_once(http, org, 
     assert await balance(http, org, customer) == 7000
     status, txs, _ = await get(http, "/transactions", org.auth(), user=customer)
     assert status == 200 and [t["amount"] for t in txs["transactions"]] == [7000]
+    # The journal recorded the money received once, with the credit.
+    assert await pool.fetchval(
+        "select count(*) from ledger.journal_entries e join ledger.journal_postings p"
+        " on (p.org_id, p.livemode, p.entry_id) = (e.org_id, e.livemode, e.id)"
+        " join ledger.journal_accounts a on (a.org_id, a.livemode, a.id)"
+        " = (p.org_id, p.livemode, p.account_id)"
+        " where a.name = 'customer_balance:' || $1 and p.amount = -7000", customer) == 1
 
 
 async def test_an_idempotency_key_names_the_transfer(http, org):

@@ -15,6 +15,7 @@ from services.payments.methods import domain as methods
 from services.payments.providers import declines
 from services.payments.providers.base import PaymentRequest, PaymentResult, ProviderError
 from services.payments.providers.offline import OfflineProvider
+from services.payments.topups import domain as topups
 from tests.support import refused
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
@@ -296,3 +297,16 @@ def test_setup_confirm_and_cancel():  # §9 33, 34, 35
     for status in ("succeeded", "canceled"):
         assert refused(domain.cancel_setup, domain.Setup(status), "", NOW) == (
             409, f"cannot cancel setup intent in status {status}")
+
+
+def test_a_top_up_asked_for_again():
+    # Answered: the stored answer. Its worker still at it: wait for the answer (or be told
+    # it is in progress). Its worker gone: take it over. Another body: refused.
+    assert topups.again("completed", "fp", "fp", stale=False) == "replay"
+    assert topups.again("started", "fp", "fp", stale=False) == "wait"
+    assert topups.again("charged", "fp", "fp", stale=True) == "resume"
+    assert refused(topups.again, "completed", "fp", "other", False)[0] == 422
+
+
+def test_a_top_up_and_its_payment_intent_share_their_id():
+    assert topups.intent_id("tu_3xY9") == "pi_3xY9"

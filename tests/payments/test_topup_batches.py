@@ -1,7 +1,7 @@
-"""Top-ups under load: concurrent top-ups share their claims, charges and completions
-(`topups/batches.py`), the journal's payment goes out without the answer waiting for it, and
-each top-up is still charged, credited and answered once — also when a shared write's
-commit goes through unacknowledged, and when the recovery job finishes one."""
+"""Top-ups under load: concurrent top-ups share their claims and completions
+(`topups/batches.py`) and the ledger's credits, and each top-up is still charged, credited,
+journaled and answered once — also when a shared write's commit goes through
+unacknowledged, and when the recovery job finishes one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import secrets
 from types import SimpleNamespace
 
 from services.payments.topups import handlers as topups
-from services.payments.topups.batches import Charge, Claim, TopupWrites
+from services.payments.topups.batches import Charge, Claim, Completion, TopupWrites
 from services.payments.topups.domain import Topup
 from tests.runtime.test_integrity_keys import _CommitsThenFails
 from tests.support import (
@@ -45,18 +45,17 @@ async def test_concurrent_top_ups_are_each_charged_credited_and_answered_once(ht
     assert await balance(http, org, user) == answers[-1]["balanceCents"]
     assert await pool.fetchval(
         "select count(*) from payments.payment_intents where customer_id = $1", user) == 16
-    # The journal records every payment, and nothing stays owed.
-    assert await eventually(lambda: pool.fetchval(
+    # The journal recorded every payment with its credit, and every top-up is completed.
+    assert await pool.fetchval(
         "select count(*) from ledger.journal_entries e join payments.payment_intents i"
-        " on i.id = e.payment_intent_id where i.customer_id = $1", user),
-        lambda n: n == 16) == 16
-    assert await eventually(lambda: pool.fetchval(
-        "select count(*) from payments.ledger_postings p join payments.payment_intents i"
-        " on p.id in ('payment:' || i.id, 'topup:' || (i.metadata->>'topupId'))"
-        " where i.customer_id = $1 and p.posted_at is null", user), lambda n: n == 0) == 0
+        " on i.id = e.payment_intent_id where i.customer_id = $1", user) == 16
+    assert await pool.fetchval(
+        "select count(*) from payments.topups where customer_id = $1 and status = 'completed'",
+        user) == 16
 
 
-async def test_charges_committed_before_a_failure_are_not_recorded_again(org, platform, pool):
+async def test_completions_committed_before_a_failure_are_not_recorded_again(org, platform,
+                                                                             pool):
     payments = service(platform, "payments")
     sc = scope(await org_id_of(platform, org))
     user = new_user()
@@ -67,23 +66,19 @@ async def test_charges_committed_before_a_failure_are_not_recorded_again(org, pl
             Claim(sc, topup_id, f"key-{topup_id}", "fp", topup, "offline")) is None
     faulty = _CommitsThenFails(payments.pool)
     writes = TopupWrites(SimpleNamespace(pool=faulty, settings=payments.settings))
-    charges = [Charge(sc, topup_id, topup, "offline", f"ch_{topup_id}", f"pi_{topup_id}",
-                      "Top-up", topups._postings(topup_id, topup, f"pi_{topup_id}",
-                                                 "offline", f"ch_{topup_id}"))
-               for topup_id in ids]
-    charged = await asyncio.gather(*(writes.charge(c) for c in charges))
+    await asyncio.gather(*(writes.complete(Completion(
+        Charge(sc, topup_id, topup, "offline", f"ch_{topup_id}", f"pi_{topup_id}"),
+        b"{}", {"userId": user})) for topup_id in ids))
     assert faulty.faults == 0
-    # Written again alone, each finds itself charged (its worker gets "in progress"; the
-    # recovery job finishes it): one intent and one pair of postings each.
-    assert charged == [False, False]
+    # Written again alone, each finds itself completed: one intent and one event each.
     assert await pool.fetchval(
         "select count(*) from payments.payment_intents where customer_id = $1", user) == 2
     assert await pool.fetchval(
-        "select count(*) from payments.topups where customer_id = $1 and status = 'charged'",
+        "select count(*) from payments.topups where customer_id = $1 and status = 'completed'",
         user) == 2
     assert await pool.fetchval(
-        "select count(*) from payments.ledger_postings where id = any($1::text[])",
-        [p.id for c in charges for p in c.postings]) == 4
+        "select count(*) from payments.outbox where type = 'topup.succeeded' and"
+        " convert_from(payload, 'utf8')::jsonb->'data'->>'userId' = $1", user) == 2
 
 
 async def test_the_recovery_job_finishes_a_top_up_the_ledger_missed(http, org, platform, pool):

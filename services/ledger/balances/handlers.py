@@ -57,7 +57,7 @@ from contracts.limits import TRANSACTIONS_PAGE
 from contracts.payments import PAYMENT_METHOD_EXISTS, PaymentMethodQuery
 from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
 from services.ledger.balances import domain, store, tiers
-from services.ledger.balances.topups import TopupCredit
+from services.ledger.balances.topups import topup_credit
 from services.runtime.bus import created, paged
 from services.runtime.idempotency import derived_key, fingerprint_of
 from services.runtime.service import Context, Router
@@ -100,12 +100,7 @@ async def credit_topup(ctx: Context, scope: Scope, p: TopupCreditParams) -> byte
     """Payments' credit for a paid top-up: once per top-up, however often it is sent
     (concurrent ones share a transaction: `topups.py`)."""
     domain.require_platform(scope.actor)
-    movement = domain.topup_credit(p)
-    if scope.idempotency_key:
-        key, fingerprint = scope.idempotency_key, scope.fingerprint or ""
-    else:  # the natural key: the top-up
-        key, fingerprint = derived_key("topup", p.topupId.strip()), fingerprint_of(p)
-    return await ctx.state.topups.credit(TopupCredit(scope, movement, key, fingerprint))
+    return await ctx.state.topups.credit(topup_credit(scope, p))
 
 
 @router.handler(TOPUP_REVERSE)

@@ -1,5 +1,9 @@
 """Top-up credits, written in batches.
 
+A top-up credit is one operation on the books: the journal records the payment that paid
+for it (cash in, owed to the customer) and the customer's balance is credited, in one
+transaction, so the books never show the one without the other.
+
 Payments sends a paid top-up's credit while the customer waits for the answer, so credits
 that arrive together share one transaction: one commit and a handful of statements for the
 whole batch. Each is credited once however often it is sent: its key (the top-up's, or the
@@ -10,19 +14,26 @@ and it replays the answer stored under it while the others are written again.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import msgspec
 
 from contracts import Reply, Scope
+from contracts.errors import Failure
 from contracts.ids import new_id
-from contracts.ledger import TopupCredited
-from services.ledger.balances import store
+from contracts.journal import JournalPaymentParams
+from contracts.ledger import TopupCredited, TopupCreditParams
+from services.ledger.balances import domain, store
 from services.ledger.balances.domain import Movement
+from services.ledger.journal import domain as journal
+from services.ledger.journal.domain import Operation
+from services.ledger.journal.recorder import Recording, record_together
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.idempotency import mismatch
+from services.runtime.idempotency import derived_key, fingerprint_of, mismatch
 from services.runtime.service import Context
 
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 Key = tuple[str, bool, str]  # org_id, livemode, key
@@ -32,6 +43,7 @@ Key = tuple[str, bool, str]  # org_id, livemode, key
 class TopupCredit:
     scope: Scope
     credit: Movement
+    payment: Operation | None  # the journal's payment for it (None: recorded elsewhere)
     key: str
     fingerprint: str
 
@@ -40,12 +52,26 @@ class TopupCredit:
         return self.scope.org_id, self.scope.livemode, self.key
 
 
+def topup_credit(scope: Scope, p: TopupCreditParams) -> TopupCredit:
+    """The credit and the journal's payment a top-up's params ask for, under the request's
+    key or else the top-up's (its natural key)."""
+    payment = journal.payment(JournalPaymentParams(
+        paymentIntentId=p.paymentIntentId, amount=p.amount, currency=p.currency,
+        customerId=p.user)) if p.paymentIntentId.strip() else None
+    if scope.idempotency_key:
+        key, fingerprint = scope.idempotency_key, scope.fingerprint or ""
+    else:
+        key, fingerprint = derived_key("topup", p.topupId.strip()), fingerprint_of(p)
+    return TopupCredit(scope, domain.topup_credit(p), payment, key, fingerprint)
+
+
 class TopupCreditor:
     def __init__(self, ctx: Context):
         self._ctx = ctx
         # A batch written again alone after a failure finds what a lost commit did by the
-        # keys: those credits replay.
-        self._batch = MicroBatcher(each_alone_on_failure(self._write_together))
+        # keys: those credits replay. One batch at a time: every batch posts to the
+        # organization's cash account, and would queue on its row anyway.
+        self._batch = MicroBatcher(each_alone_on_failure(self._write_together), serial=True)
 
     async def credit(self, credit: TopupCredit) -> bytes:
         """The encoded reply for this credit, once its batch has committed."""
@@ -76,8 +102,9 @@ class TopupCreditor:
     async def _credit(self, new: list[int], credits: list[TopupCredit],
                       replies: list[bytes | None], answers: dict[Key, tuple[str, bytes]],
                       ) -> None:
-        """Credit `new` in one transaction, claiming their keys with their answers (the
-        balance after each credit); `_SentBefore` rolls it back if a key was taken."""
+        """Credit `new` and record their payments in one transaction, claiming their keys
+        with their answers (the balance after each credit); `_SentBefore` rolls it back if
+        a key was taken."""
         ctx = self._ctx
         tx_ids = [new_id("txn_") for _ in new]
         written: list[tuple[int, bytes, bytes]] = []  # index, reply, replay
@@ -96,6 +123,14 @@ class TopupCreditor:
                 for i, _, replay in written])
             if len(claimed) < len(new):
                 raise _SentBefore
+            # Looked up: a payment sent on its own before (by an older payments) replays.
+            payments = [Recording(credits[i].scope, credits[i].payment)
+                        for i in new if credits[i].payment]
+            outcomes = await record_together(conn, payments, look_up=True) if payments else []
+            for recording, outcome in zip(payments, outcomes, strict=True):
+                if isinstance(outcome, Failure):  # the customer paid: credited regardless
+                    log.error("top-up payment %s not journaled: %s",
+                              recording.operation.payment_intent_id, outcome.error.message)
         for i, reply, replay in written:
             replies[i] = reply
             answers[credits[i].key_id] = (credits[i].fingerprint, replay)

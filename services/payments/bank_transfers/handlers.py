@@ -2,9 +2,10 @@
 transfer (§4.8, §8.5).
 
 A transfer reconciles once: its match is a row unique per instruction and transfer (the
-bank's `transferId`, else the request's Idempotency-Key), written with the postings it owes
-the ledger — the customer's credit (the ledger's top-up credit, once per match) and the
-journal's payment (cash in, owed to the customer) — and its event, in one transaction. The
+bank's `transferId`, else the request's Idempotency-Key), written with the posting it owes
+the ledger — the customer's credit (the ledger's top-up credit, once per match, which
+records the journal's payment with it: cash in, owed to the customer) — and its event, in
+one transaction. The
 same transfer matched again, or concurrently, finds that row and answers the first match's
 credit with `duplicate: true`: the ledger's answer as kept with the posting, or the posting
 sent now if it was not yet (the ledger credits a match once, however often it is sent)."""
@@ -17,7 +18,6 @@ from msgspec import UNSET
 from contracts import ErrorCode, Scope
 from contracts.errors import Failure, not_found
 from contracts.ids import new_id, rfc3339
-from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
 from contracts.ledger import TOPUP_CREDIT, TopupCreditParams
 from contracts.payouts import (
     INSTRUCTION_CREATE,
@@ -99,13 +99,11 @@ async def match_transfer(ctx: Context, scope: Scope, p: TransferMatchParams) -> 
                                             transfer, key, fingerprint)
         if not new and key and row["fingerprint"] != fingerprint:
             raise mismatch()
-        credit, payment = _postings(row, instruction)
+        credit = _credit(row, instruction)
         if new:
-            await sender.owe_many(conn, [(scope, credit), (scope, payment)])
+            await sender.owe(conn, scope, credit)
             await event(conn, scope, "bank_transfer.reconciled", "bank_transfer", row["id"],
                         row["customer_id"], _reconciled(row, instruction))
-    if new:  # the journal's payment does not hold up the answer
-        ctx.state.postings.post_soon(scope.org_id, scope.livemode, payment)
     try:
         credited = await sender.answered(ctx, scope.org_id, scope.livemode, credit)
     except Failure as failure:
@@ -122,17 +120,14 @@ async def match_transfer(ctx: Context, scope: Scope, p: TransferMatchParams) -> 
         transferId=row["transfer_id"] or UNSET, duplicate=not new)
 
 
-def _postings(row: asyncpg.Record, instruction: asyncpg.Record) -> tuple[Posting, Posting]:
+def _credit(row: asyncpg.Record, instruction: asyncpg.Record) -> Posting:
     """What a match owes the ledger: the customer's credit (a top-up paid by bank transfer,
-    credited once per match) and the payment in the journal (cash in, owed to them)."""
+    credited once per match, with its payment in the journal)."""
     match_id = row["id"]
-    return (Posting(f"bank_transfer:{match_id}", TOPUP_CREDIT, TopupCreditParams(
-                topupId=match_id, user=row["customer_id"], currency=row["currency"],
-                amount=row["amount"], provider="bank_transfer",
-                providerRef=instruction["reference"], paymentIntentId=match_id)),
-            Posting(f"payment:{match_id}", PAYMENT_RECORD, JournalPaymentParams(
-                paymentIntentId=match_id, amount=row["amount"], currency=row["currency"],
-                customerId=row["customer_id"])))
+    return Posting(f"bank_transfer:{match_id}", TOPUP_CREDIT, TopupCreditParams(
+        topupId=match_id, user=row["customer_id"], currency=row["currency"],
+        amount=row["amount"], provider="bank_transfer", providerRef=instruction["reference"],
+        paymentIntentId=match_id))
 
 
 def _reconciled(row: asyncpg.Record, instruction: asyncpg.Record) -> dict:

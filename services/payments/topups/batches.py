@@ -1,15 +1,17 @@
 """Top-ups' writes, shared by the top-ups at the same step.
 
-A top-up writes three times, a commit each: its claim, its charge (with its payment intent,
-the intent's event and the postings it owes), its completion (with its event and its
-credit marked posted). Under load the top-ups at one step share it: one statement for the
-claims, one transaction for the charges, one for the completions. Each write is
+A top-up writes twice, a commit each: its claim, and once credited and answered its
+completion (the charge, its payment intent and their events); a charge the ledger did not credit is
+written on its own (`charged`, with its intent). Under load the top-ups at one step share
+it: one statement for the claims, one transaction for the completions. Each write is
 conditional on the top-up's status, so a batch written again item by item after a failure
 (`each_alone_on_failure`) finds what a lost commit did instead of doing it twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,13 +23,12 @@ from contracts.errors import conflict
 from services.payments.common import events
 from services.payments.intents import store as intents
 from services.payments.intents.handlers import announce_many
-from services.payments.postings import sender
-from services.payments.postings import store as postings
-from services.payments.postings.sender import Posting
 from services.payments.topups import domain, store
 from services.payments.topups.domain import Topup
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.service import Context
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +49,12 @@ class Charge:
     provider: str
     provider_ref: str
     intent_id: str
-    description: str
-    postings: tuple[Posting, ...]  # what the charge owes the ledger
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    scope: Scope
-    topup_id: str
-    customer_id: str
+    charge: Charge
     reply: bytes  # the answer, as replays send it
-    credit_id: str  # the credit posting the ledger took
     event: dict[str, Any]  # `topup.succeeded`'s data
 
 
@@ -72,18 +68,47 @@ class TopupWrites:
         self._claims = MicroBatcher(each_alone_on_failure(self._claim_together))
         self._charges = MicroBatcher(each_alone_on_failure(self._charge_together))
         self._completions = MicroBatcher(each_alone_on_failure(self._complete_together))
+        self._completing: dict[store.Ref, tuple[asyncio.Task, bytes]] = {}
 
     async def claim(self, claim: Claim) -> asyncpg.Record | None:
         """Claim the key for a new top-up; None when claimed, else the top-up that holds
         it (with `stale`: its worker is presumed gone)."""
         return await self._claims(claim)
 
-    async def charge(self, charge: Charge) -> bool:
-        """Record the charge; False when the top-up was charged already."""
-        return await self._charges(charge)
+    async def charge(self, charge: Charge) -> None:
+        """Record a charge the ledger did not credit, for the job."""
+        await self._charges(charge)
 
     async def complete(self, completion: Completion) -> None:
         await self._completions(completion)
+
+    def complete_soon(self, completion: Completion) -> None:
+        """`complete` in the background (the answer has gone out); `answer` has it
+        meanwhile, for a retry of the same request."""
+        ref = _ref(completion.charge.scope, completion.charge.topup_id)
+        task = asyncio.create_task(self._complete_now(completion))
+        self._completing[ref] = (task, completion.reply)
+        task.add_done_callback(lambda _: self._completing.pop(ref, None))
+
+    async def _complete_now(self, completion: Completion) -> None:
+        try:
+            await self.complete(completion)
+        except Exception:  # still `started`: the job finishes it
+            log.exception("top-up %s not completed", completion.charge.topup_id)
+
+    async def answer(self, ref: store.Ref) -> bytes | None:
+        """The answer of a top-up this process is completing, once it is (for a retry);
+        None if it is not completing here."""
+        completing = self._completing.get(ref)
+        if completing is None:
+            return None
+        task, reply = completing
+        await asyncio.shield(task)
+        return reply
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(task for task, _ in self._completing.values()),
+                             return_exceptions=True)
 
     async def _claim_together(self, claims: list[Claim]) -> list[Any]:
         pool = self._ctx.pool
@@ -105,30 +130,37 @@ class TopupWrites:
                 results[i] = holder
         return results
 
-    async def _charge_together(self, charges: list[Charge]) -> list[bool]:
+    async def _charge_together(self, charges: list[Charge]) -> list[None]:
         async with self._ctx.pool.acquire() as conn, conn.transaction():
             charged = await store.charged(conn, [
                 (c.scope.org_id, c.scope.livemode, c.topup_id, c.provider, c.provider_ref,
                  c.intent_id) for c in charges])
-            done = [c for c in charges if _ref(c.scope, c.topup_id) in charged]
-            if done:
-                rows = await intents.record_paid(conn, [intents.Paid(
-                    c.scope.org_id, c.scope.livemode, c.intent_id, c.topup.customer_id,
-                    c.topup.amount, c.topup.currency, c.topup.payment_method_id,
-                    c.provider_ref, c.provider, c.description, {"topupId": c.topup_id})
-                    for c in done])
-                await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in done])
-                await sender.owe_many(conn, [(c.scope, p) for c in done for p in c.postings])
-        return [_ref(c.scope, c.topup_id) in charged for c in charges]
+            await _record_intents(conn, [c for c in charges
+                                         if _ref(c.scope, c.topup_id) in charged])
+        return [None] * len(charges)
 
     async def _complete_together(self, completions: list[Completion]) -> list[None]:
         async with self._ctx.pool.acquire() as conn, conn.transaction():
-            completed = await store.completed(conn, [
-                (*_ref(c.scope, c.topup_id), c.reply) for c in completions])
-            if completed:
+            prior = await store.completed(conn, [
+                (*_ref(c.charge.scope, c.charge.topup_id), c.charge.provider,
+                 c.charge.provider_ref, c.charge.intent_id, c.reply) for c in completions])
+            done = [c for c in completions if _ref(c.charge.scope, c.charge.topup_id) in prior]
+            await _record_intents(conn, [
+                c.charge for c in done
+                if prior[_ref(c.charge.scope, c.charge.topup_id)] == domain.STARTED])
+            if done:
                 await events(conn, "topup.succeeded", "topup", [
-                    (c.scope, c.topup_id, c.customer_id, c.event) for c in completions
-                    if _ref(c.scope, c.topup_id) in completed])
-            await postings.mark_posted(conn, [
-                (c.scope.org_id, c.scope.livemode, c.credit_id) for c in completions])
+                    (c.charge.scope, c.charge.topup_id, c.charge.topup.customer_id, c.event)
+                    for c in done])
         return [None] * len(completions)
+
+
+async def _record_intents(conn: asyncpg.Connection, charges: list[Charge]) -> None:
+    """The charges' succeeded payment intents, with their events."""
+    if not charges:
+        return
+    rows = await intents.record_paid(conn, [intents.Paid(
+        c.scope.org_id, c.scope.livemode, c.intent_id, c.topup.customer_id, c.topup.amount,
+        c.topup.currency, c.topup.payment_method_id, c.provider_ref, c.provider,
+        domain.description(c.topup), {"topupId": c.topup_id}) for c in charges])
+    await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in charges])

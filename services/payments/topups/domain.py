@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from contracts import Scope
-from contracts.errors import conflict, invalid
+from contracts.errors import invalid
 from contracts.payments import TopupParams, TopupTokenParams
 from contracts.rules import user_id
 from services.payments.common import currency
@@ -17,6 +17,16 @@ MIN_CENTS, MAX_CENTS = 100, 500_000  # §8.6 defaults
 STARTED, CHARGED, COMPLETED, FAILED = "started", "charged", "completed", "failed"
 IN_PROGRESS = "top-up already in progress"
 CREDIT_FAILED = "charge succeeded but balance credit failed; contact support"
+
+
+def description(topup: Topup) -> str:
+    return f"Top-up {topup.amount} {topup.currency} for user {topup.customer_id}"
+
+
+def intent_id(topup_id: str) -> str:
+    """A top-up's payment intent: one id, whichever worker charges it (the ledger's journal
+    records the payment under it before payments records the intent)."""
+    return "pi_" + topup_id.removeprefix("tu_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +90,10 @@ def require_payer(scope: Scope, customer_id: str, method_owner: str) -> None:
 def again(status: str, fingerprint: str, stored_fingerprint: str, stale: bool) -> str:
     """What a request whose key already has a top-up does: `replay` its answer, `resume` one
     whose worker is gone or gave up (charging again is safe: the provider key is the
-    top-up's; so is crediting again), or is refused while a worker has it."""
+    top-up's; so is crediting again), or, while a worker has it, `wait` for its answer if
+    this process is writing it, else be refused."""
     if stored_fingerprint and fingerprint and fingerprint != stored_fingerprint:
         raise mismatch()
     if status == COMPLETED:
         return "replay"
-    if not stale:
-        raise conflict(IN_PROGRESS)
-    return "resume"
+    return "resume" if stale else "wait"

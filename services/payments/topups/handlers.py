@@ -3,12 +3,14 @@
 
 Exactly once, whatever fails: the top-up row is claimed under the request's key before the
 provider is called (`started`); the provider's key is the top-up's, so charging again after
-a crash or a timeout replays the same charge; the charge, its payment intent and the ledger
-postings it owes (the credit, the journal's payment) commit together (`charged`); the
-credit is sent to the ledger, which credits a top-up once, while the payment goes out in the
-background; the answer is kept for replays (`completed`). A top-up left unfinished is
-taken over by a retry of the same request or by the `finish_unfinished` job. Concurrent
-top-ups share each of these writes (`batches.py`)."""
+a crash or a timeout replays the same charge, and the payment intent's id is the top-up's
+too; the credit is sent to the ledger, which credits a top-up once and records its payment
+in the journal in the same transaction; the customer has the answer; then the charge, its
+payment intent and the answer for replays commit together (`completed`; a retry meanwhile
+waits for it). A charge the ledger did not credit is recorded (`charged`, with its intent)
+for the job to credit. A top-up left unfinished is taken over by a retry of the same
+request or by the `finish_unfinished` job. Concurrent top-ups share each of these writes
+(`batches.py`)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import msgspec
 from contracts import ErrorCode, Reply, Scope
 from contracts.errors import Failure, conflict, not_found, payment_required
 from contracts.ids import new_id
-from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
 from contracts.ledger import TOPUP_CREDIT, TopupCreditParams
 from contracts.payments import (
     TOPUP_SAVED_METHOD,
@@ -101,9 +102,14 @@ async def _top_up(ctx: Context, scope: Scope, topup: Topup, provider: str, key: 
                                               provider))
     if held is None:
         return await _finish(ctx, scope, topup_id, topup, provider)
-    if domain.again(held["status"], fingerprint, held["fingerprint"],
-                    held["stale"]) == "replay":
+    action = domain.again(held["status"], fingerprint, held["fingerprint"], held["stale"])
+    if action == "replay":
         return held["reply"]
+    if action == "wait":
+        reply = await ctx.state.topups.answer((scope.org_id, scope.livemode, held["id"]))
+        if reply is None:
+            raise conflict(domain.IN_PROGRESS)
+        return reply
     row = await store.resume(ctx.pool, scope.org_id, scope.livemode, held["id"], _recovery(ctx))
     if row is None:
         raise conflict(domain.IN_PROGRESS)
@@ -114,49 +120,52 @@ async def _resume(ctx: Context, scope: Scope, row: asyncpg.Record) -> Any:
     topup = Topup(row["customer_id"], row["amount"], row["currency"],
                   row["payment_method_id"], row["source_token"])
     charged = None
-    if row["status"] == domain.CHARGED:
-        charged = _postings(row["id"], topup, row["payment_intent_id"], row["provider"],
-                            row["provider_ref"])
+    if row["status"] == domain.CHARGED:  # its intent is recorded: not charged again
+        charged = Charge(scope, row["id"], topup, row["provider"], row["provider_ref"],
+                         row["payment_intent_id"])
     return await _finish(ctx, scope, row["id"], topup, row["provider"], charged)
 
 
 async def _finish(ctx: Context, scope: Scope, topup_id: str, topup: Topup, provider_name: str,
-                  charged: tuple[Posting, Posting] | None = None) -> bytes:
-    """Charge (unless it was), credit, answer. The answer does not wait for the journal:
-    the payment's entry, owed with the charge, goes out in the background."""
-    credit, payment = charged or await _charge(ctx, scope, topup_id, topup, provider_name)
-    ctx.state.postings.post_soon(scope.org_id, scope.livemode, payment)
+                  charged: Charge | None = None) -> bytes:
+    """Charge (unless it was recorded), credit, answer. The answer does not wait for the
+    completion's commit: the customer was credited, and the top-up's row (claimed, not yet
+    completed) is finished by the job should this process die before it commits — charged
+    again under its key (the same charge), credited again (the same credit)."""
+    charge = charged or await _charge(ctx, scope, topup_id, topup, provider_name)
+    credit = _credit(charge)
     try:
         credited = await sender.ask(ctx, scope.org_id, scope.livemode, credit)
     except Failure:
-        # Charged and owed: the posting job credits it; a retry of this request answers.
+        # Charged and owed: recorded, for the job to credit; a retry of this request answers.
         log.warning("top-up %s charged, credit pending", topup_id)
-        await store.release(ctx.pool, scope.org_id, scope.livemode, topup_id)
+        if charged:
+            await store.release(ctx.pool, scope.org_id, scope.livemode, topup_id)
+        else:
+            await ctx.state.topups.charge(charge)
         raise Failure(ErrorCode.INTERNAL, 500, domain.CREDIT_FAILED, retryable=True) from None
     reply = Reply(result=TopupResult(credited.transactionId, credited.balance), replayed=True)
-    await ctx.state.topups.complete(Completion(
-        scope, topup_id, topup.customer_id, _encode(reply), credit.id, {
-            "userId": topup.customer_id, "amountCents": topup.amount,
-            "currency": topup.currency, "paymentIntentId": payment.params.paymentIntentId,
-            "transactionId": credited.transactionId}))
+    ctx.state.topups.complete_soon(Completion(charge, _encode(reply), {
+        "userId": topup.customer_id, "amountCents": topup.amount, "currency": topup.currency,
+        "paymentIntentId": charge.intent_id, "transactionId": credited.transactionId}))
     reply.replayed = False
     return _encode(reply)
 
 
 async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
-                  provider_name: str) -> tuple[Posting, Posting]:
-    """The provider call, outside any transaction; then the charge, its payment intent and
-    the ledger postings it owes, in one (`batches.py`). Returns those postings."""
+                  provider_name: str) -> Charge:
+    """The provider call, outside any transaction. Nothing is written when it succeeds:
+    the top-up stays `started` until it is credited, and a worker that takes it over
+    charges again with the same provider key, which answers with the same charge."""
     provider = await issuer(ctx, scope, provider_name)
     customer_ref = ""
     if topup.payment_method_id:  # a saved card is charged on its provider customer
         customer_ref = await methods.provider_customer(
             ctx.pool, scope.org_id, scope.livemode, topup.customer_id, provider.name) or ""
-    description = f"Top-up {topup.amount} {topup.currency} for user {topup.customer_id}"
     try:
         result = await provider.charge(PaymentRequest(
             amount=topup.amount, currency=topup.currency, token=topup.token,
-            customer_id=customer_ref, description=description,
+            customer_id=customer_ref, description=domain.description(topup),
             metadata={"topupId": topup_id},
             idempotency_key=provider_key(scope.org_id, scope.livemode, "topup", topup_id)))
     except ProviderError as e:
@@ -168,33 +177,27 @@ async def _charge(ctx: Context, scope: Scope, topup_id: str, topup: Topup,
     if result.status != "succeeded":  # 3-D Secure and the like: not money yet (§11 item 15)
         await store.failed(ctx.pool, scope.org_id, scope.livemode, topup_id)
         raise payment_required("charge declined")
-    intent_id = new_id("pi_")
-    postings = _postings(topup_id, topup, intent_id, provider.name, result.transaction_id)
-    if not await ctx.state.topups.charge(Charge(scope, topup_id, topup, provider.name,
-                                                result.transaction_id, intent_id,
-                                                description, postings)):
-        raise conflict(domain.IN_PROGRESS)  # another worker charged it
-    return postings
+    return Charge(scope, topup_id, topup, provider.name, result.transaction_id,
+                  domain.intent_id(topup_id))
 
 
-def _postings(topup_id: str, topup: Topup, intent_id: str, provider: str,
-              provider_ref: str) -> tuple[Posting, Posting]:
-    """What a charged top-up owes the ledger: the customer's credit, and the payment in the
-    journal (cash in, owed to the customer)."""
-    return (Posting(f"topup:{topup_id}", TOPUP_CREDIT, TopupCreditParams(
-                topupId=topup_id, user=topup.customer_id, currency=topup.currency,
-                amount=topup.amount, provider=provider, providerRef=provider_ref,
-                paymentIntentId=intent_id)),
-            Posting(f"payment:{intent_id}", PAYMENT_RECORD, JournalPaymentParams(
-                paymentIntentId=intent_id, amount=topup.amount, currency=topup.currency,
-                customerId=topup.customer_id)))
+def _credit(charge: Charge) -> Posting:
+    """What a charged top-up owes the ledger: the customer's credit (with it, the ledger
+    records the payment in the journal: cash in, owed to the customer)."""
+    topup = charge.topup
+    return Posting(f"topup:{charge.topup_id}", TOPUP_CREDIT, TopupCreditParams(
+        topupId=charge.topup_id, user=topup.customer_id, currency=topup.currency,
+        amount=topup.amount, provider=charge.provider, providerRef=charge.provider_ref,
+        paymentIntentId=charge.intent_id))
 
 
 async def finish_unfinished(ctx: Context) -> None:
-    """The job: top-ups whose worker went quiet (a crash, a provider timeout) are finished —
-    charged with the same provider key, credited, answered for the client's retry."""
+    """The job: top-ups whose worker went quiet (a crash, a provider timeout, a ledger that
+    did not answer) are finished — charged with the same provider key, credited, answered
+    for the client's retry."""
     for row in await store.unfinished(ctx.pool, _recovery(ctx), 50):
         try:
             await _resume(ctx, service_scope(row["org_id"], row["livemode"]), row)
+            await ctx.state.topups.answer((row["org_id"], row["livemode"], row["id"]))
         except Failure as failure:
             log.warning("top-up %s not finished: %s", row["id"], failure.error.message)

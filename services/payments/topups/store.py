@@ -79,12 +79,12 @@ async def unfinished(db: Db, stale_after: timedelta, limit: int) -> list[asyncpg
 
 async def charged(conn: asyncpg.Connection,
                   charges: list[tuple[str, bool, str, str, str, str]]) -> set[Ref]:
-    """(org_id, livemode, id, provider, provider_ref, payment_intent_id) of charges; the
-    top-ups they moved from `started` to `charged` (not one charged already: a resumed
-    top-up racing its first worker)."""
+    """(org_id, livemode, id, provider, provider_ref, payment_intent_id) of charges the
+    ledger did not credit; the top-ups they moved from `started` to `charged` (not one
+    charged already: a resumed top-up racing its first worker), released for the job."""
     rows = await conn.fetch(
         f"update payments.topups t set status = '{CHARGED}', provider = c.p,"
-        f" provider_ref = c.r, payment_intent_id = c.pi, updated_at = now()"
+        f" provider_ref = c.r, payment_intent_id = c.pi, updated_at = '-infinity'"
         f" from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[],"
         f" $6::text[]) as c(o, l, i, p, r, pi)"
         f" where (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i) and t.status = '{STARTED}'"
@@ -92,17 +92,25 @@ async def charged(conn: asyncpg.Connection,
     return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
 
 
-async def completed(conn: asyncpg.Connection, replies: list[tuple[str, bool, str, bytes]],
-                    ) -> set[Ref]:
-    """(org_id, livemode, id, reply) of answered top-ups; those it completed (not one
-    completed already)."""
+async def completed(conn: asyncpg.Connection,
+                    replies: list[tuple[str, bool, str, str, str, str, bytes]],
+                    ) -> dict[Ref, str]:
+    """(org_id, livemode, id, provider, provider_ref, payment_intent_id, reply) of credited
+    top-ups; those it completed (not one completed already), with the status each had."""
     rows = await conn.fetch(
-        f"update payments.topups t set status = '{COMPLETED}', reply = c.r,"
-        f" updated_at = now() from unnest($1::text[], $2::boolean[], $3::text[],"
-        f" $4::bytea[]) as c(o, l, i, r)"
-        f" where (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i) and t.status = '{CHARGED}'"
-        f" returning t.org_id, t.livemode, t.id", *zip(*replies, strict=True))
-    return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
+        f"with c as (select * from unnest($1::text[], $2::boolean[], $3::text[],"
+        f"  $4::text[], $5::text[], $6::text[], $7::bytea[]) as c(o, l, i, p, r, pi, reply)),"
+        f" prior as (select t.org_id, t.livemode, t.id, t.status from payments.topups t"
+        f"  join c on (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i)"
+        f"  where t.status in ('{STARTED}', '{CHARGED}') for update of t),"
+        f" done as (update payments.topups t set status = '{COMPLETED}', provider = c.p,"
+        f"  provider_ref = c.r, payment_intent_id = c.pi, reply = c.reply, updated_at = now()"
+        f"  from c, prior where (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i)"
+        f"  and (prior.org_id, prior.livemode, prior.id) = (c.o, c.l, c.i)"
+        f"  returning t.org_id, t.livemode, t.id)"
+        f" select prior.* from prior join done using (org_id, livemode, id)",
+        *zip(*replies, strict=True))
+    return {(r["org_id"], r["livemode"], r["id"]): r["status"] for r in rows}
 
 
 async def release(db: Db, org_id: str, livemode: bool, topup_id: str) -> None:

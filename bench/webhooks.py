@@ -10,7 +10,13 @@ event already sent. In the same run, the baseline: a bare aiohttp handler doing 
 signature check (the Stripe SDK's) and nothing else, driven by the same client. Afterwards
 it checks that every distinct event was stored once.
 
-    .venv/bin/python bench/webhooks.py [--seconds 10] [--concurrency 64]
+Then the outbound side, `bench/webhook_deliveries.py` (its own processes and receiver):
+deliveries a second to local receivers, event → delivered latency at a paced rate, and a
+receiver's outage drained in order. `--outbound-args` passes it flags (e.g. "--outage 10");
+`--inbound-only` skips it.
+
+    .venv/bin/python bench/webhooks.py [--seconds 10] [--concurrency 64] [--inbound-only]
+                                       [--outbound-args "..."]
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import hashlib
 import hmac
 import json
 import random
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -170,6 +178,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--baseline-server", type=int, default=0)
+    parser.add_argument("--inbound-only", action="store_true")
+    parser.add_argument("--outbound-args", default="")
     args = parser.parse_args()
     if args.baseline_server:
         baseline_server(args.baseline_server)
@@ -177,3 +187,7 @@ if __name__ == "__main__":
         import uvloop
 
         uvloop.run(main(args.seconds, args.concurrency))
+        if not args.inbound_only:
+            outbound = Path(__file__).resolve().with_name("webhook_deliveries.py")
+            sys.exit(subprocess.run([sys.executable, str(outbound),
+                                     *shlex.split(args.outbound_args)]).returncode)

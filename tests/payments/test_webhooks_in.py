@@ -475,12 +475,20 @@ async def test_subscription_events_are_forwarded_and_payouts_recorded(http, make
     for body in (sub, payout, sub):
         status, _, _ = await deliver(http, org, body, stripe_header(body))
         assert status == 200
-    [forwarded] = await pool.fetch(
+    # Every delivery is a billing event once (the replay is not): `provider.<type>`.
+    announced = {r["type"]: r["p"] for r in await pool.fetch(
         "select type, convert_from(payload, 'utf8')::jsonb as p from payments.outbox"
-        " where org_id = $1 and type like 'provider.%'", org_id)
-    assert forwarded["type"] == "provider.subscription.canceled"
-    assert (forwarded["p"]["objectType"], forwarded["p"]["data"]["object"]) == (
-        "stripe", {"id": "sub_1", "status": "canceled"})
+        " where org_id = $1 and type like 'provider.%'", org_id)}
+    assert sorted(announced) == ["provider.payout.paid", "provider.subscription.canceled"]
+    forwarded = announced["provider.subscription.canceled"]
+    assert (forwarded["objectType"], forwarded["data"]["object"], forwarded["data"]["source"]
+            ) == ("stripe", {"id": "sub_1", "status": "canceled"}, "provider")
+    # In the event log by the provider's event id, as the reference answered.
+    provider_event_id = json.loads(payout)["id"]
+    logged = await eventually(
+        lambda: get(http, "/events", org.auth(), objectId=provider_event_id),
+        lambda r: r[0] == 200 and len(r[1]) == 1)
+    assert logged[1][0]["type"] == "provider.payout.paid"
     rows = {r["type"]: r for r in await stored_events(pool, org_id)}
     assert rows["subscription.canceled"]["status"] == "processed"
     assert (rows["payout.paid"]["status"], rows["payout.paid"]["reason"]) == (

@@ -78,17 +78,21 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
 
 
 def _first_outcome(event: WebhookEvent, effect: str | None,
-                   ) -> tuple[str, str, tuple[str, dict] | None]:
-    """(status, reason, forwarded event) an event is stored with: one that changes nothing
-    of ours is final at once, and so is one forwarded (its event commits with it)."""
+                   ) -> tuple[str, str, tuple[str, dict]]:
+    """(status, reason, billing event) an event is stored with. Every delivery is a billing
+    event, `provider.<type>`, committed with it: in the event log (its objectId the
+    provider's event id, as the reference's), and for the services it concerns
+    (subscriptions reads `provider.subscription.*`), so no other service reads a provider's
+    payload. One that changes nothing of ours, or is only forwarded, is final at once."""
+    announced = (domain.forwarded_type(event), {
+        "provider": event.provider, "providerEventId": event.id, "type": event.type,
+        "providerType": event.provider_type, "account": event.account,
+        "source": "provider", "object": event.data})
     if effect is None:
-        return domain.IGNORED, f"nothing to do for {event.type}", None
+        return domain.IGNORED, f"nothing to do for {event.type}", announced
     if effect == domain.FORWARD:
-        return domain.PROCESSED, "", (domain.forwarded_type(event), {
-            "provider": event.provider, "providerEventId": event.id, "type": event.type,
-            "providerType": event.provider_type, "account": event.account,
-            "object": event.data})
-    return domain.RECEIVED, "", None
+        return domain.PROCESSED, "", announced
+    return domain.RECEIVED, "", announced
 
 
 async def apply(ctx: Context, key: tuple[str, bool, str, str], event: WebhookEvent) -> None:

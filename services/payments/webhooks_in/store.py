@@ -26,7 +26,7 @@ class Delivery:
     body: bytes
     status: str
     reason: str = ""
-    forward: tuple[str, Any] | None = None  # (event type, data) to publish with it
+    announced: tuple[str, Any] | None = None  # (event type, data) to publish with it
 
     @property
     def key(self) -> tuple[str, bool, str, str]:
@@ -48,8 +48,8 @@ async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[b
     new = {tuple(r) for r in rows}
     forwards: dict[tuple[str, str], list[tuple[str, bool, str, None, Any]]] = {}
     for d in deliveries:
-        if d.forward is not None and d.key in new:
-            type, data = d.forward
+        if d.announced is not None and d.key in new:
+            type, data = d.announced
             forwards.setdefault((type, d.provider), []).append(
                 (d.org_id, d.livemode, d.event_id, None, data))
     for (type, provider), objects in forwards.items():

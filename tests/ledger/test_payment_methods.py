@@ -17,7 +17,7 @@ from contracts.payments import (
     PAYMENT_METHOD_UPDATED,
     PaymentMethod,
 )
-from services.ledger.payment_methods.consumer import CONSUMER
+from services.ledger.payment_methods.consumer import PaymentMethodEvents
 from tests.support import (
     Bus,
     add_payment_method,
@@ -55,7 +55,7 @@ async def announce(js, event: events.Event, *, again: bool = False) -> int:
 async def applied(js, seq: int) -> None:
     """Once the ledger has written the events up to `seq` (and acknowledged them)."""
     for _ in range(500):
-        info = await js.consumer_info(events.STREAM, CONSUMER)
+        info = await js.consumer_info(events.STREAM, PaymentMethodEvents.durable)
         if info.ack_floor.stream_seq >= seq:
             return
         await asyncio.sleep(0.01)

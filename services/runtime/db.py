@@ -1,4 +1,5 @@
-"""PostgreSQL through asyncpg: pools, database creation and versioned migrations."""
+"""PostgreSQL through asyncpg: pools, database creation, versioned migrations, and the query
+of a page of rows newest first."""
 
 from __future__ import annotations
 
@@ -131,3 +132,19 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path | None)
         return [v for v, _ in pending]
     finally:
         await conn.execute("select pg_advisory_unlock(hashtextextended($1, 0))", lock_key)
+
+
+def newest_first(table: str, columns: str, filters: tuple[str, ...] = (), where: str = "",
+                 ) -> str:
+    """The SQL of a page of an organization's rows in one mode, newest first. Parameters:
+    the organization and the mode; one per column of `filters` (an empty one leaves it
+    out); the page's size; the id the page starts after ('' for the first). `where`: what
+    every row listed meets."""
+    size, after = 3 + len(filters), 4 + len(filters)
+    conditions = "".join(f" and (${n} = '' or {column} = ${n})"
+                         for n, column in enumerate(filters, start=3))
+    return (f"select {columns} from {table} where org_id = $1 and livemode = $2"
+            f"{f' and {where}' if where else ''}{conditions}"
+            f" and (${after} = '' or (created_at, id) < (select created_at, id from {table}"
+            f" where org_id = $1 and livemode = $2 and id = ${after}))"
+            f" order by created_at desc, id desc limit ${size}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from services.payments.bank_transfers.domain import NewInstruction, Transfer
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -44,17 +45,14 @@ async def instruction_by_reference(db: Db, org_id: str, livemode: bool, referenc
         f" where org_id = $1 and livemode = $2 and reference = $3", org_id, livemode, reference)
 
 
+_INSTRUCTIONS = newest_first("payments.bank_transfer_instructions", _INSTRUCTION,
+                             ("customer_id", "status"))
+
+
 async def instructions(db: Db, org_id: str, livemode: bool, customer_id: str, status: str,
                        limit: int, starting_after: str) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""select {_INSTRUCTION} from payments.bank_transfer_instructions
-        where org_id = $1 and livemode = $2 and ($3 = '' or customer_id = $3)
-          and ($4 = '' or status = $4)
-          and ($6 = '' or (created_at, id) < (
-              select created_at, id from payments.bank_transfer_instructions
-              where org_id = $1 and livemode = $2 and id = $6))
-        order by created_at desc, id desc limit $5""",
-        org_id, livemode, customer_id, status, limit, starting_after)
+    return await db.fetch(_INSTRUCTIONS, org_id, livemode, customer_id, status, limit,
+                          starting_after)
 
 
 async def record_match(conn: asyncpg.Connection, org_id: str, livemode: bool, match_id: str,

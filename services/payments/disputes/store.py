@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from contracts.disputes import Evidence
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -29,16 +30,12 @@ async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
         f" and provider = $3 and provider_ref = $4 for update", org_id, livemode, provider, ref)
 
 
+_DISPUTES = newest_first("payments.disputes", _DISPUTE, ("payment_intent_id",))
+
+
 async def disputes(db: Db, org_id: str, livemode: bool, intent_id: str, limit: int,
                    starting_after: str) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""select {_DISPUTE} from payments.disputes
-        where org_id = $1 and livemode = $2 and ($3 = '' or payment_intent_id = $3)
-          and ($5 = '' or (created_at, id) < (
-              select created_at, id from payments.disputes
-              where org_id = $1 and livemode = $2 and id = $5))
-        order by created_at desc, id desc limit $4""",
-        org_id, livemode, intent_id, limit, starting_after)
+    return await db.fetch(_DISPUTES, org_id, livemode, intent_id, limit, starting_after)
 
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, dispute_id: str,

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 
 from services.payments.intents.domain import Intent, NewIntent, Setup
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -54,16 +55,12 @@ async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
         org_id, livemode, provider, ref)
 
 
+_INTENTS = newest_first("payments.payment_intents", _INTENT, ("customer_id",))
+
+
 async def intents(db: Db, org_id: str, livemode: bool, customer_id: str, limit: int,
                   starting_after: str) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""select {_INTENT} from payments.payment_intents
-        where org_id = $1 and livemode = $2 and ($3 = '' or customer_id = $3)
-          and ($5 = '' or (created_at, id) < (
-              select created_at, id from payments.payment_intents
-              where org_id = $1 and livemode = $2 and id = $5))
-        order by created_at desc, id desc limit $4""",
-        org_id, livemode, customer_id, limit, starting_after)
+    return await db.fetch(_INTENTS, org_id, livemode, customer_id, limit, starting_after)
 
 
 async def save_intent(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent,

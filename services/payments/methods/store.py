@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from services.payments.methods.domain import NewMethod
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -60,18 +61,15 @@ async def method(db: Db, org_id: str, livemode: bool, method_id: str, owner: str
         + (" for update" if lock else ""), org_id, livemode, method_id, owner)
 
 
+_METHODS = newest_first("payments.payment_methods m", _METHOD, ("customer_id", "type"),
+                        where="not deleted")
+
+
 async def methods(db: Db, org_id: str, livemode: bool, customer_id: str | None, kind: str,
                   limit: int, starting_after: str) -> list[asyncpg.Record]:
     """Newest first; after the method `starting_after` when given."""
-    return await db.fetch(
-        f"""select {_METHOD} from payments.payment_methods m
-        where org_id = $1 and livemode = $2 and not deleted
-          and ($3::text is null or customer_id = $3) and ($4 = '' or type = $4)
-          and ($6 = '' or (created_at, id) < (
-              select created_at, id from payments.payment_methods
-              where org_id = $1 and livemode = $2 and id = $6))
-        order by created_at desc, id desc limit $5""",
-        org_id, livemode, customer_id, kind, limit, starting_after)
+    return await db.fetch(_METHODS, org_id, livemode, customer_id or "", kind, limit,
+                          starting_after)
 
 
 MethodCheck = tuple[str, bool, str, bool]  # org_id, livemode, customer_id, verified only

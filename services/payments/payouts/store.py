@@ -7,6 +7,7 @@ import dataclasses
 import asyncpg
 
 from services.payments.payouts.domain import NewPayout, Payout
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -55,16 +56,12 @@ async def payout(db: Db, org_id: str, livemode: bool, payout_id: str, *, lock: b
         org_id, livemode, payout_id)
 
 
+_PAYOUTS = newest_first("payments.payouts", _PAYOUT, ("status",))
+
+
 async def payouts(db: Db, org_id: str, livemode: bool, status: str, limit: int,
                   starting_after: str) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""select {_PAYOUT} from payments.payouts
-        where org_id = $1 and livemode = $2 and ($3 = '' or status = $3)
-          and ($5 = '' or (created_at, id) < (
-              select created_at, id from payments.payouts
-              where org_id = $1 and livemode = $2 and id = $5))
-        order by created_at desc, id desc limit $4""",
-        org_id, livemode, status, limit, starting_after)
+    return await db.fetch(_PAYOUTS, org_id, livemode, status, limit, starting_after)
 
 
 async def save_payout(conn: asyncpg.Connection, org_id: str, livemode: bool, payout_id: str,

@@ -8,6 +8,7 @@ from datetime import timedelta
 import asyncpg
 
 from services.payments.refunds.domain import Refund
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -57,17 +58,13 @@ async def refund_by_key(db: Db, org_id: str, livemode: bool, key: str,
         org_id, livemode, key)
 
 
+_REFUNDS = newest_first("payments.refunds", _REFUND, ("payment_intent_id", "invoice_id"))
+
+
 async def refunds(db: Db, org_id: str, livemode: bool, intent_id: str, invoice_id: str,
                   limit: int, starting_after: str) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""select {_REFUND} from payments.refunds
-        where org_id = $1 and livemode = $2 and ($3 = '' or payment_intent_id = $3)
-          and ($4 = '' or invoice_id = $4)
-          and ($6 = '' or (created_at, id) < (
-              select created_at, id from payments.refunds
-              where org_id = $1 and livemode = $2 and id = $6))
-        order by created_at desc, id desc limit $5""",
-        org_id, livemode, intent_id, invoice_id, limit, starting_after)
+    return await db.fetch(_REFUNDS, org_id, livemode, intent_id, invoice_id, limit,
+                          starting_after)
 
 
 async def claim(conn: asyncpg.Connection, org_id: str, livemode: bool, refund_id: str,

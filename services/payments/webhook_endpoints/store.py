@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from services.payments.webhook_endpoints.domain import DISABLED, ENABLED, Change
+from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -24,16 +25,12 @@ async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, endpoint
         org_id, livemode, endpoint_id, url, events, description, key_id, sealed)
 
 
+_ENDPOINTS = newest_first("payments.webhook_endpoints", _ENDPOINT, where="deleted_at is null")
+
+
 async def endpoints(db: Db, org_id: str, livemode: bool, limit: int, starting_after: str,
                     ) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""select {_ENDPOINT} from payments.webhook_endpoints
-        where org_id = $1 and livemode = $2 and deleted_at is null
-          and ($4 = '' or (created_at, id) < (
-              select created_at, id from payments.webhook_endpoints
-              where org_id = $1 and livemode = $2 and id = $4))
-        order by created_at desc, id desc limit $3""",
-        org_id, livemode, limit, starting_after)
+    return await db.fetch(_ENDPOINTS, org_id, livemode, limit, starting_after)
 
 
 async def endpoint(db: Db, org_id: str, livemode: bool, endpoint_id: str, *,

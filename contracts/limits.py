@@ -33,6 +33,7 @@ METADATA_BYTES = 2048  # as stored JSON
 DIMENSIONS = 20  # a meter's dimension names
 DIMENSION_CHARS = 40
 METER_IDS = 100  # a credit grant's eligible meters
+TIERS = 25  # a pricing rule's tiers
 MAX_DEPTH = 32  # nesting of free-form values (metadata, dimensions): deeper is refused
 OFFSET_MAX = 2**63 - 1  # a list's offset travels to PostgreSQL as a bigint
 
@@ -67,6 +68,7 @@ USAGE_PAGE = Page(100, 100)  # the same rows
 CREDIT_GRANTS_PAGE = Page(200, 200)  # ~4 KB a row
 SPEND_ALERTS_PAGE = Page(200, 200)  # ~3 KB a row
 METERS_PAGE = Page(100, 100)  # ~8 KB a row (names and dimensions)
+PRICING_RULES_PAGE = Page(100, 100)  # ~7 KB a row (ids, TIERS tiers)
 JOURNAL_ENTRIES_PAGE = Page(100, 100)  # bus only, trusted callers; an entry may hold up to
 # 1000 postings, so a page of large entries can still be refused with `reply_too_large`.
 

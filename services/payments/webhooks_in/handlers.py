@@ -85,8 +85,8 @@ async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider
     """(organization, mode, event). A mode's delivery is the organization's whose settings
     name the body's provider account in that mode, else the scope's (the URL's, the
     platform's). The account is read before the signature is checked only to choose whose
-    secrets check it: a forged delivery naming an organization's account is refused, and
-    the platform's secrets never verify a mode the account is claimed in."""
+    secrets check it: a delivery naming an account claimed in a mode is, in that mode, the
+    claimant's (its secrets, or the platform's if it stored none) or refused."""
     account = "" if p.orgNamed else domain.account_in(provider, p.body)
     owners = {r["livemode"]: r["org_id"] for r in await settings_store.account_owners(
         ctx.pool, provider, account)} if account else {}

@@ -278,6 +278,9 @@ class StripeSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defa
     secretKey: Id | UnsetType = UNSET  # sk_test_… / sk_live_… (or rk_…), as the mode
     publishableKey: Id | UnsetType = UNSET  # pk_test_… / pk_live_…
     webhookSecret: Id | UnsetType = UNSET  # whsec_…
+    # Not secret: the Connect account (acct_…) whose events reach the URL without an
+    # organization (payments.md §5.5); "" removes it.
+    accountId: Id | UnsetType = UNSET
 
     def __repr__(self) -> str:  # never a secret in a log line or a traceback
         return "StripeSettingsParams(…)"
@@ -288,6 +291,7 @@ class SquareSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defa
     locationId: Id | UnsetType = UNSET
     environment: Code | UnsetType = UNSET  # sandbox (test mode) | production (live mode)
     webhookSignatureKey: Id | UnsetType = UNSET
+    merchantId: Id | UnsetType = UNSET  # not secret, as Stripe's accountId; "" removes it
 
     def __repr__(self) -> str:
         return "SquareSettingsParams(…)"
@@ -312,6 +316,7 @@ class StripeSettings(msgspec.Struct):
     secretKeyLast4: str
     publishableKey: str  # public by design (it is embedded in browsers)
     webhookSecretSet: bool
+    accountId: str = ""
 
 
 class SquareSettings(msgspec.Struct):
@@ -320,6 +325,7 @@ class SquareSettings(msgspec.Struct):
     locationId: str
     environment: str
     webhookSignatureKeySet: bool
+    merchantId: str = ""
 
 
 class ProviderSettings(msgspec.Struct):

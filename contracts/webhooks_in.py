@@ -21,13 +21,15 @@ SIGNATURE_HEADERS = ("Stripe-Signature", "X-Square-Hmacsha256-Signature",
 
 class WebhookIngestParams(msgspec.Struct, forbid_unknown_fields=True):
     """The scope names the organization the delivery is for (§5.5): the one in the URL
-    (`/webhooks/{provider}/{org}`), else the platform's. Its mode is not known before the
-    signature is checked: the secret that verifies decides it."""
+    (`/webhooks/{provider}/{org}`, `orgNamed`), else the platform's — unless payments finds
+    the event's provider account in an organization's settings. Its mode is not known
+    before the signature is checked: the secret that verifies decides it."""
 
     provider: str  # the URL's, as sent (payments lower-cases and checks it)
     body: bytes  # exactly as received
     headers: dict[str, str]  # the signature headers present, by their names above
     url: str  # the notification URL Square signs (SQUARE_WEBHOOK_URL, else the request's)
+    orgNamed: bool = False  # the URL named the organization: it wins over the account
 
 
 class WebhookReceived(msgspec.Struct, omit_defaults=True):

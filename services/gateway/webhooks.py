@@ -5,7 +5,8 @@ No credential: the provider's signature is one, and payments checks it. The gate
 takes the raw body (at most `WEBHOOK_BODY_BYTES`, else 413), the signature headers and the
 notification URL Square signs, and hands them over unchanged (`billing.payments.webhook.
 ingest`), for the organization the URL names — never created from the URL — or else the
-platform's (`BILLING_SERVICE_ORG`, §5.5).
+platform's (`BILLING_SERVICE_ORG`, §5.5), which payments replaces by the organization whose
+settings name the event's provider account, if one does.
 
 The notification URL: `SQUARE_WEBHOOK_URL` (where Square reaches the gateway, e.g.
 `https://billing.example.com`) followed by the path and query the request came to; without
@@ -41,7 +42,8 @@ class ProviderWebhooks:
         async def handle(request: web.Request) -> web.Response:
             path_params(request.match_info)
             body = await _body(request)
-            org = await self._org(request.match_info.get("org"))
+            named = request.match_info.get("org")
+            org = await self._org(named)
             pipeline = self._pipeline
             scope = Scope(org_id=org.id, org_name=org.name, livemode=True, actor=PROVIDER,
                           request_id=request[REQUEST_ID], deadline_ms=int(
@@ -50,7 +52,7 @@ class ProviderWebhooks:
                 provider=request.match_info["provider"], body=body,
                 headers={name: request.headers[name] for name in SIGNATURE_HEADERS
                          if name in request.headers},
-                url=self._url(request))
+                url=self._url(request), orgNamed=named is not None)
             reply = await pipeline.call(route.endpoint.subject, scope, params, request)
             if reply.error is not None:
                 raise Failure.of(reply.error)

@@ -52,10 +52,11 @@ async def test_secrets_are_write_only_and_sealed_at_rest(http, org, pool, platfo
     assert {k: written[k] for k in ("livemode", "preferredProcessor", "stripe", "square")} == {
         "livemode": False, "preferredProcessor": "stripe",
         "stripe": {"secretKeySet": True, "secretKeyLast4": "Wxyz",
-                   "publishableKey": "pk_test_51PgafPub", "webhookSecretSet": True},
+                   "publishableKey": "pk_test_51PgafPub", "webhookSecretSet": True,
+                   "accountId": ""},
         "square": {"accessTokenSet": True, "accessTokenLast4": "Qrst",
                    "locationId": "L88917AVBK2S5", "environment": "sandbox",
-                   "webhookSignatureKeySet": True}}
+                   "webhookSignatureKeySet": True, "merchantId": ""}}
     assert written["updated"].endswith("Z")
     assert await read(http, org) == written
     assert clear_of_secrets(json.dumps(written))

@@ -1,5 +1,7 @@
 """Provider settings, pure: what an organization may store for a mode, how an update merges
 into what is stored, how the credentials are sealed, and what a read shows (payments.md §1.3).
+The provider accounts the settings name (Stripe's Connect account, Square's merchant) are
+not secret: they say whose a provider webhook is when its URL names no organization (§5.5).
 
 Credentials belong to the mode they are stored for: a test-mode caller stores Stripe test
 keys and a Square sandbox, a live one live keys and Square production (§0.2 DO: one
@@ -30,6 +32,8 @@ from services.runtime.encryption import SecretBox, SecretsError
 PROCESSORS = ("square", "stripe")
 # Credentials travel in HTTP headers: printable ASCII, no spaces (no header injection).
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+_STRIPE_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
+_SQUARE_MERCHANT = re.compile(r"^[A-Za-z0-9]+$")
 
 NO_KEY_TO_STORE = "provider credentials cannot be stored: BILLING_SECRETS_KEY is not set"
 NO_KEY_TO_READ = "provider credentials cannot be read: BILLING_SECRETS_KEY is not set"
@@ -45,6 +49,7 @@ class StripeAccount(_Secret):
     secret_key: str
     publishable_key: str = ""
     webhook_secret: str = ""
+    account_id: str = ""  # acct_…: its Connect events name it
 
 
 class SquareAccount(_Secret):
@@ -52,6 +57,7 @@ class SquareAccount(_Secret):
     location_id: str
     environment: str  # sandbox | production: the mode's
     webhook_signature_key: str = ""
+    merchant_id: str = ""  # its events' `merchant_id`
 
 
 class Credentials(_Secret):
@@ -101,6 +107,14 @@ def merged(stored: Credentials, p: ProviderSettingsParams, livemode: bool) -> Cr
         square=stored.square if p.square is None else _square(stored.square, p.square, mode))
 
 
+def accounts(credentials: Credentials) -> list[tuple[str, str]]:
+    """(provider, account id) of each provider account the settings name."""
+    stripe, square = credentials.stripe, credentials.square
+    return [(provider, account) for provider, account in (
+        ("stripe", stripe.account_id if stripe else ""),
+        ("square", square.merchant_id if square else "")) if account]
+
+
 def without(stored: Credentials, provider: str) -> Credentials:
     if provider not in PROCESSORS:
         raise invalid("provider must be square or stripe", "provider")
@@ -117,7 +131,9 @@ def _stripe(old: StripeAccount | None, p: StripeSettingsParams, mode: str) -> St
         publishable_key=_setting(p.publishableKey, old.publishable_key,
                                  "stripe.publishableKey", (f"pk_{mode}_",)),
         webhook_secret=_setting(p.webhookSecret, old.webhook_secret, "stripe.webhookSecret",
-                                ("whsec_",)))
+                                ("whsec_",)),
+        account_id=_account(p.accountId, old.account_id, "stripe.accountId",
+                            _STRIPE_ACCOUNT, "acct_ followed by letters and digits"))
     if not account.secret_key:
         raise invalid("stripe.secretKey is required", "stripe.secretKey")
     return account
@@ -139,7 +155,9 @@ def _square(old: SquareAccount | None, p: SquareSettingsParams, mode: str) -> Sq
         location_id=_setting(p.locationId, old.location_id, "square.locationId"),
         environment=environment,
         webhook_signature_key=_setting(p.webhookSignatureKey, old.webhook_signature_key,
-                                       "square.webhookSignatureKey"))
+                                       "square.webhookSignatureKey"),
+        merchant_id=_account(p.merchantId, old.merchant_id, "square.merchantId",
+                             _SQUARE_MERCHANT, "letters and digits"))
     for value, field in ((account.access_token, "square.accessToken"),
                          (account.location_id, "square.locationId")):
         if not value:
@@ -158,6 +176,16 @@ def _setting(given: str | UnsetType, stored: str, field: str,
         raise invalid(f"{field} must be printable ASCII without spaces", field)
     if prefixes and not given.startswith(prefixes):
         raise invalid(f"{field} must start with {' or '.join(prefixes)}", field)
+    return given
+
+
+def _account(given: str | UnsetType, stored: str, field: str, shape: re.Pattern,
+             described: str) -> str:
+    """A provider account id, checked; "" removes the stored one."""
+    if given is UNSET:
+        return stored
+    if given and not shape.match(given):
+        raise invalid(f"{field} must be {described}", field)
     return given
 
 
@@ -203,9 +231,10 @@ def view(livemode: bool, stored: Stored) -> ProviderSettings:
         stripe=None if stripe is None else StripeSettings(
             secretKeySet=True, secretKeyLast4=stripe.secret_key[-4:],
             publishableKey=stripe.publishable_key,
-            webhookSecretSet=bool(stripe.webhook_secret)),
+            webhookSecretSet=bool(stripe.webhook_secret), accountId=stripe.account_id),
         square=None if square is None else SquareSettings(
             accessTokenSet=True, accessTokenLast4=square.access_token[-4:],
             locationId=square.location_id, environment=square.environment,
-            webhookSignatureKeySet=bool(square.webhook_signature_key)),
+            webhookSignatureKeySet=bool(square.webhook_signature_key),
+            merchantId=square.merchant_id),
         updated=rfc3339(stored.updated) if stored.updated else None)

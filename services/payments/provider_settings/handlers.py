@@ -1,13 +1,18 @@
 """An organization's provider settings in the caller's mode (payments.md §1.3): read, update,
 remove one provider. Admin routes. Secrets are write-only; each change is a billing event
 (`provider_settings.updated`, with what a read shows) and is used for the next payment (this
-replica forgets its cached providers at once, the others within `selection.TTL`)."""
+replica forgets its cached providers at once, the others within `selection.TTL`).
+
+The provider accounts the settings name are kept beside them (`provider_accounts`, one
+organization per account and mode: a second one claiming it is refused 409), so that a
+provider webhook without an organization in its URL finds its organization (§5.5)."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from contracts import Scope
+from contracts.errors import conflict
 from contracts.payments import (
     PROVIDER_SETTINGS_DELETE,
     PROVIDER_SETTINGS_GET,
@@ -75,6 +80,13 @@ async def _save(ctx: Context, scope: Scope, conn: asyncpg.Connection, preferred:
                 credentials: domain.Credentials) -> ProviderSettings:
     key_id, sealed = domain.seal(ctx.state.secrets, scope.org_id, scope.livemode, credentials)
     row = await store.save(conn, scope.org_id, scope.livemode, preferred, key_id, sealed)
+    taken = await store.claim_accounts(conn, scope.org_id, scope.livemode,
+                                       domain.accounts(credentials))
+    if taken:
+        provider, account = taken[0]
+        mode = "live" if scope.livemode else "test"
+        raise conflict(f"{provider} account {account} is already another organization's"
+                       f" in {mode} mode")
     settings = domain.view(scope.livemode, domain.Stored(
         row["version"], preferred, credentials, row["updated_at"]))
     await event(conn, scope, "provider_settings.updated", "provider_settings", scope.org_id,

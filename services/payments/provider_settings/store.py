@@ -35,3 +35,27 @@ async def save(conn: asyncpg.Connection, org_id: str, livemode: bool, preferred:
             credentials = excluded.credentials,
             version = payments.provider_settings.version + 1, updated_at = now()
         returning {_SETTINGS}""", org_id, livemode, preferred, key_id, credentials)
+
+
+async def claim_accounts(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                         accounts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The organization's provider accounts in this mode become `accounts`, in the caller's
+    transaction; those another organization holds in this mode stay its (returned)."""
+    await conn.execute("delete from payments.provider_accounts"
+                       " where org_id = $1 and livemode = $2", org_id, livemode)
+    if not accounts:
+        return []
+    claimed = await conn.fetch(
+        "insert into payments.provider_accounts (provider, account_id, livemode, org_id)"
+        " select provider, account_id, $3, $4 from unnest($1::text[], $2::text[])"
+        " as a(provider, account_id) on conflict do nothing returning provider, account_id",
+        [p for p, _ in accounts], [a for _, a in accounts], livemode, org_id)
+    return sorted(set(accounts) - {tuple(r) for r in claimed})
+
+
+async def account_owners(db: Db, provider: str, account_id: str) -> list[asyncpg.Record]:
+    """(org_id, livemode) of each mode an organization named the provider account in."""
+    return await db.fetch(
+        "select org_id, livemode from payments.provider_accounts"
+        " where provider = $1 and account_id = $2 order by livemode desc",
+        provider, account_id)

@@ -4,7 +4,9 @@ into our terms, so the handlers only find and change our objects. No I/O.
 
 A delivery is trusted only through its signature (§5.3 DO: the URL's provider only; the
 organization's secrets of each mode, else the platform's from the environment). The secret
-that verifies decides the mode: a test-mode secret never changes live objects."""
+that verifies decides the mode: a test-mode secret never changes live objects. A delivery
+whose URL names no organization is verified with the secrets of the organization whose
+settings name the event's provider account (§5.5 (2)), else with the platform's."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from contracts import ErrorCode
 from contracts.errors import Failure, invalid, not_found
@@ -44,6 +48,25 @@ def require_signature(headers: Mapping[str, str]) -> None:
 
 def unauthenticated() -> Failure:
     return Failure(ErrorCode.UNAUTHENTICATED, 401, INVALID_SIGNATURE)
+
+
+class _StripeAccount(msgspec.Struct):
+    account: str = ""  # on Connect events: the connected account's
+
+
+class _SquareMerchant(msgspec.Struct):
+    merchant_id: str = ""
+
+
+def account_in(provider: str, body: bytes) -> str:
+    """The provider account an unverified body claims to come from ("" when none): it only
+    chooses whose secrets verify it, so a body that is not an event names none."""
+    try:
+        if provider == "stripe":
+            return msgspec.json.decode(body, type=_StripeAccount).account
+        return msgspec.json.decode(body, type=_SquareMerchant).merchant_id
+    except msgspec.DecodeError:
+        return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
 """Inbound provider webhooks (payments.md §5): `POST /billing/webhooks/{provider}[/{org}]`,
 handed over by the gateway with the raw body and the signature headers.
 
-A delivery is verified with the organization's webhook secrets (each mode's, from its
-provider settings; the platform's from the environment for a mode it stored none for): the
-secret that verifies decides the mode. It is then stored once per provider event id,
-organization and mode, with its raw body and what became of it (`webhook_events_in`); a
-redelivery is answered 200 `duplicate` and changes nothing. Concurrent deliveries share
-their insert (`Intake`): one statement, one transaction per batch.
+Whose delivery it is (§5.5): the organization the URL names; else, in each mode, the one
+whose provider settings name the event's account in that mode (Stripe's Connect `account`,
+Square's `merchant_id`); else the platform's. A delivery is verified with that
+organization's webhook secrets (each mode's, from its provider settings; the platform's
+from the environment for a mode it stored none for): the secret that verifies decides the
+mode. It is then stored once per provider event id, organization and mode, with its raw
+body and what became of it (`webhook_events_in`); a redelivery is answered 200 `duplicate`
+and changes nothing. Concurrent deliveries share their insert (`Intake`): one statement,
+one transaction per batch.
 
 What the event changes (§5.4) is applied right after, in a transaction of its own that
 claims the stored event, so it happens once: intents, refunds and payment methods take the
@@ -41,6 +44,7 @@ from services.payments.methods import store as methods_store
 from services.payments.methods.handlers import method_json
 from services.payments.payouts import handlers as payouts
 from services.payments.postings.sender import Posting
+from services.payments.provider_settings import store as settings_store
 from services.payments.provider_settings.handlers import stored
 from services.payments.providers import square, stripe
 from services.payments.providers.base import PaymentResult, WebhookEvent
@@ -65,16 +69,37 @@ REDRIVE_BATCH = 100
 async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookReceived:
     provider = domain.provider_of(p.provider)
     domain.require_signature(p.headers)
-    secrets = await ctx.state.webhook_secrets.of(scope.org_id, provider)
-    livemode, event = domain.verify(provider, p.body, p.headers, p.url, secrets, time.time())
+    org_id, livemode, event = await _verified(ctx, scope, p, provider)
     effect = domain.effect_of(event)
-    delivery = store.Delivery(scope.org_id, livemode, provider, event.id, event.type,
+    delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
                               event.provider_type, p.body, *_first_outcome(event, effect))
     if not await ctx.state.webhook_intake(delivery):
         return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
     if delivery.status == domain.RECEIVED:
         await apply(ctx, delivery.key, event)
     return WebhookReceived(received=True, type=event.type, id=event.id)
+
+
+async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider: str,
+                    ) -> tuple[str, bool, WebhookEvent]:
+    """(organization, mode, event). A mode's delivery is the organization's whose settings
+    name the body's provider account in that mode, else the scope's (the URL's, the
+    platform's). The account is read before the signature is checked only to choose whose
+    secrets check it: a delivery naming an account claimed in a mode is, in that mode, the
+    claimant's (its secrets, or the platform's if it stored none) or refused."""
+    account = "" if p.orgNamed else domain.account_in(provider, p.body)
+    owners = {r["livemode"]: r["org_id"] for r in await settings_store.account_owners(
+        ctx.pool, provider, account)} if account else {}
+    whose = {mode: owners.get(mode, scope.org_id) for mode in (True, False)}
+    now = time.time()
+    for org_id in dict.fromkeys(whose.values()):
+        secrets = [s for s in await ctx.state.webhook_secrets.of(org_id, provider)
+                   if whose[s.livemode] == org_id]
+        try:
+            return org_id, *domain.verify(provider, p.body, p.headers, p.url, secrets, now)
+        except Failure:
+            continue
+    raise domain.unauthenticated()
 
 
 def _first_outcome(event: WebhookEvent, effect: str | None,

@@ -1,1 +1,22 @@
-"""The invoicing service (not built yet)."""
+"""The invoicing service: pricing rules, invoice preview and upcoming, invoices with their
+lines, discounts and tax, finalized (numbered) or voided, and their PDF
+(metering-invoicing.md §4, §5, §9).
+
+One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
+`store.py` (SQL, schema `invoicing`): `pricing/` (pricing rules, preview, upcoming) and
+`invoices/` (invoices, line items, discount, tax, finalize, void, the PDF in `document.py`,
+the organization's tax rates). Other services are asked over the bus only."""
+
+from pathlib import Path
+
+from services.invoicing.bootstrap import bootstrap
+from services.invoicing.invoices import handlers as invoices
+from services.runtime.service import Router, ServiceSpec
+
+SPEC = ServiceSpec(
+    name="invoicing",
+    handlers=Router(invoices.router),
+    migrations=Path(__file__).parent / "migrations",
+    bootstrap=bootstrap,
+    jobs=(),
+)

@@ -12,8 +12,6 @@ import pytest
 from contracts.invoicing import INVOICE_PAYMENT_GET
 from tests.support import Bus, get, new_user, org_id_of, post, request
 
-pytestmark = pytest.mark.asyncio
-
 
 async def create(http, org, body, key="sk_test"):
     status, invoice, _ = await post(http, "/invoices", body, org.auth(key))

@@ -86,7 +86,7 @@ def render(invoice: Invoice, seller: str, tax_lines: list[TaxLine]) -> bytes:
 
     def total(label: str, amount: int, style: str = "") -> None:
         pdf.set_font(_FONT, style, 10)
-        pdf.cell(145, 6, _text(label), align=Align.R)
+        pdf.cell(pdf.epw - 35, 6, _text(label), align=Align.R)
         pdf.cell(35, 6, money(amount, currency), align=Align.R, new_x=XPos.LMARGIN,
                  new_y=YPos.NEXT)
 

@@ -155,6 +155,7 @@ async def test_tax_rates_belong_to_their_organization_and_mode(http, taxed_org, 
 @pytest.mark.parametrize(("body", "message"), [
     ({"country": "US", "rate": 1.5, "name": "x"}, "rate must be a fraction between 0 and 1"),
     ({"country": "US", "rate": "abc", "name": "x"}, "invalid request body"),
+    ({"country": "US", "rate": "1E-20000", "name": "x"}, "rate: at most 10 decimal places"),
     ({"country": "U S", "rate": 0.1, "name": "x"}, "country must be a code of letters and digits"),
     ({"rate": 0.1, "name": "x"}, "country is required"),
     ({"country": "US", "rate": 0.1}, "name is required"),

@@ -290,6 +290,8 @@ async def test_end_users_and_publishable_keys_are_refused(http, org):
      "lineItems: at most 16384 bytes as JSON"),
     ({"userId": "u", "lineItems": [{"periodStart": "2026-01-01T00:00:00"}]},
      "invalid request body"),
+    ({"userId": "u", "lineItems": [{"periodEnd": "0001-01-01T00:00:00+05:00"}]},
+     "lineItems: period out of range"),
     ({"userId": "u", "metadata": {"k": "v" * 3000}}, "metadata: at most 2048 bytes as JSON"),
     ({"userId": "u" * 256}, "userId: at most 255 characters"),
 ])

@@ -28,6 +28,7 @@ from contracts.invoicing import (
     TaxLine,
     TaxRateCreateParams,
 )
+from contracts.limits import in_range as instant_in_range
 from contracts.rules import currency_of, require_user
 
 DRAFT, OPEN, PAID, VOID, UNCOLLECTIBLE = "draft", "open", "paid", "void", "uncollectible"
@@ -37,6 +38,7 @@ LINE_ITEM_NOT_FOUND = "line item not found"
 
 _encode = msgspec.json.Encoder().encode
 _REGION = re.compile(r"^[A-Z0-9]{1,10}$")
+RATE_DIGITS = 10  # decimal places of a tax rate (0.08875 has 5)
 
 
 def refused(message: str) -> Failure:
@@ -105,6 +107,9 @@ def new_draft(p: InvoiceCreateParams, invoice_id: str) -> Draft:
         if item_id in seen:
             raise invalid("duplicate line item id", "lineItems")
         seen.add(item_id)
+        for when in (given.periodStart, given.periodEnd):
+            if when is not None and not instant_in_range(when):
+                raise invalid("lineItems: period out of range", "lineItems")
         lines.append(LineItem(
             id=item_id, type=kind, description=given.description, amount=given.amount,
             currency=currency, periodStart=rfc3339(given.periodStart),
@@ -238,6 +243,8 @@ def new_tax_rate(p: TaxRateCreateParams) -> Rate:
         raise invalid("state must be a code of letters and digits", "state")
     if not p.rate.is_finite() or not Decimal(0) <= p.rate <= Decimal(1):
         raise invalid("rate must be a fraction between 0 and 1", "rate")
+    if -p.rate.normalize().as_tuple().exponent > RATE_DIGITS:
+        raise invalid(f"rate: at most {RATE_DIGITS} decimal places", "rate")
     name = p.name.strip()
     if not name:
         raise invalid("name is required", "name")

@@ -10,7 +10,8 @@ from contracts import invoicing
 from services.gateway.routing import Route
 
 INVOICING_ROUTES: tuple[Route, ...] = (
-    # ---- invoices ----
+    # ---- invoices ---- (aiohttp matches in order: `GET /billing/invoices/upcoming` must
+    # come before `GET /billing/invoices/{id}`)
     Route("POST", "/billing/invoices", invoicing.INVOICE_CREATE, "admin", user_field="userId",
           idempotent=True, status=201),
     Route("GET", "/billing/invoices", invoicing.INVOICE_LIST, "admin", source="query",

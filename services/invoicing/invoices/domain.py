@@ -116,6 +116,7 @@ def new_draft(p: InvoiceCreateParams, invoice_id: str) -> Draft:
             periodEnd=rfc3339(given.periodEnd), meterId=given.meterId,
             quantity=given.quantity, unitPrice=given.unitPrice, planId=given.planId,
             planName=given.planName))
+    _require_size(lines)
     return Draft(user, p.customerEmail.strip(), p.subscriptionId.strip(), currency, lines,
                  counter, p.metadata)
 
@@ -140,9 +141,13 @@ def with_line(lines: list[LineItem], line: LineItem) -> list[LineItem]:
     if len(lines) >= LINE_ITEMS_MAX:
         raise invalid(f"an invoice holds at most {LINE_ITEMS_MAX} line items", "lineItems")
     added = [*lines, line]
-    if len(_encode(added)) > LINE_ITEMS_BYTES:
-        raise invalid(f"lineItems: at most {LINE_ITEMS_BYTES} bytes as JSON", "lineItems")
+    _require_size(added)
     return added
+
+
+def _require_size(lines: list[LineItem]) -> None:
+    if len(_encode(lines)) > LINE_ITEMS_BYTES:
+        raise invalid(f"lineItems: at most {LINE_ITEMS_BYTES} bytes as JSON", "lineItems")
 
 
 def without_line(lines: list[LineItem], item_id: str) -> list[LineItem]:

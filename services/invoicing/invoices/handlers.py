@@ -61,8 +61,6 @@ from services.runtime.outbox import add_event
 from services.runtime.service import Context, Router
 
 router = Router()
-_lines = msgspec.json.Decoder(list[LineItem])
-_tax_lines = msgspec.json.Decoder(list[TaxLine])
 
 
 @router.handler(INVOICE_CREATE, transaction=True)
@@ -70,8 +68,10 @@ async def create_invoice(ctx: Context, scope: Scope, p: InvoiceCreateParams,
                          conn: asyncpg.Connection) -> Any:
     invoice_id = new_id("inv_")
     draft = domain.new_draft(p, invoice_id)
+    subtotal = domain.subtotal(draft.lines)
     row = await store.create(conn, scope.org_id, scope.livemode, invoice_id, draft,
-                             msgspec.to_builtins(draft.lines), domain.subtotal(draft.lines))
+                             msgspec.to_builtins(draft.lines), subtotal,
+                             domain.amount_due(subtotal, 0, 0, 0))
     return created(await _announce(conn, scope, row, "invoice.created"))
 
 
@@ -97,7 +97,7 @@ async def add_line_item(ctx: Context, scope: Scope, p: LineItemAddParams,
     domain.require_draft(row["status"], "can only add line items to draft invoices")
     counter = row["line_counter"] + 1
     line = domain.new_line(p, row["id"], counter, row["currency"])
-    lines = domain.with_line(_lines.decode(_json(row["line_items"])), line)
+    lines = domain.with_line(_lines(row), line)
     return await _updated(conn, scope, await _edit(conn, scope, row, lines=lines,
                                                    line_counter=counter))
 
@@ -107,7 +107,7 @@ async def remove_line_item(ctx: Context, scope: Scope, p: LineItemRemoveParams,
                            conn: asyncpg.Connection) -> Invoice:
     row = await _load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only remove line items from draft invoices")
-    lines = domain.without_line(_lines.decode(_json(row["line_items"])), p.itemId)
+    lines = domain.without_line(_lines(row), p.itemId)
     return await _updated(conn, scope, await _edit(conn, scope, row, lines=lines))
 
 
@@ -131,7 +131,7 @@ async def calculate_tax(ctx: Context, scope: Scope, p: TaxParams,
     domain.require_draft(row["status"], "can only calculate tax for draft invoices")
     saved = await _edit(conn, scope, row, address=where)
     invoice = await _updated(conn, scope, saved)
-    return TaxResult(invoice=invoice, taxLines=_tax_lines.decode(_json(saved["tax_lines"])),
+    return TaxResult(invoice=invoice, taxLines=_tax_lines(saved),
                      totalTax=invoice.tax)
 
 
@@ -181,7 +181,7 @@ async def invoice_pdf(ctx: Context, scope: Scope, p: InvoiceIdParams) -> Invoice
     seller = scope.org_name or scope.org_id
     # Laying out pages is CPU work: off the event loop, which serves other requests.
     content = await asyncio.to_thread(document.render, invoice, seller,
-                                      _tax_lines.decode(_json(row["tax_lines"])))
+                                      _tax_lines(row))
     return InvoiceDocument(filename=f"{invoice.numberStr or invoice.id}.pdf",
                            contentType="application/pdf", content=content)
 
@@ -267,9 +267,12 @@ async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
     return invoice
 
 
-def _json(value: Any) -> bytes:
-    """A jsonb column (decoded by the pool) as JSON again, for a typed decoder."""
-    return msgspec.json.encode(value if value is not None else [])
+def _lines(row: asyncpg.Record) -> list[LineItem]:
+    return msgspec.convert(row["line_items"], list[LineItem])
+
+
+def _tax_lines(row: asyncpg.Record) -> list[TaxLine]:
+    return msgspec.convert(row["tax_lines"] or [], list[TaxLine])
 
 
 def _invoice(r: asyncpg.Record, livemode: bool) -> Invoice:
@@ -284,7 +287,7 @@ def _invoice(r: asyncpg.Record, livemode: bool) -> Invoice:
         amountPaid=r["amount_paid"], currency=r["currency"], status=r["status"],
         paymentMethod=r["payment_method"], paymentRef=r["payment_ref"], number=r["number"],
         numberStr=domain.number_str(r["number"]), attemptCount=r["attempt_count"],
-        lineItems=_lines.decode(_json(r["line_items"])), createdAt=rfc3339(r["created_at"]),
+        lineItems=_lines(r), createdAt=rfc3339(r["created_at"]),
         updatedAt=rfc3339(r["updated_at"]), discountName=r["discount_name"],
         amountRemaining=max(0, r["amount_due"] - r["amount_paid"]), livemode=livemode,
         metadata=r["metadata"] if r["metadata"] is not None else UNSET,

@@ -32,15 +32,16 @@ async def invoice(db: Db, org_id: str, livemode: bool, invoice_id: str, *,
 
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
-                 draft: Draft, lines: list[Any], subtotal: int) -> asyncpg.Record:
+                 draft: Draft, lines: list[Any], subtotal: int, amount_due: int,
+                 ) -> asyncpg.Record:
     return await conn.fetchrow(
         f"""insert into invoicing.invoices (org_id, livemode, id, user_id, customer_email,
             subscription_id, currency, line_items, line_counter, subtotal, amount_due,
             metadata)
         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning {_INVOICE}""",
         org_id, livemode, invoice_id, draft.user_id, draft.customer_email,
-        draft.subscription_id, draft.currency, lines, draft.counter, subtotal,
-        max(subtotal, 0), draft.metadata)
+        draft.subscription_id, draft.currency, lines, draft.counter, subtotal, amount_due,
+        draft.metadata)
 
 
 async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from contracts.invoicing import INVOICE_PAYMENT_GET
-from tests.support import Bus, get, new_user, org_id_of, post, request
+from tests.support import Bus, eventually, get, new_user, org_id_of, post, request
 
 
 async def create(http, org, body, key="sk_test"):
@@ -354,12 +354,26 @@ async def test_every_change_is_an_event_in_the_outbox(http, org, platform):
         "select org_id, livemode, convert_from(payload, 'utf8')::jsonb as event"
         " from invoicing.outbox where convert_from(payload, 'utf8')::jsonb->>'objectId' = $1"
         " and type = 'invoice.finalized'", iid)
-    event = row["event"] if isinstance(row["event"], dict) else __import__("json").loads(
-        row["event"])
+    event = row["event"]
     assert (event["objectType"], event["customerId"], event["livemode"],
             event["data"]["numberStr"], event["data"]["status"]) == (
         "invoice", invoice["userId"], False, "INV-0001", "open")
     assert event["orgId"] == await org_id_of(platform, org)
+
+
+async def test_the_events_reach_the_event_log_through_jetstream(http, org):
+    invoice = await draft(http, org, 1000)
+    await act(http, org, invoice["id"], "finalize")
+
+    async def logged():
+        status, body, _ = await get(http, "/events", org.auth(), objectId=invoice["id"])
+        assert status == 200, body
+        return body
+
+    body = await eventually(logged, lambda body: len(body) >= 2)
+    assert [(e["type"], e["data"]["status"]) for e in body] == [
+        ("invoice.finalized", "open"), ("invoice.created", "draft")]
+    assert body[0]["customerId"] == invoice["userId"]
 
 
 async def test_a_retried_create_makes_one_invoice(http, org):

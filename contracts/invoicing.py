@@ -1,11 +1,14 @@
-"""Invoicing messages (metering-invoicing.md §2.3–§2.4, §4–§5, §10): pricing rules, the
-invoice preview and the upcoming invoice; invoices and what other services ask about them.
+"""Invoicing messages (metering-invoicing.md §2.3–§2.4, §4–§5, §10): what other services
+ask of invoicing, and its areas' endpoints, each area in a section of its own — pricing
+rules, the invoice preview and the upcoming invoice; invoices.
 
 Field names are the reference's JSON names. Response fields the reference leaves out when
 empty are `UNSET` (or defaults of an `omit_defaults` struct) until set."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 import msgspec
@@ -13,7 +16,17 @@ from msgspec import UNSET, UnsetType
 
 from contracts.common import Int64, Params
 from contracts.endpoint import Endpoint
-from contracts.limits import TIERS, Code, Id, UserId
+from contracts.limits import (
+    TIERS,
+    Code,
+    Id,
+    Metadata,
+    Name,
+    Notes,
+    Page,
+    UserId,
+    require_small_json,
+)
 
 
 class InvoicePaymentParams(Params):
@@ -126,9 +139,43 @@ class InvoicePreview(msgspec.Struct):
     amountDue: int
     currency: str
 
+# ---- invoices (metering-invoicing.md §2.4, §5.0–§5.4, §5.6–§5.10) ----------------------------
+# Drafts, their lines, discount and tax; finalize (numbered), void; the PDF; the tax rates an
+# organization charges. Field names are the reference's; keys it emits only when set are
+# `UNSET`.
 
-class UpcomingLine(msgspec.Struct, omit_defaults=True):
-    """A usage line in the invoice's line-item format (`li_usage_<meterId>`)."""
+LINE_TYPES = ("subscription", "usage", "one_off", "proration")
+INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+LINE_ITEMS_MAX = 100  # lines on one invoice
+# What an invoice's lines may weigh as JSON, as stored and answered: a page of invoices
+# (INVOICES_PAGE) with every other field at its limit still fits in one bus message
+# (limits.py; tests/gateway/test_integrity_limits.py).
+LINE_ITEMS_BYTES = 32 * 1024  # 100 lines with descriptions of about 150 characters
+INVOICES_PAGE = Page(20, 20)
+
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with an offset
+
+
+class LineItemInput(msgspec.Struct, omit_defaults=True):
+    """A line as a client sends it with a new draft (§5.1): kept as sent, except that a line
+    without an id gets one and its currency is the invoice's."""
+
+    id: Id = ""
+    type: Code = ""  # one of LINE_TYPES; empty: one_off
+    description: Notes = ""
+    meterId: Id = ""
+    quantity: Int64 = 0
+    unitPrice: Int64 = 0
+    planId: Id = ""
+    planName: Name = ""
+    amount: Int64 = 0
+    periodStart: Timestamp | None = None
+    periodEnd: Timestamp | None = None
+
+
+class LineItem(msgspec.Struct, omit_defaults=True):
+    """A line as stored and answered; the starred fields of §2.4 are left out when empty and
+    the periods are always there (`0001-01-01T00:00:00Z` when unset)."""
 
     id: str
     type: str
@@ -140,11 +187,180 @@ class UpcomingLine(msgspec.Struct, omit_defaults=True):
     meterId: str = ""
     quantity: int = 0
     unitPrice: int = 0
+    planId: str = ""
+    planName: str = ""
+
+
+class InvoiceCreateParams(Params):
+    userId: UserId = ""
+    customerEmail: Name = ""
+    subscriptionId: Id = ""
+    currency: Code = ""
+    lineItems: Annotated[list[LineItemInput], msgspec.Meta(max_length=LINE_ITEMS_MAX)] | None = None
+    metadata: Metadata | None = None
+
+    def __post_init__(self) -> None:
+        require_small_json("metadata", self.metadata)
+
+
+class InvoiceListParams(Params):
+    userId: UserId = ""
+    status: Code = ""
+    subscriptionId: Id = ""
+    limit: int = 0  # ≤ 0: the default; capped (INVOICES_PAGE)
+    offset: int = 0
+
+
+class InvoiceIdParams(Params):
+    id: Id = ""  # from the path
+
+
+class LineItemAddParams(Params):
+    id: Id = ""  # the invoice, from the path
+    description: Notes = ""
+    amount: Int64 = 0
+    quantity: Int64 = 0
+    unitPrice: Int64 = 0
+    meterId: Id = ""
+    planId: Id = ""
+
+
+class LineItemRemoveParams(Params):
+    id: Id = ""  # the invoice, from the path
+    itemId: Id = ""  # from the path
+
+
+class DiscountParams(Params):
+    id: Id = ""  # from the path
+    couponId: Id = ""  # a label only: coupons are not looked up
+    discountAmount: Int64 = 0
+    discountName: Name = ""
+
+
+class TaxParams(Params):
+    """The address from the query string (§5.10)."""
+
+    id: Id = ""  # from the path
+    country: Code = ""
+    state: Code = ""
+    postalCode: Code = ""
+    city: Name = ""
+
+
+class Invoice(msgspec.Struct):
+    """§5.0: these keys always; `dueDate`, `paidAt`, `voidedAt` only when set; then the
+    additive ones (`discountName`, `amountRemaining`, `metadata`, `livemode`)."""
+
+    id: str
+    userId: str
+    customerEmail: str
+    subscriptionId: str
+    periodStart: str
+    periodEnd: str
+    subtotal: int
+    tax: int
+    discount: int
+    creditApplied: int
+    amountDue: int
+    amountPaid: int
+    currency: str
+    status: str
+    paymentMethod: str
+    paymentRef: str
+    number: int
+    numberStr: str
+    attemptCount: int
+    lineItems: list[LineItem]  # [] rather than the reference's null (§5.0 Δ)
+    createdAt: str
+    updatedAt: str
+    discountName: str
+    amountRemaining: int
+    livemode: bool
+    metadata: Metadata | UnsetType = UNSET
+    dueDate: str | UnsetType = UNSET
+    paidAt: str | UnsetType = UNSET
+    voidedAt: str | UnsetType = UNSET
+
+
+class InvoiceList(msgspec.Struct):
+    invoices: list[Invoice]
+    count: int
+
+
+class TaxLine(msgspec.Struct):
+    taxRateId: str
+    description: str
+    amount: int
+    rate: float
+    inclusive: bool
+    jurisdiction: str
+
+
+class TaxResult(msgspec.Struct):
+    invoice: Invoice
+    taxLines: list[TaxLine]
+    totalTax: int
+
+
+class InvoiceDocument(msgspec.Struct):
+    """A file the gateway answers as it is (a `document` route): the invoice's PDF."""
+
+    filename: str
+    contentType: str
+    content: bytes
+
+
+class TaxRateCreateParams(Params):
+    """A rate the organization charges in a country, or in one of its states (§2.8)."""
+
+    country: Code = ""
+    state: Code = ""  # empty: the whole country
+    rate: Decimal = Decimal(0)  # a fraction: 0.0725 is 7.25 %
+    name: Name = ""
+    code: Code = ""
+
+
+class TaxRateListParams(Params):
+    country: Code = ""
+
+
+class TaxRate(msgspec.Struct):
+    id: str
+    country: str
+    state: str
+    rate: float
+    name: str
+    code: str
+    jurisdiction: str
+    createdAt: str
+
+
+class TaxRateList(msgspec.Struct):
+    taxRates: list[TaxRate]
+    count: int
+
+
+INVOICE_CREATE = Endpoint("billing.invoicing.invoice.create", InvoiceCreateParams, Invoice)
+INVOICE_LIST = Endpoint("billing.invoicing.invoice.list", InvoiceListParams, InvoiceList)
+INVOICE_GET = Endpoint("billing.invoicing.invoice.get", InvoiceIdParams, Invoice)
+INVOICE_FINALIZE = Endpoint("billing.invoicing.invoice.finalize", InvoiceIdParams, Invoice)
+INVOICE_VOID = Endpoint("billing.invoicing.invoice.void", InvoiceIdParams, Invoice)
+LINE_ITEM_ADD = Endpoint("billing.invoicing.invoice.line_item.add", LineItemAddParams, Invoice)
+LINE_ITEM_REMOVE = Endpoint("billing.invoicing.invoice.line_item.remove", LineItemRemoveParams,
+                            Invoice)
+DISCOUNT_APPLY = Endpoint("billing.invoicing.invoice.discount.apply", DiscountParams, Invoice)
+TAX_CALCULATE = Endpoint("billing.invoicing.invoice.tax.calculate", TaxParams, TaxResult)
+INVOICE_PDF = Endpoint("billing.invoicing.invoice.pdf", InvoiceIdParams, InvoiceDocument)
+TAX_RATE_CREATE = Endpoint("billing.invoicing.tax_rate.create", TaxRateCreateParams, TaxRate)
+TAX_RATE_LIST = Endpoint("billing.invoicing.tax_rate.list", TaxRateListParams, TaxRateList)
+
+
+# ---- the upcoming invoice (its lines are invoice lines) and the pricing endpoints -------
 
 
 class UpcomingInvoice(msgspec.Struct):
     userId: str
-    lineItems: list[UpcomingLine]
+    lineItems: list[LineItem]  # usage lines, `li_usage_<meterId>`
     subtotal: int
     creditApplied: int
     amountDue: int

@@ -2,9 +2,9 @@
 
 Routes are a table (`routes.py`); each is served by its kind's handler — `bus` routes by
 the request pipeline (`pipeline.py`), `ingest` by the asynchronous meter-event path
-(`ingest.py`), `webhook` by provider deliveries (`webhooks.py`) — and ZAP methods reuse the
-REST routes. Every failure is answered at one
-edge, translated by one table (`errors.py`).
+(`ingest.py`), `webhook` by provider deliveries (`webhooks.py`), `document` by files a
+service made (`documents.py`) — and ZAP methods reuse the REST routes. Every failure is
+answered at one edge, translated by one table (`errors.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from contracts import ErrorCode
 from contracts.errors import INTERNAL_MESSAGE
 from services.gateway import openapi
 from services.gateway.auth import Authenticator
+from services.gateway.documents import Documents
 from services.gateway.errors import ApiError, translate
 from services.gateway.http import (
     NUL_REFUSED,
@@ -130,7 +131,8 @@ class Gateway:
             version=VERSION, query_keys=self.settings.allow_query_keys))
         # Each kind of route has its handler; a new kind (page) adds one here.
         handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler,
-                      "webhook": ProviderWebhooks(self.pipeline).handler}
+                      "webhook": ProviderWebhooks(self.pipeline).handler,
+                      "document": Documents(self.pipeline).handler}
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
                 app.router.add_route(route.method, prefix + route.path,

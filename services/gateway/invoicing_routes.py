@@ -1,11 +1,15 @@
-"""Invoicing routes (metering-invoicing.md §1.1, §4).
+"""Invoicing routes (metering-invoicing.md §1.1, §4, §5): every one `admin` (§1.1: org
+admins).
 
-Pricing rules, the invoice preview and the upcoming invoice are class `admin`; the preview
-and the upcoming invoice name their customer in `userId` (canonicalised like every user id).
-Creating and deleting a rule honour Idempotency-Key; the preview is a read.
-`GET /billing/invoices/upcoming` is a static path and aiohttp resolves static segments before
-parameters, so it is never taken for `GET /billing/invoices/{id}`; it is listed first all the
-same."""
+Pricing rules, the invoice preview and the upcoming invoice: the preview and the upcoming
+invoice name their customer in `userId` (canonicalised like every user id); creating and
+deleting a rule honour Idempotency-Key; the preview is a read. Invoices: changes honour
+`Idempotency-Key`; finalize and void take no body; tax takes the address from the query
+string (§5.10). The PDF is a `document` route: the file as invoicing made it. Tax rates
+(§2.8) are ours: the reference seeded them out of band.
+
+`GET /billing/invoices/upcoming` comes before `GET /billing/invoices/{id}`: routes match in
+order where aiohttp does not put static segments first."""
 
 from __future__ import annotations
 
@@ -24,4 +28,29 @@ INVOICING_ROUTES: tuple[Route, ...] = (
     # The id comes from the path.
     Route("DELETE", "/billing/pricing-rules/{id}", invoicing.PRICING_RULE_DELETE, "admin",
           source="query", user_field=None, idempotent=True),
+    # ---- invoices ----
+    Route("POST", "/billing/invoices", invoicing.INVOICE_CREATE, "admin", user_field="userId",
+          idempotent=True, status=201),
+    Route("GET", "/billing/invoices", invoicing.INVOICE_LIST, "admin", source="query",
+          user_field="userId"),
+    Route("GET", "/billing/invoices/{id}", invoicing.INVOICE_GET, "admin", source="query",
+          user_field=None),
+    Route("GET", "/billing/invoices/{id}/pdf", invoicing.INVOICE_PDF, "admin", source="query",
+          user_field=None, kind="document"),
+    Route("POST", "/billing/invoices/{id}/finalize", invoicing.INVOICE_FINALIZE, "admin",
+          source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/invoices/{id}/void", invoicing.INVOICE_VOID, "admin",
+          source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/invoices/{id}/line-items", invoicing.LINE_ITEM_ADD, "admin",
+          user_field=None, idempotent=True),
+    Route("DELETE", "/billing/invoices/{id}/line-items/{itemId}", invoicing.LINE_ITEM_REMOVE,
+          "admin", source="query", user_field=None, idempotent=True),
+    Route("POST", "/billing/invoices/{id}/apply-discount", invoicing.DISCOUNT_APPLY, "admin",
+          user_field=None, idempotent=True),
+    Route("POST", "/billing/invoices/{id}/calculate-tax", invoicing.TAX_CALCULATE, "admin",
+          source="query", user_field=None, idempotent=True),
+    Route("POST", "/billing/tax-rates", invoicing.TAX_RATE_CREATE, "admin", user_field=None,
+          idempotent=True, status=201),
+    Route("GET", "/billing/tax-rates", invoicing.TAX_RATE_LIST, "admin", source="query",
+          user_field=None),
 )

@@ -240,6 +240,9 @@ def _success(route: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
     result = route.endpoint.result
     if route.status == 204 or result is None:
         return {str(route.status): {"description": "Done; no body."}}
+    if route.kind == "document":  # the file itself, not its JSON envelope on the bus
+        return {str(route.status): {"description": "The file.", "content": {
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}}
     content = {"application/json": {"schema": schema_of[id(result)]}}
     success = {str(route.status): {"description": "Success.", "content": content}}
     if route.kind == "ingest":

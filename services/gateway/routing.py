@@ -22,8 +22,9 @@ ROLES_ALLOWED = {
 # How a route is served: `bus` (one request to its endpoint), `ingest` (meter events that
 # may be accepted asynchronously: `Prefer: respond-async`) or `webhook` (a provider's
 # delivery: raw body, no credential, the signature checked by the service; access
-# `webhook`). Next: `page` (HTML).
-KINDS = frozenset({"bus", "ingest", "webhook"})
+# `webhook`) or `document` (a file the service made, answered as that file: an invoice's
+# PDF). Next: `page` (HTML).
+KINDS = frozenset({"bus", "ingest", "webhook", "document"})
 _PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 

@@ -1,21 +1,22 @@
-"""The invoicing service: pricing rules, the invoice preview and the upcoming invoice
-(metering-invoicing.md §2.3, §4, §9.2–§9.4).
+"""The invoicing service: pricing rules, invoice preview and upcoming, invoices with their
+lines, discounts and tax, finalized (numbered) or voided, and their PDF
+(metering-invoicing.md §4, §5, §9).
 
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
-`store.py` (SQL, schema `invoicing`): `pricing/` (pricing rules, what usage costs under
-them, preview and upcoming). Usage quantities come from metering (`billing.metering.usage.
-aggregate`), credits from the ledger's non-consuming preview; `bootstrap.py` the state
-handlers share."""
+`store.py` (SQL, schema `invoicing`): `pricing/` (pricing rules, preview, upcoming) and
+`invoices/` (invoices, line items, discount, tax, finalize, void, the PDF in `document.py`,
+the organization's tax rates). Other services are asked over the bus only."""
 
 from pathlib import Path
 
 from services.invoicing.bootstrap import bootstrap
+from services.invoicing.invoices import handlers as invoices
 from services.invoicing.pricing import handlers as pricing
 from services.runtime.service import Router, ServiceSpec
 
 SPEC = ServiceSpec(
     name="invoicing",
-    handlers=Router(pricing.router),
+    handlers=Router(pricing.router, invoices.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     jobs=(),

@@ -1,5 +1,5 @@
-"""Invoicing's state, built once when it starts: none yet. Its areas read PostgreSQL and ask
-metering and the ledger over the bus per request."""
+"""Invoicing's state, built once when it starts: nothing shared yet (handlers read and write
+their rows, and ask metering and the ledger over the bus, per request)."""
 
 from __future__ import annotations
 
@@ -7,4 +7,4 @@ from services.runtime.service import Context
 
 
 async def bootstrap(ctx: Context) -> None:
-    """Nothing is shared between requests yet."""
+    ctx.state = None

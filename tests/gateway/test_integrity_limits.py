@@ -20,6 +20,7 @@ from contracts import Actor, ErrorCode
 from contracts.alerts import SpendAlert
 from contracts.credits import CreditGrantItem
 from contracts.endpoint import Endpoint
+from contracts.invoicing import INVOICES_PAGE, LINE_ITEMS_BYTES, Invoice, InvoiceList, LineItem
 from contracts.ledger import (
     DEPOSIT_CREATE,
     DepositParams,
@@ -237,6 +238,21 @@ def test_a_full_page_of_rows_at_every_limit_fits_in_one_bus_message():
     assert reply_size(CREDIT_GRANTS_PAGE, lambda n: {"grants": [grant] * n, "count": n}) < budget
     assert reply_size(SPEND_ALERTS_PAGE, lambda n: [alert] * n) < budget
     assert reply_size(METERS_PAGE, lambda n: MeterList([meter] * n, n)) < budget
+    line = LineItem(id=w * 255, type="proration", description="", amount=-big,
+                    currency="abcdefghij", periodStart=ts, periodEnd=ts, meterId=w * 255,
+                    quantity=big, unitPrice=big, planId=w * 255)
+    room = LINE_ITEMS_BYTES - len(msgspec.json.encode([line]))
+    lines = [msgspec.structs.replace(line, description=w * (room // 6))]
+    assert LINE_ITEMS_BYTES - 6 < len(msgspec.json.encode(lines)) <= LINE_ITEMS_BYTES
+    invoice = Invoice(
+        id="inv_" + "x" * 22, userId=w * 255, customerEmail=w * 255, subscriptionId=w * 255,
+        periodStart=ts, periodEnd=ts, subtotal=big, tax=big, discount=big, creditApplied=big,
+        amountDue=big, amountPaid=big, currency="abcdefghij", status="uncollectible",
+        paymentMethod=w * 255, paymentRef=w * 255, number=big, numberStr="INV-" + "9" * 19,
+        attemptCount=2**31 - 1, lineItems=lines, createdAt=ts, updatedAt=ts,
+        discountName=w * 255, amountRemaining=big, livemode=True, metadata=metadata,
+        dueDate=ts, paidAt=ts, voidedAt=ts)
+    assert reply_size(INVOICES_PAGE, lambda n: InvoiceList([invoice] * n, n)) < budget
 
 
 # ---- the bus's message limit -------------------------------------------------------------

@@ -23,6 +23,7 @@ from contracts.invoicing import (
     PRICING_RULE_LIST,
     InvoicePreview,
     InvoicePreviewParams,
+    LineItem,
     PreviewLine,
     PricingRule,
     PricingRuleCreateParams,
@@ -33,7 +34,6 @@ from contracts.invoicing import (
     PricingTier,
     UpcomingInvoice,
     UpcomingInvoiceQuery,
-    UpcomingLine,
 )
 from contracts.limits import PRICING_RULES_PAGE
 from contracts.meter_events import API_USAGE_EVENT_NAME
@@ -117,9 +117,9 @@ async def upcoming(ctx: Context, scope: Scope, p: UpcomingInvoiceQuery) -> Upcom
     unset = rfc3339(None)
     return UpcomingInvoice(
         user,
-        [UpcomingLine(f"li_usage_{line.usage.meterId}", "usage",
-                      f"{line.usage.meterName} usage", line.amount, line.usage.currency,
-                      unset, unset, line.usage.meterId, line.usage.quantity, _unit_price(line))
+        [LineItem(f"li_usage_{line.usage.meterId}", "usage", f"{line.usage.meterName} usage",
+                  line.amount, line.usage.currency, unset, unset, line.usage.meterId,
+                  line.usage.quantity, _unit_price(line))
          for line in lines],
         subtotal, applied, due, DEFAULT_CURRENCY)
 

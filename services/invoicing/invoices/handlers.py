@@ -1,0 +1,301 @@
+"""Invoices (metering-invoicing.md §5.0–§5.4, §5.6–§5.10): drafts, their lines, discount and
+tax, finalize (numbered, §9.11), void, the PDF; the tax rates an organization charges; and
+what payments asks before refunding an invoice.
+
+Every change runs in one transaction (`transaction=True`: idempotent under the request's
+key) holding the invoice's row lock (§5.0), and commits its event (`invoice.created`,
+`invoice.updated`, `invoice.finalized`, `invoice.voided`) through the outbox. Collection
+(`pay`) is a later piece: `_give_back` is where voiding an invoice that collected money
+will return it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import msgspec
+from msgspec import UNSET
+
+from contracts import ErrorCode, Scope
+from contracts.errors import Failure, invalid, not_found
+from contracts.ids import new_id, now, rfc3339
+from contracts.invoicing import (
+    DISCOUNT_APPLY,
+    INVOICE_CREATE,
+    INVOICE_FINALIZE,
+    INVOICE_GET,
+    INVOICE_LIST,
+    INVOICE_PAYMENT_GET,
+    INVOICE_PDF,
+    INVOICE_VOID,
+    INVOICES_PAGE,
+    LINE_ITEM_ADD,
+    LINE_ITEM_REMOVE,
+    TAX_CALCULATE,
+    TAX_RATE_CREATE,
+    TAX_RATE_LIST,
+    DiscountParams,
+    Invoice,
+    InvoiceCreateParams,
+    InvoiceDocument,
+    InvoiceIdParams,
+    InvoiceList,
+    InvoiceListParams,
+    InvoicePayment,
+    InvoicePaymentParams,
+    LineItem,
+    LineItemAddParams,
+    LineItemRemoveParams,
+    TaxLine,
+    TaxParams,
+    TaxRate,
+    TaxRateCreateParams,
+    TaxRateList,
+    TaxRateListParams,
+    TaxResult,
+)
+from services.invoicing.invoices import document, domain, store
+from services.runtime.bus import created, paged
+from services.runtime.outbox import add_event
+from services.runtime.service import Context, Router
+
+router = Router()
+
+
+@router.handler(INVOICE_CREATE, transaction=True)
+async def create_invoice(ctx: Context, scope: Scope, p: InvoiceCreateParams,
+                         conn: asyncpg.Connection) -> Any:
+    invoice_id = new_id("inv_")
+    draft = domain.new_draft(p, invoice_id)
+    subtotal = domain.subtotal(draft.lines)
+    row = await store.create(conn, scope.org_id, scope.livemode, invoice_id, draft,
+                             msgspec.to_builtins(draft.lines), subtotal,
+                             domain.amount_due(subtotal, 0, 0, 0))
+    return created(await _announce(conn, scope, row, "invoice.created"))
+
+
+@router.handler(INVOICE_LIST)
+async def list_invoices(ctx: Context, scope: Scope, p: InvoiceListParams) -> Any:
+    limit, offset = INVOICES_PAGE.apply(p.limit, p.offset)
+    rows, total = await store.invoices(ctx.pool, scope.org_id, scope.livemode,
+                                       p.userId.strip(), p.status.strip(),
+                                       p.subscriptionId.strip(), limit, offset)
+    items = [_invoice(r, scope.livemode) for r in rows]
+    return paged(InvoiceList(items, len(items)), total, offset, len(items))
+
+
+@router.handler(INVOICE_GET)
+async def get_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> Invoice:
+    return _invoice(await _load(ctx.pool, scope, p.id), scope.livemode)
+
+
+@router.handler(LINE_ITEM_ADD, transaction=True)
+async def add_line_item(ctx: Context, scope: Scope, p: LineItemAddParams,
+                        conn: asyncpg.Connection) -> Invoice:
+    row = await _load(conn, scope, p.id, lock=True)
+    domain.require_draft(row["status"], "can only add line items to draft invoices")
+    counter = row["line_counter"] + 1
+    line = domain.new_line(p, row["id"], counter, row["currency"])
+    lines = domain.with_line(_lines(row), line)
+    return await _updated(conn, scope, await _edit(conn, scope, row, lines=lines,
+                                                   line_counter=counter))
+
+
+@router.handler(LINE_ITEM_REMOVE, transaction=True)
+async def remove_line_item(ctx: Context, scope: Scope, p: LineItemRemoveParams,
+                           conn: asyncpg.Connection) -> Invoice:
+    row = await _load(conn, scope, p.id, lock=True)
+    domain.require_draft(row["status"], "can only remove line items from draft invoices")
+    lines = domain.without_line(_lines(row), p.itemId)
+    return await _updated(conn, scope, await _edit(conn, scope, row, lines=lines))
+
+
+@router.handler(DISCOUNT_APPLY, transaction=True)
+async def apply_discount(ctx: Context, scope: Scope, p: DiscountParams,
+                         conn: asyncpg.Connection) -> Invoice:
+    row = await _load(conn, scope, p.id, lock=True)
+    domain.require_draft(row["status"], "can only apply discounts to draft invoices")
+    amount, name = domain.discount(p, row["subtotal"])
+    return await _updated(conn, scope, await _edit(conn, scope, row, discount=amount,
+                                                   discount_name=name))
+
+
+@router.handler(TAX_CALCULATE, transaction=True)
+async def calculate_tax(ctx: Context, scope: Scope, p: TaxParams,
+                        conn: asyncpg.Connection) -> TaxResult:
+    """§5.10 Δ: drafts only; the address is kept, and later edits of the draft calculate
+    its tax again."""
+    row = await _load(conn, scope, p.id, lock=True)
+    where = domain.address(p.country, p.state, p.postalCode, p.city)
+    domain.require_draft(row["status"], "can only calculate tax for draft invoices")
+    saved = await _edit(conn, scope, row, address=where)
+    invoice = await _updated(conn, scope, saved)
+    return TaxResult(invoice=invoice, taxLines=_tax_lines(saved),
+                     totalTax=invoice.tax)
+
+
+@router.handler(INVOICE_FINALIZE, transaction=True)
+async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
+                           conn: asyncpg.Connection) -> Invoice:
+    """§5.4: draft → open with its amount due, and the organization's next number in this
+    mode, taken in this transaction (§9.11)."""
+    row = await _load(conn, scope, p.id, lock=True)
+    domain.finalizable(row["status"])
+    number = await store.next_number(conn, scope.org_id, scope.livemode, "invoice")
+    due = domain.amount_due(row["subtotal"], row["tax"], row["discount"],
+                            row["credit_applied"])
+    row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
+                             status=domain.OPEN, amount_due=due, number=number)
+    return await _announce(conn, scope, row, "invoice.finalized")
+
+
+@router.handler(INVOICE_VOID, transaction=True)
+async def void_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
+                       conn: asyncpg.Connection) -> Invoice:
+    """§5.6: a draft or open invoice → void; what it collected goes back first."""
+    row = await _load(conn, scope, p.id, lock=True)
+    domain.voidable(row["status"])
+    if not domain.collected_nothing(row["amount_paid"], row["credit_applied"]):
+        await _give_back(ctx, conn, scope, row)
+    row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
+                             status=domain.VOID, voided_at=now())
+    return await _announce(conn, scope, row, "invoice.voided")
+
+
+async def _give_back(ctx: Context, conn: asyncpg.Connection, scope: Scope,
+                     row: asyncpg.Record) -> None:
+    """§5.6 Δ[MUST]: return every partial payment recorded on the invoice (burnt grants
+    re-credited through the ledger, wallet withdrawals re-deposited, customer balance
+    re-credited) before it is voided, idempotently. Collection is not built yet, so no
+    invoice has collected anything; until it is, such a void is refused rather than
+    keeping the money."""
+    raise Failure(ErrorCode.NOT_IMPLEMENTED, 501,
+                  "voiding an invoice that collected money is not supported yet")
+
+
+@router.handler(INVOICE_PDF)
+async def invoice_pdf(ctx: Context, scope: Scope, p: InvoiceIdParams) -> InvoiceDocument:
+    row = await _load(ctx.pool, scope, p.id)
+    invoice = _invoice(row, scope.livemode)
+    seller = scope.org_name or scope.org_id
+    # Laying out pages is CPU work: off the event loop, which serves other requests.
+    content = await asyncio.to_thread(document.render, invoice, seller,
+                                      _tax_lines(row))
+    return InvoiceDocument(filename=f"{invoice.numberStr or invoice.id}.pdf",
+                           contentType="application/pdf", content=content)
+
+
+@router.handler(INVOICE_PAYMENT_GET)
+async def invoice_payment(ctx: Context, scope: Scope, p: InvoicePaymentParams,
+                          ) -> InvoicePayment:
+    """What payments refunds for `POST /refunds {invoiceId}` (payments.md §4.4): the intent
+    that collected a paid invoice."""
+    row = await _load(ctx.pool, scope, p.invoiceId)
+    if row["status"] != domain.PAID:
+        raise invalid(f"can only refund paid invoices, current: {row['status']}")
+    if not row["payment_intent_id"]:
+        raise invalid("invoice was not paid through a payment intent")
+    return InvoicePayment(paymentIntentId=row["payment_intent_id"])
+
+
+# ---- tax rates -----------------------------------------------------------------------------
+
+
+@router.handler(TAX_RATE_CREATE, transaction=True)
+async def create_tax_rate(ctx: Context, scope: Scope, p: TaxRateCreateParams,
+                          conn: asyncpg.Connection) -> Any:
+    rate = domain.new_tax_rate(p)
+    row = await store.create_tax_rate(conn, scope.org_id, scope.livemode, new_id("txr_"), rate,
+                                      p.code.strip())
+    return created(_tax_rate(row))
+
+
+@router.handler(TAX_RATE_LIST)
+async def list_tax_rates(ctx: Context, scope: Scope, p: TaxRateListParams) -> TaxRateList:
+    rows = await store.tax_rate_rows(ctx.pool, scope.org_id, scope.livemode,
+                                     p.country.strip().upper())
+    return TaxRateList([_tax_rate(r) for r in rows], len(rows))
+
+
+# ---- the steps -----------------------------------------------------------------------------
+
+
+async def _load(db: Any, scope: Scope, invoice_id: str, *, lock: bool = False,
+                ) -> asyncpg.Record:
+    row = await store.invoice(db, scope.org_id, scope.livemode, invoice_id.strip(), lock=lock)
+    if row is None:
+        raise not_found(domain.INVOICE_NOT_FOUND)
+    return row
+
+
+async def _edit(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, *,
+                lines: list[LineItem] | None = None, address: domain.Address | None = None,
+                **changes: Any) -> asyncpg.Record:
+    """A draft after an edit, with its totals again (§9.6) and, when an address is known
+    (given now or kept from an earlier calculation), its tax again (§5.10 Δ)."""
+    if lines is not None:
+        changes["line_items"] = msgspec.to_builtins(lines)
+        changes["subtotal"] = domain.subtotal(lines)
+    subtotal = changes.get("subtotal", row["subtotal"])
+    discount = changes.get("discount", row["discount"])
+    tax = row["tax"]
+    if address is None and row["tax_address"] is not None:
+        address = msgspec.convert(row["tax_address"], domain.Address)
+    if address is not None:
+        rates = await store.tax_rates(conn, scope.org_id, scope.livemode, address.country)
+        taxes = domain.tax_lines(rates, address, subtotal, discount)
+        tax = domain.in_range(sum(t.amount for t in taxes))
+        changes.update(tax=tax, tax_lines=msgspec.to_builtins(taxes),
+                       tax_address=msgspec.to_builtins(address),
+                       tax_percent=domain.tax_percent(tax, subtotal))
+    changes["amount_due"] = domain.amount_due(subtotal, tax, discount, row["credit_applied"])
+    return await store.update(conn, scope.org_id, scope.livemode, row["id"], **changes)
+
+
+async def _updated(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record) -> Invoice:
+    return await _announce(conn, scope, row, "invoice.updated")
+
+
+async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
+                    type: str) -> Invoice:
+    """The invoice as answered, and its event committed with the change (the outbox)."""
+    invoice = _invoice(row, scope.livemode)
+    await add_event(conn, "invoicing", type=type, object_type="invoice", object_id=invoice.id,
+                    org_id=scope.org_id, livemode=scope.livemode, customer_id=invoice.userId,
+                    data=invoice)
+    return invoice
+
+
+def _lines(row: asyncpg.Record) -> list[LineItem]:
+    return msgspec.convert(row["line_items"], list[LineItem])
+
+
+def _tax_lines(row: asyncpg.Record) -> list[TaxLine]:
+    return msgspec.convert(row["tax_lines"] or [], list[TaxLine])
+
+
+def _invoice(r: asyncpg.Record, livemode: bool) -> Invoice:
+    def when(ts: Any) -> Any:
+        return rfc3339(ts) if ts is not None else UNSET
+
+    return Invoice(
+        id=r["id"], userId=r["user_id"], customerEmail=r["customer_email"],
+        subscriptionId=r["subscription_id"], periodStart=rfc3339(r["period_start"]),
+        periodEnd=rfc3339(r["period_end"]), subtotal=r["subtotal"], tax=r["tax"],
+        discount=r["discount"], creditApplied=r["credit_applied"], amountDue=r["amount_due"],
+        amountPaid=r["amount_paid"], currency=r["currency"], status=r["status"],
+        paymentMethod=r["payment_method"], paymentRef=r["payment_ref"], number=r["number"],
+        numberStr=domain.number_str(r["number"]), attemptCount=r["attempt_count"],
+        lineItems=_lines(r), createdAt=rfc3339(r["created_at"]),
+        updatedAt=rfc3339(r["updated_at"]), discountName=r["discount_name"],
+        amountRemaining=max(0, r["amount_due"] - r["amount_paid"]), livemode=livemode,
+        metadata=r["metadata"] if r["metadata"] is not None else UNSET,
+        dueDate=when(r["due_date"]), paidAt=when(r["paid_at"]), voidedAt=when(r["voided_at"]))
+
+
+def _tax_rate(r: asyncpg.Record) -> TaxRate:
+    return TaxRate(id=r["id"], country=r["country"], state=r["state"], rate=float(r["rate"]),
+                   name=r["name"], code=r["code"],
+                   jurisdiction=domain.jurisdiction(r["country"], r["state"]),
+                   createdAt=rfc3339(r["created_at"]))

@@ -1,0 +1,107 @@
+"""Invoices: the SQL (schema `invoicing`). Every query names the organization and the mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services.invoicing.invoices.domain import Draft, Rate
+from services.runtime.db import fetch_page
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+_INVOICE = ("id, user_id, customer_email, subscription_id, period_start, period_end, status,"
+            " currency, subtotal, tax, tax_address, tax_lines, discount, discount_name,"
+            " credit_applied, amount_due, amount_paid, payment_method, payment_ref,"
+            " payment_intent_id, number, attempt_count, due_date, paid_at, voided_at,"
+            " line_items, line_counter, metadata, created_at, updated_at")
+
+# What an edit may set (`update`): column names are ours, never a client's.
+_CHANGEABLE = frozenset({"status", "subtotal", "tax", "tax_percent", "tax_address",
+                         "tax_lines", "discount", "discount_name", "amount_due", "number",
+                         "voided_at", "line_items", "line_counter"})
+
+
+async def invoice(db: Db, org_id: str, livemode: bool, invoice_id: str, *,
+                  lock: bool = False) -> asyncpg.Record | None:
+    """Locked: every change of one invoice waits for the one before (§5.0, a row lock)."""
+    return await db.fetchrow(
+        f"select {_INVOICE} from invoicing.invoices where org_id = $1 and livemode = $2"
+        f" and id = $3" + (" for update" if lock else ""), org_id, livemode, invoice_id)
+
+
+async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
+                 draft: Draft, lines: list[Any], subtotal: int, amount_due: int,
+                 ) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""insert into invoicing.invoices (org_id, livemode, id, user_id, customer_email,
+            subscription_id, currency, line_items, line_counter, subtotal, amount_due,
+            metadata)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning {_INVOICE}""",
+        org_id, livemode, invoice_id, draft.user_id, draft.customer_email,
+        draft.subscription_id, draft.currency, lines, draft.counter, subtotal, amount_due,
+        draft.metadata)
+
+
+async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
+                 **changes: Any) -> asyncpg.Record:
+    """The invoice with `changes` (columns of `_CHANGEABLE`) made, as it is now."""
+    assert changes.keys() <= _CHANGEABLE, changes.keys() - _CHANGEABLE
+    names = list(changes)
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=4))
+    return await conn.fetchrow(
+        f"update invoicing.invoices set {sets}, updated_at = now()"
+        f" where org_id = $1 and livemode = $2 and id = $3 returning {_INVOICE}",
+        org_id, livemode, invoice_id, *changes.values())
+
+
+async def invoices(db: Db, org_id: str, livemode: bool, user_id: str, status: str,
+                   subscription_id: str, limit: int, offset: int,
+                   ) -> tuple[list[asyncpg.Record], int]:
+    """A page, oldest first (§1.7), and how many match in all."""
+    return await fetch_page(db,
+        f"""select {_INVOICE}, count(*) over () as total from invoicing.invoices
+        where org_id = $1 and livemode = $2 and ($3 = '' or user_id = $3)
+          and ($4 = '' or status = $4) and ($5 = '' or subscription_id = $5)
+        order by created_at, id limit $6 offset $7""",
+        org_id, livemode, user_id, status, subscription_id, limit, offset)
+
+
+async def next_number(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                      kind: str) -> int:
+    """The next number of `kind` for the organization and mode (§9.11). The counter's row
+    stays locked until the caller's transaction ends, so concurrent numberings take their
+    turn, and a rollback gives the number back: no gaps, no duplicates."""
+    return await conn.fetchval(
+        """insert into invoicing.numbers (org_id, livemode, kind, last) values ($1, $2, $3, 1)
+        on conflict (org_id, livemode, kind) do update set last = numbers.last + 1
+        returning last""", org_id, livemode, kind)
+
+
+# ---- tax rates -----------------------------------------------------------------------------
+
+
+async def tax_rates(db: Db, org_id: str, livemode: bool, country: str) -> list[Rate]:
+    rows = await db.fetch(
+        "select id, country, state, rate, name from invoicing.tax_rates"
+        " where org_id = $1 and livemode = $2 and ($3 = '' or country = $3)"
+        " order by created_at, id", org_id, livemode, country)
+    return [Rate(r["id"], r["country"], r["state"], r["rate"], r["name"]) for r in rows]
+
+
+async def tax_rate_rows(db: Db, org_id: str, livemode: bool, country: str,
+                        ) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "select id, country, state, rate, name, code, created_at from invoicing.tax_rates"
+        " where org_id = $1 and livemode = $2 and ($3 = '' or country = $3)"
+        " order by country, state, created_at, id", org_id, livemode, country)
+
+
+async def create_tax_rate(conn: asyncpg.Connection, org_id: str, livemode: bool, rate_id: str,
+                          rate: Rate, code: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "insert into invoicing.tax_rates (org_id, livemode, id, country, state, rate, name, code)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " returning id, country, state, rate, name, code, created_at",
+        org_id, livemode, rate_id, rate.country, rate.state, rate.rate, rate.name, code)

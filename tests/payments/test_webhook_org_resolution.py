@@ -1,7 +1,7 @@
 """Whose a provider webhook is when its URL names no organization (payments.md §5.5 (2)):
 the organization whose provider settings name the event's account (Stripe's Connect
-`account`, Square's `merchant_id`) in the event's mode, verified with that organization's
-secrets only; else the platform's organization.
+`account`, Square's `merchant_id`) in the event's mode, verified with the webhook secret
+that organization stored only (never the platform's); else the platform's organization.
 A claim is proven on save by the organization's own credentials of that provider and mode
 (the fake Stripe and Square know whose account each key is). One organization per account
 and mode; removing the settings removes the claim."""
@@ -325,6 +325,21 @@ async def test_a_forged_delivery_naming_a_claimed_account_changes_nothing(
     for secret in ("whsec_forged", PLATFORM_SECRET):
         status, reply, _ = await to_platform_url(http, body, stripe_header(body, secret))
         assert (status, reply["error"]["message"]) == (401, "invalid webhook signature")
+    assert await stored_as(pool, event_id(body)) == []
+    assert (await intent(http, org, pending["id"]))["status"] == "processing"
+
+
+async def test_a_claim_never_captures_platform_signed_events(
+        http, make_org, pool, stripe_api):
+    """Its claimant stored no webhook secret: the platform's does not verify for it, so the
+    account's deliveries reach no one until it stores its own."""
+    account = new_account()
+    org = await connected(http, make_org, stripe_api, account, "")
+    pending = await processing_intent(http, org, stripe_api)
+    body = stripe_event("payment_intent.succeeded", {
+        "id": pending["providerRef"], "status": "succeeded"}, account=account, livemode=False)
+    status, reply, _ = await to_platform_url(http, body, stripe_header(body, PLATFORM_SECRET))
+    assert (status, reply["error"]["message"]) == (401, "invalid webhook signature")
     assert await stored_as(pool, event_id(body)) == []
     assert (await intent(http, org, pending["id"]))["status"] == "processing"
 

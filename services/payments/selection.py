@@ -94,16 +94,18 @@ def issuer(registry: Registry, offline: bool, name: str) -> Provider:
 
 def providers_of(credentials: Credentials, settings: Settings) -> dict[str, Provider]:
     """Clients of an organization's own accounts."""
-    providers: dict[str, Provider] = {}
-    if credentials.stripe is not None:
-        providers["stripe"] = _stripe(credentials.stripe.secret_key, settings)
-    if credentials.square is not None:
-        account = credentials.square
-        providers["square"] = square.SquareProvider(
-            account.access_token, account.location_id,
-            environment=square.environment(account.environment),
-            base_url=settings.square_base_url or None)
-    return providers
+    return {name: own_provider(credentials, name, settings) for name in ("stripe", "square")
+            if getattr(credentials, name) is not None}
+
+
+def own_provider(credentials: Credentials, name: str, settings: Settings) -> Provider:
+    """A client of the organization's own account at one provider (its settings have it)."""
+    if name == "stripe":
+        return _stripe(credentials.stripe.secret_key, settings)
+    account = credentials.square
+    return square.SquareProvider(account.access_token, account.location_id,
+                                 environment=square.environment(account.environment),
+                                 base_url=settings.square_base_url or None)
 
 
 def platform_providers(settings: Settings, livemode: bool) -> dict[str, Provider]:

@@ -52,9 +52,11 @@ def _id(prefix: str, key: str) -> str:
 
 
 class FakeSquare:
-    def __init__(self, token: str = "EAAAl-test-token", location_id: str = "L88917AVBK2S5"):
+    def __init__(self, token: str = "EAAAl-test-token", location_id: str = "L88917AVBK2S5",
+                 merchant_id: str = "MLQ4D9AZGT7XS"):
         self.token = token
         self.location_id = location_id
+        self.merchant_id = merchant_id  # the merchant the token belongs to
         self.requests: list[dict[str, Any]] = []  # every request as received
         self.problems: list[str] = []  # wire-format violations (a test fails on any)
         self.payments: dict[str, dict] = {}
@@ -165,7 +167,18 @@ class FakeSquare:
             ("POST", r"/v2/customers", self._create_customer),
             ("POST", r"/v2/cards", self._create_card),
             ("POST", r"/v2/cards/([^/]+)/disable", self._disable_card),
+            ("GET", r"/v2/merchants/([^/]+)", self._get_merchant),
         )
+
+    # -- Merchants API ---------------------------------------------------------------------
+
+    def _get_merchant(self, body: dict, merchant_id: str) -> tuple[int, dict]:
+        """`me` is the token's merchant; another merchant's id is not found to this token."""
+        if merchant_id not in ("me", self.merchant_id):
+            return 404, error_body("NOT_FOUND", "merchant not found")
+        answer = fixture("retrieve_merchant")
+        answer["merchant"].update(id=self.merchant_id, main_location_id=self.location_id)
+        return 200, answer
 
     # -- Payments API ----------------------------------------------------------------------
 

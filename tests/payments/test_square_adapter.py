@@ -506,3 +506,23 @@ async def test_retrieve_a_refund_as_square_knows_it(square, provider):
     square.fail("GET", "/v2/refunds/.*", 503)
     err = await declined(provider.retrieve_refund(asked.refund_id))
     assert err.kind == "unavailable"
+
+
+# -- whose merchant a token is (a provider account claim, payments.md §5.5) -------------------
+
+async def test_a_token_speaks_for_its_own_merchant_only(square, provider):
+    assert await provider.speaks_for(square.merchant_id)
+    assert not await provider.speaks_for("MOTHERMERCHANT1")
+    assert [c["path"] for c in square.calls("GET", r"/v2/merchants/.*")] == [
+        "/v2/merchants/me"] * 2
+
+
+async def test_a_token_square_refuses_speaks_for_no_merchant(square, provider):
+    square.fail("GET", "/v2/merchants/me", "UNAUTHORIZED")
+    assert not await provider.speaks_for(square.merchant_id)
+
+
+async def test_square_not_answering_is_no_answer_about_the_merchant(square, provider):
+    square.fail("GET", "/v2/merchants/me", 503)
+    err = await declined(provider.speaks_for(square.merchant_id))
+    assert err.kind == "unavailable"

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from services.payments.providers.base import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
 API_KEY = "sk_test_51Pgaf0B7WZ01zgkWadapter"
+API_ACCOUNT = "acct_1Pgaf0B7WZ01zgkW"  # the account API_KEY belongs to
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -45,6 +47,10 @@ class Recorded:
     def key(self) -> str:
         return self.headers.get("Idempotency-Key", "")
 
+    @property
+    def api_key(self) -> str:
+        return self.headers.get("Authorization", "").removeprefix("Bearer ")
+
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -53,9 +59,15 @@ class FakeStripe:
     """Routes of the Stripe API the adapter uses. Every request is checked (auth, version,
     encoding, an idempotency key on every POST) and recorded; a POST with a key seen before
     is replayed as Stripe does. `script` queues answers (a status and body, or a coroutine
-    function: a slow or failing server) ahead of the default ones."""
+    function: a slow or failing server) ahead of the default ones.
+
+    It knows the account each secret key belongs to (`keys`) and the accounts connected to a
+    Connect platform's (`connected`); `new_key` adds to both. A key it does not know is
+    refused 401, an account neither the key's nor connected to it 403 `account_invalid`."""
 
     def __init__(self) -> None:
+        self.keys: dict[str, str] = {API_KEY: API_ACCOUNT}
+        self.connected: dict[str, set[str]] = {}
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self.script: list[Reply | Callable[[], Any]] = []
@@ -82,6 +94,16 @@ class FakeStripe:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_3PtEst{next(self._ids):012d}"
 
+    def new_key(self, account: str, livemode: bool = False, *, platform: str = "") -> str:
+        """A secret key of the account in that mode (Stripe's keys carry their account's id
+        after `sk_…_51`); the account connected to `platform`'s when given."""
+        key = (f"sk_{'live' if livemode else 'test'}_51{account.removeprefix('acct_')}"
+               f"{secrets.token_hex(8)}")
+        self.keys[key] = account
+        if platform:
+            self.connected.setdefault(platform, set()).add(account)
+        return key
+
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
         form = dict(parse_qsl(body, keep_blank_values=True))
@@ -89,6 +111,8 @@ class FakeStripe:
         rec = Recorded(request.method, request.path, headers, form)
         self.requests.append(rec)
         self._check(rec)
+        if rec.api_key not in self.keys:
+            return web.json_response(fixture("authentication_error"), status=401)
         if rec.method == "POST" and rec.key in self.replays:
             status, payload = self.replays[rec.key]
             return web.json_response(payload, status=status,
@@ -107,7 +131,7 @@ class FakeStripe:
 
     def _check(self, rec: Recorded) -> None:
         h = rec.headers
-        if h.get("Authorization") != f"Bearer {API_KEY}":
+        if not h.get("Authorization", "").startswith("Bearer sk_"):
             self.violations.append(f"{rec.path}: authorization {h.get('Authorization')!r}")
         if h.get("Stripe-Version") != adapter.API_VERSION:
             self.violations.append(f"{rec.path}: version {h.get('Stripe-Version')!r}")
@@ -174,11 +198,26 @@ class FakeStripe:
                       payment_method=pm if f.get("expand[0]") == "payment_method"
                       else pm["id"])
             return 200, si
+        if path == "/v1/account":
+            return 200, self.account(self.keys[rec.api_key])
+        if path.startswith("/v1/accounts/"):
+            wanted, own = path.split("/")[3], self.keys[rec.api_key]
+            if wanted == own or wanted in self.connected.get(own, ()):
+                return 200, self.account(wanted)
+            return 403, fixture("account_invalid")
         if path.startswith("/v1/disputes/"):  # evidence submitted, or closed (accepted)
             closing = path.endswith("/close")
             return 200, {"id": path.split("/")[3], "object": "dispute",
                          "status": "lost" if closing else "under_review"}
         return 404, fixture("invalid_request_error")
+
+
+    @staticmethod
+    def account(account_id: str) -> dict[str, Any]:
+        account = fixture("account")
+        account["id"] = account_id
+        account["external_accounts"]["url"] = f"/v1/accounts/{account_id}/external_accounts"
+        return account
 
 
 @pytest.fixture
@@ -720,4 +759,40 @@ async def test_a_retrieve_stripe_cannot_answer_is_unavailable(provider, fake):
     fake.script.append((500, fixture("api_error")))
     with pytest.raises(ProviderError) as e:
         await provider.retrieve_refund("re_slow")
+    assert e.value.kind == "unavailable"
+
+
+# ---- whose account a key is (a provider account claim, payments.md §5.5) -------------------
+
+
+async def test_a_key_speaks_for_its_own_account_with_one_call(provider, fake):
+    assert await provider.speaks_for(API_ACCOUNT)
+    (rec,) = fake.requests
+    assert (rec.method, rec.path, rec.api_key) == ("GET", "/v1/account", API_KEY)
+
+
+async def test_a_platform_key_speaks_for_its_connected_accounts_only(provider, fake):
+    connected, elsewhere = "acct_1ConnectedHere01", "acct_1SomeoneElse001"
+    fake.new_key(connected, platform=API_ACCOUNT)
+    fake.new_key(elsewhere)
+    assert await provider.speaks_for(connected)
+    assert not await provider.speaks_for(elsewhere)
+    assert [r.path for r in fake.requests] == [
+        "/v1/account", f"/v1/accounts/{connected}", "/v1/account", f"/v1/accounts/{elsewhere}"]
+
+
+async def test_a_key_stripe_refuses_speaks_for_no_account(fake):
+    unknown = adapter.StripeProvider("sk_test_51Unknown0000000000000key", api_base=fake.url,
+                                     max_network_retries=0)
+    try:
+        assert not await unknown.speaks_for(API_ACCOUNT)
+    finally:
+        await unknown.close()
+    assert [r.path for r in fake.requests] == ["/v1/account"]
+
+
+async def test_stripe_not_answering_is_no_answer_about_the_account(provider, fake):
+    fake.script.append((503, fixture("api_error")))
+    with pytest.raises(ProviderError) as e:
+        await provider.speaks_for(API_ACCOUNT)
     assert e.value.kind == "unavailable"

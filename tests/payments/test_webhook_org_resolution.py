@@ -1,8 +1,10 @@
 """Whose a provider webhook is when its URL names no organization (payments.md §5.5 (2)):
 the organization whose provider settings name the event's account (Stripe's Connect
-`account`, Square's `merchant_id`) in the event's mode, verified with that organization's
-secrets only; else the platform's organization. One organization per account and mode;
-removing the settings removes the claim."""
+`account`, Square's `merchant_id`) in the event's mode, verified with the webhook secret
+that organization stored only (never the platform's); else the platform's organization.
+A claim is proven on save by the organization's own credentials of that provider and mode
+(the fake Stripe and Square know whose account each key is). One organization per account
+and mode; removing the settings removes the claim."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import secrets
 import pytest
 
 from services.payments.webhooks_in import domain
-from tests.payments.test_stripe_adapter import API_KEY
+from tests.payments.test_stripe_adapter import fixture
 from tests.payments.test_webhooks_in import (
     PLATFORM_SECRET,
     PLATFORM_SQUARE_KEY,
@@ -24,8 +26,6 @@ from tests.payments.test_webhooks_in import (
     stripe_header,
 )
 from tests.support import add_payment_method, new_user, org_id_of, post, request
-
-LIVE_KEY = "sk_live_51Pgaf0B7WZ01zgkWresolution"
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +53,35 @@ def new_account() -> str:
     return f"acct_{secrets.token_hex(6)}"
 
 
-async def claim_stripe(http, org, account: str, secret: str, key: str = "sk_test"):
-    """The organization's Stripe settings in the key's mode, naming the Connect account."""
-    return await post(http, "/provider-settings", {"stripe": {
-        "secretKey": API_KEY if key == "sk_test" else LIVE_KEY, "webhookSecret": secret,
-        "accountId": account}}, org.auth(key))
+async def claim_stripe(http, org, account: str, secret: str, secret_key: str):
+    """The organization's Stripe settings in the secret key's mode, naming the account."""
+    settings = {"secretKey": secret_key, "accountId": account} | (
+        {"webhookSecret": secret} if secret else {})
+    return await post(http, "/provider-settings", {"stripe": settings},
+                      org.auth("sk_live" if secret_key.startswith("sk_live_") else "sk_test"))
 
 
-async def connected(http, make_org, account: str, secret: str, key: str = "sk_test"):
+async def connected(http, make_org, stripe_api, account: str, secret: str,
+                    livemode: bool = False):
+    """An organization claiming the account in the mode with a key of the account's."""
     org = await make_org()
-    status, body, _ = await claim_stripe(http, org, account, secret, key)
+    status, body, _ = await claim_stripe(http, org, account, secret,
+                                         stripe_api.new_key(account, livemode))
     assert status == 200, body
     return org
+
+
+async def settings_of(http, org) -> dict:
+    status, body, _ = await request(http, "GET", "/api/v1/billing/provider-settings",
+                                    org.auth())
+    assert status == 200, body
+    return body
+
+
+async def claimants(pool, account: str) -> list:
+    return [tuple(r) for r in await pool.fetch(
+        "select org_id, livemode from payments.provider_accounts where account_id = $1",
+        account)]
 
 
 async def to_platform_url(http, body: bytes, headers: dict, provider: str = "stripe"):
@@ -89,10 +106,12 @@ def test_the_account_is_read_from_the_body_only_when_it_is_one():
         assert domain.account_in("stripe", body) == ""
 
 
-async def test_an_account_is_one_organizations_in_each_mode(http, make_org, square_api):
+async def test_an_account_is_one_organizations_in_each_mode(http, make_org, stripe_api,
+                                                           square_api):
     account = new_account()
+    key, live_key = stripe_api.new_key(account), stripe_api.new_key(account, livemode=True)
     first, second = await make_org(), await make_org()
-    status, body, _ = await claim_stripe(http, first, "acct_not valid", "whsec_first")
+    status, body, _ = await claim_stripe(http, first, "acct_not valid", "whsec_first", key)
     assert (status, body["error"]["message"]) == (
         400, "stripe.accountId must be acct_ followed by letters and digits")
     status, body, _ = await post(http, "/provider-settings", {"square": {
@@ -100,31 +119,126 @@ async def test_an_account_is_one_organizations_in_each_mode(http, make_org, squa
         "merchantId": "M-1"}}, first.auth())
     assert (status, body["error"]["message"]) == (400, "square.merchantId must be letters and digits")
 
-    status, body, _ = await claim_stripe(http, first, account, "whsec_first")
+    status, body, _ = await claim_stripe(http, first, account, "whsec_first", key)
     assert (status, body["stripe"]["accountId"]) == (200, account)
-    status, body, _ = await claim_stripe(http, second, account, "whsec_second")
+    # Two organizations holding the account's keys: the first to claim it has it.
+    status, body, _ = await claim_stripe(http, second, account, "whsec_second", key)
     assert (status, body["error"]["message"]) == (
         409, f"stripe account {account} is already another organization's in test mode")
-    status, body, _ = await request(http, "GET", "/api/v1/billing/provider-settings",
-                                    second.auth())
-    assert body["stripe"] is None  # refused whole: nothing of it stored
+    assert (await settings_of(http, second))["stripe"] is None  # refused whole
     # The other mode is another claim.
-    status, body, _ = await claim_stripe(http, second, account, "whsec_second", "sk_live")
+    status, body, _ = await claim_stripe(http, second, account, "whsec_second", live_key)
     assert (status, body["livemode"], body["stripe"]["accountId"]) == (200, True, account)
     # Given up ("" removes it), the account can be claimed again.
     status, body, _ = await post(http, "/provider-settings", {"stripe": {"accountId": ""}},
                                  first.auth())
     assert (status, body["stripe"]["accountId"], body["stripe"]["webhookSecretSet"]) == (
         200, "", True)
-    status, _, _ = await claim_stripe(http, second, account, "whsec_second")
+    status, _, _ = await claim_stripe(http, second, account, "whsec_second", key)
     assert status == 200
+
+
+async def test_a_stripe_claim_is_proven_by_the_organizations_own_key(
+        http, make_org, pool, platform, stripe_api):
+    its_own, squatted = new_account(), new_account()
+    owner_key = stripe_api.new_key(squatted)
+    squatter = await make_org()
+    status, body, _ = await claim_stripe(http, squatter, squatted, "",
+                                         stripe_api.new_key(its_own))
+    assert (status, body["error"]["message"], body["error"]["param"]) == (
+        400, f"the stripe credentials of test mode do not belong to account {squatted}",
+        "stripe.accountId")
+    assert (await settings_of(http, squatter))["stripe"] is None
+    assert await claimants(pool, squatted) == []
+    # Its real owner is not kept out.
+    owner = await make_org()
+    status, body, _ = await claim_stripe(http, owner, squatted, "whsec_owner", owner_key)
+    assert (status, body["stripe"]["accountId"]) == (200, squatted)
+    assert await claimants(pool, squatted) == [(await org_id_of(platform, owner), False)]
+    # A Connect platform's key speaks for the accounts connected to it.
+    platform_account, connected_account = new_account(), new_account()
+    platform_key = stripe_api.new_key(platform_account)
+    stripe_api.new_key(connected_account, platform=platform_account)
+    status, body, _ = await claim_stripe(http, await make_org(), connected_account, "",
+                                         platform_key)
+    assert (status, body["stripe"]["accountId"]) == (200, connected_account)
+    assert [r.path for r in stripe_api.requests[-2:]] == [
+        "/v1/account", f"/v1/accounts/{connected_account}"]
+
+
+async def test_a_claim_needs_the_organizations_credentials_of_that_mode(
+        http, make_org, pool, platform, stripe_api):
+    account, org = new_account(), await make_org()
+    status, body, _ = await post(http, "/provider-settings", {"stripe": {"accountId": account}},
+                                 org.auth())
+    assert (status, body["error"]["message"]) == (
+        400, "stripe.accountId needs stripe.secretKey: the organization's own key of test"
+             " mode proves the account is its")
+    status, body, _ = await post(http, "/provider-settings", {"square": {"merchantId": "M1"}},
+                                 org.auth())
+    assert (status, body["error"]["message"]) == (
+        400, "square.merchantId needs square.accessToken: the organization's own token of test"
+             " mode proves the merchant is its")
+    # Its test key is no proof in live mode, where it has none.
+    status, _, _ = await claim_stripe(http, org, account, "", stripe_api.new_key(account))
+    assert status == 200
+    status, body, _ = await post(http, "/provider-settings", {"stripe": {"accountId": account}},
+                                 org.auth("sk_live"))
+    assert (status, body["error"]["message"]) == (
+        400, "stripe.accountId needs stripe.secretKey: the organization's own key of live"
+             " mode proves the account is its")
+    assert await claimants(pool, account) == [(await org_id_of(platform, org), False)]
+
+
+async def test_a_square_claim_is_proven_by_the_organizations_own_token(
+        http, make_org, pool, square_api):
+    square_api.merchant_id = f"M{secrets.token_hex(6).upper()}"  # whose the token now is
+    org = await make_org()
+    settings = {"accessToken": square_api.token, "locationId": square_api.location_id}
+    status, body, _ = await post(http, "/provider-settings", {"square": settings}, org.auth())
+    assert status == 200, body
+    # The stored token proves the merchant (or not) on its own.
+    other = f"M{secrets.token_hex(6).upper()}"
+    status, body, _ = await post(http, "/provider-settings", {"square": {"merchantId": other}},
+                                 org.auth())
+    assert (status, body["error"]["message"], body["error"]["param"]) == (
+        400, f"the square credentials of test mode do not belong to merchant {other}",
+        "square.merchantId")
+    assert await claimants(pool, other) == []
+    status, body, _ = await post(http, "/provider-settings", {
+        "square": {"merchantId": square_api.merchant_id}}, org.auth())
+    assert (status, body["square"]["merchantId"]) == (200, square_api.merchant_id)
+
+
+async def test_a_provider_that_does_not_answer_leaves_the_claim_unsaved(
+        http, make_org, pool, stripe_api):
+    account, org = new_account(), await make_org()
+    stripe_api.script += [(503, fixture("api_error"))] * 2  # the SDK retries once
+    try:
+        status, body, _ = await claim_stripe(http, org, account, "whsec_down",
+                                             stripe_api.new_key(account))
+    finally:
+        stripe_api.script.clear()
+    assert (status, body["error"]["message"]) == (502, "payment provider unavailable")
+    assert (await settings_of(http, org))["stripe"] is None
+    assert await claimants(pool, account) == []
+    # A proven claim is not asked again when only its webhook secret changes.
+    owner = await connected(http, make_org, stripe_api, account, "whsec_up")
+    stripe_api.script.append((503, fixture("api_error")))
+    try:
+        status, body, _ = await post(http, "/provider-settings", {
+            "stripe": {"webhookSecret": "whsec_rotated"}}, owner.auth())
+        assert len(stripe_api.script) == 1  # Stripe was not asked
+    finally:
+        stripe_api.script.clear()
+    assert (status, body["stripe"]["accountId"]) == (200, account)
 
 
 async def test_a_connect_event_reaches_the_organization_that_named_its_account(
         http, make_org, platform, pool, platform_org_id, stripe_api):
     account = new_account()
-    mine = await connected(http, make_org, account, "whsec_mine_1")
-    other = await connected(http, make_org, new_account(), "whsec_other_1")
+    mine = await connected(http, make_org, stripe_api, account, "whsec_mine_1")
+    other = await connected(http, make_org, stripe_api, new_account(), "whsec_other_1")
     my_intent = await processing_intent(http, mine, stripe_api)
     other_intent = await processing_intent(http, other, stripe_api)
     mine_id, other_id = await org_id_of(platform, mine), await org_id_of(platform, other)
@@ -157,6 +271,7 @@ async def test_a_connect_event_reaches_the_organization_that_named_its_account(
 async def test_a_square_event_reaches_the_organization_of_its_merchant(
         http, make_org, platform, pool, platform_org_id, square_api):
     merchant, key = f"M{secrets.token_hex(6).upper()}", f"sqkey_{secrets.token_hex(4)}"
+    square_api.merchant_id = merchant  # whose the token now is
     org = await make_org()
     status, body, _ = await post(http, "/provider-settings", {"square": {
         "accessToken": square_api.token, "locationId": square_api.location_id,
@@ -202,7 +317,7 @@ async def test_an_unknown_account_or_none_is_the_platforms(http, pool, platform_
 async def test_a_forged_delivery_naming_a_claimed_account_changes_nothing(
         http, make_org, pool, platform_org_id, stripe_api):
     account = new_account()
-    org = await connected(http, make_org, account, "whsec_claimed_1")
+    org = await connected(http, make_org, stripe_api, account, "whsec_claimed_1")
     pending = await processing_intent(http, org, stripe_api)
     body = stripe_event("payment_intent.succeeded", {
         "id": pending["providerRef"], "status": "succeeded"}, account=account, livemode=False)
@@ -214,10 +329,25 @@ async def test_a_forged_delivery_naming_a_claimed_account_changes_nothing(
     assert (await intent(http, org, pending["id"]))["status"] == "processing"
 
 
+async def test_a_claim_never_captures_platform_signed_events(
+        http, make_org, pool, stripe_api):
+    """Its claimant stored no webhook secret: the platform's does not verify for it, so the
+    account's deliveries reach no one until it stores its own."""
+    account = new_account()
+    org = await connected(http, make_org, stripe_api, account, "")
+    pending = await processing_intent(http, org, stripe_api)
+    body = stripe_event("payment_intent.succeeded", {
+        "id": pending["providerRef"], "status": "succeeded"}, account=account, livemode=False)
+    status, reply, _ = await to_platform_url(http, body, stripe_header(body, PLATFORM_SECRET))
+    assert (status, reply["error"]["message"]) == (401, "invalid webhook signature")
+    assert await stored_as(pool, event_id(body)) == []
+    assert (await intent(http, org, pending["id"]))["status"] == "processing"
+
+
 async def test_removing_the_settings_gives_the_account_up(http, make_org, pool,
                                                           platform_org_id, stripe_api):
     account = new_account()
-    org = await connected(http, make_org, account, "whsec_leaving_1")
+    org = await connected(http, make_org, stripe_api, account, "whsec_leaving_1")
     status, body, _ = await request(http, "DELETE", "/api/v1/billing/provider-settings/stripe",
                                     org.auth())
     assert (status, body["stripe"]) == (200, None)
@@ -225,13 +355,14 @@ async def test_removing_the_settings_gives_the_account_up(http, make_org, pool,
     status, _, _ = await to_platform_url(http, body, stripe_header(body, PLATFORM_SECRET))
     assert status == 200
     assert await stored_as(pool, event_id(body)) == [(platform_org_id, False, "ignored")]
-    await connected(http, make_org, account, "whsec_arriving_1")  # free to claim again
+    await connected(http, make_org, stripe_api, account, "whsec_arriving_1")  # free again
 
 
 async def test_each_mode_of_an_account_has_its_own_organization(
         http, make_org, platform, pool, platform_org_id, stripe_api):
     account = new_account()
-    live = await connected(http, make_org, account, "whsec_live_owner", "sk_live")
+    live = await connected(http, make_org, stripe_api, account, "whsec_live_owner",
+                           livemode=True)
     live_id = await org_id_of(platform, live)
 
     live_event = stripe_event("charge.succeeded", {"id": "ch_1"}, account=account,
@@ -248,7 +379,7 @@ async def test_each_mode_of_an_account_has_its_own_organization(
     assert status == 200
     assert await stored_as(pool, event_id(test_event)) == [(platform_org_id, False, "ignored")]
 
-    test = await connected(http, make_org, account, "whsec_test_owner")
+    test = await connected(http, make_org, stripe_api, account, "whsec_test_owner")
     test_id = await org_id_of(platform, test)
     test_event = stripe_event("charge.succeeded", {"id": "ch_3"}, account=account,
                               livemode=False)

@@ -2,6 +2,9 @@
 into what is stored, how the credentials are sealed, and what a read shows (payments.md §1.3).
 The provider accounts the settings name (Stripe's Connect account, Square's merchant) are
 not secret: they say whose a provider webhook is when its URL names no organization (§5.5).
+So a claim must be proven: the organization's own credentials of that provider and mode
+must speak for the account (`claims_to_prove`, asked of the provider on save), else anyone
+could claim another's account first and keep its owner out.
 
 Credentials belong to the mode they are stored for: a test-mode caller stores Stripe test
 keys and a Square sandbox, a live one live keys and Square production (§0.2 DO: one
@@ -115,6 +118,35 @@ def accounts(credentials: Credentials) -> list[tuple[str, str]]:
         ("square", square.merchant_id if square else "")) if account]
 
 
+def claims_to_prove(before: Credentials, after: Credentials) -> list[tuple[str, str]]:
+    """(provider, account id) of each account the update claims anew, or claims with other
+    credentials than the ones that proved it: the provider confirms these before the save."""
+    claims = []
+    for provider in PROCESSORS:
+        claim = _claim(after, provider)
+        if claim[0] and claim != _claim(before, provider):
+            claims.append((provider, claim[0]))
+    return claims
+
+
+def _claim(credentials: Credentials, provider: str) -> tuple[str, str]:
+    """(account id, the credential that proves it) of one provider's settings."""
+    if provider == "stripe":
+        stripe = credentials.stripe
+        return (stripe.account_id, stripe.secret_key) if stripe else ("", "")
+    square = credentials.square
+    return (square.merchant_id, square.access_token) if square else ("", "")
+
+
+def not_theirs(provider: str, account: str, livemode: bool) -> Failure:
+    """The provider says the organization's credentials do not speak for the account."""
+    what = "account" if provider == "stripe" else "merchant"
+    field = "stripe.accountId" if provider == "stripe" else "square.merchantId"
+    mode = "live" if livemode else "test"
+    return invalid(f"the {provider} credentials of {mode} mode do not belong to {what} {account}",
+                   field)
+
+
 def without(stored: Credentials, provider: str) -> Credentials:
     if provider not in PROCESSORS:
         raise invalid("provider must be square or stripe", "provider")
@@ -135,6 +167,9 @@ def _stripe(old: StripeAccount | None, p: StripeSettingsParams, mode: str) -> St
         account_id=_account(p.accountId, old.account_id, "stripe.accountId",
                             _STRIPE_ACCOUNT, "acct_ followed by letters and digits"))
     if not account.secret_key:
+        if account.account_id:
+            raise invalid("stripe.accountId needs stripe.secretKey: the organization's own"
+                          f" key of {mode} mode proves the account is its", "stripe.secretKey")
         raise invalid("stripe.secretKey is required", "stripe.secretKey")
     return account
 
@@ -158,6 +193,9 @@ def _square(old: SquareAccount | None, p: SquareSettingsParams, mode: str) -> Sq
                                        "square.webhookSignatureKey"),
         merchant_id=_account(p.merchantId, old.merchant_id, "square.merchantId",
                              _SQUARE_MERCHANT, "letters and digits"))
+    if not account.access_token and account.merchant_id:
+        raise invalid("square.merchantId needs square.accessToken: the organization's own"
+                      f" token of {mode} mode proves the merchant is its", "square.accessToken")
     for value, field in ((account.access_token, "square.accessToken"),
                          (account.location_id, "square.locationId")):
         if not value:

@@ -5,7 +5,10 @@ replica forgets its cached providers at once, the others within `selection.TTL`)
 
 The provider accounts the settings name are kept beside them (`provider_accounts`, one
 organization per account and mode: a second one claiming it is refused 409), so that a
-provider webhook without an organization in its URL finds its organization (§5.5)."""
+provider webhook without an organization in its URL finds its organization (§5.5). A claim
+is proven first: the provider is asked, with the organization's own credentials of that
+provider and mode (never the platform's), whether they speak for the account; a no is 400,
+a provider that does not answer 502, and nothing is saved either way."""
 
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from contracts.payments import (
     ProviderSettingsParams,
     ProviderSettingsQuery,
 )
-from services.payments.common import event
+from services.payments import selection
+from services.payments.common import event, provider_failure
 from services.payments.provider_settings import domain, store
+from services.payments.providers.base import ProviderError
 from services.runtime.encryption import SecretBox
 from services.runtime.service import Context, Router
 
@@ -58,8 +63,10 @@ async def update_settings(ctx: Context, scope: Scope, p: ProviderSettingsParams,
                           conn: asyncpg.Connection) -> ProviderSettings:
     domain.require_change(p)
     before = await _to_change(ctx, scope, conn)
+    after = domain.merged(before.credentials, p, scope.livemode)
+    await _prove_claims(ctx, scope, before.credentials, after)
     return await _save(ctx, scope, conn, domain.preferred(p.preferredProcessor, before.preferred),
-                       domain.merged(before.credentials, p, scope.livemode))
+                       after)
 
 
 @router.handler(PROVIDER_SETTINGS_DELETE, transaction=True)
@@ -74,6 +81,20 @@ async def _to_change(ctx: Context, scope: Scope, conn: asyncpg.Connection,
                      ) -> domain.Stored:
     row = await store.settings_to_change(conn, scope.org_id, scope.livemode)
     return _opened(ctx.state.secrets, scope.org_id, scope.livemode, row)
+
+
+async def _prove_claims(ctx: Context, scope: Scope, before: domain.Credentials,
+                        after: domain.Credentials) -> None:
+    for provider, account in domain.claims_to_prove(before, after):
+        client = selection.own_provider(after, provider, ctx.settings)
+        try:
+            theirs = await client.speaks_for(account)
+        except ProviderError as e:
+            raise provider_failure(e) from e
+        finally:
+            await client.close()
+        if not theirs:
+            raise domain.not_theirs(provider, account, scope.livemode)
 
 
 async def _save(ctx: Context, scope: Scope, conn: asyncpg.Connection, preferred: str,

@@ -277,6 +277,20 @@ class SquareProvider:
         method = await self.attach_method(customer_ref, token, idempotency_key)
         return SetupResult(status="succeeded", setup_id=method.provider_ref, method=method)
 
+    # -- the account ---------------------------------------------------------------------
+
+    async def speaks_for(self, merchant_id: str) -> bool:
+        """Whether this access token is the Square merchant's (`GET /v2/merchants/me`: the
+        merchant a token belongs to). Square refusing the token is a no."""
+        try:
+            merchant = (await self._call(self._client.merchants.get(
+                "me", request_options=self._options))).merchant
+        except ProviderError as err:
+            if err.kind != "invalid":
+                raise
+            return False
+        return merchant is not None and merchant.id == merchant_id
+
     # -- webhooks ------------------------------------------------------------------------
 
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,

@@ -272,6 +272,30 @@ class StripeProvider:
         await self._call(self._v1.disputes.close_async(
             dispute_ref, {}, {"idempotency_key": idempotency_key}))
 
+    # ---- the account
+
+    async def speaks_for(self, account_id: str) -> bool:
+        """Whether this key may act for the Stripe account: the account it belongs to
+        (`GET /v1/account`), or one connected to it, the key a Connect platform's
+        (`GET /v1/accounts/{id}`). Stripe refusing the key, or the account to it, is a no."""
+        own = await self._account(self._v1.accounts.retrieve_current_async())
+        if own is None:
+            return False
+        if own["id"] == account_id:
+            return True
+        return await self._account(self._v1.accounts.retrieve_async(account_id)) is not None
+
+    async def _account(self, call: Awaitable[Any]) -> dict[str, Any] | None:
+        try:
+            return await self._call(call)
+        except ProviderError as e:
+            # 401 a key Stripe does not know, 403 `account_invalid` an account not the
+            # key's, 404 none such; anything else is Stripe not answering.
+            if isinstance(e.__cause__, (stripe.AuthenticationError, stripe.PermissionError,
+                                        stripe.InvalidRequestError)):
+                return None
+            raise
+
     # ---- webhooks
 
     def verify_webhook(self, payload: bytes, headers: dict[str, str], secret: str,

@@ -5,11 +5,12 @@ Whose delivery it is (§5.5): the organization the URL names; else, in each mode
 whose provider settings name the event's account in that mode (Stripe's Connect `account`,
 Square's `merchant_id`); else the platform's. A delivery is verified with that
 organization's webhook secrets (each mode's, from its provider settings; the platform's
-from the environment for a mode it stored none for): the secret that verifies decides the
-mode. It is then stored once per provider event id, organization and mode, with its raw
-body and what became of it (`webhook_events_in`); a redelivery is answered 200 `duplicate`
-and changes nothing. Concurrent deliveries share their insert (`Intake`): one statement,
-one transaction per batch.
+from the environment for a mode it stored none for, except a mode it holds the event's
+account in: a claim never captures platform-signed events): the secret that verifies
+decides the mode. It is then stored once per provider event id, organization and mode,
+with its raw body and what became of it (`webhook_events_in`); a redelivery is answered
+200 `duplicate` and changes nothing. Concurrent deliveries share their insert (`Intake`):
+one statement, one transaction per batch.
 
 What the event changes (§5.4) is applied right after, in a transaction of its own that
 claims the stored event, so it happens once: intents, refunds and payment methods take the
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from datetime import timedelta
 
 import asyncpg
@@ -86,14 +87,16 @@ async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider
     name the body's provider account in that mode, else the scope's (the URL's, the
     platform's). The account is read before the signature is checked only to choose whose
     secrets check it: a delivery naming an account claimed in a mode is, in that mode, the
-    claimant's (its secrets, or the platform's if it stored none) or refused."""
+    claimant's, verified with the webhook secret it stored of that mode only (never the
+    platform's), or refused."""
     account = "" if p.orgNamed else domain.account_in(provider, p.body)
     owners = {r["livemode"]: r["org_id"] for r in await settings_store.account_owners(
         ctx.pool, provider, account)} if account else {}
     whose = {mode: owners.get(mode, scope.org_id) for mode in (True, False)}
     now = time.time()
     for org_id in dict.fromkeys(whose.values()):
-        secrets = [s for s in await ctx.state.webhook_secrets.of(org_id, provider)
+        claimed = {mode for mode, owner in owners.items() if owner == org_id}
+        secrets = [s for s in await ctx.state.webhook_secrets.of(org_id, provider, claimed)
                    if whose[s.livemode] == org_id]
         try:
             return org_id, *domain.verify(provider, p.body, p.headers, p.url, secrets, now)
@@ -277,7 +280,15 @@ class Secrets:
         self._platform = platform_secrets(ctx.settings)
         self._cache: dict[tuple[str, str], tuple[float, list[Secret]]] = {}
 
-    async def of(self, org_id: str, provider: str) -> list[Secret]:
+    async def of(self, org_id: str, provider: str, claimed: Set[bool] = frozenset(),
+                 ) -> list[Secret]:
+        """Its secrets of each mode; the platform's for a mode without, unless `claimed`
+        (the delivery is the organization's for naming an account it holds in that mode)."""
+        own = await self._own(org_id, provider)
+        modes = {s.livemode for s in own} | claimed
+        return own + [s for s in self._platform[provider] if s.livemode not in modes]
+
+    async def _own(self, org_id: str, provider: str) -> list[Secret]:
         cached = self._cache.get((org_id, provider))
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
@@ -287,8 +298,6 @@ class Secrets:
             own = _stored_secret(settings.credentials, provider)
             if own:
                 secrets.append(Secret(livemode, own))
-            else:
-                secrets += [s for s in self._platform[provider] if s.livemode == livemode]
         self._cache[(org_id, provider)] = (time.monotonic() + TTL, secrets)
         return secrets
 

@@ -278,8 +278,8 @@ class StripeSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defa
     secretKey: Id | UnsetType = UNSET  # sk_test_… / sk_live_… (or rk_…), as the mode
     publishableKey: Id | UnsetType = UNSET  # pk_test_… / pk_live_…
     webhookSecret: Id | UnsetType = UNSET  # whsec_…
-    # Not secret: the Connect account (acct_…) whose events reach the URL without an
-    # organization (payments.md §5.5); "" removes it.
+    # Not secret: the account (acct_…) whose events reach the URL without an organization
+    # (payments.md §5.5), accepted once the secret key proves it acts for it; "" removes it.
     accountId: Id | UnsetType = UNSET
 
     def __repr__(self) -> str:  # never a secret in a log line or a traceback
@@ -291,7 +291,7 @@ class SquareSettingsParams(msgspec.Struct, forbid_unknown_fields=True, omit_defa
     locationId: Id | UnsetType = UNSET
     environment: Code | UnsetType = UNSET  # sandbox (test mode) | production (live mode)
     webhookSignatureKey: Id | UnsetType = UNSET
-    merchantId: Id | UnsetType = UNSET  # not secret, as Stripe's accountId; "" removes it
+    merchantId: Id | UnsetType = UNSET  # as Stripe's accountId: proven by the access token
 
     def __repr__(self) -> str:
         return "SquareSettingsParams(…)"

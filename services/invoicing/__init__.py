@@ -5,18 +5,21 @@ lines, discounts and tax, finalized (numbered) or voided, and their PDF
 One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) and
 `store.py` (SQL, schema `invoicing`): `pricing/` (pricing rules, preview, upcoming) and
 `invoices/` (invoices, line items, discount, tax, finalize, void, the PDF in `document.py`,
-the organization's tax rates). Other services are asked over the bus only."""
+the organization's tax rates, collection in `collection.py`) and `customer_balance/` (balances
+and their transactions). Other services are asked over the bus only."""
 
 from pathlib import Path
 
 from services.invoicing.bootstrap import bootstrap
+from services.invoicing.customer_balance import handlers as customer_balance
 from services.invoicing.invoices import handlers as invoices
 from services.invoicing.pricing import handlers as pricing
 from services.runtime.service import Router, ServiceSpec
 
 SPEC = ServiceSpec(
     name="invoicing",
-    handlers=Router(pricing.router, invoices.router),
+    handlers=Router(pricing.router, invoices.router,
+                    customer_balance.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     jobs=(),

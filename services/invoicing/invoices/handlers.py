@@ -4,9 +4,9 @@ what payments asks before refunding an invoice.
 
 Every change runs in one transaction (`transaction=True`: idempotent under the request's
 key) holding the invoice's row lock (§5.0), and commits its event (`invoice.created`,
-`invoice.updated`, `invoice.finalized`, `invoice.voided`) through the outbox. Collection
-(`pay`) is a later piece: `_give_back` is where voiding an invoice that collected money
-will return it."""
+`invoice.updated`, `invoice.finalized`, `invoice.paid`, `invoice.payment_failed`,
+`invoice.voided`) through the outbox. Paying runs the collection waterfall
+(`collection/`) between two such transactions; voiding gives back what it took."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import asyncpg
 import msgspec
 from msgspec import UNSET
 
-from contracts import ErrorCode, Scope
-from contracts.errors import Failure, invalid, not_found
+from contracts import Reply, Scope
+from contracts.errors import invalid, not_found
 from contracts.ids import new_id, now, rfc3339
 from contracts.invoicing import (
     DISCOUNT_APPLY,
@@ -26,6 +26,7 @@ from contracts.invoicing import (
     INVOICE_FINALIZE,
     INVOICE_GET,
     INVOICE_LIST,
+    INVOICE_PAY,
     INVOICE_PAYMENT_GET,
     INVOICE_PDF,
     INVOICE_VOID,
@@ -42,6 +43,7 @@ from contracts.invoicing import (
     InvoiceIdParams,
     InvoiceList,
     InvoiceListParams,
+    InvoicePaid,
     InvoicePayment,
     InvoicePaymentParams,
     LineItem,
@@ -55,6 +57,7 @@ from contracts.invoicing import (
     TaxRateListParams,
     TaxResult,
 )
+from services.invoicing.collection import handlers as collection
 from services.invoicing.invoices import document, domain, store
 from services.runtime.bus import created, paged
 from services.runtime.outbox import add_event
@@ -150,28 +153,39 @@ async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
     return await _announce(conn, scope, row, "invoice.finalized")
 
 
+@router.handler(INVOICE_PAY)
+async def pay_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> bytes:
+    """§5.5, §9.5: one attempt of the collection waterfall. The attempt starts and ends
+    under the invoice's row lock; its legs run between (they ask other services), while
+    the attempt keeps other pays out (409). The reply is remembered under the request's
+    Idempotency-Key: a retry gets it again rather than a second attempt."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        replay = await ctx.keys.replay(conn, scope)
+        if replay is not None:
+            return replay
+        row = await _load(conn, scope, p.id, lock=True)
+        attempt = await collection.begin(conn, scope, row)
+    attempt = await collection.collect(ctx, scope, row, attempt)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _load(conn, scope, p.id, lock=True)
+        changes, outcome = await collection.finish(conn, scope, row, attempt)
+        row = await store.update(conn, scope.org_id, scope.livemode, row["id"], **changes)
+        invoice = await _announce(conn, scope, row, "invoice.paid" if outcome.success
+                                  else "invoice.payment_failed")
+        return await ctx.keys.answer(conn, scope, Reply(result=InvoicePaid(invoice, outcome)))
+
+
 @router.handler(INVOICE_VOID, transaction=True)
 async def void_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
                        conn: asyncpg.Connection) -> Invoice:
-    """§5.6: a draft or open invoice → void; what it collected goes back first."""
+    """§5.6: a draft or open invoice → void; what collection took goes back to each source
+    first, once (not while an attempt runs: 409)."""
     row = await _load(conn, scope, p.id, lock=True)
     domain.voidable(row["status"])
-    if not domain.collected_nothing(row["amount_paid"], row["credit_applied"]):
-        await _give_back(ctx, conn, scope, row)
+    await collection.give_back(ctx, conn, scope, row)
     row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
                              status=domain.VOID, voided_at=now())
     return await _announce(conn, scope, row, "invoice.voided")
-
-
-async def _give_back(ctx: Context, conn: asyncpg.Connection, scope: Scope,
-                     row: asyncpg.Record) -> None:
-    """§5.6 Δ[MUST]: return every partial payment recorded on the invoice (burnt grants
-    re-credited through the ledger, wallet withdrawals re-deposited, customer balance
-    re-credited) before it is voided, idempotently. Collection is not built yet, so no
-    invoice has collected anything; until it is, such a void is refused rather than
-    keeping the money."""
-    raise Failure(ErrorCode.NOT_IMPLEMENTED, 501,
-                  "voiding an invoice that collected money is not supported yet")
 
 
 @router.handler(INVOICE_PDF)

@@ -1,0 +1,90 @@
+"""Collecting an invoice, pure (metering-invoicing.md §2.5, §5.5, §9.5): the waterfall's
+arithmetic, the keys its legs carry, what a finished attempt changes on the invoice. No I/O.
+
+An attempt collects what the invoice still has due (`amountDue − amountPaid`) from credit
+grants, the customer balance, the wallet and the default payment method, in that order, each
+only while something is left. Every leg's outcome is recorded on the attempt as it comes, and
+every leg carries a key of the invoice, the attempt and the leg: an attempt resumed after a
+crash or a timeout asks each source again with the same key and the same amount, so no
+source gives twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from contracts.errors import conflict
+from contracts.invoicing import Collection
+from services.invoicing.invoices.domain import OPEN, PAID, refused
+
+# How long a running attempt keeps others out; past it, a collector is presumed dead and a
+# pay resumes its attempt.
+LEASE = timedelta(seconds=30)
+LEGS = ("credit_used", "balance_used", "wallet_used", "card_used")
+
+
+def in_progress() -> Exception:
+    return conflict("invoice payment already in progress")
+
+
+def collectable(status: str) -> None:
+    if status != OPEN:
+        raise refused(f"invoice must be open to collect, current status: {status}")
+
+
+def key(invoice_id: str, attempt: int, leg: str) -> str:
+    """The idempotency key of one leg (§5.5: from the invoice, the attempt and the leg)."""
+    return f"invoice:{invoice_id}:a{attempt}:{leg}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    invoice_id: str
+    number: int
+    due: int  # what was left to collect when it started
+    credit_used: int | None = None  # None: that leg not done yet
+    balance_used: int | None = None
+    wallet_planned: int | None = None
+    wallet_used: int | None = None
+    card_used: int | None = None
+    card_ref: str = ""
+    payment_intent_id: str = ""
+    error: str = ""
+
+    @property
+    def charged(self) -> int:
+        return sum(getattr(self, leg) or 0 for leg in LEGS)
+
+    @property
+    def left(self) -> int:
+        return self.due - self.charged
+
+    def key(self, leg: str) -> str:
+        return key(self.invoice_id, self.number, leg)
+
+
+def result(a: Attempt) -> Collection:
+    left = a.left
+    error = "" if left == 0 else (
+        a.error or f"insufficient funds: {left} cents remaining after credits and balance")
+    return Collection(success=left == 0, creditUsed=a.credit_used or 0,
+                      customerBalanceUsed=a.balance_used or 0, balanceUsed=a.wallet_used or 0,
+                      providerUsed=a.card_used or 0, amountCharged=a.charged,
+                      providerRef=a.card_ref, error=error)
+
+
+def finished(a: Attempt, amount_due: int, amount_paid: int, credit_applied: int, at: Any,
+             ) -> dict[str, Any]:
+    """The invoice's changes when attempt `a` ends (§9.5, ours): what it took adds to what
+    earlier attempts took; the invoice is paid once nothing is left."""
+    paid = amount_paid + a.charged
+    credit = credit_applied + (a.credit_used or 0)
+    changes: dict[str, Any] = dict(amount_paid=paid, credit_applied=credit,
+                                   attempt_count=a.number, last_attempt_at=at)
+    if paid >= amount_due:
+        # A card pays the whole remainder, so only the last attempt can have used one.
+        method = "card" if a.card_used else "credit" if credit == paid > 0 else "balance"
+        changes.update(status=PAID, paid_at=at, amount_paid=amount_due, payment_method=method,
+                       payment_ref=a.card_ref, payment_intent_id=a.payment_intent_id)
+    return changes

@@ -1,0 +1,88 @@
+"""Collection attempts: the SQL (schema `invoicing`). Every query names the organization
+and the mode."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.invoicing.collection.domain import Attempt
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+_ATTEMPT = ("invoice_id, attempt, due, credit_used, balance_used, wallet_planned, wallet_used,"
+            " card_used, card_ref, payment_intent_id, error")
+_RECORDED = frozenset({"credit_used", "balance_used", "wallet_planned", "wallet_used",
+                       "card_used", "card_ref", "payment_intent_id", "error"})
+
+
+def _attempt(r: asyncpg.Record) -> Attempt:
+    return Attempt(invoice_id=r["invoice_id"], number=r["attempt"], due=r["due"],
+                   credit_used=r["credit_used"], balance_used=r["balance_used"],
+                   wallet_planned=r["wallet_planned"], wallet_used=r["wallet_used"],
+                   card_used=r["card_used"], card_ref=r["card_ref"],
+                   payment_intent_id=r["payment_intent_id"], error=r["error"])
+
+
+async def running(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
+                  ) -> tuple[Attempt, datetime] | None:
+    """The invoice's attempt in progress, if any, and until when its lease runs."""
+    r = await conn.fetchrow(
+        f"select {_ATTEMPT}, lease_until from invoicing.collection_attempts"
+        " where org_id = $1 and livemode = $2 and invoice_id = $3 and state = 'collecting'",
+        org_id, livemode, invoice_id)
+    return None if r is None else (_attempt(r), r["lease_until"])
+
+
+async def start(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
+                number: int, due: int, lease_until: datetime) -> Attempt:
+    return _attempt(await conn.fetchrow(
+        f"""insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,
+            due, lease_until) values ($1, $2, $3, $4, $5, $6) returning {_ATTEMPT}""",
+        org_id, livemode, invoice_id, number, due, lease_until))
+
+
+async def lease(db: Db, org_id: str, livemode: bool, a: Attempt, until: datetime) -> None:
+    await db.execute(
+        "update invoicing.collection_attempts set lease_until = $5, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4",
+        org_id, livemode, a.invoice_id, a.number, until)
+
+
+async def record(db: Db, org_id: str, livemode: bool, a: Attempt, **outcome: Any) -> Attempt:
+    """The attempt with a leg's outcome (columns of `_RECORDED`) recorded."""
+    assert outcome.keys() <= _RECORDED, outcome.keys() - _RECORDED
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(outcome, start=5))
+    return _attempt(await db.fetchrow(
+        f"update invoicing.collection_attempts set {sets}, updated_at = now()"
+        f" where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4"
+        f" returning {_ATTEMPT}", org_id, livemode, a.invoice_id, a.number,
+        *outcome.values()))
+
+
+async def end(conn: asyncpg.Connection, org_id: str, livemode: bool, a: Attempt,
+              state: str) -> None:
+    await conn.execute(
+        "update invoicing.collection_attempts set state = $5, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4",
+        org_id, livemode, a.invoice_id, a.number, state)
+
+
+async def to_give_back(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                       invoice_id: str) -> list[Attempt]:
+    """The invoice's ended attempts whose takings a void has not given back yet, locked."""
+    rows = await conn.fetch(
+        f"select {_ATTEMPT} from invoicing.collection_attempts where org_id = $1"
+        " and livemode = $2 and invoice_id = $3 and state <> 'collecting' and not given_back"
+        " order by attempt for update", org_id, livemode, invoice_id)
+    return [_attempt(r) for r in rows]
+
+
+async def given_back(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                     a: Attempt) -> None:
+    await conn.execute(
+        "update invoicing.collection_attempts set given_back = true, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4",
+        org_id, livemode, a.invoice_id, a.number)

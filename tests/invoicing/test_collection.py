@@ -1,0 +1,237 @@
+"""Paying invoices through the gateway (metering-invoicing.md §5.5, §5.6, §9.5, §11.8): the
+waterfall credit grants → customer balance → wallet → card on file, each attempt recorded on
+the invoice; partial attempts leave the remainder due and the next one takes only that;
+concurrent pays collect once; a declined card leaves what was taken applied; voiding gives
+each source back what it gave, once; the books stay balanced."""
+
+from __future__ import annotations
+
+import asyncio
+
+from contracts.invoicing import INVOICE_PAYMENT_GET
+from tests.invoicing.test_invoices import act, draft, events_of, fetch
+from tests.invoicing.test_preview import grant, remaining
+from tests.support import (
+    Bus,
+    add_payment_method,
+    balance,
+    get,
+    ledger_verify,
+    new_user,
+    org_id_of,
+    post,
+)
+
+
+async def open_invoice(http, org, amount, user=None):
+    invoice = await draft(http, org, amount, **({"userId": user} if user else {}))
+    status, opened, _ = await act(http, org, invoice["id"], "finalize")
+    assert status == 200, opened
+    return opened
+
+
+async def pay(http, org, invoice_id, key="sk_test", headers=None):
+    return await post(http, f"/invoices/{invoice_id}/pay", None,
+                      {**org.auth(key), **(headers or {})})
+
+
+async def paid(http, org, invoice_id):
+    status, body, _ = await pay(http, org, invoice_id)
+    assert status == 200, body
+    return body["invoice"], body["collection"]
+
+
+async def deposit(http, org, user, amount):
+    status, body, _ = await post(http, "/deposit", {"user": user, "amount": amount},
+                                 org.auth())
+    assert status == 201, body
+
+
+async def credit_balance(http, org, user, amount):
+    status, body, _ = await post(http, "/customer-balance/adjustments",
+                                 {"customerId": user, "amount": amount}, org.auth())
+    assert status == 200, body
+
+
+async def card_on_file(http, org, user, token="tok_visa"):
+    """A saved payment method made the customer's default."""
+    method = await add_payment_method(http, org, user, token=token)
+    status, body, _ = await post(http, f"/customers/{user}/default-payment-method",
+                                 {"paymentMethodId": method["id"]}, org.auth())
+    assert status == 200, body
+
+
+async def customer_balance(http, org, user):
+    status, body, _ = await get(http, "/customer-balance", org.auth(), customerId=user)
+    assert status == 200, body
+    return body["balance"]
+
+
+async def test_credits_cover_everything(http, org, pool):  # 70, 74
+    user = new_user()
+    await grant(http, org, user, 5000)
+    invoice = await open_invoice(http, org, 1000, user)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True, "creditUsed": 1000, "amountCharged": 1000}
+    assert {k: after[k] for k in ("status", "paymentMethod", "creditApplied", "amountPaid",
+                                  "attemptCount", "amountRemaining")} == {
+        "status": "paid", "paymentMethod": "credit", "creditApplied": 1000,
+        "amountPaid": 1000, "attemptCount": 1, "amountRemaining": 0}
+    assert "paidAt" in after
+    assert await remaining(http, org, user) == [4000]
+    assert (await events_of(pool, invoice["id"]))[-1] == "invoice.paid"
+
+
+async def test_nothing_due_is_paid_at_once(http, org):  # 69
+    invoice = await open_invoice(http, org, 0)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True}
+    assert (after["status"], after["paymentMethod"]) == ("paid", "balance")
+
+
+async def test_only_open_invoices_are_collected(http, org):  # 68
+    invoice = await draft(http, org, 500)
+    status, body, _ = await pay(http, org, invoice["id"])
+    assert (status, body["error"]["message"]) == (
+        409, "invoice must be open to collect, current status: draft")
+    opened = await open_invoice(http, org, 0)
+    await paid(http, org, opened["id"])
+    status, body, _ = await pay(http, org, opened["id"])
+    assert (status, body["error"]["message"]) == (
+        409, "invoice must be open to collect, current status: paid")
+    status, body, _ = await pay(http, org, "inv_nope")
+    assert (status, body["error"]["message"]) == (404, "invoice not found")
+
+
+async def test_the_waterfall_in_order(http, org):  # 4, 75
+    user = new_user()
+    await grant(http, org, user, 1000)
+    await credit_balance(http, org, user, 500)
+    await deposit(http, org, user, 5000)
+    invoice = await open_invoice(http, org, 4400, user)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True, "creditUsed": 1000, "customerBalanceUsed": 500,
+                          "balanceUsed": 2900, "amountCharged": 4400}
+    assert (after["status"], after["paymentMethod"], after["creditApplied"]) == (
+        "paid", "balance", 1000)
+    assert await balance(http, org, user) == 2100
+    assert await customer_balance(http, org, user) == 0
+
+
+async def test_a_partial_attempt_then_the_remainder_only(http, org, pool, database_url):  # 76
+    user = new_user()
+    await grant(http, org, user, 600)
+    invoice = await open_invoice(http, org, 1000, user)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": False, "creditUsed": 600, "amountCharged": 600,
+                          "error": "insufficient funds: 400 cents remaining after credits"
+                                   " and balance"}
+    assert {k: after[k] for k in ("status", "amountPaid", "creditApplied", "attemptCount",
+                                  "amountRemaining")} == {
+        "status": "open", "amountPaid": 600, "creditApplied": 600, "attemptCount": 1,
+        "amountRemaining": 400}
+    await deposit(http, org, user, 1000)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True, "balanceUsed": 400, "amountCharged": 400}
+    assert {k: after[k] for k in ("status", "amountPaid", "creditApplied", "attemptCount",
+                                  "paymentMethod")} == {
+        "status": "paid", "amountPaid": 1000, "creditApplied": 600, "attemptCount": 2,
+        "paymentMethod": "balance"}
+    assert await balance(http, org, user) == 600
+    assert (await events_of(pool, invoice["id"]))[-2:] == ["invoice.payment_failed",
+                                                           "invoice.paid"]
+    assert ledger_verify(database_url).returncode == 0
+
+
+async def test_concurrent_pays_collect_once(http, org, database_url):
+    user = new_user()
+    await deposit(http, org, user, 10_000)
+    await credit_balance(http, org, user, 1000)
+    invoice = await open_invoice(http, org, 3000, user)
+    replies = await asyncio.gather(*(pay(http, org, invoice["id"]) for _ in range(6)))
+    successes = [body for status, body, _ in replies if status == 200]
+    assert len(successes) == 1, replies
+    assert {(status, body["error"]["message"]) for status, body, _ in replies
+            if status != 200} <= {(409, "invoice payment already in progress"),
+                                  (409, "invoice must be open to collect, current status: paid")}
+    lost = (10_000 - await balance(http, org, user)) + (
+        1000 - await customer_balance(http, org, user))
+    assert lost == 3000
+    assert (await fetch(http, org, invoice["id"]))[1]["amountPaid"] == 3000
+    assert ledger_verify(database_url).returncode == 0
+
+
+async def test_a_pay_retried_with_its_key_is_answered_again(http, org):
+    user = new_user()
+    await deposit(http, org, user, 800)
+    invoice = await open_invoice(http, org, 500, user)
+    key = {"Idempotency-Key": f"pay-{invoice['id']}"}
+    first = await pay(http, org, invoice["id"], headers=key)
+    again = await pay(http, org, invoice["id"], headers=key)
+    assert first[0] == again[0] == 200 and first[1] == again[1]
+    assert await balance(http, org, user) == 300
+
+
+async def test_the_card_on_file_pays_the_remainder(http, org, nc, platform):  # 6
+    user = new_user()
+    await deposit(http, org, user, 300)
+    await card_on_file(http, org, user)
+    invoice = await open_invoice(http, org, 1000, user)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection.get("providerUsed"), collection
+    assert (collection["success"], collection["balanceUsed"], collection["providerUsed"]) == (
+        True, 300, 700)
+    assert (after["status"], after["paymentMethod"]) == ("paid", "card")
+    assert after["paymentRef"] == collection.get("providerRef", "")
+    # What payments refunds for the invoice: the intent that collected it.
+    bus = Bus(nc, await org_id_of(platform, org))
+    answer = await bus.ask(INVOICE_PAYMENT_GET.subject, {"invoiceId": invoice["id"]})
+    assert answer["result"]["paymentIntentId"].startswith("pi_")
+
+
+async def test_a_declined_card_keeps_what_was_taken(http, org, pool):  # 6
+    user = new_user()
+    await deposit(http, org, user, 300)
+    await card_on_file(http, org, user, token="tok_4000000000000341")
+    invoice = await open_invoice(http, org, 1000, user)
+    after, collection = await paid(http, org, invoice["id"])
+    assert (collection["success"], collection["balanceUsed"], collection["amountCharged"]) == (
+        False, 300, 300)
+    assert collection["error"]
+    assert (after["status"], after["amountPaid"], after["amountRemaining"]) == ("open", 300, 700)
+    assert (await events_of(pool, invoice["id"]))[-1] == "invoice.payment_failed"
+    await deposit(http, org, user, 1000)
+    after, collection = await paid(http, org, invoice["id"])
+    assert (collection["balanceUsed"], after["status"], after["amountPaid"]) == (
+        700, "paid", 1000)
+    assert await balance(http, org, user) == 300
+
+
+async def test_void_gives_each_source_back_once(http, org, pool, database_url):  # 77
+    user = new_user()
+    await grant(http, org, user, 600)
+    await credit_balance(http, org, user, 150)
+    await deposit(http, org, user, 250)
+    invoice = await open_invoice(http, org, 2000, user)
+    _, collection = await paid(http, org, invoice["id"])
+    assert collection["amountCharged"] == 1000
+    status, voided, _ = await act(http, org, invoice["id"], "void")
+    assert (status, voided["status"]) == (200, "void"), voided
+    assert sum(await remaining(http, org, user)) == 600
+    assert await customer_balance(http, org, user) == 150
+    assert await balance(http, org, user) == 250
+    status, _, _ = await act(http, org, invoice["id"], "void")
+    assert status == 409
+    assert sum(await remaining(http, org, user)) == 600
+    assert await balance(http, org, user) == 250
+    assert (await events_of(pool, invoice["id"]))[-1] == "invoice.voided"
+    assert ledger_verify(database_url).returncode == 0
+
+
+async def test_other_organizations_and_modes_cannot_pay(http, org, make_org):
+    other = await make_org()
+    invoice = await open_invoice(http, org, 100)
+    for who, key in ((other, "sk_test"), (org, "sk_live")):
+        status, body, _ = await pay(http, who, invoice["id"], key=key)
+        assert (status, body["error"]["message"]) == (404, "invoice not found")
+    assert (await fetch(http, org, invoice["id"]))[1]["attemptCount"] == 0

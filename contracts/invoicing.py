@@ -457,3 +457,64 @@ CUSTOMER_BALANCE_ADJUST = Endpoint("billing.invoicing.customer_balance.adjust",
                                    BalanceAdjustmentParams, BalanceTransaction)
 BALANCE_TRANSACTION_LIST = Endpoint("billing.invoicing.balance_transaction.list",
                                     BalanceTransactionListParams, list[BalanceTransaction])
+
+
+# ---- credit notes (§2.6, §6) ---------------------------------------------------------------
+
+CREDIT_NOTE_LINES_MAX = 100
+CREDIT_NOTES_PAGE = Page(100, 100)
+
+
+class CreditNoteLine(msgspec.Struct, omit_defaults=True):
+    description: Notes = ""
+    amount: Int64 = 0
+    currency: Code = ""
+    quantity: Int64 = 0
+    unitPrice: Int64 = 0
+
+
+class CreditNoteCreateParams(Params):
+    invoiceId: Id = ""
+    customerId: UserId = ""  # default: the invoice's customer
+    amount: Int64 = 0  # ≤ 0: Σ lineItems.amount + outOfBandAmount
+    reason: Code = ""
+    lineItems: Annotated[list[CreditNoteLine],
+                         msgspec.Meta(max_length=CREDIT_NOTE_LINES_MAX)] | None = None
+    outOfBandAmount: Int64 = 0
+    memo: Notes = ""
+
+
+class CreditNoteListParams(Params):
+    invoiceId: Id = ""
+    customerId: UserId = ""
+    limit: int = 0  # ≤ 0: the default; capped (CREDIT_NOTES_PAGE)
+    offset: int = 0
+
+
+class CreditNoteIdParams(Params):
+    id: Id = ""  # from the path
+
+
+class CreditNote(msgspec.Struct, omit_defaults=True):
+    id: str
+    invoiceId: str
+    customerId: str
+    number: str
+    amount: int
+    currency: str
+    status: str
+    created: str
+    reason: str = ""
+    lineItems: list[CreditNoteLine] | None = None
+    outOfBandAmount: int = 0
+    creditBalanceTransaction: str = ""
+    memo: str = ""
+
+
+CREDIT_NOTE_CREATE = Endpoint("billing.invoicing.credit_note.create", CreditNoteCreateParams,
+                              CreditNote)
+CREDIT_NOTE_LIST = Endpoint("billing.invoicing.credit_note.list", CreditNoteListParams,
+                            list[CreditNote])
+CREDIT_NOTE_GET = Endpoint("billing.invoicing.credit_note.get", CreditNoteIdParams, CreditNote)
+CREDIT_NOTE_VOID = Endpoint("billing.invoicing.credit_note.void", CreditNoteIdParams,
+                            CreditNote)

@@ -63,4 +63,13 @@ INVOICING_ROUTES: tuple[Route, ...] = (
           "mint", user_field="customerId", idempotent=True),
     Route("GET", "/billing/balance-transactions", invoicing.BALANCE_TRANSACTION_LIST, "admin",
           source="query", user_field="customerId"),
+    # ---- credit notes (§6) ----
+    Route("POST", "/billing/credit-notes", invoicing.CREDIT_NOTE_CREATE, "admin",
+          user_field="customerId", idempotent=True, status=201),
+    Route("GET", "/billing/credit-notes", invoicing.CREDIT_NOTE_LIST, "admin", source="query",
+          user_field="customerId"),
+    Route("GET", "/billing/credit-notes/{id}", invoicing.CREDIT_NOTE_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/credit-notes/{id}/void", invoicing.CREDIT_NOTE_VOID, "admin",
+          source="optional", user_field=None, idempotent=True),
 )

@@ -6,11 +6,12 @@ One sub-package per area, each with `handlers.py`, `domain.py` (rules, no I/O) a
 `store.py` (SQL, schema `invoicing`): `pricing/` (pricing rules, preview, upcoming) and
 `invoices/` (invoices, line items, discount, tax, finalize, void, the PDF in `document.py`,
 the organization's tax rates, collection in `collection.py`) and `customer_balance/` (balances
-and their transactions). Other services are asked over the bus only."""
+and their transactions), `credit_notes/`. Other services are asked over the bus only."""
 
 from pathlib import Path
 
 from services.invoicing.bootstrap import bootstrap
+from services.invoicing.credit_notes import handlers as credit_notes
 from services.invoicing.customer_balance import handlers as customer_balance
 from services.invoicing.invoices import handlers as invoices
 from services.invoicing.pricing import handlers as pricing
@@ -19,7 +20,7 @@ from services.runtime.service import Router, ServiceSpec
 SPEC = ServiceSpec(
     name="invoicing",
     handlers=Router(pricing.router, invoices.router,
-                    customer_balance.router),
+                    customer_balance.router, credit_notes.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     jobs=(),

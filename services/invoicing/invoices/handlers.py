@@ -75,7 +75,7 @@ async def create_invoice(ctx: Context, scope: Scope, p: InvoiceCreateParams,
     row = await store.create(conn, scope.org_id, scope.livemode, invoice_id, draft,
                              msgspec.to_builtins(draft.lines), subtotal,
                              domain.amount_due(subtotal, 0, 0, 0))
-    return created(await _announce(conn, scope, row, "invoice.created"))
+    return created(await announce(conn, scope, row, "invoice.created"))
 
 
 @router.handler(INVOICE_LIST)
@@ -90,13 +90,13 @@ async def list_invoices(ctx: Context, scope: Scope, p: InvoiceListParams) -> Any
 
 @router.handler(INVOICE_GET)
 async def get_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> Invoice:
-    return _invoice(await _load(ctx.pool, scope, p.id), scope.livemode)
+    return _invoice(await load(ctx.pool, scope, p.id), scope.livemode)
 
 
 @router.handler(LINE_ITEM_ADD, transaction=True)
 async def add_line_item(ctx: Context, scope: Scope, p: LineItemAddParams,
                         conn: asyncpg.Connection) -> Invoice:
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only add line items to draft invoices")
     counter = row["line_counter"] + 1
     line = domain.new_line(p, row["id"], counter, row["currency"])
@@ -108,7 +108,7 @@ async def add_line_item(ctx: Context, scope: Scope, p: LineItemAddParams,
 @router.handler(LINE_ITEM_REMOVE, transaction=True)
 async def remove_line_item(ctx: Context, scope: Scope, p: LineItemRemoveParams,
                            conn: asyncpg.Connection) -> Invoice:
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only remove line items from draft invoices")
     lines = domain.without_line(_lines(row), p.itemId)
     return await _updated(conn, scope, await _edit(conn, scope, row, lines=lines))
@@ -117,7 +117,7 @@ async def remove_line_item(ctx: Context, scope: Scope, p: LineItemRemoveParams,
 @router.handler(DISCOUNT_APPLY, transaction=True)
 async def apply_discount(ctx: Context, scope: Scope, p: DiscountParams,
                          conn: asyncpg.Connection) -> Invoice:
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only apply discounts to draft invoices")
     amount, name = domain.discount(p, row["subtotal"])
     return await _updated(conn, scope, await _edit(conn, scope, row, discount=amount,
@@ -129,7 +129,7 @@ async def calculate_tax(ctx: Context, scope: Scope, p: TaxParams,
                         conn: asyncpg.Connection) -> TaxResult:
     """§5.10 Δ: drafts only; the address is kept, and later edits of the draft calculate
     its tax again."""
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     where = domain.address(p.country, p.state, p.postalCode, p.city)
     domain.require_draft(row["status"], "can only calculate tax for draft invoices")
     saved = await _edit(conn, scope, row, address=where)
@@ -143,14 +143,14 @@ async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
                            conn: asyncpg.Connection) -> Invoice:
     """§5.4: draft → open with its amount due, and the organization's next number in this
     mode, taken in this transaction (§9.11)."""
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.finalizable(row["status"])
     number = await store.next_number(conn, scope.org_id, scope.livemode, "invoice")
     due = domain.amount_due(row["subtotal"], row["tax"], row["discount"],
                             row["credit_applied"])
     row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
                              status=domain.OPEN, amount_due=due, number=number)
-    return await _announce(conn, scope, row, "invoice.finalized")
+    return await announce(conn, scope, row, "invoice.finalized")
 
 
 @router.handler(INVOICE_PAY)
@@ -163,14 +163,14 @@ async def pay_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> bytes:
         replay = await ctx.keys.replay(conn, scope)
         if replay is not None:
             return replay
-        row = await _load(conn, scope, p.id, lock=True)
+        row = await load(conn, scope, p.id, lock=True)
         attempt = await collection.begin(conn, scope, row)
     attempt = await collection.collect(ctx, scope, row, attempt)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await _load(conn, scope, p.id, lock=True)
+        row = await load(conn, scope, p.id, lock=True)
         changes, outcome = await collection.finish(conn, scope, row, attempt)
         row = await store.update(conn, scope.org_id, scope.livemode, row["id"], **changes)
-        invoice = await _announce(conn, scope, row, "invoice.paid" if outcome.success
+        invoice = await announce(conn, scope, row, "invoice.paid" if outcome.success
                                   else "invoice.payment_failed")
         return await ctx.keys.answer(conn, scope, Reply(result=InvoicePaid(invoice, outcome)))
 
@@ -180,17 +180,17 @@ async def void_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
                        conn: asyncpg.Connection) -> Invoice:
     """§5.6: a draft or open invoice → void; what collection took goes back to each source
     first, once (not while an attempt runs: 409)."""
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.voidable(row["status"])
     await collection.give_back(ctx, conn, scope, row)
     row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
                              status=domain.VOID, voided_at=now())
-    return await _announce(conn, scope, row, "invoice.voided")
+    return await announce(conn, scope, row, "invoice.voided")
 
 
 @router.handler(INVOICE_PDF)
 async def invoice_pdf(ctx: Context, scope: Scope, p: InvoiceIdParams) -> InvoiceDocument:
-    row = await _load(ctx.pool, scope, p.id)
+    row = await load(ctx.pool, scope, p.id)
     invoice = _invoice(row, scope.livemode)
     seller = scope.org_name or scope.org_id
     # Laying out pages is CPU work: off the event loop, which serves other requests.
@@ -205,7 +205,7 @@ async def invoice_payment(ctx: Context, scope: Scope, p: InvoicePaymentParams,
                           ) -> InvoicePayment:
     """What payments refunds for `POST /refunds {invoiceId}` (payments.md §4.4): the intent
     that collected a paid invoice."""
-    row = await _load(ctx.pool, scope, p.invoiceId)
+    row = await load(ctx.pool, scope, p.invoiceId)
     if row["status"] != domain.PAID:
         raise invalid(f"can only refund paid invoices, current: {row['status']}")
     if not row["payment_intent_id"]:
@@ -235,7 +235,7 @@ async def list_tax_rates(ctx: Context, scope: Scope, p: TaxRateListParams) -> Ta
 # ---- the steps -----------------------------------------------------------------------------
 
 
-async def _load(db: Any, scope: Scope, invoice_id: str, *, lock: bool = False,
+async def load(db: Any, scope: Scope, invoice_id: str, *, lock: bool = False,
                 ) -> asyncpg.Record:
     row = await store.invoice(db, scope.org_id, scope.livemode, invoice_id.strip(), lock=lock)
     if row is None:
@@ -268,10 +268,10 @@ async def _edit(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, *,
 
 
 async def _updated(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record) -> Invoice:
-    return await _announce(conn, scope, row, "invoice.updated")
+    return await announce(conn, scope, row, "invoice.updated")
 
 
-async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
+async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
                     type: str) -> Invoice:
     """The invoice as answered, and its event committed with the change (the outbox)."""
     invoice = _invoice(row, scope.livemode)

@@ -20,6 +20,7 @@ from tests.support import (
     new_user,
     org_id_of,
     post,
+    service_down,
 )
 
 
@@ -235,3 +236,88 @@ async def test_other_organizations_and_modes_cannot_pay(http, org, make_org):
         status, body, _ = await pay(http, who, invoice["id"], key=key)
         assert (status, body["error"]["message"]) == (404, "invoice not found")
     assert (await fetch(http, org, invoice["id"]))[1]["attemptCount"] == 0
+
+
+async def test_meter_grants_pay_their_usage_lines_only(http, org):  # §9.4 Δ
+    user = new_user()
+    status, body, _ = await post(http, "/credit-grants", {
+        "userId": user, "name": "GPU", "amountCents": 1000, "eligibility": ["mtr_gpu"]},
+        org.auth())
+    assert status == 201, body
+    await grant(http, org, user, 200)
+    status, invoice, _ = await post(http, "/invoices", {"userId": user, "lineItems": [
+        {"type": "usage", "meterId": "mtr_gpu", "description": "GPU", "amount": 300},
+        {"description": "Support", "amount": 500}]}, org.auth())
+    assert status == 201, invoice
+    await act(http, org, invoice["id"], "finalize")
+    after, collection = await paid(http, org, invoice["id"])
+    assert (collection["creditUsed"], after["amountRemaining"]) == (500, 300)
+    # A second attempt: the GPU line is paid, so the GPU grant pays nothing more.
+    after, collection = await paid(http, org, invoice["id"])
+    assert (collection.get("creditUsed", 0), after["amountRemaining"]) == (0, 300)
+    assert sorted(await remaining(http, org, user)) == [0, 700]
+    status, _, _ = await act(http, org, invoice["id"], "void")
+    assert status == 200
+    # Back as it was burnt: 200 for every meter, 300 for the GPU meter only.
+    _, listed, _ = await get(http, "/credit-grants", org.auth(), userId=user)
+    returned = sorted((g["remainingCents"], g["name"]) for g in listed["grants"]
+                      if g["name"].startswith("Credit returned"))
+    assert [cents for cents, _ in returned] == [200, 300]
+
+
+async def test_a_pay_while_the_ledger_is_down_resumes_later(http, org, platform, pool):
+    user = new_user()
+    await grant(http, org, user, 400)
+    await deposit(http, org, user, 1000)
+    invoice = await open_invoice(http, org, 1000, user)
+    async with service_down(platform, "ledger"):
+        status, body, _ = await pay(http, org, invoice["id"])
+        assert (status, body["error"]["code"]) == (503, "unavailable")
+    # The attempt left unfinished is resumed: the same keys, nothing taken twice.
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True, "creditUsed": 400, "balanceUsed": 600,
+                          "amountCharged": 1000}
+    assert after["attemptCount"] == 1
+    assert await balance(http, org, user) == 400
+    assert await remaining(http, org, user) == [0]
+
+
+async def test_payments_down_leaves_the_remainder_for_the_next_attempt(http, org, platform):
+    user = new_user()
+    await deposit(http, org, user, 300)
+    await card_on_file(http, org, user)
+    invoice = await open_invoice(http, org, 1000, user)
+    async with service_down(platform, "payments"):
+        after, collection = await paid(http, org, invoice["id"])
+    assert (collection["success"], collection["balanceUsed"]) == (False, 300)
+    assert after["amountRemaining"] == 700
+    after, collection = await paid(http, org, invoice["id"])
+    assert (collection.get("balanceUsed", 0), collection["providerUsed"]) == (0, 700)
+    assert (after["status"], after["amountPaid"], after["attemptCount"]) == ("paid", 1000, 2)
+    assert await balance(http, org, user) == 0
+
+
+async def test_a_collector_that_died_is_taken_over_after_its_lease(http, org, pool):
+    """An attempt whose collector stopped after the customer-balance leg: a pay within its
+    lease is refused; once the lease has passed, it resumes from the wallet leg."""
+    user = new_user()
+    await credit_balance(http, org, user, 200)
+    await deposit(http, org, user, 1000)
+    invoice = await open_invoice(http, org, 1000, user)
+    org_id, _ = await pool.fetchrow("select org_id, livemode from invoicing.invoices"
+                                    " where id = $1", invoice["id"])
+    await pool.execute(
+        "insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,"
+        " due, credit_used, balance_used, lease_until) values ($1, false, $2, 1, 1000, 0, 200,"
+        " now() + interval '1 minute')", org_id, invoice["id"])
+    status, body, _ = await pay(http, org, invoice["id"])
+    assert (status, body["error"]["message"]) == (409, "invoice payment already in progress")
+    status, _, _ = await act(http, org, invoice["id"], "void")
+    assert status == 409
+    await pool.execute("update invoicing.collection_attempts set lease_until = now()"
+                       " where invoice_id = $1", invoice["id"])
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True, "customerBalanceUsed": 200, "balanceUsed": 800,
+                          "amountCharged": 1000}
+    assert after["attemptCount"] == 1
+    assert await balance(http, org, user) == 200

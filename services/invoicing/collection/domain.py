@@ -44,6 +44,7 @@ class Attempt:
     number: int
     due: int  # what was left to collect when it started
     credit_used: int | None = None  # None: that leg not done yet
+    credit_by_meter: dict[str, int] | None = None  # of credit_used, per meter's usage lines
     balance_used: int | None = None
     wallet_planned: int | None = None
     wallet_used: int | None = None
@@ -62,6 +63,18 @@ class Attempt:
 
     def key(self, leg: str) -> str:
         return key(self.invoice_id, self.number, leg)
+
+
+def meter_caps(lines: list[dict[str, Any]], credited: dict[str, int]) -> dict[str, int]:
+    """What grants may still pay of each meter's usage lines (§9.4 Δ: a meter's grants pay
+    its lines only, never more than them): the lines' amount less what earlier attempts'
+    credit paid of them. In the order the meters first appear."""
+    totals: dict[str, int] = {}
+    for line in lines:
+        meter, amount = line.get("meterId") or "", line.get("amount", 0)
+        if meter and amount > 0:
+            totals[meter] = totals.get(meter, 0) + amount
+    return {m: max(0, total - credited.get(m, 0)) for m, total in totals.items()}
 
 
 def result(a: Attempt) -> Collection:

@@ -14,6 +14,7 @@ from contracts import ErrorCode, Scope
 from contracts.credits import (
     CREDIT_GRANT_BURN,
     CREDIT_GRANT_CREATE,
+    NO_METER,
     CreditBurnParams,
     CreditGrantCreateParams,
 )
@@ -103,18 +104,42 @@ async def running(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> bo
 
 
 async def _credits(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
+    """Grants for every meter pay what is not usage first; then each meter's usage lines
+    take from the grants usable for that meter, up to the lines' amount (§9.4 Δ). One burn
+    per part, each under its own key."""
     if a.credit_used is not None or a.left == 0:
         return a
-    params = CreditBurnParams(userId=invoice["user_id"], amount=a.left,
-                              currency=invoice["currency"])
+    credited = await store.credited_by_meter(ctx.pool, scope.org_id, scope.livemode,
+                                             a.invoice_id)
+    caps = domain.meter_caps(invoice["line_items"], credited)
+    left = a.left
+    unmetered = max(0, left - sum(caps.values()))
+    used = await _burn(ctx, scope, invoice, a.key("credits"), unmetered, NO_METER)
+    left -= used
+    by_meter: dict[str, int] = {}
+    for meter, cap in caps.items():
+        burnt = await _burn(ctx, scope, invoice, a.key(f"credits:{meter}"), min(cap, left),
+                            meter)
+        if burnt:
+            by_meter[meter] = burnt
+            left -= burnt
+    return await _record(ctx, scope, a, credit_used=a.left - left, credit_by_meter=by_meter)
+
+
+async def _burn(ctx: Context, scope: Scope, invoice: asyncpg.Record, key: str, amount: int,
+                meter: str) -> int:
+    """What the grants usable for `meter` paid of `amount`."""
+    if amount <= 0:
+        return 0
+    params = CreditBurnParams(userId=invoice["user_id"], amount=amount,
+                              currency=invoice["currency"], meterId=meter)
     try:
-        burnt = await _ask(ctx, CREDIT_GRANT_BURN, scope, a.key("credits"), params)
-        used = params.amount - burnt.remaining
+        burnt = await _ask(ctx, CREDIT_GRANT_BURN, scope, key, params)
     except Failure as refused:
         if refused.error.retryable or refused.error.status >= 500:
             raise
-        used = 0  # refused as a whole: nothing was burnt
-    return await _record(ctx, scope, a, credit_used=used)
+        return 0  # refused as a whole: nothing was burnt
+    return amount - burnt.remaining
 
 
 async def _customer_balance(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt,
@@ -195,17 +220,13 @@ async def _card(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt)
 async def give_back(ctx: Context, conn: asyncpg.Connection, scope: Scope,
                     invoice: asyncpg.Record) -> None:
     """§5.6 Δ: every source gets back what each attempt took from it, once (each return is
-    keyed after the leg it undoes), in the void's transaction. Burnt credit comes back as a
-    grant of the same amount."""
+    keyed after the leg it undoes), in the void's transaction."""
     if await running(conn, scope, invoice["id"]):
         raise domain.in_progress()
     user, currency = invoice["user_id"], invoice["currency"]
     for a in await store.to_give_back(conn, scope.org_id, scope.livemode, invoice["id"]):
         if a.credit_used:
-            await _ask(ctx, CREDIT_GRANT_CREATE, scope, a.key("credits:back"),
-                       CreditGrantCreateParams(
-                           userId=user, name=f"Credit returned by voided invoice {a.invoice_id}",
-                           amountCents=a.credit_used, currency=currency))
+            await _return_credit(ctx, scope, invoice, a)
         if a.balance_used:
             await apply(conn, scope, Change(
                 user, currency, a.balance_used, "refund",
@@ -221,6 +242,24 @@ async def give_back(ctx: Context, conn: asyncpg.Connection, scope: Scope,
                        RefundCreateParams(paymentIntentId=a.payment_intent_id),
                        timeout=_PROVIDER_TIMEOUT)
         await store.given_back(conn, scope.org_id, scope.livemode, a)
+
+
+async def _return_credit(ctx: Context, scope: Scope, invoice: asyncpg.Record,
+                         a: Attempt) -> None:
+    """Burnt credit comes back as grants of the same amounts: what paid a meter's usage
+    lines usable for that meter only (it may have come from a grant for every meter: the
+    customer never gains a wider grant than was burnt)."""
+    by_meter = a.credit_by_meter or {}
+    parts = [("", (a.credit_used or 0) - sum(by_meter.values())), *by_meter.items()]
+    for meter, amount in parts:
+        if amount > 0:
+            await _ask(ctx, CREDIT_GRANT_CREATE, scope,
+                       a.key(f"credits:{meter}:back" if meter else "credits:back"),
+                       CreditGrantCreateParams(
+                           userId=invoice["user_id"], amountCents=amount,
+                           currency=invoice["currency"],
+                           name=f"Credit returned by voided invoice {a.invoice_id}",
+                           eligibility=[meter] if meter else None))
 
 
 # ---- asking the sources --------------------------------------------------------------------

@@ -12,15 +12,16 @@ from services.invoicing.collection.domain import Attempt
 
 Db = asyncpg.Pool | asyncpg.Connection
 
-_ATTEMPT = ("invoice_id, attempt, due, credit_used, balance_used, wallet_planned, wallet_used,"
+_ATTEMPT = ("invoice_id, attempt, due, credit_used, credit_by_meter, balance_used, wallet_planned, wallet_used,"
             " card_used, card_ref, payment_intent_id, error")
-_RECORDED = frozenset({"credit_used", "balance_used", "wallet_planned", "wallet_used",
+_RECORDED = frozenset({"credit_used", "credit_by_meter", "balance_used", "wallet_planned", "wallet_used",
                        "card_used", "card_ref", "payment_intent_id", "error"})
 
 
 def _attempt(r: asyncpg.Record) -> Attempt:
     return Attempt(invoice_id=r["invoice_id"], number=r["attempt"], due=r["due"],
-                   credit_used=r["credit_used"], balance_used=r["balance_used"],
+                   credit_used=r["credit_used"], credit_by_meter=r["credit_by_meter"],
+                   balance_used=r["balance_used"],
                    wallet_planned=r["wallet_planned"], wallet_used=r["wallet_used"],
                    card_used=r["card_used"], card_ref=r["card_ref"],
                    payment_intent_id=r["payment_intent_id"], error=r["error"])
@@ -68,6 +69,17 @@ async def end(conn: asyncpg.Connection, org_id: str, livemode: bool, a: Attempt,
         "update invoicing.collection_attempts set state = $5, updated_at = now()"
         " where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4",
         org_id, livemode, a.invoice_id, a.number, state)
+
+
+async def credited_by_meter(db: Db, org_id: str, livemode: bool, invoice_id: str,
+                            ) -> dict[str, int]:
+    """What the invoice's ended attempts' credit paid of each meter's usage lines."""
+    rows = await db.fetch(
+        "select m.key as meter, sum(m.value::bigint) as used"
+        " from invoicing.collection_attempts a, jsonb_each_text(a.credit_by_meter) m"
+        " where a.org_id = $1 and a.livemode = $2 and a.invoice_id = $3"
+        " and a.state <> 'collecting' group by m.key", org_id, livemode, invoice_id)
+    return {r["meter"]: r["used"] for r in rows}
 
 
 async def to_give_back(conn: asyncpg.Connection, org_id: str, livemode: bool,

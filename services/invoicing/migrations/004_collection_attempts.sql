@@ -13,6 +13,7 @@ create table invoicing.collection_attempts (
     lease_until     timestamptz not null,
     due             bigint      not null,  -- what was left to collect when it started
     credit_used     bigint,  -- null: that source not asked yet
+    credit_by_meter jsonb,  -- of credit_used, what each meter's usage lines took
     balance_used    bigint,  -- the customer balance
     wallet_planned  bigint,  -- what the wallet was asked for (a retry asks the same)
     wallet_used     bigint,

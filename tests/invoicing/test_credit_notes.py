@@ -161,3 +161,18 @@ async def test_other_organizations_and_modes_see_nothing(http, org, make_org):
 def test_numbers_as_the_reference_formats_them():  # 83
     assert [number_str(n) for n in (1, 42, 9999, 12345, 0, -1, 1000000)] == [
         "CN-0001", "CN-0042", "CN-9999", "CN-12345", "CN-0000", "CN--001", "CN-1000000"]
+
+
+async def test_no_note_while_the_invoice_is_being_collected(http, org, pool):
+    """What is due never changes under a running attempt (it would take more than due)."""
+    invoice = await open_invoice(http, org, 5000)
+    org_id = await pool.fetchval("select org_id from invoicing.invoices where id = $1",
+                                 invoice["id"])
+    await pool.execute(
+        "insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,"
+        " due, lease_until) values ($1, false, $2, 1, 5000, now() + interval '1 minute')",
+        org_id, invoice["id"])
+    assert error(await issue(http, org, {"invoiceId": invoice["id"], "amount": 10})) == (
+        409, "invoice payment already in progress")
+    _, after, _ = await fetch(http, org, invoice["id"])
+    assert after["amountDue"] == 5000

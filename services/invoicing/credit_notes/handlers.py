@@ -1,7 +1,7 @@
 """Credit notes (metering-invoicing.md §2.6, §6): create, list, get, void. Creating and
-voiding hold the invoice's row lock (§5.0): the check that the invoice's notes never exceed
-it and the change of its amount due (open) or of its customer's balance (paid) are one
-transaction, with the events."""
+voiding hold the invoice's row lock (§5.0), and are refused while a collection attempt
+runs: the check that the invoice's notes never exceed it and the change of its amount due
+(open) or of its customer's balance (paid) are one transaction, with the events."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from contracts.invoicing import (
     CreditNoteListParams,
 )
 from contracts.rules import user_id
+from services.invoicing.collection import handlers as collection
+from services.invoicing.collection.domain import in_progress
 from services.invoicing.credit_notes import domain, store
 from services.invoicing.customer_balance.domain import Change
 from services.invoicing.customer_balance.handlers import apply
@@ -44,6 +46,7 @@ async def create_note(ctx: Context, scope: Scope, p: CreditNoteCreateParams,
     org, mode = scope.org_id, scope.livemode
     invoice = await load(conn, scope, domain.require_invoice_id(p.invoiceId), lock=True)
     credit = domain.amount(p)
+    await _not_collecting(conn, scope, invoice["id"])
     where = domain.applied_to(domain.Invoice(
         status=invoice["status"],
         total=invoice["subtotal"] + invoice["tax"] - invoice["discount"],
@@ -95,6 +98,7 @@ async def void_note(ctx: Context, scope: Scope, p: CreditNoteIdParams,
     invoice = await load(conn, scope, row["invoice_id"], lock=True)
     row = await _load(conn, scope, p.id, lock=True)
     domain.voidable(row["status"])
+    await _not_collecting(conn, scope, invoice["id"])
     if row["applied_to"] == domain.ON_INVOICE and invoice["status"] == "open":
         changed = await invoices.update(conn, org, mode, invoice["id"],
                                         amount_due=invoice["amount_due"] + row["amount"])
@@ -106,6 +110,13 @@ async def void_note(ctx: Context, scope: Scope, p: CreditNoteIdParams,
             credit_note_id=row["id"], source_ref=f"credit_note:{row['id']}:void"))
     row = await store.void(conn, org, mode, row["id"])
     return await _announce(conn, scope, row, "credit_note.voided")
+
+
+async def _not_collecting(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> None:
+    """What is due does not change under a running collection attempt, which would then
+    take more than is due (409, as a second pay gets)."""
+    if await collection.running(conn, scope, invoice_id):
+        raise in_progress()
 
 
 async def _load(db: Any, scope: Scope, note_id: str, *, lock: bool = False,

@@ -321,3 +321,23 @@ async def test_a_collector_that_died_is_taken_over_after_its_lease(http, org, po
                           "amountCharged": 1000}
     assert after["attemptCount"] == 1
     assert await balance(http, org, user) == 200
+
+
+async def test_a_resumed_attempt_asks_what_it_asked_before(http, org, pool):
+    """A collector stopped after planning a withdrawal of 1000: a grant given meanwhile
+    does not change what the resumed attempt takes (never more than was due)."""
+    user = new_user()
+    await deposit(http, org, user, 1500)
+    invoice = await open_invoice(http, org, 1000, user)
+    org_id = await pool.fetchval("select org_id from invoicing.invoices where id = $1",
+                                 invoice["id"])
+    await pool.execute(
+        "insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,"
+        " due, credit_used, balance_used, wallet_planned, lease_until)"
+        " values ($1, false, $2, 1, 1000, 0, 0, 1000, now())", org_id, invoice["id"])
+    await grant(http, org, user, 500)
+    after, collection = await paid(http, org, invoice["id"])
+    assert collection == {"success": True, "balanceUsed": 1000, "amountCharged": 1000}
+    assert (after["amountPaid"], after["creditApplied"]) == (1000, 0)
+    assert await balance(http, org, user) == 500
+    assert await remaining(http, org, user) == [500]

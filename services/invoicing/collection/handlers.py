@@ -2,10 +2,12 @@
 invoice, and what a void gives back. The invoice's own handlers (`invoices/handlers.py`)
 hold its row lock around `begin` and `finish`; the legs run between, outside any
 transaction, because each asks another service (the ledger, payments) or moves the customer
-balance in a transaction of its own, and records its outcome on the attempt at once."""
+balance in a transaction of its own, and records on the attempt at once what it moved; what
+moved nothing is written when the attempt ends."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -14,6 +16,7 @@ from contracts import ErrorCode, Scope
 from contracts.credits import (
     CREDIT_GRANT_BURN,
     CREDIT_GRANT_CREATE,
+    CREDIT_GRANT_PREVIEW,
     NO_METER,
     CreditBurnParams,
     CreditGrantCreateParams,
@@ -90,8 +93,8 @@ async def finish(conn: asyncpg.Connection, scope: Scope, invoice: asyncpg.Record
     """The attempt ended, under the invoice's row lock: the invoice's changes and the
     attempt's result."""
     outcome = domain.result(a)
-    await store.end(conn, scope.org_id, scope.livemode, a,
-                    "succeeded" if outcome.success else "failed")
+    await store.save(conn, scope.org_id, scope.livemode, a,
+                     "succeeded" if outcome.success else "failed")
     return domain.finished(a, invoice["amount_due"], invoice["amount_paid"],
                            invoice["credit_applied"], now()), outcome
 
@@ -109,6 +112,12 @@ async def _credits(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attem
     per part, each under its own key."""
     if a.credit_used is not None or a.left == 0:
         return a
+    preview = await ctx.ask(CREDIT_GRANT_PREVIEW, _scope(scope), CreditBurnParams(
+        userId=invoice["user_id"], amount=a.left, currency=invoice["currency"]))
+    if preview is None:
+        raise unavailable_now()
+    if preview.remaining == a.left:  # no grant to spend: no burn to ask for
+        return replace(a, credit_used=0, credit_by_meter={})
     credited = await store.credited_by_meter(ctx.pool, scope.org_id, scope.livemode,
                                              a.invoice_id)
     caps = domain.meter_caps(invoice["line_items"], credited)
@@ -149,6 +158,9 @@ async def _customer_balance(ctx: Context, scope: Scope, invoice: asyncpg.Record,
     if a.balance_used is not None:
         return a
     org, mode, customer = scope.org_id, scope.livemode, invoice["user_id"]
+    if a.left == 0 or await balances.balance(ctx.pool, org, mode, customer,
+                                             invoice["currency"]) <= 0:
+        return replace(a, balance_used=0)
     async with ctx.pool.acquire() as conn, conn.transaction():
         held = await balances.balance(conn, org, mode, customer, invoice["currency"], lock=True)
         used = payable(held, a.left)
@@ -157,7 +169,9 @@ async def _customer_balance(ctx: Context, scope: Scope, invoice: asyncpg.Record,
                 customer, invoice["currency"], -used, "invoice_payment",
                 f"Invoice payment: {used} cents", invoice_id=invoice["id"],
                 source_ref=a.key("balance")))
-        return await store.record(conn, org, mode, a, balance_used=used)
+        a = replace(a, balance_used=used)
+        await store.save(conn, org, mode, a)
+        return a
 
 
 async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
@@ -170,7 +184,10 @@ async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attemp
         wallet = await ctx.ask(BALANCE_GET, _scope(scope), BalanceQuery(user=user, currency=currency))
         if wallet is None:
             raise unavailable_now()
-        a = await _record(ctx, scope, a, wallet_planned=max(0, min(a.left, wallet.available)))
+        planned = max(0, min(a.left, wallet.available))
+        if planned == 0:
+            return replace(a, wallet_planned=0, wallet_used=0)
+        a = await _record(ctx, scope, a, wallet_planned=planned)
     used = a.wallet_planned or 0
     if used:
         try:
@@ -206,10 +223,10 @@ async def _card(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt)
     except Failure as refused:
         if refused.error.retryable or refused.error.status >= 500:
             raise
-        return await _record(ctx, scope, a, card_used=0, error=refused.error.message)
+        return replace(a, card_used=0, error=refused.error.message)
     if paid.status != "succeeded":
-        return await _record(ctx, scope, a, card_used=0, payment_intent_id=paid.id,
-                             error=paid.lastError or f"payment {paid.status}")
+        return replace(a, card_used=0, payment_intent_id=paid.id,
+                       error=paid.lastError or f"payment {paid.status}")
     return await _record(ctx, scope, a, card_used=a.left, payment_intent_id=paid.id,
                          card_ref=paid.providerRef or "")
 
@@ -287,4 +304,12 @@ async def _ask(ctx: Context, endpoint: Any, scope: Scope, key: str, params: Any,
 
 
 async def _record(ctx: Context, scope: Scope, a: Attempt, **outcome: Any) -> Attempt:
-    return await store.record(ctx.pool, scope.org_id, scope.livemode, a, **outcome)
+    """The attempt with a leg's outcome; saved at once, with the outcomes before it, when
+    money moved or is about to. What a source is asked for depends on the outcomes before
+    it, so those are saved before anything is asked that moves money; an outcome that
+    moved nothing can wait for the attempt's end (asked again, it moves nothing either)."""
+    a = replace(a, **outcome)
+    if any(outcome.get(leg) for leg in ("credit_used", "wallet_planned", "wallet_used",
+                                        "card_used")):
+        await store.save(ctx.pool, scope.org_id, scope.livemode, a)
+    return a

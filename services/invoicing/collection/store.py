@@ -4,7 +4,6 @@ and the mode."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -14,9 +13,6 @@ Db = asyncpg.Pool | asyncpg.Connection
 
 _ATTEMPT = ("invoice_id, attempt, due, credit_used, credit_by_meter, balance_used, wallet_planned, wallet_used,"
             " card_used, card_ref, payment_intent_id, error")
-_RECORDED = frozenset({"credit_used", "credit_by_meter", "balance_used", "wallet_planned", "wallet_used",
-                       "card_used", "card_ref", "payment_intent_id", "error"})
-
 
 def _attempt(r: asyncpg.Record) -> Attempt:
     return Attempt(invoice_id=r["invoice_id"], number=r["attempt"], due=r["due"],
@@ -52,23 +48,18 @@ async def lease(db: Db, org_id: str, livemode: bool, a: Attempt, until: datetime
         org_id, livemode, a.invoice_id, a.number, until)
 
 
-async def record(db: Db, org_id: str, livemode: bool, a: Attempt, **outcome: Any) -> Attempt:
-    """The attempt with a leg's outcome (columns of `_RECORDED`) recorded."""
-    assert outcome.keys() <= _RECORDED, outcome.keys() - _RECORDED
-    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(outcome, start=5))
-    return _attempt(await db.fetchrow(
-        f"update invoicing.collection_attempts set {sets}, updated_at = now()"
-        f" where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4"
-        f" returning {_ATTEMPT}", org_id, livemode, a.invoice_id, a.number,
-        *outcome.values()))
-
-
-async def end(conn: asyncpg.Connection, org_id: str, livemode: bool, a: Attempt,
-              state: str) -> None:
-    await conn.execute(
-        "update invoicing.collection_attempts set state = $5, updated_at = now()"
-        " where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4",
-        org_id, livemode, a.invoice_id, a.number, state)
+async def save(db: Db, org_id: str, livemode: bool, a: Attempt, state: str | None = None,
+               ) -> None:
+    """Every leg outcome the attempt has so far; with `state`, the attempt ended."""
+    await db.execute(
+        """update invoicing.collection_attempts set credit_used = $5, credit_by_meter = $6,
+            balance_used = $7, wallet_planned = $8, wallet_used = $9, card_used = $10,
+            card_ref = $11, payment_intent_id = $12, error = $13,
+            state = coalesce($14, state), updated_at = now()
+        where org_id = $1 and livemode = $2 and invoice_id = $3 and attempt = $4""",
+        org_id, livemode, a.invoice_id, a.number, a.credit_used, a.credit_by_meter,
+        a.balance_used, a.wallet_planned, a.wallet_used, a.card_used, a.card_ref,
+        a.payment_intent_id, a.error, state)
 
 
 async def credited_by_meter(db: Db, org_id: str, livemode: bool, invoice_id: str,

@@ -15,6 +15,7 @@ from tests.support import (
     Bus,
     add_payment_method,
     balance,
+    eventually,
     get,
     ledger_verify,
     new_user,
@@ -40,6 +41,23 @@ async def paid(http, org, invoice_id):
     status, body, _ = await pay(http, org, invoice_id)
     assert status == 200, body
     return body["invoice"], body["collection"]
+
+
+async def settled(http, org, invoice_id):
+    """The invoice once the attempt left behind has ended: resumed by this pay, or by the
+    recovery job if it took the attempt first."""
+    status, body, _ = await pay(http, org, invoice_id)
+    if status == 200:
+        return body["invoice"]
+    assert status == 409, body
+    return await eventually(lambda: invoice_now(http, org, invoice_id),
+                            lambda invoice: invoice["status"] == "paid", timeout=10)
+
+
+async def invoice_now(http, org, invoice_id):
+    status, invoice, _ = await fetch(http, org, invoice_id)
+    assert status == 200, invoice
+    return invoice
 
 
 async def deposit(http, org, user, amount):
@@ -188,6 +206,9 @@ async def test_the_card_on_file_pays_the_remainder(http, org, nc, platform):  # 
     bus = Bus(nc, await org_id_of(platform, org))
     answer = await bus.ask(INVOICE_PAYMENT_GET.subject, {"invoiceId": invoice["id"]})
     assert answer["result"]["paymentIntentId"].startswith("pi_")
+    # Refunding the invoice refunds what the card paid (payments.md §4.4).
+    status, refund, _ = await post(http, "/refunds", {"invoiceId": invoice["id"]}, org.auth())
+    assert (status // 100, refund["amount"]) == (2, 700), refund
 
 
 async def test_a_declined_card_keeps_what_was_taken(http, org, pool):  # 6
@@ -274,10 +295,8 @@ async def test_a_pay_while_the_ledger_is_down_resumes_later(http, org, platform,
         status, body, _ = await pay(http, org, invoice["id"])
         assert (status, body["error"]["code"]) == (503, "unavailable")
     # The attempt left unfinished is resumed: the same keys, nothing taken twice.
-    after, collection = await paid(http, org, invoice["id"])
-    assert collection == {"success": True, "creditUsed": 400, "balanceUsed": 600,
-                          "amountCharged": 1000}
-    assert after["attemptCount"] == 1
+    after = await settled(http, org, invoice["id"])
+    assert (after["amountPaid"], after["creditApplied"], after["attemptCount"]) == (1000, 400, 1)
     assert await balance(http, org, user) == 400
     assert await remaining(http, org, user) == [0]
 
@@ -316,11 +335,26 @@ async def test_a_collector_that_died_is_taken_over_after_its_lease(http, org, po
     assert status == 409
     await pool.execute("update invoicing.collection_attempts set lease_until = now()"
                        " where invoice_id = $1", invoice["id"])
-    after, collection = await paid(http, org, invoice["id"])
-    assert collection == {"success": True, "customerBalanceUsed": 200, "balanceUsed": 800,
-                          "amountCharged": 1000}
-    assert after["attemptCount"] == 1
+    after = await settled(http, org, invoice["id"])
+    assert (after["amountPaid"], after["attemptCount"]) == (1000, 1)
     assert await balance(http, org, user) == 200
+
+
+async def test_the_recovery_job_ends_an_attempt_left_behind(http, org, pool):
+    """No pay comes: the job resumes the attempt once its lease has passed (§9.5)."""
+    user = new_user()
+    await deposit(http, org, user, 1000)
+    invoice = await open_invoice(http, org, 700, user)
+    org_id = await pool.fetchval("select org_id from invoicing.invoices where id = $1",
+                                 invoice["id"])
+    await pool.execute(
+        "insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,"
+        " due, lease_until) values ($1, false, $2, 1, 700, now())", org_id, invoice["id"])
+    after = await eventually(lambda: invoice_now(http, org, invoice["id"]),
+                             lambda invoice: invoice["status"] == "paid", timeout=10)
+    assert (after["amountPaid"], after["attemptCount"]) == (700, 1)
+    assert await balance(http, org, user) == 300
+    assert (await events_of(pool, invoice["id"]))[-1] == "invoice.paid"
 
 
 async def test_a_resumed_attempt_asks_what_it_asked_before(http, org, pool):
@@ -336,8 +370,7 @@ async def test_a_resumed_attempt_asks_what_it_asked_before(http, org, pool):
         " due, credit_used, balance_used, wallet_planned, lease_until)"
         " values ($1, false, $2, 1, 1000, 0, 0, 1000, now())", org_id, invoice["id"])
     await grant(http, org, user, 500)
-    after, collection = await paid(http, org, invoice["id"])
-    assert collection == {"success": True, "balanceUsed": 1000, "amountCharged": 1000}
+    after = await settled(http, org, invoice["id"])
     assert (after["amountPaid"], after["creditApplied"]) == (1000, 0)
     assert await balance(http, org, user) == 500
     assert await remaining(http, org, user) == [500]

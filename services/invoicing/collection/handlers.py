@@ -23,7 +23,7 @@ from contracts.credits import (
 )
 from contracts.envelope import Actor
 from contracts.errors import Failure
-from contracts.ids import now
+from contracts.ids import new_id, now
 from contracts.invoicing import Collection
 from contracts.ledger import (
     BALANCE_GET,
@@ -97,6 +97,17 @@ async def finish(conn: asyncpg.Connection, scope: Scope, invoice: asyncpg.Record
                      "succeeded" if outcome.success else "failed")
     return domain.finished(a, invoice["amount_due"], invoice["amount_paid"],
                            invoice["credit_applied"], now()), outcome
+
+
+async def stalled(db: asyncpg.Pool, limit: int) -> list[tuple[str, bool, str]]:
+    """(organization, mode, invoice) of attempts whose lease has passed, oldest first."""
+    return await store.stalled(db, limit)
+
+
+def acting_for(org_id: str, livemode: bool) -> Scope:
+    """Invoicing itself acting for an organization (its recovery job)."""
+    return Scope(org_id=org_id, org_name="", livemode=livemode, actor=_INVOICING,
+                 request_id=new_id("req_"))
 
 
 async def running(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> bool:

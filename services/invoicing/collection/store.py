@@ -33,6 +33,14 @@ async def running(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice
     return None if r is None else (_attempt(r), r["lease_until"])
 
 
+async def stalled(db: Db, limit: int) -> list[tuple[str, bool, str]]:
+    rows = await db.fetch(
+        "select org_id, livemode, invoice_id from invoicing.collection_attempts"
+        " where state = 'collecting' and lease_until < now() order by lease_until limit $1",
+        limit)
+    return [(r["org_id"], r["livemode"], r["invoice_id"]) for r in rows]
+
+
 async def start(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
                 number: int, due: int, lease_until: datetime) -> Attempt:
     return _attempt(await conn.fetchrow(

@@ -11,6 +11,7 @@ key) holding the invoice's row lock (§5.0), and commits its event (`invoice.cre
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,7 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
-from contracts.errors import invalid, not_found
+from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, now, rfc3339
 from contracts.invoicing import (
     DISCOUNT_APPLY,
@@ -64,6 +65,7 @@ from services.runtime.outbox import add_event
 from services.runtime.service import Context, Router
 
 router = Router()
+log = logging.getLogger(__name__)
 
 
 @router.handler(INVOICE_CREATE, transaction=True)
@@ -155,23 +157,38 @@ async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
 
 @router.handler(INVOICE_PAY)
 async def pay_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> bytes:
-    """§5.5, §9.5: one attempt of the collection waterfall. The attempt starts and ends
-    under the invoice's row lock; its legs run between (they ask other services), while
-    the attempt keeps other pays out (409). The reply is remembered under the request's
-    Idempotency-Key: a retry gets it again rather than a second attempt."""
+    """§5.5, §9.5: one attempt of the collection waterfall."""
+    return await _collect(ctx, scope, p.id)
+
+
+async def resume_stalled(ctx: Context) -> None:
+    """The job (§9.5): attempts whose collector went quiet past its lease (a crash, a
+    source that did not answer) are resumed with the same keys and ended, as a pay would."""
+    for org_id, livemode, invoice_id in await collection.stalled(ctx.pool, 50):
+        try:
+            await _collect(ctx, collection.acting_for(org_id, livemode), invoice_id)
+        except Failure as failure:
+            log.warning("collection of %s not resumed: %s", invoice_id, failure.error.message)
+
+
+async def _collect(ctx: Context, scope: Scope, invoice_id: str) -> bytes:
+    """The attempt starts and ends under the invoice's row lock; its legs run between (they
+    ask other services), while the attempt keeps other pays out (409). The reply is
+    remembered under the request's Idempotency-Key with the end: a retry gets it again
+    rather than a second attempt."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         replay = await ctx.keys.replay(conn, scope)
         if replay is not None:
             return replay
-        row = await load(conn, scope, p.id, lock=True)
+        row = await load(conn, scope, invoice_id, lock=True)
         attempt = await collection.begin(conn, scope, row)
     attempt = await collection.collect(ctx, scope, row, attempt)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await load(conn, scope, p.id, lock=True)
+        row = await load(conn, scope, invoice_id, lock=True)
         changes, outcome = await collection.finish(conn, scope, row, attempt)
         row = await store.update(conn, scope.org_id, scope.livemode, row["id"], **changes)
         invoice = await announce(conn, scope, row, "invoice.paid" if outcome.success
-                                  else "invoice.payment_failed")
+                                 else "invoice.payment_failed")
         return await ctx.keys.answer(conn, scope, Reply(result=InvoicePaid(invoice, outcome)))
 
 

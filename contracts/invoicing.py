@@ -409,7 +409,7 @@ INVOICE_PAY = Endpoint("billing.invoicing.invoice.pay", InvoiceIdParams, Invoice
 
 BALANCE_TRANSACTION_TYPES = ("adjustment", "bank_transfer", "invoice_payment", "credit_note",
                              "deposit", "refund")
-BALANCE_TRANSACTIONS_PAGE = Page(100, 100)
+BALANCE_TRANSACTIONS_PAGE = Page(50, 50)  # every field at its limit, a page fits a bus message
 
 
 class CustomerBalanceQuery(Params):
@@ -462,7 +462,10 @@ BALANCE_TRANSACTION_LIST = Endpoint("billing.invoicing.balance_transaction.list"
 # ---- credit notes (§2.6, §6) ---------------------------------------------------------------
 
 CREDIT_NOTE_LINES_MAX = 100
-CREDIT_NOTES_PAGE = Page(100, 100)
+# What a note's lines may weigh as JSON, as stored and answered: a page of notes
+# (CREDIT_NOTES_PAGE) with every other field at its limit still fits in one bus message.
+CREDIT_NOTE_LINES_BYTES = 16 * 1024
+CREDIT_NOTES_PAGE = Page(20, 20)
 
 
 class CreditNoteLine(msgspec.Struct, omit_defaults=True):

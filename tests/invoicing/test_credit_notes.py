@@ -124,7 +124,10 @@ async def test_bad_notes_store_nothing(http, org):  # 80, 85
               (400, "credit notes can only be issued for open or paid invoices")),
              ({"invoiceId": invoice["id"]}, (400, "credit note amount must be positive")),
              ({"invoiceId": invoice["id"], "lineItems": [{"amount": -5}]},
-              (400, "credit note amount must be positive"))]
+              (400, "credit note amount must be positive")),
+             ({"invoiceId": invoice["id"], "lineItems": [
+                 {"amount": 1, "description": "d" * 1000}] * 20},
+              (400, "lineItems: at most 16384 bytes as JSON"))]
     for body, expected in cases:
         assert error(await issue(http, org, body)) == expected, body
     status, listed, _ = await get(http, "/credit-notes", org.auth(), invoiceId=invoice["id"])

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from contracts.errors import invalid
-from contracts.invoicing import CreditNoteCreateParams
+from contracts.invoicing import CREDIT_NOTE_LINES_BYTES, CreditNoteCreateParams
 from services.invoicing.invoices.domain import OPEN, PAID, in_range, refused
 
 ISSUED, VOID = "issued", "void"
 ON_INVOICE, ON_BALANCE = "invoice", "customer_balance"  # where a note's credit went
 CREDIT_NOTE_NOT_FOUND = "credit note not found"
+_encode = msgspec.json.Encoder().encode
 
 
 def number_str(number: int) -> str:
@@ -42,6 +45,9 @@ class Invoice:
 
 def amount(p: CreditNoteCreateParams) -> int:
     """§6.1: the amount given, else the lines and the out-of-band amount."""
+    if len(_encode(p.lineItems or [])) > CREDIT_NOTE_LINES_BYTES:
+        raise invalid(f"lineItems: at most {CREDIT_NOTE_LINES_BYTES} bytes as JSON",
+                      "lineItems")
     if p.amount > 0:
         return p.amount
     lines = sum(line.amount for line in p.lineItems or ())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from contracts.errors import conflict
+from contracts.errors import Failure, conflict
 from contracts.invoicing import Collection
 from services.invoicing.invoices.domain import OPEN, PAID, refused
 
@@ -22,6 +22,21 @@ from services.invoicing.invoices.domain import OPEN, PAID, refused
 # pay resumes its attempt.
 LEASE = timedelta(seconds=30)
 LEGS = ("credit_used", "balance_used", "wallet_used", "card_used")
+
+
+# A payment intent's statuses, as collection reads them.
+CHARGED = "succeeded"
+NOT_CHARGED = frozenset({"requires_payment_method", "canceled"})
+TO_CONFIRM = "requires_confirmation"
+NEEDS_CUSTOMER = "requires_action"  # canceled: no customer is there to authenticate it
+
+
+def moved_nothing(refused: Failure) -> bool:
+    """Whether a source's refusal is final and took nothing: bad input, forbidden, not
+    found, declined or insufficient (402). Anything else — no answer, a server error, a
+    key in use or reused with other parameters — says nothing of what moved: the attempt
+    stays open and is resumed."""
+    return not refused.error.retryable and refused.error.status in (400, 402, 403, 404)
 
 
 def in_progress() -> Exception:

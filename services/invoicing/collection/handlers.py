@@ -34,12 +34,16 @@ from contracts.ledger import (
     WithdrawParams,
 )
 from contracts.payments import (
+    PAYMENT_INTENT_CANCEL,
     PAYMENT_INTENT_CONFIRM,
     PAYMENT_INTENT_CREATE,
+    PAYMENT_INTENT_GET,
     PAYMENT_METHOD_LIST,
     REFUND_CREATE,
+    PaymentIntentCancelParams,
     PaymentIntentConfirmParams,
     PaymentIntentCreateParams,
+    PaymentIntentIdParams,
     PaymentMethodListParams,
     RefundCreateParams,
 )
@@ -156,9 +160,9 @@ async def _burn(ctx: Context, scope: Scope, invoice: asyncpg.Record, key: str, a
     try:
         burnt = await _ask(ctx, CREDIT_GRANT_BURN, scope, key, params)
     except Failure as refused:
-        if refused.error.retryable or refused.error.status >= 500:
+        if not domain.moved_nothing(refused):
             raise
-        return 0  # refused as a whole: nothing was burnt
+        return 0
     return amount - burnt.remaining
 
 
@@ -206,40 +210,62 @@ async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attemp
                 user=user, currency=currency, amount=used,
                 notes=f"Invoice payment: {invoice['id']}"))
         except Failure as refused:
-            if refused.error.retryable or refused.error.status >= 500:
+            if not domain.moved_nothing(refused):
                 raise
-            used = 0  # spent meanwhile (402): nothing was withdrawn
+            used = 0  # spent meanwhile (402)
     return await _record(ctx, scope, a, wallet_used=used)
 
 
 async def _card(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
-    """The remainder, all or nothing, from the customer's default payment method."""
+    """The remainder, all or nothing, from the customer's default payment method. A payment
+    still processing keeps the attempt open (503): it is read again when resumed, never
+    charged a second time."""
     if a.card_used is not None or a.left == 0:
         return a
-    user = invoice["user_id"]
-    methods = await ctx.ask(PAYMENT_METHOD_LIST, _scope(scope),
-                            PaymentMethodListParams(customerId=user))
-    default = next((m.id for m in methods or () if m.isDefault), None)
-    if default is None:
-        return a  # no method on file (or no payments deployed): the remainder stays due
-    try:
-        intent = await _ask(ctx, PAYMENT_INTENT_CREATE, scope, a.key("card"),
-                            PaymentIntentCreateParams(
-                                customerId=user, amount=a.left, currency=invoice["currency"],
-                                paymentMethodId=default, invoiceId=invoice["id"],
-                                description=f"Invoice {invoice['id']}"),
+    if a.payment_intent_id:  # resumed: the payment exists, as it is now
+        intent = await _ask(ctx, PAYMENT_INTENT_GET, scope, None,
+                            PaymentIntentIdParams(id=a.payment_intent_id))
+        if intent.status == domain.TO_CONFIRM:
+            intent = await _confirm(ctx, scope, a, intent.id)
+    else:
+        methods = await ctx.ask(PAYMENT_METHOD_LIST, _scope(scope),
+                                PaymentMethodListParams(customerId=invoice["user_id"]))
+        default = next((m.id for m in methods or () if m.isDefault), None)
+        if default is None:
+            return a  # no method on file (or no payments deployed): the remainder stays due
+        # The amount charged is what the legs before left: saved before it is asked for.
+        await store.save(ctx.pool, scope.org_id, scope.livemode, a)
+        try:
+            intent = await _ask(ctx, PAYMENT_INTENT_CREATE, scope, a.key("card"),
+                                PaymentIntentCreateParams(
+                                    customerId=invoice["user_id"], amount=a.left,
+                                    currency=invoice["currency"], paymentMethodId=default,
+                                    invoiceId=invoice["id"],
+                                    description=f"Invoice {invoice['id']}"),
+                                timeout=_PROVIDER_TIMEOUT)
+            intent = await _confirm(ctx, scope, a, intent.id)
+        except Failure as refused:
+            if not domain.moved_nothing(refused):
+                raise
+            return replace(a, card_used=0, error=refused.error.message)
+    if intent.status == domain.NEEDS_CUSTOMER:  # off-session: nobody to authenticate it
+        intent = await _ask(ctx, PAYMENT_INTENT_CANCEL, scope, a.key("card:cancel"),
+                            PaymentIntentCancelParams(id=intent.id),
                             timeout=_PROVIDER_TIMEOUT)
-        paid = await _ask(ctx, PAYMENT_INTENT_CONFIRM, scope, a.key("card:confirm"),
-                          PaymentIntentConfirmParams(id=intent.id), timeout=_PROVIDER_TIMEOUT)
-    except Failure as refused:
-        if refused.error.retryable or refused.error.status >= 500:
-            raise
-        return replace(a, card_used=0, error=refused.error.message)
-    if paid.status != "succeeded":
-        return replace(a, card_used=0, payment_intent_id=paid.id,
-                       error=paid.lastError or f"payment {paid.status}")
-    return await _record(ctx, scope, a, card_used=a.left, payment_intent_id=paid.id,
-                         card_ref=paid.providerRef or "")
+    if intent.status == domain.CHARGED:
+        return await _record(ctx, scope, a, card_used=a.left, payment_intent_id=intent.id,
+                             card_ref=intent.providerRef or "")
+    if intent.status in domain.NOT_CHARGED:
+        return replace(a, card_used=0, payment_intent_id=intent.id,
+                       error=intent.lastError or f"payment {intent.status}")
+    await store.save(ctx.pool, scope.org_id, scope.livemode,
+                     replace(a, payment_intent_id=intent.id))
+    raise unavailable_now()
+
+
+async def _confirm(ctx: Context, scope: Scope, a: Attempt, intent_id: str) -> Any:
+    return await _ask(ctx, PAYMENT_INTENT_CONFIRM, scope, a.key("card:confirm"),
+                      PaymentIntentConfirmParams(id=intent_id), timeout=_PROVIDER_TIMEOUT)
 
 
 # ---- voids ---------------------------------------------------------------------------------
@@ -305,9 +331,10 @@ def _scope(scope: Scope, key: str | None = None, params: Any = None) -> Scope:
                  deadline_ms=scope.deadline_ms)
 
 
-async def _ask(ctx: Context, endpoint: Any, scope: Scope, key: str, params: Any, *,
+async def _ask(ctx: Context, endpoint: Any, scope: Scope, key: str | None, params: Any, *,
                timeout: float = 2.0) -> Any:
-    """`endpoint`'s result for `params`, sent under `key` (a replay moves nothing again)."""
+    """`endpoint`'s result for `params`, sent under `key` (a replay moves nothing again);
+    a source that does not answer is a 503 the caller may retry."""
     answer = await ctx.ask(endpoint, _scope(scope, key, params), params, timeout=timeout)
     if answer is None:
         raise unavailable_now()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from contracts.invoicing import INVOICE_PAYMENT_GET
+from contracts.invoicing import INVOICE_PAYMENT_GET, Collection
+from services.invoicing.collection import domain
+from services.invoicing.collection.domain import Attempt
+from services.invoicing.customer_balance.domain import payable
 from tests.invoicing.test_invoices import act, draft, events_of, fetch
 from tests.invoicing.test_preview import grant, remaining
 from tests.support import (
@@ -374,3 +377,44 @@ async def test_a_resumed_attempt_asks_what_it_asked_before(http, org, pool):
     assert (after["amountPaid"], after["creditApplied"]) == (1000, 0)
     assert await balance(http, org, user) == 500
     assert await remaining(http, org, user) == [500]
+
+
+# ---- the rules, without I/O ------------------------------------------------------------------
+
+
+def test_an_attempt_adds_up():  # 75
+    a = Attempt("inv_1", 1, 1000, credit_used=500, balance_used=0, wallet_used=300,
+                card_used=200)
+    assert domain.result(a) == Collection(success=True, creditUsed=500, balanceUsed=300,
+                                          providerUsed=200, amountCharged=1000)
+    short = Attempt("inv_1", 1, 1000, credit_used=600, balance_used=0, wallet_used=0)
+    assert domain.result(short).error == (
+        "insufficient funds: 400 cents remaining after credits and balance")
+
+
+def test_what_a_finished_attempt_changes():  # 2, 6, 74
+    credit = Attempt("inv_1", 1, 100, credit_used=100)
+    changes = domain.finished(credit, 100, 0, 0, "now")
+    assert (changes["status"], changes["payment_method"], changes["amount_paid"]) == (
+        "paid", "credit", 100)
+    second = Attempt("inv_1", 2, 400, credit_used=0, wallet_used=400)
+    changes = domain.finished(second, 1000, 600, 600, "now")
+    assert (changes["payment_method"], changes["credit_applied"], changes["attempt_count"]) == (
+        "balance", 600, 2)
+    card = Attempt("inv_1", 1, 1000, wallet_used=300, card_used=700, card_ref="ch_1")
+    changes = domain.finished(card, 1000, 0, 0, "now")
+    assert (changes["payment_method"], changes["payment_ref"]) == ("card", "ch_1")
+    partial = domain.finished(Attempt("inv_1", 1, 1000, credit_used=600), 1000, 0, 0, "now")
+    assert "status" not in partial and partial["amount_paid"] == 600
+
+
+def test_a_meters_grants_are_capped_by_its_lines():
+    lines = [{"meterId": "gpu", "amount": 300}, {"amount": 500},
+             {"meterId": "gpu", "amount": 200}, {"meterId": "api", "amount": -50}]
+    assert domain.meter_caps(lines, {}) == {"gpu": 500}
+    assert domain.meter_caps(lines, {"gpu": 450}) == {"gpu": 50}
+    assert domain.meter_caps(lines, {"gpu": 900}) == {"gpu": 0}
+
+
+def test_the_customer_balance_pays_only_credit_held():
+    assert [payable(b, 500) for b in (-100, 0, 200, 900)] == [0, 0, 200, 500]

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from contracts.errors import Failure
+from services.invoicing.credit_notes import domain
 from services.invoicing.credit_notes.domain import number_str
 from tests.invoicing.test_collection import customer_balance, deposit, open_invoice, paid
 from tests.invoicing.test_invoices import draft, events_of, fetch
@@ -179,3 +183,14 @@ async def test_no_note_while_the_invoice_is_being_collected(http, org, pool):
         409, "invoice payment already in progress")
     _, after, _ = await fetch(http, org, invoice["id"])
     assert after["amountDue"] == 5000
+
+
+def test_where_a_note_goes_and_when_it_is_refused():
+    open_invoice_ = domain.Invoice(status="open", total=5000, due_left=2000, credited=0)
+    assert domain.applied_to(open_invoice_, 2000) == "invoice"
+    paid = domain.Invoice(status="paid", total=5000, due_left=0, credited=3000)
+    assert domain.applied_to(paid, 2000) == "customer_balance"
+    for invoice, credit in ((open_invoice_, 2001), (paid, 2001)):
+        with pytest.raises(Failure) as refused:
+            domain.applied_to(invoice, credit)
+        assert refused.value.error.message == "credit note total exceeds invoice total"

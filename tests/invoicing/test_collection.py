@@ -183,6 +183,16 @@ async def test_concurrent_pays_collect_once(http, org, database_url):
     assert ledger_verify(database_url).returncode == 0
 
 
+async def test_two_invoices_never_overdraw_one_customer_balance(http, org):
+    """The balance's row lock: two invoices paid at once take 1000 in all, never more."""
+    user = new_user()
+    await credit_balance(http, org, user, 1000)
+    invoices = [await open_invoice(http, org, 800, user) for _ in range(2)]
+    replies = await asyncio.gather(*(paid(http, org, i["id"]) for i in invoices))
+    assert sorted(c.get("customerBalanceUsed", 0) for _, c in replies) == [200, 800]
+    assert await customer_balance(http, org, user) == 0
+
+
 async def test_a_pay_retried_with_its_key_is_answered_again(http, org):
     user = new_user()
     await deposit(http, org, user, 800)

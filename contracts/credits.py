@@ -45,13 +45,19 @@ class CreditBreakdownQuery(Params):
     currency: Code = ""  # ours: the breakdown sums one currency only (default usd)
 
 
+# A meter id no meter has: a burn for it spends only the grants usable for every meter (an
+# invoice's amount outside its usage lines, §9.4 Δ).
+NO_METER = "(no meter)"
+
+
 class CreditBurnParams(Params):
     """Apply credits to `amount` (minor units of `currency`) for one user and meter."""
 
     userId: UserId = ""
     amount: Int64 = 0
     currency: Code = ""
-    meterId: Id = ""  # empty = any meter: meter-scoped grants are burned too
+    meterId: Id = ""  # empty = any meter: meter-scoped grants are burned too; NO_METER:
+    # grants for every meter only
 
 
 # ---- results --------------------------------------------------------------------------

@@ -377,3 +377,147 @@ INVOICE_PREVIEW = Endpoint("billing.invoicing.invoice.preview", InvoicePreviewPa
                            InvoicePreview)
 INVOICE_UPCOMING = Endpoint("billing.invoicing.invoice.upcoming", UpcomingInvoiceQuery,
                             UpcomingInvoice)
+
+
+# ---- collection (§2.5, §5.5, §9.5) ---------------------------------------------------------
+# Pay takes the invoice id from the path and no body.
+
+
+class Collection(msgspec.Struct, omit_defaults=True):
+    """What one attempt took, per source (§2.5): `creditUsed + customerBalanceUsed +
+    balanceUsed + providerUsed == amountCharged`."""
+
+    success: bool
+    creditUsed: int = 0
+    customerBalanceUsed: int = 0
+    balanceUsed: int = 0  # the wallet (the ledger balance)
+    providerUsed: int = 0  # the default payment method, through payments
+    amountCharged: int = 0
+    providerRef: str = ""
+    error: str = ""
+
+
+class InvoicePaid(msgspec.Struct):
+    invoice: Invoice
+    collection: Collection
+
+
+INVOICE_PAY = Endpoint("billing.invoicing.invoice.pay", InvoiceIdParams, InvoicePaid)
+
+
+# ---- customer balance (§2.7, §7) -----------------------------------------------------------
+
+BALANCE_TRANSACTION_TYPES = ("adjustment", "bank_transfer", "invoice_payment", "credit_note",
+                             "deposit", "refund")
+BALANCE_TRANSACTIONS_PAGE = Page(50, 50)  # every field at its limit, a page fits a bus message
+
+
+class CustomerBalanceQuery(Params):
+    customerId: UserId = ""
+    currency: Code = ""  # default usd, lower-cased
+
+
+class BalanceAdjustmentParams(Params):
+    customerId: UserId = ""
+    amount: Int64 = 0  # positive credits the customer, negative debits; never 0
+    currency: Code = ""
+    description: Notes = ""
+
+
+class BalanceTransactionListParams(Params):
+    customerId: UserId = ""  # empty: every customer of the organization
+    currency: Code = ""
+    limit: int = 0  # ≤ 0: the default; capped (BALANCE_TRANSACTIONS_PAGE)
+    offset: int = 0
+
+
+class CustomerBalance(msgspec.Struct):
+    customerId: str
+    currency: str
+    balance: int  # positive: credit the customer holds; may be negative
+
+
+class BalanceTransaction(msgspec.Struct, omit_defaults=True):
+    id: str
+    customerId: str
+    amount: int
+    currency: str
+    type: str
+    endingBalance: int
+    created: str
+    description: str = ""
+    invoiceId: str = ""
+    creditNoteId: str = ""
+    sourceRef: str = ""
+
+
+CUSTOMER_BALANCE_GET = Endpoint("billing.invoicing.customer_balance.get", CustomerBalanceQuery,
+                                CustomerBalance)
+CUSTOMER_BALANCE_ADJUST = Endpoint("billing.invoicing.customer_balance.adjust",
+                                   BalanceAdjustmentParams, BalanceTransaction)
+BALANCE_TRANSACTION_LIST = Endpoint("billing.invoicing.balance_transaction.list",
+                                    BalanceTransactionListParams, list[BalanceTransaction])
+
+
+# ---- credit notes (§2.6, §6) ---------------------------------------------------------------
+
+CREDIT_NOTE_LINES_MAX = 100
+# What a note's lines may weigh as JSON, as stored and answered: a page of notes
+# (CREDIT_NOTES_PAGE) with every other field at its limit still fits in one bus message.
+CREDIT_NOTE_LINES_BYTES = 16 * 1024
+CREDIT_NOTES_PAGE = Page(20, 20)
+
+
+class CreditNoteLine(msgspec.Struct, omit_defaults=True):
+    description: Notes = ""
+    amount: Int64 = 0
+    currency: Code = ""
+    quantity: Int64 = 0
+    unitPrice: Int64 = 0
+
+
+class CreditNoteCreateParams(Params):
+    invoiceId: Id = ""
+    customerId: UserId = ""  # default: the invoice's customer
+    amount: Int64 = 0  # ≤ 0: Σ lineItems.amount + outOfBandAmount
+    reason: Code = ""
+    lineItems: Annotated[list[CreditNoteLine],
+                         msgspec.Meta(max_length=CREDIT_NOTE_LINES_MAX)] | None = None
+    outOfBandAmount: Int64 = 0
+    memo: Notes = ""
+
+
+class CreditNoteListParams(Params):
+    invoiceId: Id = ""
+    customerId: UserId = ""
+    limit: int = 0  # ≤ 0: the default; capped (CREDIT_NOTES_PAGE)
+    offset: int = 0
+
+
+class CreditNoteIdParams(Params):
+    id: Id = ""  # from the path
+
+
+class CreditNote(msgspec.Struct, omit_defaults=True):
+    id: str
+    invoiceId: str
+    customerId: str
+    number: str
+    amount: int
+    currency: str
+    status: str
+    created: str
+    reason: str = ""
+    lineItems: list[CreditNoteLine] | None = None
+    outOfBandAmount: int = 0
+    creditBalanceTransaction: str = ""
+    memo: str = ""
+
+
+CREDIT_NOTE_CREATE = Endpoint("billing.invoicing.credit_note.create", CreditNoteCreateParams,
+                              CreditNote)
+CREDIT_NOTE_LIST = Endpoint("billing.invoicing.credit_note.list", CreditNoteListParams,
+                            list[CreditNote])
+CREDIT_NOTE_GET = Endpoint("billing.invoicing.credit_note.get", CreditNoteIdParams, CreditNote)
+CREDIT_NOTE_VOID = Endpoint("billing.invoicing.credit_note.void", CreditNoteIdParams,
+                            CreditNote)

@@ -5,8 +5,9 @@ Pricing rules, the invoice preview and the upcoming invoice: the preview and the
 invoice name their customer in `userId` (canonicalised like every user id); creating and
 deleting a rule honour Idempotency-Key; the preview is a read. Invoices: changes honour
 `Idempotency-Key`; finalize and void take no body; tax takes the address from the query
-string (§5.10). The PDF is a `document` route: the file as invoicing made it. Tax rates
-(§2.8) are ours: the reference seeded them out of band.
+string (§5.10); pay takes no body (§5.5). The PDF is a `document` route: the file as invoicing made it. Tax rates
+(§2.8) are ours: the reference seeded them out of band. Customer-balance adjustments mint
+money (§1.1): the `mint` class.
 
 `GET /billing/invoices/upcoming` comes before `GET /billing/invoices/{id}`: routes match in
 order where aiohttp does not put static segments first."""
@@ -41,6 +42,8 @@ INVOICING_ROUTES: tuple[Route, ...] = (
           source="optional", user_field=None, idempotent=True),
     Route("POST", "/billing/invoices/{id}/void", invoicing.INVOICE_VOID, "admin",
           source="optional", user_field=None, idempotent=True),
+    Route("POST", "/billing/invoices/{id}/pay", invoicing.INVOICE_PAY, "admin",
+          source="optional", user_field=None, idempotent=True),
     Route("POST", "/billing/invoices/{id}/line-items", invoicing.LINE_ITEM_ADD, "admin",
           user_field=None, idempotent=True),
     Route("DELETE", "/billing/invoices/{id}/line-items/{itemId}", invoicing.LINE_ITEM_REMOVE,
@@ -53,4 +56,20 @@ INVOICING_ROUTES: tuple[Route, ...] = (
           idempotent=True, status=201),
     Route("GET", "/billing/tax-rates", invoicing.TAX_RATE_LIST, "admin", source="query",
           user_field=None),
+    # ---- customer balance (§7): adjusting one mints money ----
+    Route("GET", "/billing/customer-balance", invoicing.CUSTOMER_BALANCE_GET, "admin",
+          source="query", user_field="customerId"),
+    Route("POST", "/billing/customer-balance/adjustments", invoicing.CUSTOMER_BALANCE_ADJUST,
+          "mint", user_field="customerId", idempotent=True),
+    Route("GET", "/billing/balance-transactions", invoicing.BALANCE_TRANSACTION_LIST, "admin",
+          source="query", user_field="customerId"),
+    # ---- credit notes (§6) ----
+    Route("POST", "/billing/credit-notes", invoicing.CREDIT_NOTE_CREATE, "admin",
+          user_field="customerId", idempotent=True, status=201),
+    Route("GET", "/billing/credit-notes", invoicing.CREDIT_NOTE_LIST, "admin", source="query",
+          user_field="customerId"),
+    Route("GET", "/billing/credit-notes/{id}", invoicing.CREDIT_NOTE_GET, "admin",
+          source="query", user_field=None),
+    Route("POST", "/billing/credit-notes/{id}/void", invoicing.CREDIT_NOTE_VOID, "admin",
+          source="optional", user_field=None, idempotent=True),
 )

@@ -20,7 +20,19 @@ from contracts import Actor, ErrorCode
 from contracts.alerts import SpendAlert
 from contracts.credits import CreditGrantItem
 from contracts.endpoint import Endpoint
-from contracts.invoicing import INVOICES_PAGE, LINE_ITEMS_BYTES, Invoice, InvoiceList, LineItem
+from contracts.invoicing import (
+    BALANCE_TRANSACTIONS_PAGE,
+    CREDIT_NOTE_LINES_BYTES,
+    CREDIT_NOTES_PAGE,
+    INVOICES_PAGE,
+    LINE_ITEMS_BYTES,
+    BalanceTransaction,
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceList,
+    LineItem,
+)
 from contracts.ledger import (
     DEPOSIT_CREATE,
     DepositParams,
@@ -253,6 +265,22 @@ def test_a_full_page_of_rows_at_every_limit_fits_in_one_bus_message():
         discountName=w * 255, amountRemaining=big, livemode=True, metadata=metadata,
         dueDate=ts, paidAt=ts, voidedAt=ts)
     assert reply_size(INVOICES_PAGE, lambda n: InvoiceList([invoice] * n, n)) < budget
+    balance_txn = BalanceTransaction(
+        id="cbtxn_" + "x" * 22, customerId=w * 255, amount=-big, currency="abcdefghij",
+        type="invoice_payment", endingBalance=-big, created=ts, description=w * 1000,
+        invoiceId=w * 255, creditNoteId="cn_" + "x" * 22, sourceRef=w * 300)
+    assert reply_size(BALANCE_TRANSACTIONS_PAGE, lambda n: [balance_txn] * n) < budget
+    note_line = CreditNoteLine(description="x", amount=-big, currency=w * 64, quantity=big,
+                               unitPrice=big)
+    room = CREDIT_NOTE_LINES_BYTES - len(msgspec.json.encode([note_line])) + 1
+    note_lines = [msgspec.structs.replace(note_line, description=w * (room // 6))]
+    assert len(msgspec.json.encode(note_lines)) <= CREDIT_NOTE_LINES_BYTES
+    note = CreditNote(id="cn_" + "x" * 22, invoiceId=w * 255, customerId=w * 255,
+                      number="CN-" + "9" * 19, amount=big, currency="abcdefghij",
+                      status="issued", created=ts, reason=w * 64, lineItems=note_lines,
+                      outOfBandAmount=big, creditBalanceTransaction="cbtxn_" + "x" * 22,
+                      memo=w * 1000)
+    assert reply_size(CREDIT_NOTES_PAGE, lambda n: [note] * n) < budget
 
 
 # ---- the bus's message limit -------------------------------------------------------------

@@ -61,11 +61,6 @@ def voidable(status: str) -> None:
         raise refused(f"can only void draft or open invoices, current status: {status}")
 
 
-def collected_nothing(amount_paid: int, credit_applied: int) -> bool:
-    """Whether voiding takes nothing back: no payment and no credit went to the invoice."""
-    return amount_paid == 0 and credit_applied == 0
-
-
 def number_str(number: int) -> str:
     """§9.11: `INV-0001`; longer numbers unpadded (`INV-12345`); unnumbered drafts ""."""
     return f"INV-{number:04d}" if number > 0 else ""

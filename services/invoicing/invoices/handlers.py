@@ -4,20 +4,21 @@ what payments asks before refunding an invoice.
 
 Every change runs in one transaction (`transaction=True`: idempotent under the request's
 key) holding the invoice's row lock (§5.0), and commits its event (`invoice.created`,
-`invoice.updated`, `invoice.finalized`, `invoice.voided`) through the outbox. Collection
-(`pay`) is a later piece: `_give_back` is where voiding an invoice that collected money
-will return it."""
+`invoice.updated`, `invoice.finalized`, `invoice.paid`, `invoice.payment_failed`,
+`invoice.voided`) through the outbox. Paying runs the collection waterfall
+(`collection/`) between two such transactions; voiding gives back what it took."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import asyncpg
 import msgspec
 from msgspec import UNSET
 
-from contracts import ErrorCode, Scope
+from contracts import Reply, Scope
 from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, now, rfc3339
 from contracts.invoicing import (
@@ -26,6 +27,7 @@ from contracts.invoicing import (
     INVOICE_FINALIZE,
     INVOICE_GET,
     INVOICE_LIST,
+    INVOICE_PAY,
     INVOICE_PAYMENT_GET,
     INVOICE_PDF,
     INVOICE_VOID,
@@ -42,6 +44,7 @@ from contracts.invoicing import (
     InvoiceIdParams,
     InvoiceList,
     InvoiceListParams,
+    InvoicePaid,
     InvoicePayment,
     InvoicePaymentParams,
     LineItem,
@@ -55,12 +58,14 @@ from contracts.invoicing import (
     TaxRateListParams,
     TaxResult,
 )
+from services.invoicing.collection import handlers as collection
 from services.invoicing.invoices import document, domain, store
 from services.runtime.bus import created, paged
 from services.runtime.outbox import add_event
 from services.runtime.service import Context, Router
 
 router = Router()
+log = logging.getLogger(__name__)
 
 
 @router.handler(INVOICE_CREATE, transaction=True)
@@ -72,7 +77,7 @@ async def create_invoice(ctx: Context, scope: Scope, p: InvoiceCreateParams,
     row = await store.create(conn, scope.org_id, scope.livemode, invoice_id, draft,
                              msgspec.to_builtins(draft.lines), subtotal,
                              domain.amount_due(subtotal, 0, 0, 0))
-    return created(await _announce(conn, scope, row, "invoice.created"))
+    return created(await announce(conn, scope, row, "invoice.created"))
 
 
 @router.handler(INVOICE_LIST)
@@ -87,13 +92,13 @@ async def list_invoices(ctx: Context, scope: Scope, p: InvoiceListParams) -> Any
 
 @router.handler(INVOICE_GET)
 async def get_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> Invoice:
-    return _invoice(await _load(ctx.pool, scope, p.id), scope.livemode)
+    return _invoice(await load(ctx.pool, scope, p.id), scope.livemode)
 
 
 @router.handler(LINE_ITEM_ADD, transaction=True)
 async def add_line_item(ctx: Context, scope: Scope, p: LineItemAddParams,
                         conn: asyncpg.Connection) -> Invoice:
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only add line items to draft invoices")
     counter = row["line_counter"] + 1
     line = domain.new_line(p, row["id"], counter, row["currency"])
@@ -105,7 +110,7 @@ async def add_line_item(ctx: Context, scope: Scope, p: LineItemAddParams,
 @router.handler(LINE_ITEM_REMOVE, transaction=True)
 async def remove_line_item(ctx: Context, scope: Scope, p: LineItemRemoveParams,
                            conn: asyncpg.Connection) -> Invoice:
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only remove line items from draft invoices")
     lines = domain.without_line(_lines(row), p.itemId)
     return await _updated(conn, scope, await _edit(conn, scope, row, lines=lines))
@@ -114,7 +119,7 @@ async def remove_line_item(ctx: Context, scope: Scope, p: LineItemRemoveParams,
 @router.handler(DISCOUNT_APPLY, transaction=True)
 async def apply_discount(ctx: Context, scope: Scope, p: DiscountParams,
                          conn: asyncpg.Connection) -> Invoice:
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.require_draft(row["status"], "can only apply discounts to draft invoices")
     amount, name = domain.discount(p, row["subtotal"])
     return await _updated(conn, scope, await _edit(conn, scope, row, discount=amount,
@@ -126,7 +131,7 @@ async def calculate_tax(ctx: Context, scope: Scope, p: TaxParams,
                         conn: asyncpg.Connection) -> TaxResult:
     """§5.10 Δ: drafts only; the address is kept, and later edits of the draft calculate
     its tax again."""
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     where = domain.address(p.country, p.state, p.postalCode, p.city)
     domain.require_draft(row["status"], "can only calculate tax for draft invoices")
     saved = await _edit(conn, scope, row, address=where)
@@ -140,43 +145,69 @@ async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
                            conn: asyncpg.Connection) -> Invoice:
     """§5.4: draft → open with its amount due, and the organization's next number in this
     mode, taken in this transaction (§9.11)."""
-    row = await _load(conn, scope, p.id, lock=True)
+    row = await load(conn, scope, p.id, lock=True)
     domain.finalizable(row["status"])
     number = await store.next_number(conn, scope.org_id, scope.livemode, "invoice")
     due = domain.amount_due(row["subtotal"], row["tax"], row["discount"],
                             row["credit_applied"])
     row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
                              status=domain.OPEN, amount_due=due, number=number)
-    return await _announce(conn, scope, row, "invoice.finalized")
+    return await announce(conn, scope, row, "invoice.finalized")
+
+
+@router.handler(INVOICE_PAY)
+async def pay_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> bytes:
+    """§5.5, §9.5: one attempt of the collection waterfall."""
+    return await _collect(ctx, scope, p.id)
+
+
+async def resume_stalled(ctx: Context) -> None:
+    """The job (§9.5): attempts whose collector went quiet past its lease (a crash, a
+    source that did not answer) are resumed with the same keys and ended, as a pay would."""
+    for org_id, livemode, invoice_id in await collection.stalled(ctx.pool, 50):
+        try:
+            await _collect(ctx, collection.acting_for(org_id, livemode), invoice_id)
+        except Failure as failure:
+            log.warning("collection of %s not resumed: %s", invoice_id, failure.error.message)
+
+
+async def _collect(ctx: Context, scope: Scope, invoice_id: str) -> bytes:
+    """The attempt starts and ends under the invoice's row lock; its legs run between (they
+    ask other services), while the attempt keeps other pays out (409). The reply is
+    remembered under the request's Idempotency-Key with the end: a retry gets it again
+    rather than a second attempt."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        replay = await ctx.keys.replay(conn, scope)
+        if replay is not None:
+            return replay
+        row = await load(conn, scope, invoice_id, lock=True)
+        attempt = await collection.begin(conn, scope, row)
+    attempt = await collection.collect(ctx, scope, row, attempt)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await load(conn, scope, invoice_id, lock=True)
+        changes, outcome = await collection.finish(conn, scope, row, attempt)
+        row = await store.update(conn, scope.org_id, scope.livemode, row["id"], **changes)
+        invoice = await announce(conn, scope, row, "invoice.paid" if outcome.success
+                                 else "invoice.payment_failed")
+        return await ctx.keys.answer(conn, scope, Reply(result=InvoicePaid(invoice, outcome)))
 
 
 @router.handler(INVOICE_VOID, transaction=True)
 async def void_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
                        conn: asyncpg.Connection) -> Invoice:
-    """§5.6: a draft or open invoice → void; what it collected goes back first."""
-    row = await _load(conn, scope, p.id, lock=True)
+    """§5.6: a draft or open invoice → void; what collection took goes back to each source
+    first, once (not while an attempt runs: 409)."""
+    row = await load(conn, scope, p.id, lock=True)
     domain.voidable(row["status"])
-    if not domain.collected_nothing(row["amount_paid"], row["credit_applied"]):
-        await _give_back(ctx, conn, scope, row)
+    await collection.give_back(ctx, conn, scope, row)
     row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
                              status=domain.VOID, voided_at=now())
-    return await _announce(conn, scope, row, "invoice.voided")
-
-
-async def _give_back(ctx: Context, conn: asyncpg.Connection, scope: Scope,
-                     row: asyncpg.Record) -> None:
-    """§5.6 Δ[MUST]: return every partial payment recorded on the invoice (burnt grants
-    re-credited through the ledger, wallet withdrawals re-deposited, customer balance
-    re-credited) before it is voided, idempotently. Collection is not built yet, so no
-    invoice has collected anything; until it is, such a void is refused rather than
-    keeping the money."""
-    raise Failure(ErrorCode.NOT_IMPLEMENTED, 501,
-                  "voiding an invoice that collected money is not supported yet")
+    return await announce(conn, scope, row, "invoice.voided")
 
 
 @router.handler(INVOICE_PDF)
 async def invoice_pdf(ctx: Context, scope: Scope, p: InvoiceIdParams) -> InvoiceDocument:
-    row = await _load(ctx.pool, scope, p.id)
+    row = await load(ctx.pool, scope, p.id)
     invoice = _invoice(row, scope.livemode)
     seller = scope.org_name or scope.org_id
     # Laying out pages is CPU work: off the event loop, which serves other requests.
@@ -191,7 +222,7 @@ async def invoice_payment(ctx: Context, scope: Scope, p: InvoicePaymentParams,
                           ) -> InvoicePayment:
     """What payments refunds for `POST /refunds {invoiceId}` (payments.md §4.4): the intent
     that collected a paid invoice."""
-    row = await _load(ctx.pool, scope, p.invoiceId)
+    row = await load(ctx.pool, scope, p.invoiceId)
     if row["status"] != domain.PAID:
         raise invalid(f"can only refund paid invoices, current: {row['status']}")
     if not row["payment_intent_id"]:
@@ -221,7 +252,7 @@ async def list_tax_rates(ctx: Context, scope: Scope, p: TaxRateListParams) -> Ta
 # ---- the steps -----------------------------------------------------------------------------
 
 
-async def _load(db: Any, scope: Scope, invoice_id: str, *, lock: bool = False,
+async def load(db: Any, scope: Scope, invoice_id: str, *, lock: bool = False,
                 ) -> asyncpg.Record:
     row = await store.invoice(db, scope.org_id, scope.livemode, invoice_id.strip(), lock=lock)
     if row is None:
@@ -254,10 +285,10 @@ async def _edit(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, *,
 
 
 async def _updated(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record) -> Invoice:
-    return await _announce(conn, scope, row, "invoice.updated")
+    return await announce(conn, scope, row, "invoice.updated")
 
 
-async def _announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
+async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
                     type: str) -> Invoice:
     """The invoice as answered, and its event committed with the change (the outbox)."""
     invoice = _invoice(row, scope.livemode)

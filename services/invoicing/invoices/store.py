@@ -20,7 +20,9 @@ _INVOICE = ("id, user_id, customer_email, subscription_id, period_start, period_
 # What an edit may set (`update`): column names are ours, never a client's.
 _CHANGEABLE = frozenset({"status", "subtotal", "tax", "tax_percent", "tax_address",
                          "tax_lines", "discount", "discount_name", "amount_due", "number",
-                         "voided_at", "line_items", "line_counter"})
+                         "voided_at", "line_items", "line_counter", "amount_paid",
+                         "credit_applied", "attempt_count", "last_attempt_at", "paid_at",
+                         "payment_method", "payment_ref", "payment_intent_id"})
 
 
 async def invoice(db: Db, org_id: str, livemode: bool, invoice_id: str, *,

@@ -86,21 +86,23 @@ _EVENTS_OF = """
          with ordinality as e(id, meter_id, user_id, value, ts_us, idempotency, dimensions, n)"""
 
 # What the events `stored` (those inserted: duplicates never reach it) add to the usage
-# rollups (migration 003): to each hour of each meter and user, in this connection's shard;
-# hours are taken in one order by every statement (concurrent writers wait, never
-# deadlock). The distinct values of each hour are kept for unique_count meters alone.
+# rollups (migration 003): to each hour of each meter and customer, and of each meter for
+# every customer (user ''), in this connection's shard; rows are taken in one order by
+# every statement (concurrent writers wait, never deadlock). The distinct values of each
+# hour are kept for unique_count meters alone.
 _ROLLUP = """
 hours as (
     insert into metering.usage_hours as h (
         meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
         max_value, last_ts, last_seq, last_value)
-    select meter_id, user_id, date_trunc('hour', ts, 'UTC'), pg_backend_pid() % 16,
+    select meter_id, coalesce(user_id, ''), hour, pg_backend_pid() % 16,
            org_id, livemode, count(*), sum(value), min(value), max(value),
            (array_agg(ts order by ts desc, ingest_seq desc))[1],
            (array_agg(ingest_seq order by ts desc, ingest_seq desc))[1],
            (array_agg(value order by ts desc, ingest_seq desc))[1]
-    from stored
-    group by 1, 2, 3, org_id, livemode
+    from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
+    group by grouping sets ((meter_id, user_id, hour, org_id, livemode),
+                            (meter_id, hour, org_id, livemode))
     order by 1, 2, 3
     on conflict (meter_id, user_id, hour, shard) do update set
         events = h.events + excluded.events,
@@ -114,13 +116,14 @@ hours as (
                           then excluded.last_value else h.last_value end
 ), hour_values as (
     insert into metering.usage_hour_values (meter_id, user_id, hour, value)
-    select distinct meter_id, user_id, date_trunc('hour', ts, 'UTC'), value
-    from stored
+    select meter_id, coalesce(user_id, ''), hour, value
+    from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
     where meter_id in (
-        select m.id from (select distinct org_id, livemode, meter_id from stored) s
+        select m.id from (select distinct org_id, livemode, meter_id from stored) d
         join metering.meters m
-          on m.org_id = s.org_id and m.livemode = s.livemode and m.id = s.meter_id
+          on m.org_id = d.org_id and m.livemode = d.livemode and m.id = d.meter_id
         where m.aggregation_type = 'unique_count')
+    group by grouping sets ((meter_id, user_id, hour, value), (meter_id, hour, value))
     order by 1, 2, 3, 4
     on conflict do nothing
 )"""
@@ -289,6 +292,9 @@ _COMBINED = """coalesce(sum(events), 0)::bigint as count, sum(total) as sum, min
     (array_agg(last_value order by last_ts desc, last_seq desc))[1] as last"""
 
 
+EVERY_CUSTOMER = "''"  # the user of a meter's rollups for all its customers together
+
+
 class _Args:
     """The positional parameters of a statement being written; $1, $2 are the organization
     and the mode."""
@@ -303,15 +309,14 @@ class _Args:
 
 def _hour_rows(arg: _Args, table: str, columns: str, meter: str, user: str | None,
                parts: WindowParts) -> str | None:
-    """The rows of `table` (usage_hours or usage_hour_values) for the whole hours.
+    """The rows of `table` (usage_hours or usage_hour_values) for the whole hours of
+    one customer (`user`) or of every customer.
     Distinct values are only ever read with their meter's hours, which carry the scope."""
     if not parts.whole_hours:
         return None
-    where = [f"meter_id = {meter}"]
+    where = [f"meter_id = {meter}", f"user_id = {user or EVERY_CUSTOMER}"]
     if table == "usage_hours":
         where += ["org_id = $1", "livemode = $2"]
-    if user is not None:
-        where.append(f"user_id = {user}")
     if parts.hours_from is not None:
         where.append(f"hour >= {arg(parts.hours_from)}")
     if parts.hours_to is not None:
@@ -334,7 +339,8 @@ def _edge_events(arg: _Args, columns: str, meter: str, user: str | None,
     if user is not None:
         return f"select {columns} from ({events}) e"
     return (f"select {columns} from (select distinct user_id from metering.usage_hours"
-            f" where meter_id = {meter} and hour = any({arg(parts.edge_hours())})) u"
+            f" where meter_id = {meter} and hour = any({arg(parts.edge_hours())})"
+            f" and user_id <> {EVERY_CUSTOMER}) u"
             f" cross join lateral ({events}) e")
 
 

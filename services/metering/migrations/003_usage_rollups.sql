@@ -8,7 +8,8 @@
 -- the hour (`shard`, from its connection), so they do not queue on one row lock; a read
 -- adds up the shards. Updates leave the indexed columns alone and find room in the page
 -- (fillfactor): heap-only updates, no index writes after an hour's first event.
--- Keyed by the meter, whose id is unique across organizations and modes.
+-- A meter's hours for all its customers together are kept too, as user '' (a customer's id
+-- is never empty). Keyed by the meter, whose id is unique across organizations and modes.
 create table {schema}.usage_hours (
     meter_id    text        not null,
     user_id     text        not null,
@@ -25,7 +26,7 @@ create table {schema}.usage_hours (
     last_value  bigint      not null,
     primary key (meter_id, user_id, hour, shard)
 ) with (fillfactor = 70);
--- Summaries over every customer of a meter.
+-- The customers with events in given hours of a meter (a period's edges, every customer).
 create index usage_hours_by_meter on {schema}.usage_hours (meter_id, hour);
 
 -- `unique_count` cannot add hours up: the distinct values of each meter, user and hour are
@@ -42,16 +43,20 @@ create table {schema}.usage_hour_values (
 -- The events stored before this migration.
 insert into {schema}.usage_hours (meter_id, user_id, hour, shard, org_id, livemode, events,
                                   total, min_value, max_value, last_ts, last_seq, last_value)
-select meter_id, user_id, date_trunc('hour', ts, 'UTC'), 0, org_id, livemode, count(*),
+select meter_id, coalesce(user_id, ''), hour, 0, org_id, livemode, count(*),
        sum(value), min(value), max(value),
        (array_agg(ts order by ts desc, ingest_seq desc))[1],
        (array_agg(ingest_seq order by ts desc, ingest_seq desc))[1],
        (array_agg(value order by ts desc, ingest_seq desc))[1]
-from {schema}.events
-group by meter_id, user_id, date_trunc('hour', ts, 'UTC'), org_id, livemode;
+from (select *, date_trunc('hour', ts, 'UTC') as hour from {schema}.events) e
+group by grouping sets ((meter_id, user_id, hour, org_id, livemode),
+                        (meter_id, hour, org_id, livemode));
 
 insert into {schema}.usage_hour_values (meter_id, user_id, hour, value)
-select distinct e.meter_id, e.user_id, date_trunc('hour', e.ts, 'UTC'), e.value
-from {schema}.events e
-join {schema}.meters m on m.org_id = e.org_id and m.livemode = e.livemode and m.id = e.meter_id
-where m.aggregation_type = 'unique_count';
+select meter_id, coalesce(user_id, ''), hour, value
+from (select e.meter_id, e.user_id, date_trunc('hour', e.ts, 'UTC') as hour, e.value
+      from {schema}.events e
+      join {schema}.meters m
+        on m.org_id = e.org_id and m.livemode = e.livemode and m.id = e.meter_id
+      where m.aggregation_type = 'unique_count') e
+group by grouping sets ((meter_id, user_id, hour, value), (meter_id, hour, value));

@@ -95,14 +95,18 @@ hours as (
     insert into metering.usage_hours as h (
         meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
         max_value, last_ts, last_seq, last_value)
-    select meter_id, coalesce(user_id, ''), hour, pg_backend_pid() % 16,
-           org_id, livemode, count(*), sum(value), min(value), max(value),
-           (array_agg(ts order by ts desc, ingest_seq desc))[1],
-           (array_agg(ingest_seq order by ts desc, ingest_seq desc))[1],
-           (array_agg(value order by ts desc, ingest_seq desc))[1]
-    from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
-    group by grouping sets ((meter_id, user_id, hour, org_id, livemode),
-                            (meter_id, hour, org_id, livemode))
+    select meter_id, user_id, hour, pg_backend_pid() % 16, org_id, livemode, events, total,
+           min_value, max_value, last_ts, last[1][1], last[1][2]
+    from (
+        select meter_id, coalesce(user_id, '') as user_id, hour, org_id, livemode,
+               count(*) as events, sum(value) as total, min(value) as min_value,
+               max(value) as max_value, max(ts) as last_ts,
+               (array_agg(array[ingest_seq, value] order by ts desc, ingest_seq desc))[1:1]
+                   as last
+        from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
+        group by grouping sets ((meter_id, user_id, hour, org_id, livemode),
+                                (meter_id, hour, org_id, livemode))
+    ) g
     order by 1, 2, 3
     on conflict (meter_id, user_id, hour, shard) do update set
         events = h.events + excluded.events,

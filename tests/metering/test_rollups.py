@@ -15,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import Actor
-from contracts.metering import USAGE_AGGREGATE, UsageAggregate, UsageAggregateParams
+from contracts.meter_events import to_us
+from contracts.metering import (
+    USAGE_AGGREGATE,
+    AcceptedBatch,
+    AcceptedEvent,
+    UsageAggregate,
+    UsageAggregateParams,
+)
 from services.metering import domain, store
 from services.metering.domain import HOUR, Window, window_parts
 from tests import support
@@ -250,3 +257,24 @@ async def test_the_summary_keeps_its_shape(http, org):
         "meterId": meter, "meterName": "Shape", "userId": "alice",
         "aggregationType": "unique_count", "value": 3, "eventCount": 4,
         "periodStart": query["periodStart"], "periodEnd": query["periodEnd"]}
+
+
+async def test_a_dropped_month_takes_its_rollups_with_it(metering):
+    meter = f"mtr_retention_{secrets.token_hex(4)}"
+    await store.ensure_partitions(metering.pool, datetime(2019, 1, 1, tzinfo=UTC), 2)
+    await store.write_events(metering.pool, [AcceptedBatch("", "org_retention", False, [
+        AcceptedEvent(f"mev_retention_{meter}_{i}", meter, "alice", 10 ** i,
+                      to_us(datetime(2019, 1 + i, 31 - 3 * i, 23, tzinfo=UTC)), "", None)
+        for i in range(2)])])
+
+    async def total() -> tuple[object, int]:
+        return await store.aggregate(metering.pool, "org_retention", False, meter, "alice",
+                                     Window(), "sum")
+
+    assert await total() == (11, 2)
+    assert await store.drop_partitions_before(metering.pool,
+                                              datetime(2019, 2, 1, tzinfo=UTC)) == [
+        "events_2019_01"]
+    assert await total() == (10, 1)
+    await store.drop_partitions_before(metering.pool, datetime(2019, 3, 1, tzinfo=UTC))
+    assert await total() == (None, 0)

@@ -62,11 +62,13 @@ OTHERS = 100
 STATEMENT = 32  # batches of 100 events per statement, as the synchronous writer sends them
 WRITERS = 4
 RAW_RUNS = 10
+DISTINCT_MODELS = 50  # the unique_count meter's values, e.g. models used
 
 
 async def load(database_url: str, org_id: str, meter_id: str, events: int,
-               start: datetime, end: datetime) -> float:
-    """Store the events through `store.write_events`; returns events/s."""
+               start: datetime, end: datetime, values: int) -> float:
+    """Store the events (values 1…`values`) through `store.write_events`; returns
+    events/s."""
     span_us = to_us(end) - to_us(start)
     rng = random.Random(12)
     others = events // 10
@@ -79,9 +81,9 @@ async def load(database_url: str, org_id: str, meter_id: str, events: int,
     async def writer() -> None:
         for n, users in queue:
             batches = [AcceptedBatch("", org_id, False, [
-                AcceptedEvent(f"mev_bench_{n}_{b}_{i}", meter_id, user,
-                              rng.randint(1, 1000), to_us(start) + rng.randrange(span_us), "",
-                              None)
+                AcceptedEvent(f"mev_{meter_id}_{n}_{b}_{i}", meter_id, user,
+                              rng.randint(1, values), to_us(start) + rng.randrange(span_us),
+                              "", None)
                 for i, user in enumerate(users[b * 100:(b + 1) * 100])])
                 for b in range((len(users) + 99) // 100)]
             async with pool.acquire() as conn, conn.transaction():
@@ -106,28 +108,29 @@ async def timed(name: str, runs: int, call) -> Result:
 
 
 async def bus_usage(nats_url: str, scope: Scope, params: UsageAggregateParams, *,
-                    concurrency: int, seconds: float) -> tuple[Result, int]:
-    """`usage.aggregate` asked by `concurrency` callers at once; (timings, quantity)."""
+                    concurrency: int, seconds: float) -> tuple[Result, list[int]]:
+    """`usage.aggregate` asked by `concurrency` callers at once; (timings, quantities)."""
     nc = await nats.connect(nats_url)
     payload = msgspec.json.encode(Request(scope, params))
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
-    quantity = 0
+    quantities: list[int] = []
 
     async def caller() -> None:
-        nonlocal quantity
+        nonlocal quantities
         while time.perf_counter() < deadline:
             t = time.perf_counter()
             msg = await nc.request(USAGE_AGGREGATE.subject, payload, timeout=30)
             latencies.append((time.perf_counter() - t) * 1000)
-            quantity = msgspec.json.decode(msg.data)["result"]["meters"][0]["quantity"]
+            quantities = [m["quantity"]
+                          for m in msgspec.json.decode(msg.data)["result"]["meters"]]
 
     started = time.perf_counter()
     await asyncio.gather(*[caller() for _ in range(concurrency)])
     elapsed = time.perf_counter() - started
     await nc.close()
-    return Result("usage.aggregate (bus, rollups)", len(latencies), 0, elapsed, latencies), \
-        quantity
+    return Result("usage.aggregate, both meters (bus)", len(latencies), 0, elapsed,
+                  latencies), quantities
 
 
 async def main(events: int, seconds: float, concurrency: int) -> None:
@@ -141,48 +144,54 @@ async def main(events: int, seconds: float, concurrency: int) -> None:
             base = f"http://127.0.0.1:{port}"
             await wait_http(base + "/readyz")
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
+            meters = {}
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"{base}{API}/meters", headers=auth, json={
-                        "name": "Tokens", "eventName": "tokens"}) as r:
-                    assert r.status == 201, await r.text()
-                    meter_id = (await r.json())["id"]
+                for aggregation, name in (("sum", "tokens"), ("unique_count", "models")):
+                    async with http.post(f"{base}{API}/meters", headers=auth, json={
+                            "name": name, "eventName": name,
+                            "aggregationType": aggregation}) as r:
+                        assert r.status == 201, await r.text()
+                        meters[aggregation] = (await r.json())["id"]
             pool = await db.create_pool(database_url, min_size=1, max_size=2)
             org_id = await pool.fetchval("select id from gateway.orgs where name = 'bench'")
             now = datetime.now(UTC)
+            loaded = []
+            for aggregation, values in (("sum", 1000), ("unique_count", DISTINCT_MODELS)):
+                print(f"loading {events:,} events of one customer (and {events // 10:,} of"
+                      f" {OTHERS} others) into the {aggregation} meter …", flush=True)
+                loaded.append(await load(database_url, org_id, meters[aggregation], events,
+                                         now - timedelta(days=30), now - timedelta(seconds=1),
+                                         values))
             # A month inside the last 30 days, its bounds inside hours.
             end = now - timedelta(minutes=7, seconds=13, microseconds=250)
             start = end - timedelta(days=30) + timedelta(minutes=23)
-            print(f"loading {events:,} events of one customer (and {events // 10:,} of"
-                  f" {OTHERS} others) through store.write_events …", flush=True)
-            rate = await load(database_url, org_id, meter_id, events, now - timedelta(days=30),
-                              now - timedelta(seconds=1))
             period = {"periodStart": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                       "periodEnd": end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
             window = domain.summary_window(period["periodStart"], period["periodEnd"])
             results: list[Result] = []
             answers = {}
-            for user, label in ((CUSTOMER, "one customer"), ("", "every customer")):
-                rollup = await store.aggregate(pool, org_id, False, meter_id, user, window,
-                                               "sum")
-                raw = await store.aggregate_raw(pool, org_id, False, meter_id, user, window,
-                                                "sum")
-                answers[label] = (rollup, raw)
+            for aggregation, user, label in (
+                    ("sum", CUSTOMER, "sum, one customer"), ("sum", "", "sum, every customer"),
+                    ("unique_count", CUSTOMER, "unique_count, one customer")):
+                meter_id = meters[aggregation]
+
+                def rollups(m=meter_id, u=user, a=aggregation):
+                    return store.aggregate(pool, org_id, False, m, u, window, a)
+
+                def raw_scan(m=meter_id, u=user, a=aggregation):
+                    return store.aggregate_raw(pool, org_id, False, m, u, window, a)
+
+                answers[label] = (await rollups(), await raw_scan())
                 query = urlencode({"meterId": meter_id, "userId": user, **period})
                 results.append(await drive(
-                    f"summary, {label} (gateway, rollups)",
+                    f"summary, {label} (gateway)",
                     f"{base}{API}/meter-events/summary?{query}", concurrency=concurrency,
                     seconds=seconds, headers=auth))
-                results.append(await timed(
-                    "  its SQL alone, rollups", 200,
-                    lambda u=user: store.aggregate(pool, org_id, False, meter_id, u, window,
-                                                   "sum")))
-                results.append(await timed(
-                    "  its SQL alone, raw scan", RAW_RUNS,
-                    lambda u=user: store.aggregate_raw(pool, org_id, False, meter_id, u,
-                                                       window, "sum")))
+                results.append(await timed("  its SQL alone, rollups", 200, rollups))
+                results.append(await timed("  its SQL alone, raw scan", RAW_RUNS, raw_scan))
             scope = Scope(org_id=org_id, org_name="bench", livemode=False,
                           actor=Actor(kind="service", role="platform"), request_id="bench")
-            usage, quantity = await bus_usage(nats_url, scope, UsageAggregateParams(
+            usage, quantities = await bus_usage(nats_url, scope, UsageAggregateParams(
                 userId=CUSTOMER, start=period["periodStart"], end=period["periodEnd"]),
                 concurrency=concurrency, seconds=seconds)
             results.append(usage)
@@ -190,13 +199,15 @@ async def main(events: int, seconds: float, concurrency: int) -> None:
         finally:
             stop([gateway, metering])
     print(f"\nusage over a month: {events:,} events of one customer, {events // 10:,} of"
-          f" {OTHERS} others; {concurrency} concurrent clients, {seconds:.0f} s each")
-    print(f"load through store.write_events (rollups kept): {rate:,.0f} events/s")
+          f" {OTHERS} others, in each of two meters (sum; unique_count over {DISTINCT_MODELS}"
+          f" values); {concurrency} concurrent clients, {seconds:.0f} s each")
+    print("load through store.write_events (rollups kept): "
+          + ", ".join(f"{rate:,.0f}" for rate in loaded) + " events/s")
     for label, ((value, count), (raw_value, raw_count)) in answers.items():
-        print(f"{label}: rollups value {int(value):,} over {count:,} events;"
-              f" raw scan {int(raw_value):,} over {raw_count:,}"
-              f" — {'equal' if (int(value), count) == (int(raw_value), raw_count) else 'DIFFER'}")
-    print(f"usage.aggregate quantity {quantity:,}")
+        same = (int(value), count) == (int(raw_value), raw_count)
+        print(f"{label}: rollups {int(value):,} over {count:,} events, raw scan"
+              f" {int(raw_value):,} over {raw_count:,}: {'equal' if same else 'DIFFERENT'}")
+    print(f"usage.aggregate quantities {quantities}")
     for r in results:
         print(r.line())
     raw = [statistics.median(r.latencies_ms) for r in results if "raw scan" in r.name]

@@ -179,7 +179,7 @@ async def test_rollups_answer_as_the_events_do(http, org, metering, platform):
                     expected[meter] = (domain.quantity(value), count)
             assert usage == expected, (query, events)
 
-    @settings(max_examples=40, deadline=None, database=None,
+    @settings(max_examples=100, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(anchor_days=st.sampled_from([1, 3, 34]),
            stream=st.lists(_stream_events(), min_size=1, max_size=30),

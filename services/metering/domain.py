@@ -130,6 +130,12 @@ def hour_of(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
+def shards_folded_before(now: datetime) -> datetime:
+    """The hours whose rollup shards upkeep folds: all but the current and the previous
+    one, where concurrent writers still add most of their events."""
+    return hour_of(now) - HOUR
+
+
 class WindowParts(msgspec.Struct, frozen=True):
     """A window cut for the rollups: the whole hours [hours_from, hours_to) (None:
     unbounded) read from them — none when `whole_hours` is false — and the rest, at most

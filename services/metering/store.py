@@ -85,12 +85,24 @@ _EVENTS_OF = """
              i text, m text, u text, v bigint, t bigint, k text, d json))
          with ordinality as e(id, meter_id, user_id, value, ts_us, idempotency, dimensions, n)"""
 
+# Adds a partial aggregate (`excluded`) to an hour's row `h`.
+_ADD_TO_HOUR = """on conflict (meter_id, user_id, hour, shard) do update set
+        events = h.events + excluded.events,
+        total = h.total + excluded.total,
+        min_value = least(h.min_value, excluded.min_value),
+        max_value = greatest(h.max_value, excluded.max_value),
+        last_ts = greatest(h.last_ts, excluded.last_ts),
+        last_seq = case when (excluded.last_ts, excluded.last_seq) > (h.last_ts, h.last_seq)
+                        then excluded.last_seq else h.last_seq end,
+        last_value = case when (excluded.last_ts, excluded.last_seq) > (h.last_ts, h.last_seq)
+                          then excluded.last_value else h.last_value end"""
+
 # What the events `stored` (those inserted: duplicates never reach it) add to the usage
 # rollups (migration 003): to each hour of each meter and customer, and of each meter for
 # every customer (user ''), in this connection's shard; rows are taken in one order by
 # every statement (concurrent writers wait, never deadlock). The distinct values of each
 # hour are kept for unique_count meters alone.
-_ROLLUP = """
+_ROLLUP = f"""
 hours as (
     insert into metering.usage_hours as h (
         meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
@@ -108,16 +120,7 @@ hours as (
                                 (meter_id, hour, org_id, livemode))
     ) g
     order by 1, 2, 3
-    on conflict (meter_id, user_id, hour, shard) do update set
-        events = h.events + excluded.events,
-        total = h.total + excluded.total,
-        min_value = least(h.min_value, excluded.min_value),
-        max_value = greatest(h.max_value, excluded.max_value),
-        last_ts = greatest(h.last_ts, excluded.last_ts),
-        last_seq = case when (excluded.last_ts, excluded.last_seq) > (h.last_ts, h.last_seq)
-                        then excluded.last_seq else h.last_seq end,
-        last_value = case when (excluded.last_ts, excluded.last_seq) > (h.last_ts, h.last_seq)
-                          then excluded.last_value else h.last_value end
+    {_ADD_TO_HOUR}
 ), hour_values as (
     insert into metering.usage_hour_values (meter_id, user_id, hour, value)
     select meter_id, coalesce(user_id, ''), hour, value
@@ -466,6 +469,41 @@ async def drop_partitions_before(db: asyncpg.Pool, cutoff: datetime) -> list[str
             await db.execute("delete from metering.usage_hours where hour < $1", end)
             await db.execute("delete from metering.usage_hour_values where hour < $1", end)
     return dropped
+
+
+# The shards of hours past their busy time, folded into shard 0 so that reads find about one
+# row an hour: a share at a time, rows a writer holds skipped (they are folded next time),
+# rows added in one order as writers add theirs.
+_FOLD_SHARDS = f"""
+with moved as (
+    delete from metering.usage_hours
+    where ctid = any(array(
+        select ctid from metering.usage_hours where shard <> 0 and hour < $1
+        limit $2 for update skip locked))
+    returning *
+), folded as (
+    insert into metering.usage_hours as h (
+        meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
+        max_value, last_ts, last_seq, last_value)
+    select meter_id, user_id, hour, 0, org_id, livemode, events, total, min_value, max_value,
+           last_ts, last[1][1], last[1][2]
+    from (
+        select meter_id, user_id, hour, org_id, livemode, sum(events) as events,
+               sum(total) as total, min(min_value) as min_value, max(max_value) as max_value,
+               max(last_ts) as last_ts,
+               (array_agg(array[last_seq, last_value] order by last_ts desc, last_seq desc)
+               )[1:1] as last
+        from moved group by meter_id, user_id, hour, org_id, livemode
+    ) g
+    order by 1, 2, 3
+    {_ADD_TO_HOUR}
+)
+select count(*) from moved"""
+
+
+async def fold_shards(db: asyncpg.Pool, before: datetime, limit: int) -> int:
+    """Fold up to `limit` shard rows of the hours before `before`; returns how many."""
+    return await db.fetchval(_FOLD_SHARDS, before, limit)
 
 
 async def key_table_blocks(db: asyncpg.Pool) -> int:

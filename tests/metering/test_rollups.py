@@ -9,6 +9,7 @@ import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +26,7 @@ from contracts.metering import (
 )
 from services.metering import domain, store
 from services.metering.domain import HOUR, Window, window_parts
+from services.metering.handlers import upkeep
 from tests import support
 from tests.support import ASYNC, ev, eventually, make_meter, record, summary, zulu
 
@@ -278,3 +280,49 @@ async def test_a_dropped_month_takes_its_rollups_with_it(metering):
     assert await total() == (10, 1)
     await store.drop_partitions_before(metering.pool, datetime(2019, 3, 1, tzinfo=UTC))
     assert await total() == (None, 0)
+
+
+async def test_upkeep_folds_the_shards_of_past_hours(metering, database_url):
+    """Writers on different connections add to their own rows of an hour; once the hour is
+    past, upkeep folds them into one, and every answer stays the same."""
+    meter = f"mtr_fold_{secrets.token_hex(4)}"
+    writers, shards = [], set()
+    while len(writers) < 3:
+        conn = await asyncpg.connect(database_url)
+        shard = await conn.fetchval("select pg_backend_pid() % 16")
+        if shard in shards:
+            await conn.close()
+            continue
+        shards.add(shard)
+        writers.append(conn)
+    now = datetime.now(UTC)
+    past, current = domain.hour_of(now) - 3 * HOUR, domain.hour_of(now)
+    try:
+        for w, conn in enumerate(writers):
+            await store.write_events(conn, [AcceptedBatch("", "org_fold", False, [
+                AcceptedEvent(f"mev_fold_{meter}_{w}_{i}", meter, user, 10 * w + i,
+                              to_us(hour + timedelta(minutes=20 - 5 * w)), "", None)
+                for i, (hour, user) in enumerate([(past, "alice"), (past, "bob"),
+                                                  (current, "alice")])])])
+    finally:
+        for conn in writers:
+            await conn.close()
+
+    async def rows() -> dict[datetime, int]:
+        return dict(await metering.pool.fetch(
+            "select hour, count(*) from metering.usage_hours where meter_id = $1"
+            " and user_id = 'alice' group by hour", meter))
+
+    async def answers() -> list:
+        return [await store.aggregate(metering.pool, "org_fold", False, meter, user,
+                                      Window(past, None), aggregation)
+                for aggregation in AGGREGATIONS[:5] for user in ("alice", "")]
+
+    before = await answers()
+    assert await rows() == {past: 3, current: 3}
+    await upkeep(metering)
+    assert await rows() == {past: 1, current: 3}
+    assert await answers() == before
+    # sum, count, min, max, last; alice's then everyone's (bob's three events too)
+    assert before == [(66, 6), (99, 9), (6, 6), (9, 9), (0, 6), (0, 9), (22, 6), (22, 9),
+                      (2, 6), (2, 9)]

@@ -6,8 +6,9 @@
 --
 -- Concurrent writers add to the same hour of a busy customer: each adds to its own row of
 -- the hour (`shard`, from its connection), so they do not queue on one row lock; a read
--- adds up the shards. Updates leave the indexed columns alone and find room in the page
--- (fillfactor): heap-only updates, no index writes after an hour's first event.
+-- adds up the shards, and upkeep folds them into shard 0 once the hour is past. Updates
+-- leave the indexed columns alone and find room in the page (fillfactor): heap-only
+-- updates, no index writes after an hour's first event.
 -- A meter's hours for all its customers together are kept too, as user '' (a customer's id
 -- is never empty). Keyed by the meter, whose id is unique across organizations and modes.
 create table {schema}.usage_hours (
@@ -26,6 +27,8 @@ create table {schema}.usage_hours (
     last_value  bigint      not null,
     primary key (meter_id, user_id, hour, shard)
 ) with (fillfactor = 70);
+-- The rows upkeep folds into shard 0 once their hour is past (`store.fold_shards`).
+create index usage_hours_shards on {schema}.usage_hours (hour) where shard <> 0;
 -- The customers with events in given hours of a meter (a period's edges, every customer).
 create index usage_hours_by_meter on {schema}.usage_hours (meter_id, hour);
 

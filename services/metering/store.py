@@ -108,13 +108,15 @@ hours as (
         meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
         max_value, last_ts, last_seq, last_value)
     select meter_id, user_id, hour, pg_backend_pid() % 16, org_id, livemode, events, total,
-           min_value, max_value, last_ts, last[1][1], last[1][2]
+           min_value, max_value, timestamptz 'epoch' + last[1] * interval '1 microsecond',
+           last[2], last[3]
     from (
         select meter_id, coalesce(user_id, '') as user_id, hour, org_id, livemode,
                count(*) as events, sum(value) as total, min(value) as min_value,
-               max(value) as max_value, max(ts) as last_ts,
-               (array_agg(array[ingest_seq, value] order by ts desc, ingest_seq desc))[1:1]
-                   as last
+               max(value) as max_value,
+               -- [time in µs, ingest order, value] of the last event: arrays compare element
+               -- by element, so max finds it without sorting
+               max(array[(extract(epoch from ts) * 1000000)::bigint, ingest_seq, value]) as last
         from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
         group by grouping sets ((meter_id, user_id, hour, org_id, livemode),
                                 (meter_id, hour, org_id, livemode))

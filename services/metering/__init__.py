@@ -18,6 +18,12 @@ creates the months ahead, prunes the dedup keys and, when `METERING_RETENTION_MO
 drops old months. `METERING_ACK_WAIT` (seconds, default 30) is how long a batch fetched by a
 worker that died waits before another worker gets it.
 
+Usage over a period (summaries, and the per-meter usage invoicing prices) is answered from
+hourly rollups kept by the statement that stores the events (migration 003,
+`store._ROLLUP`): the period's whole UTC hours from them, the partial hours at its edges
+from the events (`domain.window_parts`) — exact for every aggregation, late events and
+duplicates included, and as fast for a month of a million events as for a few.
+
 Files (services/README.md): `handlers.py` handlers and upkeep, `domain.py` rules (no
 I/O), `store.py` SQL, `bootstrap.py` the state handlers share, `recorder.py` the
 synchronous writer, `intake.py` keyed asynchronous batches, `consumer.py` the JetStream

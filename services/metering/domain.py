@@ -121,6 +121,54 @@ def summary_window(period_start: str, period_end: str) -> Window:
     return Window(start, end, end_inclusive=end is not None)
 
 
+HOUR = timedelta(hours=1)
+
+
+def hour_of(ts: datetime) -> datetime:
+    """The UTC hour `ts` falls in (the rollups' buckets)."""
+    ts = ts.astimezone(UTC)
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def shards_folded_before(now: datetime) -> datetime:
+    """The hours whose rollup shards upkeep folds: all but the current and the previous
+    one, where concurrent writers still add most of their events."""
+    return hour_of(now) - HOUR
+
+
+class WindowParts(msgspec.Struct, frozen=True):
+    """A window cut for the rollups: the whole hours [hours_from, hours_to) (None:
+    unbounded) read from them — none when `whole_hours` is false — and the rest, at most
+    two windows within an hour or two, read from the events."""
+
+    whole_hours: bool
+    hours_from: datetime | None
+    hours_to: datetime | None
+    edges: tuple[Window, ...]
+
+    def edge_hours(self) -> list[datetime]:
+        """The hours the edges' events fall in (an edge spans two at most)."""
+        return sorted({hour_of(t) for e in self.edges for t in (
+            e.start, e.end if e.end_inclusive else e.end - timedelta(microseconds=1))})
+
+
+def window_parts(window: Window) -> WindowParts:
+    """Whole hours from the rollups, the partial hours at either end from the events: exact
+    for any window, and the events read are at most two hours' worth."""
+    start, end = window.start, window.end
+    first = None if start is None else hour_of(start) + (HOUR if start != hour_of(start)
+                                                          else timedelta(0))
+    last = None if end is None else hour_of(end)  # the hour holding the end: partial
+    if first is not None and last is not None and first >= last:
+        return WindowParts(False, None, None, (window,))  # within an hour or two: all raw
+    edges = []
+    if start is not None and start < first:
+        edges.append(Window(start, first))
+    if end is not None and (window.end_inclusive or last < end):
+        edges.append(Window(last, end, window.end_inclusive))
+    return WindowParts(True, first, last, tuple(edges))
+
+
 def usage_window(start: str, end: str, end_inclusive: bool) -> Window:
     lo = parse_rfc3339(start) if start else None
     hi = parse_rfc3339(end) if end else None

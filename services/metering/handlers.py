@@ -65,6 +65,9 @@ UPKEEP_INTERVAL_S = 3600.0
 # window (domain.DEDUP_RETENTION) ends.
 KEY_SWEEP_PASS_S = 86400.0
 
+# Rollup shard rows folded per statement (`store.fold_shards`).
+FOLD_ROWS = 10_000
+
 router = Router()
 
 
@@ -291,7 +294,8 @@ async def run_upkeep(ctx: Context) -> None:
 
 async def upkeep(ctx: Context, sweeper: ExpiredKeySweeper | None = None) -> None:
     """Monthly partitions ahead of need; dedup keys and batch ids forgotten after their
-    window; event months dropped after the retention, when one is configured."""
+    window; the rollups' shards of past hours folded; event months dropped after the
+    retention, when one is configured."""
     at = now()
     current = domain.start_of_month(at)
     # From the month of the oldest acceptable timestamp to two months ahead.
@@ -302,6 +306,9 @@ async def upkeep(ctx: Context, sweeper: ExpiredKeySweeper | None = None) -> None
     await (sweeper or ExpiredKeySweeper()).sweep(ctx.pool, cutoff,
                                                  UPKEEP_INTERVAL_S / KEY_SWEEP_PASS_S)
     await db.delete_older_than(ctx.pool, "metering.ingested_batches", cutoff)
+    while await store.fold_shards(ctx.pool, domain.shards_folded_before(at),
+                                  FOLD_ROWS) == FOLD_ROWS:
+        pass
     retention = int(ctx.settings.env.get("METERING_RETENTION_MONTHS", "0"))
     if retention > 0:
         dropped = await store.drop_partitions_before(ctx.pool,

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from contracts.metering import AcceptedBatch
-from services.metering.domain import Window
+from services.metering.domain import Window, WindowParts, window_parts
 from services.runtime.db import fetch_page
 
 _encode = msgspec.json.Encoder().encode
@@ -85,13 +85,66 @@ _EVENTS_OF = """
              i text, m text, u text, v bigint, t bigint, k text, d json))
          with ordinality as e(id, meter_id, user_id, value, ts_us, idempotency, dimensions, n)"""
 
+# Adds a partial aggregate (`excluded`) to an hour's row `h`.
+_ADD_TO_HOUR = """on conflict (meter_id, user_id, hour, shard) do update set
+        events = h.events + excluded.events,
+        total = h.total + excluded.total,
+        min_value = least(h.min_value, excluded.min_value),
+        max_value = greatest(h.max_value, excluded.max_value),
+        last_ts = greatest(h.last_ts, excluded.last_ts),
+        last_seq = case when (excluded.last_ts, excluded.last_seq) > (h.last_ts, h.last_seq)
+                        then excluded.last_seq else h.last_seq end,
+        last_value = case when (excluded.last_ts, excluded.last_seq) > (h.last_ts, h.last_seq)
+                          then excluded.last_value else h.last_value end"""
+
+# What the events `stored` (those inserted: duplicates never reach it) add to the usage
+# rollups (migration 003): to each hour of each meter and customer, and of each meter for
+# every customer (user ''), in this connection's shard; rows are taken in one order by
+# every statement (concurrent writers wait, never deadlock). The distinct values of each
+# hour are kept for unique_count meters alone.
+_ROLLUP = f"""
+hours as (
+    insert into metering.usage_hours as h (
+        meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
+        max_value, last_ts, last_seq, last_value)
+    select meter_id, user_id, hour, pg_backend_pid() % 16, org_id, livemode, events, total,
+           min_value, max_value, timestamptz 'epoch' + last[1] * interval '1 microsecond',
+           last[2], last[3]
+    from (
+        select meter_id, coalesce(user_id, '') as user_id, hour, org_id, livemode,
+               count(*) as events, sum(value) as total, min(value) as min_value,
+               max(value) as max_value,
+               -- [time in µs, ingest order, value] of the last event: arrays compare element
+               -- by element, so max finds it without sorting
+               max(array[(extract(epoch from ts) * 1000000)::bigint, ingest_seq, value]) as last
+        from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
+        group by grouping sets ((meter_id, user_id, hour, org_id, livemode),
+                                (meter_id, hour, org_id, livemode))
+    ) g
+    order by 1, 2, 3
+    {_ADD_TO_HOUR}
+), hour_values as (
+    insert into metering.usage_hour_values (meter_id, user_id, hour, value)
+    select meter_id, coalesce(user_id, ''), hour, value
+    from (select *, date_trunc('hour', ts, 'UTC') as hour from stored) s
+    where meter_id in (
+        select m.id from (select distinct org_id, livemode, meter_id from stored) d
+        join metering.meters m
+          on m.org_id = d.org_id and m.livemode = d.livemode and m.id = d.meter_id
+        where m.aggregation_type = 'unique_count')
+    group by grouping sets ((meter_id, user_id, hour, value), (meter_id, hour, value))
+    order by 1, 2, 3, 4
+    on conflict do nothing
+)"""
+
 # From the events `e`: claim the keys of keyed events, then insert every keyless event and
 # each keyed one whose key was claimed (`claimed`: the ids of keyed events inserted). Keys
 # are claimed in one order in every statement (concurrent writers wait, never deadlock), and
 # among events of this statement with one key the first in the document wins. A key held by
 # a committed event is skipped; one being written by another transaction is waited for.
-# One statement: atomic without an explicit transaction.
-_STORE = """
+# The events inserted are added to the rollups (`_ROLLUP`). One statement: atomic without
+# an explicit transaction.
+_STORE = f"""
 claimed as (
     insert into metering.event_keys (key_hash, org_id, livemode, key, event_id)
     select metering.event_key_hash(org_id, livemode, idempotency), org_id, livemode,
@@ -107,7 +160,8 @@ claimed as (
            timestamptz 'epoch' + ts_us * interval '1 microsecond', idempotency, dimensions
     from e
     where idempotency = '' or id in (select event_id from claimed)
-)"""
+    returning org_id, livemode, meter_id, user_id, value, ts, ingest_seq
+), {_ROLLUP}"""
 
 _EVENTS_OF_DOCUMENT = _EVENTS_OF.format(batches=f"({_BATCHES})")
 _EVENTS_OF_NEW_BATCHES = _EVENTS_OF.format(batches="""(
@@ -233,63 +287,145 @@ async def event_key(conn: asyncpg.Connection, org_id: str, livemode: bool, key: 
         " where key_hash = metering.event_key_hash($1, $2, $3)", org_id, livemode, key)
 
 
-# ---- reading events --------------------------------------------------------------------
+# ---- reading usage ---------------------------------------------------------------------
 
-# Each aggregation over the selected events `w`; `last` is the latest event time, the
-# latest ingested among equal times.
-_AGGREGATE = {
-    "sum": "coalesce(sum(value), 0)",
-    "count": "count(*)",
-    "max": "coalesce(max(value), 0)",
-    "min": "coalesce(min(value), 0)",
-    "unique_count": "count(distinct value)",
-    "last": "coalesce((select value from w order by ts desc, ingest_seq desc limit 1), 0)",
-}
+# A period's usage is read from the rollups for its whole hours and from the events for the
+# partial hours at its edges (`domain.window_parts`): partial aggregates of either kind,
+# combined. `last` is the latest event time, the latest ingested among equal times.
+_PARTIAL = "events, total, min_value, max_value, last_ts, last_seq, last_value"
+_EVENT_AS_PARTIAL = ("1::bigint as events, value::numeric as total, value as min_value,"
+                     " value as max_value, ts as last_ts, ingest_seq as last_seq,"
+                     " value as last_value")
+_COMBINED = """coalesce(sum(events), 0)::bigint as count, sum(total) as sum, min(min_value) as min,
+    max(max_value) as max,
+    (array_agg(last_value order by last_ts desc, last_seq desc))[1] as last"""
 
 
-def _where(org_id: str, livemode: bool, meter_id: str | None, user_id: str, window: Window,
-           ) -> tuple[str, list]:
-    """The filter, written out per combination so each has a plan that uses the index."""
-    conditions, args = ["org_id = $1", "livemode = $2"], [org_id, livemode]
-    if meter_id is not None:
-        args.append(meter_id)
-        conditions.append(f"meter_id = ${len(args)}")
-    if user_id:
-        args.append(user_id)
-        conditions.append(f"user_id = ${len(args)}")
-    if window.start is not None:
-        args.append(window.start)
-        conditions.append(f"ts >= ${len(args)}")
-    if window.end is not None:
-        args.append(window.end)
-        conditions.append(f"ts {'<=' if window.end_inclusive else '<'} ${len(args)}")
-    return " and ".join(conditions), args
+EVERY_CUSTOMER = "''"  # the user of a meter's rollups for all its customers together
+
+
+class _Args:
+    """The positional parameters of a statement being written; $1, $2 are the organization
+    and the mode."""
+
+    def __init__(self, org_id: str, livemode: bool):
+        self.values: list = [org_id, livemode]
+
+    def __call__(self, value: object) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _hour_rows(arg: _Args, table: str, columns: str, meter: str, user: str | None,
+               parts: WindowParts) -> str | None:
+    """The rows of `table` (usage_hours or usage_hour_values) for the whole hours of
+    one customer (`user`) or of every customer.
+    Distinct values are only ever read with their meter's hours, which carry the scope."""
+    if not parts.whole_hours:
+        return None
+    where = [f"meter_id = {meter}", f"user_id = {user or EVERY_CUSTOMER}"]
+    if table == "usage_hours":
+        where += ["org_id = $1", "livemode = $2"]
+    if parts.hours_from is not None:
+        where.append(f"hour >= {arg(parts.hours_from)}")
+    if parts.hours_to is not None:
+        where.append(f"hour < {arg(parts.hours_to)}")
+    return f"select {columns} from metering.{table} where {' and '.join(where)}"
+
+
+def _edge_events(arg: _Args, columns: str, meter: str, user: str | None,
+                 parts: WindowParts) -> str | None:
+    """The events in the edges, each customer's read through the events index: one
+    customer's directly; for every customer, those the rollups have in the edges' hours."""
+    if not parts.edges:
+        return None
+    # An index range scan per edge (an `or` of the two would scan everything between).
+    events = " union all ".join(
+        "select value, ts, ingest_seq from metering.events"
+        f" where org_id = $1 and livemode = $2 and meter_id = {meter}"
+        f" and user_id = {user or 'u.user_id'} and ts >= {arg(e.start)}"
+        f" and ts {'<=' if e.end_inclusive else '<'} {arg(e.end)}" for e in parts.edges)
+    if user is not None:
+        return f"select {columns} from ({events}) e"
+    return (f"select {columns} from (select distinct user_id from metering.usage_hours"
+            f" where meter_id = {meter} and hour = any({arg(parts.edge_hours())})"
+            f" and user_id <> {EVERY_CUSTOMER}) u"
+            f" cross join lateral ({events}) e")
+
+
+def _union(*sources: str | None) -> str:
+    return " union all ".join(s for s in sources if s is not None)
+
+
+def _usage(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str:
+    """count, sum, min, max and last of a meter's usage (one customer's or everyone's)."""
+    rows = _union(_hour_rows(arg, "usage_hours", _PARTIAL, meter, user, parts),
+                  _edge_events(arg, _EVENT_AS_PARTIAL, meter, user, parts))
+    return f"select {_COMBINED} from ({rows}) p"
+
+
+def _unique_count(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str:
+    values = _union(_hour_rows(arg, "usage_hour_values", "value", meter, user, parts),
+                    _edge_events(arg, "value", meter, user, parts))
+    # Distinct values by hashing (count(distinct) would sort them all).
+    return f"select count(*) from (select distinct value from ({values}) v) d"
 
 
 async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str,
                     user_id: str, window: Window, aggregation: str) -> tuple[object, int]:
-    """(aggregate value, number of events) of one meter's events in the window."""
-    where, args = _where(org_id, livemode, meter_id, user_id, window)
-    row = await db.fetchrow(
-        f"with w as (select value, ts, ingest_seq from metering.events where {where})"
-        f" select {_AGGREGATE[aggregation]} as value, count(*) as events from w", *args)
-    return row["value"], row["events"]
+    """(aggregate value, number of events) of one meter's events in the window (one
+    customer's, or everyone's when `user_id` is empty)."""
+    arg = _Args(org_id, livemode)
+    meter, user = arg(meter_id), arg(user_id) if user_id else None
+    parts = window_parts(window)
+    unique = (f", ({_unique_count(arg, meter, user, parts)}) as unique_count"
+              if aggregation == "unique_count" else "")
+    row = await db.fetchrow(f"select u.*{unique} from ({_usage(arg, meter, user, parts)}) u",
+                            *arg.values)
+    return row[aggregation], row["count"]
 
 
 async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
                          window: Window, exclude_event_name: str) -> list[asyncpg.Record]:
     """Every aggregate of each meter with events of the user in the window, in meter
-    creation order (each meter read through the events index)."""
-    where, args = _where(org_id, livemode, None, user_id, window)
-    args.append(exclude_event_name)
+    creation order (`unique_count` for unique_count meters alone)."""
+    arg = _Args(org_id, livemode)
+    user, parts = arg(user_id), window_parts(window)
     return await db.fetch(
-        "select m.id, m.name, m.currency, m.aggregation_type, u.* from metering.meters m"
-        " cross join lateral (select count(*) as count, sum(value) as sum, max(value) as max,"
-        "   min(value) as min, count(distinct value) as unique_count,"
-        "   (array_agg(value order by ts desc, ingest_seq desc))[1] as last"
-        f"  from metering.events where meter_id = m.id and {where}) u"
-        f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> ${len(args)}"
-        " and u.count > 0 order by m.created_at, m.id", *args)
+        "select m.id, m.name, m.currency, m.aggregation_type, u.*,"
+        " case when m.aggregation_type = 'unique_count'"
+        f"  then ({_unique_count(arg, 'm.id', user, parts)}) end as unique_count"
+        f" from metering.meters m cross join lateral ({_usage(arg, 'm.id', user, parts)}) u"
+        f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> {arg(exclude_event_name)}"
+        " and u.count > 0 order by m.created_at, m.id", *arg.values)
+
+
+# The same answer from the events alone, as the service gave it before the rollups: the
+# reference they are checked against (tests/metering/test_rollups.py, bench/usage_rollups.py).
+_RAW_AGGREGATE = {
+    "sum": "sum(value)",
+    "count": "count(*)",
+    "max": "max(value)",
+    "min": "min(value)",
+    "unique_count": "count(distinct value)",
+    "last": "(array_agg(value order by ts desc, ingest_seq desc))[1]",
+}
+
+
+async def aggregate_raw(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str,
+                        user_id: str, window: Window, aggregation: str) -> tuple[object, int]:
+    arg = _Args(org_id, livemode)
+    where = ["org_id = $1", "livemode = $2", f"meter_id = {arg(meter_id)}"]
+    if user_id:
+        where.append(f"user_id = {arg(user_id)}")
+    if window.start is not None:
+        where.append(f"ts >= {arg(window.start)}")
+    if window.end is not None:
+        where.append(f"ts {'<=' if window.end_inclusive else '<'} {arg(window.end)}")
+    row = await db.fetchrow(
+        f"select {_RAW_AGGREGATE[aggregation]} as value, count(*) as events"
+        f" from metering.events where {' and '.join(where)}", *arg.values)
+    return row["value"], row["events"]
 
 
 async def dns_usage(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: bool,
@@ -331,7 +467,45 @@ async def drop_partitions_before(db: asyncpg.Pool, cutoff: datetime) -> list[str
         if end <= cutoff:
             await db.execute(f"drop table metering.{name}")
             dropped.append(name)
+            # The months before it are gone already: its rollups and theirs go with it.
+            await db.execute("delete from metering.usage_hours where hour < $1", end)
+            await db.execute("delete from metering.usage_hour_values where hour < $1", end)
     return dropped
+
+
+# The shards of hours past their busy time, folded into shard 0 so that reads find about one
+# row an hour: a share at a time, rows a writer holds skipped (they are folded next time),
+# rows added in one order as writers add theirs.
+_FOLD_SHARDS = f"""
+with moved as (
+    delete from metering.usage_hours
+    where ctid = any(array(
+        select ctid from metering.usage_hours where shard <> 0 and hour < $1
+        limit $2 for update skip locked))
+    returning *
+), folded as (
+    insert into metering.usage_hours as h (
+        meter_id, user_id, hour, shard, org_id, livemode, events, total, min_value,
+        max_value, last_ts, last_seq, last_value)
+    select meter_id, user_id, hour, 0, org_id, livemode, events, total, min_value, max_value,
+           last_ts, last[1][1], last[1][2]
+    from (
+        select meter_id, user_id, hour, org_id, livemode, sum(events) as events,
+               sum(total) as total, min(min_value) as min_value, max(max_value) as max_value,
+               max(last_ts) as last_ts,
+               (array_agg(array[last_seq, last_value] order by last_ts desc, last_seq desc)
+               )[1:1] as last
+        from moved group by meter_id, user_id, hour, org_id, livemode
+    ) g
+    order by 1, 2, 3
+    {_ADD_TO_HOUR}
+)
+select count(*) from moved"""
+
+
+async def fold_shards(db: asyncpg.Pool, before: datetime, limit: int) -> int:
+    """Fold up to `limit` shard rows of the hours before `before`; returns how many."""
+    return await db.fetchval(_FOLD_SHARDS, before, limit)
 
 
 async def key_table_blocks(db: asyncpg.Pool) -> int:

@@ -8,7 +8,13 @@ baseline of `bench/money.py` (single-row asyncpg commits). Afterwards it checks 
 invoice answered paid was collected once (what the wallets lost is what the invoices say
 they paid) and that the books verify.
 
+Then the usage answers invoices are built from, `bench/usage_rollups.py` (its own
+processes): the summary and the per-meter usage over a month holding 1,000,000 events of
+one customer, from the rollups and, in the same run, from the raw events.
+`--usage-args` passes it flags (e.g. "--events 200000"); `--invoices-only` skips it.
+
     .venv/bin/python bench/invoicing.py [--seconds 10] [--concurrency 32] [--users 1000]
+                                        [--invoices-only] [--usage-args "..."]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -128,7 +135,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--invoices-only", action="store_true")
+    parser.add_argument("--usage-args", default="")
     args = parser.parse_args()
     import uvloop
 
     uvloop.run(main(args.seconds, args.concurrency, args.users))
+    if not args.invoices_only:
+        usage = Path(__file__).resolve().with_name("usage_rollups.py")
+        sys.exit(subprocess.run([sys.executable, str(usage),
+                                 *shlex.split(args.usage_args)]).returncode)

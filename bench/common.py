@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,52 @@ def stop(processes: list[subprocess.Popen]) -> None:
             p.wait(timeout=15)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+@asynccontextmanager
+async def gateway_over(env: dict[str, str], *services: str):
+    """`services` in processes of their own, then the gateway in front of them: the
+    gateway's base URL once it answers, every process stopped afterwards."""
+    running = [spawn("-m", "services.cli", "serve", name, env=env) for name in services]
+    try:
+        await asyncio.sleep(1.0)  # they migrate and subscribe before the gateway asks them
+        running.insert(0, spawn("-m", "services.cli", "serve", "gateway", env=env))
+        base = f"http://127.0.0.1:{env['BILLING_PORT']}"
+        await wait_http(base + "/readyz")
+        yield base
+    finally:
+        stop(running)
+
+
+async def closed_loop(name: str, concurrency: int, seconds: float,
+                      operation: Callable[[int], Awaitable[bool]]) -> Result:
+    """`concurrency` clients, each doing `operation(n)` again and again for `seconds` (n
+    counts the operations, every client its own); an operation answers whether it went
+    right. For operations of several requests, which a load generator cannot chain."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            if not await operation(n):
+                errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+            n += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(concurrency)))
+    return Result(name, len(latencies), errors, time.perf_counter() - started, latencies)
+
+
+async def verify_books(env: dict[str, str]) -> str:
+    """What `billing ledger verify` says in the end (its last line)."""
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "services.cli", "ledger", "verify"],
+        env={**os.environ, **env}, capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip().splitlines()[-1] if done.stdout else done.stderr.strip()
 
 
 async def wait_http(url: str, timeout: float = 30.0) -> None:

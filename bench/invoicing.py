@@ -20,12 +20,9 @@ one customer, from the rollups and, in the same run, from the raw events.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,12 +33,12 @@ import asyncpg  # noqa: E402
 from bench.common import (  # noqa: E402
     Result,
     billing_env,
+    closed_loop,
     free_port,
+    gateway_over,
     infrastructure,
     secret_key,
-    spawn,
-    stop,
-    wait_http,
+    verify_books,
 )
 from bench.money import baseline  # noqa: E402
 
@@ -59,44 +56,24 @@ async def invoices(base: str, auth: dict[str, str], concurrency: int, seconds: f
             async with http.post(api + "/deposit", json={"user": f"bench/u{u}",
                                                          "amount": WALLET}) as r:
                 assert r.status == 201, await r.text()
-        latencies: list[float] = []
-        errors = 0
-        deadline = time.perf_counter() + seconds
 
-        async def worker(n: int) -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                user = f"bench/u{n % users}"
-                n += concurrency
-                started = time.perf_counter()
-                async with http.post(api + "/invoices", json={
-                        "userId": user, "lineItems": LINES}) as r:
-                    invoice = await r.json()
-                async with http.post(f"{api}/invoices/{invoice['id']}/finalize") as r:
-                    await r.read()
-                async with http.post(f"{api}/invoices/{invoice['id']}/pay") as r:
-                    paid = await r.json()
-                if r.status != 200 or paid["invoice"]["status"] != "paid":
-                    errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
+        async def collect(n: int) -> bool:
+            async with http.post(api + "/invoices", json={
+                    "userId": f"bench/u{n % users}", "lineItems": LINES}) as r:
+                invoice = await r.json()
+            async with http.post(f"{api}/invoices/{invoice['id']}/finalize") as r:
+                await r.read()
+            async with http.post(f"{api}/invoices/{invoice['id']}/pay") as r:
+                paid = await r.json()
+            return r.status == 200 and paid["invoice"]["status"] == "paid"
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return Result("invoice create+finalize+pay", len(latencies), errors, elapsed, latencies)
+        return await closed_loop("invoice create+finalize+pay", concurrency, seconds, collect)
 
 
 async def main(seconds: float, concurrency: int, users: int) -> None:
     async with infrastructure() as (nats_url, database_url):
-        port = free_port()
-        env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
-        services = [spawn("-m", "services.cli", "serve", name, env=env)
-                    for name in ("ledger", "invoicing")]
-        await asyncio.sleep(1.0)
-        gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/readyz")
+        env = billing_env(nats_url, database_url, BILLING_PORT=str(free_port()))
+        async with gateway_over(env, "ledger", "invoicing") as base:
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
             base_result = await baseline(database_url, concurrency, seconds)
             collected = await invoices(base, auth, concurrency, seconds, users)
@@ -108,17 +85,13 @@ async def main(seconds: float, concurrency: int, users: int) -> None:
             wallets = await conn.fetchval(
                 "select count(*) from ledger.transactions where type = 'withdraw'")
             await conn.close()
-            verify = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "services.cli", "ledger", "verify"],
-                env={**os.environ, **env}, capture_output=True, text=True)
+            verified = await verify_books(env)
             async with aiohttp.ClientSession(headers=auth) as http:
                 lost = 0
                 for u in range(users):
                     async with http.get(base + "/api/v1/billing/balance",
                                         params={"user": f"bench/u{u}"}) as r:
                         lost += WALLET - (await r.json())["balance"]
-        finally:
-            stop([gateway, *services])
     print(f"\ninvoicing, {concurrency} concurrent clients, {seconds:.0f} s each")
     for result in (base_result, collected):
         print(result.line())
@@ -127,7 +100,7 @@ async def main(seconds: float, concurrency: int, users: int) -> None:
     print(f"invoices paid: {paid} ({paid_sum} cents), attempts {attempts}, wallet withdrawals"
           f" {wallets}; wallets lost {lost} cents: "
           f"{'collected once' if lost == paid_sum == paid * DUE else 'MISMATCH'}")
-    print(verify.stdout.strip().splitlines()[-1] if verify.stdout else verify.stderr.strip())
+    print(verified)
 
 
 if __name__ == "__main__":

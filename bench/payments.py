@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,13 +25,13 @@ import asyncpg  # noqa: E402
 from bench.common import (  # noqa: E402
     Result,
     billing_env,
+    closed_loop,
     drive,
     free_port,
+    gateway_over,
     infrastructure,
     secret_key,
-    spawn,
-    stop,
-    wait_http,
+    verify_books,
 )
 from bench.money import baseline  # noqa: E402
 
@@ -49,43 +46,22 @@ async def intents(base: str, auth: dict[str, str], concurrency: int, seconds: fl
             async with http.post(api + "/payment-methods", json={
                     "customerId": f"bench/u{u}", "providerRef": "tok_visa"}) as r:
                 methods.append((f"bench/u{u}", (await r.json())["id"]))
-        latencies: list[float] = []
-        errors = 0
-        deadline = time.perf_counter() + seconds
 
-        async def worker(n: int) -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                customer, method = methods[n % len(methods)]
-                n += concurrency
-                started = time.perf_counter()
-                async with http.post(api + "/payment-intents", json={
-                        "customerId": customer, "amount": 1000,
-                        "paymentMethodId": method}) as r:
-                    created = await r.json()
-                async with http.post(f"{api}/payment-intents/{created['id']}/confirm") as r:
-                    confirmed = await r.json()
-                if confirmed.get("status") != "succeeded":
-                    errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
+        async def pay(n: int) -> bool:
+            customer, method = methods[n % len(methods)]
+            async with http.post(api + "/payment-intents", json={
+                    "customerId": customer, "amount": 1000, "paymentMethodId": method}) as r:
+                created = await r.json()
+            async with http.post(f"{api}/payment-intents/{created['id']}/confirm") as r:
+                return (await r.json()).get("status") == "succeeded"
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return Result("payment intent create+confirm", len(latencies), errors, elapsed, latencies)
+        return await closed_loop("payment intent create+confirm", concurrency, seconds, pay)
 
 
 async def main(seconds: float, concurrency: int, users: int) -> None:
     async with infrastructure() as (nats_url, database_url):
-        port = free_port()
-        env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
-        services = [spawn("-m", "services.cli", "serve", name, env=env)
-                    for name in ("ledger", "payments")]
-        await asyncio.sleep(1.0)
-        gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/readyz")
+        env = billing_env(nats_url, database_url, BILLING_PORT=str(free_port()))
+        async with gateway_over(env, "ledger", "payments") as base:
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
             usage_body = json.dumps({"user": "bench/u{u}", "amount": 1, "requestId": "r-{n}",
                                      "model": "m", "totalTokens": 10})
@@ -100,7 +76,7 @@ async def main(seconds: float, concurrency: int, users: int) -> None:
                                  concurrency=concurrency, seconds=seconds, method="POST",
                                  headers=auth, body=topup_body, users=users)
             paid = await intents(base, auth, concurrency, seconds, users)
-            await asyncio.sleep(2.0)  # postings still in flight finish
+            await asyncio.sleep(2.0)  # completions and postings still in flight finish
             conn = await asyncpg.connect(database_url)
             completed = await conn.fetchval(
                 "select count(*) from payments.topups where status = 'completed'")
@@ -110,11 +86,7 @@ async def main(seconds: float, concurrency: int, users: int) -> None:
             owed = await conn.fetchval(
                 "select count(*) from payments.ledger_postings where posted_at is null")
             await conn.close()
-            verify = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "services.cli", "ledger", "verify"],
-                env={**os.environ, **env}, capture_output=True, text=True)
-        finally:
-            stop([gateway, *services])
+            verified = await verify_books(env)
     print(f"\npayments, {concurrency} concurrent clients, {seconds:.0f} s each")
     for result in (base_result, usage, topups, paid):
         print(result.line())
@@ -124,7 +96,7 @@ async def main(seconds: float, concurrency: int, users: int) -> None:
           f" {topups.rps / usage.rps:.2f} × POST /billing/usage")
     print(f"payment intents created and confirmed: {paid.rps:,.0f}/s"
           f" ({paid.rps / base_result.rps:.2f} × commit baseline)")
-    print(verify.stdout.strip().splitlines()[-1] if verify.stdout else verify.stderr.strip())
+    print(verified)
 
 
 if __name__ == "__main__":

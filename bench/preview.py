@@ -13,7 +13,6 @@ NATS_URL / DATABASE_URL are used when set, else embedded servers are started.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -27,11 +26,9 @@ from bench.common import (  # noqa: E402
     billing_env,
     drive,
     free_port,
+    gateway_over,
     infrastructure,
     secret_key,
-    spawn,
-    stop,
-    wait_http,
 )
 
 USER = "bench/alice"
@@ -71,16 +68,8 @@ async def populate(base: str, auth: dict[str, str], events: int) -> None:
 
 async def main(seconds: float, levels: list[int], events: int) -> None:
     async with infrastructure() as (nats_url, database_url):
-        port = free_port()
-        env = billing_env(nats_url, database_url, BILLING_PORT=str(port))
-        services = [spawn("-m", "services.cli", "serve", name, env=env)
-                    for name in ("ledger", "metering", "invoicing")]
-        await asyncio.sleep(1.0)  # let the services migrate before the gateway starts
-        gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
-        processes = [gateway, *services]
-        try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/readyz")
+        env = billing_env(nats_url, database_url, BILLING_PORT=str(free_port()))
+        async with gateway_over(env, "ledger", "metering", "invoicing") as base:
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
             await populate(base, auth, events)
             today = datetime.now(UTC).date()
@@ -99,8 +88,6 @@ async def main(seconds: float, levels: list[int], events: int) -> None:
                     await drive("GET /billing/invoices/upcoming", upcoming,
                                 concurrency=level, seconds=seconds, headers=auth),
                 ]
-        finally:
-            stop(processes)
     for level, rows in results.items():
         print(f"\ninvoice preview, {len(RULES)} meters × {events} events, {level} concurrent "
               f"clients, {seconds:.0f} s each")

@@ -42,6 +42,7 @@ from bench.common import (  # noqa: E402
     Result,
     billing_env,
     free_port,
+    gateway_over,
     infrastructure,
     secret_key,
     spawn,
@@ -137,33 +138,30 @@ async def main(seconds: float, concurrency: int) -> None:
     # Enough fresh events for a fast run (a deliberate overestimate: signing is cheap).
     events = signed_events(int(seconds * 12_000) + 10_000)
     async with infrastructure() as (nats_url, database_url):
-        port, bare_port = free_port(), free_port()
-        env = billing_env(nats_url, database_url, BILLING_PORT=str(port),
+        bare_port = free_port()
+        env = billing_env(nats_url, database_url, BILLING_PORT=str(free_port()),
                           STRIPE_WEBHOOK_SECRET=SECRET)
-        services = [spawn("-m", "services.cli", "serve", name, env=env)
-                    for name in ("ledger", "payments")]
         bare = spawn(str(Path(__file__).resolve()), "--baseline-server", str(bare_port), env={})
-        await asyncio.sleep(1.0)
-        gateway = spawn("-m", "services.cli", "serve", "gateway", env=env)
         try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/readyz")
-            await secret_key(database_url)  # the organization `bench`
-            await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
-            baseline, _ = await deliver("bare aiohttp + HMAC check",
-                                        f"http://127.0.0.1:{bare_port}/webhook", events,
-                                        concurrency, seconds)
-            result, distinct = await deliver("POST /billing/webhooks/stripe/{org}",
-                                             f"{base}/api/v1/billing/webhooks/stripe/bench",
-                                             events, concurrency, seconds)
-            conn = await asyncpg.connect(database_url)
-            stored, rows = await conn.fetchrow(
-                "select count(distinct event_id), count(*) from payments.webhook_events_in")
-            by_status = dict(await conn.fetch(
-                "select status, count(*) from payments.webhook_events_in group by status"))
-            await conn.close()
+            async with gateway_over(env, "ledger", "payments") as base:
+                await secret_key(database_url)  # the organization `bench`
+                await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+                baseline, _ = await deliver("bare aiohttp + HMAC check",
+                                            f"http://127.0.0.1:{bare_port}/webhook", events,
+                                            concurrency, seconds)
+                result, distinct = await deliver(
+                    "POST /billing/webhooks/stripe/{org}",
+                    f"{base}/api/v1/billing/webhooks/stripe/bench", events, concurrency,
+                    seconds)
+                conn = await asyncpg.connect(database_url)
+                stored, rows = await conn.fetchrow(
+                    "select count(distinct event_id), count(*)"
+                    " from payments.webhook_events_in")
+                by_status = dict(await conn.fetch(
+                    "select status, count(*) from payments.webhook_events_in group by status"))
+                await conn.close()
         finally:
-            stop([gateway, bare, *services])
+            stop([bare])
     print(f"\ninbound webhooks, {concurrency} concurrent clients, {seconds:.0f} s each,"
           f" {REPLAYS:.0%} redeliveries")
     for r in (baseline, result):

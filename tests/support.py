@@ -26,7 +26,7 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
-from contracts import Actor, Request, Scope, events
+from contracts import Actor, Request, Scope, events, journal
 from contracts.errors import Failure
 from services.runtime.bus import Service
 from services.runtime.config import Settings
@@ -384,3 +384,28 @@ def ledger_verify(database_url: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", "ledger", "verify"],
                           env={**os.environ, "DATABASE_URL": database_url},
                           capture_output=True, text=True, timeout=60)
+
+
+async def journal_entries(platform: Any, nc: Any, org: Any, **query: Any) -> list[dict]:
+    """The ledger journal's entries of the org's test mode that match `query`
+    (`paymentIntentId`, `refundId`, `payoutId`, `disputeId`, …)."""
+    tenant = Bus(nc, await org_id_of(platform, org))
+    return (await tenant.ok(journal.ENTRY_LIST.subject,
+                            journal.JournalEntryListParams(**query)))["entries"]
+
+
+class providing:  # noqa: N801 (a context manager, named as a phrase)
+    """Every provider the payments service chooses is `provider` while the block runs."""
+
+    def __init__(self, payments_service: Any, provider: Any):
+        self.providers, self.provider = payments_service.ctx.state.providers, provider
+
+    def __enter__(self) -> Any:
+        async def issuer(scope: Scope, name: str) -> Any:
+            return self.provider
+
+        self.providers.issuer = issuer  # the instance's
+        return self.provider
+
+    def __exit__(self, *exc: Any) -> None:
+        del self.providers.issuer

@@ -15,7 +15,6 @@ from services.payments.disputes import domain
 from tests.payments.test_webhooks_in import (
     deliver,
     fake_providers,
-    journal_entries,
     stripe_event,
     stripe_header,
     stripe_org,
@@ -25,6 +24,7 @@ from tests.support import (
     events_of,
     eventually,
     get,
+    journal_entries,
     new_user,
     org_id_of,
     post,

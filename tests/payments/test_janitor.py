@@ -9,22 +9,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from contracts import journal
-from contracts.journal import JournalEntryListParams
 from services.payments.intents.handlers import settle_interrupted_confirms
 from services.payments.providers.base import PaymentResult, ProviderError, RefundResult
 from services.payments.refunds.handlers import redrive_unanswered
 from services.payments.selection import OFFLINE
 from tests.support import (
-    Bus,
     add_payment_method,
     events_of,
     eventually,
     get,
+    journal_entries,
     new_user,
-    org_id_of,
     paid_intent,
     post,
+    providing,
 )
 
 
@@ -51,23 +49,6 @@ class Scripted:
         return [args for called, args in self.calls if called == name]
 
 
-class providing:  # noqa: N801 (a context manager, named as a phrase)
-    """Every provider the payments service chooses is `provider` while the block runs."""
-
-    def __init__(self, payments_service, provider):
-        self.providers, self.provider = payments_service.ctx.state.providers, provider
-
-    def __enter__(self):
-        async def issuer(scope, name):
-            return self.provider
-
-        self.providers.issuer = issuer  # the instance's
-        return self.provider
-
-    def __exit__(self, *exc):
-        del self.providers.issuer
-
-
 TIMED_OUT = ProviderError("offline", "unavailable", "timeout", "provider timed out")
 
 
@@ -81,12 +62,6 @@ async def intent_of(http, org, intent_id):
     status, body, _ = await get(http, f"/payment-intents/{intent_id}", org.auth())
     assert status == 200, body
     return body
-
-
-async def journal_entries(platform, nc, org, **query):
-    tenant = Bus(nc, await org_id_of(platform, org))
-    return (await tenant.ok(journal.ENTRY_LIST.subject,
-                            JournalEntryListParams(**query)))["entries"]
 
 
 async def new_intent(http, org, amount):

@@ -16,7 +16,6 @@ from contracts.errors import Failure, unavailable
 from contracts.journal import (
     JournalAccountGetParams,
     JournalBalanceGetParams,
-    JournalEntryListParams,
 )
 from contracts.payouts import PAYOUT_SETTLE, PayoutCreateParams, PayoutSettleParams
 from services.payments.payouts import domain, handlers
@@ -28,6 +27,7 @@ from tests.support import (
     events_of,
     eventually,
     get,
+    journal_entries,
     new_user,
     org_id_of,
     paid_intent,
@@ -137,12 +137,6 @@ async def listed(http, org, key="sk_test", **query):
     return body
 
 
-async def entries(platform, nc, org, payout_id):
-    tenant = Bus(nc, await org_id_of(platform, org))
-    return (await tenant.ok(journal.ENTRY_LIST.subject,
-                            JournalEntryListParams(payoutId=payout_id)))["entries"]
-
-
 async def test_a_payout_within_the_cash(http, org, pool, platform, nc):  # §9 74
     await funded(http, platform, nc, org, 100000)
     dest = await destination(http, org)
@@ -161,7 +155,7 @@ async def test_a_payout_within_the_cash(http, org, pool, platform, nc):  # §9 7
     assert (status, got) == (200, body)
     assert await events_of(pool, body["id"]) == ["payout.created"]
     assert await eventually(lambda: cash(platform, nc, org), lambda c: c == 0) == 0
-    [entry] = await entries(platform, nc, org, body["id"])
+    [entry] = await journal_entries(platform, nc, org, payoutId=body["id"])
     assert sorted(p["amount"] for p in entry["postings"]) == [-100000, 100000]
     # Nothing left to pay out.
     status, reply, _ = await payout(http, org, {"amount": 1, "destinationType": "card",
@@ -225,7 +219,7 @@ async def test_a_payout_not_yet_in_the_journal_still_counts(http, org, pool, pla
     status, _, _ = await payout(http, org, {"amount": 1000, "destinationType": "card",
                                             "destinationId": dest})
     assert status == 201
-    assert len(await entries(platform, nc, org, first["id"])) == 1
+    assert len(await journal_entries(platform, nc, org, payoutId=first["id"])) == 1
 
 
 async def test_a_cancel_reverses_the_payout_once(http, org, pool, platform, nc):  # §9 75
@@ -245,7 +239,7 @@ async def test_a_cancel_reverses_the_payout_once(http, org, pool, platform, nc):
     assert (status, reply["error"]["message"]) == (
         400, "can only cancel pending payouts, current: canceled")
     assert await eventually(lambda: cash(platform, nc, org), lambda c: c == 5000) == 5000
-    posted = await eventually(lambda: entries(platform, nc, org, made["id"]),
+    posted = await eventually(lambda: journal_entries(platform, nc, org, payoutId=made["id"]),
                               lambda found: len(found) == 2)
     assert [sorted(p["amount"] for p in e["postings"]) for e in posted] == [
         [-3000, 3000], [-3000, 3000]]
@@ -288,7 +282,7 @@ async def test_the_bank_settles_a_payout(http, org, pool, platform, nc):
     assert (failed["status"], failed["failureCode"], failed["failureMessage"]) == (
         "failed", "account_closed", "Bank account is closed")
     assert await eventually(lambda: cash(platform, nc, org), lambda c: c == 1500) == 1500
-    assert len(await eventually(lambda: entries(platform, nc, org, made[1]),
+    assert len(await eventually(lambda: journal_entries(platform, nc, org, payoutId=made[1]),
                                 lambda found: len(found) == 2)) == 2
     assert await events_of(pool, made[0]) == ["payout.created", "payout.updated",
                                               "payout.paid"]

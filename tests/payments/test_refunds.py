@@ -10,9 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from contracts import journal
 from contracts.invoicing import INVOICE_PAYMENT_GET
-from contracts.journal import JournalEntryListParams
 from contracts.payments import RefundCreateParams
 from services.payments.providers.base import ProviderError, RefundResult
 from services.payments.refunds import domain
@@ -21,14 +19,14 @@ from services.payments.refunds.handlers import redrive_unanswered
 from services.payments.selection import OFFLINE
 from tests.conftest import bearer, iam_token
 from tests.support import (
-    Bus,
     events_of,
     eventually,
     get,
+    journal_entries,
     new_user,
-    org_id_of,
     paid_intent,
     post,
+    providing,
     refused,
     responder,
 )
@@ -117,13 +115,6 @@ async def listed(http, org, key="sk_test", **query):
     return body
 
 
-async def journal_entries(platform, nc, org, refund_id):
-    """The ledger journal's entries for the refund (test mode)."""
-    tenant = Bus(nc, await org_id_of(platform, org))
-    return (await tenant.ok(journal.ENTRY_LIST.subject,
-                            JournalEntryListParams(refundId=refund_id)))["entries"]
-
-
 class Provider:
     """The offline provider, with refunds answered by `answer(request)` and counted."""
 
@@ -146,23 +137,6 @@ def declining(req):
     raise ProviderError("offline", "declined", "refund_declined", "refund declined by bank")
 
 
-class refunding_with:  # noqa: N801 (a context manager, named as a phrase)
-    """Refunds go to `provider` while the block runs."""
-
-    def __init__(self, payments_service, provider):
-        self.providers, self.provider = payments_service.ctx.state.providers, provider
-
-    def __enter__(self):
-        async def issuer(scope, name):
-            return self.provider
-
-        self.providers.issuer = issuer  # the instance's
-        return self.provider
-
-    def __exit__(self, *exc):
-        del self.providers.issuer
-
-
 async def test_a_full_refund(http, org, pool, platform, nc):  # §9 60
     paid = await paid_intent(http, org, 5000)
     assert paid["amountRefunded"] == 0
@@ -180,7 +154,7 @@ async def test_a_full_refund(http, org, pool, platform, nc):  # §9 60
     status, got, _ = await get(http, f"/refunds/{body['id']}", org.auth())
     assert (status, got) == (200, body)
     assert await events_of(pool, body["id"]) == ["refund.created", "refund.succeeded"]
-    [entry] = await journal_entries(platform, nc, org, body["id"])
+    [entry] = await journal_entries(platform, nc, org, refundId=body["id"])
     amounts = sorted(p["amount"] for p in entry["postings"])
     assert amounts == [-5000, 5000]
     assert await pool.fetchval("select posted_at is not null from payments.ledger_postings"
@@ -298,7 +272,7 @@ async def test_concurrent_refunds_never_exceed_the_intent(http, org, pool, platf
     assert (await intent_of(http, org, paid["id"]))["amountRefunded"] == 9000
     for _, body, _ in results:
         if "id" in body:
-            assert len(await journal_entries(platform, nc, org, body["id"])) == 1
+            assert len(await journal_entries(platform, nc, org, refundId=body["id"])) == 1
 
 
 async def test_the_same_key_replays_the_same_refund(http, org, pool, platform, nc):
@@ -315,7 +289,7 @@ async def test_the_same_key_replays_the_same_refund(http, org, pool, platform, n
     assert [r["id"] for r in await listed(http, org, paymentIntentId=paid["id"])] == [
         first["id"]]
     assert (await intent_of(http, org, paid["id"]))["amountRefunded"] == 1500
-    assert len(await journal_entries(platform, nc, org, first["id"])) == 1
+    assert len(await journal_entries(platform, nc, org, refundId=first["id"])) == 1
     assert await events_of(pool, first["id"]) == ["refund.created", "refund.succeeded"]
 
 
@@ -329,7 +303,7 @@ async def test_a_retry_while_the_provider_is_asked_is_in_progress(http, org,
             return await super().refund(req)
 
     headers = {"Idempotency-Key": f"slow-{paid['id']}"}
-    with refunding_with(payments_service, Slow(lambda req: RefundResult(
+    with providing(payments_service, Slow(lambda req: RefundResult(
             refund_id="re_once", status="succeeded"))) as provider:
         results = await asyncio.gather(*[
             refund(http, org, {"paymentIntentId": paid["id"]}, headers=headers)
@@ -382,7 +356,7 @@ async def test_an_unreachable_provider_keeps_the_refund_pending_for_a_retry(
     paid = await paid_intent(http, org, 5000)
     headers = {"Idempotency-Key": f"refund-{paid['id']}"}
     body = {"paymentIntentId": paid["id"], "amount": 2000, "reason": "duplicate"}
-    with refunding_with(payments_service, Provider(unreachable)) as provider:
+    with providing(payments_service, Provider(unreachable)) as provider:
         status, reply, _ = await refund(http, org, body, headers=headers)
     assert (status, reply["error"]["message"]) == (502, "payment provider unavailable")
     [pending] = await listed(http, org, paymentIntentId=paid["id"])
@@ -392,7 +366,7 @@ async def test_an_unreachable_provider_keeps_the_refund_pending_for_a_retry(
     assert (status, reply["error"]["message"]) == (
         400, "refund amount 3001 exceeds refundable amount 3000")
     # The retry asks the provider again under the same key, and finishes the same refund.
-    with refunding_with(payments_service, Provider(lambda req: RefundResult(
+    with providing(payments_service, Provider(lambda req: RefundResult(
             refund_id="re_provider", status="succeeded"))) as retried:
         status, done, _ = await refund(http, org, body, headers=headers)
     assert (status, done["id"], done["status"], done["providerRef"]) == (
@@ -402,14 +376,14 @@ async def test_an_unreachable_provider_keeps_the_refund_pending_for_a_retry(
         "internal", "duplicate")
     assert len(await listed(http, org, paymentIntentId=paid["id"])) == 1
     assert (await intent_of(http, org, paid["id"]))["amountRefunded"] == 2000
-    assert len(await journal_entries(platform, nc, org, done["id"])) == 1
+    assert len(await journal_entries(platform, nc, org, refundId=done["id"])) == 1
     assert await events_of(pool, done["id"]) == ["refund.created", "refund.succeeded"]
 
 
 async def test_the_job_finishes_refunds_the_provider_never_answered(
         http, org, pool, platform, nc, payments_service):
     paid = await paid_intent(http, org, 5000)
-    with refunding_with(payments_service, Provider(unreachable)):
+    with providing(payments_service, Provider(unreachable)):
         status, _, _ = await refund(http, org, {"paymentIntentId": paid["id"]})
     assert status == 502
     [pending] = await listed(http, org, paymentIntentId=paid["id"])
@@ -419,7 +393,7 @@ async def test_the_job_finishes_refunds_the_provider_never_answered(
                            " where id = $1", pending["id"], timedelta(seconds=seconds))
 
     counting = Provider(lambda req: RefundResult(refund_id="re_late", status="succeeded"))
-    with refunding_with(payments_service, counting):
+    with providing(payments_service, counting):
         await stuck_for(30)
         await redrive_unanswered(payments_service.ctx)
         assert counting.refunds == []  # not stuck long enough yet
@@ -430,7 +404,7 @@ async def test_the_job_finishes_refunds_the_provider_never_answered(
         await redrive_unanswered(payments_service.ctx)  # nothing left to do
     assert len(counting.refunds) == 1 and done["providerRef"] == "re_late"
     assert (await intent_of(http, org, paid["id"]))["amountRefunded"] == 5000
-    assert len(await journal_entries(platform, nc, org, done["id"])) == 1
+    assert len(await journal_entries(platform, nc, org, refundId=done["id"])) == 1
     assert await events_of(pool, done["id"]) == ["refund.created", "refund.succeeded"]
 
 
@@ -439,7 +413,7 @@ async def test_a_refused_refund_frees_its_amount(http, org, pool, platform, nc,
     paid = await paid_intent(http, org, 5000)
     headers = {"Idempotency-Key": f"refused-{paid['id']}"}
     message = "refund failed: refund declined by bank"
-    with refunding_with(payments_service, Provider(declining)):
+    with providing(payments_service, Provider(declining)):
         status, reply, _ = await refund(http, org, {"paymentIntentId": paid["id"]},
                                         headers=headers)
         assert (status, reply["error"]["message"]) == (400, message)
@@ -450,7 +424,7 @@ async def test_a_refused_refund_frees_its_amount(http, org, pool, platform, nc,
     assert (failed["status"], failed["failureReason"]) == ("failed",
                                                            "refund declined by bank")
     assert await events_of(pool, failed["id"]) == ["refund.created", "refund.failed"]
-    assert await journal_entries(platform, nc, org, failed["id"]) == []
+    assert await journal_entries(platform, nc, org, refundId=failed["id"]) == []
     status, body, _ = await refund(http, org, {"paymentIntentId": paid["id"]})
     assert (status, body["amount"]) == (201, 5000)
 
@@ -458,7 +432,7 @@ async def test_a_refused_refund_frees_its_amount(http, org, pool, platform, nc,
 async def test_a_refund_the_provider_settles_later_stays_pending(http, org, pool,
                                                                 payments_service):
     paid = await paid_intent(http, org, 5000)
-    with refunding_with(payments_service, Provider(lambda req: RefundResult(
+    with providing(payments_service, Provider(lambda req: RefundResult(
             refund_id="re_slow", status="pending"))):
         status, body, _ = await refund(http, org, {"paymentIntentId": paid["id"],
                                                    "amount": 1000})
@@ -470,7 +444,7 @@ async def test_a_refund_the_provider_settles_later_stays_pending(http, org, pool
     await pool.execute("update payments.refunds set updated_at = now() - interval '1 hour'"
                        " where id = $1", body["id"])
     counting = Provider(unreachable)
-    with refunding_with(payments_service, counting):
+    with providing(payments_service, counting):
         await redrive_unanswered(payments_service.ctx)
     # Answered: the job retrieves it (the offline provider's refunds all succeed), it never
     # refunds it again (test_janitor.py).

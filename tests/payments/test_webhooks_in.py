@@ -19,8 +19,6 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from contracts import journal
-from contracts.journal import JournalEntryListParams
 from services.payments.providers.base import WebhookEvent
 from services.payments.webhooks_in import domain
 from services.payments.webhooks_in.domain import Secret
@@ -30,11 +28,11 @@ from tests.payments.test_payouts import destination, funded
 from tests.payments.test_square_adapter import fixture as square_fixture
 from tests.payments.test_stripe_adapter import API_KEY, FakeStripe, fixture
 from tests.support import (
-    Bus,
     add_payment_method,
     events_of,
     eventually,
     get,
+    journal_entries,
     new_user,
     org_id_of,
     post,
@@ -228,12 +226,6 @@ async def intent(http, org, intent_id: str) -> dict:
     status, body, _ = await get(http, f"/payment-intents/{intent_id}", org.auth())
     assert status == 200, body
     return body
-
-
-async def journal_entries(platform, nc, org, **query) -> list:
-    tenant = Bus(nc, await org_id_of(platform, org))
-    return (await tenant.ok(journal.ENTRY_LIST.subject,
-                            JournalEntryListParams(**query)))["entries"]
 
 
 async def test_the_stripe_example_is_received_once(http, make_org, platform, pool, stripe_api):

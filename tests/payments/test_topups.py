@@ -22,6 +22,7 @@ from tests.support import (
     ledger_verify,
     new_user,
     post,
+    providing,
     refused,
     scope,
     service_down,
@@ -288,7 +289,7 @@ async def test_refunding_a_top_up_takes_its_credit_back(http, org, payments_serv
     """A top-up's charge is refunded only with its credit: what is still available leaves
     the balance before the provider refunds; what was spent cannot be refunded; a refund
     the provider refuses gives the credit back; a replay moves nothing more."""
-    from tests.payments.test_refunds import Provider, declining, refunding_with
+    from tests.payments.test_refunds import Provider, declining
 
     user = new_user()
     status, _, _ = await token_topup(http, org, {"sourceId": "cnon:refundable",
@@ -311,7 +312,7 @@ async def test_refunding_a_top_up_takes_its_credit_back(http, org, payments_serv
     again = await post(http, path, {"paymentIntentId": charge["id"], "amount": 500}, keyed)
     assert again[0] == 201 and again[1]["id"] == refunded["id"]
     assert await balance(http, org, user) == 200
-    with refunding_with(payments_service, Provider(declining)):
+    with providing(payments_service, Provider(declining)):
         status, body, _ = await post(http, path, {"paymentIntentId": charge["id"],
                                                   "amount": 200}, org.auth())
     assert (status, body["error"]["message"]) == (400, "refund failed: refund declined by bank")

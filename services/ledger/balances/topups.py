@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import asyncpg
 import msgspec
 
 from contracts import Reply, Scope
@@ -83,9 +84,14 @@ class TopupCreditor:
             first.setdefault(c.key_id, i)
         answers: dict[Key, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
         replies: list[bytes | None] = [None] * len(credits)
+        journaled_before = False
         while new := [i for key, i in first.items() if key not in answers]:
             try:
-                await self._credit(new, credits, replies, answers)
+                await self._credit(new, credits, replies, answers, journaled_before)
+            except asyncpg.UniqueViolationError:  # a payment journaled on its own before
+                if journaled_before:
+                    raise
+                journaled_before = True
             except _SentBefore:  # nothing written: those replay, the others go again
                 before = await self._ctx.keys.find_many(
                     self._ctx.pool, [credits[i].key_id for i in new])
@@ -101,7 +107,7 @@ class TopupCreditor:
 
     async def _credit(self, new: list[int], credits: list[TopupCredit],
                       replies: list[bytes | None], answers: dict[Key, tuple[str, bytes]],
-                      ) -> None:
+                      journaled_before: bool) -> None:
         """Credit `new` and record their payments in one transaction, claiming their keys
         with their answers (the balance after each credit); `_SentBefore` rolls it back if
         a key was taken."""
@@ -123,10 +129,12 @@ class TopupCreditor:
                 for i, _, replay in written])
             if len(claimed) < len(new):
                 raise _SentBefore
-            # Looked up: a payment sent on its own before (by an older payments) replays.
+            # A payment sent on its own before (by an older payments) is looked up once its
+            # key was found taken.
             payments = [Recording(credits[i].scope, credits[i].payment)
                         for i in new if credits[i].payment]
-            outcomes = await record_together(conn, payments, look_up=True) if payments else []
+            outcomes = (await record_together(conn, payments, look_up=journaled_before)
+                        if payments else [])
             for recording, outcome in zip(payments, outcomes, strict=True):
                 if isinstance(outcome, Failure):  # the customer paid: credited regardless
                     log.error("top-up payment %s not journaled: %s",

@@ -60,17 +60,19 @@ class JournalRecorder:
 
 async def record_together(conn: asyncpg.Connection, recordings: list[Recording], *,
                           look_up: bool) -> list[Outcome | Failure]:
-    """Record the operations in the caller's transaction: lock their keys (a concurrent
-    post under one waits), ensure the accounts of those not posted before (in name order,
-    so concurrent batches creating the same accounts do not deadlock), post their entries.
-    A refusal is its operation's outcome; it changes nothing.
+    """Record the operations in the caller's transaction: ensure the accounts of those not
+    posted before (in name order, so concurrent batches creating the same accounts do not
+    deadlock), post their entries. A refusal is its operation's outcome; it changes nothing.
 
     Without `look_up`, every operation is taken for new (the keys of a batch rarely were
-    used): one posted before raises `UniqueViolationError`, and the caller looks again."""
+    used): one posted before, or being posted, raises `UniqueViolationError` (its entry's
+    key is unique), and the caller looks again. With it, the keys are locked first (a
+    concurrent post under one commits before this looks) and looked up."""
     at = now()
-    await store.lock_keys(conn, (r.key for r in recordings))
-    posted = (await store.entries_by_keys(conn, (r.key for r in recordings)) if look_up
-              else {})
+    posted = {}
+    if look_up:
+        await store.lock_keys(conn, (r.key for r in recordings))
+        posted = await store.entries_by_keys(conn, (r.key for r in recordings))
     accounts = await store.accounts_by_names(conn, (
         (*r.key[:2], leg.name) for r in recordings for leg in r.operation.legs))
     missing: dict[store.Name, Account] = {}

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from contracts.common import Params
+from contracts.common import IdParams, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import Id, Name, Notes
 
@@ -31,9 +31,6 @@ class DisputeListParams(Params):
     limit: int = 0  # ≤ 0: 100; at most 1000
     startingAfter: Id = ""
 
-
-class DisputeIdParams(Params):
-    id: Id = ""  # from the path
 
 
 class DisputeEvidenceParams(Params):
@@ -63,7 +60,7 @@ class Dispute(msgspec.Struct, omit_defaults=True):
 
 
 DISPUTE_LIST = Endpoint("billing.payments.dispute.list", DisputeListParams, list[Dispute])
-DISPUTE_GET = Endpoint("billing.payments.dispute.get", DisputeIdParams, Dispute)
+DISPUTE_GET = Endpoint("billing.payments.dispute.get", IdParams, Dispute)
 DISPUTE_SUBMIT_EVIDENCE = Endpoint("billing.payments.dispute.submit_evidence",
                                    DisputeEvidenceParams, Dispute)
-DISPUTE_CLOSE = Endpoint("billing.payments.dispute.close", DisputeIdParams, Dispute)
+DISPUTE_CLOSE = Endpoint("billing.payments.dispute.close", IdParams, Dispute)

@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from contracts.common import Int64, Params
+from contracts.common import IdParams, Int64, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import (
     TIERS,
@@ -211,9 +211,6 @@ class InvoiceListParams(Params):
     offset: int = 0
 
 
-class InvoiceIdParams(Params):
-    id: Id = ""  # from the path
-
 
 class LineItemAddParams(Params):
     id: Id = ""  # the invoice, from the path
@@ -342,15 +339,15 @@ class TaxRateList(msgspec.Struct):
 
 INVOICE_CREATE = Endpoint("billing.invoicing.invoice.create", InvoiceCreateParams, Invoice)
 INVOICE_LIST = Endpoint("billing.invoicing.invoice.list", InvoiceListParams, InvoiceList)
-INVOICE_GET = Endpoint("billing.invoicing.invoice.get", InvoiceIdParams, Invoice)
-INVOICE_FINALIZE = Endpoint("billing.invoicing.invoice.finalize", InvoiceIdParams, Invoice)
-INVOICE_VOID = Endpoint("billing.invoicing.invoice.void", InvoiceIdParams, Invoice)
+INVOICE_GET = Endpoint("billing.invoicing.invoice.get", IdParams, Invoice)
+INVOICE_FINALIZE = Endpoint("billing.invoicing.invoice.finalize", IdParams, Invoice)
+INVOICE_VOID = Endpoint("billing.invoicing.invoice.void", IdParams, Invoice)
 LINE_ITEM_ADD = Endpoint("billing.invoicing.invoice.line_item.add", LineItemAddParams, Invoice)
 LINE_ITEM_REMOVE = Endpoint("billing.invoicing.invoice.line_item.remove", LineItemRemoveParams,
                             Invoice)
 DISCOUNT_APPLY = Endpoint("billing.invoicing.invoice.discount.apply", DiscountParams, Invoice)
 TAX_CALCULATE = Endpoint("billing.invoicing.invoice.tax.calculate", TaxParams, TaxResult)
-INVOICE_PDF = Endpoint("billing.invoicing.invoice.pdf", InvoiceIdParams, InvoiceDocument)
+INVOICE_PDF = Endpoint("billing.invoicing.invoice.pdf", IdParams, InvoiceDocument)
 TAX_RATE_CREATE = Endpoint("billing.invoicing.tax_rate.create", TaxRateCreateParams, TaxRate)
 TAX_RATE_LIST = Endpoint("billing.invoicing.tax_rate.list", TaxRateListParams, TaxRateList)
 
@@ -402,7 +399,7 @@ class InvoicePaid(msgspec.Struct):
     collection: Collection
 
 
-INVOICE_PAY = Endpoint("billing.invoicing.invoice.pay", InvoiceIdParams, InvoicePaid)
+INVOICE_PAY = Endpoint("billing.invoicing.invoice.pay", IdParams, InvoicePaid)
 
 
 # ---- customer balance (§2.7, §7) -----------------------------------------------------------
@@ -494,9 +491,6 @@ class CreditNoteListParams(Params):
     offset: int = 0
 
 
-class CreditNoteIdParams(Params):
-    id: Id = ""  # from the path
-
 
 class CreditNote(msgspec.Struct, omit_defaults=True):
     id: str
@@ -518,6 +512,6 @@ CREDIT_NOTE_CREATE = Endpoint("billing.invoicing.credit_note.create", CreditNote
                               CreditNote)
 CREDIT_NOTE_LIST = Endpoint("billing.invoicing.credit_note.list", CreditNoteListParams,
                             list[CreditNote])
-CREDIT_NOTE_GET = Endpoint("billing.invoicing.credit_note.get", CreditNoteIdParams, CreditNote)
-CREDIT_NOTE_VOID = Endpoint("billing.invoicing.credit_note.void", CreditNoteIdParams,
+CREDIT_NOTE_GET = Endpoint("billing.invoicing.credit_note.get", IdParams, CreditNote)
+CREDIT_NOTE_VOID = Endpoint("billing.invoicing.credit_note.void", IdParams,
                             CreditNote)

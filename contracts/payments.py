@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from contracts.common import Int64, Params
+from contracts.common import IdParams, Int64, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, Metadata, Name, Notes, UserId, require_small_json
 
@@ -80,9 +80,6 @@ class PaymentMethodListParams(Params):
     limit: int = 0  # ≤ 0: 100; at most 1000
     startingAfter: Id = ""
 
-
-class PaymentMethodIdParams(Params):
-    id: Id = ""  # from the path
 
 
 class PaymentMethodUpdateParams(Params):
@@ -153,9 +150,6 @@ class PaymentIntentListParams(Params):
     startingAfter: Id = ""
 
 
-class PaymentIntentIdParams(Params):
-    id: Id = ""
-
 
 class PaymentIntentConfirmParams(Params):
     id: Id = ""
@@ -213,9 +207,6 @@ class RefundListParams(Params):
     startingAfter: Id = ""
 
 
-class RefundIdParams(Params):
-    id: Id = ""
-
 
 class Refund(msgspec.Struct, omit_defaults=True):
     id: str
@@ -239,9 +230,6 @@ class SetupIntentCreateParams(Params):
     paymentMethodId: Id = ""
     usage: Code = ""  # on_session | off_session (default)
 
-
-class SetupIntentIdParams(Params):
-    id: Id = ""
 
 
 class SetupIntentConfirmParams(Params):
@@ -366,12 +354,12 @@ PAYMENT_METHOD_CREATE = Endpoint("billing.payments.payment_method.create",
                                  PaymentMethodCreateParams, PaymentMethod)
 PAYMENT_METHOD_LIST = Endpoint("billing.payments.payment_method.list",
                                PaymentMethodListParams, list[PaymentMethod])
-PAYMENT_METHOD_GET = Endpoint("billing.payments.payment_method.get", PaymentMethodIdParams,
+PAYMENT_METHOD_GET = Endpoint("billing.payments.payment_method.get", IdParams,
                               PaymentMethod)
 PAYMENT_METHOD_UPDATE = Endpoint("billing.payments.payment_method.update",
                                  PaymentMethodUpdateParams, PaymentMethod)
 PAYMENT_METHOD_DETACH = Endpoint("billing.payments.payment_method.detach",
-                                 PaymentMethodIdParams, Deleted)
+                                 IdParams, Deleted)
 PAYMENT_METHOD_SET_DEFAULT = Endpoint("billing.payments.payment_method.set_default",
                                       DefaultPaymentMethodParams, PaymentMethod)
 
@@ -379,7 +367,7 @@ PAYMENT_INTENT_CREATE = Endpoint("billing.payments.payment_intent.create",
                                  PaymentIntentCreateParams, PaymentIntent)
 PAYMENT_INTENT_LIST = Endpoint("billing.payments.payment_intent.list",
                                PaymentIntentListParams, list[PaymentIntent])
-PAYMENT_INTENT_GET = Endpoint("billing.payments.payment_intent.get", PaymentIntentIdParams,
+PAYMENT_INTENT_GET = Endpoint("billing.payments.payment_intent.get", IdParams,
                               PaymentIntent)
 PAYMENT_INTENT_CONFIRM = Endpoint("billing.payments.payment_intent.confirm",
                                   PaymentIntentConfirmParams, PaymentIntent)
@@ -390,11 +378,11 @@ PAYMENT_INTENT_CANCEL = Endpoint("billing.payments.payment_intent.cancel",
 
 REFUND_CREATE = Endpoint("billing.payments.refund.create", RefundCreateParams, Refund)
 REFUND_LIST = Endpoint("billing.payments.refund.list", RefundListParams, list[Refund])
-REFUND_GET = Endpoint("billing.payments.refund.get", RefundIdParams, Refund)
+REFUND_GET = Endpoint("billing.payments.refund.get", IdParams, Refund)
 
 SETUP_INTENT_CREATE = Endpoint("billing.payments.setup_intent.create", SetupIntentCreateParams,
                                SetupIntent)
-SETUP_INTENT_GET = Endpoint("billing.payments.setup_intent.get", SetupIntentIdParams,
+SETUP_INTENT_GET = Endpoint("billing.payments.setup_intent.get", IdParams,
                             SetupIntent)
 SETUP_INTENT_CONFIRM = Endpoint("billing.payments.setup_intent.confirm",
                                 SetupIntentConfirmParams, SetupIntent)

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from contracts.common import Int64, Params
+from contracts.common import IdParams, Int64, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, Metadata, Name, Notes, UserId, require_small_json
 
@@ -35,9 +35,6 @@ class PayoutListParams(Params):
     limit: int = 0  # ≤ 0: 100; at most 1000
     startingAfter: Id = ""
 
-
-class PayoutIdParams(Params):
-    id: Id = ""  # from the path
 
 
 class PayoutSettleParams(Params):
@@ -93,9 +90,6 @@ class InstructionListParams(Params):
     limit: int = 0
     startingAfter: Id = ""
 
-
-class InstructionIdParams(Params):
-    id: Id = ""
 
 
 class Instruction(msgspec.Struct, omit_defaults=True):
@@ -158,8 +152,8 @@ class TransferMatch(msgspec.Struct, omit_defaults=True):
 
 PAYOUT_CREATE = Endpoint("billing.payments.payout.create", PayoutCreateParams, Payout)
 PAYOUT_LIST = Endpoint("billing.payments.payout.list", PayoutListParams, list[Payout])
-PAYOUT_GET = Endpoint("billing.payments.payout.get", PayoutIdParams, Payout)
-PAYOUT_CANCEL = Endpoint("billing.payments.payout.cancel", PayoutIdParams, Payout)
+PAYOUT_GET = Endpoint("billing.payments.payout.get", IdParams, Payout)
+PAYOUT_CANCEL = Endpoint("billing.payments.payout.cancel", IdParams, Payout)
 # Bus only (operators, back office): no HTTP route.
 PAYOUT_SETTLE = Endpoint("billing.payments.payout.settle", PayoutSettleParams, Payout)
 
@@ -168,6 +162,6 @@ INSTRUCTION_CREATE = Endpoint("billing.payments.bank_transfer_instruction.create
 INSTRUCTION_LIST = Endpoint("billing.payments.bank_transfer_instruction.list",
                             InstructionListParams, InstructionList)
 INSTRUCTION_GET = Endpoint("billing.payments.bank_transfer_instruction.get",
-                           InstructionIdParams, Instruction)
+                           IdParams, Instruction)
 TRANSFER_MATCH = Endpoint("billing.payments.bank_transfer.match", TransferMatchParams,
                           TransferMatch)

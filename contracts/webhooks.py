@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from contracts.common import Params
+from contracts.common import IdParams, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import Code, Id, Notes, UserId
 
@@ -134,9 +134,6 @@ class EventListParams(Params):
     startingAfter: Id = ""
 
 
-class EventIdParams(Params):
-    id: Id = ""
-
 
 # ---- webhook endpoints (§6.3) ------------------------------------------------------------
 
@@ -160,9 +157,6 @@ class WebhookEndpointUpdateParams(Params):
     status: Code | UnsetType = UNSET  # enabled | disabled
     description: Notes | UnsetType = UNSET
 
-
-class WebhookEndpointIdParams(Params):
-    id: Id = ""
 
 
 class WebhookEndpointListParams(Params):
@@ -230,20 +224,20 @@ class WebhookDeliveryIdParams(Params):
 # ---- endpoints ---------------------------------------------------------------------------
 
 EVENT_LIST = Endpoint("billing.payments.event.list", EventListParams, list[BillingEvent])
-EVENT_GET = Endpoint("billing.payments.event.get", EventIdParams, BillingEvent)
+EVENT_GET = Endpoint("billing.payments.event.get", IdParams, BillingEvent)
 
 WEBHOOK_ENDPOINT_CREATE = Endpoint("billing.payments.webhook_endpoint.create",
                                    WebhookEndpointCreateParams, WebhookEndpoint)
 WEBHOOK_ENDPOINT_LIST = Endpoint("billing.payments.webhook_endpoint.list",
                                  WebhookEndpointListParams, list[WebhookEndpoint])
 WEBHOOK_ENDPOINT_GET = Endpoint("billing.payments.webhook_endpoint.get",
-                                WebhookEndpointIdParams, WebhookEndpoint)
+                                IdParams, WebhookEndpoint)
 WEBHOOK_ENDPOINT_UPDATE = Endpoint("billing.payments.webhook_endpoint.update",
                                    WebhookEndpointUpdateParams, WebhookEndpoint)
 WEBHOOK_ENDPOINT_ROTATE_SECRET = Endpoint("billing.payments.webhook_endpoint.rotate_secret",
-                                          WebhookEndpointIdParams, WebhookEndpoint)
+                                          IdParams, WebhookEndpoint)
 WEBHOOK_ENDPOINT_DELETE = Endpoint("billing.payments.webhook_endpoint.delete",
-                                   WebhookEndpointIdParams, WebhookEndpointDeleted)
+                                   IdParams, WebhookEndpointDeleted)
 
 WEBHOOK_DELIVERY_LIST = Endpoint("billing.payments.webhook_delivery.list",
                                  WebhookDeliveryListParams, list[WebhookDelivery])

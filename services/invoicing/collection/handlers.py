@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from contracts import ErrorCode, Scope
+from contracts.common import IdParams
 from contracts.credits import (
     CREDIT_GRANT_BURN,
     CREDIT_GRANT_CREATE,
@@ -43,7 +44,6 @@ from contracts.payments import (
     PaymentIntentCancelParams,
     PaymentIntentConfirmParams,
     PaymentIntentCreateParams,
-    PaymentIntentIdParams,
     PaymentMethodListParams,
     RefundCreateParams,
 )
@@ -224,7 +224,7 @@ async def _card(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt)
         return a
     if a.payment_intent_id:  # resumed: the payment exists, as it is now
         intent = await _ask(ctx, PAYMENT_INTENT_GET, scope, None,
-                            PaymentIntentIdParams(id=a.payment_intent_id))
+                            IdParams(id=a.payment_intent_id))
         if intent.status == domain.TO_CONFIRM:
             intent = await _confirm(ctx, scope, a, intent.id)
     else:

@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 
 from contracts import Scope
+from contracts.common import IdParams
 from contracts.errors import not_found
 from contracts.ids import new_id, rfc3339
 from contracts.invoicing import (
@@ -21,7 +22,6 @@ from contracts.invoicing import (
     CREDIT_NOTES_PAGE,
     CreditNote,
     CreditNoteCreateParams,
-    CreditNoteIdParams,
     CreditNoteLine,
     CreditNoteListParams,
 )
@@ -84,12 +84,12 @@ async def list_notes(ctx: Context, scope: Scope, p: CreditNoteListParams) -> Any
 
 
 @router.handler(CREDIT_NOTE_GET)
-async def get_note(ctx: Context, scope: Scope, p: CreditNoteIdParams) -> CreditNote:
+async def get_note(ctx: Context, scope: Scope, p: IdParams) -> CreditNote:
     return _note(await _load(ctx.pool, scope, p.id))
 
 
 @router.handler(CREDIT_NOTE_VOID, transaction=True)
-async def void_note(ctx: Context, scope: Scope, p: CreditNoteIdParams,
+async def void_note(ctx: Context, scope: Scope, p: IdParams,
                     conn: asyncpg.Connection) -> CreditNote:
     """§6.4 Δ: what the note gave is taken back — an open invoice's amount due goes up
     again; a credited balance is debited (once, whatever it holds now)."""

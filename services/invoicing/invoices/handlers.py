@@ -19,6 +19,7 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
+from contracts.common import IdParams
 from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, now, rfc3339
 from contracts.invoicing import (
@@ -41,7 +42,6 @@ from contracts.invoicing import (
     Invoice,
     InvoiceCreateParams,
     InvoiceDocument,
-    InvoiceIdParams,
     InvoiceList,
     InvoiceListParams,
     InvoicePaid,
@@ -91,7 +91,7 @@ async def list_invoices(ctx: Context, scope: Scope, p: InvoiceListParams) -> Any
 
 
 @router.handler(INVOICE_GET)
-async def get_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> Invoice:
+async def get_invoice(ctx: Context, scope: Scope, p: IdParams) -> Invoice:
     return _invoice(await load(ctx.pool, scope, p.id), scope.livemode)
 
 
@@ -141,7 +141,7 @@ async def calculate_tax(ctx: Context, scope: Scope, p: TaxParams,
 
 
 @router.handler(INVOICE_FINALIZE, transaction=True)
-async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
+async def finalize_invoice(ctx: Context, scope: Scope, p: IdParams,
                            conn: asyncpg.Connection) -> Invoice:
     """§5.4: draft → open with its amount due, and the organization's next number in this
     mode, taken in this transaction (§9.11)."""
@@ -156,7 +156,7 @@ async def finalize_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
 
 
 @router.handler(INVOICE_PAY)
-async def pay_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams) -> bytes:
+async def pay_invoice(ctx: Context, scope: Scope, p: IdParams) -> bytes:
     """§5.5, §9.5: one attempt of the collection waterfall."""
     return await _collect(ctx, scope, p.id)
 
@@ -193,7 +193,7 @@ async def _collect(ctx: Context, scope: Scope, invoice_id: str) -> bytes:
 
 
 @router.handler(INVOICE_VOID, transaction=True)
-async def void_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
+async def void_invoice(ctx: Context, scope: Scope, p: IdParams,
                        conn: asyncpg.Connection) -> Invoice:
     """§5.6: a draft or open invoice → void; what collection took goes back to each source
     first, once (not while an attempt runs: 409)."""
@@ -206,7 +206,7 @@ async def void_invoice(ctx: Context, scope: Scope, p: InvoiceIdParams,
 
 
 @router.handler(INVOICE_PDF)
-async def invoice_pdf(ctx: Context, scope: Scope, p: InvoiceIdParams) -> InvoiceDocument:
+async def invoice_pdf(ctx: Context, scope: Scope, p: IdParams) -> InvoiceDocument:
     row = await load(ctx.pool, scope, p.id)
     invoice = _invoice(row, scope.livemode)
     seller = scope.org_name or scope.org_id

@@ -16,6 +16,7 @@ import asyncpg
 from msgspec import UNSET
 
 from contracts import ErrorCode, Scope
+from contracts.common import IdParams
 from contracts.errors import Failure, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.ledger import TOPUP_CREDIT, TopupCreditParams
@@ -26,7 +27,6 @@ from contracts.payouts import (
     TRANSFER_MATCH,
     Instruction,
     InstructionCreateParams,
-    InstructionIdParams,
     InstructionList,
     InstructionListParams,
     MatchTransaction,
@@ -74,7 +74,7 @@ async def list_instructions(ctx: Context, scope: Scope, p: InstructionListParams
 
 
 @router.handler(INSTRUCTION_GET)
-async def get_instruction(ctx: Context, scope: Scope, p: InstructionIdParams) -> Instruction:
+async def get_instruction(ctx: Context, scope: Scope, p: IdParams) -> Instruction:
     row = await store.instruction(ctx.pool, scope.org_id, scope.livemode, p.id.strip())
     if row is None:
         raise not_found(domain.INSTRUCTION_NOT_FOUND)

@@ -20,6 +20,7 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
+from contracts.common import IdParams
 from contracts.disputes import (
     DISPUTE_CLOSE,
     DISPUTE_GET,
@@ -27,7 +28,6 @@ from contracts.disputes import (
     DISPUTE_SUBMIT_EVIDENCE,
     Dispute,
     DisputeEvidenceParams,
-    DisputeIdParams,
     DisputeListParams,
     Evidence,
 )
@@ -55,7 +55,7 @@ async def list_disputes(ctx: Context, scope: Scope, p: DisputeListParams) -> lis
 
 
 @router.handler(DISPUTE_GET)
-async def get_dispute(ctx: Context, scope: Scope, p: DisputeIdParams) -> Dispute:
+async def get_dispute(ctx: Context, scope: Scope, p: IdParams) -> Dispute:
     return _dispute(await _load(ctx.pool, scope, p.id), scope.livemode)
 
 
@@ -84,7 +84,7 @@ async def submit_evidence(ctx: Context, scope: Scope, p: DisputeEvidenceParams) 
 
 
 @router.handler(DISPUTE_CLOSE)
-async def close_dispute(ctx: Context, scope: Scope, p: DisputeIdParams) -> Any:
+async def close_dispute(ctx: Context, scope: Scope, p: IdParams) -> Any:
     """§4.5 DO: accepted at the provider, then `lost` (an inquiry: `warning_closed`); the
     amount the dispute took from the customer stays out."""
     async with ctx.pool.acquire() as conn, conn.transaction():

@@ -4,12 +4,12 @@ mode, newest first. Admin routes."""
 from __future__ import annotations
 
 from contracts import Scope
+from contracts.common import IdParams
 from contracts.errors import not_found
 from contracts.webhooks import (
     EVENT_GET,
     EVENT_LIST,
     BillingEvent,
-    EventIdParams,
     EventListParams,
 )
 from services.payments.events import domain, store
@@ -25,7 +25,7 @@ async def list_events(ctx: Context, scope: Scope, p: EventListParams) -> list[Bi
 
 
 @router.handler(EVENT_GET)
-async def get_event(ctx: Context, scope: Scope, p: EventIdParams) -> BillingEvent:
+async def get_event(ctx: Context, scope: Scope, p: IdParams) -> BillingEvent:
     row = await store.event(ctx.pool, scope.org_id, scope.livemode, p.id.strip())
     if row is None:
         raise not_found(domain.EVENT_NOT_FOUND)

@@ -19,6 +19,7 @@ import asyncpg
 from msgspec import UNSET
 
 from contracts import Reply, Scope
+from contracts.common import IdParams
 from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, now, rfc3339
 from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
@@ -39,13 +40,11 @@ from contracts.payments import (
     PaymentIntentCaptureParams,
     PaymentIntentConfirmParams,
     PaymentIntentCreateParams,
-    PaymentIntentIdParams,
     PaymentIntentListParams,
     SetupIntent,
     SetupIntentCancelParams,
     SetupIntentConfirmParams,
     SetupIntentCreateParams,
-    SetupIntentIdParams,
 )
 from contracts.rules import user_id
 from services.payments.common import (
@@ -101,7 +100,7 @@ async def list_intents(ctx: Context, scope: Scope, p: PaymentIntentListParams,
 
 
 @router.handler(PAYMENT_INTENT_GET)
-async def get_intent(ctx: Context, scope: Scope, p: PaymentIntentIdParams) -> PaymentIntent:
+async def get_intent(ctx: Context, scope: Scope, p: IdParams) -> PaymentIntent:
     return _intent(await _load(ctx.pool, scope, p.id), scope.livemode)
 
 
@@ -362,7 +361,7 @@ async def create_setup(ctx: Context, scope: Scope, p: SetupIntentCreateParams,
 
 
 @router.handler(SETUP_INTENT_GET)
-async def get_setup(ctx: Context, scope: Scope, p: SetupIntentIdParams) -> SetupIntent:
+async def get_setup(ctx: Context, scope: Scope, p: IdParams) -> SetupIntent:
     return _setup(await _load_setup(ctx.pool, scope, p.id), scope.livemode)
 
 

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import ErrorCode, Reply, Scope
+from contracts.common import IdParams
 from contracts.errors import Failure, forbidden, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.payments import (
@@ -37,7 +38,6 @@ from contracts.payments import (
     PaymentMethod,
     PaymentMethodCreateParams,
     PaymentMethodExists,
-    PaymentMethodIdParams,
     PaymentMethodListParams,
     PaymentMethodQuery,
     PaymentMethodUpdateParams,
@@ -126,7 +126,7 @@ async def list_methods(ctx: Context, scope: Scope, p: PaymentMethodListParams,
 
 
 @router.handler(PAYMENT_METHOD_GET)
-async def get_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams) -> PaymentMethod:
+async def get_method(ctx: Context, scope: Scope, p: IdParams) -> PaymentMethod:
     row = await store.method(ctx.pool, scope.org_id, scope.livemode, p.id, owner(scope))
     if row is None:
         raise not_found(domain.METHOD_NOT_FOUND)
@@ -150,7 +150,7 @@ async def update_method(ctx: Context, scope: Scope, p: PaymentMethodUpdateParams
 
 
 @router.handler(PAYMENT_METHOD_DETACH, transaction=True)
-async def detach_method(ctx: Context, scope: Scope, p: PaymentMethodIdParams,
+async def detach_method(ctx: Context, scope: Scope, p: IdParams,
                         conn: asyncpg.Connection) -> Deleted:
     row = await store.method(conn, scope.org_id, scope.livemode, p.id, owner(scope),
                              lock=True)

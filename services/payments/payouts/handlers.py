@@ -24,6 +24,7 @@ import asyncpg
 from msgspec import UNSET
 
 from contracts import Reply, Scope
+from contracts.common import IdParams
 from contracts.errors import Failure, not_found, unavailable
 from contracts.ids import new_id, now, rfc3339
 from contracts.journal import (
@@ -47,7 +48,6 @@ from contracts.payouts import (
     PAYOUT_SETTLE,
     Payout,
     PayoutCreateParams,
-    PayoutIdParams,
     PayoutListParams,
     PayoutSettleParams,
 )
@@ -97,12 +97,12 @@ async def list_payouts(ctx: Context, scope: Scope, p: PayoutListParams) -> list[
 
 
 @router.handler(PAYOUT_GET)
-async def get_payout(ctx: Context, scope: Scope, p: PayoutIdParams) -> Payout:
+async def get_payout(ctx: Context, scope: Scope, p: IdParams) -> Payout:
     return _payout(await _load(ctx.pool, scope, p.id), scope.livemode)
 
 
 @router.handler(PAYOUT_CANCEL)
-async def cancel_payout(ctx: Context, scope: Scope, p: PayoutIdParams) -> Any:
+async def cancel_payout(ctx: Context, scope: Scope, p: IdParams) -> Any:
     require_mint(scope.actor)
     async with ctx.pool.acquire() as conn, conn.transaction():
         if stored := await ctx.keys.replay(conn, scope):

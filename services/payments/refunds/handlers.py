@@ -23,6 +23,7 @@ import asyncpg
 from msgspec import UNSET
 
 from contracts import Reply, Scope
+from contracts.common import IdParams
 from contracts.errors import Failure, invalid, not_found
 from contracts.ids import new_id, rfc3339
 from contracts.invoicing import INVOICE_PAYMENT_GET, InvoicePaymentParams
@@ -34,7 +35,6 @@ from contracts.payments import (
     REFUND_LIST,
     Refund,
     RefundCreateParams,
-    RefundIdParams,
     RefundListParams,
 )
 from services.payments.common import event, issuer, page, provider_failure, service_scope
@@ -84,7 +84,7 @@ async def list_refunds(ctx: Context, scope: Scope, p: RefundListParams) -> list[
 
 
 @router.handler(REFUND_GET)
-async def get_refund(ctx: Context, scope: Scope, p: RefundIdParams) -> Refund:
+async def get_refund(ctx: Context, scope: Scope, p: IdParams) -> Refund:
     row = await store.refund(ctx.pool, scope.org_id, scope.livemode, p.id.strip())
     if row is None:
         raise not_found(domain.REFUND_NOT_FOUND)

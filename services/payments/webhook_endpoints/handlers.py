@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncpg
 
 from contracts import Scope
+from contracts.common import IdParams
 from contracts.errors import not_found
 from contracts.ids import new_id
 from contracts.webhooks import (
@@ -24,7 +25,6 @@ from contracts.webhooks import (
     WebhookEndpoint,
     WebhookEndpointCreateParams,
     WebhookEndpointDeleted,
-    WebhookEndpointIdParams,
     WebhookEndpointListParams,
     WebhookEndpointUpdateParams,
 )
@@ -57,7 +57,7 @@ async def list_endpoints(ctx: Context, scope: Scope, p: WebhookEndpointListParam
 
 
 @router.handler(WEBHOOK_ENDPOINT_GET)
-async def get_endpoint(ctx: Context, scope: Scope, p: WebhookEndpointIdParams,
+async def get_endpoint(ctx: Context, scope: Scope, p: IdParams,
                        ) -> WebhookEndpoint:
     return domain.view(domain.found(
         await store.endpoint(ctx.pool, scope.org_id, scope.livemode, p.id.strip())))
@@ -77,7 +77,7 @@ async def update_endpoint(ctx: Context, scope: Scope, p: WebhookEndpointUpdatePa
 
 
 @router.handler(WEBHOOK_ENDPOINT_ROTATE_SECRET)
-async def rotate_secret(ctx: Context, scope: Scope, p: WebhookEndpointIdParams,
+async def rotate_secret(ctx: Context, scope: Scope, p: IdParams,
                         ) -> WebhookEndpoint:
     endpoint_id, secret = p.id.strip(), domain.new_secret()
     key_id, sealed = domain.seal(ctx.state.secrets, scope.org_id, scope.livemode, endpoint_id,
@@ -88,7 +88,7 @@ async def rotate_secret(ctx: Context, scope: Scope, p: WebhookEndpointIdParams,
 
 
 @router.handler(WEBHOOK_ENDPOINT_DELETE, transaction=True)
-async def delete_endpoint(ctx: Context, scope: Scope, p: WebhookEndpointIdParams,
+async def delete_endpoint(ctx: Context, scope: Scope, p: IdParams,
                           conn: asyncpg.Connection) -> WebhookEndpointDeleted:
     endpoint_id = p.id.strip()
     if not await store.delete(conn, scope.org_id, scope.livemode, endpoint_id):

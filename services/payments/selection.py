@@ -131,7 +131,7 @@ def _stripe(secret_key: str, settings: Settings) -> Provider:
 @dataclass
 class _Cached:
     registry: Registry
-    version: int  # of the settings it was built from (-1: none stored)
+    stored: Stored  # the settings it was built from (version -1: none stored)
     own: bool  # its clients are its own (else the platform's, shared)
     fresh_until: float
 
@@ -163,6 +163,12 @@ class Providers:
     async def issuer(self, scope: Scope, name: str) -> Provider:
         registry, offline = await self._lookup(scope)
         return issuer(registry, offline, name)
+
+    async def stored(self, org_id: str, livemode: bool) -> Stored:
+        """The organization's settings of the mode, as read for its registry (the webhook
+        secrets are read from them)."""
+        await self._registry(org_id, livemode)
+        return self._cache[(org_id, livemode)].stored
 
     def forget(self, org_id: str, livemode: bool) -> None:
         """The organization's settings changed: the next lookup reads them."""
@@ -199,7 +205,7 @@ class Providers:
             now = self._clock()
             await self._close_retired(now)
             cached = self._cache.get(key)
-            if cached is not None and cached.version == stored.version:
+            if cached is not None and cached.stored.version == stored.version:
                 cached.fresh_until = now + TTL
                 return cached.registry
             own = stored.credentials != NONE
@@ -208,7 +214,7 @@ class Providers:
                 else self._platform[key[1]].providers, stored.preferred)
             if cached is not None and cached.own:
                 self._retired.append((now + GRACE, cached.registry))
-            self._cache[key] = _Cached(registry, stored.version, own, now + TTL)
+            self._cache[key] = _Cached(registry, stored, own, now + TTL)
             return registry
         finally:
             del self._loading[key]

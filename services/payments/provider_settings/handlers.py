@@ -113,5 +113,4 @@ async def _save(ctx: Context, scope: Scope, conn: asyncpg.Connection, preferred:
     await event(conn, scope, "provider_settings.updated", "provider_settings", scope.org_id,
                 "", settings)
     ctx.state.providers.forget(scope.org_id, scope.livemode)
-    ctx.state.webhook_secrets.forget(scope.org_id)
     return settings

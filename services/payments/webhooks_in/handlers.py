@@ -46,13 +46,11 @@ from services.payments.methods.handlers import method_json
 from services.payments.payouts import handlers as payouts
 from services.payments.postings.sender import Posting
 from services.payments.provider_settings import store as settings_store
-from services.payments.provider_settings.handlers import stored
 from services.payments.providers import square, stripe
 from services.payments.providers.base import PaymentResult, WebhookEvent
 from services.payments.refunds import domain as refund_rules
 from services.payments.refunds import handlers as refunds
 from services.payments.refunds import store as refunds_store
-from services.payments.selection import TTL
 from services.payments.webhooks_in import domain, store
 from services.payments.webhooks_in.domain import Secret
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
@@ -271,14 +269,13 @@ EFFECTS: dict[str | None, Callable[..., Awaitable[Outcome]]] = {
 
 
 class Secrets:
-    """Each organization's webhook secrets per provider (built by the bootstrap): the ones
-    in its settings of each mode, the platform's (environment) for a mode with none; read
-    again after `selection.TTL`, or at once after the organization changes its settings."""
+    """Each organization's webhook secrets per provider: the ones in its settings of each
+    mode (read, and cached, with its providers: `selection.Providers`), the platform's
+    (environment) for a mode with none."""
 
     def __init__(self, ctx: Context):
         self._ctx = ctx
         self._platform = platform_secrets(ctx.settings)
-        self._cache: dict[tuple[str, str], tuple[float, list[Secret]]] = {}
 
     async def of(self, org_id: str, provider: str, claimed: Set[bool] = frozenset(),
                  ) -> list[Secret]:
@@ -289,21 +286,13 @@ class Secrets:
         return own + [s for s in self._platform[provider] if s.livemode not in modes]
 
     async def _own(self, org_id: str, provider: str) -> list[Secret]:
-        cached = self._cache.get((org_id, provider))
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
         secrets: list[Secret] = []
         for livemode in (True, False):
-            settings = await stored(self._ctx.pool, self._ctx.state.secrets, org_id, livemode)
+            settings = await self._ctx.state.providers.stored(org_id, livemode)
             own = _stored_secret(settings.credentials, provider)
             if own:
                 secrets.append(Secret(livemode, own))
-        self._cache[(org_id, provider)] = (time.monotonic() + TTL, secrets)
         return secrets
-
-    def forget(self, org_id: str) -> None:
-        for provider in domain.PROVIDERS:
-            self._cache.pop((org_id, provider), None)
 
 
 def _stored_secret(credentials, provider: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.catalog import load_catalog
+from services.subscriptions.plans import store
 from tests.support import get
 
 SLUGS = ["developer", "pro", "team", "max", "team-max", "enterprise", "world-free",
@@ -97,3 +99,19 @@ async def test_the_catalog_is_copied_into_the_plans_table(pool):  # §1.1 OURS, 
     assert (rows["team"]["price"], rows["team"]["per_user"]) == (2500, True)
     assert (rows["pro"]["price_annual"], rows["pro"]["price_annual_total"]) == (1600, 19200)
     assert rows["enterprise"]["price"] is None and rows["enterprise"]["contact_sales"]
+
+
+async def test_the_catalog_wins_at_boot_except_over_managed_plans(pool):  # §7 D5
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("update subscriptions.plans set price = 1 where id = 'pro'")
+            await conn.execute("update subscriptions.plans set price = 2, managed = true"
+                               " where id = 'max'")
+            await store.upsert_catalog(conn, load_catalog())
+            assert dict(await conn.fetch("select id, price from subscriptions.plans"
+                                         " where id in ('pro', 'max')")) == {
+                "pro": 2000, "max": 2}
+        finally:
+            await tx.rollback()  # the other tests keep the catalog's plans

@@ -81,6 +81,11 @@ async def test_create_a_free_plan(http, org, pool):  # 70, §3.1.1
     again = await created(http, org, {"userId": user, "planId": "developer"})
     assert again["planId"] == "developer" and again["id"] != sub["id"]
     assert await events(pool, sub["id"]) == ["subscription.created"]
+    event = await pool.fetchval(
+        "select convert_from(payload, 'utf8')::jsonb from subscriptions.outbox"
+        " where convert_from(payload, 'utf8')::jsonb->>'objectId' = $1", sub["id"])
+    assert (event["objectType"], event["customerId"], event["data"]) == (
+        "subscription", user, sub)
 
 
 async def test_user_ids_are_canonical_and_metadata_is_returned(http, org):  # 72, §7 D6

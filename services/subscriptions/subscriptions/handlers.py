@@ -56,7 +56,7 @@ async def create(ctx: Context, scope: Scope, p: SubscriptionCreateParams,
     try:
         row = await store.create(conn, scope.org_id, scope.livemode, new_id("sub_"),
                                  ask.user_id, sub,
-                                 default_payment_method=p.defaultPaymentMethod.strip(),
+                                 default_payment_method=p.defaultPaymentMethod,
                                  metadata=p.metadata)
     except asyncpg.UniqueViolationError:  # a concurrent create won the category
         raise _second_paid(ask.user_id, terms.category, None) from None

@@ -24,6 +24,7 @@ from contracts.invoicing import (
     InvoicePreview,
     InvoicePreviewParams,
     LineItem,
+    PeriodInvoiceParams,
     PreviewLine,
     PricingRule,
     PricingRuleCreateParams,
@@ -40,6 +41,7 @@ from contracts.meter_events import API_USAGE_EVENT_NAME
 from contracts.metering import METER_GET, USAGE_AGGREGATE, MeterGetParams, UsageAggregateParams
 from contracts.rules import DEFAULT_CURRENCY, require_user
 from services.invoicing.pricing import domain, store
+from services.invoicing.renewal import domain as renewal
 from services.runtime.bus import created, paged
 from services.runtime.service import Context, Router
 
@@ -141,6 +143,21 @@ async def priced_usage(ctx: Context, scope: Scope, user: str, start: datetime | 
     for row in rows:
         rules.setdefault(row["meter_id"], []).append(_rule(row))
     return domain.priced(usages, rules, plan_id)
+
+
+async def period_lines(ctx: Context, scope: Scope, p: PeriodInvoiceParams,
+                       when: renewal.Period) -> list[LineItem]:
+    """The lines of a subscription's period invoice (§9.8): the plan, licensed items, the
+    usage of the period (of the metered items' meters when there are any, else of every
+    meter, priced by the plan's rules) and the prorations given."""
+    meters = renewal.metered(p.items)
+    usage = [renewal.usage_line(line.usage.meterId, line.usage.meterName, line.usage.quantity,
+                                _unit_price(line), line.amount, when)
+             for line in await priced_usage(ctx, scope, when.user_id, when.start, when.end,
+                                            plan_id=p.planId)
+             if meters is None or line.usage.meterId in meters]
+    return renewal.lines(renewal.plan_line(p, when), renewal.item_lines(p.items, when), usage,
+                         renewal.proration_lines(p.prorations, when))
 
 
 async def previewed_credits(ctx: Context, scope: Scope, user: str, subtotal: int,

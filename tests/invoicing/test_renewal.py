@@ -19,7 +19,7 @@ from contracts.invoicing import (
 from tests.invoicing.test_collection import deposit, open_invoice, paid
 from tests.invoicing.test_invoices import act, events_of, fetch
 from tests.invoicing.test_preview import grant, make_rule, remaining, use
-from tests.support import Bus, balance, make_meter, new_user, org_id_of, zulu
+from tests.support import Bus, balance, get, make_meter, new_user, org_id_of, post, zulu
 
 # Meter events may be up to 35 days old: the period is ten days, 20 days ago.
 START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=20)
@@ -322,3 +322,50 @@ async def test_a_voided_period_invoice_tells_the_subscription(http, org, platfor
     assert (data["subscriptionId"], data["periodStart"], data["periodEnd"]) == (
         "sub_pro", zulu(START), zulu(END))
 
+
+
+# ---- the upcoming invoice of a subscription (§4.5 Δ) ---------------------------------------
+
+
+async def test_the_upcoming_invoice_of_a_subscription_is_its_next_renewal(http, org, platform,
+                                                                          nc, pool, make_org):
+    user = new_user()
+    status, sub, _ = await post(http, "/subscriptions", {
+        "userId": user, "planId": "team", "quantity": 3, "trialPeriodDays": 0}, org.auth())
+    assert status == 201, sub
+    meter = await make_meter(http, org, "api_calls", name="API Calls")
+    await make_rule(http, org, meterId=meter, unitPrice=2)
+    started = datetime.fromisoformat(sub["currentPeriodStart"])
+    await use(http, org, meter, user, 100, when=started + timedelta(seconds=1))
+    await use(http, org, meter, user, 900, when=started - timedelta(seconds=1))  # before it
+    await grant(http, org, user, 1000)
+    upcoming = await upcoming_of(http, org, user, sub["id"])
+    assert [(line["id"], line["amount"], line.get("quantity"), line["periodStart"],
+             line["periodEnd"]) for line in upcoming["lineItems"]] == [
+        ("li_plan_team", 7500, 3, sub["currentPeriodStart"], sub["currentPeriodEnd"]),
+        (f"li_usage_{meter}", 200, 100, sub["currentPeriodStart"], sub["currentPeriodEnd"])]
+    assert {k: upcoming[k] for k in ("userId", "subtotal", "creditApplied", "amountDue",
+                                     "currency")} == {
+        "userId": user, "subtotal": 7700, "creditApplied": 1000, "amountDue": 6700,
+        "currency": "usd"}
+    # Nothing consumed, nothing invoiced.
+    assert await remaining(http, org, user) == [1000]
+    assert await pool.fetchval("select count(*) from invoicing.invoices where user_id = $1",
+                               user) == 0
+    # Without the subscription: the reference's answer, all usage and no plan fee.
+    plain = await upcoming_of(http, org, user)
+    assert [line["quantity"] for line in plain["lineItems"]] == [1000]
+    # Another user's subscription, another organization's, or none: not found.
+    for who, tenant_org, sub_id in ((new_user(), org, sub["id"]),
+                                    (user, await make_org(), sub["id"]),
+                                    (user, org, "sub_nope")):
+        status, body, _ = await get(http, "/invoices/upcoming", tenant_org.auth(), userId=who,
+                                    subscriptionId=sub_id)
+        assert (status, body["error"]["message"]) == (404, "subscription not found")
+
+
+async def upcoming_of(http, org, user: str, subscription: str = "") -> dict:
+    query = {"subscriptionId": subscription} if subscription else {}
+    status, answer, _ = await get(http, "/invoices/upcoming", org.auth(), userId=user, **query)
+    assert status == 200, answer
+    return answer

@@ -515,3 +515,70 @@ CREDIT_NOTE_LIST = Endpoint("billing.invoicing.credit_note.list", CreditNoteList
 CREDIT_NOTE_GET = Endpoint("billing.invoicing.credit_note.get", IdParams, CreditNote)
 CREDIT_NOTE_VOID = Endpoint("billing.invoicing.credit_note.void", IdParams,
                             CreditNote)
+
+
+# ---- renewal (§8, §9.5, §9.8–§9.10; subscriptions.md §2.5) -----------------------------------
+# Bus-only, asked by the subscriptions service: the period invoice of a subscription, built
+# and collected once per (subscription, periodStart, periodEnd); a dunning retry of its
+# remainder; giving it up. Periods are half-open: [periodStart, periodEnd).
+
+
+class ProrationLine(msgspec.Struct, omit_defaults=True):
+    """A pending proration of the subscription (subscriptions.md §2.3), billed as given."""
+
+    id: Id = ""
+    description: Notes = ""
+    planId: Id = ""
+    planName: Name = ""
+    amount: Int64 = 0  # cents; negative for a downgrade's credit
+    currency: Code = ""
+    periodStart: Timestamp | None = None
+    periodEnd: Timestamp | None = None
+
+
+class PeriodItem(msgspec.Struct, omit_defaults=True):
+    """A subscription item: `licensed` with a unitAmount bills unitAmount × quantity;
+    `metered` names a meter whose usage in the period is priced by its rule."""
+
+    meterId: Id = ""
+    planId: Id = ""
+    priceId: Id = ""
+    quantity: Int64 = 0
+    billingMode: Code = "licensed"  # licensed | metered
+    unitAmount: Int64 = 0
+    description: Notes = ""
+
+
+class PeriodInvoiceParams(Params):
+    subscriptionId: Id = ""
+    userId: UserId = ""
+    planId: Id = ""
+    planName: Name = ""
+    price: Int64 = 0  # cents per unit per period
+    currency: Code = ""  # empty: usd
+    quantity: Int64 = 1
+    periodStart: Timestamp | None = None
+    periodEnd: Timestamp | None = None
+    defaultPaymentMethod: Id = ""
+    prorations: Annotated[list[ProrationLine], msgspec.Meta(max_length=LINE_ITEMS_MAX)] = []
+    items: Annotated[list[PeriodItem], msgspec.Meta(max_length=LINE_ITEMS_MAX)] = []
+    collect: bool = True  # False: build and finalize only
+
+
+class PeriodInvoice(msgspec.Struct):
+    """`created` False: the period was invoiced before; `collection` is then synthesised from
+    the invoice (success = paid, creditUsed = creditApplied, amountCharged = amountPaid) and
+    nothing was collected. None when not collected (`collect` False)."""
+
+    invoice: Invoice
+    collection: Collection | None
+    created: bool
+
+
+INVOICE_RENEW_PERIOD = Endpoint("billing.invoicing.invoice.renew_period", PeriodInvoiceParams,
+                                PeriodInvoice)
+# Re-collects an open invoice's remainder (amountDue − amountPaid), as the pay endpoint does.
+INVOICE_RETRY = Endpoint("billing.invoicing.invoice.retry", IdParams, InvoicePaid)
+# open → uncollectible (dunning gave up); any other status → 409.
+INVOICE_MARK_UNCOLLECTIBLE = Endpoint("billing.invoicing.invoice.mark_uncollectible", IdParams,
+                                      Invoice)

@@ -29,6 +29,7 @@ from services.runtime.bus import created, paged
 from services.runtime.outbox import add_event
 from services.runtime.service import Context, Router
 from services.subscriptions.items import domain, store
+from services.subscriptions.plans import store as plans
 
 router = Router()
 PLAN_NOT_FOUND = "plan not found"
@@ -41,7 +42,7 @@ async def create_item(ctx: Context, scope: Scope, p: SubscriptionItemCreateParam
     customer = await _customer(conn, scope, new.subscription_id)
     unit_amount = 0
     if domain.prices_by_plan(new.billing_mode, new.plan_id):
-        unit_amount = await store.plan_price(conn, new.plan_id)
+        unit_amount = await plan_price(conn, new.plan_id)
         if unit_amount is None:
             raise not_found(PLAN_NOT_FOUND)
     row = await store.create(
@@ -72,7 +73,7 @@ async def update_item(ctx: Context, scope: Scope, p: SubscriptionItemUpdateParam
     changed = domain.changes(p)
     if domain.prices_by_plan(row["billing_mode"], row["plan_id"]):
         # The plan's price now: what its seats bill from here on (kept if the plan is gone).
-        price = await store.plan_price(conn, row["plan_id"])
+        price = await plan_price(conn, row["plan_id"])
         changed["unit_amount"] = row["unit_amount"] if price is None else price
     if changed:
         row = await store.update(conn, scope.org_id, scope.livemode, row["id"], **changed)
@@ -88,6 +89,13 @@ async def delete_item(ctx: Context, scope: Scope, p: IdParams,
     customer = await _customer(conn, scope, row["subscription_id"])
     await _announce(conn, scope, customer, row, "subscription_item.deleted")
     return SubscriptionItemDeleted(deleted=True, id=row["id"])
+
+
+async def plan_price(conn: asyncpg.Connection, plan_ref: str) -> int | None:
+    """A plan's price per seat and interval (0 for a plan sold by contract), None when
+    there is no such plan."""
+    plan = await plans.resolve(conn, plan_ref)
+    return None if plan is None else plan["price"] or 0
 
 
 async def _customer(conn: asyncpg.Connection, scope: Scope, subscription_id: str) -> str:

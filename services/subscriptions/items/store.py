@@ -23,13 +23,6 @@ async def subscription_owner(db: Db, org_id: str, livemode: bool, subscription_i
         " and id = $3", org_id, livemode, subscription_id)
 
 
-async def plan_price(db: Db, plan_id: str) -> int | None:
-    """A plan's price per seat and interval (0 for a plan sold by contract), None when
-    there is no such plan."""
-    row = await db.fetchrow("select price from subscriptions.plans where id = $1", plan_id)
-    return None if row is None else row["price"] or 0
-
-
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, item_id: str,
                  **fields: Any) -> asyncpg.Record:
     names = list(fields)

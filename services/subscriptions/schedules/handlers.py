@@ -57,7 +57,7 @@ from services.runtime.bus import created, paged
 from services.runtime.idempotency import fingerprint_of
 from services.runtime.outbox import add_event
 from services.runtime.service import Context, Router
-from services.subscriptions.items.store import plan_price
+from services.subscriptions.items.handlers import plan_price
 from services.subscriptions.schedules import domain, store
 from services.subscriptions.subscriptions.domain import require_mint
 

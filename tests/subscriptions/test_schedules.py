@@ -316,3 +316,21 @@ async def test_new_phases_of_a_running_schedule(http, org):
     assert error(await patch(http, org, schedule["id"], {"phases": [
         phase("pro", start, later(DAY))]})) == (
         400, "phases: 2 phases have begun; give at least that many")
+
+
+async def test_a_refused_boundary_stays_due(http, org, pool):
+    """Phase 0's subscription would be a second paid one in its category (409): the schedule
+    does not start, and is looked at again later rather than at every run."""
+    customer = new_user()
+    status, _, _ = await post(http, "/subscriptions", {"userId": customer, "planId": "pro"},
+                              org.auth())
+    assert status == 201
+    schedule = await created(http, org, {"customerId": customer, "phases": [
+        phase("max", ago(DAY), later(DAY))]})
+    assert (schedule["status"], "subscriptionId" in schedule) == ("not_started", False)
+    retry = await pool.fetchval(
+        "select next_run_at from subscriptions.subscription_schedules where id = $1",
+        schedule["id"])
+    assert retry > datetime.now(UTC) + timedelta(minutes=4)
+    _, subs, _ = await get(http, "/subscriptions", org.auth(), userId=customer)
+    assert [s["planId"] for s in subs["subscriptions"]] == ["pro"]

@@ -43,18 +43,22 @@ async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule
         org_id, livemode, schedule_id, *fields.values())
 
 
-async def claim(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
-                phase: int, now: datetime) -> asyncpg.Record | None:
-    """Boundary `phase` of the schedule, for this transaction: the row moves from the phase
-    before to `phase` and stays locked until commit. None when the boundary is not due, was
-    taken by another runner, or the schedule was stopped meanwhile (a runner holding it is
-    waited for, then its result read)."""
+async def take(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
+               ) -> asyncpg.Record | None:
+    """The schedule, locked for this transaction; None while another runner holds it (it
+    is crossing a boundary: what it commits is read on the next run)."""
     return await conn.fetchrow(
-        f"update subscriptions.subscription_schedules set current_phase = $4,"
-        f" updated_at = now() where org_id = $1 and livemode = $2 and id = $3"
-        f" and current_phase = $4 - 1 and status in ('not_started', 'active')"
-        f" and next_run_at <= $5 returning {_SCHEDULE}",
-        org_id, livemode, schedule_id, phase, now)
+        f"select {_SCHEDULE} from subscriptions.subscription_schedules where org_id = $1"
+        f" and livemode = $2 and id = $3 for update skip locked", org_id, livemode, schedule_id)
+
+
+async def postpone(db: Db, org_id: str, livemode: bool, schedule_id: str, until: datetime,
+                   ) -> None:
+    """Look at the schedule again at `until` (its boundary stays due meanwhile)."""
+    await db.execute(
+        "update subscriptions.subscription_schedules set next_run_at = $4"
+        " where org_id = $1 and livemode = $2 and id = $3 and next_run_at is not null",
+        org_id, livemode, schedule_id, until)
 
 
 async def due(db: Db, now: datetime, limit: int) -> list[asyncpg.Record]:

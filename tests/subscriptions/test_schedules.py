@@ -13,6 +13,14 @@ import msgspec
 import pytest
 
 from contracts import Request
+from contracts.limits import METADATA_BYTES
+from contracts.subscription_schedules import (
+    PHASES_BYTES,
+    SUBSCRIPTION_SCHEDULES_PAGE,
+    Phase,
+    PhaseItem,
+    SubscriptionSchedule,
+)
 from contracts.subscriptions import SUBSCRIPTION_UPDATE, SubscriptionUpdateParams
 from services.runtime.idempotency import fingerprint_of
 from services.subscriptions.schedules.handlers import run_due
@@ -334,3 +342,28 @@ async def test_a_refused_boundary_stays_due(http, org, pool):
     assert retry > datetime.now(UTC) + timedelta(minutes=4)
     _, subs, _ = await get(http, "/subscriptions", org.auth(), userId=customer)
     assert [s["planId"] for s in subs["subscriptions"]] == ["pro"]
+
+
+async def test_phases_are_bounded_as_json(http, org):
+    many = [phase("pro", f"2030-01-{d:02d}T00:00:00Z", f"2030-01-{d + 1:02d}T00:00:00Z",
+                  seats=1) for d in range(1, 21)]
+    for p in many:
+        p["items"] = [{"priceId": "p" * 64, "quantity": 1}] * 5
+    assert error(await create(http, org, {"customerId": "c1", "phases": many})) == (
+        400, f"phases: at most {PHASES_BYTES} bytes as JSON")
+
+
+def test_a_full_page_at_every_limit_fits_in_one_bus_message():
+    """As tests/gateway/test_integrity_limits.py does for the other lists."""
+    w, ts = "\x01", "2026-12-06T21:00:00.123456Z"
+    item = PhaseItem(priceId=w * 64, quantity=2**63 - 1)
+    one = Phase(planId=w * 255, startDate=ts, endDate=ts, trialEnd=ts, items=[item],
+                prorationBehavior="create_prorations")
+    # Stored phases are at most PHASES_BYTES as sent; a page answers them re-encoded.
+    phases = [one] * (PHASES_BYTES // len(msgspec.json.encode(one)))
+    schedule = SubscriptionSchedule(
+        id="sub_sched_" + "x" * 22, customerId=w * 255, status="not_started", startDate=ts,
+        endBehavior="release", created=ts, subscriptionId=w * 255, phases=phases,
+        metadata={"k": "v" * (METADATA_BYTES - len('{"k":""}'))})
+    page = [schedule] * SUBSCRIPTION_SCHEDULES_PAGE.maximum
+    assert len(msgspec.json.encode({"result": page, "status": 200})) < 0.9 * 1024 * 1024

@@ -273,7 +273,7 @@ async def test_the_job_runs_each_boundary_once_with_two_runners(http, org, platf
     sub = await subscription_of(http, org, schedule)
     assert (sub["planId"], sub["quantity"]) == ("pro", 1)
     lost = SubscriptionUpdateParams(id=sub["id"], planId="max", prorate=False, quantity=2)
-    key = f"subscription_schedule {schedule['id']} boundary 1"
+    key = f"subscription_schedule {schedule['id']} boundary 1 attempt 0"
     sent = Request(scope(await org_id_of(platform, org), actor=PLATFORM, key=key,
                          fingerprint=fingerprint_of(lost)), lost)
     reply = msgspec.json.decode((await nc.request(
@@ -326,9 +326,10 @@ async def test_new_phases_of_a_running_schedule(http, org):
         400, "phases: 2 phases have begun; give at least that many")
 
 
-async def test_a_refused_boundary_stays_due(http, org, pool):
+async def test_a_refused_boundary_stays_due(http, org, pool, platform):
     """Phase 0's subscription would be a second paid one in its category (409): the schedule
-    does not start, and is looked at again later rather than at every run."""
+    does not start, and is looked at again later rather than at every run — and starts once
+    the refusal's reason has gone."""
     customer = new_user()
     status, _, _ = await post(http, "/subscriptions", {"userId": customer, "planId": "pro"},
                               org.auth())
@@ -342,6 +343,17 @@ async def test_a_refused_boundary_stays_due(http, org, pool):
     assert retry > datetime.now(UTC) + timedelta(minutes=4)
     _, subs, _ = await get(http, "/subscriptions", org.auth(), userId=customer)
     assert [s["planId"] for s in subs["subscriptions"]] == ["pro"]
+    # Once the other subscription has ended, the next run starts it: the refusal changed
+    # nothing, so this attempt is asked afresh rather than answered with the 409 again.
+    status, _, _ = await post(http, f"/subscriptions/{subs['subscriptions'][0]['id']}/cancel",
+                              {"atPeriodEnd": False}, org.auth())
+    assert status == 200
+    await pool.execute("update subscriptions.subscription_schedules set next_run_at = now()"
+                       " where id = $1", schedule["id"])
+    await run_due(service(platform, "subscriptions").ctx)
+    schedule = await fetch(http, org, schedule["id"])
+    assert schedule["status"] == "active"
+    assert (await subscription_of(http, org, schedule))["planId"] == "max"
 
 
 async def test_phases_are_bounded_as_json(http, org):

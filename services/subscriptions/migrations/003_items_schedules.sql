@@ -44,6 +44,9 @@ create table subscriptions.subscription_schedules (
     metadata        jsonb,
     current_phase   integer     not null default -1,
     next_run_at     timestamptz,
+    -- Refusals of the next boundary so far: each new attempt asks with a new key, since a
+    -- refused request changed nothing (an unanswered one is asked again with the same).
+    refusals        integer     not null default 0,
     created_at      timestamptz not null default clock_timestamp(),
     updated_at      timestamptz not null default now(),
     primary key (org_id, livemode, id)

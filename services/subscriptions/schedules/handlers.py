@@ -13,7 +13,8 @@ lock (skipping a schedule another runner holds), reads `current_phase`, and move
 boundary it crossed in the transaction that records what the boundary did. The request to
 the subscription carries an idempotency key made of the schedule and the boundary, so a
 boundary retried after that transaction rolled back (no answer, a crash before commit)
-changes the subscription once: the retry gets the first reply back."""
+changes the subscription once: the retry gets the first reply back. A refusal (4xx) changed
+nothing: the next attempt asks afresh, with the key's refusal count one higher."""
 
 from __future__ import annotations
 
@@ -186,11 +187,12 @@ async def run(ctx: Context, org_id: str, livemode: bool, schedule_id: str,
             async with _transaction(ctx, conn) as tx:
                 if not await _cross(ctx, tx, scope, schedule_id):
                     return
-        except Failure as refused:
+        except Failure as failure:
             log.warning("subscription schedule %s: boundary not crossed: %s", schedule_id,
-                        refused.error.message)
+                        failure.error.message)
+            refused = 400 <= failure.error.status < 500 and not failure.error.retryable
             await store.postpone(conn or ctx.pool, org_id, livemode, schedule_id,
-                                 now() + RETRY_AFTER)
+                                 now() + RETRY_AFTER, refused=refused)
             return
 
 
@@ -217,7 +219,8 @@ async def _cross(ctx: Context, conn: asyncpg.Connection, scope: Scope,
     boundary = domain.next_boundary(row["start_date"], phases, row["current_phase"])
     if boundary is None or boundary.at > now():
         return False
-    key = f"subscription_schedule {schedule_id} boundary {boundary.phase}"
+    key = (f"subscription_schedule {schedule_id} boundary {boundary.phase}"
+           f" attempt {row['refusals']}")
     changes: dict[str, Any] = {}
     if boundary.phase == 0:
         phase = phases[0]
@@ -238,7 +241,8 @@ async def _cross(ctx: Context, conn: asyncpg.Connection, scope: Scope,
         changes["status"] = domain.RELEASED
     following = domain.next_boundary(row["start_date"], phases, boundary.phase)
     row = await store.update(conn, org, mode, schedule_id, current_phase=boundary.phase,
-                             next_run_at=following.at if following else None, **changes)
+                             next_run_at=following.at if following else None, refusals=0,
+                             **changes)
     await _announce(conn, scope, row, "subscription_schedule." + (
         row["status"] if row["status"] in (domain.RELEASED, domain.COMPLETED) else "updated"))
     return True

@@ -13,7 +13,7 @@ from services.runtime.db import fetch_page
 Db = asyncpg.Pool | asyncpg.Connection
 
 _SCHEDULE = ("id, customer_id, subscription_id, status, start_date, end_behavior, phases,"
-             " metadata, current_phase, next_run_at, created_at")
+             " metadata, current_phase, next_run_at, refusals, created_at")
 
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
@@ -53,12 +53,13 @@ async def take(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_i
 
 
 async def postpone(db: Db, org_id: str, livemode: bool, schedule_id: str, until: datetime,
-                   ) -> None:
-    """Look at the schedule again at `until` (its boundary stays due meanwhile)."""
+                   *, refused: bool) -> None:
+    """Look at the schedule again at `until` (its boundary stays due meanwhile), counting a
+    refusal."""
     await db.execute(
-        "update subscriptions.subscription_schedules set next_run_at = $4"
-        " where org_id = $1 and livemode = $2 and id = $3 and next_run_at is not null",
-        org_id, livemode, schedule_id, until)
+        "update subscriptions.subscription_schedules set next_run_at = $4,"
+        " refusals = refusals + $5::int where org_id = $1 and livemode = $2 and id = $3"
+        " and next_run_at is not null", org_id, livemode, schedule_id, until, int(refused))
 
 
 async def due(db: Db, now: datetime, limit: int) -> list[asyncpg.Record]:

@@ -6,12 +6,18 @@ rules on any clock."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-
-TRIALING, ACTIVE, PAST_DUE, UNPAID, CANCELED = (
-    "trialing", "active", "past_due", "unpaid", "canceled")
+from services.subscriptions.subscriptions.domain import (
+    ACTIVE,
+    CANCELED,
+    PAST_DUE,
+    TRIALING,
+    UNPAID,
+    Sub,
+    next_period,
+)
 
 CATCH_UP = 12  # periods one run bills per subscription at most (§8.3 step 6)
 NOT_DUE = "subscription period is not due for renewal"  # §2.5 OURS, §11.11 example 105
@@ -22,27 +28,13 @@ NOT_DUE = "subscription period is not due for renewal"  # §2.5 OURS, §11.11 ex
 RENEWING, DUNNING, SETTLED = "renewing", "past_due", "settled"
 
 
-@dataclass(frozen=True, slots=True)
-class Sub:
-    """What the cycle reads of a subscription."""
-
-    status: str
-    period_start: datetime
-    period_end: datetime | None
-    trial_end: datetime | None
-    cancel_at_period_end: bool
-    anchor: datetime  # periods end at anchor + k intervals (clamped to the month's end)
-    interval: str  # monthly | yearly
-    interval_count: int
-
-
 def trial_over(sub: Sub, now: datetime) -> bool:
     return sub.status == TRIALING and sub.trial_end is not None and sub.trial_end <= now
 
 
 def due(sub: Sub, now: datetime) -> bool:
     """§9.9: strictly after the period's end."""
-    return sub.status in (ACTIVE, PAST_DUE) and sub.period_end is not None and now > sub.period_end
+    return sub.status in (ACTIVE, PAST_DUE) and now > sub.period_end
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +56,24 @@ def end_trial(sub: Sub) -> Change:
     return Change(ACTIVE, "subscription.trial_ended")
 
 
-def after_trial(sub: Sub, change: Change) -> Sub:
-    return replace(sub, status=change.status)
-
-
-def paid(sub: Sub, next_end: datetime) -> Change:
-    """The period's invoice is paid (or voided: forgiven, Q3): the next period begins, or a
-    subscription cancelled at period end ends at the end of the period just billed."""
+def paid(sub: Sub) -> Change | None:
+    """The period's invoice is paid (or voided: forgiven, Q3): the next period begins
+    (anchored), or a subscription cancelled at period end ends at the end of the period just
+    billed. One that ended meanwhile stays ended (None)."""
+    if sub.status == CANCELED:
+        return None
     if sub.cancel_at_period_end:
         return Change(CANCELED, "subscription.canceled", ended_at=sub.period_end)
-    return Change(ACTIVE, "subscription.renewed", period_start=sub.period_end,
-                  period_end=next_end)
+    start, end = next_period(sub)
+    return Change(ACTIVE, "subscription.renewed", period_start=start, period_end=end)
 
 
-def failed(sub: Sub) -> Change:
+def failed(sub: Sub) -> Change | None:
     """The first collection failed: dunning starts. Cancelled at period end, it ends anyway
     (§2.5 OURS: billed in arrears, whatever the collection's outcome); its invoice is still
-    retried."""
+    retried. One that ended meanwhile stays ended (None)."""
+    if sub.status == CANCELED:
+        return None
     if sub.cancel_at_period_end:
         return Change(CANCELED, "subscription.canceled", ended_at=sub.period_end)
     return Change(PAST_DUE, "subscription.past_due")
@@ -93,17 +86,6 @@ def written_off(sub: Sub, dunning: Dunning) -> Change | None:
     if dunning.final_state == CANCELED:
         return Change(CANCELED, "subscription.canceled", ended_at=sub.period_end)
     return Change(UNPAID, "subscription.unpaid")
-
-
-def periods_since(anchor: datetime, end: datetime, interval: str, count: int) -> int:
-    """k such that `end` is the k-th period end after `anchor`: the periods are whole months
-    (or years) from the anchor, clamped days never change the month."""
-    months = (end.year - anchor.year) * 12 + end.month - anchor.month
-    return months // (months_per_period(interval, count))
-
-
-def months_per_period(interval: str, count: int) -> int:
-    return max(1, count) * (12 if interval in ("year", "yearly", "annual") else 1)
 
 
 # ---- dunning (§9.10; issue 13: 8 attempts over 2 weeks by default) --------------------------
@@ -139,7 +121,3 @@ class Dunning:
         if attempts >= self.attempts:
             return None
         return first_failure + timedelta(hours=self.retry_hours[attempts - 1])
-
-
-def retry_due(next_attempt_at: datetime | None, now: datetime) -> bool:
-    return next_attempt_at is not None and next_attempt_at <= now

@@ -26,7 +26,7 @@ from contracts.common import IdParams
 from contracts.cycle import CycleResult, Renewal
 from contracts.envelope import Actor, ErrorCode
 from contracts.errors import Failure, conflict, not_found
-from contracts.ids import new_id
+from contracts.ids import new_id, now
 from contracts.invoicing import (
     INVOICE_GET,
     INVOICE_MARK_UNCOLLECTIBLE,
@@ -42,7 +42,8 @@ from services.runtime.idempotency import derived_key
 from services.runtime.outbox import add_events
 from services.runtime.service import Context
 from services.subscriptions.cycle import domain, store
-from services.subscriptions.subscriptions import domain as subscriptions
+from services.subscriptions.subscriptions import store as subscriptions
+from services.subscriptions.subscriptions.handlers import view
 
 BATCH = 200  # periods claimed, and settled, per transaction
 CONCURRENCY = 32  # invoicing requests in flight per run
@@ -82,7 +83,7 @@ class Period:
 
     @property
     def start(self) -> datetime:
-        return self.row["current_period_start"]
+        return self.row["period_start"]
 
 
 # ---- a run ---------------------------------------------------------------------------------
@@ -125,12 +126,12 @@ async def take(ctx: Context, scope: Scope, user: str, now: datetime, token: str,
     async with ctx.pool.acquire() as conn, conn.transaction():
         rows = await store.lock_due(conn, org, mode, user, now, BATCH, sorted(skip))
         rows = await end_trials(conn, scope, rows, now)
-        periods = await claim(conn, scope, [r for r in rows if domain.due(_sub(r), now)],
+        periods = await claim(conn, scope, [r for r in rows if domain.due(subscriptions.sub_of(r), now)],
                               now, token)
         retries = await store.lock_retries(conn, org, mode, user, now, BATCH, sorted(skip))
         if retries:
             await store.lease_retries(conn, org, mode,
-                                      [(r["id"], r["current_period_start"]) for r in retries],
+                                      [(r["id"], r["period_start"]) for r in retries],
                                       now + LEASE, token)
     return periods + [Period(r, retry=True, attempts=r["attempts"],
                              first_failed_at=r["first_failed_at"],
@@ -141,8 +142,8 @@ async def end_trials(conn: asyncpg.Connection, scope: Scope, rows: list[asyncpg.
                      now: datetime) -> list[asyncpg.Record]:
     """§1.3.3: trials over become active (or end, cancelled at period end); the rows as
     they are now."""
-    changes = {r["id"]: domain.end_trial(_sub(r)) for r in rows
-               if domain.trial_over(_sub(r), now)}
+    changes = {r["id"]: domain.end_trial(subscriptions.sub_of(r)) for r in rows
+               if domain.trial_over(subscriptions.sub_of(r), now)}
     if not changes:
         return rows
     changed = await apply(conn, scope, changes, {})
@@ -160,7 +161,7 @@ async def claim(conn: asyncpg.Connection, scope: Scope, rows: list[asyncpg.Recor
     pending = await store.pending_prorations(conn, org, mode, ids)
     taken = await store.claim(
         conn, org, mode,
-        [(r["id"], r["current_period_start"], r["current_period_end"],
+        [(r["id"], r["period_start"], r["period_end"],
           [p["id"] for p in pending.get(r["id"], [])]) for r in rows],
         now, LEASE, token)
     fixed = {t["subscription_id"]: t for t in taken}
@@ -229,12 +230,12 @@ async def _retry(ctx: Context, scope: Scope, p: Period) -> None:
 def period_params(p: Period) -> PeriodInvoiceParams:
     """The period invoice as the subscription's plan snapshot says (grandfathered price ×
     quantity), with its prorations and items."""
-    r, plan = p.row, p.row["plan"]
+    r, plan = p.row, subscriptions.terms(p.row["plan_snapshot"])
     return PeriodInvoiceParams(
-        subscriptionId=r["id"], userId=r["user_id"], planId=r["plan_id"],
-        planName=plan.get("name", ""), price=plan.get("price", 0),
-        currency=plan.get("currency", ""), quantity=max(1, r["quantity"]),
-        periodStart=r["current_period_start"], periodEnd=r["current_period_end"],
+        subscriptionId=r["id"], userId=r["user_id"], planId=plan.id, planName=plan.name,
+        price=plan.price, currency=plan.currency,
+        quantity=r["quantity"] if plan.per_user else 1,
+        periodStart=r["period_start"], periodEnd=r["period_end"],
         defaultPaymentMethod=r["default_payment_method"],
         prorations=[ProrationLine(
             id=x["id"], description=x["description"], planId=x["plan_id"],
@@ -277,11 +278,11 @@ async def settle(ctx: Context, scope: Scope, periods: list[Period], now: datetim
                                            p.error))
                 continue
             assert p.invoice is not None
-            sub, invoice = _sub(subs[p.id]), p.invoice
+            sub, invoice = subscriptions.sub_of(subs[p.id]), p.invoice
             consumed += [(i, invoice.id) for i in claimed["proration_ids"]]
             attempts = p.attempts + 1
             if invoice.status in ("paid", "void"):
-                change = domain.paid(sub, next_period_end(subs[p.id]))
+                change = domain.paid(sub)
                 saved.append((p.id, p.start, domain.SETTLED, invoice.id, attempts,
                                p.first_failed_at, None, invoice.status))
                 invoices[p.id] = invoice.id
@@ -294,7 +295,7 @@ async def settle(ctx: Context, scope: Scope, periods: list[Period], now: datetim
                 change = None if p.retry else domain.failed(sub)
                 saved.append((p.id, p.start, domain.DUNNING, invoice.id, attempts, first,
                                dunning.next_attempt(first, attempts), ""))
-            if change is not None and subs[p.id]["current_period_start"] == p.start:
+            if change is not None and subs[p.id]["period_start"] == p.start:
                 changes[p.id] = change
             collection = p.collection or synthesised(invoice)
             results.append(CycleResult(p.row["user_id"], p.id, invoice.id,
@@ -322,28 +323,60 @@ async def apply(conn: asyncpg.Connection, scope: Scope, changes: dict[str, domai
     for sub, c in changes.items():
         row = changed[sub]
         by_type.setdefault(c.event, []).append(
-            (scope.org_id, scope.livemode, sub, row["user_id"], subscriptions.view(row)))
+            (scope.org_id, scope.livemode, sub, row["user_id"], view(row)))
     for type, objects in by_type.items():
         await add_events(conn, "subscriptions", type=type, object_type="subscription",
                          objects=objects)
     return changed
 
 
-def next_period_end(row: asyncpg.Record) -> datetime:
-    """The end of the period after the current one, anchored (§2.1 OURS)."""
-    sub = _sub(row)
-    assert sub.period_end is not None
-    k = domain.periods_since(sub.anchor, sub.period_end, sub.interval, sub.interval_count)
-    return subscriptions.period_end(sub.anchor, k + 1, sub.interval, sub.interval_count)
+# ---- settled outside the cycle (the invoice events) ----------------------------------------
 
 
-def _sub(row: asyncpg.Record) -> domain.Sub:
-    plan = row["plan"]
-    return domain.Sub(
-        status=row["status"], period_start=row["current_period_start"],
-        period_end=row["current_period_end"], trial_end=row["trial_end"],
-        cancel_at_period_end=row["cancel_at_period_end"], anchor=row["billing_anchor"],
-        interval=plan.get("interval", "monthly"), interval_count=plan.get("intervalCount", 1))
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A period invoice paid or voided, as invoicing announced it."""
+
+    org_id: str
+    livemode: bool
+    subscription_id: str
+    period_start: datetime
+    invoice_id: str
+    status: str  # paid | void
+
+
+async def settled_outside(ctx: Context, found: list[Settled]) -> None:
+    """Past-due periods whose invoice was paid or voided: dunning ends and the subscription
+    moves on. A period a runner holds is left to it (its retry finds the invoice settled)."""
+    by_scope: dict[tuple[str, bool], list[Settled]] = {}
+    for s in found:
+        by_scope.setdefault((s.org_id, s.livemode), []).append(s)
+    for (org, mode), settled in by_scope.items():
+        scope = acting_for(org, mode)
+        at = now()
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            subs = await store.lock_subscriptions(conn, org, mode,
+                                                  [s.subscription_id for s in settled])
+            claims = await store.lock_claims(conn, org, mode, [
+                (s.subscription_id, s.period_start) for s in settled])
+            changes: dict[str, domain.Change] = {}
+            saved = []
+            for s in settled:
+                claimed = claims.get((s.subscription_id, s.period_start))
+                if (claimed is None or claimed["state"] != domain.DUNNING
+                        or claimed["invoice_id"] != s.invoice_id
+                        or (claimed["lease_until"] is not None and claimed["lease_until"] > at)):
+                    continue
+                saved.append((s.subscription_id, s.period_start, domain.SETTLED, s.invoice_id,
+                              claimed["attempts"], claimed["first_failed_at"], None, s.status))
+                row = subs.get(s.subscription_id)
+                change = None if row is None else domain.paid(subscriptions.sub_of(row))
+                if change is not None and row["period_start"] == s.period_start:
+                    changes[s.subscription_id] = change
+            if saved:
+                await store.save_claims(conn, org, mode, saved)
+            await apply(conn, scope, changes, {s.subscription_id: s.invoice_id
+                                               for s in settled if s.status == "paid"})
 
 
 # ---- renew one subscription (subscriptions.md §3.1.7) -------------------------------------
@@ -363,9 +396,9 @@ async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime)
         if row is None:
             raise not_found("subscription not found")
         row = (await end_trials(conn, scope, [row], now))[0]
-        if not domain.due(_sub(row), now):
+        if not domain.due(subscriptions.sub_of(row), now):
             return await ctx.keys.answer(conn, caller, Reply(result=Renewal(
-                subscriptions.view(row), Collection(success=False, error=domain.NOT_DUE))))
+                view(row), Collection(success=False, error=domain.NOT_DUE))))
         periods = await claim(conn, scope, [row], now, token)
     if periods:
         dunning = domain.Dunning.from_env(ctx.settings.env)
@@ -373,14 +406,14 @@ async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime)
         await settle(ctx, scope, periods, now, token, dunning)
         if periods[0].error:
             raise Failure(ErrorCode.INTERNAL, 500, "failed to renew subscription", retryable=True)
-    invoice = await _invoiced(ctx, scope, subscription_id, row["current_period_start"])
+    invoice = await _invoiced(ctx, scope, subscription_id, row["period_start"])
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await store.lock_subscription(conn, scope.org_id, scope.livemode,
                                             subscription_id)
         collection = (periods[0].collection if periods and periods[0].collection
                       else synthesised(invoice))
         return await ctx.keys.answer(conn, caller, Reply(result=Renewal(
-            subscriptions.view(row), collection, invoice)))
+            view(row), collection, invoice)))
 
 
 async def _invoiced(ctx: Context, scope: Scope, subscription_id: str,

@@ -16,7 +16,7 @@ import asyncpg
 # The cycle's index (migration 002) is on this expression: when the subscription next
 # needs the cycle, unless it is past due (its claim says when the retry is).
 DUE_AT = ("(case s.status when 'trialing' then s.trial_end"
-          " when 'active' then s.current_period_end end)")
+          " when 'active' then s.period_end end)")
 
 _SCOPED = ("s.org_id = $1 and s.livemode = $2"
            " and ($3::text = '' or s.user_id = $3)")
@@ -42,7 +42,7 @@ async def lock_due(conn: asyncpg.Connection, org_id: str, livemode: bool, user: 
         " and s.id <> all($6::text[])"
         " and not exists (select 1 from subscriptions.period_renewals r"
         "   where r.org_id = s.org_id and r.livemode = s.livemode"
-        "   and r.subscription_id = s.id and r.period_start = s.current_period_start"
+        "   and r.subscription_id = s.id and r.period_start = s.period_start"
         "   and (r.state <> 'renewing' or r.lease_until > $4))"
         f" order by {DUE_AT} limit $5 for update of s skip locked",
         org_id, livemode, user, now, limit, list(skip))
@@ -175,12 +175,12 @@ async def change_subscriptions(conn: asyncpg.Connection, org_id: str, livemode: 
     cols = list(zip(*rows, strict=True))
     return await conn.fetch(
         "update subscriptions.subscriptions s set status = c.status,"
-        " current_period_start = coalesce(c.start_at, s.current_period_start),"
-        " current_period_end = coalesce(c.end_at, s.current_period_end),"
+        " period_start = coalesce(c.start_at, s.period_start),"
+        " period_end = coalesce(c.end_at, s.period_end),"
         " ended_at = coalesce(c.ended_at, s.ended_at),"
         " canceled = s.canceled or c.ended_at is not null,"
         " current_invoice_id = coalesce(nullif(c.invoice, ''), s.current_invoice_id),"
-        " updated_at = now()"
+        " version = s.version + 1, updated_at = now()"
         " from unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],"
         "   $7::timestamptz[], $8::text[]) as c(sub, status, start_at, end_at, ended_at, invoice)"
         " where s.org_id = $1 and s.livemode = $2 and s.id = c.sub returning s.*",
@@ -192,7 +192,7 @@ async def pending_prorations(conn: asyncpg.Connection, org_id: str, livemode: bo
     """The proration items not yet on an invoice, by subscription, oldest first."""
     rows = await conn.fetch(
         "select * from subscriptions.pending_invoice_items where org_id = $1"
-        " and livemode = $2 and subscription_id = any($3::text[]) and invoice_id is null"
+        " and livemode = $2 and subscription_id = any($3::text[]) and status = 'pending'"
         " order by created_at, id", org_id, livemode, list(subscription_ids))
     found: dict[str, list[asyncpg.Record]] = {}
     for r in rows:
@@ -213,24 +213,7 @@ async def consume_prorations(conn: asyncpg.Connection, org_id: str, livemode: bo
     """(proration item, invoice) each: the item is on that invoice now."""
     ids, invoices = zip(*consumed, strict=True)
     await conn.execute(
-        "update subscriptions.pending_invoice_items p set invoice_id = c.invoice"
-        " from unnest($3::text[], $4::text[]) as c(id, invoice)"
-        " where p.org_id = $1 and p.livemode = $2 and p.id = c.id and p.invoice_id is null",
+        "update subscriptions.pending_invoice_items p set status = 'invoiced',"
+        " invoice_id = c.invoice from unnest($3::text[], $4::text[]) as c(id, invoice)"
+        " where p.org_id = $1 and p.livemode = $2 and p.id = c.id and p.status = 'pending'",
         org_id, livemode, list(ids), list(invoices))
-
-
-async def claims_of_invoices(conn: asyncpg.Connection,
-                             keys: list[tuple[str, bool, str, datetime]]
-                             ) -> list[asyncpg.Record]:
-    """The past-due claims of (organization, mode, subscription, periodStart) whose period
-    invoice was paid or voided outside the cycle, locked; a claim a runner holds is its."""
-    orgs, modes, subs, starts = zip(*keys, strict=True)
-    return await conn.fetch(
-        "select r.* from subscriptions.period_renewals r"
-        " join unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[])"
-        "   as k(org_id, livemode, sub, start_at)"
-        "   on r.org_id = k.org_id and r.livemode = k.livemode and r.subscription_id = k.sub"
-        "   and r.period_start = k.start_at"
-        " where r.state = 'past_due' and (r.lease_until is null or r.lease_until < now())"
-        " order by r.org_id, r.livemode, r.subscription_id for update of r skip locked",
-        list(orgs), list(modes), list(subs), list(starts))

@@ -35,5 +35,5 @@ create index period_renewals_retries on subscriptions.period_renewals (next_atte
 -- active period that ends. Past-due ones are the retries' (above). The cycle's queries use the
 -- same expression.
 create index subscriptions_cycle_due on subscriptions.subscriptions
-    ((case status when 'trialing' then trial_end when 'active' then current_period_end end))
+    ((case status when 'trialing' then trial_end when 'active' then period_end end))
     where provider_type = 'internal';

@@ -114,8 +114,11 @@ def acting_for(org_id: str, livemode: bool) -> Scope:
                  request_id=new_id("req_"))
 
 
-async def running(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> bool:
-    return await store.running(conn, scope.org_id, scope.livemode, invoice_id) is not None
+async def not_collecting(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> None:
+    """No attempt runs on the invoice, else 409 (as a second pay gets): what an attempt
+    takes is decided from the invoice as it started."""
+    if await store.running(conn, scope.org_id, scope.livemode, invoice_id) is not None:
+        raise domain.in_progress()
 
 
 # ---- the legs ------------------------------------------------------------------------------
@@ -275,8 +278,7 @@ async def give_back(ctx: Context, conn: asyncpg.Connection, scope: Scope,
                     invoice: asyncpg.Record) -> None:
     """§5.6 Δ: every source gets back what each attempt took from it, once (each return is
     keyed after the leg it undoes), in the void's transaction."""
-    if await running(conn, scope, invoice["id"]):
-        raise domain.in_progress()
+    await not_collecting(conn, scope, invoice["id"])
     user, currency = invoice["user_id"], invoice["currency"]
     for a in await store.to_give_back(conn, scope.org_id, scope.livemode, invoice["id"]):
         if a.credit_used:

@@ -27,7 +27,6 @@ from contracts.invoicing import (
 )
 from contracts.rules import user_id
 from services.invoicing.collection import handlers as collection
-from services.invoicing.collection.domain import in_progress
 from services.invoicing.credit_notes import domain, store
 from services.invoicing.customer_balance.domain import Change
 from services.invoicing.customer_balance.handlers import apply
@@ -46,7 +45,7 @@ async def create_note(ctx: Context, scope: Scope, p: CreditNoteCreateParams,
     org, mode = scope.org_id, scope.livemode
     invoice = await load(conn, scope, domain.require_invoice_id(p.invoiceId), lock=True)
     credit = domain.amount(p)
-    await _not_collecting(conn, scope, invoice["id"])
+    await collection.not_collecting(conn, scope, invoice["id"])
     where = domain.applied_to(domain.Invoice(
         status=invoice["status"],
         total=invoice["subtotal"] + invoice["tax"] - invoice["discount"],
@@ -98,7 +97,7 @@ async def void_note(ctx: Context, scope: Scope, p: IdParams,
     invoice = await load(conn, scope, row["invoice_id"], lock=True)
     row = await _load(conn, scope, p.id, lock=True)
     domain.voidable(row["status"])
-    await _not_collecting(conn, scope, invoice["id"])
+    await collection.not_collecting(conn, scope, invoice["id"])
     if row["applied_to"] == domain.ON_INVOICE and invoice["status"] == "open":
         changed = await invoices.update(conn, org, mode, invoice["id"],
                                         amount_due=invoice["amount_due"] + row["amount"])
@@ -110,13 +109,6 @@ async def void_note(ctx: Context, scope: Scope, p: IdParams,
             credit_note_id=row["id"], source_ref=f"credit_note:{row['id']}:void"))
     row = await store.void(conn, org, mode, row["id"])
     return await _announce(conn, scope, row, "credit_note.voided")
-
-
-async def _not_collecting(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> None:
-    """What is due does not change under a running collection attempt, which would then
-    take more than is due (409, as a second pay gets)."""
-    if await collection.running(conn, scope, invoice_id):
-        raise in_progress()
 
 
 async def _load(db: Any, scope: Scope, note_id: str, *, lock: bool = False,

@@ -61,6 +61,11 @@ def voidable(status: str) -> None:
         raise refused(f"can only void draft or open invoices, current status: {status}")
 
 
+def abandonable(status: str) -> None:
+    if status != OPEN:
+        raise refused(f"can only mark open invoices uncollectible, current status: {status}")
+
+
 def number_str(number: int) -> str:
     """§9.11: `INV-0001`; longer numbers unpadded (`INV-12345`); unnumbered drafts ""."""
     return f"INV-{number:04d}" if number > 0 else ""
@@ -111,7 +116,7 @@ def new_draft(p: InvoiceCreateParams, invoice_id: str) -> Draft:
             periodEnd=rfc3339(given.periodEnd), meterId=given.meterId,
             quantity=given.quantity, unitPrice=given.unitPrice, planId=given.planId,
             planName=given.planName))
-    _require_size(lines)
+    require_size(lines)
     return Draft(user, p.customerEmail.strip(), p.subscriptionId.strip(), currency, lines,
                  counter, p.metadata)
 
@@ -133,14 +138,15 @@ def new_line(p: LineItemAddParams, invoice_id: str, n: int, currency: str) -> Li
 
 
 def with_line(lines: list[LineItem], line: LineItem) -> list[LineItem]:
-    if len(lines) >= LINE_ITEMS_MAX:
-        raise invalid(f"an invoice holds at most {LINE_ITEMS_MAX} line items", "lineItems")
     added = [*lines, line]
-    _require_size(added)
+    require_size(added)
     return added
 
 
-def _require_size(lines: list[LineItem]) -> None:
+def require_size(lines: list[LineItem]) -> None:
+    """An invoice's lines within its limits: LINE_ITEMS_MAX of them, LINE_ITEMS_BYTES."""
+    if len(lines) > LINE_ITEMS_MAX:
+        raise invalid(f"an invoice holds at most {LINE_ITEMS_MAX} line items", "lineItems")
     if len(_encode(lines)) > LINE_ITEMS_BYTES:
         raise invalid(f"lineItems: at most {LINE_ITEMS_BYTES} bytes as JSON", "lineItems")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -28,9 +29,11 @@ from contracts.invoicing import (
     INVOICE_FINALIZE,
     INVOICE_GET,
     INVOICE_LIST,
+    INVOICE_MARK_UNCOLLECTIBLE,
     INVOICE_PAY,
     INVOICE_PAYMENT_GET,
     INVOICE_PDF,
+    INVOICE_RETRY,
     INVOICE_VOID,
     INVOICES_PAGE,
     LINE_ITEM_ADD,
@@ -38,6 +41,7 @@ from contracts.invoicing import (
     TAX_CALCULATE,
     TAX_RATE_CREATE,
     TAX_RATE_LIST,
+    Collection,
     DiscountParams,
     Invoice,
     InvoiceCreateParams,
@@ -59,6 +63,7 @@ from contracts.invoicing import (
     TaxResult,
 )
 from services.invoicing.collection import handlers as collection
+from services.invoicing.collection.domain import Attempt
 from services.invoicing.invoices import document, domain, store
 from services.runtime.bus import created, paged
 from services.runtime.outbox import add_event
@@ -86,13 +91,13 @@ async def list_invoices(ctx: Context, scope: Scope, p: InvoiceListParams) -> Any
     rows, total = await store.invoices(ctx.pool, scope.org_id, scope.livemode,
                                        p.userId.strip(), p.status.strip(),
                                        p.subscriptionId.strip(), limit, offset)
-    items = [_invoice(r, scope.livemode) for r in rows]
+    items = [as_invoice(r, scope.livemode) for r in rows]
     return paged(InvoiceList(items, len(items)), total, offset, len(items))
 
 
 @router.handler(INVOICE_GET)
 async def get_invoice(ctx: Context, scope: Scope, p: IdParams) -> Invoice:
-    return _invoice(await load(ctx.pool, scope, p.id), scope.livemode)
+    return as_invoice(await load(ctx.pool, scope, p.id), scope.livemode)
 
 
 @router.handler(LINE_ITEM_ADD, transaction=True)
@@ -158,7 +163,13 @@ async def finalize_invoice(ctx: Context, scope: Scope, p: IdParams,
 @router.handler(INVOICE_PAY)
 async def pay_invoice(ctx: Context, scope: Scope, p: IdParams) -> bytes:
     """§5.5, §9.5: one attempt of the collection waterfall."""
-    return await _collect(ctx, scope, p.id)
+    return await collect(ctx, scope, p.id)
+
+
+@router.handler(INVOICE_RETRY)
+async def retry_invoice(ctx: Context, scope: Scope, p: IdParams) -> bytes:
+    """§9.10: a dunning retry is a pay: what is still due, from the same waterfall."""
+    return await collect(ctx, scope, p.id)
 
 
 async def resume_stalled(ctx: Context) -> None:
@@ -166,30 +177,37 @@ async def resume_stalled(ctx: Context) -> None:
     source that did not answer) are resumed with the same keys and ended, as a pay would."""
     for org_id, livemode, invoice_id in await collection.stalled(ctx.pool, 50):
         try:
-            await _collect(ctx, collection.acting_for(org_id, livemode), invoice_id)
+            await collect(ctx, collection.acting_for(org_id, livemode), invoice_id)
         except Failure as failure:
             log.warning("collection of %s not resumed: %s", invoice_id, failure.error.message)
 
 
-async def _collect(ctx: Context, scope: Scope, invoice_id: str) -> bytes:
-    """The attempt starts and ends under the invoice's row lock; its legs run between (they
-    ask other services), while the attempt keeps other pays out (409). The reply is
-    remembered under the request's Idempotency-Key with the end: a retry gets it again
-    rather than a second attempt."""
+async def collect(ctx: Context, scope: Scope, invoice_id: str) -> bytes:
+    """One attempt, started under the invoice's row lock (while another runs: 409). The
+    reply is remembered under the request's Idempotency-Key with the end: a retry gets it
+    again rather than a second attempt."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         replay = await ctx.keys.replay(conn, scope)
         if replay is not None:
             return replay
         row = await load(conn, scope, invoice_id, lock=True)
         attempt = await collection.begin(conn, scope, row)
+    return await settle(ctx, scope, row, attempt)
+
+
+async def settle(ctx: Context, scope: Scope, row: asyncpg.Record, attempt: Attempt,
+                 reply: Callable[[Invoice, Collection], Any] = InvoicePaid) -> bytes:
+    """A started attempt runs its legs (they ask other services, outside any transaction)
+    and ends under the invoice's row lock: the invoice's changes, its event, and `reply`
+    of the invoice and what the attempt took, remembered under the request's key."""
     attempt = await collection.collect(ctx, scope, row, attempt)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await load(conn, scope, invoice_id, lock=True)
+        row = await load(conn, scope, row["id"], lock=True)
         changes, outcome = await collection.finish(conn, scope, row, attempt)
         row = await store.update(conn, scope.org_id, scope.livemode, row["id"], **changes)
         invoice = await announce(conn, scope, row, "invoice.paid" if outcome.success
                                  else "invoice.payment_failed")
-        return await ctx.keys.answer(conn, scope, Reply(result=InvoicePaid(invoice, outcome)))
+        return await ctx.keys.answer(conn, scope, Reply(result=reply(invoice, outcome)))
 
 
 @router.handler(INVOICE_VOID, transaction=True)
@@ -205,10 +223,23 @@ async def void_invoice(ctx: Context, scope: Scope, p: IdParams,
     return await announce(conn, scope, row, "invoice.voided")
 
 
+@router.handler(INVOICE_MARK_UNCOLLECTIBLE, transaction=True)
+async def mark_uncollectible(ctx: Context, scope: Scope, p: IdParams,
+                             conn: asyncpg.Connection) -> Invoice:
+    """§9.10: dunning gave up on an open invoice; what earlier attempts took stays applied
+    (not while an attempt runs: 409)."""
+    row = await load(conn, scope, p.id, lock=True)
+    domain.abandonable(row["status"])
+    await collection.not_collecting(conn, scope, row["id"])
+    row = await store.update(conn, scope.org_id, scope.livemode, row["id"],
+                             status=domain.UNCOLLECTIBLE)
+    return await announce(conn, scope, row, "invoice.marked_uncollectible")
+
+
 @router.handler(INVOICE_PDF)
 async def invoice_pdf(ctx: Context, scope: Scope, p: IdParams) -> InvoiceDocument:
     row = await load(ctx.pool, scope, p.id)
-    invoice = _invoice(row, scope.livemode)
+    invoice = as_invoice(row, scope.livemode)
     seller = scope.org_name or scope.org_id
     # Laying out pages is CPU work: off the event loop, which serves other requests.
     content = await asyncio.to_thread(document.render, invoice, seller,
@@ -291,7 +322,7 @@ async def _updated(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record) 
 async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
                     type: str) -> Invoice:
     """The invoice as answered, and its event committed with the change (the outbox)."""
-    invoice = _invoice(row, scope.livemode)
+    invoice = as_invoice(row, scope.livemode)
     await add_event(conn, "invoicing", type=type, object_type="invoice", object_id=invoice.id,
                     org_id=scope.org_id, livemode=scope.livemode, customer_id=invoice.userId,
                     data=invoice)
@@ -306,7 +337,7 @@ def _tax_lines(row: asyncpg.Record) -> list[TaxLine]:
     return msgspec.convert(row["tax_lines"] or [], list[TaxLine])
 
 
-def _invoice(r: asyncpg.Record, livemode: bool) -> Invoice:
+def as_invoice(r: asyncpg.Record, livemode: bool) -> Invoice:
     def when(ts: Any) -> Any:
         return rfc3339(ts) if ts is not None else UNSET
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,32 @@ async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_
         org_id, livemode, invoice_id, draft.user_id, draft.customer_email,
         draft.subscription_id, draft.currency, lines, draft.counter, subtotal, amount_due,
         draft.metadata)
+
+
+async def period_invoice(db: Db, org_id: str, livemode: bool, subscription_id: str,
+                         start: datetime, end: datetime) -> asyncpg.Record | None:
+    """The renewal invoice of a subscription's period (§10: one per period), if any."""
+    return await db.fetchrow(
+        f"select {_INVOICE} from invoicing.invoices where org_id = $1 and livemode = $2"
+        f" and origin = 'renewal' and subscription_id = $3 and period_start = $4"
+        f" and period_end = $5", org_id, livemode, subscription_id, start, end)
+
+
+async def create_for_period(conn: asyncpg.Connection, org_id: str, livemode: bool,
+                            invoice_id: str, subscription_id: str, user_id: str,
+                            currency: str, start: datetime, end: datetime, lines: list[Any],
+                            subtotal: int, amount_due: int) -> asyncpg.Record | None:
+    """A renewal draft of the period; None when the period has its invoice already (a
+    concurrent renewal's insert is waited for, then found)."""
+    return await conn.fetchrow(
+        f"""insert into invoicing.invoices (org_id, livemode, id, user_id, subscription_id,
+            origin, period_start, period_end, currency, line_items, subtotal, amount_due)
+        values ($1, $2, $3, $4, $5, 'renewal', $6, $7, $8, $9, $10, $11)
+        on conflict (org_id, livemode, subscription_id, period_start, period_end)
+            where origin = 'renewal' do nothing
+        returning {_INVOICE}""",
+        org_id, livemode, invoice_id, user_id, subscription_id, start, end, currency, lines,
+        subtotal, amount_due)
 
 
 async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,

@@ -12,6 +12,7 @@ import msgspec
 from msgspec import UNSET
 
 from contracts import Reply, Scope
+from contracts.common import IdParams
 from contracts.credits import CREDIT_GRANT_PREVIEW, CreditBurnParams
 from contracts.errors import Failure, invalid, not_found, unavailable
 from contracts.ids import new_id, rfc3339
@@ -24,6 +25,7 @@ from contracts.invoicing import (
     InvoicePreview,
     InvoicePreviewParams,
     LineItem,
+    PeriodInvoiceParams,
     PreviewLine,
     PricingRule,
     PricingRuleCreateParams,
@@ -39,11 +41,16 @@ from contracts.limits import PRICING_RULES_PAGE
 from contracts.meter_events import API_USAGE_EVENT_NAME
 from contracts.metering import METER_GET, USAGE_AGGREGATE, MeterGetParams, UsageAggregateParams
 from contracts.rules import DEFAULT_CURRENCY, require_user
+from contracts.subscriptions import SUBSCRIPTION_GET
+from services.invoicing.invoices import domain as invoices
 from services.invoicing.pricing import domain, store
+from services.invoicing.renewal import domain as renewal
 from services.runtime.bus import created, paged
 from services.runtime.service import Context, Router
 
 log = logging.getLogger(__name__)
+
+SUBSCRIPTION_NOT_FOUND = "subscription not found"
 
 router = Router()
 
@@ -107,21 +114,42 @@ async def preview(ctx: Context, scope: Scope, p: InvoicePreviewParams) -> Invoic
 
 @router.handler(INVOICE_UPCOMING)
 async def upcoming(ctx: Context, scope: Scope, p: UpcomingInvoiceQuery) -> UpcomingInvoice:
-    # All usage so far, without the plan fee: the reference's answer, kept while the
-    # subscriptions service (which knows the plan and the current period) is not built;
-    # `subscriptionId` is ignored meanwhile.
+    """§4.5: with a subscription, the invoice its current period would get if it renewed
+    now (§9.8; its pending prorations are the subscriptions service's, not shown); without
+    one, the reference's answer: all usage so far, no plan fee."""
     user = require_user(p.userId, "userId query parameter is required", "userId")
-    lines = await priced_usage(ctx, scope, user, None, None)
-    subtotal = domain.subtotal(lines)
-    applied, due = await previewed_credits(ctx, scope, user, subtotal, DEFAULT_CURRENCY)
-    unset = rfc3339(None)
-    return UpcomingInvoice(
-        user,
-        [LineItem(f"li_usage_{line.usage.meterId}", "usage", f"{line.usage.meterName} usage",
-                  line.amount, line.usage.currency, unset, unset, line.usage.meterId,
-                  line.usage.quantity, _unit_price(line))
-         for line in lines],
-        subtotal, applied, due, DEFAULT_CURRENCY)
+    if p.subscriptionId.strip():
+        renewal_params = await _current_period(ctx, scope, user, p.subscriptionId.strip())
+        when = renewal.period(renewal_params)
+        lines = await period_lines(ctx, scope, renewal_params, when)
+        currency = when.currency
+    else:
+        unset = rfc3339(None)
+        lines = [LineItem(f"li_usage_{line.usage.meterId}", "usage",
+                          f"{line.usage.meterName} usage", line.amount, line.usage.currency,
+                          unset, unset, line.usage.meterId, line.usage.quantity,
+                          _unit_price(line))
+                 for line in await priced_usage(ctx, scope, user, None, None)]
+        currency = DEFAULT_CURRENCY
+    subtotal = invoices.subtotal(lines)
+    applied, due = await previewed_credits(ctx, scope, user, subtotal, currency)
+    return UpcomingInvoice(user, lines, subtotal, applied, due, currency)
+
+
+async def _current_period(ctx: Context, scope: Scope, user: str, subscription_id: str,
+                          ) -> PeriodInvoiceParams:
+    """What a renewal of the subscription's current period would be asked; another user's
+    subscription is not found, as another organization's is."""
+    sub = await ctx.ask(SUBSCRIPTION_GET, scope, IdParams(id=subscription_id))
+    if sub is None:
+        raise unavailable()
+    if sub.userId != user:
+        raise not_found(SUBSCRIPTION_NOT_FOUND)
+    return msgspec.convert(dict(
+        subscriptionId=sub.id, userId=sub.userId, planId=sub.planId, planName=sub.plan.name,
+        price=sub.plan.price, currency=sub.plan.currency, quantity=sub.quantity,
+        periodStart=sub.currentPeriodStart, periodEnd=sub.currentPeriodEnd, collect=False),
+        PeriodInvoiceParams)
 
 
 async def priced_usage(ctx: Context, scope: Scope, user: str, start: datetime | None,
@@ -141,6 +169,21 @@ async def priced_usage(ctx: Context, scope: Scope, user: str, start: datetime | 
     for row in rows:
         rules.setdefault(row["meter_id"], []).append(_rule(row))
     return domain.priced(usages, rules, plan_id)
+
+
+async def period_lines(ctx: Context, scope: Scope, p: PeriodInvoiceParams,
+                       when: renewal.Period) -> list[LineItem]:
+    """The lines of a subscription's period invoice (§9.8): the plan, licensed items, the
+    usage of the period (of the metered items' meters when there are any, else of every
+    meter, priced by the plan's rules) and the prorations given."""
+    meters = renewal.metered(p.items)
+    usage = [renewal.usage_line(line.usage.meterId, line.usage.meterName, line.usage.quantity,
+                                _unit_price(line), line.amount, when)
+             for line in await priced_usage(ctx, scope, when.user_id, when.start, when.end,
+                                            plan_id=p.planId)
+             if meters is None or line.usage.meterId in meters]
+    return renewal.lines(renewal.plan_line(p, when), renewal.item_lines(p.items, when), usage,
+                         renewal.proration_lines(p.prorations, when))
 
 
 async def previewed_credits(ctx: Context, scope: Scope, user: str, subtotal: int,

@@ -11,6 +11,7 @@ from services.gateway.invoicing_routes import INVOICING_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.payments_routes import PAYMENT_ROUTES
 from services.gateway.routing import Route
+from services.gateway.subscription_items_routes import ITEMS_ROUTES
 from services.gateway.subscriptions_routes import SUBSCRIPTIONS_ROUTES
 
 LEDGER_ROUTES: tuple[Route, ...] = (
@@ -34,7 +35,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
-          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + CYCLE_ROUTES)
+          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + ITEMS_ROUTES + CYCLE_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -38,7 +38,6 @@ from contracts.invoicing import (
     PeriodItem,
     ProrationLine,
 )
-from services.runtime.idempotency import derived_key
 from services.runtime.outbox import add_events
 from services.runtime.service import Context
 from services.subscriptions.cycle import domain, store
@@ -209,10 +208,10 @@ async def ask(ctx: Context, scope: Scope, p: Period, dunning: domain.Dunning,
 
 
 async def _retry(ctx: Context, scope: Scope, p: Period) -> None:
-    """A dunning attempt, under a key of its own: asked again after a crash, invoicing
-    answers the attempt it made. An invoice no longer open (paid or voided meanwhile) is
+    """A dunning attempt, under a key of its own (bus keys are client-shaped): asked again
+    after a crash, invoicing answers the attempt it made. An invoice no longer open (paid or voided meanwhile) is
     taken as it is."""
-    key = derived_key("cycle.retry", p.id, p.start.isoformat(), str(p.attempts + 1))
+    key = f"cycle-retry:{p.id}:{p.start.isoformat()}:{p.attempts + 1}"
     keyed = msgspec.structs.replace(scope, idempotency_key=key)
     try:
         answer = await ctx.ask(INVOICE_RETRY, keyed, IdParams(id=p.invoice_id),
@@ -281,10 +280,12 @@ async def settle(ctx: Context, scope: Scope, periods: list[Period], now: datetim
             sub, invoice = subscriptions.sub_of(subs[p.id]), p.invoice
             consumed += [(i, invoice.id) for i in claimed["proration_ids"]]
             attempts = p.attempts + 1
-            if invoice.status in ("paid", "void"):
+            # Paid or voided outside while this run held the period: the invoice events said.
+            status = claimed["outcome"] or invoice.status
+            if status in ("paid", "void"):
                 change = domain.paid(sub)
                 saved.append((p.id, p.start, domain.SETTLED, invoice.id, attempts,
-                               p.first_failed_at, None, invoice.status))
+                              p.first_failed_at, None, status))
                 invoices[p.id] = invoice.id
             elif p.written_off:
                 change = domain.written_off(sub, dunning)
@@ -298,8 +299,9 @@ async def settle(ctx: Context, scope: Scope, periods: list[Period], now: datetim
             if change is not None and subs[p.id]["period_start"] == p.start:
                 changes[p.id] = change
             collection = p.collection or synthesised(invoice)
-            results.append(CycleResult(p.row["user_id"], p.id, invoice.id,
-                                       collection.success, collection.error))
+            success = status == "paid"
+            results.append(CycleResult(p.row["user_id"], p.id, invoice.id, success,
+                                       "" if success else collection.error))
         if saved:
             await store.save_claims(conn, org, mode, saved)
         if consumed:
@@ -352,6 +354,15 @@ async def settled_outside(ctx: Context, found: list[Settled]) -> None:
     for s in found:
         by_scope.setdefault((s.org_id, s.livemode), []).append(s)
     for (org, mode), settled in by_scope.items():
+        # A period a runner holds gets the outcome noted: its settle takes it. Most are the
+        # cycle's own collections, settled already: no lock is taken for those.
+        await store.note_outcomes(ctx.pool, org, mode, [
+            (s.subscription_id, s.period_start, s.status) for s in settled])
+        dunning = await store.in_dunning(ctx.pool, org, mode, [
+            (s.subscription_id, s.period_start) for s in settled])
+        settled = [s for s in settled if (s.subscription_id, s.period_start) in dunning]
+        if not settled:
+            continue
         scope = acting_for(org, mode)
         at = now()
         async with ctx.pool.acquire() as conn, conn.transaction():

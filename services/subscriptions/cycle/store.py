@@ -12,6 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
+
+_json = msgspec.json.encode
 
 # The cycle's index (migration 002) is on this expression: when the subscription next
 # needs the cycle, unless it is past due (its claim says when the retry is).
@@ -89,15 +92,15 @@ async def claim(conn: asyncpg.Connection, org_id: str, livemode: bool,
         "insert into subscriptions.period_renewals as r (org_id, livemode, subscription_id,"
         " period_start, period_end, proration_ids, lease_until, lease_token)"
         " select $1, $2, c.sub, c.start_at, c.end_at,"
-        "   array(select jsonb_array_elements_text(c.prorations)), $7, $8"
-        " from unnest($3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])"
+        "   array(select jsonb_array_elements_text(c.prorations::jsonb)), $7, $8"
+        " from unnest($3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])"
         "   as c(sub, start_at, end_at, prorations)"
         " on conflict (org_id, livemode, subscription_id, period_start) do update"
         " set lease_until = $7, lease_token = $8, updated_at = now()"
         " where r.state = 'renewing' and (r.lease_until is null or r.lease_until < $9)"
         " returning subscription_id, proration_ids, invoice_id",
         org_id, livemode, list(subs), list(starts), list(ends),
-        [list(p) for p in prorations], now + lease, token, now)
+        [_json(list(p)).decode() for p in prorations], now + lease, token, now)
 
 
 async def lease_retries(conn: asyncpg.Connection, org_id: str, livemode: bool,
@@ -144,6 +147,34 @@ async def lock_claims(conn: asyncpg.Connection, org_id: str, livemode: bool,
         " order by r.subscription_id, r.period_start for update of r",
         org_id, livemode, list(subs), list(starts))
     return {(r["subscription_id"], r["period_start"]): r for r in rows}
+
+
+async def note_outcomes(db: asyncpg.Pool, org_id: str, livemode: bool,
+                        outcomes: list[tuple[str, datetime, str]]) -> None:
+    """(subscription, periodStart, invoice status) of period invoices paid or voided: a
+    claim a runner holds (renewing, or leased for a retry) keeps the outcome for its
+    settle."""
+    subs, starts, statuses = zip(*outcomes, strict=True)
+    await db.execute(
+        "update subscriptions.period_renewals r set outcome = k.status, updated_at = now()"
+        " from unnest($3::text[], $4::timestamptz[], $5::text[]) as k(sub, start_at, status)"
+        " where r.org_id = $1 and r.livemode = $2 and r.subscription_id = k.sub"
+        " and r.period_start = k.start_at and r.state <> 'settled'"
+        " and (r.state = 'renewing' or r.lease_until > now())",
+        org_id, livemode, list(subs), list(starts), list(statuses))
+
+
+async def in_dunning(db: asyncpg.Pool, org_id: str, livemode: bool,
+                     keys: list[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
+    """Which of these (subscription, periodStart) claims are past due."""
+    subs, starts = zip(*keys, strict=True)
+    rows = await db.fetch(
+        "select r.subscription_id, r.period_start from subscriptions.period_renewals r"
+        " join unnest($3::text[], $4::timestamptz[]) as k(sub, start_at)"
+        "   on r.subscription_id = k.sub and r.period_start = k.start_at"
+        " where r.org_id = $1 and r.livemode = $2 and r.state = 'past_due'",
+        org_id, livemode, list(subs), list(starts))
+    return {(r["subscription_id"], r["period_start"]) for r in rows}
 
 
 async def save_claims(conn: asyncpg.Connection, org_id: str, livemode: bool,

@@ -18,7 +18,18 @@ from services.subscriptions.cycle import runner
 from services.subscriptions.subscriptions.domain import add_months
 from tests.conftest import SERVICE_TOKENS, bearer
 from tests.invoicing.test_collection import deposit
-from tests.support import eventually, get, new_user, org_id_of, post, service
+from tests.invoicing.test_preview import grant, make_rule, use
+from tests.support import (
+    API,
+    eventually,
+    get,
+    make_meter,
+    new_user,
+    org_id_of,
+    post,
+    request,
+    service,
+)
 
 
 def subscriptions(platform):
@@ -178,6 +189,36 @@ async def test_seats_bill_quantity_times_price(http, org, pool):  # 104
     [line] = invoice["line_items"]
     assert (line["amount"], line["quantity"], line["unitPrice"]) == (7500, 3, 2500)
     assert invoice["status"] == "paid"
+
+
+async def test_usage_items_and_prorations_are_billed_with_the_plan(http, org, pool):  # §9.8 1
+    user = new_user()
+    sub = await subscribe(http, org, user)
+    status, changed, _ = await request(http, "PATCH", f"{API}/subscriptions/{sub['id']}",
+                                       org.auth(), {"quantity": 2, "prorate": True})
+    assert status == 200, changed
+    proration = changed["prorationItem"]
+    _, end = await make_due(pool, sub["id"])
+    meter = await make_meter(http, org, "api_calls", name="API Calls")
+    await make_rule(http, org, meterId=meter, unitPrice=2)
+    await use(http, org, meter, user, 500, 400, 300, when=end - timedelta(days=2))
+    status, item, _ = await post(http, "/subscription-items", {
+        "subscriptionId": sub["id"], "meterId": meter, "billingMode": "metered"}, org.auth())
+    assert status == 201, item
+    await grant(http, org, user, 1000)
+    await deposit(http, org, user, 10_000)
+    body = await run(http, org)
+    assert body["results"][0]["success"] is True, body
+    [invoice] = await invoices_of(pool, sub["id"])
+    lines = {line["type"]: line for line in invoice["line_items"]}
+    assert lines["subscription"]["amount"] == 4000
+    assert (lines["usage"]["quantity"], lines["usage"]["amount"]) == (1200, 2400)
+    assert lines["proration"]["amount"] == proration["amount"]
+    assert (invoice["status"], invoice["credit_applied"]) == ("paid", 1000)
+    pending = await pool.fetchrow("select status, invoice_id from"
+                                  " subscriptions.pending_invoice_items where id = $1",
+                                  proration["id"])
+    assert tuple(pending) == ("invoiced", invoice["id"])
 
 
 async def test_catch_up_bills_each_missed_period_once(http, org, pool):  # §8.3 step 6

@@ -41,6 +41,7 @@ from contracts.invoicing import (
 from services.runtime.outbox import add_events
 from services.runtime.service import Context
 from services.subscriptions.cycle import domain, store
+from services.subscriptions.items import store as items
 from services.subscriptions.subscriptions import store as subscriptions
 from services.subscriptions.subscriptions.handlers import view
 
@@ -176,8 +177,14 @@ async def claim(conn: asyncpg.Connection, scope: Scope, rows: list[asyncpg.Recor
 
 async def subscriptions_items(conn: asyncpg.Connection, org: str, mode: bool,
                               ids: list[str]) -> dict[str, list[PeriodItem]]:
-    """The subscriptions' billable items (licensed with a price, metered)."""
-    return {}
+    """The subscriptions' billable items: licensed ones bill unitAmount × quantity, metered
+    ones their meter's usage in the period."""
+    found = await items.billable_items(conn, org, mode, ids)
+    return {sub: [PeriodItem(meterId=i["meter_id"], planId=i["plan_id"],
+                             priceId=i["price_id"], quantity=i["quantity"],
+                             billingMode=i["billing_mode"], unitAmount=i["unit_amount"])
+                  for i in rows]
+            for sub, rows in found.items()}
 
 
 # ---- asking invoicing ------------------------------------------------------------------------

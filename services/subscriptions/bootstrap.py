@@ -12,6 +12,8 @@ from contracts import Reply
 from contracts.catalog import Catalog, load_catalog
 from contracts.metering import plan_view
 from services.runtime.service import Context
+from services.subscriptions.cycle import consumer as cycle_events
+from services.subscriptions.cycle.consumer import InvoiceEvents
 from services.subscriptions.plans import store as plans
 
 _encode = msgspec.json.Encoder().encode
@@ -41,9 +43,11 @@ class PlanReplies:
 class Subscriptions:
     catalog: Catalog
     plans: PlanReplies
+    invoice_events: InvoiceEvents  # past-due periods paid or voided outside the cycle
 
 
 async def bootstrap(ctx: Context) -> None:
     catalog = load_catalog(ctx.settings.plans_dir or None)  # a bad catalog stops the start
     await plans.upsert_catalog(ctx.pool, catalog)
-    ctx.state = Subscriptions(catalog=catalog, plans=PlanReplies(catalog))
+    ctx.state = Subscriptions(catalog=catalog, plans=PlanReplies(catalog),
+                              invoice_events=await cycle_events.start(ctx))

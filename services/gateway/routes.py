@@ -4,6 +4,7 @@ routes beside its own (`credit_routes`, `alert_routes`, …); they are joined he
 from __future__ import annotations
 
 from contracts import ledger
+from services.gateway.account_routes import ACCOUNT_ROUTES
 from services.gateway.alert_routes import ALERT_ROUTES
 from services.gateway.credit_routes import CREDIT_ROUTES
 from services.gateway.invoicing_routes import INVOICING_ROUTES
@@ -32,7 +33,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
-          + PAYMENT_ROUTES)
+          + PAYMENT_ROUTES + ACCOUNT_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -5,6 +5,8 @@ answers these routes itself (kind `gateway` and `page`), asking the services ove
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from contracts.common import Params
@@ -64,3 +66,15 @@ class PortalPaymentMethodParams(Params):
     or token for the offline provider; live mode: what the provider's element returned)."""
 
     token: Id = ""
+
+
+class PortalPageQuery(Params):
+    link: Annotated[str, msgspec.Meta(max_length=4096)] = ""  # a portal link's token: exchanged for a session, then left out of the URL
+
+
+# An IAM access token: far longer than an id.
+IamToken = Annotated[str, msgspec.Meta(max_length=16 * 1024)]
+
+
+class PortalSignIn(Params):
+    token: IamToken = ""

@@ -37,6 +37,7 @@ from services.gateway.http import (
 from services.gateway.iam import IamConfig, IamVerifier
 from services.gateway.ingest import AsyncIngest
 from services.gateway.pipeline import REQUEST_ID, Pipeline, authorize, fingerprint_of, pin_user
+from services.gateway.portal_page import PortalPages
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
 from services.gateway.webhooks import ProviderWebhooks
 from services.runtime import db, telemetry
@@ -135,7 +136,8 @@ class Gateway:
         handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler,
                       "webhook": ProviderWebhooks(self.pipeline).handler,
                       "document": Documents(self.pipeline).handler,
-                      "gateway": Answers(self.pipeline).handler}
+                      "gateway": Answers(self.pipeline).handler,
+                      "page": PortalPages(self.pipeline).handler}
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
                 app.router.add_route(route.method, prefix + route.path,

@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
+from contracts.invoicing import InvoiceDocument
 from contracts.webhooks_in import SIGNATURE_HEADERS
 from services.gateway.routing import Route
 
@@ -252,7 +253,8 @@ def _success(route: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
             "text/html": {"schema": {"type": "string"}}}}}
     if route.status == 204 or result is None:
         return {str(route.status): {"description": "Done; no body."}}
-    if route.kind == "document":  # the file itself, not its JSON envelope on the bus
+    if route.kind == "document" or result is InvoiceDocument:  # the file itself, not its
+        # JSON envelope on the bus (the portal page's invoice PDFs too)
         return {str(route.status): {"description": "The file.", "content": {
             "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}}
     content = {"application/json": {"schema": schema_of[id(result)]}}

@@ -88,6 +88,10 @@ class Pipeline:
         """Authenticate, authorize the route's class, decode the params, pin the user."""
         caller = await self.auth.authenticate(request)
         authorize(route, caller.actor)
+        return caller, pin_user(route, await self.params(route, request), caller.actor)
+
+    async def params(self, route: Route, request: web.Request) -> Any:
+        """The route's params from its query or body, and its path."""
         if route.source == "query":
             params = decode_query(route.params, request.query)
         elif route.source == "optional":
@@ -103,7 +107,7 @@ class Pipeline:
             params = decode_body(route.params, await _body(route, request))
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name
             params = msgspec.structs.replace(params, **path_params(request.match_info))
-        return caller, pin_user(route, params, caller.actor)
+        return params
 
     def idempotency_key(self, request: web.Request, route: Route) -> str | None:
         key = request.headers.get("Idempotency-Key")

@@ -10,6 +10,7 @@ from services.gateway.credit_routes import CREDIT_ROUTES
 from services.gateway.invoicing_routes import INVOICING_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.payments_routes import PAYMENT_ROUTES
+from services.gateway.portal_routes import PORTAL_ROUTES
 from services.gateway.routing import Route
 from services.gateway.subscriptions_routes import SUBSCRIPTIONS_ROUTES
 
@@ -34,7 +35,8 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
-          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + ACCOUNT_ROUTES)
+          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + ACCOUNT_ROUTES
+          + PORTAL_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

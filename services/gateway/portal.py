@@ -16,6 +16,7 @@ from contracts import ErrorCode, Reply, Scope
 from contracts.invoicing import (
     CUSTOMER_BALANCE_GET,
     INVOICE_LIST,
+    INVOICES_PAGE,
     CustomerBalanceQuery,
     Invoice,
     InvoiceListParams,
@@ -60,7 +61,7 @@ async def invoices(pipeline: Pipeline, request: web.Request, caller: Caller,
                    p: PortalQuery) -> Reply:
     reply = await invoices_of(pipeline, pipeline.scope(request, caller, None, None),
                               _customer(p), request, p.limit, p.offset)
-    return Reply(result=[portal_invoice(i) for i in reply.result.invoices], total=reply.total,
+    return Reply(result=[portal_invoice(i) for i in reply.result], total=reply.total,
                  more=reply.more)
 
 
@@ -83,9 +84,19 @@ async def payment_methods(pipeline: Pipeline, request: web.Request, caller: Call
 
 async def invoices_of(pipeline: Pipeline, scope: Scope, customer: str, request: web.Request,
                       limit: int = 0, offset: int = 0) -> Reply:
-    """A page of the customer's invoices, newest first (invoicing's page size)."""
-    return await pipeline.ask(INVOICE_LIST, scope, InvoiceListParams(
-        userId=customer, limit=limit, offset=offset), request)
+    """A page of the customer's invoices, newest first (§3.5.2), as a list of `Invoice`.
+    Invoicing lists oldest first (metering-invoicing.md §1.7): how many there are first,
+    then the page counted from the newest end."""
+    limit, offset = INVOICES_PAGE.apply(limit, offset)
+    total = (await pipeline.ask(INVOICE_LIST, scope, InvoiceListParams(
+        userId=customer, limit=1), request)).total or 0
+    end = max(total - offset, 0)
+    start = max(end - limit, 0)
+    if end == 0:
+        return Reply(result=[], total=total, more=False)
+    page = await pipeline.ask(INVOICE_LIST, scope, InvoiceListParams(
+        userId=customer, limit=end - start, offset=start), request)
+    return Reply(result=page.result.invoices[::-1], total=total, more=start > 0)
 
 
 async def subscriptions_of(pipeline: Pipeline, scope: Scope, customer: str,

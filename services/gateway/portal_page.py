@@ -206,7 +206,8 @@ async def page(portal_pages: PortalPages, request: web.Request,
     if p.link:
         grant = portal_pages.signer.read("link", p.link)
         await portal_pages.pipeline.auth.existing_org(grant.orgName)
-        return portal_pages.start(request, grant, web.HTTPSeeOther(base))
+        return portal_pages.start(request, grant, web.Response(status=303,
+                                                               headers={"Location": base}))
     try:
         grant = await portal_pages.session(request)
     except ApiError as refused:
@@ -230,7 +231,7 @@ async def _view(portal_pages: PortalPages, request: web.Request,
     provider = settings[0].result if settings else None
     return portal_html.View(
         customer=grant.customer, livemode=grant.livemode, returnUrl=grant.returnUrl,
-        subscriptions=subscriptions.result.subscriptions, invoices=invoices.result.invoices,
+        subscriptions=subscriptions.result.subscriptions, invoices=invoices.result,
         paymentMethods=methods, usage=usage.result.usage,
         stripeKey=provider.stripe.publishableKey if provider and provider.stripe else "")
 

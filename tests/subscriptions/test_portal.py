@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from contracts.ledger import UsageItem
 from contracts.portal import PortalLink
+from services.gateway.portal_html import View, money, page, usage_since
 from services.gateway.portal_page import SESSION_COOKIE, Grant, Signer
 from tests.conftest import PEPPER, bearer, iam_token
 from tests.support import (
@@ -310,3 +312,25 @@ async def test_iam_sign_in(http, org, make_org):
 
 def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339).timestamp()
+
+
+# ---- the page's HTML (pure) -----------------------------------------------------------------
+
+
+def test_money_and_usage_this_period():
+    assert [money(c, cur) for c, cur in ((2000, "usd"), (5, "eur"), (-123456, "gbp"),
+                                         (100050, "chf"))] == [
+        "$20.00", "€0.05", "-£1,234.56", "1,000.50 CHF"]
+    usage = [UsageItem(f"t{i}", amount, "usd", "", {}, at) for i, (amount, at) in enumerate((
+        (100, "2026-01-31T23:59:59.999Z"), (250, "2026-02-01T00:00:00Z"),
+        (50, "2026-02-10T12:00:00.5Z")))]
+    assert usage_since(usage, datetime.fromisoformat("2026-02-01T00:00:00Z")) == (300, 2)
+
+
+def test_the_page_escapes_what_it_shows():
+    view = View(customer="acme/<script>", livemode=False, returnUrl='https://x/"a"',
+                subscriptions=[], invoices=[], paymentMethods=[], usage=[], stripeKey="")
+    html = page("/api/v1/billing/portal", view)
+    assert html.count("<script>") == 1  # the page's own
+    assert "acme/&lt;script&gt;" in html and 'href="https://x/&quot;a&quot;"' in html
+    assert "No active subscription." in html and 'id="card-number"' in html

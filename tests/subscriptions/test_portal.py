@@ -334,3 +334,22 @@ def test_the_page_escapes_what_it_shows():
     assert html.count("<script>") == 1  # the page's own
     assert "acme/&lt;script&gt;" in html and 'href="https://x/&quot;a&quot;"' in html
     assert "No active subscription." in html and 'id="card-number"' in html
+
+
+async def test_live_mode_offers_the_providers_card_element(http, org):
+    user = new_user()
+    link = await link_for(http, org, user, key="sk_live")
+    _, cookie = await open_link(http, link.url)
+    async with http.get(f"{API}/portal", headers=session(cookie)) as r:
+        page_html = await r.text()
+    assert "Test mode" not in page_html and 'id="card-number"' not in page_html
+    assert "no payment provider is configured" in page_html
+    status, body, _ = await post(http, "/provider-settings",
+                                 {"stripe": {"secretKey": "sk_live_51PortalSecret",
+                                             "publishableKey": "pk_live_51Portal"}},
+                                 org.auth("sk_live"))
+    assert status == 200, body
+    async with http.get(f"{API}/portal", headers=session(cookie)) as r:
+        page_html = await r.text()
+    assert 'data-stripe-key="pk_live_51Portal"' in page_html
+    assert '<script src="https://js.stripe.com/v3/"></script>' in page_html

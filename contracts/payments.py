@@ -429,3 +429,26 @@ class TopupResult(msgspec.Struct):
 
 TOPUP_SAVED_METHOD = Endpoint("billing.payments.topup.saved_method", TopupParams, TopupResult)
 TOPUP_TOKEN = Endpoint("billing.payments.topup.token", TopupTokenParams, TopupResult)
+
+
+# ---- capabilities (subscriptions.md §3.7) --------------------------------------------------
+
+
+class CapabilitiesQuery(Params):
+    pass
+
+
+class Capabilities(msgspec.Struct):
+    """What the platform advertises, verbatim as the reference does (more than it serves:
+    clients depend on the payload, not on its truth)."""
+
+    paymentMethods: list[str]
+    currencies: list[str]
+    features: list[str]
+    billingModels: list[str]
+    taxCalculation: bool
+    bankTransferReconciliation: bool
+
+
+CAPABILITIES_GET = Endpoint("billing.payments.capabilities.get", CapabilitiesQuery,
+                            Capabilities)

@@ -3,7 +3,8 @@
 Routes are a table (`routes.py`); each is served by its kind's handler — `bus` routes by
 the request pipeline (`pipeline.py`), `ingest` by the asynchronous meter-event path
 (`ingest.py`), `webhook` by provider deliveries (`webhooks.py`), `document` by files a
-service made (`documents.py`) — and ZAP methods reuse the REST routes. Every failure is
+service made (`documents.py`), `gateway` by the gateway itself (`answers.py`), `page` by the
+customer portal page (`portal_page.py`) — and ZAP methods reuse the REST routes. Every failure is
 answered at one edge, translated by one table (`errors.py`).
 """
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from contracts import ErrorCode
 from contracts.errors import INTERNAL_MESSAGE
 from services.gateway import openapi
+from services.gateway.answers import Answers
 from services.gateway.auth import Authenticator
 from services.gateway.documents import Documents
 from services.gateway.errors import ApiError, translate
@@ -35,6 +37,7 @@ from services.gateway.http import (
 from services.gateway.iam import IamConfig, IamVerifier
 from services.gateway.ingest import AsyncIngest
 from services.gateway.pipeline import REQUEST_ID, Pipeline, authorize, fingerprint_of, pin_user
+from services.gateway.portal_page import PortalPages
 from services.gateway.routes import ROUTES, ZAP_METHODS, ZAP_ROUTE
 from services.gateway.webhooks import ProviderWebhooks
 from services.runtime import db, telemetry
@@ -129,10 +132,12 @@ class Gateway:
         openapi.add_routes(app.router, openapi.document(
             ROUTES, self.settings.path_prefixes, zap=ZAP_ROUTE, zap_methods=tuple(ZAP_METHODS),
             version=VERSION, query_keys=self.settings.allow_query_keys))
-        # Each kind of route has its handler; a new kind (page) adds one here.
+        # Each kind of route has its handler.
         handler_of = {"bus": self.pipeline.handler, "ingest": self.ingest.handler,
                       "webhook": ProviderWebhooks(self.pipeline).handler,
-                      "document": Documents(self.pipeline).handler}
+                      "document": Documents(self.pipeline).handler,
+                      "gateway": Answers(self.pipeline).handler,
+                      "page": PortalPages(self.pipeline).handler}
         for prefix in self.settings.path_prefixes:
             for route in ROUTES:
                 app.router.add_route(route.method, prefix + route.path,

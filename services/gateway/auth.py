@@ -19,6 +19,7 @@ from aiohttp import web
 
 from contracts import Actor
 from services.gateway import store
+from services.gateway.iam import INVALID_TOKEN as INVALID_IAM_TOKEN
 from services.gateway.iam import IamError, IamVerifier, looks_like_iam_jwt
 from services.runtime.config import Settings
 
@@ -47,6 +48,7 @@ class Caller:
     org_name: str
     livemode: bool
     actor: Actor
+    roles: tuple[str, ...] = ()  # an IAM caller's role claims, in order (billing accounts)
 
 
 def provisionable(name: str) -> bool:
@@ -179,7 +181,7 @@ class Authenticator:
         if bearer and self._is_service_token(bearer):
             return await self._service_caller(request)
         if bearer and self.iam is not None and looks_like_iam_jwt(bearer):
-            return await self._iam_caller(bearer)
+            return await self.iam_caller(bearer)
         key = query_key or _header_key(header)
         if not key:
             raise AuthError(401, NO_TOKEN)
@@ -211,7 +213,10 @@ class Authenticator:
 
     # ---- IAM ----------------------------------------------------------------------------
 
-    async def _iam_caller(self, token: str) -> Caller:
+    async def iam_caller(self, token: str) -> Caller:
+        """The caller an IAM token names (also how the portal page signs an end user in)."""
+        if self.iam is None or not looks_like_iam_jwt(token):
+            raise AuthError(401, INVALID_IAM_TOKEN)
         try:
             p = await self.iam.verify(token)
         except IamError as e:
@@ -219,7 +224,7 @@ class Authenticator:
         org = await self._org(p.org_name)
         actor = Actor(kind="iam", role=p.role, user_id=p.user_id, subject=p.subject,
                       email=p.email, tier=p.tier, may_mint=p.role == "platform")
-        return Caller(org.id, org.name, True, actor)
+        return Caller(org.id, org.name, True, actor, p.roles)
 
     # ---- API keys -----------------------------------------------------------------------
 

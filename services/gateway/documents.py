@@ -35,9 +35,13 @@ class Documents:
                                         request)
             if reply.error is not None:
                 raise Failure.of(reply.error)
-            document = _decode(reply.result)
-            response = web.Response(body=document.content, content_type=document.contentType)
-            response.headers["Content-Disposition"] = f'inline; filename="{document.filename}"'
-            return response
+            return file_response(_decode(reply.result))
 
         return handle
+
+
+def file_response(document: InvoiceDocument) -> web.Response:
+    """The file, with its own content type, `inline` under its name."""
+    response = web.Response(body=document.content, content_type=document.contentType)
+    response.headers["Content-Disposition"] = f'inline; filename="{document.filename}"'
+    return response

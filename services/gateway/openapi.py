@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
+from contracts.invoicing import InvoiceDocument
 from contracts.webhooks_in import SIGNATURE_HEADERS
 from services.gateway.routing import Route
 
@@ -56,6 +57,12 @@ SECURITY_SCHEMES: dict[str, Any] = {
                        "without either: BILLING_SERVICE_ORG).",
     },
 }
+_PORTAL_SESSION = {
+    "type": "apiKey", "in": "cookie", "name": "billing_portal",
+    "description": "A customer portal session, set by `GET /billing/portal?link=` (a portal "
+                   "link from `POST /billing/portal/links`) or `POST /billing/portal/session` "
+                   "(an IAM token); an hour long.",
+}
 _QUERY_KEY = {
     "type": "apiKey", "in": "query", "name": "key",
     "description": "An API key in the query string (`?key=` or `?token=`), as the reference "
@@ -69,6 +76,8 @@ _ACCESS = {
             "MINT_POLICY=secret_keys",
     "platform": "the platform only (service tokens, platform admins)",
     "webhook": "no credential: the payment provider's signature of the raw body",
+    "portal": "a customer portal session (the signed cookie the page sets, from a portal "
+              "link or an IAM sign-in): that customer's data only",
 }
 _SCHEMES_BY_ACCESS = {
     "public": ("secretKey", "publishableKey", "iamToken", "service"),
@@ -77,6 +86,7 @@ _SCHEMES_BY_ACCESS = {
     "mint": ("secretKey", "iamToken", "service"),
     "platform": ("iamToken", "service"),
     "webhook": (),
+    "portal": ("portalSession",),
 }
 
 
@@ -87,7 +97,7 @@ def _security(access: str, query_keys: bool) -> list[dict[str, list]]:
             alternatives.append({"serviceToken": [], "serviceOrg": []})
         else:
             alternatives.append({scheme: []})
-    if query_keys and alternatives:
+    if query_keys and alternatives and access != "portal":
         alternatives.append({"queryKey": []})
     return alternatives
 
@@ -156,7 +166,7 @@ def document(routes: tuple[Route, ...], prefixes: tuple[str, ...], *, zap: Route
         paths.setdefault(path, {})[route.method.lower()] = _operation(
             route, schemas, schema_of, query_keys)
     paths[zap.path] = {"post": _zap_operation(zap, zap_methods, query_keys)}
-    security_schemes = dict(SECURITY_SCHEMES)
+    security_schemes = dict(SECURITY_SCHEMES, portalSession=_PORTAL_SESSION)
     if query_keys:
         security_schemes["queryKey"] = _QUERY_KEY
     schemas["Error"] = ERROR_SCHEMA
@@ -238,9 +248,13 @@ def _path_schema(fields: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _success(route: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
     result = route.endpoint.result
+    if route.kind == "page" and result is None:
+        return {str(route.status): {"description": "The page.", "content": {
+            "text/html": {"schema": {"type": "string"}}}}}
     if route.status == 204 or result is None:
         return {str(route.status): {"description": "Done; no body."}}
-    if route.kind == "document":  # the file itself, not its JSON envelope on the bus
+    if route.kind == "document" or result is InvoiceDocument:  # the file itself, not its
+        # JSON envelope on the bus (the portal page's invoice PDFs too)
         return {str(route.status): {"description": "The file.", "content": {
             "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}}
     content = {"application/json": {"schema": schema_of[id(result)]}}

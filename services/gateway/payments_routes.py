@@ -89,6 +89,9 @@ PAYMENT_ROUTES: tuple[Route, ...] = (
           user_field=None, idempotent=True),
     Route("POST", "/billing/bank-transfer-instructions/reconciliation/match",
           payouts.TRANSFER_MATCH, "mint", user_field=None, idempotent=True),
+    # Static: what the platform advertises (subscriptions.md §3.7).
+    Route("GET", "/billing/capabilities", payments.CAPABILITIES_GET, "admin", source="query",
+          user_field=None),
     Route("GET", "/billing/disputes", disputes.DISPUTE_LIST, "admin", source="query",
           user_field=None),
     Route("GET", "/billing/disputes/{id}", disputes.DISPUTE_GET, "admin", source="query",

@@ -19,7 +19,7 @@ import msgspec
 import nats
 from aiohttp import web
 
-from contracts import Actor, ErrorCode, RawReply, Request, Scope
+from contracts import Actor, ErrorCode, RawReply, Reply, Request, Scope
 from contracts.endpoint import Endpoint
 from contracts.errors import Failure
 from contracts.rules import user_id
@@ -79,9 +79,7 @@ class Pipeline:
             _public_cache_headers(response.headers, route.path)
         if reply.replayed:
             response.headers["Idempotent-Replayed"] = "true"
-        if reply.total is not None:  # a page of a list (conventions §10.6)
-            response.headers["X-Total-Count"] = str(reply.total)
-            response.headers["X-Has-More"] = "true" if reply.more else "false"
+        page_headers(response.headers, reply)
         return response
 
     # ---- the steps ------------------------------------------------------------------------
@@ -90,6 +88,10 @@ class Pipeline:
         """Authenticate, authorize the route's class, decode the params, pin the user."""
         caller = await self.auth.authenticate(request)
         authorize(route, caller.actor)
+        return caller, pin_user(route, await self.params(route, request), caller.actor)
+
+    async def params(self, route: Route, request: web.Request) -> Any:
+        """The route's params from its query or body, and its path."""
         if route.source == "query":
             params = decode_query(route.params, request.query)
         elif route.source == "optional":
@@ -105,7 +107,7 @@ class Pipeline:
             params = decode_body(route.params, await _body(route, request))
         if request.match_info:  # path parameters (`{id}`) fill the param of the same name
             params = msgspec.structs.replace(params, **path_params(request.match_info))
-        return caller, pin_user(route, params, caller.actor)
+        return params
 
     def idempotency_key(self, request: web.Request, route: Route) -> str | None:
         key = request.headers.get("Idempotency-Key")
@@ -146,6 +148,16 @@ class Pipeline:
                 timeout=timeout or self.settings.request_timeout_s)
         return _decode_reply(msg.data)
 
+    async def ask(self, endpoint: Endpoint, scope: Scope, params: Any,
+                  request: web.Request) -> Reply:
+        """Another endpoint's reply with its result decoded, for what the gateway composes
+        itself; a refusal is raised as the service's `Failure`, never taken for empty."""
+        reply = await self.call(endpoint.subject, scope, params, request)
+        if reply.error is not None:
+            raise Failure.of(reply.error)
+        return Reply(result=endpoint.decode_result(reply.result), status=reply.status,
+                     total=reply.total, more=reply.more)
+
 
 async def _body(route: Route, request: web.Request) -> bytes:
     """The body; over the route's own limit it is refused before it is decoded."""
@@ -155,6 +167,13 @@ async def _body(route: Route, request: web.Request) -> bytes:
     if route.max_body and len(raw) > route.max_body:
         raise ApiError(400, INVALID_BODY, ErrorCode.INVALID_REQUEST)
     return raw
+
+
+def page_headers(headers: Any, reply: RawReply | Reply) -> None:
+    """A page of a list says how many there are and whether more follow (§10.6)."""
+    if reply.total is not None:
+        headers["X-Total-Count"] = str(reply.total)
+        headers["X-Has-More"] = "true" if reply.more else "false"
 
 
 def authorize(route: Route, actor: Actor) -> None:

@@ -4,12 +4,14 @@ routes beside its own (`credit_routes`, `alert_routes`, …); they are joined he
 from __future__ import annotations
 
 from contracts import ledger
+from services.gateway.account_routes import ACCOUNT_ROUTES
 from services.gateway.alert_routes import ALERT_ROUTES
 from services.gateway.credit_routes import CREDIT_ROUTES
 from services.gateway.cycle_routes import CYCLE_ROUTES
 from services.gateway.invoicing_routes import INVOICING_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.payments_routes import PAYMENT_ROUTES
+from services.gateway.portal_routes import PORTAL_ROUTES
 from services.gateway.routing import Route
 from services.gateway.subscription_items_routes import ITEMS_ROUTES
 from services.gateway.subscriptions_routes import SUBSCRIPTIONS_ROUTES
@@ -35,7 +37,8 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
-          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + ITEMS_ROUTES + CYCLE_ROUTES)
+          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + ITEMS_ROUTES + CYCLE_ROUTES
+          + ACCOUNT_ROUTES + PORTAL_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -1,10 +1,12 @@
 """What a route is: the endpoint it calls, its access class, where its params come from and
-where it names its user. Special routes (asynchronous ingest today; provider webhooks and
-pages later) say so by their `kind` and are served by that kind's handler."""
+where it names its user. Special routes (asynchronous ingest, provider webhooks, files,
+what the gateway answers itself, pages) say so by their `kind` and are served by that
+kind's handler."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +25,23 @@ ROLES_ALLOWED = {
 # may be accepted asynchronously: `Prefer: respond-async`) or `webhook` (a provider's
 # delivery: raw body, no credential, the signature checked by the service; access
 # `webhook`) or `document` (a file the service made, answered as that file: an invoice's
-# PDF). Next: `page` (HTML).
-KINDS = frozenset({"bus", "ingest", "webhook", "document"})
+# PDF) or `gateway` (answered by the gateway itself, `Answered`: from the caller alone, or
+# composed from several bus requests) or `page` (the customer portal page and what it
+# calls: a portal session instead of a credential, access `portal`).
+KINDS = frozenset({"bus", "ingest", "webhook", "document", "gateway", "page"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What a `gateway` or `page` route calls instead of a service's endpoint: `answer`, a
+    coroutine of the gateway's. Named and typed like an `Endpoint` (its subject is never
+    sent: `billing.gateway.<resource>.<action>`), so decoding and the OpenAPI document treat
+    both alike."""
+
+    subject: str
+    params: type
+    result: Any  # the success body's type; None: not JSON (a page, a redirect)
+    answer: Callable[..., Awaitable[Any]]
 _PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 
@@ -32,8 +49,8 @@ _PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 class Route:
     method: str
     path: str  # below the prefix, aiohttp syntax for path parameters
-    endpoint: Endpoint | None  # None only for special routes that call no single endpoint
-    access: str  # public | user | admin | mint | platform | webhook
+    endpoint: Endpoint | Answered | None  # None: ZAP, which calls the methods' endpoints
+    access: str  # public | user | admin | mint | platform | webhook | portal
     source: str = "body"  # "body", "query", "optional" (a body that does not decode is
     # ignored) or "raw" (the bytes as sent: webhook routes)
     user_field: str | None = "user"  # the param naming the target user, scoped for role user

@@ -22,6 +22,7 @@ class Org:
     id: str
     name: str
     enabled: bool
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,28 +44,33 @@ def generate_key(kind: str, livemode: bool) -> str:
     return head + "".join(secrets.choice(_BASE62) for _ in range(32))
 
 
+def _org(row: asyncpg.Record) -> Org:
+    return Org(row["id"], row["name"], row["enabled"], row["created_at"])
+
+
 async def org_by_name(db: asyncpg.Pool, name: str) -> Org | None:
-    row = await db.fetchrow("select id, name, enabled from gateway.orgs where name = $1", name)
-    return Org(row["id"], row["name"], row["enabled"]) if row else None
+    row = await db.fetchrow("select id, name, enabled, created_at from gateway.orgs"
+                            " where name = $1", name)
+    return _org(row) if row else None
 
 
 async def provision_org(db: asyncpg.Pool | asyncpg.Connection, name: str) -> Org:
     """Get or create the organization named `name` (one per name, even under races)."""
     await db.execute("insert into gateway.orgs (id, name) values ($1, $2)"
                      " on conflict (name) do nothing", new_id("org_"), name)
-    row = await db.fetchrow("select id, name, enabled from gateway.orgs where name = $1", name)
-    return Org(row["id"], row["name"], row["enabled"])
+    return await org_by_name(db, name)
 
 
 async def find_key(db: asyncpg.Pool, key_hash: bytes) -> ApiKey | None:
     """An active (not revoked) key by its hash; expiry is checked by the caller."""
     row = await db.fetchrow(
-        "select k.id, k.livemode, k.kind, k.expires_at, o.id as org_id, o.name, o.enabled"
+        "select k.id, k.livemode, k.kind, k.expires_at, o.id as org_id, o.name, o.enabled,"
+        " o.created_at"
         " from gateway.api_keys k join gateway.orgs o on o.id = k.org_id"
         " where k.hash = $1 and k.revoked_at is null", key_hash)
     if row is None:
         return None
-    return ApiKey(row["id"], Org(row["org_id"], row["name"], row["enabled"]),
+    return ApiKey(row["id"], Org(row["org_id"], row["name"], row["enabled"], row["created_at"]),
                   row["livemode"], row["kind"], row["expires_at"])
 
 

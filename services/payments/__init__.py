@@ -9,7 +9,8 @@ ledger's payment-method question, card tokenization), `intents/` (payment and se
 transfers), `disputes/`, `webhooks_in/` (provider webhooks: verified, stored once, applied),
 `provider_settings/` (each organization's provider credentials), `events/` (the platform's
 event log, read from JetStream), `webhook_endpoints/` and `webhook_deliveries/` (signed,
-ordered, retried POSTs of the events to them);
+ordered, retried POSTs of the events to them), `capabilities/` (what the platform
+advertises);
 `postings/` sends what payments owes the ledger. `common.py` is what the areas share;
 `providers/` the provider interface and its implementations; `selection.py` which provider
 serves a request; `bootstrap.py` the state handlers share."""
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from services.payments.bank_transfers import handlers as bank_transfers
 from services.payments.bootstrap import bootstrap
+from services.payments.capabilities import handlers as capabilities
 from services.payments.disputes import handlers as disputes
 from services.payments.events import handlers as events
 from services.payments.intents import handlers as intents
@@ -43,7 +45,7 @@ SPEC = ServiceSpec(
     handlers=Router(methods.router, intents.router, topups.router, refunds.router,
                     provider_settings.router, payouts.router, bank_transfers.router,
                     disputes.router, webhooks_in.router, events.router,
-                    webhook_endpoints.router, webhook_deliveries.router),
+                    webhook_endpoints.router, webhook_deliveries.router, capabilities.router),
     migrations=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
     # What a crash, a timeout or an outage left behind: ledger postings, top-ups, confirms,

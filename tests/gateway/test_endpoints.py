@@ -18,7 +18,7 @@ from contracts.errors import Failure, conflict
 from services.gateway.auth import AuthError
 from services.gateway.errors import ApiError, translate
 from services.gateway.routes import ROUTES, ZAP_METHODS
-from services.gateway.routing import KINDS
+from services.gateway.routing import KINDS, Answered
 from services.specs import SPECS
 
 
@@ -47,7 +47,10 @@ def test_every_route_calls_a_served_endpoint():
     handled = {e.subject for e in _handled()}
     for route in ROUTES:
         assert route.kind in KINDS, route.name
-        assert route.endpoint is not None and route.endpoint.subject in handled, route.name
+        if route.kind in ("gateway", "page"):  # answered by the gateway itself
+            assert isinstance(route.endpoint, Answered), route.name
+        else:
+            assert route.endpoint is not None and route.endpoint.subject in handled, route.name
     assert all(route in ROUTES for route in ZAP_METHODS.values())
 
 

@@ -106,9 +106,20 @@ def _path_ids() -> dict[str, str]:
     return {"id-nul": "a%00b", "id-long": LONG, "id-invalid-utf8": "%FF%FE", "id-dots": "..%2F.."}
 
 
+# Routes that read nothing of the request, so nothing hostile reaches anything: the
+# account-management stubs always answer 501 (subscriptions.md §3.6), signing out of the
+# portal always clears the session.
+INPUT_UNREAD = {"POST /billing/accounts", "POST /billing/accounts/{id}/members",
+                "PATCH /billing/accounts/{id}/members/{memberId}",
+                "DELETE /billing/accounts/{id}/members/{memberId}",
+                "POST /billing/portal/session/sign-out"}
+
+
 def _cases():
     for route in ROUTES:
         name = f"{route.method} {route.path}"
+        if name in INPUT_UNREAD:
+            continue
         paths = {"": route.path.replace("{id}", "hostile-id")}
         if "{id}" in route.path:
             paths.update({k: route.path.replace("{id}", v) for k, v in _path_ids().items()})

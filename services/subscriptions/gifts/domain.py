@@ -14,6 +14,7 @@ from contracts.errors import invalid, not_found
 from contracts.gifts import DEFAULT_GIFT_DAYS, MAX_GIFT_DAYS, GiftGrantParams
 from contracts.ids import rfc3339
 from contracts.rules import require_user
+from services.subscriptions.subscriptions.domain import PlanTerms
 
 MANUAL_GIFT = "manual_gift"  # the subscriptions' providerType, and the billing reason
 
@@ -60,8 +61,9 @@ def giver(actor: Actor) -> str:
     return actor.email or actor.user_id or actor.key_id or actor.role
 
 
-def plan_snapshot(plan: Plan) -> dict:
-    """The plan a gift is of, as a subscription keeps it (monthly, at its list price)."""
-    return {"id": plan.slug, "slug": plan.slug, "name": plan.name, "category": plan.category,
-            "price": plan.price_monthly_cents or 0, "currency": plan.currency,
-            "interval": "monthly", "intervalCount": 1}
+def terms(plan: Plan) -> PlanTerms:
+    """The plan a gift is of, as its subscription keeps it: monthly, at price 0 — the gift
+    costs its user nothing, so nothing may ever bill it, and it is not the user's paid
+    subscription of the category (a user may hold both)."""
+    return PlanTerms(id=plan.slug, name=plan.name, price=0, currency=plan.currency,
+                     interval="monthly", category=plan.category)

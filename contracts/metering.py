@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.catalog import Plan
 from contracts.common import Int64, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import Code, DimensionNames, Id, Name, UserId
@@ -229,6 +230,24 @@ class PlanView(msgspec.Struct, omit_defaults=True):
     popular: bool = False
     features: list[str] | None = None
     limits: PlanLimits | None = None
+
+
+_LIMIT_KEYS = tuple(PlanLimits.__struct_fields__)
+
+
+def plan_view(plan: Plan) -> PlanView:
+    """A catalog plan as the plans endpoints answer it: prices in cents, 0 for "by contract";
+    the reference's `monthly` interval; only the recognised integer limits."""
+    limits = None
+    if plan.limits:
+        limits = PlanLimits(**{k: int(plan.limits[k]) for k in _LIMIT_KEYS
+                               if k in plan.limits and not isinstance(plan.limits[k], bool)})
+    return PlanView(
+        slug=plan.slug, name=plan.name, description=plan.description, category=plan.category,
+        price=plan.price_monthly_cents or 0, priceAnnual=plan.price_annual_cents or 0,
+        currency=plan.currency, interval="monthly", intervalCount=1, trialPeriodDays=0,
+        contactSales=plan.contact_sales, popular=plan.popular,
+        features=list(plan.features) or None, limits=limits)
 
 
 # ---- endpoints -----------------------------------------------------

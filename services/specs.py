@@ -1,15 +1,15 @@
 """Every built service, listed once. The platform (`billing dev`), `billing serve`,
-`billing migrate` and the packaging loop over this list; subscriptions joins it when it
-is built (services/README.md)."""
+`billing migrate` and the packaging loop over this list (services/README.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from services import invoicing, ledger, metering, payments
+from services import invoicing, ledger, metering, payments, subscriptions
 from services.runtime.service import ServiceSpec
 
-SPECS: tuple[ServiceSpec, ...] = (ledger.SPEC, metering.SPEC, invoicing.SPEC, payments.SPEC)
+SPECS: tuple[ServiceSpec, ...] = (ledger.SPEC, metering.SPEC, invoicing.SPEC, payments.SPEC,
+                                  subscriptions.SPEC)
 BY_NAME: dict[str, ServiceSpec] = {spec.name: spec for spec in SPECS}
 
 # The gateway is no bus service (HTTP in front) but has its own schema too.

@@ -10,6 +10,7 @@ from services.gateway.invoicing_routes import INVOICING_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.payments_routes import PAYMENT_ROUTES
 from services.gateway.routing import Route
+from services.gateway.subscriptions_routes import SUBSCRIPTIONS_ROUTES
 
 LEDGER_ROUTES: tuple[Route, ...] = (
     Route("GET", "/billing/balance", ledger.BALANCE_GET, "admin", source="query"),
@@ -32,7 +33,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
-          + PAYMENT_ROUTES)
+          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -11,6 +11,7 @@ import msgspec
 from contracts import Reply
 from contracts.catalog import Catalog, load_catalog
 from contracts.meter_events import KnownMeters
+from contracts.metering import plan_view
 from services.metering import domain
 from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
 from services.metering.handlers import ExpiredKeySweeper
@@ -43,7 +44,7 @@ async def bootstrap(ctx: Context) -> None:
     ctx.state = Metering(
         catalog=catalog,
         dns_plans=msgspec.json.encode(Reply(result=[
-            domain.plan_view(plan) for plan in catalog.by_category(domain.DNS_CATEGORY)])),
+            plan_view(plan) for plan in catalog.by_category(domain.DNS_CATEGORY)])),
         meters=KnownMeters(),
         recorder=EventRecorder(lambda: ctx.pool, ctx.keys),
         consumer=consumer,

@@ -18,7 +18,6 @@ from contracts.catalog import Catalog, Plan
 from contracts.common import INT64_MAX, INT64_MIN
 from contracts.errors import Failure, invalid
 from contracts.meter_events import AHEAD, BACKDATE, parse_rfc3339, to_us
-from contracts.metering import PlanLimits, PlanView
 from contracts.rules import currency_of
 
 # Dedup keys live at least as long as the oldest timestamp we accept, plus a day of margin.
@@ -267,19 +266,3 @@ def period_limit(limit: int, start: datetime) -> int:
     if limit == UNLIMITED:
         return UNLIMITED
     return limit * calendar.monthrange(start.year, start.month)[1]
-
-
-_LIMIT_KEYS = tuple(PlanLimits.__struct_fields__)
-
-
-def plan_view(plan: Plan) -> PlanView:
-    limits = None
-    if plan.limits:
-        limits = PlanLimits(**{k: int(plan.limits[k]) for k in _LIMIT_KEYS
-                               if k in plan.limits and not isinstance(plan.limits[k], bool)})
-    return PlanView(
-        slug=plan.slug, name=plan.name, description=plan.description, category=plan.category,
-        price=plan.price_monthly_cents or 0, priceAnnual=plan.price_annual_cents or 0,
-        currency=plan.currency, interval="monthly", intervalCount=1, trialPeriodDays=0,
-        contactSales=plan.contact_sales, popular=plan.popular,
-        features=list(plan.features) or None, limits=limits)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contracts import ledger
 from services.gateway.alert_routes import ALERT_ROUTES
 from services.gateway.credit_routes import CREDIT_ROUTES
+from services.gateway.gift_routes import GIFT_ROUTES
 from services.gateway.invoicing_routes import INVOICING_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.payments_routes import PAYMENT_ROUTES
@@ -33,7 +34,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
-          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES)
+          + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + GIFT_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -11,8 +11,10 @@ import msgspec
 from contracts import Reply
 from contracts.catalog import Catalog, load_catalog
 from contracts.metering import plan_view
+from services.runtime.bus import nats_servers
 from services.runtime.service import Context
 from services.subscriptions.plans import store as plans
+from services.subscriptions.reconcile.consumer import ProviderEvents
 
 _encode = msgspec.json.Encoder().encode
 
@@ -41,9 +43,14 @@ class PlanReplies:
 class Subscriptions:
     catalog: Catalog
     plans: PlanReplies
+    provider_events: ProviderEvents  # applies payments' provider subscription events
 
 
 async def bootstrap(ctx: Context) -> None:
     catalog = load_catalog(ctx.settings.plans_dir or None)  # a bad catalog stops the start
     await plans.upsert_catalog(ctx.pool, catalog)
-    ctx.state = Subscriptions(catalog=catalog, plans=PlanReplies(catalog))
+    provider_events = ProviderEvents(lambda: ctx.pool, nats_servers(ctx.settings.nats_url))
+    ctx.state = Subscriptions(catalog=catalog, plans=PlanReplies(catalog),
+                              provider_events=provider_events)
+    await provider_events.start()
+    ctx.on_stop(provider_events.stop)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -78,8 +78,8 @@ def news(p: ProviderEventParams, now: datetime) -> News | None:
     else:
         said = _stripe(provider_id, obj)
     if kind == "subscription.canceled":  # Stripe's deleted: over, whatever its status says
-        return _with(said, status=CANCELED, ended_at=said.ended_at or now,
-                     canceled_at=said.canceled_at or now)
+        return replace(said, status=CANCELED, ended_at=said.ended_at or now,
+                       canceled_at=said.canceled_at or now)
     return said
 
 
@@ -136,10 +136,6 @@ def _known(said: str, ours: str | None) -> str | None:
     if said:
         log.warning("provider subscription status %r is not one of ours; ignored", said)
     return None
-
-
-def _with(said: News, **fields: Any) -> News:
-    return News(**{**{f: getattr(said, f) for f in News.__slots__}, **fields})
 
 
 def _invoice_subscription(obj: Mapping[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""The `billing` command: dev, serve, migrate, keys, ledger and metering maintenance."""
+"""The `billing` command: dev, serve, migrate, keys, ledger and metering maintenance, and
+gift subscriptions (`grant`)."""
 
 from __future__ import annotations
 
@@ -53,12 +54,23 @@ def main(argv: list[str] | None = None) -> None:
                       help="a dead letter's sequence number (repeatable)")
     dead.add_argument("--all", action="store_true", help="every dead letter")
 
+    grant = commands.add_parser("grant", help="give a user a catalog plan for a number of "
+                                              "days (a gift subscription; a second grant "
+                                              "of the plan extends the first)")
+    grant.add_argument("user", help="the customer, owner/name")
+    grant.add_argument("plan", help="a catalog plan's slug, e.g. world-pro")
+    grant.add_argument("--days", type=int, default=0, help="how long (default 360)")
+    grant.add_argument("--reason", default="")
+    grant.add_argument("--by", default="", help="who gives it (default: billing-cli)")
+    grant.add_argument("--org", required=True, help="the organization's name")
+    grant.add_argument("--mode", choices=("test", "live"), default="live")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BILLING_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
     runners = {"dev": _dev, "serve": _serve, "migrate": _migrate, "keys": _keys,
-               "ledger": _ledger_verify, "metering": _metering_dead_letters}
+               "ledger": _ledger_verify, "metering": _metering_dead_letters, "grant": _grant}
     try:
         _run(runners[args.command](settings, args))
     except KeyboardInterrupt:
@@ -332,6 +344,45 @@ async def _metering_dead_letters(settings: Settings, args: argparse.Namespace) -
             raise SystemExit(f"billing: no dead letter {', '.join(map(str, sorted(missing)))}")
     finally:
         await nc.close()
+
+
+async def _grant(settings: Settings, args: argparse.Namespace) -> None:
+    """The gift grant, asked of the subscriptions service over the bus as the platform."""
+    import msgspec
+    import nats
+
+    from contracts import RawReply, Request
+    from contracts.gifts import GIFT_GRANT, GiftGrantParams
+    from services.gateway import store
+    from services.runtime import db
+    from services.runtime.bus import nats_servers
+    from services.runtime.scopes import service_scope
+
+    _require_urls(settings)
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        org = await store.org_by_name(pool, args.org)
+    finally:
+        await pool.close()
+    if org is None:
+        raise SystemExit(f"billing: no organization {args.org!r}")
+    params = GiftGrantParams(userId=args.user, planId=args.plan, days=args.days,
+                             reason=args.reason, grantedBy=args.by or "billing-cli")
+    nc = await nats.connect(servers=nats_servers(settings.nats_url))
+    try:
+        request = Request(service_scope(org.id, args.mode == "live"), params)
+        msg = await nc.request(GIFT_GRANT.subject, msgspec.json.encode(request), timeout=10)
+    except nats.errors.NoRespondersError:
+        raise SystemExit("billing: the subscriptions service is not running") from None
+    finally:
+        await nc.close()
+    reply = msgspec.json.decode(msg.data, type=RawReply)
+    if reply.error is not None:
+        raise SystemExit(f"billing: grant refused: {reply.error.message}")
+    gift = GIFT_GRANT.decode_result(reply.result)
+    verb = "extended" if gift.extended else "granted"
+    print(f"{verb} {gift.planSlug} to {gift.userId} until {gift.currentPeriodEnd}"
+          f" (subscription {gift.subscriptionId})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from services.gateway.account_routes import ACCOUNT_ROUTES
 from services.gateway.alert_routes import ALERT_ROUTES
 from services.gateway.credit_routes import CREDIT_ROUTES
 from services.gateway.cycle_routes import CYCLE_ROUTES
+from services.gateway.gift_routes import GIFT_ROUTES
 from services.gateway.invoicing_routes import INVOICING_ROUTES
 from services.gateway.metering_routes import METERING_ROUTES
 from services.gateway.payments_routes import PAYMENT_ROUTES
@@ -38,7 +39,7 @@ LEDGER_ROUTES: tuple[Route, ...] = (
 
 ROUTES = (LEDGER_ROUTES + CREDIT_ROUTES + ALERT_ROUTES + METERING_ROUTES + INVOICING_ROUTES
           + PAYMENT_ROUTES + SUBSCRIPTIONS_ROUTES + ITEMS_ROUTES + CYCLE_ROUTES
-          + ACCOUNT_ROUTES + PORTAL_ROUTES)
+          + GIFT_ROUTES + ACCOUNT_ROUTES + PORTAL_ROUTES)
 
 _BY_NAME = {r.name: r for r in ROUTES}
 

@@ -17,6 +17,7 @@ from services.ledger.usage.backfill import UsageBackfill
 from services.ledger.usage.recorder import UsageRecord, UsageRecorder
 from services.runtime.batching import MicroBatcher
 from services.runtime.bus import nats_servers
+from services.runtime.entitlements import EntitlementCache
 from services.runtime.service import Context
 
 
@@ -32,6 +33,7 @@ class Ledger:
     # in one query, shared by concurrent checks.
     read_status: MicroBatcher
     payment_methods: PaymentMethodEvents  # keeps the ledger's copy of them current
+    entitlements: EntitlementCache  # customers' subscribed plans (their tier), kept briefly
 
 
 async def bootstrap(ctx: Context) -> None:
@@ -52,6 +54,7 @@ async def bootstrap(ctx: Context) -> None:
         backfill=backfill,
         read_status=MicroBatcher(lambda keys: store.status_batch(ctx.pool, keys,
                                                                  DEFAULT_CURRENCY)),
-        payment_methods=payment_methods)
+        payment_methods=payment_methods,
+        entitlements=EntitlementCache())
     await payment_methods.start()
     ctx.on_stop(payment_methods.stop)

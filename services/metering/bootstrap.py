@@ -17,6 +17,7 @@ from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
 from services.metering.handlers import ExpiredKeySweeper
 from services.metering.recorder import EventRecorder
 from services.runtime.bus import nats_servers
+from services.runtime.entitlements import EntitlementCache
 from services.runtime.service import Context
 
 
@@ -29,6 +30,8 @@ class Metering:
     consumer: MeterEventConsumer
     sweeper: ExpiredKeySweeper
     dns_meters: dict[tuple[str, bool], str] = field(default_factory=dict)  # org's dns meter
+    # Customers' subscriptions (their DNS plan), as the subscriptions service last said.
+    entitlements: EntitlementCache = field(default_factory=EntitlementCache)
 
 
 async def bootstrap(ctx: Context) -> None:

@@ -200,10 +200,12 @@ async def dns_meter(ctx: Context, scope: Scope, conn: asyncpg.Connection, *,
     return row["id"]
 
 
-def dns_plan_of(ctx: Context, scope: Scope, user: str):
-    # No subscriptions service yet: nobody has a known DNS subscription, so everyone is
-    # on `dns-free` until subscriptions can answer (then pass its plan slug here).
-    return domain.dns_plan(ctx.state.catalog, None)
+async def dns_plan_of(ctx: Context, scope: Scope, user: str):
+    """The plan of the user's DNS subscription, as the subscriptions service says (cached
+    briefly); `dns-free` without one, or while no subscriptions service answers."""
+    entitled = await ctx.state.entitlements.of(ctx, scope, user)
+    subscribed = entitled.plan_in(domain.DNS_CATEGORY) if entitled is not None else None
+    return domain.dns_plan(ctx.state.catalog, subscribed)
 
 
 @router.handler(DNS_USAGE_RECORD, transaction=True)
@@ -214,7 +216,7 @@ async def record_dns_usage(ctx: Context, scope: Scope, p: DnsUsageParams,
         return DnsUsageResult(recorded=True, remaining=domain.UNLIMITED,
                               limit=domain.UNLIMITED)
     ts = domain.dns_timestamp(p.timestamp, now())
-    limit = domain.daily_limit(dns_plan_of(ctx, scope, user))
+    limit = domain.daily_limit(await dns_plan_of(ctx, scope, user))
     day = domain.start_of_day(ts)
     # The limit is checked against the usage's own day, under a lock held until commit.
     await store.lock_dns_day(conn, scope.org_id, scope.livemode, user, day)
@@ -240,7 +242,7 @@ async def dns_summary(ctx: Context, scope: Scope, p: DnsSummaryQuery) -> DnsSumm
         raise invalid("user query parameter is required", "user")
     period = p.period.strip() or "day"
     start, end = domain.dns_window(period, now())
-    plan = dns_plan_of(ctx, scope, p.user)
+    plan = await dns_plan_of(ctx, scope, p.user)
     limit = domain.daily_limit(plan)
     async with ctx.pool.acquire() as conn:
         meter_id = await dns_meter(ctx, scope, conn, create=False)

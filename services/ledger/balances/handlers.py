@@ -186,7 +186,7 @@ async def _has_payment_method(ctx: Context, scope: Scope, user: str, *,
 @router.handler(TIER_GET)
 async def get_tier(ctx: Context, scope: Scope, p: TierQuery) -> TierResult:
     user = require_user(p.user, USER_QUERY_REQUIRED)
-    tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+    tier = await _tier_of(ctx, scope, user, p.tier)
     bal, holds = await ctx.state.read_balance((scope.org_id, scope.livemode, user,
                                                DEFAULT_CURRENCY))
     used_today = 0
@@ -202,7 +202,7 @@ async def get_tier(ctx: Context, scope: Scope, p: TierQuery) -> TierResult:
 @router.handler(TIER_CHECK)
 async def check_tier(ctx: Context, scope: Scope, p: TierQuery) -> TierCheckResult:
     user = require_user(p.user, USER_QUERY_REQUIRED)
-    tier = tiers.resolve(scope.actor.tier, p.tier, scope.actor.may_mint)
+    tier = await _tier_of(ctx, scope, user, p.tier)
     summary = TierSummary(tier.name, tier.display_name, list(tier.allowed_models),
                           tier.max_agents)
     model = p.model.strip()
@@ -264,6 +264,15 @@ def _starter_result(tx_id: str, user: str, amount: int, expires_at) -> StarterCr
     return StarterCreditResult(transactionId=tx_id, user=user, amount=amount,
                                currency=DEFAULT_CURRENCY, type="deposit",
                                tags=domain.STARTER_CREDIT_TAG, expiresAt=rfc3339(expires_at))
+
+
+async def _tier_of(ctx: Context, scope: Scope, user: str, requested: str) -> tiers.Tier:
+    """The user's tier: from their subscriptions when the subscriptions service answers
+    and one gives a tier (ledger.md §9.10), else as before (claim, a minter's `?tier=`)."""
+    entitled = await ctx.state.entitlements.of(ctx, scope, user)
+    subscribed = None if entitled is None else tiers.of_plans(
+        slug for slugs in entitled.plans.values() for slug in slugs)
+    return tiers.resolve(scope.actor.tier, requested, scope.actor.may_mint, subscribed)
 
 
 def _tier_config(tier: tiers.Tier) -> TierConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -33,15 +34,33 @@ TIERS: dict[str, Tier] = {t.name: t for t in (
 )}
 FREE = TIERS["free"]
 
+# The tier each paid plan of the catalog gives (a plan slug is not a tier name: four sold
+# plans would read as free). The free plan and the other categories' plans (world, dns)
+# give none: the tier is then found as without a subscription.
+PLAN_TIERS: dict[str, str] = {
+    "pro": "pro", "team": "pro", "max": "enterprise", "team-max": "enterprise",
+    "enterprise": "enterprise"}
+_RANK = {name: rank for rank, name in enumerate(TIERS)}
+
 
 def parse(name: str) -> Tier:
     """Exact, case-sensitive; anything unknown (including "") is the free tier."""
     return TIERS.get(name, FREE)
 
 
-def resolve(claim: str | None, requested: str, may_name_tier: bool) -> Tier:
-    """The caller's tier: the IAM claim when present; a requested `?tier=` only from callers
-    allowed to mint (naming your own tier is naming your own price); else free."""
+def of_plans(slugs: Iterable[str]) -> Tier | None:
+    """The best tier the user's subscribed plans give; None when none gives one."""
+    given = [TIERS[PLAN_TIERS[s]] for s in slugs if s in PLAN_TIERS]
+    return max(given, key=lambda t: _RANK[t.name]) if given else None
+
+
+def resolve(claim: str | None, requested: str, may_name_tier: bool,
+            subscribed: Tier | None = None) -> Tier:
+    """The caller's tier: the one their subscriptions give, when they give one; else the
+    IAM claim when present; a requested `?tier=` only from callers allowed to mint (naming
+    your own tier is naming your own price); else free."""
+    if subscribed is not None:
+        return subscribed
     if claim:
         return parse(claim)
     if requested and may_name_tier:

@@ -1,0 +1,1 @@
+"""Gift subscriptions: a catalog plan given for a number of days (`manual_gift`)."""

@@ -409,14 +409,15 @@ async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime)
         replay = await ctx.keys.replay(conn, caller)
         if replay is not None:
             return replay
-        row = await store.lock_subscription(conn, scope.org_id, scope.livemode,
-                                            subscription_id)
+        row = await subscriptions.lock_subscription(conn, scope.org_id, scope.livemode,
+                                                    subscription_id)
         if row is None:
             raise not_found("subscription not found")
         row = (await end_trials(conn, scope, [row], now))[0]
         if not domain.due(subscriptions.sub_of(row), now):
             return await ctx.keys.answer(conn, caller, Reply(result=Renewal(
-                view(row), Collection(success=False, error=domain.NOT_DUE))))
+                subscription=view(row),
+                collection=Collection(success=False, error=domain.NOT_DUE))))
         periods = await claim(conn, scope, [row], now, token)
     if periods:
         dunning = domain.Dunning.from_env(ctx.settings.env)
@@ -424,14 +425,15 @@ async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime)
         await settle(ctx, scope, periods, now, token, dunning)
         if periods[0].error:
             raise Failure(ErrorCode.INTERNAL, 500, "failed to renew subscription", retryable=True)
-    invoice = await _invoiced(ctx, scope, subscription_id, row["period_start"])
+    ours = periods[0] if periods else None
+    invoice = (ours.invoice if ours is not None and ours.invoice is not None
+               else await _invoiced(ctx, scope, subscription_id, row["period_start"]))
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await store.lock_subscription(conn, scope.org_id, scope.livemode,
-                                            subscription_id)
-        collection = (periods[0].collection if periods and periods[0].collection
+        row = await subscriptions.get(conn, scope.org_id, scope.livemode, subscription_id)
+        collection = (ours.collection if ours is not None and ours.collection is not None
                       else synthesised(invoice))
         return await ctx.keys.answer(conn, caller, Reply(result=Renewal(
-            view(row), collection, invoice)))
+            subscription=view(row), invoice=invoice, collection=collection)))
 
 
 async def _invoiced(ctx: Context, scope: Scope, subscription_id: str,

@@ -120,7 +120,7 @@ class SubscriptionUpdateParams(Params):
     id: Id = ""  # from the path
     planId: Id = ""  # "" or the current plan: no plan change
     prorate: bool = False
-    quantity: int | UnsetType = UNSET  # seats; absent: unchanged
+    quantity: int = 0  # seats; ≤ 0: unchanged (as the reference)
 
 
 class SubscriptionCancelParams(Params):

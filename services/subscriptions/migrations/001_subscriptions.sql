@@ -31,7 +31,7 @@ create table subscriptions.subscriptions (
     id                  text        not null,
     user_id             text        not null,
     plan_id             text        not null,
-    plan_slug           text        not null,
+    plan_slug           text        not null,  -- the plan id: a catalog plan's id is its slug
     plan_category       text        not null default '',
     -- What the subscription bills from (grandfathering): id, name, price, currency,
     -- interval, intervalCount, category, perUser, trialPeriodDays.

@@ -56,7 +56,7 @@ async def create(ctx: Context, scope: Scope, p: SubscriptionCreateParams,
     try:
         row = await store.create(conn, scope.org_id, scope.livemode, new_id("sub_"),
                                  ask.user_id, sub,
-                                 default_payment_method=p.defaultPaymentMethod.strip(),
+                                 default_payment_method=p.defaultPaymentMethod,
                                  metadata=p.metadata)
     except asyncpg.UniqueViolationError:  # a concurrent create won the category
         raise _second_paid(ask.user_id, terms.category, None) from None
@@ -94,11 +94,11 @@ async def update(ctx: Context, scope: Scope, p: SubscriptionUpdateParams,
             raise not_found("new plan not found")
         # The new plan is sold at the subscription's billing interval.
         terms = domain.plan_terms(plan, domain.billed_every(sub.plan))
-    changed, proration = domain.change(sub, terms, None if p.quantity is UNSET else p.quantity,
+    changed, proration = domain.change(sub, terms, p.quantity if p.quantity > 0 else None,
                                        p.prorate, now())
     if changed.amount > sub.amount:  # an upgrade is money owed too (§3.1.4 OURS)
         domain.require_mint(changed.amount, scope.actor.may_mint)
-    if changed.amount > 0 and changed.plan.category != sub.plan.category:
+    if changed.amount > 0:
         await _one_paid_per_category(conn, scope, row["user_id"], changed.plan.category,
                                      row["id"])
     try:

@@ -16,10 +16,21 @@ from contracts.invoicing import (
     INVOICE_RENEW_PERIOD,
     INVOICE_RETRY,
 )
-from tests.invoicing.test_collection import deposit, open_invoice, paid
+from tests.invoicing.test_collection import deposit, invoice_now, open_invoice, paid
 from tests.invoicing.test_invoices import act, events_of, fetch
 from tests.invoicing.test_preview import grant, make_rule, remaining, use
-from tests.support import Bus, balance, get, make_meter, new_user, org_id_of, post, zulu
+from tests.support import (
+    Bus,
+    balance,
+    eventually,
+    get,
+    make_meter,
+    new_user,
+    org_id_of,
+    post,
+    service_down,
+    zulu,
+)
 
 # Meter events may be up to 35 days old: the period is ten days, 20 days ago.
 START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=20)
@@ -247,6 +258,31 @@ async def test_a_manual_invoice_naming_the_subscription_does_not_take_the_period
     bus = await tenant(platform, nc, org)
     renewed = await bus.ok(RENEW, period(user, collect=False))
     assert renewed["created"] is True
+
+
+async def test_a_renewal_cut_short_is_finished_by_its_own_attempt(http, org, platform, nc,
+                                                                 pool):
+    """The ledger does not answer during the first collection: the invoice exists with its
+    attempt 1 unfinished; renewing again collects nothing; resuming attempt 1 takes the
+    money once."""
+    user = new_user()
+    await deposit(http, org, user, 5000)
+    bus = await tenant(platform, nc, org)
+    async with service_down(platform, "ledger"):
+        reply = await bus.ask(RENEW, period(user))
+    assert reply["error"]["status"] == 503, reply
+    again = await bus.ok(RENEW, period(user))
+    invoice_id = again["invoice"]["id"]
+    assert (again["created"], again["invoice"]["status"], again["collection"]) == (
+        False, "open", {"success": False})
+    # Resumed by a retry, or by the recovery job if it took the attempt first.
+    retried = await bus.ask(RETRY, {"id": invoice_id})
+    assert "result" in retried or retried["error"]["status"] == 409, retried
+    resumed = await eventually(lambda: invoice_now(http, org, invoice_id),
+                               lambda invoice: invoice["status"] == "paid", timeout=10)
+    assert resumed["attemptCount"] == 1
+    assert await attempts(pool, invoice_id) == 1
+    assert await balance(http, org, user) == 3000
 
 
 # ---- dunning: retry and give up ------------------------------------------------------------

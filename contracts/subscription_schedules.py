@@ -15,7 +15,8 @@ from contracts.limits import Code, Id, Metadata, Page, UserId, require_small_jso
 
 PHASES_MAX = 20
 PHASE_ITEMS_MAX = 20
-SUBSCRIPTION_SCHEDULES_PAGE = Page(100, 100)  # up to ~40 KB a row (20 phases of 20 items)
+PHASES_BYTES = 8 * 1024  # a schedule's phases as JSON (about 20 phases of two items)
+SUBSCRIPTION_SCHEDULES_PAGE = Page(50, 50)  # ~14 KB a row at every limit (phases, metadata)
 
 
 class PhaseItem(msgspec.Struct):
@@ -49,6 +50,11 @@ class Phase(msgspec.Struct, omit_defaults=True):
     prorationBehavior: str = ""
 
 
+def require_small_phases(phases: list[PhaseInput] | None) -> None:
+    if phases:
+        require_small_json("phases", msgspec.to_builtins(phases), PHASES_BYTES)
+
+
 class ScheduleCreateParams(Params):
     customerId: UserId = ""
     startDate: Timestamp | None = None
@@ -58,6 +64,7 @@ class ScheduleCreateParams(Params):
 
     def __post_init__(self) -> None:
         require_small_json("metadata", self.metadata)
+        require_small_phases(self.phases)
 
 
 class ScheduleListParams(Params):
@@ -71,6 +78,9 @@ class ScheduleUpdateParams(Params):
     id: Id = ""  # from the path
     endBehavior: Code = ""  # applied when not empty
     phases: Phases | None = None  # replaces every phase when not empty
+
+    def __post_init__(self) -> None:
+        require_small_phases(self.phases)
 
 
 class SubscriptionSchedule(msgspec.Struct, omit_defaults=True):

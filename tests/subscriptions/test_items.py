@@ -7,8 +7,11 @@ price."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
+from contracts.limits import METADATA_BYTES
+from contracts.subscription_items import SUBSCRIPTION_ITEMS_PAGE, SubscriptionItem
 from services.subscriptions.items.store import billable_items
 from tests.support import get, new_user, org_id_of, post, request
 
@@ -213,3 +216,14 @@ async def test_events(http, org, pool):
         " convert_from(payload, 'utf8')::jsonb->>'objectId' = $1 order by seq", item["id"])]
     assert types == ["subscription_item.created", "subscription_item.updated",
                      "subscription_item.deleted"]
+
+
+def test_a_full_page_at_every_limit_fits_in_one_bus_message():
+    """As tests/gateway/test_integrity_limits.py does for the other lists."""
+    w = "\x01"  # 6 bytes in JSON
+    item = SubscriptionItem(id="si_" + "x" * 22, subscriptionId=w * 255, billingMode="licensed",
+                            quantity=2**63 - 1, created="2026-12-06T21:00:00.123456Z",
+                            priceId=w * 255, planId=w * 255, meterId=w * 255,
+                            metadata={"k": "v" * (METADATA_BYTES - len('{"k":""}'))})
+    page = [item] * SUBSCRIPTION_ITEMS_PAGE.maximum
+    assert len(msgspec.json.encode({"result": page, "status": 200})) < 0.9 * 1024 * 1024

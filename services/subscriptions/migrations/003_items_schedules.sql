@@ -28,7 +28,7 @@ create index subscription_items_by_subscription
 
 -- Subscription schedules (§1.5) and where each stands in its phases: `current_phase` is
 -- -1 before the start, then the index of the phase in effect, then the number of phases
--- once the last has ended. Moving it from n-1 to n is how a runner claims boundary n.
+-- once the last has ended; a runner moves it under the row lock, with what the boundary did.
 -- `next_run_at`: when the next boundary falls (null: none left, or the schedule stopped).
 create table subscriptions.subscription_schedules (
     org_id          text        not null,
@@ -44,6 +44,9 @@ create table subscriptions.subscription_schedules (
     metadata        jsonb,
     current_phase   integer     not null default -1,
     next_run_at     timestamptz,
+    -- Refusals of the next boundary so far: each new attempt asks with a new key, since a
+    -- refused request changed nothing (an unanswered one is asked again with the same).
+    refusals        integer     not null default 0,
     created_at      timestamptz not null default clock_timestamp(),
     updated_at      timestamptz not null default now(),
     primary key (org_id, livemode, id)

@@ -8,18 +8,20 @@ as the subscriptions service itself acting for the schedule's organization and m
 start creates the customer's subscription on phase 0's plan, a later phase's start changes
 its plan and seats, the end releases it or cancels it at once.
 
-Exactly once per boundary, with any number of runners: a boundary is claimed by moving
-`current_phase` from the phase before to it (store.claim) in the transaction that records
-what the boundary did; a second runner's claim waits for the first's commit, then finds
-nothing to take. The request to the subscription carries an idempotency key made of the
-schedule and the boundary, so a boundary retried after its claim rolled back (no answer, a
-crash before commit) changes the subscription once: the retry gets the first reply back."""
+Exactly once per boundary, with any number of runners: a runner takes the schedule's row
+lock (skipping a schedule another runner holds), reads `current_phase`, and moves it to the
+boundary it crossed in the transaction that records what the boundary did. The request to
+the subscription carries an idempotency key made of the schedule and the boundary, so a
+boundary retried after that transaction rolled back (no answer, a crash before commit)
+changes the subscription once: the retry gets the first reply back. A refusal (4xx) changed
+nothing: the next attempt asks afresh, with the key's refusal count one higher."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -69,6 +71,7 @@ router = Router()
 _SCHEDULES = Actor(kind="service", role="platform", may_mint=True)
 DUE_BATCH = 100  # schedules taken per run of the job
 INTERVAL_SECONDS = 15.0
+RETRY_AFTER = timedelta(minutes=5)  # a boundary refused or unanswered
 PLAN_NOT_FOUND = "plan not found"
 
 
@@ -175,7 +178,8 @@ async def run(ctx: Context, org_id: str, livemode: bool, schedule_id: str,
               conn: asyncpg.Connection | None = None) -> None:
     """Cross the schedule's due boundaries in order, each in a transaction of its own (a
     savepoint of `conn`'s when given). A boundary the subscription refuses, or that gets
-    no answer, stays due for the next run."""
+    no answer, stays due: the job comes back to it after RETRY_AFTER (meanwhile other
+    schedules go first)."""
     scope = Scope(org_id=org_id, org_name="", livemode=livemode, actor=_SCHEDULES,
                   request_id=new_id("req_"))
     while True:
@@ -183,9 +187,12 @@ async def run(ctx: Context, org_id: str, livemode: bool, schedule_id: str,
             async with _transaction(ctx, conn) as tx:
                 if not await _cross(ctx, tx, scope, schedule_id):
                     return
-        except Failure as refused:
+        except Failure as failure:
             log.warning("subscription schedule %s: boundary not crossed: %s", schedule_id,
-                        refused.error.message)
+                        failure.error.message)
+            refused = 400 <= failure.error.status < 500 and not failure.error.retryable
+            await store.postpone(conn or ctx.pool, org_id, livemode, schedule_id,
+                                 now() + RETRY_AFTER, refused=refused)
             return
 
 
@@ -202,18 +209,18 @@ async def _transaction(ctx: Context, conn: asyncpg.Connection | None,
 
 async def _cross(ctx: Context, conn: asyncpg.Connection, scope: Scope,
                  schedule_id: str) -> bool:
-    """The schedule's next boundary, if it is due and still unclaimed; whether it was."""
+    """The schedule's next boundary, if it is due and no other runner holds the schedule;
+    whether it was crossed."""
     org, mode = scope.org_id, scope.livemode
-    row = await store.schedule(conn, org, mode, schedule_id)
+    row = await store.take(conn, org, mode, schedule_id)
+    if row is None or row["status"] not in (domain.NOT_STARTED, domain.ACTIVE):
+        return False
     phases = _phases(row)
     boundary = domain.next_boundary(row["start_date"], phases, row["current_phase"])
-    at = now()
-    if boundary is None or boundary.at > at:
+    if boundary is None or boundary.at > now():
         return False
-    row = await store.claim(conn, org, mode, schedule_id, boundary.phase, at)
-    if row is None:
-        return False
-    key = f"subscription_schedule {schedule_id} boundary {boundary.phase}"
+    key = (f"subscription_schedule {schedule_id} boundary {boundary.phase}"
+           f" attempt {row['refusals']}")
     changes: dict[str, Any] = {}
     if boundary.phase == 0:
         phase = phases[0]
@@ -233,8 +240,9 @@ async def _cross(ctx: Context, conn: asyncpg.Connection, scope: Scope,
     else:
         changes["status"] = domain.RELEASED
     following = domain.next_boundary(row["start_date"], phases, boundary.phase)
-    row = await store.update(conn, org, mode, schedule_id,
-                             next_run_at=following.at if following else None, **changes)
+    row = await store.update(conn, org, mode, schedule_id, current_phase=boundary.phase,
+                             next_run_at=following.at if following else None, refusals=0,
+                             **changes)
     await _announce(conn, scope, row, "subscription_schedule." + (
         row["status"] if row["status"] in (domain.RELEASED, domain.COMPLETED) else "updated"))
     return True

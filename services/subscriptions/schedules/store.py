@@ -13,7 +13,7 @@ from services.runtime.db import fetch_page
 Db = asyncpg.Pool | asyncpg.Connection
 
 _SCHEDULE = ("id, customer_id, subscription_id, status, start_date, end_behavior, phases,"
-             " metadata, current_phase, next_run_at, created_at")
+             " metadata, current_phase, next_run_at, refusals, created_at")
 
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
@@ -43,18 +43,23 @@ async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule
         org_id, livemode, schedule_id, *fields.values())
 
 
-async def claim(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
-                phase: int, now: datetime) -> asyncpg.Record | None:
-    """Boundary `phase` of the schedule, for this transaction: the row moves from the phase
-    before to `phase` and stays locked until commit. None when the boundary is not due, was
-    taken by another runner, or the schedule was stopped meanwhile (a runner holding it is
-    waited for, then its result read)."""
+async def take(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
+               ) -> asyncpg.Record | None:
+    """The schedule, locked for this transaction; None while another runner holds it (it
+    is crossing a boundary: what it commits is read on the next run)."""
     return await conn.fetchrow(
-        f"update subscriptions.subscription_schedules set current_phase = $4,"
-        f" updated_at = now() where org_id = $1 and livemode = $2 and id = $3"
-        f" and current_phase = $4 - 1 and status in ('not_started', 'active')"
-        f" and next_run_at <= $5 returning {_SCHEDULE}",
-        org_id, livemode, schedule_id, phase, now)
+        f"select {_SCHEDULE} from subscriptions.subscription_schedules where org_id = $1"
+        f" and livemode = $2 and id = $3 for update skip locked", org_id, livemode, schedule_id)
+
+
+async def postpone(db: Db, org_id: str, livemode: bool, schedule_id: str, until: datetime,
+                   *, refused: bool) -> None:
+    """Look at the schedule again at `until` (its boundary stays due meanwhile), counting a
+    refusal."""
+    await db.execute(
+        "update subscriptions.subscription_schedules set next_run_at = $4,"
+        " refusals = refusals + $5::int where org_id = $1 and livemode = $2 and id = $3"
+        " and next_run_at is not null", org_id, livemode, schedule_id, until, int(refused))
 
 
 async def due(db: Db, now: datetime, limit: int) -> list[asyncpg.Record]:

@@ -57,12 +57,12 @@ class CycleRunAll(msgspec.Struct):
     results: list[CycleRunOrg]
 
 
-class Renewal(msgspec.Struct):
+class Renewal(msgspec.Struct, kw_only=True):
     """§3.1.7: `invoice` is left out when nothing was invoiced (the period is not due)."""
 
     subscription: Subscription
-    collection: Collection
     invoice: Invoice | UnsetType = UNSET
+    collection: Collection
 
 
 CYCLE_RUN = Endpoint("billing.subscriptions.cycle.run", CycleRunParams, CycleRun)

@@ -371,7 +371,7 @@ async def test_a_runner_that_died_after_claiming_is_resumed_once(http, org, pool
         await org_id_of(platform, org), False)
     at = datetime.now(UTC)
     # It claimed, invoicing billed and collected, and it died before settling.
-    [period] = await runner.take(ctx, scope, "", at, new_id("run_"), set())
+    _, [period] = await runner.take(ctx, scope, "", at, new_id("run_"), set())
     await runner.ask(ctx, scope, period, runner.domain.Dunning(), at)
     assert period.collection.success
     assert await run(http, org) == {"processed": 0, "results": []}  # its lease holds

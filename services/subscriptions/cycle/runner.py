@@ -98,14 +98,18 @@ async def run(ctx: Context, scope: Scope, user: str, now: datetime) -> list[Cycl
     billed: Counter[str] = Counter()
     skip: set[str] = set()  # caught up to the limit, or invoicing failed: the next run's
     results: list[CycleResult] = []
-    while periods := await take(ctx, scope, user, now, token, skip):
+    while True:
+        found, periods = await take(ctx, scope, user, now, token, skip)
+        if not found:
+            return results
+        if not periods:
+            continue
         await _bounded(ask(ctx, scope, p, dunning, now) for p in periods)
         results += await settle(ctx, scope, periods, now, token, dunning)
         for p in periods:
             billed[p.id] += 1
             if p.error or billed[p.id] >= domain.CATCH_UP:
                 skip.add(p.id)
-    return results
 
 
 async def _bounded(work: Iterable[Awaitable[None]]) -> None:
@@ -119,23 +123,24 @@ async def _bounded(work: Iterable[Awaitable[None]]) -> None:
 
 
 async def take(ctx: Context, scope: Scope, user: str, now: datetime, token: str,
-               skip: set[str]) -> list[Period]:
+               skip: set[str]) -> tuple[bool, list[Period]]:
     """Claim a batch: trials that ended become active, due periods are claimed, due retries
-    leased — in one transaction holding the subscriptions' locks."""
+    leased — in one transaction holding the subscriptions' locks. Whether anything was
+    found (a batch of trials ending bills nothing, and more may follow), and the periods."""
     org, mode = scope.org_id, scope.livemode
     async with ctx.pool.acquire() as conn, conn.transaction():
         rows = await store.lock_due(conn, org, mode, user, now, BATCH, sorted(skip))
         rows = await end_trials(conn, scope, rows, now)
-        periods = await claim(conn, scope, [r for r in rows if domain.due(subscriptions.sub_of(r), now)],
-                              now, token)
+        due = [r for r in rows if domain.due(subscriptions.sub_of(r), now)]
+        periods = await claim(conn, scope, due, now, token)
         retries = await store.lock_retries(conn, org, mode, user, now, BATCH, sorted(skip))
         if retries:
             await store.lease_retries(conn, org, mode,
                                       [(r["id"], r["period_start"]) for r in retries],
                                       now + LEASE, token)
-    return periods + [Period(r, retry=True, attempts=r["attempts"],
-                             first_failed_at=r["first_failed_at"],
-                             invoice_id=r["claim_invoice_id"]) for r in retries]
+    return bool(rows or retries), periods + [
+        Period(r, retry=True, attempts=r["attempts"], first_failed_at=r["first_failed_at"],
+               invoice_id=r["claim_invoice_id"]) for r in retries]
 
 
 async def end_trials(conn: asyncpg.Connection, scope: Scope, rows: list[asyncpg.Record],
@@ -216,8 +221,8 @@ async def ask(ctx: Context, scope: Scope, p: Period, dunning: domain.Dunning,
 
 async def _retry(ctx: Context, scope: Scope, p: Period) -> None:
     """A dunning attempt, under a key of its own (bus keys are client-shaped): asked again
-    after a crash, invoicing answers the attempt it made. An invoice no longer open (paid or voided meanwhile) is
-    taken as it is."""
+    after a crash, invoicing answers the attempt it made. An invoice no longer open (paid
+    or voided meanwhile) is taken as it is."""
     key = f"cycle-retry:{p.id}:{p.start.isoformat()}:{p.attempts + 1}"
     keyed = msgspec.structs.replace(scope, idempotency_key=key)
     try:
@@ -409,14 +414,15 @@ async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime)
         replay = await ctx.keys.replay(conn, caller)
         if replay is not None:
             return replay
-        row = await store.lock_subscription(conn, scope.org_id, scope.livemode,
-                                            subscription_id)
+        row = await subscriptions.lock_subscription(conn, scope.org_id, scope.livemode,
+                                                    subscription_id)
         if row is None:
             raise not_found("subscription not found")
         row = (await end_trials(conn, scope, [row], now))[0]
         if not domain.due(subscriptions.sub_of(row), now):
             return await ctx.keys.answer(conn, caller, Reply(result=Renewal(
-                view(row), Collection(success=False, error=domain.NOT_DUE))))
+                subscription=view(row),
+                collection=Collection(success=False, error=domain.NOT_DUE))))
         periods = await claim(conn, scope, [row], now, token)
     if periods:
         dunning = domain.Dunning.from_env(ctx.settings.env)
@@ -424,14 +430,15 @@ async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime)
         await settle(ctx, scope, periods, now, token, dunning)
         if periods[0].error:
             raise Failure(ErrorCode.INTERNAL, 500, "failed to renew subscription", retryable=True)
-    invoice = await _invoiced(ctx, scope, subscription_id, row["period_start"])
+    ours = periods[0] if periods else None
+    invoice = (ours.invoice if ours is not None and ours.invoice is not None
+               else await _invoiced(ctx, scope, subscription_id, row["period_start"]))
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await store.lock_subscription(conn, scope.org_id, scope.livemode,
-                                            subscription_id)
-        collection = (periods[0].collection if periods and periods[0].collection
+        row = await subscriptions.get(conn, scope.org_id, scope.livemode, subscription_id)
+        collection = (ours.collection if ours is not None and ours.collection is not None
                       else synthesised(invoice))
         return await ctx.keys.answer(conn, caller, Reply(result=Renewal(
-            view(row), collection, invoice)))
+            subscription=view(row), invoice=invoice, collection=collection)))
 
 
 async def _invoiced(ctx: Context, scope: Scope, subscription_id: str,

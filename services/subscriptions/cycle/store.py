@@ -65,14 +65,6 @@ async def lock_retries(conn: asyncpg.Connection, org_id: str, livemode: bool,
         org_id, livemode, user, now, limit, list(skip))
 
 
-async def lock_subscription(conn: asyncpg.Connection, org_id: str, livemode: bool,
-                            subscription_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "select * from subscriptions.subscriptions"
-        " where org_id = $1 and livemode = $2 and id = $3 for update",
-        org_id, livemode, subscription_id)
-
-
 async def claim_of(conn: asyncpg.Connection, org_id: str, livemode: bool,
                    subscription_id: str, period_start: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(

@@ -69,7 +69,8 @@ class PortalPaymentMethodParams(Params):
 
 
 class PortalPageQuery(Params):
-    link: Annotated[str, msgspec.Meta(max_length=4096)] = ""  # a portal link's token: exchanged for a session, then left out of the URL
+    # A portal link's token: exchanged for a session, then left out of the address.
+    link: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 
 
 # An IAM access token: far longer than an id.

@@ -78,7 +78,8 @@ def page(base: str, view: View) -> str:
 </section>
 <section id="usage"><h2>Usage this period</h2>
 <p><span class="usage-amount">{money(spent, currency)}</span> in
-<span class="usage-records">{records}</span> usage records since {escape(day(start.isoformat()))}.</p>
+<span class="usage-records">{records}</span> usage records
+since {escape(day(start.isoformat()))}.</p>
 </section>
 <section id="invoices"><h2>Invoices</h2>
 {_invoices(base, view.invoices)}
@@ -103,7 +104,8 @@ def _subscription(s: Subscription) -> str:
                   f'Cancel subscription</button>')
     return f"""<div class="subscription" data-subscription-id="{escape(s.id)}">
 <p class="plan"><span class="plan-name">{escape(s.plan.name)}</span>
-<span class="plan-price">{money(s.plan.price, s.plan.currency)} / {escape(interval)}</span>{seats}</p>
+<span class="plan-price">{money(s.plan.price, s.plan.currency)} / {escape(interval)}</span>
+{seats}</p>
 <p>Status: <span class="status">{escape(s.status)}</span></p>
 <p>Current period: <span class="period-start">{escape(day(s.currentPeriodStart))}</span> to
 <span class="period-end">{escape(day(s.currentPeriodEnd))}</span></p>

@@ -302,6 +302,8 @@ async def test_iam_sign_in(http, org, make_org):
     async with http.get(f"{API}/portal", headers=session(cookie.value)) as r:
         page = await r.text()
     assert sub["id"] in page and "Test mode" not in page
+    async with http.post(f"{API}/portal/session/sign-out", headers=session(cookie.value)) as r:
+        assert r.status == 204 and r.cookies[SESSION_COOKIE].value == ""
     # Live mode without a provider: no card form, a message instead.
     assert 'id="card-number"' not in page and "no payment provider is configured" in page
     for bad in ("", "not.a.jwt", iam_token(owner=owner, name="alice", exp=1_000_000_000)):

@@ -1,8 +1,8 @@
 """The customer portal page in a real browser: Debian's Chromium (`/usr/bin/chromium`, which
 .ci/run installs) driven by Playwright for Python, headless. A customer opens the portal link
-an admin made; the page shows their plan, period, invoice and payment methods; a card added
-on the page is theirs; cancel and reactivate clicked on the page are what the API answers
-afterwards. Nothing is installed here: without Chromium or Playwright the test says why and
+an admin made; the page shows their plan, period, usage, invoice and payment methods; a card
+added on the page is theirs; cancel and reactivate clicked on the page are what the API
+answers afterwards. Nothing is installed here: without Chromium or Playwright the test says why and
 skips."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 import pytest
 
 from tests.subscriptions.test_portal import invoice_for, link_for, subscribe
-from tests.support import add_payment_method, get, new_user
+from tests.support import add_payment_method, get, new_user, post
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -42,6 +42,10 @@ async def test_portal_page_in_chromium(http, org, chromium, tmp_path):
     sub = await subscribe(http, org, user)
     invoice = await invoice_for(http, org, user, 2500, finalize=True)
     await add_payment_method(http, org, user, "4242424242424242")
+    for path, body in (("/deposit", {"user": user, "amount": 1000}),
+                       ("/usage", {"user": user, "amount": 250, "requestId": new_user()})):
+        status, reply, _ = await post(http, path, body, org.auth())
+        assert status == 201, reply
     link = await link_for(http, org, user)
 
     async with playwright_api.async_playwright() as p:
@@ -64,6 +68,7 @@ async def test_portal_page_in_chromium(http, org, chromium, tmp_path):
             assert await row.locator(".invoice-number").inner_text() == invoice["numberStr"]
             assert await page.locator(".payment-method").all_inner_texts() == [
                 "visa ending in 4242"]
+            assert await page.locator(".usage-amount").inner_text() == "$2.50"
 
             # A card added on the page (test mode: the offline provider vaults it).
             await page.fill("#card-number", "5555 5555 5555 4444")

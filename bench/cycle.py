@@ -5,7 +5,8 @@ N subscriptions (default 100,000) fall due at once: a third flat (World Pro, 290
 per seat (Team × 3 seats, 7500), a third Pro with a metered item (2000 + its meter's usage;
 the first thousand of them have usage in the period). Every customer's wallet holds enough.
 Ledger, metering, invoicing and the gateway run in processes of their own, with one
-subscriptions replica that serves requests but leaves the cycle alone. Then the cycle runs:
+subscriptions replica that serves requests but leaves the cycle alone. Then the cycle runs
+in phases (`--runners 2,1`, the default):
 
 1. two runners: two more subscriptions replicas whose schedulers start at once, sharing the
    due periods (claims under `FOR UPDATE SKIP LOCKED`);
@@ -17,6 +18,7 @@ collection attempt per period, every invoice paid — and in the end `billing le
 In the same run, the baseline of `bench/money.py` (single-row asyncpg commits).
 
     .venv/bin/python bench/cycle.py [--subscriptions 100000] [--baseline-seconds 5]
+                                    [--runners 2,1]
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ async def next_period(database_url: str) -> None:
         await conn.close()
 
 
-async def main(n: int, baseline_seconds: float) -> None:
+async def main(n: int, baseline_seconds: float, runners: list[int]) -> None:
     async with infrastructure() as (nats_url, database_url):
         env = billing_env(nats_url, database_url, BILLING_PORT=str(free_port()),
                           BILLING_CYCLE_INTERVAL="3600")
@@ -178,14 +180,16 @@ async def main(n: int, baseline_seconds: float) -> None:
             auth = {"Authorization": f"Bearer {await secret_key(database_url)}"}
             base_result = await baseline(database_url, 32, baseline_seconds)
             await setup(base, auth, database_url, n)
-            two = await cycle(env, database_url, 2, n)
-            await next_period(database_url)
-            one = await cycle(env, database_url, 1, n)
+            results = []
+            for phase, count in enumerate(runners):
+                if phase:
+                    await next_period(database_url)
+                results.append((count, await cycle(env, database_url, count, n)))
             verified = await verify_books(env)
     print(f"\nbilling cycle, {n:,} due subscriptions (flat, per seat, metered)")
     print(base_result.line())
-    for runners, (elapsed, span, checked) in ((2, two), (1, one)):
-        print(f"{runners} runner{'s' if runners > 1 else ' '}: {n / elapsed:>8,.0f} periods"
+    for count, (elapsed, span, checked) in results:
+        print(f"{count} runner{'s' if count > 1 else ' '}: {n / elapsed:>8,.0f} periods"
               f" billed+collected/s   total {elapsed:6.1f} s (claims span {span:6.1f} s)")
         print(f"   {checked}")
     print(verified)
@@ -195,7 +199,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--baseline-seconds", type=float, default=5)
+    parser.add_argument("--runners", default="2,1",
+                        help="the phases in order: runners of each (each a new period)")
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(args.subscriptions, args.baseline_seconds))
+    uvloop.run(main(args.subscriptions, args.baseline_seconds,
+                    [int(r) for r in args.runners.split(",")]))

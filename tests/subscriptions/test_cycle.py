@@ -236,6 +236,22 @@ async def test_catch_up_bills_each_missed_period_once(http, org, pool):  # §8.3
     assert after["currentPeriodStart"] == rfc3339(invoices[-1]["period_end"])
 
 
+async def test_catch_up_stops_at_twelve_periods_a_run(http, org, pool):
+    user = new_user()
+    sub = await subscribe(http, org, user)
+    await make_due(pool, sub["id"], ago=timedelta(days=400))  # 14 periods have ended
+    await deposit(http, org, user, 100_000)
+    first = await run(http, org)
+    assert first["processed"] == 12
+    second = await run(http, org)
+    invoices = await invoices_of(pool, sub["id"])
+    assert [r["invoiceId"] for r in first["results"] + second["results"]] == [
+        i["id"] for i in invoices]
+    assert len(invoices) == 14 and {i["status"] for i in invoices} == {"paid"}
+    assert [i["period_end"] for i in invoices[:-1]] == [i["period_start"]
+                                                          for i in invoices[1:]]
+
+
 async def test_a_trial_that_ended_becomes_active_unbilled(http, org, pool):  # §9.8 ex. 4
     user = new_user()
     sub = await subscribe(http, org, user, trialPeriodDays=14)

@@ -22,10 +22,10 @@ from services.subscriptions.subscriptions.domain import (
 CATCH_UP = 12  # periods one run bills per subscription at most (§8.3 step 6)
 NOT_DUE = "subscription period is not due for renewal"  # §2.5 OURS, §11.11 example 105
 
-# A period's claim (table subscriptions.period_renewals): `renewing` while a runner asks
-# invoicing for the period invoice, `past_due` while dunning retries it, `settled` once the
-# period is paid, forgiven or written off.
-RENEWING, DUNNING, SETTLED = "renewing", "past_due", "settled"
+# A period's claim (table subscriptions.period_renewals): `renewing` (as claimed) while a
+# runner asks invoicing for the period invoice, `past_due` while dunning retries it,
+# `settled` once the period is paid, forgiven or written off.
+DUNNING, SETTLED = "past_due", "settled"
 
 
 def trial_over(sub: Sub, now: datetime) -> bool:

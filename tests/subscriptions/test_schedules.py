@@ -36,7 +36,8 @@ def ago(delta):
 
 
 def later(delta):
-    return zulu(datetime.now(UTC) + delta)
+    # Whole seconds: a time is answered with its trailing zeros trimmed (RFC 3339 as Go's).
+    return zulu((datetime.now(UTC) + delta).replace(microsecond=0))
 
 
 async def create(http, org, body, key="sk_test", **kw):

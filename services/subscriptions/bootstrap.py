@@ -11,9 +11,7 @@ import msgspec
 from contracts import Reply
 from contracts.catalog import Catalog, load_catalog
 from contracts.metering import plan_view
-from services.runtime.bus import nats_servers
 from services.runtime.service import Context
-from services.subscriptions.cycle import consumer as cycle_events
 from services.subscriptions.cycle.consumer import InvoiceEvents
 from services.subscriptions.plans import store as plans
 from services.subscriptions.reconcile.consumer import ProviderEvents
@@ -45,16 +43,14 @@ class PlanReplies:
 class Subscriptions:
     catalog: Catalog
     plans: PlanReplies
-    invoice_events: InvoiceEvents  # past-due periods paid or voided outside the cycle
-    provider_events: ProviderEvents  # applies payments' provider subscription events
 
 
 async def bootstrap(ctx: Context) -> None:
     catalog = load_catalog(ctx.settings.plans_dir or None)  # a bad catalog stops the start
     await plans.upsert_catalog(ctx.pool, catalog)
-    provider_events = ProviderEvents(lambda: ctx.pool, nats_servers(ctx.settings.nats_url))
-    ctx.state = Subscriptions(catalog=catalog, plans=PlanReplies(catalog),
-                              invoice_events=await cycle_events.start(ctx),
-                              provider_events=provider_events)
-    await provider_events.start()
-    ctx.on_stop(provider_events.stop)
+    ctx.state = Subscriptions(catalog=catalog, plans=PlanReplies(catalog))
+    # Read while the service runs: invoices paid or voided outside the cycle (a past-due
+    # period moves on) and the providers' subscription events (reconciled).
+    for reader in (InvoiceEvents(ctx), ProviderEvents(ctx)):
+        await reader.start()
+        ctx.on_stop(reader.stop)

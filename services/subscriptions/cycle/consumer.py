@@ -72,10 +72,3 @@ class InvoiceEvents(EventReader):
         if settled:
             await runner.settled_outside(self._ctx, settled)
 
-
-async def start(ctx: Context) -> InvoiceEvents:
-    """Read the invoice events while the service runs."""
-    reader = InvoiceEvents(ctx)
-    await reader.start()
-    ctx.on_stop(reader.stop)
-    return reader

@@ -8,16 +8,16 @@ service's replicas, resumed where it stopped; an event delivered again finds its
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from contracts import events
 from contracts.errors import Failure
 from contracts.provider_events import ProviderEventParams
+from services.runtime.bus import nats_servers
 from services.runtime.scopes import service_scope
+from services.runtime.service import Context
 from services.runtime.streams import EventReader
 from services.subscriptions.reconcile.handlers import apply
 
@@ -33,9 +33,9 @@ class ProviderEvents(EventReader):
     subjects = events.subject("provider.>")
     what = "provider subscription events"
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool], nats_servers: list[str], **options):
-        super().__init__(nats_servers, **options)
-        self._pool = pool
+    def __init__(self, ctx: Context, **options: Any):
+        super().__init__(nats_servers(ctx.settings.nats_url), **options)
+        self._ctx = ctx
 
     async def write(self, msgs: list[Any]) -> None:
         for msg in msgs:
@@ -50,7 +50,7 @@ class ProviderEvents(EventReader):
                           (msg.headers or {}).get("Nats-Msg-Id", "?"), msg.subject, error)
                 continue
             try:
-                async with self._pool().acquire() as conn, conn.transaction():
+                async with self._ctx.pool.acquire() as conn, conn.transaction():
                     await apply(conn, service_scope(event.orgId, event.livemode), params)
             except Failure as refused:  # never applicable, whatever we do
                 log.error("provider event %s refused: %s", event.id, refused)

@@ -28,7 +28,7 @@ import asyncpg
 import msgspec
 from msgspec import UNSET
 
-from contracts import Actor, Scope
+from contracts import Scope
 from contracts.common import IdParams
 from contracts.errors import Failure, not_found, unavailable
 from contracts.ids import new_id, now, rfc3339
@@ -58,6 +58,7 @@ from contracts.subscriptions import (
 from services.runtime.bus import created, paged
 from services.runtime.idempotency import fingerprint_of
 from services.runtime.outbox import add_event
+from services.runtime.scopes import service_scope
 from services.runtime.service import Context, Router
 from services.subscriptions.items.handlers import plan_price
 from services.subscriptions.schedules import domain, store
@@ -66,9 +67,6 @@ from services.subscriptions.subscriptions.domain import require_mint
 log = logging.getLogger(__name__)
 router = Router()
 
-# The schedule changing its subscription is the subscriptions service itself: the caller's
-# right to each phase's plan was checked when the schedule was written (`_plans_allowed`).
-_SCHEDULES = Actor(kind="service", role="platform", may_mint=True)
 DUE_BATCH = 100  # schedules taken per run of the job
 INTERVAL_SECONDS = 15.0
 RETRY_AFTER = timedelta(minutes=5)  # a boundary refused or unanswered
@@ -180,8 +178,9 @@ async def run(ctx: Context, org_id: str, livemode: bool, schedule_id: str,
     savepoint of `conn`'s when given). A boundary the subscription refuses, or that gets
     no answer, stays due: the job comes back to it after RETRY_AFTER (meanwhile other
     schedules go first)."""
-    scope = Scope(org_id=org_id, org_name="", livemode=livemode, actor=_SCHEDULES,
-                  request_id=new_id("req_"))
+    # The schedule changing its subscription is the subscriptions service itself: the
+    # caller's right to each phase's plan was checked when the schedule was written.
+    scope = service_scope(org_id, livemode)
     while True:
         try:
             async with _transaction(ctx, conn) as tx:

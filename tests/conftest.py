@@ -136,6 +136,9 @@ def settings(nats_url: str, database_url: str, jwks_file: Path) -> Settings:
         "BILLING_SECRETS_KEY": SECRETS_KEY,
         # The cycle's scheduler runs at start, then tests run it when they mean to.
         "BILLING_CYCLE_INTERVAL": "3600",
+        # The suite's platform, a `billing dev` some tests start and the tests' own pool
+        # share one server (100 connections in CI).
+        "BILLING_DB_POOL_SIZE": "10",
     })
 
 

@@ -83,7 +83,7 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await db.create_pool(s.database_url)
+        self.pool = await db.create_pool(s.database_url, max_size=s.db_pool_size)
         async with self.pool.acquire() as conn:
             await db.migrate(conn, "gateway", MIGRATIONS)
         self.nc = await nats.connect(servers=nats_servers(s.nats_url), name="billing-gateway",

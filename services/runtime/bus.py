@@ -150,7 +150,8 @@ class Service:
 
     async def start(self) -> None:
         if self.settings.database_url and self.migrations is not None:
-            self.ctx.pool = pool = await db.create_pool(self.settings.database_url)
+            self.ctx.pool = pool = await db.create_pool(
+                self.settings.database_url, max_size=self.settings.db_pool_size)
             async with pool.acquire() as conn:
                 await db.migrate(conn, self.name, self.migrations)
         await self.broker.start()

@@ -37,6 +37,9 @@ class Settings:
     require_idempotency_key: tuple[str, ...] = ()
     plans_dir: str = ""
     lapse_interval_s: float = 30.0  # how often expired deposits are swept
+    # connections each service (and the gateway) may hold: a platform holds six pools, so
+    # six times this must stay under the server's max_connections
+    db_pool_size: int = 15
     # payments: the offline provider everywhere, live mode included (never in production)
     payments_offline: bool = False
     # how long an unfinished charge (a top-up, a confirm) is left to the request working on
@@ -84,6 +87,7 @@ class Settings:
             require_idempotency_key=_csv(env.get("REQUIRE_IDEMPOTENCY_KEY")),
             plans_dir=env.get("BILLING_PLANS_DIR", ""),
             lapse_interval_s=float(env.get("BILLING_LAPSE_INTERVAL", "30")),
+            db_pool_size=int(env.get("BILLING_DB_POOL_SIZE", "15")),
             otel_exporter=env.get("BILLING_OTEL_EXPORTER", "none"),
             payments_offline=_bool(env.get("PAYMENTS_OFFLINE"), False),
             payments_recovery_s=float(env.get("PAYMENTS_RECOVERY_SECONDS", "60")),

@@ -232,7 +232,9 @@ async def stripe_api() -> AsyncIterator[tuple[FakeStripe, str]]:
 @pytest.fixture
 async def provider(stripe_api) -> AsyncIterator[adapter.StripeProvider]:
     _, base = stripe_api
-    p = adapter.StripeProvider(API_KEY, api_base=base, timeout=0.5, max_network_retries=0)
+    # Long enough for the local server on a loaded machine; the slow answers below wait
+    # longer on purpose.
+    p = adapter.StripeProvider(API_KEY, api_base=base, timeout=1.5, max_network_retries=0)
     yield p
     await p.close()
 
@@ -530,7 +532,7 @@ async def test_429_and_a_refused_key_are_unavailable(provider, fake):
 
 async def test_timeout_is_unavailable(provider, fake):
     async def slow():
-        await asyncio.sleep(2)
+        await asyncio.sleep(4)
         return 200, fixture("payment_intent")
 
     fake.script.append(slow)
@@ -559,7 +561,7 @@ async def test_a_retry_after_a_timeout_charges_once(provider, fake):
     async def charged_then_slow():
         reply = fake.answer(fake.requests[-1])
         fake.replays[fake.requests[-1].key] = reply
-        await asyncio.sleep(2)
+        await asyncio.sleep(4)
         return reply
 
     fake.script.append(charged_then_slow)

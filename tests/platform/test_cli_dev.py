@@ -71,6 +71,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> int:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+    env["BILLING_DB_POOL_SIZE"] = "4"  # beside the suite's own platform on one server
     env.update(extra)
     return env
 

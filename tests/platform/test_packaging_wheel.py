@@ -75,7 +75,8 @@ def _env(work: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "NATS_URL", "DATABASE_URL", "BILLING_PLANS_DIR",
                         "COMMERCE_PLANS_DIR", "VIRTUAL_ENV")}
-    env.update(BILLING_DATA_DIR=str(work / "data"), **extra)
+    # Its platform shares the server with the suite's own.
+    env.update(BILLING_DATA_DIR=str(work / "data"), BILLING_DB_POOL_SIZE="4", **extra)
     return env
 
 

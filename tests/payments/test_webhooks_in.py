@@ -138,6 +138,22 @@ def test_what_an_event_asks():  # §5.4
     assert (completed.ref, completed.outcome, completed.amount) == ("P1", "succeeded", 100)
 
 
+@pytest.mark.parametrize(("type", "data", "reason"), [
+    ("payment.updated", {"id": "pi_1", "status": "processing"},
+     "no final payment status in payment.updated"),
+    ("refund.updated", {"id": "re_1", "status": "pending"}, "no pending refund for refund.updated"),
+    ("payment_method.updated", {}, "no payment method for payment_method.updated"),
+    ("dispute.created", {"id": "dp_1"}, "no dispute to read in dispute.created"),
+    ("payout.paid", {"id": "po_1", "status": "paid"}, "no payout of ours in payout.paid"),
+    ("payment.completed", {"id": "pi_1"}, ""),  # only our intents can tell
+    ("refund.succeeded", {"id": "re_1", "status": "succeeded"}, ""),
+    ("payout.paid", {"id": "po_1", "status": "paid", "metadata": {"payoutId": "po_x"}}, ""),
+])
+def test_what_changes_nothing_is_known_from_the_event(type, data, reason):
+    event = _event(type, data)
+    assert domain.changes_nothing(event, domain.effect_of(event)) == reason
+
+
 @pytest.mark.parametrize(("state", "status"), [  # §4.5 DO
     ("INQUIRY_EVIDENCE_REQUIRED", "needs_response"), ("EVIDENCE_REQUIRED", "needs_response"),
     ("PROCESSING", "under_review"), ("INQUIRY_PROCESSING", "under_review"), ("WON", "won"),
@@ -485,6 +501,10 @@ async def test_subscription_events_are_forwarded_and_payouts_recorded(http, make
     assert rows["subscription.canceled"]["status"] == "processed"
     assert (rows["payout.paid"]["status"], rows["payout.paid"]["reason"]) == (
         "ignored", "no payout of ours in payout.paid")  # Stripe's own payout to the bank
+    # Known from the event alone: final when stored, no effect was attempted.
+    assert await pool.fetchval(
+        "select attempts from payments.webhook_events_in where org_id = $1 and event_id = $2",
+        org_id, json.loads(payout)["id"]) == 0
 
 
 async def test_the_bank_reports_our_payouts_through_the_provider(http, make_org, platform,

@@ -131,6 +131,25 @@ def effect_of(event: WebhookEvent) -> str | None:
     return None
 
 
+def changes_nothing(event: WebhookEvent, effect: str | None) -> str:
+    """Why the event's effect would change nothing whatever we hold, read from the event
+    alone ("" when only our records can tell): such an event is final when stored, with no
+    transaction of its own. The effects say the same when they read it (the redrive)."""
+    if effect == PAYMENT:
+        news = payment_news(event)
+        return "" if news is not None and news.outcome else (
+            f"no final payment status in {event.type}")
+    if effect == REFUND:
+        return "" if refund_news(event) else f"no pending refund for {event.type}"
+    if effect == METHOD:
+        return "" if method_news(event) is not None else f"no payment method for {event.type}"
+    if effect == DISPUTE:
+        return "" if dispute_news(event) is not None else f"no dispute to read in {event.type}"
+    if effect == PAYOUT:
+        return "" if payout_news(event) is not None else f"no payout of ours in {event.type}"
+    return ""
+
+
 def forwarded_type(event: WebhookEvent) -> str:
     """`provider.<normalized type>` (an event type: lower-case tokens)."""
     tokens = "".join(c if c.isalnum() or c == "." else "_" for c in event.type.lower())

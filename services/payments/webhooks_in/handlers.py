@@ -109,7 +109,8 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
     event, `provider.<type>`, committed with it: in the event log (its objectId the
     provider's event id, as the reference's), and for the services it concerns
     (subscriptions reads `provider.subscription.*`), so no other service reads a provider's
-    payload. One that changes nothing of ours, or is only forwarded, is final at once."""
+    payload. One that changes nothing of ours (whatever we hold, as its own body tells), or
+    is only forwarded, is final at once."""
     announced = (domain.forwarded_type(event), {
         "provider": event.provider, "providerEventId": event.id, "type": event.type,
         "providerType": event.provider_type, "account": event.account,
@@ -118,6 +119,9 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
         return domain.IGNORED, f"nothing to do for {event.type}", announced
     if effect == domain.FORWARD:
         return domain.PROCESSED, "", announced
+    futile = domain.changes_nothing(event, effect)
+    if futile:
+        return domain.IGNORED, futile, announced
     return domain.RECEIVED, "", announced
 
 
@@ -319,16 +323,15 @@ def platform_secrets(settings: Settings) -> dict[str, list[Secret]]:
 
 
 def intake(ctx: Context) -> MicroBatcher:
-    """Concurrent deliveries stored together: one insert, one transaction per batch. The
+    """Concurrent deliveries stored together: one statement per batch. The
     same event twice in one batch is stored once; its second copy is a duplicate."""
     async def record(deliveries: list[store.Delivery]) -> list[bool]:
         first: dict[tuple, int] = {}
         for i, d in enumerate(deliveries):
             first.setdefault(d.key, i)
         unique = [deliveries[i] for i in first.values()]
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            new = dict(zip((d.key for d in unique), await store.record(conn, unique),
-                           strict=True))
+        new = dict(zip((d.key for d in unique), await store.record(ctx.pool, unique),
+                       strict=True))
         return [new[d.key] and first[d.key] == i for i, d in enumerate(deliveries)]
 
     return MicroBatcher(each_alone_on_failure(record))

@@ -260,6 +260,9 @@ async def test_the_stripe_example_is_received_once(http, make_org, platform, poo
         "evt_123", False, "payment.completed", SPEC_STRIPE)
     assert (row["status"], row["reason"]) == (
         "ignored", "no payment intent for stripe payment pi_123")
+    # Read before it was stored: final at once, no effect was attempted.
+    assert await pool.fetchval("select attempts from payments.webhook_events_in"
+                               " where org_id = $1", org_id) == 0
 
 
 async def test_forged_missing_and_stale_signatures_change_nothing(http, make_org, platform,

@@ -70,8 +70,12 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
     domain.require_signature(p.headers)
     org_id, livemode, event = await _verified(ctx, scope, p, provider)
     effect = domain.effect_of(event)
+    status, reason, announced = _first_outcome(event, effect)
+    if status == domain.RECEIVED:
+        reason = await _none_of_ours(ctx, org_id, livemode, provider, event, effect)
+        status = domain.IGNORED if reason else status
     delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
-                              event.provider_type, p.body, *_first_outcome(event, effect))
+                              event.provider_type, p.body, status, reason, announced)
     if not await ctx.state.webhook_intake(delivery):
         return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
     if delivery.status == domain.RECEIVED:
@@ -123,6 +127,19 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
     if futile:
         return domain.IGNORED, futile, announced
     return domain.RECEIVED, "", announced
+
+
+async def _none_of_ours(ctx: Context, org_id: str, livemode: bool, provider: str,
+                        event: WebhookEvent, effect: str | None) -> str:
+    """Why the event concerns nothing of ours ("" when it may): a payment we hold no intent
+    for (most payment events are about charges made elsewhere) is found by one read, so it
+    is final when stored, without the effect's transaction. The effect, were it applied,
+    would read the same: an intent given the reference meanwhile is missed either way."""
+    news = domain.payment_news(event) if effect == domain.PAYMENT else None
+    if news is None or await intents_store.has_provider_ref(ctx.pool, org_id, livemode,
+                                                            provider, news.ref):
+        return ""
+    return f"no payment intent for {provider} payment {news.ref}"
 
 
 async def apply(ctx: Context, key: tuple[str, bool, str, str], event: WebhookEvent) -> None:

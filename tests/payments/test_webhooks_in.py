@@ -96,6 +96,18 @@ def test_a_stripe_event_of_the_other_mode_is_not_this_secrets():
                                                       Secret(True, "whsec_shared")], t)[0]
 
 
+def test_a_secret_serving_both_modes_is_checked_once(monkeypatch):
+    body = stripe_event("charge.succeeded", {"id": "ch_1"}, livemode=False)
+    t = int(time.time())
+    calls = []
+    verify_webhook = domain.stripe.verify_webhook
+    monkeypatch.setattr(domain.stripe, "verify_webhook",
+                        lambda *args: calls.append(args) or verify_webhook(*args))
+    assert domain.verify("stripe", body, stripe_header(body, "whsec_shared", t), "", [
+        Secret(True, "whsec_shared"), Secret(False, "whsec_shared")], t)[0] is False
+    assert len(calls) == 1
+
+
 def test_the_square_worked_example_is_signed_over_url_and_body():  # §1.8.2, §9 91
     good = {"x-square-hmacsha256-signature": "kc+g+4lIZ+C4j6yaO0nBoHXHRayPtHyIFUuV1ImvlJo="}
     livemode, event = domain.verify("square", SPEC_SQUARE, good, SPEC_SQUARE_URL,

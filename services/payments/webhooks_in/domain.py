@@ -78,19 +78,30 @@ class Secret:
 def verify(provider: str, body: bytes, headers: Mapping[str, str], url: str,
            secrets: Iterable[Secret], now: float) -> tuple[bool, WebhookEvent]:
     """(mode, event) of the first secret that verifies the delivery; 401 when none does
-    (bad, missing or stale signature, no secret at all, or a body that is not an event)."""
+    (bad, missing or stale signature, no secret at all, or a body that is not an event).
+    A secret serving both modes (the platform's, without a key to tell) is checked once."""
+    checked: dict[str, WebhookEvent | None] = {}  # by secret: the event it verified
     for secret in secrets:
-        try:
-            if provider == "stripe":
-                event = stripe.verify_webhook(body, headers, secret.value, now)
-                if event.livemode is not None and event.livemode != secret.livemode:
-                    continue  # signed with a secret of the other mode: not this one's event
-            else:
-                event = square.verify_webhook(body, headers, secret.value, url)
-        except ProviderError:
+        if secret.value not in checked:
+            checked[secret.value] = _verified_by(provider, body, headers, url, secret.value,
+                                                 now)
+        event = checked[secret.value]
+        if event is None:
             continue
+        if provider == "stripe" and event.livemode not in (None, secret.livemode):
+            continue  # signed with a secret of the other mode: not this one's event
         return secret.livemode, event
     raise unauthenticated()
+
+
+def _verified_by(provider: str, body: bytes, headers: Mapping[str, str], url: str,
+                 secret: str, now: float) -> WebhookEvent | None:
+    try:
+        if provider == "stripe":
+            return stripe.verify_webhook(body, headers, secret, now)
+        return square.verify_webhook(body, headers, secret, url)
+    except ProviderError:
+        return None
 
 
 # ---- what an event asks -----------------------------------------------------------------

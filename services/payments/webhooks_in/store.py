@@ -37,7 +37,7 @@ async def record(db: Db, deliveries: list[Delivery]) -> list[bool]:
     """Store each delivery not stored before (one key per delivery: the caller sends a key
     once per batch), with the event it announces, in one statement (atomic on its own: no
     transaction round trips); whether each was new."""
-    announced = [_announcement(d) for d in deliveries]
+    announced = _announcements(deliveries)
     rows = await db.fetch(
         "with batch as (select * from unnest($1::text[], $2::boolean[], $3::text[],"
         "  $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[],"
@@ -63,15 +63,24 @@ async def record(db: Db, deliveries: list[Delivery]) -> list[bool]:
     return [d.key in new for d in deliveries]
 
 
-def _announcement(d: Delivery) -> tuple[str | None, bytes | None, str | None]:
-    """(id, payload, type) of the event the delivery announces, if any. Its objectType and
-    objectId: the provider and its event id (payments.md §7)."""
-    if d.announced is None:
-        return None, None, None
-    type, data = d.announced
-    [(event_id, payload)] = new_events(type, d.provider,
-                                       [(d.org_id, d.livemode, d.event_id, None, data)])
-    return event_id, payload, type
+def _announcements(deliveries: list[Delivery]) -> list[tuple[str | None, bytes | None,
+                                                              str | None]]:
+    """(id, payload, type) of the event each delivery announces, if any, made a type at a
+    time (one `created` for them). Their objectType and objectId: the provider and its event
+    id (payments.md §7)."""
+    made: list[tuple[str | None, bytes | None, str | None]] = [(None, None, None)] * len(
+        deliveries)
+    by_type: dict[tuple[str, str], list[int]] = {}
+    for i, d in enumerate(deliveries):
+        if d.announced is not None:
+            by_type.setdefault((d.announced[0], d.provider), []).append(i)
+    for (type, provider), indexes in by_type.items():
+        objects = [(d.org_id, d.livemode, d.event_id, None, d.announced[1])
+                   for d in (deliveries[i] for i in indexes) if d.announced is not None]
+        for i, (event_id, payload) in zip(indexes, new_events(type, provider, objects),
+                                          strict=True):
+            made[i] = event_id, payload, type
+    return made
 
 
 async def claim(conn: asyncpg.Connection, key: tuple[str, bool, str, str],

@@ -8,7 +8,10 @@ recorded only (`charge.succeeded`), one is forwarded to other services
 (`payment_intent.succeeded`: the effect's own transaction); one delivery in ten repeats an
 event already sent. In the same run, the baseline: a bare aiohttp handler doing the same
 signature check (the Stripe SDK's) and nothing else, driven by the same client. Afterwards
-it checks that every distinct event was stored once.
+it checks that every distinct event was stored once and reached the event log, and prints
+what does not vary with the machine's load as much as the rates: how many rows share a
+transaction, and the CPU time per delivery of each process (read from /proc as
+`bench/topup_cpu.py` does; the outbox relay and the event log run in payments').
 
 Then the outbound side, `bench/webhook_deliveries.py` (its own processes and receiver):
 deliveries a second to local receivers, event → delivered latency at a paced rate, and a

@@ -8,7 +8,10 @@ recorded only (`charge.succeeded`), one is forwarded to other services
 (`payment_intent.succeeded`: the effect's own transaction); one delivery in ten repeats an
 event already sent. In the same run, the baseline: a bare aiohttp handler doing the same
 signature check (the Stripe SDK's) and nothing else, driven by the same client. Afterwards
-it checks that every distinct event was stored once.
+it checks that every distinct event was stored once and reached the event log, and prints
+what does not vary with the machine's load as much as the rates: how many rows share a
+transaction, and the CPU time per delivery of each process (read from /proc as
+`bench/topup_cpu.py` does; the outbox relay and the event log run in payments').
 
 Then the outbound side, `bench/webhook_deliveries.py` (its own processes and receiver):
 deliveries a second to local receivers, event → delivered latency at a paced rate, and a
@@ -49,6 +52,7 @@ from bench.common import (  # noqa: E402
     stop,
     wait_http,
 )
+from bench.topup_cpu import cpu_seconds, nats_pid, service_pids  # noqa: E402
 
 SECRET = "whsec_bench_secret"
 REPLAYS = 0.10
@@ -149,16 +153,36 @@ async def main(seconds: float, concurrency: int) -> None:
                 baseline, _ = await deliver("bare aiohttp + HMAC check",
                                             f"http://127.0.0.1:{bare_port}/webhook", events,
                                             concurrency, seconds)
+                conn = await asyncpg.connect(database_url)
+
+                async def groups() -> dict[str, list[int]]:
+                    backends = [r["pid"] for r in await conn.fetch(
+                        "select pid from pg_stat_activity where datname = current_database()"
+                        " and pid <> pg_backend_pid()")]
+                    return {**{n: [p] for n, p in service_pids().items()},
+                            "postgres": backends, "nats": nats_pid(nats_url)}
+
+                before = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
                 result, distinct = await deliver(
                     "POST /billing/webhooks/stripe/{org}",
                     f"{base}/api/v1/billing/webhooks/stripe/bench", events, concurrency,
                     seconds)
-                conn = await asyncpg.connect(database_url)
+                await asyncio.sleep(1.0)  # the relay and the event log catch up
+                after = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
                 stored, rows = await conn.fetchrow(
                     "select count(distinct event_id), count(*)"
                     " from payments.webhook_events_in")
                 by_status = dict(await conn.fetch(
                     "select status, count(*) from payments.webhook_events_in group by status"))
+                logged = await conn.fetchval(
+                    "select count(*) from payments.billing_events where type like 'provider.%'")
+                # How many share a transaction: rows no effect updated afterwards (xmin).
+                intake_batch = await conn.fetchval(
+                    "select count(*)::float / greatest(count(distinct xmin::text), 1)"
+                    " from payments.webhook_events_in where type = 'charge.succeeded'")
+                log_batch = await conn.fetchval(
+                    "select count(*)::float / greatest(count(distinct xmin::text), 1)"
+                    " from payments.billing_events where type like 'provider.%'")
                 await conn.close()
         finally:
             stop([bare])
@@ -168,7 +192,16 @@ async def main(seconds: float, concurrency: int) -> None:
         print(r.line())
     print(f"webhooks: {result.rps / baseline.rps:.2f} × the bare handler")
     print(f"distinct events answered 2xx: {distinct}; stored: {stored} ({rows} rows);"
-          f" by outcome: {by_status}")
+          f" by outcome: {by_status}; in the event log 1 s later: {logged}")
+    print(f"rows per transaction: intake {intake_batch:.1f}, event log {log_batch:.1f}")
+    # CPU per delivery of each process (the relay and the event log run in payments'),
+    # including the second after the run in which they catch up.
+    ok = result.requests - result.errors
+    for name in after:
+        spent = after[name] - before.get(name, 0.0)
+        print(f"  {name:10s} {spent / ok * 1e6:6.0f} µs per delivery")
+    total = sum(after[n] - before.get(n, 0.0) for n in after)
+    print(f"  {'all':10s} {total / ok * 1e6:6.0f} µs per delivery")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ RETENTION = timedelta(days=7)  # published rows are kept this long, for inspecti
 _relays: dict[str, set[OutboxRelay]] = {}  # this process's running relays, by schema
 
 
-def _nudge(schema: str) -> None:
+def nudge(schema: str) -> None:
+    """Events were added to `schema`'s outbox: its relays in this process look soon."""
     for relay in _relays.get(schema, ()):
         relay.nudge()
 
@@ -85,25 +86,32 @@ async def add_events(conn: asyncpg.Connection, schema: str, *, type: str, object
                      objects: list[tuple[str, bool, str, str | None, Any]]) -> list[str]:
     """`add_event` for many objects' events of one type, in one statement: (org_id,
     livemode, object_id, customer_id, data) each. Returns the events' ids, in order."""
-    if not _EVENT_TYPE.match(type):
-        raise ValueError(f"invalid event type {type!r}")
-    created = rfc3339(now())
-    ids, orgs, modes, payloads = [], [], [], []
-    for org_id, livemode, object_id, customer_id, data in objects:
-        event_id = new_id("evt_")
-        ids.append(event_id)
-        orgs.append(org_id)
-        modes.append(livemode)
-        payloads.append(_encode(events.Event(
-            id=event_id, type=type, objectType=object_type, objectId=object_id,
-            customerId=customer_id or None, orgId=org_id, livemode=livemode,
-            created=created, data=data)))
+    made = new_events(type, object_type, objects)
+    ids = [event_id for event_id, _ in made]
     await conn.execute(
         f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
         " select i, $5, o, l, p from unnest($1::text[], $2::text[], $3::boolean[],"
-        " $4::bytea[]) as e(i, o, l, p)", ids, orgs, modes, payloads, type)
-    _nudge(schema)
+        " $4::bytea[]) as e(i, o, l, p)", ids, [o[0] for o in objects],
+        [o[1] for o in objects], [payload for _, payload in made], type)
+    nudge(schema)
     return ids
+
+
+def new_events(type: str, object_type: str,
+               objects: list[tuple[str, bool, str, str | None, Any]]) -> list[tuple[str, bytes]]:
+    """(id, payload) of each object's event, as `add_events` inserts them: for a caller whose
+    own statement inserts the outbox rows (then `nudge(schema)`)."""
+    if not _EVENT_TYPE.match(type):
+        raise ValueError(f"invalid event type {type!r}")
+    created = rfc3339(now())
+    made = []
+    for org_id, livemode, object_id, customer_id, data in objects:
+        event_id = new_id("evt_")
+        made.append((event_id, _encode(events.Event(
+            id=event_id, type=type, objectType=object_type, objectId=object_id,
+            customerId=customer_id or None, orgId=org_id, livemode=livemode,
+            created=created, data=data))))
+    return made
 
 
 async def add_messages(conn: asyncpg.Connection, schema: str, *, type: str,
@@ -116,7 +124,7 @@ async def add_messages(conn: asyncpg.Connection, schema: str, *, type: str,
         f"insert into {schema}.outbox (subject, id, org_id, livemode, payload, type)"
         " select *, $6 from unnest($1::text[], $2::text[], $3::text[], $4::boolean[],"
         " $5::bytea[])", subjects, ids, orgs, modes, payloads, type)
-    _nudge(schema)
+    nudge(schema)
 
 
 async def ensure_stream(js: Any) -> None:

@@ -96,6 +96,18 @@ def test_a_stripe_event_of_the_other_mode_is_not_this_secrets():
                                                       Secret(True, "whsec_shared")], t)[0]
 
 
+def test_a_secret_serving_both_modes_is_checked_once(monkeypatch):
+    body = stripe_event("charge.succeeded", {"id": "ch_1"}, livemode=False)
+    t = int(time.time())
+    calls = []
+    verify_webhook = domain.stripe.verify_webhook
+    monkeypatch.setattr(domain.stripe, "verify_webhook",
+                        lambda *args: calls.append(args) or verify_webhook(*args))
+    assert domain.verify("stripe", body, stripe_header(body, "whsec_shared", t), "", [
+        Secret(True, "whsec_shared"), Secret(False, "whsec_shared")], t)[0] is False
+    assert len(calls) == 1
+
+
 def test_the_square_worked_example_is_signed_over_url_and_body():  # §1.8.2, §9 91
     good = {"x-square-hmacsha256-signature": "kc+g+4lIZ+C4j6yaO0nBoHXHRayPtHyIFUuV1ImvlJo="}
     livemode, event = domain.verify("square", SPEC_SQUARE, good, SPEC_SQUARE_URL,
@@ -136,6 +148,22 @@ def test_what_an_event_asks():  # §5.4
     completed = domain.payment_news(_event("payment.updated", {
         "id": "P1", "status": "COMPLETED", "amount_money": {"amount": 100}}, "square"))
     assert (completed.ref, completed.outcome, completed.amount) == ("P1", "succeeded", 100)
+
+
+@pytest.mark.parametrize(("type", "data", "reason"), [
+    ("payment.updated", {"id": "pi_1", "status": "processing"},
+     "no final payment status in payment.updated"),
+    ("refund.updated", {"id": "re_1", "status": "pending"}, "no pending refund for refund.updated"),
+    ("payment_method.updated", {}, "no payment method for payment_method.updated"),
+    ("dispute.created", {"id": "dp_1"}, "no dispute to read in dispute.created"),
+    ("payout.paid", {"id": "po_1", "status": "paid"}, "no payout of ours in payout.paid"),
+    ("payment.completed", {"id": "pi_1"}, ""),  # only our intents can tell
+    ("refund.succeeded", {"id": "re_1", "status": "succeeded"}, ""),
+    ("payout.paid", {"id": "po_1", "status": "paid", "metadata": {"payoutId": "po_x"}}, ""),
+])
+def test_what_changes_nothing_is_known_from_the_event(type, data, reason):
+    event = _event(type, data)
+    assert domain.changes_nothing(event, domain.effect_of(event)) == reason
 
 
 @pytest.mark.parametrize(("state", "status"), [  # §4.5 DO
@@ -244,6 +272,9 @@ async def test_the_stripe_example_is_received_once(http, make_org, platform, poo
         "evt_123", False, "payment.completed", SPEC_STRIPE)
     assert (row["status"], row["reason"]) == (
         "ignored", "no payment intent for stripe payment pi_123")
+    # Read before it was stored: final at once, no effect was attempted.
+    assert await pool.fetchval("select attempts from payments.webhook_events_in"
+                               " where org_id = $1", org_id) == 0
 
 
 async def test_forged_missing_and_stale_signatures_change_nothing(http, make_org, platform,
@@ -485,6 +516,10 @@ async def test_subscription_events_are_forwarded_and_payouts_recorded(http, make
     assert rows["subscription.canceled"]["status"] == "processed"
     assert (rows["payout.paid"]["status"], rows["payout.paid"]["reason"]) == (
         "ignored", "no payout of ours in payout.paid")  # Stripe's own payout to the bank
+    # Known from the event alone: final when stored, no effect was attempted.
+    assert await pool.fetchval(
+        "select attempts from payments.webhook_events_in where org_id = $1 and event_id = $2",
+        org_id, json.loads(payout)["id"]) == 0
 
 
 async def test_the_bank_reports_our_payouts_through_the_provider(http, make_org, platform,

@@ -55,6 +55,15 @@ async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
         org_id, livemode, provider, ref)
 
 
+async def has_provider_ref(db: Db, org_id: str, livemode: bool, provider: str, ref: str,
+                           ) -> bool:
+    """Whether an intent is the provider's payment `ref` (unlocked: a webhook's first look)."""
+    return await db.fetchval(
+        "select exists (select 1 from payments.payment_intents where org_id = $1"
+        " and livemode = $2 and provider_type = $3 and provider_ref = $4"
+        " and provider_ref <> '')", org_id, livemode, provider, ref)
+
+
 _INTENTS = newest_first("payments.payment_intents", _INTENT, ("customer_id",))
 
 

@@ -78,19 +78,30 @@ class Secret:
 def verify(provider: str, body: bytes, headers: Mapping[str, str], url: str,
            secrets: Iterable[Secret], now: float) -> tuple[bool, WebhookEvent]:
     """(mode, event) of the first secret that verifies the delivery; 401 when none does
-    (bad, missing or stale signature, no secret at all, or a body that is not an event)."""
+    (bad, missing or stale signature, no secret at all, or a body that is not an event).
+    A secret serving both modes (the platform's, without a key to tell) is checked once."""
+    checked: dict[str, WebhookEvent | None] = {}  # by secret: the event it verified
     for secret in secrets:
-        try:
-            if provider == "stripe":
-                event = stripe.verify_webhook(body, headers, secret.value, now)
-                if event.livemode is not None and event.livemode != secret.livemode:
-                    continue  # signed with a secret of the other mode: not this one's event
-            else:
-                event = square.verify_webhook(body, headers, secret.value, url)
-        except ProviderError:
+        if secret.value not in checked:
+            checked[secret.value] = _verified_by(provider, body, headers, url, secret.value,
+                                                 now)
+        event = checked[secret.value]
+        if event is None:
             continue
+        if provider == "stripe" and event.livemode not in (None, secret.livemode):
+            continue  # signed with a secret of the other mode: not this one's event
         return secret.livemode, event
     raise unauthenticated()
+
+
+def _verified_by(provider: str, body: bytes, headers: Mapping[str, str], url: str,
+                 secret: str, now: float) -> WebhookEvent | None:
+    try:
+        if provider == "stripe":
+            return stripe.verify_webhook(body, headers, secret, now)
+        return square.verify_webhook(body, headers, secret, url)
+    except ProviderError:
+        return None
 
 
 # ---- what an event asks -----------------------------------------------------------------
@@ -129,6 +140,25 @@ def effect_of(event: WebhookEvent) -> str | None:
     if t.startswith("payout."):
         return PAYOUT
     return None
+
+
+def changes_nothing(event: WebhookEvent, effect: str | None) -> str:
+    """Why the event's effect would change nothing whatever we hold, read from the event
+    alone ("" when only our records can tell): such an event is final when stored, with no
+    transaction of its own. The effects say the same when they read it (the redrive)."""
+    if effect == PAYMENT:
+        news = payment_news(event)
+        return "" if news is not None and news.outcome else (
+            f"no final payment status in {event.type}")
+    if effect == REFUND:
+        return "" if refund_news(event) else f"no pending refund for {event.type}"
+    if effect == METHOD:
+        return "" if method_news(event) is not None else f"no payment method for {event.type}"
+    if effect == DISPUTE:
+        return "" if dispute_news(event) is not None else f"no dispute to read in {event.type}"
+    if effect == PAYOUT:
+        return "" if payout_news(event) is not None else f"no payout of ours in {event.type}"
+    return ""
 
 
 def forwarded_type(event: WebhookEvent) -> str:

@@ -70,8 +70,12 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
     domain.require_signature(p.headers)
     org_id, livemode, event = await _verified(ctx, scope, p, provider)
     effect = domain.effect_of(event)
+    status, reason, announced = _first_outcome(event, effect)
+    if status == domain.RECEIVED:
+        reason = await _none_of_ours(ctx, org_id, livemode, provider, event, effect)
+        status = domain.IGNORED if reason else status
     delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
-                              event.provider_type, p.body, *_first_outcome(event, effect))
+                              event.provider_type, p.body, status, reason, announced)
     if not await ctx.state.webhook_intake(delivery):
         return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
     if delivery.status == domain.RECEIVED:
@@ -109,7 +113,8 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
     event, `provider.<type>`, committed with it: in the event log (its objectId the
     provider's event id, as the reference's), and for the services it concerns
     (subscriptions reads `provider.subscription.*`), so no other service reads a provider's
-    payload. One that changes nothing of ours, or is only forwarded, is final at once."""
+    payload. One that changes nothing of ours (whatever we hold, as its own body tells), or
+    is only forwarded, is final at once."""
     announced = (domain.forwarded_type(event), {
         "provider": event.provider, "providerEventId": event.id, "type": event.type,
         "providerType": event.provider_type, "account": event.account,
@@ -118,7 +123,23 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
         return domain.IGNORED, f"nothing to do for {event.type}", announced
     if effect == domain.FORWARD:
         return domain.PROCESSED, "", announced
+    futile = domain.changes_nothing(event, effect)
+    if futile:
+        return domain.IGNORED, futile, announced
     return domain.RECEIVED, "", announced
+
+
+async def _none_of_ours(ctx: Context, org_id: str, livemode: bool, provider: str,
+                        event: WebhookEvent, effect: str | None) -> str:
+    """Why the event concerns nothing of ours ("" when it may): a payment we hold no intent
+    for (most payment events are about charges made elsewhere) is found by one read, so it
+    is final when stored, without the effect's transaction. The effect, were it applied,
+    would read the same: an intent given the reference meanwhile is missed either way."""
+    news = domain.payment_news(event) if effect == domain.PAYMENT else None
+    if news is None or await intents_store.has_provider_ref(ctx.pool, org_id, livemode,
+                                                            provider, news.ref):
+        return ""
+    return f"no payment intent for {provider} payment {news.ref}"
 
 
 async def apply(ctx: Context, key: tuple[str, bool, str, str], event: WebhookEvent) -> None:
@@ -319,16 +340,15 @@ def platform_secrets(settings: Settings) -> dict[str, list[Secret]]:
 
 
 def intake(ctx: Context) -> MicroBatcher:
-    """Concurrent deliveries stored together: one insert, one transaction per batch. The
+    """Concurrent deliveries stored together: one statement per batch. The
     same event twice in one batch is stored once; its second copy is a duplicate."""
     async def record(deliveries: list[store.Delivery]) -> list[bool]:
         first: dict[tuple, int] = {}
         for i, d in enumerate(deliveries):
             first.setdefault(d.key, i)
         unique = [deliveries[i] for i in first.values()]
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            new = dict(zip((d.key for d in unique), await store.record(conn, unique),
-                           strict=True))
+        new = dict(zip((d.key for d in unique), await store.record(ctx.pool, unique),
+                       strict=True))
         return [new[d.key] and first[d.key] == i for i, d in enumerate(deliveries)]
 
     return MicroBatcher(each_alone_on_failure(record))

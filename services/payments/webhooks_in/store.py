@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.outbox import add_events
+from services.runtime.outbox import new_events, nudge
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -33,29 +33,54 @@ class Delivery:
         return self.org_id, self.livemode, self.provider, self.event_id
 
 
-async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[bool]:
+async def record(db: Db, deliveries: list[Delivery]) -> list[bool]:
     """Store each delivery not stored before (one key per delivery: the caller sends a key
-    once per batch), with the events it forwards, in the caller's transaction; whether each
-    was new."""
-    rows = await conn.fetch(
-        "insert into payments.webhook_events_in (org_id, livemode, provider, event_id, type,"
-        " provider_type, body, status, reason) select * from unnest($1::text[],"
-        " $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],"
-        " $8::text[], $9::text[]) on conflict do nothing"
-        " returning org_id, livemode, provider, event_id",
+    once per batch), with the event it announces, in one statement (atomic on its own: no
+    transaction round trips); whether each was new."""
+    announced = _announcements(deliveries)
+    rows = await db.fetch(
+        "with batch as (select * from unnest($1::text[], $2::boolean[], $3::text[],"
+        "  $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[],"
+        "  $10::text[], $11::bytea[], $12::text[]) as d(org_id, livemode, provider, event_id,"
+        "  type, provider_type, body, status, reason, announced_id, announced,"
+        "  announced_type)),"
+        " stored as (insert into payments.webhook_events_in (org_id, livemode, provider,"
+        "  event_id, type, provider_type, body, status, reason)"
+        "  select org_id, livemode, provider, event_id, type, provider_type, body, status,"
+        "  reason from batch on conflict do nothing"
+        "  returning org_id, livemode, provider, event_id),"
+        " announcing as (insert into payments.outbox (id, type, org_id, livemode, payload)"
+        "  select b.announced_id, b.announced_type, b.org_id, b.livemode, b.announced"
+        "  from batch b join stored s using (org_id, livemode, provider, event_id)"
+        "  where b.announced_id is not null)"
+        " select org_id, livemode, provider, event_id from stored",
         *zip(*[(d.org_id, d.livemode, d.provider, d.event_id, d.type, d.provider_type, d.body,
-                d.status, d.reason) for d in deliveries], strict=True))
+                d.status, d.reason, *a) for d, a in zip(deliveries, announced, strict=True)],
+             strict=True))
     new = {tuple(r) for r in rows}
-    forwards: dict[tuple[str, str], list[tuple[str, bool, str, None, Any]]] = {}
-    for d in deliveries:
-        if d.announced is not None and d.key in new:
-            type, data = d.announced
-            forwards.setdefault((type, d.provider), []).append(
-                (d.org_id, d.livemode, d.event_id, None, data))
-    for (type, provider), objects in forwards.items():
-        # objectType / objectId: the provider and its event id (payments.md §7).
-        await add_events(conn, "payments", type=type, object_type=provider, objects=objects)
+    if any(a[0] is not None for a in announced):
+        nudge("payments")
     return [d.key in new for d in deliveries]
+
+
+def _announcements(deliveries: list[Delivery]) -> list[tuple[str | None, bytes | None,
+                                                              str | None]]:
+    """(id, payload, type) of the event each delivery announces, if any, made a type at a
+    time (one `created` for them). Their objectType and objectId: the provider and its event
+    id (payments.md §7)."""
+    made: list[tuple[str | None, bytes | None, str | None]] = [(None, None, None)] * len(
+        deliveries)
+    by_type: dict[tuple[str, str], list[int]] = {}
+    for i, d in enumerate(deliveries):
+        if d.announced is not None:
+            by_type.setdefault((d.announced[0], d.provider), []).append(i)
+    for (type, provider), indexes in by_type.items():
+        objects = [(d.org_id, d.livemode, d.event_id, None, d.announced[1])
+                   for d in (deliveries[i] for i in indexes) if d.announced is not None]
+        for i, (event_id, payload) in zip(indexes, new_events(type, provider, objects),
+                                          strict=True):
+            made[i] = event_id, payload, type
+    return made
 
 
 async def claim(conn: asyncpg.Connection, key: tuple[str, bool, str, str],

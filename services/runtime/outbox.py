@@ -85,13 +85,25 @@ async def add_events(conn: asyncpg.Connection, schema: str, *, type: str, object
                      objects: list[tuple[str, bool, str, str | None, Any]]) -> list[str]:
     """`add_event` for many objects' events of one type, in one statement: (org_id,
     livemode, object_id, customer_id, data) each. Returns the events' ids, in order."""
-    if not _EVENT_TYPE.match(type):
-        raise ValueError(f"invalid event type {type!r}")
+    return await add_many_events(conn, schema, [(type, object_type, *o) for o in objects])
+
+
+# type, object_type, org_id, livemode, object_id, customer_id, data
+EventRow = tuple[str, str, str, bool, str, str | None, Any]
+
+
+async def add_many_events(conn: asyncpg.Connection, schema: str, rows: list[EventRow],
+                          ) -> list[str]:
+    """`add_event` for events of any types (a batch's changes of several kinds), in one
+    statement. Returns the events' ids, in order."""
     created = rfc3339(now())
-    ids, orgs, modes, payloads = [], [], [], []
-    for org_id, livemode, object_id, customer_id, data in objects:
+    ids, types, orgs, modes, payloads = [], [], [], [], []
+    for type, object_type, org_id, livemode, object_id, customer_id, data in rows:
+        if not _EVENT_TYPE.match(type):
+            raise ValueError(f"invalid event type {type!r}")
         event_id = new_id("evt_")
         ids.append(event_id)
+        types.append(type)
         orgs.append(org_id)
         modes.append(livemode)
         payloads.append(_encode(events.Event(
@@ -100,8 +112,8 @@ async def add_events(conn: asyncpg.Connection, schema: str, *, type: str, object
             created=created, data=data)))
     await conn.execute(
         f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
-        " select i, $5, o, l, p from unnest($1::text[], $2::text[], $3::boolean[],"
-        " $4::bytea[]) as e(i, o, l, p)", ids, orgs, modes, payloads, type)
+        " select * from unnest($1::text[], $2::text[], $3::text[], $4::boolean[],"
+        " $5::bytea[])", ids, types, orgs, modes, payloads)
     _nudge(schema)
     return ids
 

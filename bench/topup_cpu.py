@@ -11,6 +11,7 @@ With NATS_URL / DATABASE_URL set they must run on this machine (their CPU is rea
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -79,11 +80,16 @@ async def main(seconds: float, concurrency: int) -> None:
                 return {**{n: [p] for n, p in service_pids().items()},
                         "postgres": backends, "nats": nats_pid(nats_url)}
 
+            commits = ("select xact_commit + xact_rollback from pg_stat_database"
+                       " where datname = current_database()")
+            xacts_before = await conn.fetchval(commits)
             before = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
             result = await drive("POST /billing/topup/token", url, concurrency=concurrency,
                                  seconds=seconds, method="POST", headers=auth, body=BODY,
                                  users=1000)
             after = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
+            await asyncio.sleep(0.6)  # the statistics collector reports every 500 ms
+            xacts = await conn.fetchval(commits) - xacts_before
             await conn.close()
     print(f"\ntop-ups, {concurrency} concurrent clients, {seconds:.0f} s")
     print(result.line())
@@ -94,6 +100,7 @@ async def main(seconds: float, concurrency: int) -> None:
               f"  ({spent / result.seconds * 100:4.0f} % of a core)")
     total = sum(after[n] - before.get(n, 0.0) for n in after)
     print(f"  {'all':10s} {total / ok * 1e6:6.0f} µs per top-up")
+    print(f"  database transactions: {xacts / ok:.3f} per top-up (fewer: larger batches)")
 
 
 if __name__ == "__main__":

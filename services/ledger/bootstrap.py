@@ -11,7 +11,7 @@ from contracts.rules import DEFAULT_CURRENCY
 from services.ledger.alerts.handlers import on_usage_batch
 from services.ledger.balances import store
 from services.ledger.balances.topups import TopupCreditor
-from services.ledger.journal.recorder import JournalRecorder
+from services.ledger.journal.recorder import JournalRecorder, KnownAccounts
 from services.ledger.payment_methods.consumer import PaymentMethodEvents
 from services.ledger.usage.backfill import UsageBackfill
 from services.ledger.usage.recorder import UsageRecord, UsageRecorder
@@ -44,13 +44,14 @@ async def bootstrap(ctx: Context) -> None:
         await on_usage_batch(conn, [(r.scope, r.debit) for r in records])
         await backfill.add_copies(conn, records)
 
+    accounts = KnownAccounts()  # every payment posts to its org's cash account: known once
     payment_methods = PaymentMethodEvents(lambda: ctx.pool,
                                           nats_servers(ctx.settings.nats_url))
     ctx.state = Ledger(
         read_balance=MicroBatcher(lambda keys: store.balance_batch(ctx.pool, keys)),
         usage=UsageRecorder(lambda: ctx.pool, ctx.keys, after_debits=after_debits),
-        topups=TopupCreditor(ctx),
-        journal=JournalRecorder(ctx),
+        topups=TopupCreditor(ctx, accounts),
+        journal=JournalRecorder(ctx, accounts),
         backfill=backfill,
         read_status=MicroBatcher(lambda keys: store.status_batch(ctx.pool, keys,
                                                                  DEFAULT_CURRENCY)),

@@ -16,7 +16,7 @@ from contracts.limits import Page
 from contracts.rules import DEFAULT_CURRENCY, user_id
 from services.payments.methods import store as methods_store
 from services.payments.providers.base import Provider, ProviderError, provider_key
-from services.runtime.outbox import add_events
+from services.runtime.outbox import add_many_events
 from services.runtime.service import Context
 
 _PAYMENTS = Actor(kind="service", role="platform", may_mint=True)
@@ -75,9 +75,19 @@ async def events(conn: asyncpg.Connection, type: str, object_type: str,
                  changes: list[tuple[Scope, str, str, Any]]) -> None:
     """The events of many changes of one kind (a batch's), in one statement: (scope,
     object_id, customer_id, data) each."""
-    await add_events(conn, "payments", type=type, object_type=object_type, objects=[
-        (scope.org_id, scope.livemode, object_id, customer_id, data)
-        for scope, object_id, customer_id, data in changes])
+    await events_together(conn, [(type, object_type, scope, object_id, customer_id, data)
+                          for scope, object_id, customer_id, data in changes])
+
+
+Announced = tuple[str, str, Scope, str, str, Any]  # type, object_type, scope, object_id,
+#                                                   customer_id, data
+
+
+async def events_together(conn: asyncpg.Connection, changes: list[Announced]) -> None:
+    """The events of changes of several kinds (a batch's), in one statement."""
+    await add_many_events(conn, "payments", [
+        (type, object_type, scope.org_id, scope.livemode, object_id, customer_id, data)
+        for type, object_type, scope, object_id, customer_id, data in changes])
 
 
 async def provider_for(ctx: Context, scope: Scope, token: str = "") -> Provider:

@@ -86,26 +86,36 @@ async def add_events(conn: asyncpg.Connection, schema: str, *, type: str, object
                      objects: list[tuple[str, bool, str, str | None, Any]]) -> list[str]:
     """`add_event` for many objects' events of one type, in one statement: (org_id,
     livemode, object_id, customer_id, data) each. Returns the events' ids, in order."""
-    made = new_events(type, object_type, objects)
+    return await add_many_events(conn, schema, [(type, object_type, *o) for o in objects])
+
+
+# type, object_type, org_id, livemode, object_id, customer_id, data
+EventRow = tuple[str, str, str, bool, str, str | None, Any]
+
+
+async def add_many_events(conn: asyncpg.Connection, schema: str, rows: list[EventRow],
+                          ) -> list[str]:
+    """`add_event` for events of any types (a batch's changes of several kinds), in one
+    statement. Returns the events' ids, in order."""
+    made = new_events(rows)
     ids = [event_id for event_id, _ in made]
     await conn.execute(
         f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
-        " select i, $5, o, l, p from unnest($1::text[], $2::text[], $3::boolean[],"
-        " $4::bytea[]) as e(i, o, l, p)", ids, [o[0] for o in objects],
-        [o[1] for o in objects], [payload for _, payload in made], type)
+        " select * from unnest($1::text[], $2::text[], $3::text[], $4::boolean[],"
+        " $5::bytea[])", ids, [r[0] for r in rows], [r[2] for r in rows],
+        [r[3] for r in rows], [payload for _, payload in made])
     nudge(schema)
     return ids
 
 
-def new_events(type: str, object_type: str,
-               objects: list[tuple[str, bool, str, str | None, Any]]) -> list[tuple[str, bytes]]:
-    """(id, payload) of each object's event, as `add_events` inserts them: for a caller whose
-    own statement inserts the outbox rows (then `nudge(schema)`)."""
-    if not _EVENT_TYPE.match(type):
-        raise ValueError(f"invalid event type {type!r}")
+def new_events(rows: list[EventRow]) -> list[tuple[str, bytes]]:
+    """(id, payload) of each row's event, as `add_many_events` inserts them: for a caller
+    whose own statement inserts the outbox rows (then `nudge(schema)`)."""
     created = rfc3339(now())
     made = []
-    for org_id, livemode, object_id, customer_id, data in objects:
+    for type, object_type, org_id, livemode, object_id, customer_id, data in rows:
+        if not _EVENT_TYPE.match(type):
+            raise ValueError(f"invalid event type {type!r}")
         event_id = new_id("evt_")
         made.append((event_id, _encode(events.Event(
             id=event_id, type=type, objectType=object_type, objectId=object_id,

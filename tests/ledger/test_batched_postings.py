@@ -18,7 +18,7 @@ from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
 from contracts.ledger import DEPOSIT_CREATE, TOPUP_CREDIT, DepositParams, TopupCreditParams
 from services.ledger.balances.topups import TopupCredit, TopupCreditor, topup_credit
 from services.ledger.journal import domain as journal
-from services.ledger.journal.recorder import JournalRecorder, Recording
+from services.ledger.journal.recorder import JournalRecorder, KnownAccounts, Recording
 from tests.runtime.test_integrity_keys import _CommitsThenFails
 from tests.support import Bus, scope
 
@@ -168,3 +168,28 @@ async def test_payments_committed_before_a_failure_are_not_posted_again(nc, ledg
     assert await ledger.pool.fetchval(
         "select count(*) from ledger.journal_entries where org_id = $1", bus.org_id) == 2
     assert await cash(ledger, bus) == 30
+
+
+async def test_accounts_are_known_once_their_batch_commits(nc, ledger):
+    # Together the two payments take the cash account past int64: their batch rolls back,
+    # with the customers' accounts it created; written alone, the first creates its
+    # customer's account again (an account known from the rolled-back batch would not
+    # exist) and the second is refused.
+    bus = Bus(nc)
+    accounts = KnownAccounts()
+    recorder = JournalRecorder(SimpleNamespace(pool=ledger.pool), accounts)
+    half = INT64_MAX // 2 + 1
+    outcomes = await asyncio.gather(*(
+        recorder.record(Recording(scope(bus.org_id), journal.payment(p))) for p in (
+            payment("pi_first", half, "cust_first"), payment("pi_second", half, "cust_second"))),
+        return_exceptions=True)
+    (entry, replayed), refused = outcomes
+    assert entry.payment_intent_id == "pi_first" and not replayed
+    assert isinstance(refused, Failure)
+    assert await cash(ledger, bus) == half
+    known = {name for org, _, name in accounts.view() if org == bus.org_id}
+    assert known == {journal.CASH, journal.customer_account("cust_first")}  # committed
+    # Known accounts are posted to without being looked up.
+    entry, _ = await recorder.record(Recording(scope(bus.org_id), journal.payment(
+        payment("pi_third", 5, "cust_first"))))
+    assert await cash(ledger, bus) == half + 5

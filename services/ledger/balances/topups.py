@@ -28,8 +28,9 @@ from contracts.ledger import TopupCredited, TopupCreditParams
 from services.ledger.balances import domain, store
 from services.ledger.balances.domain import Movement
 from services.ledger.journal import domain as journal
-from services.ledger.journal.domain import Operation
-from services.ledger.journal.recorder import Recording, record_together
+from services.ledger.journal.domain import Account, Operation
+from services.ledger.journal.recorder import KnownAccounts, Recording, record_together
+from services.ledger.journal.store import Name
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.idempotency import derived_key, fingerprint_of, mismatch
 from services.runtime.service import Context
@@ -67,8 +68,9 @@ def topup_credit(scope: Scope, p: TopupCreditParams) -> TopupCredit:
 
 
 class TopupCreditor:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, accounts: KnownAccounts | None = None):
         self._ctx = ctx
+        self._accounts = accounts or KnownAccounts()  # the journal's, known by name
         # A batch written again alone after a failure finds what a lost commit did by the
         # keys: those credits replay. One batch at a time: every batch posts to the
         # organization's cash account, and would queue on its row anyway.
@@ -114,6 +116,8 @@ class TopupCreditor:
         ctx = self._ctx
         tx_ids = [new_id("txn_") for _ in new]
         written: list[tuple[int, bytes, bytes]] = []  # index, reply, replay
+        learned: dict[Name, Account] = {}  # the journal's, found or created: known once
+        #                                  committed
         async with ctx.pool.acquire() as conn, conn.transaction():
             balances = await store.post_credits(conn, [
                 (credits[i].scope.org_id, credits[i].scope.livemode, tx_id, credits[i].credit)
@@ -133,12 +137,14 @@ class TopupCreditor:
             # key was found taken.
             payments = [Recording(credits[i].scope, credits[i].payment)
                         for i in new if credits[i].payment]
-            outcomes = (await record_together(conn, payments, look_up=journaled_before)
-                        if payments else [])
+            outcomes = (await record_together(
+                conn, payments, look_up=journaled_before, known=self._accounts.view(),
+                learned=learned) if payments else [])
             for recording, outcome in zip(payments, outcomes, strict=True):
                 if isinstance(outcome, Failure):  # the customer paid: credited regardless
                     log.error("top-up payment %s not journaled: %s",
                               recording.operation.payment_intent_id, outcome.error.message)
+        self._accounts.learn(learned)
         for i, reply, replay in written:
             replies[i] = reply
             answers[credits[i].key_id] = (credits[i].fingerprint, replay)

@@ -9,6 +9,7 @@ or its refusal. Batches run one at a time; they would queue on that row anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,9 +35,31 @@ class Recording:
         return self.scope.org_id, self.scope.livemode, self.operation.idempotency_key
 
 
+class KnownAccounts:
+    """Journal accounts by name, as committed. An account is never renamed or deleted, so
+    its id stays: a batch looks up only the accounts it has not seen (every payment posts to
+    its organization's cash account and its customer's). What a transaction found or created
+    is known once it commits (`learn`); past `limit` accounts the oldest are forgotten."""
+
+    def __init__(self, limit: int = 100_000):
+        self._limit = limit
+        self._known: dict[store.Name, Account] = {}
+
+    def view(self) -> Mapping[store.Name, Account]:
+        return self._known
+
+    def learn(self, accounts: Mapping[store.Name, Account]) -> None:
+        for name, account in accounts.items():
+            self._known.pop(name, None)  # latest last: the oldest go first
+            self._known[name] = account
+        while len(self._known) > self._limit:
+            del self._known[next(iter(self._known))]
+
+
 class JournalRecorder:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, accounts: KnownAccounts | None = None):
         self._ctx = ctx
+        self._accounts = accounts or KnownAccounts()
         # A batch written again alone after a failure finds what a lost commit did by the
         # operations' keys: those replay. It holds a lock per key, so not too many at once.
         self._batch = MicroBatcher(each_alone_on_failure(self._write_together), serial=True,
@@ -54,12 +77,18 @@ class JournalRecorder:
 
     async def _in_transaction(self, recordings: list[Recording], *, look_up: bool,
                               ) -> list[Outcome | Failure]:
+        learned: dict[store.Name, Account] = {}
         async with self._ctx.pool.acquire() as conn, conn.transaction():
-            return await record_together(conn, recordings, look_up=look_up)
+            outcomes = await record_together(conn, recordings, look_up=look_up,
+                                             known=self._accounts.view(), learned=learned)
+        self._accounts.learn(learned)
+        return outcomes
 
 
 async def record_together(conn: asyncpg.Connection, recordings: list[Recording], *,
-                          look_up: bool) -> list[Outcome | Failure]:
+                          look_up: bool, known: Mapping[store.Name, Account] | None = None,
+                          learned: dict[store.Name, Account] | None = None,
+                          ) -> list[Outcome | Failure]:
     """Record the operations in the caller's transaction: ensure the accounts of those not
     posted before (in name order, so concurrent batches creating the same accounts do not
     deadlock), post their entries. A refusal is its operation's outcome; it changes nothing.
@@ -67,14 +96,23 @@ async def record_together(conn: asyncpg.Connection, recordings: list[Recording],
     Without `look_up`, every operation is taken for new (the keys of a batch rarely were
     used): one posted before, or being posted, raises `UniqueViolationError` (its entry's
     key is unique), and the caller looks again. With it, the keys are locked first (a
-    concurrent post under one commits before this looks) and looked up."""
+    concurrent post under one commits before this looks) and looked up.
+
+    Accounts in `known` (committed ones) are not looked up; those this looks up or creates
+    are added to `learned`, for the caller to know once its transaction commits."""
     at = now()
     posted = {}
     if look_up:
         await store.lock_keys(conn, (r.key for r in recordings))
         posted = await store.entries_by_keys(conn, (r.key for r in recordings))
-    accounts = await store.accounts_by_names(conn, (
-        (*r.key[:2], leg.name) for r in recordings for leg in r.operation.legs))
+    known = known or {}
+    names = {(*r.key[:2], leg.name) for r in recordings for leg in r.operation.legs}
+    accounts = {name: known[name] for name in names if name in known}
+    if unknown := names - accounts.keys():
+        found = await store.accounts_by_names(conn, unknown)
+        accounts.update(found)
+        if learned is not None:
+            learned.update(found)
     missing: dict[store.Name, Account] = {}
     for r in recordings:
         if r.key not in posted:  # a replay creates nothing, refused or not
@@ -84,7 +122,10 @@ async def record_together(conn: asyncpg.Connection, recordings: list[Recording],
                     missing[name] = domain.new_account(leg.name, leg.type,
                                                        r.operation.currency)
     if missing:
-        accounts.update(await store.ensure_accounts(conn, missing, at))
+        created = await store.ensure_accounts(conn, missing, at)
+        accounts.update(created)
+        if learned is not None:
+            learned.update(created)
     outcomes: list[Outcome | Failure] = []
     new: list[tuple[str, bool, Entry]] = []
     for r in recordings:

@@ -149,13 +149,16 @@ async def ensure_accounts(conn: asyncpg.Connection, accounts: dict[Name, Account
 
 # Apply posted and held deltas to many balance rows in one statement: rows are created at
 # first use and otherwise changed by atomic increments. The input is sorted, so row locks
-# are taken in one global order; `credit_normal` comes from the account.
-_APPLY = """
+# are taken in one global order; `credit_normal` comes from the account. Its six parameters
+# are numbered from $n (so that it can end a longer statement).
+def _applying(n: int) -> str:
+    return f"""
 insert into ledger.journal_balances as b (org_id, livemode, account_id, currency,
     credit_normal, posted, held)
 select c.org_id, c.livemode, c.account_id, c.currency, a.normal_balance = 'credit',
        c.posted, c.held
-from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+from unnest(${n}::text[], ${n + 1}::boolean[], ${n + 2}::text[], ${n + 3}::text[],
+            ${n + 4}::bigint[], ${n + 5}::bigint[])
      as c(org_id, livemode, account_id, currency, posted, held)
 join ledger.journal_accounts a
   on a.org_id = c.org_id and a.livemode = c.livemode and a.id = c.account_id
@@ -165,6 +168,9 @@ on conflict (org_id, livemode, account_id, currency) do update
         updated_at = now()
 returning b.account_id, b.currency, b.posted, b.held
 """
+
+
+_APPLY = _applying(1)
 
 _BALANCE = """
 select account_id, currency, posted, pending, held, available, updated_at
@@ -189,20 +195,24 @@ def add_change(changes: Changes, org_id: str, livemode: bool, account_id: str, c
     changes[key] = (before_posted + posted, before_held + held)
 
 
+def _deltas(changes: Changes) -> tuple[tuple, tuple, tuple, tuple, list[int], list[int]]:
+    """`_APPLY`'s parameters: the changes sorted (its lock order), past int64 refused (the
+    clients reading a balance, or the sum of one entry's legs on an account, could not)."""
+    keys = sorted(changes)
+    orgs, modes, accounts, currencies = zip(*keys, strict=True)
+    posted, held = [changes[k][0] for k in keys], [changes[k][1] for k in keys]
+    if any(not -INT64_MAX - 1 <= delta <= INT64_MAX for delta in (*posted, *held)):
+        raise _past_int64()
+    return orgs, modes, accounts, currencies, posted, held
+
+
 async def apply(conn: asyncpg.Connection, changes: Changes
                 ) -> dict[tuple[str, str], tuple[int, int]]:
     """Apply the deltas; returns (posted, held) after, by (account_id, currency)."""
     if not changes:
         return {}
-    keys = sorted(changes)
-    orgs, modes, accounts, currencies = zip(*keys, strict=True)
-    posted, held = [changes[k][0] for k in keys], [changes[k][1] for k in keys]
-    # A balance (or the sum of one entry's legs on an account) past int64 is refused: the
-    # clients reading it could not.
-    if any(not -INT64_MAX - 1 <= delta <= INT64_MAX for delta in (*posted, *held)):
-        raise _past_int64()
     try:
-        rows = await conn.fetch(_APPLY, orgs, modes, accounts, currencies, posted, held)
+        rows = await conn.fetch(_APPLY, *_deltas(changes))
     except asyncpg.NumericValueOutOfRangeError:
         raise _past_int64() from None
     return {(r["account_id"], r["currency"]): (r["posted"], r["held"]) for r in rows}
@@ -223,23 +233,27 @@ async def balance(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: 
 _ENTRY_COLUMNS = """e.id, e.idempotency_key, e.payload_hash, e.description, e.payment_intent_id,
     e.refund_id, e.payout_id, e.transfer_id, e.dispute_id, e.metadata, e.created_at"""
 
+# An entry, its postings and their balances in one statement (the postings' and balances'
+# checks run at its end, when the entry's row is there): the entries, the postings, then the
+# balance deltas as `_APPLY` takes them.
 _INSERT_ENTRIES = """
-insert into ledger.journal_entries (org_id, livemode, id, idempotency_key, payload_hash,
-    description, payment_intent_id, refund_id, payout_id, transfer_id, dispute_id, metadata,
-    created_at)
-select o, l, i, nullif(k, ''), h, d, nullif(pi, ''), nullif(r, ''), nullif(po, ''),
-       nullif(t, ''), nullif(di, ''), m::jsonb, c
-from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-            $13::timestamptz[]) as e(o, l, i, k, h, d, pi, r, po, t, di, m, c)
-"""
-
-_INSERT_POSTINGS = """
-insert into ledger.journal_postings (org_id, livemode, id, entry_id, line, account_id,
-    amount, currency, created_at)
-select * from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::smallint[],
-                     $6::text[], $7::bigint[], $8::text[], $9::timestamptz[])
-"""
+with e as (
+    insert into ledger.journal_entries (org_id, livemode, id, idempotency_key, payload_hash,
+        description, payment_intent_id, refund_id, payout_id, transfer_id, dispute_id,
+        metadata, created_at)
+    select o, l, i, nullif(k, ''), h, d, nullif(pi, ''), nullif(r, ''), nullif(po, ''),
+           nullif(t, ''), nullif(di, ''), m::jsonb, c
+    from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                $13::timestamptz[]) as e(o, l, i, k, h, d, pi, r, po, t, di, m, c)
+), p as (
+    insert into ledger.journal_postings (org_id, livemode, id, entry_id, line, account_id,
+        amount, currency, created_at)
+    select * from unnest($14::text[], $15::boolean[], $16::text[], $17::text[],
+                         $18::smallint[], $19::text[], $20::bigint[], $21::text[],
+                         $22::timestamptz[])
+)
+""" + _applying(23)
 
 _ENTRY_BY_ID = f"""
 select {_ENTRY_COLUMNS} from ledger.journal_entries e
@@ -287,20 +301,22 @@ async def insert_entries(conn: asyncpg.Connection, entries: list[tuple[str, bool
                          changes: Changes | None = None) -> None:
     """Write (org_id, livemode, entry) entries and their postings, and apply them, together
     with `changes` (e.g. a hold released by the same operation), to the stored balances:
-    three statements however many entries."""
-    await conn.execute(_INSERT_ENTRIES, *zip(*[
-        (org, mode, e.id, e.idempotency_key, e.payload_hash, e.description,
-         e.payment_intent_id, e.refund_id, e.payout_id, e.transfer_id, e.dispute_id,
-         _json(e.metadata), e.created_at) for org, mode, e in entries], strict=True))
-    await conn.execute(_INSERT_POSTINGS, *zip(*[
-        (org, mode, p.id, e.id, line, p.account_id, p.amount, p.currency, p.created_at)
-        for org, mode, e in entries
-        for line, p in enumerate(e.postings, start=1)], strict=True))
+    one statement however many entries."""
     changes = dict(changes or {})
     for org, mode, e in entries:
         for p in e.postings:
             add_change(changes, org, mode, p.account_id, p.currency, posted=p.amount)
-    await apply(conn, changes)
+    try:
+        await conn.execute(_INSERT_ENTRIES, *zip(*[
+            (org, mode, e.id, e.idempotency_key, e.payload_hash, e.description,
+             e.payment_intent_id, e.refund_id, e.payout_id, e.transfer_id, e.dispute_id,
+             _json(e.metadata), e.created_at) for org, mode, e in entries], strict=True),
+            *zip(*[(org, mode, p.id, e.id, line, p.account_id, p.amount, p.currency,
+                    p.created_at) for org, mode, e in entries
+                   for line, p in enumerate(e.postings, start=1)], strict=True),
+            *_deltas(changes))
+    except asyncpg.NumericValueOutOfRangeError:
+        raise _past_int64() from None
 
 
 async def insert_entry(conn: asyncpg.Connection, org_id: str, livemode: bool, draft: Draft,

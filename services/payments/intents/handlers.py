@@ -48,8 +48,9 @@ from contracts.payments import (
 )
 from contracts.rules import user_id
 from services.payments.common import (
+    Announced,
     event,
-    events,
+    events_together,
     issuer,
     page,
     provider_customer,
@@ -320,15 +321,14 @@ async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,
 
 
 async def announce_many(conn: asyncpg.Connection, changed: list[tuple[Scope, asyncpg.Record]],
-                        ) -> list[PaymentIntent]:
-    """The events of changed intents (a batch of top-ups' charges), a statement per type."""
+                        also: list[Announced] | None = None) -> list[PaymentIntent]:
+    """The events of changed intents (a batch of top-ups' charges), with the batch's other
+    events (`also`), in one statement."""
     intents = [_intent(row, scope.livemode) for scope, row in changed]
-    by_type: dict[str, list[tuple[Scope, str, str, PaymentIntent]]] = {}
-    for (scope, _), intent in zip(changed, intents, strict=True):
-        by_type.setdefault(domain.event_type(intent.status), []).append(
-            (scope, intent.id, intent.customerId, intent))
-    for type, announced in by_type.items():
-        await events(conn, type, "payment_intent", announced)
+    await events_together(conn, [
+        (domain.event_type(intent.status), "payment_intent", scope, intent.id,
+         intent.customerId, intent)
+        for (scope, _), intent in zip(changed, intents, strict=True)] + (also or []))
     return intents
 
 

@@ -20,7 +20,7 @@ import asyncpg
 
 from contracts import Scope
 from contracts.errors import conflict
-from services.payments.common import events
+from services.payments.common import Announced, events_together
 from services.payments.intents import store as intents
 from services.payments.intents.handlers import announce_many
 from services.payments.topups import domain, store
@@ -147,20 +147,22 @@ class TopupWrites:
             done = [c for c in completions if _ref(c.charge.scope, c.charge.topup_id) in prior]
             await _record_intents(conn, [
                 c.charge for c in done
-                if prior[_ref(c.charge.scope, c.charge.topup_id)] == domain.STARTED])
-            if done:
-                await events(conn, "topup.succeeded", "topup", [
-                    (c.charge.scope, c.charge.topup_id, c.charge.topup.customer_id, c.event)
-                    for c in done])
+                if prior[_ref(c.charge.scope, c.charge.topup_id)] == domain.STARTED], also=[
+                ("topup.succeeded", "topup", c.charge.scope, c.charge.topup_id,
+                 c.charge.topup.customer_id, c.event) for c in done])
         return [None] * len(completions)
 
 
-async def _record_intents(conn: asyncpg.Connection, charges: list[Charge]) -> None:
-    """The charges' succeeded payment intents, with their events."""
+async def _record_intents(conn: asyncpg.Connection, charges: list[Charge],
+                          also: list[Announced] | None = None) -> None:
+    """The charges' succeeded payment intents, with their events and the batch's other
+    events (`also`), in one statement."""
     if not charges:
+        if also:
+            await events_together(conn, also)
         return
     rows = await intents.record_paid(conn, [intents.Paid(
         c.scope.org_id, c.scope.livemode, c.intent_id, c.topup.customer_id, c.topup.amount,
         c.topup.currency, c.topup.payment_method_id, c.provider_ref, c.provider,
         domain.description(c.topup), {"topupId": c.topup_id}) for c in charges])
-    await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in charges])
+    await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in charges], also)

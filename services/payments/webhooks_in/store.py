@@ -65,21 +65,15 @@ async def record(db: Db, deliveries: list[Delivery]) -> list[bool]:
 
 def _announcements(deliveries: list[Delivery]) -> list[tuple[str | None, bytes | None,
                                                               str | None]]:
-    """(id, payload, type) of the event each delivery announces, if any, made a type at a
-    time (one `created` for them). Their objectType and objectId: the provider and its event
-    id (payments.md §7)."""
+    """(id, payload, type) of the event each delivery announces, if any. Their objectType
+    and objectId: the provider and its event id (payments.md §7)."""
     made: list[tuple[str | None, bytes | None, str | None]] = [(None, None, None)] * len(
         deliveries)
-    by_type: dict[tuple[str, str], list[int]] = {}
-    for i, d in enumerate(deliveries):
-        if d.announced is not None:
-            by_type.setdefault((d.announced[0], d.provider), []).append(i)
-    for (type, provider), indexes in by_type.items():
-        objects = [(d.org_id, d.livemode, d.event_id, None, d.announced[1])
-                   for d in (deliveries[i] for i in indexes) if d.announced is not None]
-        for i, (event_id, payload) in zip(indexes, new_events(type, provider, objects),
-                                          strict=True):
-            made[i] = event_id, payload, type
+    announcing = [(i, d.announced) for i, d in enumerate(deliveries) if d.announced is not None]
+    rows = [(type, deliveries[i].provider, deliveries[i].org_id, deliveries[i].livemode,
+             deliveries[i].event_id, None, data) for i, (type, data) in announcing]
+    for (i, (type, _)), (event_id, payload) in zip(announcing, new_events(rows), strict=True):
+        made[i] = event_id, payload, type
     return made
 
 

@@ -1,10 +1,19 @@
-"""Invoicing's state, built once when it starts: nothing shared yet (handlers read and write
-their rows, and ask metering and the ledger over the bus, per request)."""
+"""Invoicing's state, built once when it starts: what its handlers share between requests
+(most read and write their rows, and ask metering and the ledger over the bus, per
+request)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from services.invoicing.renewal.opening import Opener
 from services.runtime.service import Context
 
 
+@dataclass(frozen=True, slots=True)
+class Invoicing:
+    renewals: Opener  # concurrent period invoices opened in one transaction
+
+
 async def bootstrap(ctx: Context) -> None:
-    ctx.state = None
+    ctx.state = Invoicing(renewals=Opener(lambda: ctx.pool))

@@ -78,6 +78,19 @@ async def begin(conn: asyncpg.Connection, scope: Scope, invoice: asyncpg.Record)
     return attempt
 
 
+async def begin_first(conn: asyncpg.Connection,
+                      invoices: list[tuple[Scope, asyncpg.Record]]) -> dict[str, Attempt]:
+    """Attempt 1 of each invoice, by invoice, opened in the caller's transaction: no
+    other attempt can run on them yet."""
+    until = now() + domain.LEASE
+    for _, invoice in invoices:
+        domain.collectable(invoice["status"])
+    return await store.start_many(conn, [
+        (scope.org_id, scope.livemode, invoice["id"], invoice["attempt_count"] + 1,
+         invoice["amount_due"] - invoice["amount_paid"], until)
+        for scope, invoice in invoices])
+
+
 async def collect(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
     """The legs not done yet, in order, each only while something is left. A source that
     does not answer stops the attempt unfinished (503): the next pay resumes it."""

@@ -49,6 +49,19 @@ async def start(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_i
         org_id, livemode, invoice_id, number, due, lease_until))
 
 
+async def start_many(conn: asyncpg.Connection,
+                     attempts: list[tuple[str, bool, str, int, int, datetime]],
+                     ) -> dict[str, Attempt]:
+    """`start` for many invoices in one statement: (org_id, livemode, invoice_id, attempt,
+    due, lease_until) each; the attempts by invoice."""
+    rows = await conn.fetch(
+        f"""insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,
+            due, lease_until)
+        select * from unnest($1::text[], $2::boolean[], $3::text[], $4::integer[],
+            $5::bigint[], $6::timestamptz[]) returning {_ATTEMPT}""", *zip(*attempts, strict=True))
+    return {r["invoice_id"]: _attempt(r) for r in rows}
+
+
 async def lease(db: Db, org_id: str, livemode: bool, a: Attempt, until: datetime) -> None:
     await db.execute(
         "update invoicing.collection_attempts set lease_until = $5, updated_at = now()"

@@ -56,21 +56,40 @@ async def period_invoice(db: Db, org_id: str, livemode: bool, subscription_id: s
         f" and period_end = $5", org_id, livemode, subscription_id, start, end)
 
 
-async def create_for_period(conn: asyncpg.Connection, org_id: str, livemode: bool,
-                            invoice_id: str, subscription_id: str, user_id: str,
-                            currency: str, start: datetime, end: datetime, lines: list[Any],
-                            subtotal: int, amount_due: int) -> asyncpg.Record | None:
-    """A renewal draft of the period; None when the period has its invoice already (a
-    concurrent renewal's insert is waited for, then found)."""
-    return await conn.fetchrow(
-        f"""insert into invoicing.invoices (org_id, livemode, id, user_id, subscription_id,
+async def create_for_periods(conn: asyncpg.Connection,
+                             drafts: list[tuple[str, bool, str, str, str, str, datetime,
+                                                datetime, str, int, int]],
+                             ) -> list[asyncpg.Record]:
+    """Renewal drafts of periods, in one statement: (org_id, livemode, invoice_id,
+    subscription_id, user_id, currency, start, end, lines as JSON text, subtotal, amount_due)
+    each, at most one per period. The drafts inserted: a period that has its invoice already
+    is skipped (a concurrent renewal's insert is waited for, then skipped)."""
+    columns = list(zip(*drafts, strict=True))
+    return await conn.fetch(
+        f"""insert into invoicing.invoices (org_id, livemode, id, subscription_id, user_id,
             origin, period_start, period_end, currency, line_items, subtotal, amount_due)
-        values ($1, $2, $3, $4, $5, 'renewal', $6, $7, $8, $9, $10, $11)
+        select o, l, i, s, u, 'renewal', ps, pe, c, li::jsonb, st, ad from unnest($1::text[],
+            $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+            $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[])
+            as d(o, l, i, s, u, c, ps, pe, li, st, ad)
         on conflict (org_id, livemode, subscription_id, period_start, period_end)
             where origin = 'renewal' do nothing
-        returning {_INVOICE}""",
-        org_id, livemode, invoice_id, user_id, subscription_id, start, end, currency, lines,
-        subtotal, amount_due)
+        returning {_INVOICE}""", *columns)
+
+
+async def open_numbered(conn: asyncpg.Connection, numbers: list[tuple[str, bool, str, int]],
+                        ) -> list[asyncpg.Record]:
+    """Drafts opened with their numbers, (org_id, livemode, invoice_id, number) each; the
+    invoices as they are now."""
+    orgs, modes, ids, numbered = zip(*numbers, strict=True)
+    return await conn.fetch(
+        f"""update invoicing.invoices set status = 'open', number = n.number,
+            updated_at = now()
+        from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[])
+            as n(org, mode, invoice, number)
+        where org_id = n.org and livemode = n.mode and id = n.invoice
+        returning {", ".join(f"invoices.{c.strip()}" for c in _INVOICE.split(","))}""",
+        orgs, modes, ids, numbered)
 
 
 async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
@@ -98,14 +117,15 @@ async def invoices(db: Db, org_id: str, livemode: bool, user_id: str, status: st
 
 
 async def next_number(conn: asyncpg.Connection, org_id: str, livemode: bool,
-                      kind: str) -> int:
+                      kind: str, count: int = 1) -> int:
     """The next number of `kind` for the organization and mode (§9.11). The counter's row
     stays locked until the caller's transaction ends, so concurrent numberings take their
-    turn, and a rollback gives the number back: no gaps, no duplicates."""
+    turn, and a rollback gives the number back: no gaps, no duplicates. With `count`, the
+    last of `count` numbers taken at once."""
     return await conn.fetchval(
-        """insert into invoicing.numbers (org_id, livemode, kind, last) values ($1, $2, $3, 1)
-        on conflict (org_id, livemode, kind) do update set last = numbers.last + 1
-        returning last""", org_id, livemode, kind)
+        """insert into invoicing.numbers (org_id, livemode, kind, last) values ($1, $2, $3, $4)
+        on conflict (org_id, livemode, kind) do update set last = numbers.last + $4
+        returning last""", org_id, livemode, kind, count)
 
 
 # ---- tax rates -----------------------------------------------------------------------------

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.invoicing.renewal.opening import Opener
+from services.invoicing.renewal.batched import Opener, Settler
 from services.runtime.service import Context
 
 
 @dataclass(frozen=True, slots=True)
 class Invoicing:
     renewals: Opener  # concurrent period invoices opened in one transaction
+    settled_renewals: Settler  # and their attempts ended in one
 
 
 async def bootstrap(ctx: Context) -> None:
-    ctx.state = Invoicing(renewals=Opener(lambda: ctx.pool))
+    ctx.state = Invoicing(renewals=Opener(lambda: ctx.pool),
+                          settled_renewals=Settler(lambda: ctx.pool))

@@ -116,6 +116,20 @@ async def finish(conn: asyncpg.Connection, scope: Scope, invoice: asyncpg.Record
                            invoice["credit_applied"], now()), outcome
 
 
+async def finish_many(conn: asyncpg.Connection,
+                      ended: list[tuple[Scope, asyncpg.Record, Attempt]],
+                      ) -> list[tuple[dict[str, Any], Collection]]:
+    """`finish` of many attempts, their invoices locked by the caller, in one statement."""
+    at = now()
+    outcomes = [domain.result(a) for _, _, a in ended]
+    await store.save_many(conn, [
+        (scope.org_id, scope.livemode, a, "succeeded" if outcome.success else "failed")
+        for (scope, _, a), outcome in zip(ended, outcomes, strict=True)])
+    return [(domain.finished(a, invoice["amount_due"], invoice["amount_paid"],
+                             invoice["credit_applied"], at), outcome)
+            for (_, invoice, a), outcome in zip(ended, outcomes, strict=True)]
+
+
 async def stalled(db: asyncpg.Pool, limit: int) -> list[tuple[str, bool, str]]:
     """(organization, mode, invoice) of attempts whose lease has passed, oldest first."""
     return await store.stalled(db, limit)

@@ -34,6 +34,17 @@ async def invoice(db: Db, org_id: str, livemode: bool, invoice_id: str, *,
         f" and id = $3" + (" for update" if lock else ""), org_id, livemode, invoice_id)
 
 
+async def locked(conn: asyncpg.Connection, ids: list[tuple[str, bool, str]],
+                 ) -> dict[str, asyncpg.Record]:
+    """Invoices (org_id, livemode, id) locked, by id; locked in id order, so concurrent
+    lockers of the same invoices wait for each other rather than deadlock."""
+    rows = await conn.fetch(
+        f"select {_INVOICE} from invoicing.invoices where (org_id, livemode, id) in"
+        " (select * from unnest($1::text[], $2::boolean[], $3::text[])) order by id"
+        " for update", *zip(*ids, strict=True))
+    return {r["id"]: r for r in rows}
+
+
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
                  draft: Draft, lines: list[Any], subtotal: int, amount_due: int,
                  ) -> asyncpg.Record:
@@ -88,7 +99,7 @@ async def open_numbered(conn: asyncpg.Connection, numbers: list[tuple[str, bool,
         from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[])
             as n(org, mode, invoice, number)
         where org_id = n.org and livemode = n.mode and id = n.invoice
-        returning {", ".join(f"invoices.{c.strip()}" for c in _INVOICE.split(","))}""",
+        returning {", ".join("invoices." + c.strip() for c in _INVOICE.split(","))}""",
         orgs, modes, ids, numbered)
 
 
@@ -102,6 +113,36 @@ async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_
         f"update invoicing.invoices set {sets}, updated_at = now()"
         f" where org_id = $1 and livemode = $2 and id = $3 returning {_INVOICE}",
         org_id, livemode, invoice_id, *changes.values())
+
+
+# What an ended attempt may change (`collection.domain.finished`): the rest stays.
+_ATTEMPT_ENDED = ("amount_paid", "credit_applied", "attempt_count", "last_attempt_at", "status",
+                  "paid_at", "payment_method", "payment_ref", "payment_intent_id")
+
+
+async def attempts_ended(conn: asyncpg.Connection,
+                         ended: list[tuple[str, bool, str, dict[str, Any]]],
+                         ) -> dict[str, asyncpg.Record]:
+    """Many invoices' changes from their ended attempts, (org_id, livemode, id, changes)
+    each, in one statement; the invoices as they are now, by id."""
+    assert all(c.keys() <= set(_ATTEMPT_ENDED) for *_, c in ended)
+    orgs, modes, ids, changes = zip(*ended, strict=True)
+    rows = await conn.fetch(
+        f"""update invoicing.invoices i set amount_paid = e.paid, credit_applied = e.credit,
+            attempt_count = e.attempt, last_attempt_at = e.at,
+            status = coalesce(e.status, i.status), paid_at = coalesce(e.paid_at, i.paid_at),
+            payment_method = coalesce(e.method, i.payment_method),
+            payment_ref = coalesce(e.ref, i.payment_ref),
+            payment_intent_id = coalesce(e.intent, i.payment_intent_id), updated_at = now()
+        from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[], $5::bigint[],
+            $6::integer[], $7::timestamptz[], $8::text[], $9::timestamptz[], $10::text[],
+            $11::text[], $12::text[]) as e(org, mode, invoice, paid, credit, attempt, at,
+            status, paid_at, method, ref, intent)
+        where i.org_id = e.org and i.livemode = e.mode and i.id = e.invoice
+        returning {", ".join("i." + c.strip() for c in _INVOICE.split(","))}""",
+        orgs, modes, ids, *zip(*([c.get(name) for name in _ATTEMPT_ENDED] for c in changes),
+                               strict=True))
+    return {r["id"]: r for r in rows}
 
 
 async def invoices(db: Db, org_id: str, livemode: bool, user_id: str, status: str,

@@ -1,7 +1,7 @@
 """The period invoice of a subscription (metering-invoicing.md §8.3, §9.8; subscriptions.md
 §2.5), asked by the subscriptions service for each period due: built once per
 (subscription, periodStart, periodEnd), finalized (numbered) as it is created, and collected
-with the waterfall (attempt 1); concurrent renewals are opened together (`opening.py`).
+with the waterfall (attempt 1); concurrent renewals are opened together (`batched.py`).
 Asked again — a second cycle runner, a manual renew, a retry after a timeout — it answers
 the invoice made the first time and collects nothing.
 
@@ -18,11 +18,12 @@ from contracts.invoicing import (
     PeriodInvoice,
     PeriodInvoiceParams,
 )
+from services.invoicing.collection import handlers as collection
 from services.invoicing.invoices import handlers as invoices
 from services.invoicing.invoices import store
 from services.invoicing.pricing.handlers import period_lines
 from services.invoicing.renewal import domain
-from services.invoicing.renewal.opening import Draft
+from services.invoicing.renewal.batched import Collected, Draft
 from services.runtime.service import Context, Router
 
 router = Router()
@@ -46,8 +47,8 @@ async def renew_period(ctx: Context, scope: Scope, p: PeriodInvoiceParams,
         return PeriodInvoice(opened.invoice, None, True)
     # The attempt was started in the transaction that made the invoice: should this
     # process stop before it ends, the recovery job resumes it, and no renewal starts another.
-    return await invoices.settle(ctx, scope, opened.row, opened.attempt,
-                                 lambda paid, outcome: PeriodInvoice(paid, outcome, True))
+    attempt = await collection.collect(ctx, scope, opened.row, opened.attempt)
+    return await ctx.state.settled_renewals.settle(Collected(scope, opened.row["id"], attempt))
 
 
 def _earlier(row: asyncpg.Record, scope: Scope) -> PeriodInvoice:

@@ -1,4 +1,4 @@
-"""Period invoices opened together.
+"""Period invoices opened together, and settled together.
 
 A cycle runner asks for dozens of period invoices at once, and each is numbered under the
 organization's invoice-number row: alone, every renewal would hold that row until its own
@@ -10,7 +10,11 @@ in the same batch — is answered with its invoice, and collected by nobody here
 
 Should the shared transaction fail, each renewal is written alone
 (`each_alone_on_failure`): a failed commit that did write finds its invoices, which are
-then answered as made before; the attempts they started are resumed by the recovery job."""
+then answered as made before; the attempts they started are resumed by the recovery job.
+
+Their attempts end together as well: once its legs are done, each renewal's attempt is
+recorded and its invoice changed (paid, or still open) and announced in a transaction
+shared with the renewals ending meanwhile."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import msgspec
 
 from contracts import Scope
 from contracts.ids import new_id
-from contracts.invoicing import Invoice, LineItem
+from contracts.invoicing import Invoice, LineItem, PeriodInvoice
 from services.invoicing.collection import handlers as collection
 from services.invoicing.collection.domain import Attempt
 from services.invoicing.invoices import domain as invoices_domain
@@ -136,3 +140,46 @@ async def _announce(conn: asyncpg.Connection,
     await add_events(conn, "invoicing", type="invoice.finalized", object_type="invoice",
                      objects=[(s.org_id, s.livemode, opened.id, opened.userId, opened)
                               for s, _, opened in made])
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """A renewal's attempt whose legs are done."""
+
+    scope: Scope
+    invoice_id: str
+    attempt: Attempt
+
+
+class Settler:
+    def __init__(self, pool: Callable[[], asyncpg.Pool]):
+        self._pool = pool
+        self._batch = MicroBatcher(each_alone_on_failure(self._settle_together))
+
+    async def settle(self, collected: Collected) -> PeriodInvoice:
+        return await self._batch(collected)
+
+    async def _settle_together(self, collected: list[Collected]) -> list[PeriodInvoice]:
+        """The attempts end under their invoices' row locks (as `invoices.settle`)."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            rows = await store.locked(conn, [(c.scope.org_id, c.scope.livemode, c.invoice_id)
+                                             for c in collected])
+            ended = await collection.finish_many(
+                conn, [(c.scope, rows[c.invoice_id], c.attempt) for c in collected])
+            changed = await store.attempts_ended(conn, [
+                (c.scope.org_id, c.scope.livemode, c.invoice_id, changes)
+                for c, (changes, _) in zip(collected, ended, strict=True)])
+            invoiced = {c.invoice_id: invoices.as_invoice(changed[c.invoice_id],
+                                                          c.scope.livemode)
+                        for c in collected}
+            by_type: dict[str, list[tuple[str, bool, str, str | None, Invoice]]] = (
+                defaultdict(list))
+            for c, (_, outcome) in zip(collected, ended, strict=True):
+                invoice = invoiced[c.invoice_id]
+                by_type["invoice.paid" if outcome.success else "invoice.payment_failed"].append(
+                    (c.scope.org_id, c.scope.livemode, invoice.id, invoice.userId, invoice))
+            for type, objects in by_type.items():
+                await add_events(conn, "invoicing", type=type, object_type="invoice",
+                                 objects=objects)
+        return [PeriodInvoice(invoiced[c.invoice_id], outcome, True)
+                for c, (_, outcome) in zip(collected, ended, strict=True)]

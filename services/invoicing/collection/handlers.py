@@ -203,8 +203,8 @@ async def _customer_balance(ctx: Context, scope: Scope, invoice: asyncpg.Record,
     if a.balance_used is not None:
         return a
     org, mode, customer = scope.org_id, scope.livemode, invoice["user_id"]
-    if a.left == 0 or await balances.balance(ctx.pool, org, mode, customer,
-                                             invoice["currency"]) <= 0:
+    if a.left == 0 or await ctx.state.customer_balance(
+            (org, mode, customer, invoice["currency"])) <= 0:
         return replace(a, balance_used=0)
     async with ctx.pool.acquire() as conn, conn.transaction():
         held = await balances.balance(conn, org, mode, customer, invoice["currency"], lock=True)

@@ -18,6 +18,12 @@ _INVOICE = ("id, user_id, customer_email, subscription_id, period_start, period_
             " payment_intent_id, number, attempt_count, due_date, paid_at, voided_at,"
             " line_items, line_counter, metadata, created_at, updated_at")
 
+
+def _columns_of(alias: str) -> str:
+    """`_INVOICE` of a table named `alias` in a query that joins others."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in _INVOICE.split(","))
+
+
 # What an edit may set (`update`): column names are ours, never a client's.
 _CHANGEABLE = frozenset({"status", "subtotal", "tax", "tax_percent", "tax_address",
                          "tax_lines", "discount", "discount_name", "amount_due", "number",
@@ -67,6 +73,23 @@ async def period_invoice(db: Db, org_id: str, livemode: bool, subscription_id: s
         f" and period_end = $5", org_id, livemode, subscription_id, start, end)
 
 
+async def period_invoices(db: Db, periods: list[tuple[str, bool, str, datetime, datetime]],
+                          ) -> list[asyncpg.Record | None]:
+    """`period_invoice` of many (org_id, livemode, subscription_id, start, end), in one
+    query."""
+    rows = await db.fetch(
+        f"select k.n, {_columns_of('i')}"
+        " from unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[],"
+        " $5::timestamptz[]) with ordinality as k(o, l, s, ps, pe, n)"
+        " join invoicing.invoices i on i.org_id = k.o and i.livemode = k.l"
+        " and i.origin = 'renewal' and i.subscription_id = k.s and i.period_start = k.ps"
+        " and i.period_end = k.pe", *zip(*periods, strict=True))
+    found: list[asyncpg.Record | None] = [None] * len(periods)
+    for r in rows:
+        found[r["n"] - 1] = r
+    return found
+
+
 async def create_for_periods(conn: asyncpg.Connection,
                              drafts: list[tuple[str, bool, str, str, str, str, datetime,
                                                 datetime, str, int, int]],
@@ -99,7 +122,7 @@ async def open_numbered(conn: asyncpg.Connection, numbers: list[tuple[str, bool,
         from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[])
             as n(org, mode, invoice, number)
         where org_id = n.org and livemode = n.mode and id = n.invoice
-        returning {", ".join("invoices." + c.strip() for c in _INVOICE.split(","))}""",
+        returning {_columns_of("invoices")}""",
         orgs, modes, ids, numbered)
 
 
@@ -139,7 +162,7 @@ async def attempts_ended(conn: asyncpg.Connection,
             $11::text[], $12::text[]) as e(org, mode, invoice, paid, credit, attempt, at,
             status, paid_at, method, ref, intent)
         where i.org_id = e.org and i.livemode = e.mode and i.id = e.invoice
-        returning {", ".join("i." + c.strip() for c in _INVOICE.split(","))}""",
+        returning {_columns_of("i")}""",
         orgs, modes, ids, *zip(*([c.get(name) for name in _ATTEMPT_ENDED] for c in changes),
                                strict=True))
     return {r["id"]: r for r in rows}

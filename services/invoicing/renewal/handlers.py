@@ -20,7 +20,6 @@ from contracts.invoicing import (
 )
 from services.invoicing.collection import handlers as collection
 from services.invoicing.invoices import handlers as invoices
-from services.invoicing.invoices import store
 from services.invoicing.pricing.handlers import period_lines
 from services.invoicing.renewal import domain
 from services.invoicing.renewal.batched import Collected, Draft
@@ -34,9 +33,8 @@ async def renew_period(ctx: Context, scope: Scope, p: PeriodInvoiceParams,
                        ) -> PeriodInvoice | bytes:
     when = domain.period(p)
     scope = msgspec.structs.replace(scope, idempotency_key=None, fingerprint=None)
-    org, mode = scope.org_id, scope.livemode
-    found = await store.period_invoice(ctx.pool, org, mode, when.subscription_id, when.start,
-                                       when.end)
+    found = await ctx.state.period_invoice((scope.org_id, scope.livemode, when.subscription_id,
+                                            when.start, when.end))
     if found is not None:
         return _earlier(found, scope)
     opened = await ctx.state.renewals.open(

@@ -2,8 +2,9 @@
 invoice, and what a void gives back. The invoice's own handlers (`invoices/handlers.py`)
 hold its row lock around `begin` and `finish`; the legs run between, outside any
 transaction, because each asks another service (the ledger, payments) or moves the customer
-balance in a transaction of its own, and records on the attempt at once what it moved; what
-moved nothing is written when the attempt ends."""
+balance in a transaction of its own, and records on the attempt at once what it moved (the
+wallet: what it is about to withdraw, under a key that answers the same again); what moved
+nothing is written when the attempt ends."""
 
 from __future__ import annotations
 
@@ -243,7 +244,10 @@ async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attemp
             if not domain.moved_nothing(refused):
                 raise
             used = 0  # spent meanwhile (402)
-    return await _record(ctx, scope, a, wallet_used=used)
+    # Not saved now: the legs after save before they ask anything, the attempt's end saves
+    # it, and an attempt resumed before then asks the ledger again under the same key,
+    # which answers this withdrawal again (as it must when a crash comes before any save).
+    return replace(a, wallet_used=used)
 
 
 async def _card(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
@@ -376,7 +380,6 @@ async def _record(ctx: Context, scope: Scope, a: Attempt, **outcome: Any) -> Att
     it, so those are saved before anything is asked that moves money; an outcome that
     moved nothing can wait for the attempt's end (asked again, it moves nothing either)."""
     a = replace(a, **outcome)
-    if any(outcome.get(leg) for leg in ("credit_used", "wallet_planned", "wallet_used",
-                                        "card_used")):
+    if any(outcome.get(leg) for leg in ("credit_used", "wallet_planned", "card_used")):
         await store.save(ctx.pool, scope.org_id, scope.livemode, a)
     return a

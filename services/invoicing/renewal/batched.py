@@ -154,7 +154,9 @@ class Collected:
 class Settler:
     def __init__(self, pool: Callable[[], asyncpg.Pool]):
         self._pool = pool
-        self._batch = MicroBatcher(each_alone_on_failure(self._settle_together))
+        # One batch at a time, the attempts ending meanwhile forming the next: a cycle's
+        # renewals end a few at a time, and would each hold a connection otherwise.
+        self._batch = MicroBatcher(each_alone_on_failure(self._settle_together), serial=True)
 
     async def settle(self, collected: Collected) -> PeriodInvoice:
         return await self._batch(collected)

@@ -13,7 +13,8 @@ in phases (`--runners 2,1`, the default):
 2. one runner, over the next period of the same subscriptions (moved a month back).
 
 For each: periods billed and collected per second, from the runners' start until every
-period is settled (and the span the claims record), then the checks — one invoice and one
+period is settled (and the span the claims record), the CPU each process spent per period
+(read from /proc, as `bench/topup_cpu.py`), then the checks — one invoice and one
 collection attempt per period, every invoice paid — and in the end `billing ledger verify`.
 In the same run, the baseline of `bench/money.py` (single-row asyncpg commits).
 
@@ -46,6 +47,7 @@ from bench.common import (  # noqa: E402
     verify_books,
 )
 from bench.money import baseline  # noqa: E402
+from bench.topup_cpu import cpu_lines, cpu_now  # noqa: E402
 
 WALLET = 40_000  # cents per customer: two periods of the dearest plan and its usage
 KINDS = (("world-pro", {}), ("team", {"quantity": 3}), ("pro", {}))  # flat, seats, metered
@@ -115,14 +117,15 @@ async def setup(base: str, auth: dict[str, str], database_url: str, n: int) -> s
     return org_id
 
 
-async def cycle(env: dict[str, str], database_url: str, runners: int, n: int,
-                ) -> tuple[float, float, str]:
+async def cycle(env: dict[str, str], nats_url: str, database_url: str, runners: int, n: int,
+                ) -> tuple[float, float, str, list[str]]:
     """Start `runners` subscriptions replicas whose schedulers bill the due periods: the
     seconds until all `n` are settled, the span the claims record (first claim to last
-    settle), and the checks."""
+    settle), the checks, and the CPU each process spent per period."""
     conn = await asyncpg.connect(database_url)
     try:
         since = await conn.fetchval("select now()")
+        before = await cpu_now(conn, nats_url)
         started = time.perf_counter()
         running = [spawn("-m", "services.cli", "serve", "subscriptions",
                          env={**env, "BILLING_CYCLE_INTERVAL": "1"}) for _ in range(runners)]
@@ -134,12 +137,13 @@ async def cycle(env: dict[str, str], database_url: str, runners: int, n: int,
                     raise RuntimeError("the cycle did not finish within an hour")
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - started
+            cpu = cpu_lines(before, await cpu_now(conn, nats_url), n, elapsed, "period")
         finally:
             stop(running)
         span = await conn.fetchval(
             "select extract(epoch from max(updated_at) - min(created_at))"
             " from subscriptions.period_renewals where created_at >= $1", since)
-        return elapsed, float(span), await check(conn, n, since)
+        return elapsed, float(span), await check(conn, n, since), cpu
     finally:
         await conn.close()
 
@@ -184,14 +188,15 @@ async def main(n: int, baseline_seconds: float, runners: list[int]) -> None:
             for phase, count in enumerate(runners):
                 if phase:
                     await next_period(database_url)
-                results.append((count, await cycle(env, database_url, count, n)))
+                results.append((count, await cycle(env, nats_url, database_url, count, n)))
             verified = await verify_books(env)
     print(f"\nbilling cycle, {n:,} due subscriptions (flat, per seat, metered)")
     print(base_result.line())
-    for count, (elapsed, span, checked) in results:
+    for count, (elapsed, span, checked, cpu) in results:
         print(f"{count} runner{'s' if count > 1 else ' '}: {n / elapsed:>8,.0f} periods"
               f" billed+collected/s   total {elapsed:6.1f} s (claims span {span:6.1f} s)")
         print(f"   {checked}")
+        print("\n".join(cpu))
     print(verified)
 
 

@@ -44,15 +44,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def service_pids() -> dict[str, int]:
-    """This bench's own service processes, by name."""
+def service_pids() -> dict[str, list[int]]:
+    """This bench's own service processes, by name (a service may run in several)."""
     children = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True,
                               text=True).stdout.split()
-    found = {}
+    found: dict[str, list[int]] = {}
     for pid in map(int, children):
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"serve" in cmd:
-            found[cmd[cmd.index(b"serve") + 1].decode()] = pid
+            found.setdefault(cmd[cmd.index(b"serve") + 1].decode(), []).append(pid)
     return found
 
 
@@ -61,6 +61,29 @@ def nats_pid(nats_url: str) -> list[int]:
     listening = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
                                text=True).stdout
     return [int(p) for p in re.findall(r"pid=(\d+)", listening)][:1]
+
+
+async def cpu_now(conn: asyncpg.Connection, nats_url: str) -> dict[str, float]:
+    """CPU seconds spent so far by each service (its processes together), PostgreSQL's
+    backends of the bench's database and NATS."""
+    backends = [r["pid"] for r in await conn.fetch(
+        "select pid from pg_stat_activity where datname = current_database()"
+        " and pid <> pg_backend_pid()")]
+    groups = {**service_pids(), "postgres": backends, "nats": nats_pid(nats_url)}
+    return {name: sum(map(cpu_seconds, pids)) for name, pids in groups.items()}
+
+
+def cpu_lines(before: dict[str, float], after: dict[str, float], ops: int, seconds: float,
+              what: str) -> list[str]:
+    """CPU per operation of each process group between two `cpu_now`, and of them all."""
+    lines = []
+    for name in after:
+        spent = after[name] - before.get(name, 0.0)
+        lines.append(f"  {name:13s} {spent / ops * 1e6:6.0f} µs per {what}"
+                     f"  ({spent / seconds * 100:4.0f} % of a core)")
+    total = sum(after[n] - before.get(n, 0.0) for n in after)
+    lines.append(f"  {'all':13s} {total / ops * 1e6:6.0f} µs per {what}")
+    return lines
 
 
 async def main(seconds: float, concurrency: int) -> None:
@@ -72,34 +95,21 @@ async def main(seconds: float, concurrency: int) -> None:
             await drive("warm-up", url, concurrency=concurrency, seconds=3, method="POST",
                         headers=auth, body=BODY, users=1000)
             conn = await asyncpg.connect(database_url)
-
-            async def groups() -> dict[str, list[int]]:
-                backends = [r["pid"] for r in await conn.fetch(
-                    "select pid from pg_stat_activity where datname = current_database()"
-                    " and pid <> pg_backend_pid()")]
-                return {**{n: [p] for n, p in service_pids().items()},
-                        "postgres": backends, "nats": nats_pid(nats_url)}
-
             commits = ("select xact_commit + xact_rollback from pg_stat_database"
                        " where datname = current_database()")
             xacts_before = await conn.fetchval(commits)
-            before = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
+            before = await cpu_now(conn, nats_url)
             result = await drive("POST /billing/topup/token", url, concurrency=concurrency,
                                  seconds=seconds, method="POST", headers=auth, body=BODY,
                                  users=1000)
-            after = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
+            after = await cpu_now(conn, nats_url)
             await asyncio.sleep(0.6)  # the statistics collector reports every 500 ms
             xacts = await conn.fetchval(commits) - xacts_before
             await conn.close()
+    ok = result.requests - result.errors
     print(f"\ntop-ups, {concurrency} concurrent clients, {seconds:.0f} s")
     print(result.line())
-    ok = result.requests - result.errors
-    for name in after:
-        spent = after[name] - before.get(name, 0.0)
-        print(f"  {name:10s} {spent / ok * 1e6:6.0f} µs per top-up"
-              f"  ({spent / result.seconds * 100:4.0f} % of a core)")
-    total = sum(after[n] - before.get(n, 0.0) for n in after)
-    print(f"  {'all':10s} {total / ok * 1e6:6.0f} µs per top-up")
+    print("\n".join(cpu_lines(before, after, ok, result.seconds, "top-up")))
     print(f"  database transactions: {xacts / ok:.3f} per top-up (fewer: larger batches)")
 
 

@@ -293,7 +293,10 @@ class EmbeddedPostgres:
         # New tables get statistics within seconds rather than a minute: until then the
         # planner cannot tell our indexes apart (most begin with org and mode) and may scan
         # a whole organization's rows for one lookup, in a fresh test or bench database.
-        settings = "-c autovacuum_naptime=5"
+        # Every service's pool may grow to 20 connections, and a platform runs six or more
+        # of them (and tests their replicas): PostgreSQL's default of 100 runs out when
+        # they are busy at once.
+        settings = "-c autovacuum_naptime=5 -c max_connections=300"
         try:
             self._pg_ctl(
                 "-w",

@@ -11,11 +11,16 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+from contracts import Actor, Scope
 from contracts.invoicing import (
     INVOICE_MARK_UNCOLLECTIBLE,
     INVOICE_RENEW_PERIOD,
     INVOICE_RETRY,
+    LineItem,
 )
+from services.invoicing.collection.domain import Attempt
+from services.invoicing.renewal.batched import Collected, Draft
+from services.invoicing.renewal.domain import Period
 from tests.invoicing.test_collection import deposit, invoice_now, open_invoice, paid
 from tests.invoicing.test_invoices import act, events_of, fetch
 from tests.invoicing.test_preview import grant, make_rule, remaining, use
@@ -28,6 +33,7 @@ from tests.support import (
     new_user,
     org_id_of,
     post,
+    service,
     service_down,
     zulu,
 )
@@ -248,6 +254,48 @@ async def test_concurrent_renewals_of_a_period_make_one_invoice_and_one_collecti
     # Another subscription of the user, the same dates: an invoice of its own.
     other = await bus.ok(RENEW, period(user, subscription="sub_other"))
     assert other["created"] and other["invoice"]["id"] != invoice_id
+
+
+async def test_renewals_opened_together_are_numbered_in_turn_and_fail_alone(
+        http, org, platform, pool):
+    """Renewals arriving together share a transaction: a period twice in the batch is made
+    once, the numbers follow on, and a renewal the database refuses fails alone."""
+    state = service(platform, "invoicing").ctx.state
+    scope = Scope(org_id=await org_id_of(platform, org), org_name="", livemode=False,
+                  actor=Actor(kind="service", role="platform"), request_id="req_together")
+    lines = [LineItem(id="li_plan_pro", type="subscription", description="Pro subscription",
+                      amount=2000, currency="usd", periodStart=zulu(START),
+                      periodEnd=zulu(END))]
+
+    def draft(subscription: str, user: str) -> Draft:
+        return Draft(scope, Period(subscription, user, "usd", START, END), lines, True)
+
+    drafts = [draft(f"sub_together{n}", new_user()) for n in range(3)]
+    bad = draft("sub_together_bad", "bad\x00user")  # text PostgreSQL refuses
+    opened = await asyncio.gather(*(state.renewals.open(d) for d in [*drafts, bad, drafts[0]]),
+                                  return_exceptions=True)
+    made, refused, again = opened[:3], opened[3], opened[4]
+    assert [o.created for o in made] == [True] * 3
+    numbers = [o.invoice.number for o in made]
+    assert numbers == list(range(numbers[0], numbers[0] + 3))
+    assert [(o.invoice.status, o.attempt.number, o.attempt.due) for o in made] == [
+        ("open", 1, 2000)] * 3
+    assert isinstance(refused, Exception)
+    assert (again.created, again.invoice.id, again.attempt) == (False, made[0].invoice.id, None)
+    assert await pool.fetchval("select count(*) from invoicing.invoices"
+                               " where subscription_id like 'sub_together%'") == 3
+    # Their attempts end together too; an attempt of no invoice fails alone.
+    nothing = Attempt(invoice_id="inv_none", number=1, due=0)
+    settled = await asyncio.gather(*(state.settled_renewals.settle(Collected(
+        scope, o.invoice.id, o.attempt)) for o in made), state.settled_renewals.settle(
+        Collected(scope, "inv_none", nothing)), return_exceptions=True)
+    assert [(s.invoice.status, s.collection.success) for s in settled[:3]] == [
+        ("open", False)] * 3
+    assert isinstance(settled[3], Exception)
+    assert await pool.fetchval(
+        "select count(*) from invoicing.collection_attempts a join invoicing.invoices i"
+        " on i.id = a.invoice_id where i.subscription_id like 'sub_together%'"
+        " and a.state = 'failed'") == 3
 
 
 async def test_a_manual_invoice_naming_the_subscription_does_not_take_the_period(

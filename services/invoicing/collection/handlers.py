@@ -2,8 +2,9 @@
 invoice, and what a void gives back. The invoice's own handlers (`invoices/handlers.py`)
 hold its row lock around `begin` and `finish`; the legs run between, outside any
 transaction, because each asks another service (the ledger, payments) or moves the customer
-balance in a transaction of its own, and records on the attempt at once what it moved; what
-moved nothing is written when the attempt ends."""
+balance in a transaction of its own, and records on the attempt at once what it moved (the
+wallet: what it is about to withdraw, under a key that answers the same again); what moved
+nothing is written when the attempt ends."""
 
 from __future__ import annotations
 
@@ -78,6 +79,19 @@ async def begin(conn: asyncpg.Connection, scope: Scope, invoice: asyncpg.Record)
     return attempt
 
 
+async def begin_first(conn: asyncpg.Connection,
+                      invoices: list[tuple[Scope, asyncpg.Record]]) -> dict[str, Attempt]:
+    """Attempt 1 of each invoice, by invoice, opened in the caller's transaction: no
+    other attempt can run on them yet."""
+    until = now() + domain.LEASE
+    for _, invoice in invoices:
+        domain.collectable(invoice["status"])
+    return await store.start_many(conn, [
+        (scope.org_id, scope.livemode, invoice["id"], invoice["attempt_count"] + 1,
+         invoice["amount_due"] - invoice["amount_paid"], until)
+        for scope, invoice in invoices])
+
+
 async def collect(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
     """The legs not done yet, in order, each only while something is left. A source that
     does not answer stops the attempt unfinished (503): the next pay resumes it."""
@@ -101,6 +115,20 @@ async def finish(conn: asyncpg.Connection, scope: Scope, invoice: asyncpg.Record
                      "succeeded" if outcome.success else "failed")
     return domain.finished(a, invoice["amount_due"], invoice["amount_paid"],
                            invoice["credit_applied"], now()), outcome
+
+
+async def finish_many(conn: asyncpg.Connection,
+                      ended: list[tuple[Scope, asyncpg.Record, Attempt]],
+                      ) -> list[tuple[dict[str, Any], Collection]]:
+    """`finish` of many attempts, their invoices locked by the caller, in one statement."""
+    at = now()
+    outcomes = [domain.result(a) for _, _, a in ended]
+    await store.save_many(conn, [
+        (scope.org_id, scope.livemode, a, "succeeded" if outcome.success else "failed")
+        for (scope, _, a), outcome in zip(ended, outcomes, strict=True)])
+    return [(domain.finished(a, invoice["amount_due"], invoice["amount_paid"],
+                             invoice["credit_applied"], at), outcome)
+            for (_, invoice, a), outcome in zip(ended, outcomes, strict=True)]
 
 
 async def stalled(db: asyncpg.Pool, limit: int) -> list[tuple[str, bool, str]]:
@@ -176,8 +204,8 @@ async def _customer_balance(ctx: Context, scope: Scope, invoice: asyncpg.Record,
     if a.balance_used is not None:
         return a
     org, mode, customer = scope.org_id, scope.livemode, invoice["user_id"]
-    if a.left == 0 or await balances.balance(ctx.pool, org, mode, customer,
-                                             invoice["currency"]) <= 0:
+    if a.left == 0 or await ctx.state.customer_balance(
+            (org, mode, customer, invoice["currency"])) <= 0:
         return replace(a, balance_used=0)
     async with ctx.pool.acquire() as conn, conn.transaction():
         held = await balances.balance(conn, org, mode, customer, invoice["currency"], lock=True)
@@ -216,7 +244,10 @@ async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attemp
             if not domain.moved_nothing(refused):
                 raise
             used = 0  # spent meanwhile (402)
-    return await _record(ctx, scope, a, wallet_used=used)
+    # Not saved now: the legs after save before they ask anything, the attempt's end saves
+    # it, and an attempt resumed before then asks the ledger again under the same key,
+    # which answers this withdrawal again (as it must when a crash comes before any save).
+    return replace(a, wallet_used=used)
 
 
 async def _card(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
@@ -349,7 +380,6 @@ async def _record(ctx: Context, scope: Scope, a: Attempt, **outcome: Any) -> Att
     it, so those are saved before anything is asked that moves money; an outcome that
     moved nothing can wait for the attempt's end (asked again, it moves nothing either)."""
     a = replace(a, **outcome)
-    if any(outcome.get(leg) for leg in ("credit_used", "wallet_planned", "wallet_used",
-                                        "card_used")):
+    if any(outcome.get(leg) for leg in ("credit_used", "wallet_planned", "card_used")):
         await store.save(ctx.pool, scope.org_id, scope.livemode, a)
     return a

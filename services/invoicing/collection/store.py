@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from services.invoicing.collection.domain import Attempt
 
@@ -49,6 +50,19 @@ async def start(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_i
         org_id, livemode, invoice_id, number, due, lease_until))
 
 
+async def start_many(conn: asyncpg.Connection,
+                     attempts: list[tuple[str, bool, str, int, int, datetime]],
+                     ) -> dict[str, Attempt]:
+    """`start` for many invoices in one statement: (org_id, livemode, invoice_id, attempt,
+    due, lease_until) each; the attempts by invoice."""
+    rows = await conn.fetch(
+        f"""insert into invoicing.collection_attempts (org_id, livemode, invoice_id, attempt,
+            due, lease_until)
+        select * from unnest($1::text[], $2::boolean[], $3::text[], $4::integer[],
+            $5::bigint[], $6::timestamptz[]) returning {_ATTEMPT}""", *zip(*attempts, strict=True))
+    return {r["invoice_id"]: _attempt(r) for r in rows}
+
+
 async def lease(db: Db, org_id: str, livemode: bool, a: Attempt, until: datetime) -> None:
     await db.execute(
         "update invoicing.collection_attempts set lease_until = $5, updated_at = now()"
@@ -68,6 +82,28 @@ async def save(db: Db, org_id: str, livemode: bool, a: Attempt, state: str | Non
         org_id, livemode, a.invoice_id, a.number, a.credit_used, a.credit_by_meter,
         a.balance_used, a.wallet_planned, a.wallet_used, a.card_used, a.card_ref,
         a.payment_intent_id, a.error, state)
+
+
+async def save_many(conn: asyncpg.Connection,
+                    ended: list[tuple[str, bool, Attempt, str]]) -> None:
+    """`save` of many attempts in one statement: (org_id, livemode, attempt, state) each."""
+    rows = [(org, mode, a.invoice_id, a.number, a.credit_used,
+             None if a.credit_by_meter is None else msgspec.json.encode(
+                 a.credit_by_meter).decode(), a.balance_used, a.wallet_planned, a.wallet_used,
+             a.card_used, a.card_ref, a.payment_intent_id, a.error, state)
+            for org, mode, a, state in ended]
+    await conn.execute(
+        """update invoicing.collection_attempts c set credit_used = s.credit,
+            credit_by_meter = s.by_meter::jsonb, balance_used = s.balance,
+            wallet_planned = s.planned, wallet_used = s.wallet, card_used = s.card,
+            card_ref = s.ref, payment_intent_id = s.intent, error = s.error, state = s.state,
+            updated_at = now()
+        from unnest($1::text[], $2::boolean[], $3::text[], $4::integer[], $5::bigint[],
+            $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[],
+            $12::text[], $13::text[], $14::text[]) as s(org, mode, invoice, attempt, credit,
+            by_meter, balance, planned, wallet, card, ref, intent, error, state)
+        where c.org_id = s.org and c.livemode = s.mode and c.invoice_id = s.invoice
+            and c.attempt = s.attempt""", *zip(*rows, strict=True))
 
 
 async def credited_by_meter(db: Db, org_id: str, livemode: bool, invoice_id: str,

@@ -25,6 +25,19 @@ async def balance(db: Db, org_id: str, livemode: bool, customer_id: str, currenc
         org_id, livemode, customer_id, currency) or 0
 
 
+async def balances(db: Db, keys: list[tuple[str, bool, str, str]]) -> list[int]:
+    """`balance` of many (org_id, livemode, customer_id, currency), in one query, unlocked."""
+    rows = await db.fetch(
+        "select k.n, b.balance from unnest($1::text[], $2::boolean[], $3::text[], $4::text[])"
+        " with ordinality as k(o, l, c, cur, n) join invoicing.customer_balances b"
+        " on b.org_id = k.o and b.livemode = k.l and b.customer_id = k.c and b.currency = k.cur",
+        *zip(*keys, strict=True))
+    found = [0] * len(keys)
+    for r in rows:
+        found[r["n"] - 1] = r["balance"]
+    return found
+
+
 async def change(conn: asyncpg.Connection, org_id: str, livemode: bool, transaction_id: str,
                  c: Change) -> asyncpg.Record | None:
     """The balance moved by `c.amount` and its transaction, in the caller's transaction.

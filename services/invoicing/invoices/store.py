@@ -18,6 +18,12 @@ _INVOICE = ("id, user_id, customer_email, subscription_id, period_start, period_
             " payment_intent_id, number, attempt_count, due_date, paid_at, voided_at,"
             " line_items, line_counter, metadata, created_at, updated_at")
 
+
+def _columns_of(alias: str) -> str:
+    """`_INVOICE` of a table named `alias` in a query that joins others."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in _INVOICE.split(","))
+
+
 # What an edit may set (`update`): column names are ours, never a client's.
 _CHANGEABLE = frozenset({"status", "subtotal", "tax", "tax_percent", "tax_address",
                          "tax_lines", "discount", "discount_name", "amount_due", "number",
@@ -32,6 +38,17 @@ async def invoice(db: Db, org_id: str, livemode: bool, invoice_id: str, *,
     return await db.fetchrow(
         f"select {_INVOICE} from invoicing.invoices where org_id = $1 and livemode = $2"
         f" and id = $3" + (" for update" if lock else ""), org_id, livemode, invoice_id)
+
+
+async def locked(conn: asyncpg.Connection, ids: list[tuple[str, bool, str]],
+                 ) -> dict[str, asyncpg.Record]:
+    """Invoices (org_id, livemode, id) locked, by id; locked in id order, so concurrent
+    lockers of the same invoices wait for each other rather than deadlock."""
+    rows = await conn.fetch(
+        f"select {_INVOICE} from invoicing.invoices where (org_id, livemode, id) in"
+        " (select * from unnest($1::text[], $2::boolean[], $3::text[])) order by id"
+        " for update", *zip(*ids, strict=True))
+    return {r["id"]: r for r in rows}
 
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
@@ -56,21 +73,57 @@ async def period_invoice(db: Db, org_id: str, livemode: bool, subscription_id: s
         f" and period_end = $5", org_id, livemode, subscription_id, start, end)
 
 
-async def create_for_period(conn: asyncpg.Connection, org_id: str, livemode: bool,
-                            invoice_id: str, subscription_id: str, user_id: str,
-                            currency: str, start: datetime, end: datetime, lines: list[Any],
-                            subtotal: int, amount_due: int) -> asyncpg.Record | None:
-    """A renewal draft of the period; None when the period has its invoice already (a
-    concurrent renewal's insert is waited for, then found)."""
-    return await conn.fetchrow(
-        f"""insert into invoicing.invoices (org_id, livemode, id, user_id, subscription_id,
+async def period_invoices(db: Db, periods: list[tuple[str, bool, str, datetime, datetime]],
+                          ) -> list[asyncpg.Record | None]:
+    """`period_invoice` of many (org_id, livemode, subscription_id, start, end), in one
+    query."""
+    rows = await db.fetch(
+        f"select k.n, {_columns_of('i')}"
+        " from unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[],"
+        " $5::timestamptz[]) with ordinality as k(o, l, s, ps, pe, n)"
+        " join invoicing.invoices i on i.org_id = k.o and i.livemode = k.l"
+        " and i.origin = 'renewal' and i.subscription_id = k.s and i.period_start = k.ps"
+        " and i.period_end = k.pe", *zip(*periods, strict=True))
+    found: list[asyncpg.Record | None] = [None] * len(periods)
+    for r in rows:
+        found[r["n"] - 1] = r
+    return found
+
+
+async def create_for_periods(conn: asyncpg.Connection,
+                             drafts: list[tuple[str, bool, str, str, str, str, datetime,
+                                                datetime, str, int, int]],
+                             ) -> list[asyncpg.Record]:
+    """Renewal drafts of periods, in one statement: (org_id, livemode, invoice_id,
+    subscription_id, user_id, currency, start, end, lines as JSON text, subtotal, amount_due)
+    each, at most one per period. The drafts inserted: a period that has its invoice already
+    is skipped (a concurrent renewal's insert is waited for, then skipped)."""
+    columns = list(zip(*drafts, strict=True))
+    return await conn.fetch(
+        f"""insert into invoicing.invoices (org_id, livemode, id, subscription_id, user_id,
             origin, period_start, period_end, currency, line_items, subtotal, amount_due)
-        values ($1, $2, $3, $4, $5, 'renewal', $6, $7, $8, $9, $10, $11)
+        select o, l, i, s, u, 'renewal', ps, pe, c, li::jsonb, st, ad from unnest($1::text[],
+            $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+            $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[])
+            as d(o, l, i, s, u, c, ps, pe, li, st, ad)
         on conflict (org_id, livemode, subscription_id, period_start, period_end)
             where origin = 'renewal' do nothing
-        returning {_INVOICE}""",
-        org_id, livemode, invoice_id, user_id, subscription_id, start, end, currency, lines,
-        subtotal, amount_due)
+        returning {_INVOICE}""", *columns)
+
+
+async def open_numbered(conn: asyncpg.Connection, numbers: list[tuple[str, bool, str, int]],
+                        ) -> list[asyncpg.Record]:
+    """Drafts opened with their numbers, (org_id, livemode, invoice_id, number) each; the
+    invoices as they are now."""
+    orgs, modes, ids, numbered = zip(*numbers, strict=True)
+    return await conn.fetch(
+        f"""update invoicing.invoices set status = 'open', number = n.number,
+            updated_at = now()
+        from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[])
+            as n(org, mode, invoice, number)
+        where org_id = n.org and livemode = n.mode and id = n.invoice
+        returning {_columns_of("invoices")}""",
+        orgs, modes, ids, numbered)
 
 
 async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,
@@ -83,6 +136,36 @@ async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_
         f"update invoicing.invoices set {sets}, updated_at = now()"
         f" where org_id = $1 and livemode = $2 and id = $3 returning {_INVOICE}",
         org_id, livemode, invoice_id, *changes.values())
+
+
+# What an ended attempt may change (`collection.domain.finished`): the rest stays.
+_ATTEMPT_ENDED = ("amount_paid", "credit_applied", "attempt_count", "last_attempt_at", "status",
+                  "paid_at", "payment_method", "payment_ref", "payment_intent_id")
+
+
+async def attempts_ended(conn: asyncpg.Connection,
+                         ended: list[tuple[str, bool, str, dict[str, Any]]],
+                         ) -> dict[str, asyncpg.Record]:
+    """Many invoices' changes from their ended attempts, (org_id, livemode, id, changes)
+    each, in one statement; the invoices as they are now, by id."""
+    assert all(c.keys() <= set(_ATTEMPT_ENDED) for *_, c in ended)
+    orgs, modes, ids, changes = zip(*ended, strict=True)
+    rows = await conn.fetch(
+        f"""update invoicing.invoices i set amount_paid = e.paid, credit_applied = e.credit,
+            attempt_count = e.attempt, last_attempt_at = e.at,
+            status = coalesce(e.status, i.status), paid_at = coalesce(e.paid_at, i.paid_at),
+            payment_method = coalesce(e.method, i.payment_method),
+            payment_ref = coalesce(e.ref, i.payment_ref),
+            payment_intent_id = coalesce(e.intent, i.payment_intent_id), updated_at = now()
+        from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[], $5::bigint[],
+            $6::integer[], $7::timestamptz[], $8::text[], $9::timestamptz[], $10::text[],
+            $11::text[], $12::text[]) as e(org, mode, invoice, paid, credit, attempt, at,
+            status, paid_at, method, ref, intent)
+        where i.org_id = e.org and i.livemode = e.mode and i.id = e.invoice
+        returning {_columns_of("i")}""",
+        orgs, modes, ids, *zip(*([c.get(name) for name in _ATTEMPT_ENDED] for c in changes),
+                               strict=True))
+    return {r["id"]: r for r in rows}
 
 
 async def invoices(db: Db, org_id: str, livemode: bool, user_id: str, status: str,
@@ -98,14 +181,15 @@ async def invoices(db: Db, org_id: str, livemode: bool, user_id: str, status: st
 
 
 async def next_number(conn: asyncpg.Connection, org_id: str, livemode: bool,
-                      kind: str) -> int:
+                      kind: str, count: int = 1) -> int:
     """The next number of `kind` for the organization and mode (§9.11). The counter's row
     stays locked until the caller's transaction ends, so concurrent numberings take their
-    turn, and a rollback gives the number back: no gaps, no duplicates."""
+    turn, and a rollback gives the number back: no gaps, no duplicates. With `count`, the
+    last of `count` numbers taken at once."""
     return await conn.fetchval(
-        """insert into invoicing.numbers (org_id, livemode, kind, last) values ($1, $2, $3, 1)
-        on conflict (org_id, livemode, kind) do update set last = numbers.last + 1
-        returning last""", org_id, livemode, kind)
+        """insert into invoicing.numbers (org_id, livemode, kind, last) values ($1, $2, $3, $4)
+        on conflict (org_id, livemode, kind) do update set last = numbers.last + $4
+        returning last""", org_id, livemode, kind, count)
 
 
 # ---- tax rates -----------------------------------------------------------------------------

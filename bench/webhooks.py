@@ -52,7 +52,7 @@ from bench.common import (  # noqa: E402
     stop,
     wait_http,
 )
-from bench.topup_cpu import cpu_seconds, nats_pid, service_pids  # noqa: E402
+from bench.topup_cpu import cpu_lines, cpu_now  # noqa: E402
 
 SECRET = "whsec_bench_secret"
 REPLAYS = 0.10
@@ -140,7 +140,7 @@ def baseline_server(port: int) -> None:
 
 async def main(seconds: float, concurrency: int) -> None:
     # Enough fresh events for a fast run (a deliberate overestimate: signing is cheap).
-    events = signed_events(int(seconds * 12_000) + 10_000)
+    events = signed_events(int(seconds * 20_000) + 10_000)
     async with infrastructure() as (nats_url, database_url):
         bare_port = free_port()
         env = billing_env(nats_url, database_url, BILLING_PORT=str(free_port()),
@@ -154,21 +154,13 @@ async def main(seconds: float, concurrency: int) -> None:
                                             f"http://127.0.0.1:{bare_port}/webhook", events,
                                             concurrency, seconds)
                 conn = await asyncpg.connect(database_url)
-
-                async def groups() -> dict[str, list[int]]:
-                    backends = [r["pid"] for r in await conn.fetch(
-                        "select pid from pg_stat_activity where datname = current_database()"
-                        " and pid <> pg_backend_pid()")]
-                    return {**{n: [p] for n, p in service_pids().items()},
-                            "postgres": backends, "nats": nats_pid(nats_url)}
-
-                before = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
+                before = await cpu_now(conn, nats_url)
                 result, distinct = await deliver(
                     "POST /billing/webhooks/stripe/{org}",
                     f"{base}/api/v1/billing/webhooks/stripe/bench", events, concurrency,
                     seconds)
                 await asyncio.sleep(1.0)  # the relay and the event log catch up
-                after = {n: sum(map(cpu_seconds, ps)) for n, ps in (await groups()).items()}
+                after = await cpu_now(conn, nats_url)
                 stored, rows = await conn.fetchrow(
                     "select count(distinct event_id), count(*)"
                     " from payments.webhook_events_in")
@@ -196,12 +188,8 @@ async def main(seconds: float, concurrency: int) -> None:
     print(f"rows per transaction: intake {intake_batch:.1f}, event log {log_batch:.1f}")
     # CPU per delivery of each process (the relay and the event log run in payments'),
     # including the second after the run in which they catch up.
-    ok = result.requests - result.errors
-    for name in after:
-        spent = after[name] - before.get(name, 0.0)
-        print(f"  {name:10s} {spent / ok * 1e6:6.0f} µs per delivery")
-    total = sum(after[n] - before.get(n, 0.0) for n in after)
-    print(f"  {'all':10s} {total / ok * 1e6:6.0f} µs per delivery")
+    print("\n".join(cpu_lines(before, after, result.requests - result.errors,
+                              result.seconds + 1.0, "delivery")))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,6 @@ from contracts.ids import new_id
 SERVICE = Actor(kind="service", role="platform", may_mint=True)
 
 
-def service_scope(org_id: str, livemode: bool) -> Scope:
-    return Scope(org_id=org_id, org_name="", livemode=livemode, actor=SERVICE,
+def service_scope(org_id: str, livemode: bool, org_name: str = "") -> Scope:
+    return Scope(org_id=org_id, org_name=org_name, livemode=livemode, actor=SERVICE,
                  request_id=new_id("req_"))

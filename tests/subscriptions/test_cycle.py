@@ -13,6 +13,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from contracts.ids import new_id, rfc3339
+from services.runtime.scopes import service_scope
 from services.subscriptions.cycle import handlers as cycle
 from services.subscriptions.cycle import runner
 from services.subscriptions.subscriptions.domain import add_months
@@ -332,7 +333,7 @@ async def test_two_runners_over_a_thousand_due_subscriptions_bill_each_once(
     user_ids = [new_user() for _ in range(1000)]
     await clone_due(http, org, pool, user_ids)
     ctx = subscriptions(platform).ctx
-    scope = runner.acting_for(org_id, False)
+    scope = service_scope(org_id, False)
     at = datetime.now(UTC)
     first, second = await asyncio.gather(runner.run(ctx, scope, "", at),
                                          runner.run(ctx, scope, "", at))
@@ -389,7 +390,7 @@ async def test_a_runner_that_died_after_claiming_is_resumed_once(http, org, pool
     sub = await subscribe(http, org, user)
     await make_due(pool, sub["id"])
     await deposit(http, org, user, 5000)
-    ctx, scope = subscriptions(platform).ctx, runner.acting_for(
+    ctx, scope = subscriptions(platform).ctx, service_scope(
         await org_id_of(platform, org), False)
     at = datetime.now(UTC)
     # It claimed, invoicing billed and collected, and it died before settling.
@@ -414,7 +415,7 @@ async def test_a_run_killed_mid_flight_completes_on_the_next_run(http, org, pool
         await make_due(pool, (await subscribe(http, org, u))["id"])
         await deposit(http, org, u, 5000)
     org_id = await org_id_of(platform, org)
-    ctx, scope = subscriptions(platform).ctx, runner.acting_for(org_id, False)
+    ctx, scope = subscriptions(platform).ctx, service_scope(org_id, False)
     task = asyncio.create_task(runner.run(ctx, scope, "", datetime.now(UTC)))
     await eventually(lambda: pool.fetchval(
         "select count(*) from invoicing.invoices where org_id = $1", org_id), lambda n: n > 0)

@@ -23,9 +23,8 @@ from contracts.credits import (
     CreditBurnParams,
     CreditGrantCreateParams,
 )
-from contracts.envelope import Actor
 from contracts.errors import Failure
-from contracts.ids import new_id, now
+from contracts.ids import now
 from contracts.invoicing import Collection
 from contracts.ledger import (
     BALANCE_GET,
@@ -54,11 +53,9 @@ from services.invoicing.customer_balance import store as balances
 from services.invoicing.customer_balance.domain import Change, payable
 from services.invoicing.customer_balance.handlers import apply
 from services.runtime.idempotency import fingerprint_of
+from services.runtime.scopes import SERVICE
 from services.runtime.service import Context
 
-# Invoicing itself moving money for an organization: the sources see the platform, whatever
-# role the caller had (the caller's right to pay or void was checked at the gateway).
-_INVOICING = Actor(kind="service", role="platform", may_mint=True)
 _PROVIDER_TIMEOUT = 30.0  # payments calls a card provider (conventions §10.10)
 
 
@@ -134,12 +131,6 @@ async def finish_many(conn: asyncpg.Connection,
 async def stalled(db: asyncpg.Pool, limit: int) -> list[tuple[str, bool, str]]:
     """(organization, mode, invoice) of attempts whose lease has passed, oldest first."""
     return await store.stalled(db, limit)
-
-
-def acting_for(org_id: str, livemode: bool) -> Scope:
-    """Invoicing itself acting for an organization (its recovery job)."""
-    return Scope(org_id=org_id, org_name="", livemode=livemode, actor=_INVOICING,
-                 request_id=new_id("req_"))
 
 
 async def not_collecting(conn: asyncpg.Connection, scope: Scope, invoice_id: str) -> None:
@@ -358,8 +349,10 @@ def unavailable_now() -> Failure:
 
 
 def _scope(scope: Scope, key: str | None = None, params: Any = None) -> Scope:
+    # Invoicing itself moving money for an organization: the sources see the platform,
+    # whatever role the caller had (its right to pay or void was checked at the gateway).
     return Scope(org_id=scope.org_id, org_name=scope.org_name, livemode=scope.livemode,
-                 actor=_INVOICING, request_id=scope.request_id, idempotency_key=key,
+                 actor=SERVICE, request_id=scope.request_id, idempotency_key=key,
                  fingerprint=fingerprint_of(params) if key else None,
                  deadline_ms=scope.deadline_ms)
 

@@ -67,6 +67,7 @@ from services.invoicing.collection.domain import Attempt
 from services.invoicing.invoices import document, domain, store
 from services.runtime.bus import created, paged
 from services.runtime.outbox import add_event
+from services.runtime.scopes import service_scope
 from services.runtime.service import Context, Router
 
 router = Router()
@@ -177,7 +178,7 @@ async def resume_stalled(ctx: Context) -> None:
     source that did not answer) are resumed with the same keys and ended, as a pay would."""
     for org_id, livemode, invoice_id in await collection.stalled(ctx.pool, 50):
         try:
-            await collect(ctx, collection.acting_for(org_id, livemode), invoice_id)
+            await collect(ctx, service_scope(org_id, livemode), invoice_id)
         except Failure as failure:
             log.warning("collection of %s not resumed: %s", invoice_id, failure.error.message)
 

@@ -28,6 +28,7 @@ from contracts.errors import Failure, forbidden, invalid
 from contracts.ids import now
 from contracts.rules import user_id
 from services.runtime.config import Settings
+from services.runtime.scopes import service_scope
 from services.runtime.service import Context, Router
 from services.subscriptions.cycle import runner, store
 
@@ -65,7 +66,7 @@ async def run_all(ctx: Context, scope: Scope, p: CycleRunParams) -> CycleRunAll:
         if livemode != scope.livemode:
             continue
         name = scope.org_name if org_id == scope.org_id else org_id
-        results = await runner.run(ctx, runner.acting_for(org_id, livemode, name), "", at)
+        results = await runner.run(ctx, service_scope(org_id, livemode, name), "", at)
         if results:
             orgs.append(CycleRunOrg(org_id, name, len(results), results))
     return CycleRunAll(orgs=len(orgs), totalProcessed=sum(o.processed for o in orgs),
@@ -84,7 +85,7 @@ async def run_due(ctx: Context) -> None:
     at = now()
     for org_id, livemode in await store.due_scopes(ctx.pool, at):
         try:
-            await runner.run(ctx, runner.acting_for(org_id, livemode), "", at)
+            await runner.run(ctx, service_scope(org_id, livemode), "", at)
         except Failure as failure:
             log.warning("cycle of %s (%s) stopped: %s", org_id,
                         "live" if livemode else "test", failure.error.message)

@@ -24,7 +24,7 @@ import msgspec
 from contracts import Reply, Scope
 from contracts.common import IdParams
 from contracts.cycle import CycleResult, Renewal
-from contracts.envelope import Actor, ErrorCode
+from contracts.envelope import ErrorCode
 from contracts.errors import Failure, conflict, not_found
 from contracts.ids import new_id, now
 from contracts.invoicing import (
@@ -39,6 +39,7 @@ from contracts.invoicing import (
     ProrationLine,
 )
 from services.runtime.outbox import add_events
+from services.runtime.scopes import service_scope
 from services.runtime.service import Context
 from services.subscriptions.cycle import domain, store
 from services.subscriptions.items import store as items
@@ -50,15 +51,6 @@ CONCURRENCY = 32  # invoicing requests in flight per run
 LEASE = timedelta(seconds=120)  # how long a claim is a runner's before another resumes it
 INVOICING_TIMEOUT = 30.0  # a collection may charge a card through payments
 RENEW_WAIT = 5.0  # how long renew waits for a runner renewing the same period
-
-_CYCLE = Actor(kind="service", role="platform", may_mint=True)
-
-
-def acting_for(org_id: str, livemode: bool, org_name: str = "") -> Scope:
-    """The cycle acting for an organization: what it asks invoicing carries no client key."""
-    return Scope(org_id=org_id, org_name=org_name, livemode=livemode, actor=_CYCLE,
-                 request_id=new_id("req_"))
-
 
 @dataclass(slots=True)
 class Period:
@@ -92,7 +84,7 @@ class Period:
 async def run(ctx: Context, scope: Scope, user: str, now: datetime) -> list[CycleResult]:
     """Bill every due period of the scope's organization and mode (of `user` if given): at
     most `domain.CATCH_UP` per subscription; one result row per period."""
-    scope = acting_for(scope.org_id, scope.livemode, scope.org_name)
+    scope = service_scope(scope.org_id, scope.livemode, scope.org_name)
     dunning = domain.Dunning.from_env(ctx.settings.env)
     token = new_id("run_")
     billed: Counter[str] = Counter()
@@ -375,7 +367,7 @@ async def settled_outside(ctx: Context, found: list[Settled]) -> None:
         settled = [s for s in settled if (s.subscription_id, s.period_start) in dunning]
         if not settled:
             continue
-        scope = acting_for(org, mode)
+        scope = service_scope(org, mode)
         at = now()
         async with ctx.pool.acquire() as conn, conn.transaction():
             subs = await store.lock_subscriptions(conn, org, mode,
@@ -408,7 +400,7 @@ async def settled_outside(ctx: Context, found: list[Settled]) -> None:
 async def renew(ctx: Context, scope: Scope, subscription_id: str, now: datetime) -> bytes:
     """The current period if it is due, billed once whoever else renews it: a period a
     runner is renewing is waited for, one already invoiced is answered from its invoice."""
-    caller, scope = scope, acting_for(scope.org_id, scope.livemode, scope.org_name)
+    caller, scope = scope, service_scope(scope.org_id, scope.livemode, scope.org_name)
     token = new_id("renew_")
     async with ctx.pool.acquire() as conn, conn.transaction():
         replay = await ctx.keys.replay(conn, caller)

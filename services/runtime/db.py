@@ -1,5 +1,5 @@
-"""PostgreSQL through asyncpg: pools, database creation, versioned migrations, and the query
-of a page of rows newest first."""
+"""PostgreSQL through asyncpg: pools, database creation, versioned migrations, the insert of
+an organization's row, and the query of a page of rows newest first."""
 
 from __future__ import annotations
 
@@ -28,6 +28,17 @@ async def delete_older_than(db: asyncpg.Pool, table: str, cutoff: object,
         deleted += count
         if count < chunk:
             return deleted
+
+
+async def insert_owned(conn: asyncpg.Connection, table: str, returning: str, org_id: str,
+                       livemode: bool, row_id: str, **fields: object) -> asyncpg.Record:
+    """Insert a row of an organization and mode into `table` (schema-qualified): its id and
+    the named columns; returns the columns `returning` names."""
+    names = ", ".join(fields)
+    values = ", ".join(f"${i}" for i in range(4, 4 + len(fields)))
+    return await conn.fetchrow(
+        f"insert into {table} (org_id, livemode, id, {names}) values ($1, $2, $3, {values})"
+        f" returning {returning}", org_id, livemode, row_id, *fields.values())
 
 
 async def fetch_page(db: asyncpg.Pool | asyncpg.Connection, query: str, *args: object

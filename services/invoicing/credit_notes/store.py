@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.db import fetch_page
+from services.runtime.db import fetch_page, insert_owned
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -33,13 +33,8 @@ async def credited(conn: asyncpg.Connection, org_id: str, livemode: bool,
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, note_id: str,
                  **fields: Any) -> asyncpg.Record:
-    names = list(fields)
-    columns = ", ".join(names)
-    values = ", ".join(f"${i}" for i in range(4, 4 + len(names)))
-    return await conn.fetchrow(
-        f"insert into invoicing.credit_notes (org_id, livemode, id, {columns})"
-        f" values ($1, $2, $3, {values}) returning {_NOTE}",
-        org_id, livemode, note_id, *fields.values())
+    return await insert_owned(conn, "invoicing.credit_notes", _NOTE, org_id, livemode, note_id,
+                              **fields)
 
 
 async def void(conn: asyncpg.Connection, org_id: str, livemode: bool, note_id: str,

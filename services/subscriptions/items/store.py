@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.db import fetch_page
+from services.runtime.db import fetch_page, insert_owned
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -25,12 +25,8 @@ async def subscription_owner(db: Db, org_id: str, livemode: bool, subscription_i
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, item_id: str,
                  **fields: Any) -> asyncpg.Record:
-    names = list(fields)
-    values = ", ".join(f"${i}" for i in range(4, 4 + len(names)))
-    return await conn.fetchrow(
-        f"insert into subscriptions.subscription_items (org_id, livemode, id, {', '.join(names)})"
-        f" values ($1, $2, $3, {values}) returning {_ITEM}",
-        org_id, livemode, item_id, *fields.values())
+    return await insert_owned(conn, "subscriptions.subscription_items", _ITEM, org_id,
+                              livemode, item_id, **fields)
 
 
 async def item(db: Db, org_id: str, livemode: bool, item_id: str, *, lock: bool = False,

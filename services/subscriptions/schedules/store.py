@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.db import fetch_page
+from services.runtime.db import fetch_page, insert_owned
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -18,12 +18,8 @@ _SCHEDULE = ("id, customer_id, subscription_id, status, start_date, end_behavior
 
 async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, schedule_id: str,
                  **fields: Any) -> asyncpg.Record:
-    names = list(fields)
-    values = ", ".join(f"${i}" for i in range(4, 4 + len(names)))
-    return await conn.fetchrow(
-        f"insert into subscriptions.subscription_schedules (org_id, livemode, id,"
-        f" {', '.join(names)}) values ($1, $2, $3, {values}) returning {_SCHEDULE}",
-        org_id, livemode, schedule_id, *fields.values())
+    return await insert_owned(conn, "subscriptions.subscription_schedules", _SCHEDULE, org_id,
+                              livemode, schedule_id, **fields)
 
 
 async def schedule(db: Db, org_id: str, livemode: bool, schedule_id: str, *,

@@ -9,15 +9,17 @@ from the environment for a mode it stored none for, except a mode it holds the e
 account in: a claim never captures platform-signed events): the secret that verifies
 decides the mode. It is then stored once per provider event id, organization and mode,
 with its raw body and what became of it (`webhook_events_in`); a redelivery is answered
-200 `duplicate` and changes nothing. Concurrent deliveries share their insert (`Intake`):
-one statement, one transaction per batch.
+200 `duplicate` and changes nothing. Concurrent deliveries share their insert (`intake`):
+one transaction per batch, which also logs each new event's billing event (payments keeps
+the event log: its own events need no round trip through the stream back to itself).
 
 What the event changes (§5.4) is applied right after, in a transaction of its own that
 claims the stored event, so it happens once: intents, refunds and payment methods take the
 provider's word, disputes are created and moved (with the ledger postings they owe, sent
 after the commit), and the subscriptions and invoices a provider reports are forwarded as
-`billing.events.provider.<type>` in the insert's own transaction. An event about an object
-we do not have in that organization and mode changes nothing (`ignored`, with the reason).
+`billing.events.provider.<type>` (the outbox) in the insert's own transaction. An event
+about an object we do not have in that organization and mode changes nothing (`ignored`,
+with the reason).
 An effect that fails leaves the event `failed` for `redrive_unfinished`; the provider has
 its 200 once the event is stored."""
 
@@ -38,6 +40,7 @@ from contracts.webhooks_in import WEBHOOK_INGEST, WebhookIngestParams, WebhookRe
 from services.payments.common import event as announce_event
 from services.payments.common import service_scope
 from services.payments.disputes import handlers as disputes
+from services.payments.events import domain as log_rules
 from services.payments.intents import domain as intent_rules
 from services.payments.intents import handlers as intents
 from services.payments.intents import store as intents_store
@@ -75,7 +78,8 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
         reason = await _none_of_ours(ctx, org_id, livemode, provider, event, effect)
         status = domain.IGNORED if reason else status
     delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
-                              event.provider_type, p.body, status, reason, announced)
+                              event.provider_type, p.body, status, reason, announced,
+                              forwarded=effect == domain.FORWARD)
     if not await ctx.state.webhook_intake(delivery):
         return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
     if delivery.status == domain.RECEIVED:
@@ -111,10 +115,10 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
                    ) -> tuple[str, str, tuple[str, dict]]:
     """(status, reason, billing event) an event is stored with. Every delivery is a billing
     event, `provider.<type>`, committed with it: in the event log (its objectId the
-    provider's event id, as the reference's), and for the services it concerns
-    (subscriptions reads `provider.subscription.*`), so no other service reads a provider's
-    payload. One that changes nothing of ours (whatever we hold, as its own body tells), or
-    is only forwarded, is final at once."""
+    provider's event id, as the reference's), and published for the services it concerns
+    when forwarded (subscriptions reads `provider.subscription.*`), so no other service
+    reads a provider's payload. One that changes nothing of ours (whatever we hold, as its
+    own body tells), or is only forwarded, is final at once."""
     announced = (domain.forwarded_type(event), {
         "provider": event.provider, "providerEventId": event.id, "type": event.type,
         "providerType": event.provider_type, "account": event.account,
@@ -340,15 +344,23 @@ def platform_secrets(settings: Settings) -> dict[str, list[Secret]]:
 
 
 def intake(ctx: Context) -> MicroBatcher:
-    """Concurrent deliveries stored together: one statement per batch. The
-    same event twice in one batch is stored once; its second copy is a duplicate."""
+    """Concurrent deliveries stored together, one transaction per batch: the events, their
+    billing events in the event log (with the webhook deliveries they owe) and, for those
+    other services read, in the outbox. The same event twice in one batch is stored once;
+    its second copy is a duplicate."""
     async def record(deliveries: list[store.Delivery]) -> list[bool]:
         first: dict[tuple, int] = {}
         for i, d in enumerate(deliveries):
             first.setdefault(d.key, i)
         unique = [deliveries[i] for i in first.values()]
-        new = dict(zip((d.key for d in unique), await store.record(ctx.pool, unique),
-                       strict=True))
-        return [new[d.key] and first[d.key] == i for i, d in enumerate(deliveries)]
+        event_log = ctx.state.event_log
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            announced = await store.record(conn, unique)
+            queued = await event_log.keep(conn, [log_rules.read(event) for event in announced
+                                                 if event is not None])
+        if queued:
+            event_log.wake()
+        new = {d.key for d, event in zip(unique, announced, strict=True) if event is not None}
+        return [d.key in new and first[d.key] == i for i, d in enumerate(deliveries)]
 
-    return MicroBatcher(each_alone_on_failure(record))
+    return MicroBatcher(each_alone_on_failure(record), serial=True)

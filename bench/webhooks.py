@@ -35,8 +35,8 @@ import random
 import shlex
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 

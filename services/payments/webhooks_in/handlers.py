@@ -25,6 +25,7 @@ its 200 once the event is stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Set
@@ -74,15 +75,16 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
     org_id, livemode, event = await _verified(ctx, scope, p, provider)
     effect = domain.effect_of(event)
     status, reason, announced = _first_outcome(event, effect)
-    if status == domain.RECEIVED:
-        reason = await _none_of_ours(ctx, org_id, livemode, provider, event, effect)
-        status = domain.IGNORED if reason else status
+    news = domain.payment_news(event) if (status, effect) == (domain.RECEIVED,
+                                                               domain.PAYMENT) else None
     delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
                               event.provider_type, p.body, status, reason, announced,
-                              forwarded=effect == domain.FORWARD)
-    if not await ctx.state.webhook_intake(delivery):
+                              forwarded=effect == domain.FORWARD,
+                              payment_ref=news.ref if news else "")
+    stored = await ctx.state.webhook_intake(delivery)
+    if stored is None:
         return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
-    if delivery.status == domain.RECEIVED:
+    if stored == domain.RECEIVED:
         await apply(ctx, delivery.key, event)
     return WebhookReceived(received=True, type=event.type, id=event.id)
 
@@ -133,17 +135,17 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
     return domain.RECEIVED, "", announced
 
 
-async def _none_of_ours(ctx: Context, org_id: str, livemode: bool, provider: str,
-                        event: WebhookEvent, effect: str | None) -> str:
-    """Why the event concerns nothing of ours ("" when it may): a payment we hold no intent
-    for (most payment events are about charges made elsewhere) is found by one read, so it
-    is final when stored, without the effect's transaction. The effect, were it applied,
-    would read the same: an intent given the reference meanwhile is missed either way."""
-    news = domain.payment_news(event) if effect == domain.PAYMENT else None
-    if news is None or await intents_store.has_provider_ref(ctx.pool, org_id, livemode,
-                                                            provider, news.ref):
-        return ""
-    return f"no payment intent for {provider} payment {news.ref}"
+def _none_of_ours(d: store.Delivery, held: Set[tuple[str, bool, str, str]],
+                  ) -> store.Delivery:
+    """The delivery, ignored if it concerns nothing of ours: a payment we hold no intent for
+    (most payment events are about charges made elsewhere) is found by one read for the
+    batch, so it is final when stored, without the effect's transaction. The effect, were
+    it applied, would read the same: an intent given the reference meanwhile is missed
+    either way."""
+    if not d.payment_ref or d.payment in held:
+        return d
+    return dataclasses.replace(d, status=domain.IGNORED, reason=(
+        f"no payment intent for {d.provider} payment {d.payment_ref}"))
 
 
 async def apply(ctx: Context, key: tuple[str, bool, str, str], event: WebhookEvent) -> None:
@@ -344,23 +346,30 @@ def platform_secrets(settings: Settings) -> dict[str, list[Secret]]:
 
 
 def intake(ctx: Context) -> MicroBatcher:
-    """Concurrent deliveries stored together, one transaction per batch: the events, their
-    billing events in the event log (with the webhook deliveries they owe) and, for those
-    other services read, in the outbox. The same event twice in one batch is stored once;
-    its second copy is a duplicate."""
-    async def record(deliveries: list[store.Delivery]) -> list[bool]:
+    """Concurrent deliveries stored together, one transaction per batch: the events (the
+    status each is stored with; None: stored before), their billing events in the event
+    log (with the webhook deliveries they owe) and, for those other services read, in the
+    outbox. The same event twice in one batch is stored once; its second copy is a
+    duplicate."""
+    async def record(deliveries: list[store.Delivery]) -> list[str | None]:
         first: dict[tuple, int] = {}
         for i, d in enumerate(deliveries):
             first.setdefault(d.key, i)
         unique = [deliveries[i] for i in first.values()]
+        payments = [d.payment for d in unique if d.payment_ref]
         event_log = ctx.state.event_log
         async with ctx.pool.acquire() as conn, conn.transaction():
+            if payments:
+                held = await intents_store.held_provider_refs(conn, payments)
+                unique = [_none_of_ours(d, held) for d in unique]
             announced = await store.record(conn, unique)
             queued = await event_log.keep(conn, [log_rules.read(event) for event in announced
                                                  if event is not None])
         if queued:
             event_log.wake()
-        new = {d.key for d, event in zip(unique, announced, strict=True) if event is not None}
-        return [d.key in new and first[d.key] == i for i, d in enumerate(deliveries)]
+        stored = {d.key: d.status for d, event in zip(unique, announced, strict=True)
+                  if event is not None}
+        return [stored.get(d.key) if first[d.key] == i else None
+                for i, d in enumerate(deliveries)]
 
     return MicroBatcher(each_alone_on_failure(record), serial=True)

@@ -29,10 +29,15 @@ class Delivery:
     reason: str
     announced: tuple[str, Any]
     forwarded: bool  # other services read its billing event: it goes to the stream too
+    payment_ref: str = ""  # the provider's payment it settles, if we hold an intent for it
 
     @property
     def key(self) -> tuple[str, bool, str, str]:
         return self.org_id, self.livemode, self.provider, self.event_id
+
+    @property
+    def payment(self) -> tuple[str, bool, str, str]:
+        return self.org_id, self.livemode, self.provider, self.payment_ref
 
 
 async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[bytes | None]:

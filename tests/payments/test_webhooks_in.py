@@ -278,6 +278,33 @@ async def test_the_stripe_example_is_received_once(http, make_org, platform, poo
                                " where org_id = $1", org_id) == 0
 
 
+async def test_deliveries_arriving_together_are_each_answered_as_alone(http, make_org,
+                                                                        platform, pool,
+                                                                        stripe_api):
+    # The gateway sends them to payments in one request; each has its own answer.
+    org, other = await stripe_org(http, make_org), await stripe_org(http, make_org)
+    events = [stripe_event("charge.succeeded", {"id": f"ch_{n}"}) for n in range(6)]
+    sent = [(org, body, stripe_header(body)) for body in events]
+    sent += [(org, events[0], stripe_header(events[0])),  # the same event again
+             (org, events[1], stripe_header(events[1], "whsec_forged")),
+             (org, events[2], {}),
+             (other, events[3], stripe_header(events[3]))]  # another organization's own
+    answers = await asyncio.gather(*(deliver(http, o, body, headers)
+                                     for o, body, headers in sent))
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] * 6 + [200, 401, 400, 200]
+    ids = [json.loads(body)["id"] for body in events]
+    assert [b["id"] for _, b, _ in answers[:6]] == ids
+    duplicates = [b.get("duplicate", False) for _, b, _ in answers[:7]]
+    assert sorted(duplicates) == [False] * 6 + [True]  # whichever came second
+    assert answers[7][1]["error"]["message"] == "invalid webhook signature"
+    assert answers[8][1]["error"]["message"] == "missing webhook signature header"
+    stored = await stored_events(pool, await org_id_of(platform, org))
+    assert sorted(r["event_id"] for r in stored) == sorted(ids)
+    assert [r["event_id"] for r in await stored_events(
+        pool, await org_id_of(platform, other))] == [ids[3]]
+
+
 async def test_forged_missing_and_stale_signatures_change_nothing(http, make_org, platform,
                                                                   pool, stripe_api):
     org = await stripe_org(http, make_org)

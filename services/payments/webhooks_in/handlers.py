@@ -25,6 +25,7 @@ its 200 once the event is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -34,10 +35,16 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
-from contracts import Scope
-from contracts.errors import Failure
+from contracts import Reply, Request, Scope
+from contracts.errors import Failure, internal
 from contracts.payments import PAYMENT_METHOD_DETACHED, PAYMENT_METHOD_UPDATED
-from contracts.webhooks_in import WEBHOOK_INGEST, WebhookIngestParams, WebhookReceived
+from contracts.webhooks_in import (
+    WEBHOOK_INGEST,
+    WEBHOOK_INGEST_BATCH,
+    WebhookIngestBatch,
+    WebhookIngestParams,
+    WebhookReceived,
+)
 from services.payments.common import event as announce_event
 from services.payments.common import service_scope
 from services.payments.disputes import handlers as disputes
@@ -87,6 +94,23 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
     if stored == domain.RECEIVED:
         await apply(ctx, delivery.key, event)
     return WebhookReceived(received=True, type=event.type, id=event.id)
+
+
+@router.handler(WEBHOOK_INGEST_BATCH)
+async def ingest_batch(ctx: Context, scope: Scope, p: WebhookIngestBatch) -> list[Reply]:
+    """Deliveries the gateway received together: each answered as `ingest` answers it,
+    concurrently (their intake shares a batch)."""
+    return list(await asyncio.gather(*(_answer(ctx, d) for d in p.deliveries)))
+
+
+async def _answer(ctx: Context, d: Request[WebhookIngestParams]) -> Reply:
+    try:
+        return Reply(result=await ingest(ctx, d.scope, d.params))
+    except Failure as failure:
+        return Reply(error=failure.error)
+    except Exception:
+        log.exception("%s failed (request %s)", WEBHOOK_INGEST.subject, d.scope.request_id)
+        return Reply(error=internal().error)
 
 
 async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider: str,

@@ -61,6 +61,9 @@ from bench.topup_cpu import cpu_lines, cpu_now  # noqa: E402
 
 SECRET = "whsec_bench_secret"
 REPLAYS = 0.10
+# Every transaction of the bench's database (statements outside one count as one each).
+COMMITS = ("select xact_commit + xact_rollback from pg_stat_database"
+           " where datname = current_database()")
 TYPES = ["charge.succeeded"] * 8 + ["customer.subscription.updated", "payment_intent.succeeded"]
 
 
@@ -211,12 +214,15 @@ async def main(seconds: float, concurrency: int) -> None:
                                             concurrency, seconds)
                 conn = await asyncpg.connect(database_url)
                 before = await cpu_now(conn, nats_url)
+                xacts_before = await conn.fetchval(COMMITS)
                 result, distinct = await deliver(
                     "POST /billing/webhooks/stripe/{org}",
                     f"{base}/api/v1/billing/webhooks/stripe/bench", events, concurrency,
                     seconds)
                 await asyncio.sleep(1.0)  # the relay and the event log catch up
                 after = await cpu_now(conn, nats_url)
+                await asyncio.sleep(0.6)  # the statistics collector reports every 500 ms
+                xacts = await conn.fetchval(COMMITS) - xacts_before
                 stored, rows = await conn.fetchrow(
                     "select count(distinct event_id), count(*)"
                     " from payments.webhook_events_in")
@@ -245,7 +251,8 @@ async def main(seconds: float, concurrency: int) -> None:
     whole = stored == rows == logged and (stored == distinct or (
         shutil.which("wrk") and distinct - concurrency <= stored <= distinct))
     print(f"every distinct event stored once and in the event log: {'yes' if whole else 'NO'}")
-    print(f"rows per transaction: intake {intake_batch:.1f}, event log {log_batch:.1f}")
+    print(f"rows per transaction: intake {intake_batch:.1f}, event log {log_batch:.1f};"
+          f" database transactions per delivery: {xacts / max(result.requests, 1):.3f}")
     # CPU per delivery of each process (the relay and the event log run in payments'),
     # including the second after the run in which they catch up.
     print("\n".join(cpu_lines(before, after, result.requests - result.errors,

@@ -66,6 +66,7 @@ from services.payments.webhooks_in import domain, store
 from services.payments.webhooks_in.domain import Secret
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.config import Settings
+from services.runtime.outbox import nudge
 from services.runtime.service import Context, Router
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,8 @@ def intake(ctx: Context) -> MicroBatcher:
             event_log.wake()
         stored = {d.key: d.status for d, event in zip(unique, announced, strict=True)
                   if event is not None}
+        if any(d.forwarded and d.key in stored for d in unique):
+            nudge("payments", committed=True)  # one look for the batch's, not a few ms of
         return [stored.get(d.key) if first[d.key] == i else None
                 for i, d in enumerate(deliveries)]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.outbox import new_events, nudge
+from services.runtime.outbox import new_events
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -43,7 +43,8 @@ class Delivery:
 async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[bytes | None]:
     """Store each delivery not stored before (one key per delivery: the caller sends a key
     once per batch), with the outbox row of the event it forwards, in one statement; for
-    each, the billing event it announces (encoded as published) if it was new, else None."""
+    each, the billing event it announces (encoded as published) if it was new, else None.
+    The caller nudges the outbox relay once its transaction has committed."""
     announced = _announcements(deliveries)
     rows = await conn.fetch(
         "with batch as (select * from unnest($1::text[], $2::boolean[], $3::text[],"
@@ -65,8 +66,6 @@ async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[b
                 d.status, d.reason, *a, d.forwarded)
                for d, a in zip(deliveries, announced, strict=True)], strict=True))
     new = {tuple(r) for r in rows}
-    if any(d.forwarded and d.key in new for d in deliveries):
-        nudge("payments")
     return [payload if d.key in new else None
             for d, (_, payload, _) in zip(deliveries, announced, strict=True)]
 

@@ -58,6 +58,10 @@ class EventLog(EventReader):
                           (msg.headers or {}).get("Nats-Msg-Id", "?"), msg.subject, error)
                 continue
             read.setdefault(e.id, e)
+        if read and all(e.type.startswith(domain.LOGGED_AS_MADE) for e in read.values()):
+            # Logged as payments made them, found by one read, without the write lock.
+            logged = await store.logged(self._pool(), list(read))
+            read = {event_id: e for event_id, e in read.items() if event_id not in logged}
         queued = False
         if read:
             async with self._pool().acquire() as conn, conn.transaction():

@@ -221,18 +221,27 @@ async def drive(name: str, url: str, *, concurrency: int, seconds: float, method
 
 async def _drive_wrk(name: str, url: str, *, concurrency: int, seconds: float, method: str,
                      headers: dict[str, str], body: str | None, users: int) -> Result:
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(WRK_SCRIPT)
+    return await drive_script(name, url, WRK_SCRIPT, concurrency=concurrency, seconds=seconds,
+                              headers=headers, env={"BENCH_METHOD": method,
+                                                    "BENCH_BODY": body or "",
+                                                    "BENCH_USERS": str(users)})
+
+
+async def drive_script(name: str, url: str, script: str, *, concurrency: int, seconds: float,
+                       headers: dict[str, str] | None = None,
+                       env: dict[str, str] | None = None) -> Result:
+    """wrk running a Lua `script` of the caller's (its settings passed in `env`)."""
+    path = Path(tempfile.mkstemp(suffix=".lua")[1])
+    path.write_text(script)
     args = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s",
-            str(script), url, "-H", "Content-Type: application/json"]
-    for k, v in headers.items():
+            str(path), url, "-H", "Content-Type: application/json"]
+    for k, v in (headers or {}).items():
         args += ["-H", f"{k}: {v}"]
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "BENCH_METHOD": method, "BENCH_BODY": body or "",
-             "BENCH_USERS": str(users)})
+        env={**os.environ, **(env or {})})
     out = (await proc.communicate())[0].decode()
-    script.unlink()
+    path.unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
@@ -288,5 +297,5 @@ async def _drive_python(name: str, url: str, *, concurrency: int, seconds: float
     return Result(name, len(latencies), errors, elapsed, latencies)
 
 
-__all__ = ["Result", "billing_env", "drive", "free_port", "infrastructure", "secret_key",
+__all__ = ["Result", "billing_env", "drive", "drive_script", "free_port", "infrastructure", "secret_key",
            "spawn", "stop", "wait_http"]

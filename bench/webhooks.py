@@ -7,7 +7,9 @@ recorded only (`charge.succeeded`), one is forwarded to other services
 (`customer.subscription.updated`: an outbox event) and one asks for an intent we do not have
 (`payment_intent.succeeded`: the effect's own transaction); one delivery in ten repeats an
 event already sent. In the same run, the baseline: a bare aiohttp handler doing the same
-signature check (the Stripe SDK's) and nothing else, driven by the same client. Afterwards
+signature check (the Stripe SDK's) and nothing else, driven by the same client: wrk when
+installed (a C load generator leaves the two cores to the servers; its Lua script cycles
+through the signed events, written to a file), else an aiohttp client. Afterwards
 it checks that every distinct event was stored once and reached the event log, and prints
 what does not vary with the machine's load as much as the rates: how many rows share a
 transaction, and the CPU time per delivery of each process (read from /proc as
@@ -31,8 +33,10 @@ import hmac
 import json
 import random
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +48,7 @@ import asyncpg  # noqa: E402
 from bench.common import (  # noqa: E402
     Result,
     billing_env,
+    drive_script,
     free_port,
     gateway_over,
     infrastructure,
@@ -56,6 +61,9 @@ from bench.topup_cpu import cpu_lines, cpu_now  # noqa: E402
 
 SECRET = "whsec_bench_secret"
 REPLAYS = 0.10
+# Every transaction of the bench's database (statements outside one count as one each).
+COMMITS = ("select xact_commit + xact_rollback from pg_stat_database"
+           " where datname = current_database()")
 TYPES = ["charge.succeeded"] * 8 + ["customer.subscription.updated", "payment_intent.succeeded"]
 
 
@@ -74,10 +82,61 @@ def signed_events(count: int) -> list[tuple[bytes, str]]:
     return events
 
 
+# Each request: the next fresh event, or one in ten an event already sent. At the end, how
+# many fresh ones were sent is written to `BENCH_SENT` (`done` runs in wrk's main Lua state,
+# which reads its thread's `fresh`).
+WRK_SCRIPT = """
+local bodies, signatures = {}, {}
+for line in io.lines(os.getenv("BENCH_EVENTS")) do
+  local tab = line:find("\t", 1, true)
+  bodies[#bodies + 1] = line:sub(1, tab - 1)
+  signatures[#signatures + 1] = line:sub(tab + 1)
+end
+local replays = tonumber(os.getenv("BENCH_REPLAYS"))
+fresh = 0
+math.randomseed(os.time())
+request = function()
+  local n
+  if fresh > 0 and math.random() < replays then
+    n = math.random(fresh)
+  else
+    fresh = fresh + 1
+    n = fresh
+  end
+  return wrk.format("POST", nil, {["Stripe-Signature"] = signatures[n]}, bodies[n])
+end
+local threads = {}
+setup = function(thread) threads[#threads + 1] = thread end
+done = function()
+  local sent = 0
+  for _, thread in ipairs(threads) do sent = sent + thread:get("fresh") end
+  local f = io.open(os.getenv("BENCH_SENT"), "w")
+  f:write(tostring(sent))
+  f:close()
+end
+"""
+
+
 async def deliver(name: str, url: str, events: list[tuple[bytes, str]], concurrency: int,
                   seconds: float) -> tuple[Result, int]:
     """Post fresh events, one in ten an event already sent, for `seconds`; the result and
-    how many distinct events were answered 2xx."""
+    how many distinct events were sent (wrk: answered 2xx too, when it counts no errors;
+    the last in flight may not be) or answered 2xx (the aiohttp client)."""
+    if not shutil.which("wrk"):
+        return await _deliver_python(name, url, events, concurrency, seconds)
+    with tempfile.TemporaryDirectory() as scratch:
+        listed, sent = Path(scratch, "events"), Path(scratch, "sent")
+        listed.write_bytes(b"".join(b"%s\t%s\n" % (body, signature.encode())
+                                    for body, signature in events))
+        result = await drive_script(name, url, WRK_SCRIPT, concurrency=concurrency,
+                                    seconds=seconds, env={
+                                        "BENCH_EVENTS": str(listed), "BENCH_SENT": str(sent),
+                                        "BENCH_REPLAYS": str(REPLAYS)})
+        return result, int(sent.read_text())
+
+
+async def _deliver_python(name: str, url: str, events: list[tuple[bytes, str]],
+                          concurrency: int, seconds: float) -> tuple[Result, int]:
     latencies: list[float] = []
     errors = 0
     fresh = iter(range(len(events)))
@@ -155,12 +214,15 @@ async def main(seconds: float, concurrency: int) -> None:
                                             concurrency, seconds)
                 conn = await asyncpg.connect(database_url)
                 before = await cpu_now(conn, nats_url)
+                xacts_before = await conn.fetchval(COMMITS)
                 result, distinct = await deliver(
                     "POST /billing/webhooks/stripe/{org}",
                     f"{base}/api/v1/billing/webhooks/stripe/bench", events, concurrency,
                     seconds)
                 await asyncio.sleep(1.0)  # the relay and the event log catch up
                 after = await cpu_now(conn, nats_url)
+                await asyncio.sleep(0.6)  # the statistics collector reports every 500 ms
+                xacts = await conn.fetchval(COMMITS) - xacts_before
                 stored, rows = await conn.fetchrow(
                     "select count(distinct event_id), count(*)"
                     " from payments.webhook_events_in")
@@ -183,9 +245,14 @@ async def main(seconds: float, concurrency: int) -> None:
     for r in (baseline, result):
         print(r.line())
     print(f"webhooks: {result.rps / baseline.rps:.2f} × the bare handler")
-    print(f"distinct events answered 2xx: {distinct}; stored: {stored} ({rows} rows);"
-          f" by outcome: {by_status}; in the event log 1 s later: {logged}")
-    print(f"rows per transaction: intake {intake_batch:.1f}, event log {log_batch:.1f}")
+    print(f"distinct events {'sent' if shutil.which('wrk') else 'answered 2xx'}: {distinct};"
+          f" stored: {stored} ({rows} rows); by outcome: {by_status};"
+          f" in the event log 1 s later: {logged}")
+    whole = stored == rows == logged and (stored == distinct or (
+        shutil.which("wrk") and distinct - concurrency <= stored <= distinct))
+    print(f"every distinct event stored once and in the event log: {'yes' if whole else 'NO'}")
+    print(f"rows per transaction: intake {intake_batch:.1f}, event log {log_batch:.1f};"
+          f" database transactions per delivery: {xacts / max(result.requests, 1):.3f}")
     # CPU per delivery of each process (the relay and the event log run in payments'),
     # including the second after the run in which they catch up.
     print("\n".join(cpu_lines(before, after, result.requests - result.errors,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from contracts.endpoint import Endpoint
+from contracts.envelope import Reply, Request
 
 # The most the gateway takes (413 beyond): with base64 on the bus it stays well inside
 # NATS's 1 MB message limit. Provider events are a few KiB.
@@ -43,3 +44,16 @@ class WebhookReceived(msgspec.Struct, omit_defaults=True):
 
 WEBHOOK_INGEST = Endpoint("billing.payments.webhook.ingest", WebhookIngestParams,
                           WebhookReceived)
+
+
+class WebhookIngestBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Deliveries the gateway received at about the same time, each with its own scope, in
+    one bus request (the request's own scope is the first's, with the earliest deadline):
+    one round trip instead of one each. Each is answered as `WEBHOOK_INGEST` answers it."""
+
+    deliveries: list[Request[WebhookIngestParams]]
+
+
+# The replies, one per delivery in order: each a `WebhookReceived` or its refusal.
+WEBHOOK_INGEST_BATCH = Endpoint("billing.payments.webhook.ingest_batch", WebhookIngestBatch,
+                                list[Reply])

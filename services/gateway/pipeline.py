@@ -130,10 +130,11 @@ class Pipeline:
                      actor=caller.actor, request_id=request[REQUEST_ID],
                      idempotency_key=key, fingerprint=fingerprint, deadline_ms=deadline)
 
-    async def call(self, subject: str, scope: Scope, params: Any, request: web.Request,
+    async def call(self, subject: str, scope: Scope, params: Any, request: web.Request | None,
                    timeout: float | None = None) -> RawReply:
-        """One bus request. Transport failures are raised (503 / 504 at the edge), never
-        hang: no responders, timeouts and a closed connection are NATS errors."""
+        """One bus request (for `request`: its trace continues). Transport failures are
+        raised (503 / 504 at the edge), never hang: no responders, timeouts and a closed
+        connection are NATS errors."""
         if not self.nc.is_connected:
             raise ApiError(503, "service unavailable", ErrorCode.UNAVAILABLE)
         # Re-encoded params can outgrow the body: nats-py refuses a payload over the server's
@@ -141,7 +142,7 @@ class Pipeline:
         payload = _encode(Request(scope, params))
         with telemetry.client_span(subject):
             headers = telemetry.inject_headers({}) if telemetry.tracing_enabled() else None
-            if headers is None and "traceparent" in request.headers:
+            if headers is None and request is not None and "traceparent" in request.headers:
                 headers = {"traceparent": request.headers["traceparent"]}
             msg = await self.requests.request(
                 subject, payload, headers=headers,

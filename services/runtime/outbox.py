@@ -65,10 +65,12 @@ RETENTION = timedelta(days=7)  # published rows are kept this long, for inspecti
 _relays: dict[str, set[OutboxRelay]] = {}  # this process's running relays, by schema
 
 
-def nudge(schema: str) -> None:
-    """Events were added to `schema`'s outbox: its relays in this process look soon."""
+def nudge(schema: str, *, committed: bool = False) -> None:
+    """Events were added to `schema`'s outbox: its relays in this process look soon; once,
+    at once, when the caller's transaction has `committed` already (no need to keep
+    looking for the moment it does)."""
     for relay in _relays.get(schema, ()):
-        relay.nudge()
+        relay.nudge(committed=committed)
 
 
 async def add_event(conn: asyncpg.Connection, schema: str, *, type: str, object_type: str,
@@ -205,9 +207,11 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"{self.schema}-outbox-relay")
         _relays.setdefault(self.schema, set()).add(self)
 
-    def nudge(self) -> None:
-        """Events were added here: look for them soon (see the module's docstring)."""
-        self._nudged_at = time.monotonic()
+    def nudge(self, *, committed: bool = False) -> None:
+        """Events were added here: look for them soon (see the module's docstring), or
+        just once more when they are `committed`."""
+        if not committed:
+            self._nudged_at = time.monotonic()
         self._wake.set()
 
     async def stop(self) -> None:

@@ -70,6 +70,18 @@ async def test_other_services_events_are_logged_once(http, org, platform, js):
     assert "orgId" not in body[0]
 
 
+async def test_a_provider_event_found_unlogged_in_the_stream_is_logged(http, org, platform,
+                                                                         js):
+    # Payments logs its provider events as it makes them; one that reaches the stream
+    # unlogged (published by an older version, say) is logged from there, once.
+    org_id = await org_id_of(platform, org)
+    event_id = await publish(js, org_id, "provider.subscription.updated", object_id="evt_p1")
+    await publish(js, org_id, "provider.subscription.updated", object_id="evt_p1",
+                  event_id=event_id, msg_id=secrets.token_hex(4))
+    body = await logged(http, org, 1, type="provider.subscription.updated")
+    assert [(e["id"], e["objectId"]) for e in body] == [(event_id, "evt_p1")]
+
+
 async def test_filters_and_pages(http, org, platform, js):
     org_id = await org_id_of(platform, org)
     ids = [await publish(js, org_id, t, object_id=o, customerId=c) for t, o, c in (

@@ -27,6 +27,7 @@ from tests.payments.square_server import FakeSquare
 from tests.payments.test_payouts import destination, funded
 from tests.payments.test_square_adapter import fixture as square_fixture
 from tests.payments.test_stripe_adapter import API_KEY, FakeStripe, fixture
+from tests.payments.webhook_receiver import Receiver
 from tests.support import (
     add_payment_method,
     events_of,
@@ -277,6 +278,33 @@ async def test_the_stripe_example_is_received_once(http, make_org, platform, poo
                                " where org_id = $1", org_id) == 0
 
 
+async def test_deliveries_arriving_together_are_each_answered_as_alone(http, make_org,
+                                                                        platform, pool,
+                                                                        stripe_api):
+    # The gateway sends them to payments in one request; each has its own answer.
+    org, other = await stripe_org(http, make_org), await stripe_org(http, make_org)
+    events = [stripe_event("charge.succeeded", {"id": f"ch_{n}"}) for n in range(6)]
+    sent = [(org, body, stripe_header(body)) for body in events]
+    sent += [(org, events[0], stripe_header(events[0])),  # the same event again
+             (org, events[1], stripe_header(events[1], "whsec_forged")),
+             (org, events[2], {}),
+             (other, events[3], stripe_header(events[3]))]  # another organization's own
+    answers = await asyncio.gather(*(deliver(http, o, body, headers)
+                                     for o, body, headers in sent))
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] * 6 + [200, 401, 400, 200]
+    ids = [json.loads(body)["id"] for body in events]
+    assert [b["id"] for _, b, _ in answers[:6]] == ids
+    duplicates = [b.get("duplicate", False) for _, b, _ in answers[:7]]
+    assert sorted(duplicates) == [False] * 6 + [True]  # whichever came second
+    assert answers[7][1]["error"]["message"] == "invalid webhook signature"
+    assert answers[8][1]["error"]["message"] == "missing webhook signature header"
+    stored = await stored_events(pool, await org_id_of(platform, org))
+    assert sorted(r["event_id"] for r in stored) == sorted(ids)
+    assert [r["event_id"] for r in await stored_events(
+        pool, await org_id_of(platform, other))] == [ids[3]]
+
+
 async def test_forged_missing_and_stale_signatures_change_nothing(http, make_org, platform,
                                                                   pool, stripe_api):
     org = await stripe_org(http, make_org)
@@ -498,20 +526,22 @@ async def test_subscription_events_are_forwarded_and_payouts_recorded(http, make
     for body in (sub, payout, sub):
         status, _, _ = await deliver(http, org, body, stripe_header(body))
         assert status == 200
-    # Every delivery is a billing event once (the replay is not): `provider.<type>`.
+    # Every delivery is a billing event once (the replay is not), `provider.<type>`, in the
+    # event log as soon as it is answered, by the provider's event id as the reference's.
+    status, logged, _ = await get(http, "/events", org.auth(), type="provider.payout.paid")
+    assert (status, [e["objectId"] for e in logged]) == (200, [json.loads(payout)["id"]])
+    status, logged, _ = await get(http, "/events", org.auth(),
+                                  type="provider.subscription.canceled")
+    assert (status, len(logged)) == (200, 1)
+    # Only the one another service reads (subscriptions) is published for it.
     announced = {r["type"]: r["p"] for r in await pool.fetch(
         "select type, convert_from(payload, 'utf8')::jsonb as p from payments.outbox"
         " where org_id = $1 and type like 'provider.%'", org_id)}
-    assert sorted(announced) == ["provider.payout.paid", "provider.subscription.canceled"]
+    assert sorted(announced) == ["provider.subscription.canceled"]
     forwarded = announced["provider.subscription.canceled"]
-    assert (forwarded["objectType"], forwarded["data"]["object"], forwarded["data"]["source"]
-            ) == ("stripe", {"id": "sub_1", "status": "canceled"}, "provider")
-    # In the event log by the provider's event id, as the reference answered.
-    provider_event_id = json.loads(payout)["id"]
-    logged = await eventually(
-        lambda: get(http, "/events", org.auth(), objectId=provider_event_id),
-        lambda r: r[0] == 200 and len(r[1]) == 1)
-    assert logged[1][0]["type"] == "provider.payout.paid"
+    assert (forwarded["id"], forwarded["objectType"], forwarded["data"]["object"],
+            forwarded["data"]["source"]) == (
+        logged[0]["id"], "stripe", {"id": "sub_1", "status": "canceled"}, "provider")
     rows = {r["type"]: r for r in await stored_events(pool, org_id)}
     assert rows["subscription.canceled"]["status"] == "processed"
     assert (rows["payout.paid"]["status"], rows["payout.paid"]["reason"]) == (
@@ -520,6 +550,39 @@ async def test_subscription_events_are_forwarded_and_payouts_recorded(http, make
     assert await pool.fetchval(
         "select attempts from payments.webhook_events_in where org_id = $1 and event_id = $2",
         org_id, json.loads(payout)["id"]) == 0
+
+
+async def test_an_organizations_endpoint_is_told_of_each_provider_event_once(
+        http, make_org, stripe_api):
+    # Logged at intake, a forwarded event also comes back from the stream: still one
+    # delivery each, the replay none.
+    org = await stripe_org(http, make_org)
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        status, hook, _ = await post(http, "/webhook-endpoints", {
+            "url": receiver.url("hook")}, org.auth())  # every event
+        assert status == 201, hook
+        receiver.paths["hook"].secret = hook["secret"]
+        sub = stripe_event("customer.subscription.updated", {"id": "sub_2", "status": "active"})
+        charge = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
+        for body in (sub, charge, sub, charge):
+            status, _, _ = await deliver(http, org, body, stripe_header(body))
+            assert status == 200
+        status, logged, _ = await get(http, "/events", org.auth())
+        logged = [e for e in logged if e["type"].startswith("provider.")]
+        assert sorted(e["type"] for e in logged) == [
+            "provider.charge.succeeded", "provider.subscription.updated"]
+        await eventually(lambda: _told(receiver), lambda ids: len(ids) >= 2)
+        await asyncio.sleep(0.5)  # the forwarded one back from the stream meanwhile
+        assert sorted(await _told(receiver)) == sorted(e["id"] for e in logged)
+    finally:
+        await receiver.stop()
+
+
+async def _told(receiver: Receiver) -> list[str]:
+    return [e["id"] for e in receiver.paths["hook"].received
+            if e["type"].startswith("provider.")]
 
 
 async def test_the_bank_reports_our_payouts_through_the_provider(http, make_org, platform,

@@ -14,7 +14,7 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from contracts import events
-from services.runtime.outbox import OutboxRelay, add_event
+from services.runtime.outbox import OutboxRelay, add_event, nudge
 from tests.support import pending, received, stream_ready
 
 
@@ -130,6 +130,23 @@ async def test_events_another_process_added_are_published_by_the_poll(
                        " values ('evt_elsewhere', $1, 'org_1', false, '{}')", event_type)
     msg = await sub.next_msg(timeout=5)
     assert msg.headers["Nats-Msg-Id"] == "evt_elsewhere"
+
+
+async def test_a_nudge_after_the_commit_is_one_prompt_look(make_relay, schema, pool, js,
+                                                            event_type):
+    await make_relay(poll_interval=30)
+    await stream_ready(js)
+    sub = await js.subscribe(events.subject(event_type), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    await asyncio.sleep(0.2)  # the relay is idle, waiting for a nudge
+    # Added by a statement of the caller's own, which nudges once it has committed.
+    await pool.execute(f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
+                       " values ('evt_committed', $1, 'org_1', false, '{}')", event_type)
+    started = time.monotonic()
+    nudge(schema, committed=True)
+    msg = await sub.next_msg(timeout=5)
+    assert msg.headers["Nats-Msg-Id"] == "evt_committed"
+    assert time.monotonic() - started < 2  # not the 30 s poll
 
 
 async def test_published_rows_are_pruned_after_the_retention(pool, schema, nats_url,

@@ -1,5 +1,8 @@
 """Payments' reader of every billing event (`billing.events.>`, published by each service's
 outbox relay): it keeps the event log and queues the webhook deliveries each event owes.
+The provider events payments makes of webhooks it receives are logged as they are stored
+(`keep`, in the intake's transaction); those it forwards to other services come back from
+the stream, found logged.
 
 One durable JetStream consumer, shared by payments' replicas, resumed where it stopped. A
 fetch of events is written in one transaction — the new events, and a delivery for each
@@ -55,15 +58,32 @@ class EventLog(EventReader):
                           (msg.headers or {}).get("Nats-Msg-Id", "?"), msg.subject, error)
                 continue
             read.setdefault(e.id, e)
+        if read and all(e.type.startswith(domain.LOGGED_AS_MADE) for e in read.values()):
+            # Logged as payments made them, found by one read, without the write lock.
+            logged = await store.logged(self._pool(), list(read))
+            read = {event_id: e for event_id, e in read.items() if event_id not in logged}
         queued = False
         if read:
             async with self._pool().acquire() as conn, conn.transaction():
                 await conn.execute(_WRITE_LOCK)
-                new = await store.log(conn, list(read.values()))
-                owed = deliveries_for(new, await deliveries.enabled_endpoints(
-                    conn, list({(e.org_id, e.livemode) for e in new}))) if new else []
-                if owed:
-                    await deliveries.add(conn, owed, self._clock())
-                    queued = True
+                queued = await self.keep(conn, list(read.values()))
         if queued:
             self._queued()
+
+    async def keep(self, conn: asyncpg.Connection, events: list[domain.Logged]) -> bool:
+        """Log the events in the caller's transaction and queue the deliveries the new ones
+        owe, under the write lock (so that deliveries are queued in commit order); whether
+        any were (then `wake()` once committed). Also for the events payments logs as it
+        makes them (webhooks_in)."""
+        new = await store.log(conn, events) if events else []
+        owed = deliveries_for(new, await deliveries.enabled_endpoints(
+            conn, list({(e.org_id, e.livemode) for e in new}))) if new else []
+        if not owed:
+            return False
+        await conn.execute(_WRITE_LOCK)  # held already when reading the stream
+        await deliveries.add(conn, owed, self._clock())
+        return True
+
+    def wake(self) -> None:
+        """Deliveries were queued by `keep`: tell the sender."""
+        self._queued()

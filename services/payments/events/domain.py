@@ -13,6 +13,9 @@ from contracts.limits import Page
 from contracts.webhooks import BillingEvent, EventBody, EventListParams
 
 EVENT_NOT_FOUND = "billing event not found"
+# Events payments logs as it makes them (webhooks_in's provider events), in the same
+# transaction: when they come back from the stream (those it forwards), they are logged.
+LOGGED_AS_MADE = "provider."
 PAGE = Page(100, 100)  # §6.1: at most 100
 
 

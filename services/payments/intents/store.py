@@ -55,13 +55,17 @@ async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
         org_id, livemode, provider, ref)
 
 
-async def has_provider_ref(db: Db, org_id: str, livemode: bool, provider: str, ref: str,
-                           ) -> bool:
-    """Whether an intent is the provider's payment `ref` (unlocked: a webhook's first look)."""
-    return await db.fetchval(
-        "select exists (select 1 from payments.payment_intents where org_id = $1"
-        " and livemode = $2 and provider_type = $3 and provider_ref = $4"
-        " and provider_ref <> '')", org_id, livemode, provider, ref)
+async def held_provider_refs(db: Db, refs: list[tuple[str, bool, str, str]],
+                             ) -> set[tuple[str, bool, str, str]]:
+    """Which of these (org, mode, provider, provider's payment) an intent is, in one read
+    (unlocked: webhooks' first look)."""
+    rows = await db.fetch(
+        "select k.o, k.l, k.p, k.r from unnest($1::text[], $2::boolean[], $3::text[],"
+        " $4::text[]) as k(o, l, p, r) where k.r <> '' and exists (select 1"
+        " from payments.payment_intents i where i.org_id = k.o and i.livemode = k.l"
+        " and i.provider_type = k.p and i.provider_ref = k.r)",
+        *map(list, zip(*refs, strict=True)))
+    return {tuple(r) for r in rows}
 
 
 _INTENTS = newest_first("payments.payment_intents", _INTENT, ("customer_id",))

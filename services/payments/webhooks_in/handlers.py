@@ -9,20 +9,24 @@ from the environment for a mode it stored none for, except a mode it holds the e
 account in: a claim never captures platform-signed events): the secret that verifies
 decides the mode. It is then stored once per provider event id, organization and mode,
 with its raw body and what became of it (`webhook_events_in`); a redelivery is answered
-200 `duplicate` and changes nothing. Concurrent deliveries share their insert (`Intake`):
-one statement, one transaction per batch.
+200 `duplicate` and changes nothing. Concurrent deliveries share their insert (`intake`):
+one transaction per batch, which also logs each new event's billing event (payments keeps
+the event log: its own events need no round trip through the stream back to itself).
 
 What the event changes (§5.4) is applied right after, in a transaction of its own that
 claims the stored event, so it happens once: intents, refunds and payment methods take the
 provider's word, disputes are created and moved (with the ledger postings they owe, sent
 after the commit), and the subscriptions and invoices a provider reports are forwarded as
-`billing.events.provider.<type>` in the insert's own transaction. An event about an object
-we do not have in that organization and mode changes nothing (`ignored`, with the reason).
+`billing.events.provider.<type>` (the outbox) in the insert's own transaction. An event
+about an object we do not have in that organization and mode changes nothing (`ignored`,
+with the reason).
 An effect that fails leaves the event `failed` for `redrive_unfinished`; the provider has
 its 200 once the event is stored."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Set
@@ -31,13 +35,20 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
-from contracts import Scope
-from contracts.errors import Failure
+from contracts import Reply, Request, Scope
+from contracts.errors import Failure, internal
 from contracts.payments import PAYMENT_METHOD_DETACHED, PAYMENT_METHOD_UPDATED
-from contracts.webhooks_in import WEBHOOK_INGEST, WebhookIngestParams, WebhookReceived
+from contracts.webhooks_in import (
+    WEBHOOK_INGEST,
+    WEBHOOK_INGEST_BATCH,
+    WebhookIngestBatch,
+    WebhookIngestParams,
+    WebhookReceived,
+)
 from services.payments.common import event as announce_event
 from services.payments.common import service_scope
 from services.payments.disputes import handlers as disputes
+from services.payments.events import domain as log_rules
 from services.payments.intents import domain as intent_rules
 from services.payments.intents import handlers as intents
 from services.payments.intents import store as intents_store
@@ -55,6 +66,7 @@ from services.payments.webhooks_in import domain, store
 from services.payments.webhooks_in.domain import Secret
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.config import Settings
+from services.runtime.outbox import nudge
 from services.runtime.service import Context, Router
 
 log = logging.getLogger(__name__)
@@ -71,16 +83,35 @@ async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookR
     org_id, livemode, event = await _verified(ctx, scope, p, provider)
     effect = domain.effect_of(event)
     status, reason, announced = _first_outcome(event, effect)
-    if status == domain.RECEIVED:
-        reason = await _none_of_ours(ctx, org_id, livemode, provider, event, effect)
-        status = domain.IGNORED if reason else status
+    news = domain.payment_news(event) if (status, effect) == (domain.RECEIVED,
+                                                               domain.PAYMENT) else None
     delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
-                              event.provider_type, p.body, status, reason, announced)
-    if not await ctx.state.webhook_intake(delivery):
+                              event.provider_type, p.body, status, reason, announced,
+                              forwarded=effect == domain.FORWARD,
+                              payment_ref=news.ref if news else "")
+    stored = await ctx.state.webhook_intake(delivery)
+    if stored is None:
         return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
-    if delivery.status == domain.RECEIVED:
+    if stored == domain.RECEIVED:
         await apply(ctx, delivery.key, event)
     return WebhookReceived(received=True, type=event.type, id=event.id)
+
+
+@router.handler(WEBHOOK_INGEST_BATCH)
+async def ingest_batch(ctx: Context, scope: Scope, p: WebhookIngestBatch) -> list[Reply]:
+    """Deliveries the gateway received together: each answered as `ingest` answers it,
+    concurrently (their intake shares a batch)."""
+    return list(await asyncio.gather(*(_answer(ctx, d) for d in p.deliveries)))
+
+
+async def _answer(ctx: Context, d: Request[WebhookIngestParams]) -> Reply:
+    try:
+        return Reply(result=await ingest(ctx, d.scope, d.params))
+    except Failure as failure:
+        return Reply(error=failure.error)
+    except Exception:
+        log.exception("%s failed (request %s)", WEBHOOK_INGEST.subject, d.scope.request_id)
+        return Reply(error=internal().error)
 
 
 async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider: str,
@@ -111,10 +142,10 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
                    ) -> tuple[str, str, tuple[str, dict]]:
     """(status, reason, billing event) an event is stored with. Every delivery is a billing
     event, `provider.<type>`, committed with it: in the event log (its objectId the
-    provider's event id, as the reference's), and for the services it concerns
-    (subscriptions reads `provider.subscription.*`), so no other service reads a provider's
-    payload. One that changes nothing of ours (whatever we hold, as its own body tells), or
-    is only forwarded, is final at once."""
+    provider's event id, as the reference's), and published for the services it concerns
+    when forwarded (subscriptions reads `provider.subscription.*`), so no other service
+    reads a provider's payload. One that changes nothing of ours (whatever we hold, as its
+    own body tells), or is only forwarded, is final at once."""
     announced = (domain.forwarded_type(event), {
         "provider": event.provider, "providerEventId": event.id, "type": event.type,
         "providerType": event.provider_type, "account": event.account,
@@ -129,17 +160,17 @@ def _first_outcome(event: WebhookEvent, effect: str | None,
     return domain.RECEIVED, "", announced
 
 
-async def _none_of_ours(ctx: Context, org_id: str, livemode: bool, provider: str,
-                        event: WebhookEvent, effect: str | None) -> str:
-    """Why the event concerns nothing of ours ("" when it may): a payment we hold no intent
-    for (most payment events are about charges made elsewhere) is found by one read, so it
-    is final when stored, without the effect's transaction. The effect, were it applied,
-    would read the same: an intent given the reference meanwhile is missed either way."""
-    news = domain.payment_news(event) if effect == domain.PAYMENT else None
-    if news is None or await intents_store.has_provider_ref(ctx.pool, org_id, livemode,
-                                                            provider, news.ref):
-        return ""
-    return f"no payment intent for {provider} payment {news.ref}"
+def _none_of_ours(d: store.Delivery, held: Set[tuple[str, bool, str, str]],
+                  ) -> store.Delivery:
+    """The delivery, ignored if it concerns nothing of ours: a payment we hold no intent for
+    (most payment events are about charges made elsewhere) is found by one read for the
+    batch, so it is final when stored, without the effect's transaction. The effect, were
+    it applied, would read the same: an intent given the reference meanwhile is missed
+    either way."""
+    if not d.payment_ref or d.payment in held:
+        return d
+    return dataclasses.replace(d, status=domain.IGNORED, reason=(
+        f"no payment intent for {d.provider} payment {d.payment_ref}"))
 
 
 async def apply(ctx: Context, key: tuple[str, bool, str, str], event: WebhookEvent) -> None:
@@ -340,15 +371,32 @@ def platform_secrets(settings: Settings) -> dict[str, list[Secret]]:
 
 
 def intake(ctx: Context) -> MicroBatcher:
-    """Concurrent deliveries stored together: one statement per batch. The
-    same event twice in one batch is stored once; its second copy is a duplicate."""
-    async def record(deliveries: list[store.Delivery]) -> list[bool]:
+    """Concurrent deliveries stored together, one transaction per batch: the events (the
+    status each is stored with; None: stored before), their billing events in the event
+    log (with the webhook deliveries they owe) and, for those other services read, in the
+    outbox. The same event twice in one batch is stored once; its second copy is a
+    duplicate."""
+    async def record(deliveries: list[store.Delivery]) -> list[str | None]:
         first: dict[tuple, int] = {}
         for i, d in enumerate(deliveries):
             first.setdefault(d.key, i)
         unique = [deliveries[i] for i in first.values()]
-        new = dict(zip((d.key for d in unique), await store.record(ctx.pool, unique),
-                       strict=True))
-        return [new[d.key] and first[d.key] == i for i, d in enumerate(deliveries)]
+        payments = [d.payment for d in unique if d.payment_ref]
+        event_log = ctx.state.event_log
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            if payments:
+                held = await intents_store.held_provider_refs(conn, payments)
+                unique = [_none_of_ours(d, held) for d in unique]
+            announced = await store.record(conn, unique)
+            queued = await event_log.keep(conn, [log_rules.read(event) for event in announced
+                                                 if event is not None])
+        if queued:
+            event_log.wake()
+        stored = {d.key: d.status for d, event in zip(unique, announced, strict=True)
+                  if event is not None}
+        if any(d.forwarded and d.key in stored for d in unique):
+            nudge("payments", committed=True)  # one look for the batch's, not a few ms of
+        return [stored.get(d.key) if first[d.key] == i else None
+                for i, d in enumerate(deliveries)]
 
-    return MicroBatcher(each_alone_on_failure(record))
+    return MicroBatcher(each_alone_on_failure(record), serial=True)

@@ -8,14 +8,15 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.outbox import new_events, nudge
+from services.runtime.outbox import new_events
 
 Db = asyncpg.Pool | asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A verified event to store once, and what it becomes at once."""
+    """A verified event to store once, what it becomes at once, and the billing event it
+    is (type, data)."""
 
     org_id: str
     livemode: bool
@@ -25,56 +26,57 @@ class Delivery:
     provider_type: str
     body: bytes
     status: str
-    reason: str = ""
-    announced: tuple[str, Any] | None = None  # (event type, data) to publish with it
+    reason: str
+    announced: tuple[str, Any]
+    forwarded: bool  # other services read its billing event: it goes to the stream too
+    payment_ref: str = ""  # the provider's payment it settles, if we hold an intent for it
 
     @property
     def key(self) -> tuple[str, bool, str, str]:
         return self.org_id, self.livemode, self.provider, self.event_id
 
+    @property
+    def payment(self) -> tuple[str, bool, str, str]:
+        return self.org_id, self.livemode, self.provider, self.payment_ref
 
-async def record(db: Db, deliveries: list[Delivery]) -> list[bool]:
+
+async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[bytes | None]:
     """Store each delivery not stored before (one key per delivery: the caller sends a key
-    once per batch), with the event it announces, in one statement (atomic on its own: no
-    transaction round trips); whether each was new."""
+    once per batch), with the outbox row of the event it forwards, in one statement; for
+    each, the billing event it announces (encoded as published) if it was new, else None.
+    The caller nudges the outbox relay once its transaction has committed."""
     announced = _announcements(deliveries)
-    rows = await db.fetch(
+    rows = await conn.fetch(
         "with batch as (select * from unnest($1::text[], $2::boolean[], $3::text[],"
         "  $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[],"
-        "  $10::text[], $11::bytea[], $12::text[]) as d(org_id, livemode, provider, event_id,"
-        "  type, provider_type, body, status, reason, announced_id, announced,"
-        "  announced_type)),"
+        "  $10::text[], $11::bytea[], $12::text[], $13::boolean[]) as d(org_id, livemode,"
+        "  provider, event_id, type, provider_type, body, status, reason, announced_id,"
+        "  announced, announced_type, forwarded)),"
         " stored as (insert into payments.webhook_events_in (org_id, livemode, provider,"
         "  event_id, type, provider_type, body, status, reason)"
         "  select org_id, livemode, provider, event_id, type, provider_type, body, status,"
         "  reason from batch on conflict do nothing"
         "  returning org_id, livemode, provider, event_id),"
-        " announcing as (insert into payments.outbox (id, type, org_id, livemode, payload)"
+        " forwarding as (insert into payments.outbox (id, type, org_id, livemode, payload)"
         "  select b.announced_id, b.announced_type, b.org_id, b.livemode, b.announced"
         "  from batch b join stored s using (org_id, livemode, provider, event_id)"
-        "  where b.announced_id is not null)"
+        "  where b.forwarded)"
         " select org_id, livemode, provider, event_id from stored",
         *zip(*[(d.org_id, d.livemode, d.provider, d.event_id, d.type, d.provider_type, d.body,
-                d.status, d.reason, *a) for d, a in zip(deliveries, announced, strict=True)],
-             strict=True))
+                d.status, d.reason, *a, d.forwarded)
+               for d, a in zip(deliveries, announced, strict=True)], strict=True))
     new = {tuple(r) for r in rows}
-    if any(a[0] is not None for a in announced):
-        nudge("payments")
-    return [d.key in new for d in deliveries]
+    return [payload if d.key in new else None
+            for d, (_, payload, _) in zip(deliveries, announced, strict=True)]
 
 
-def _announcements(deliveries: list[Delivery]) -> list[tuple[str | None, bytes | None,
-                                                              str | None]]:
-    """(id, payload, type) of the event each delivery announces, if any. Their objectType
-    and objectId: the provider and its event id (payments.md §7)."""
-    made: list[tuple[str | None, bytes | None, str | None]] = [(None, None, None)] * len(
-        deliveries)
-    announcing = [(i, d.announced) for i, d in enumerate(deliveries) if d.announced is not None]
-    rows = [(type, deliveries[i].provider, deliveries[i].org_id, deliveries[i].livemode,
-             deliveries[i].event_id, None, data) for i, (type, data) in announcing]
-    for (i, (type, _)), (event_id, payload) in zip(announcing, new_events(rows), strict=True):
-        made[i] = event_id, payload, type
-    return made
+def _announcements(deliveries: list[Delivery]) -> list[tuple[str, bytes, str]]:
+    """(id, payload, type) of the event each delivery announces. Their objectType and
+    objectId: the provider and its event id (payments.md §7)."""
+    made = new_events([(type, d.provider, d.org_id, d.livemode, d.event_id, None, data)
+                       for d in deliveries for type, data in (d.announced,)])
+    return [(event_id, payload, d.announced[0])
+            for d, (event_id, payload) in zip(deliveries, made, strict=True)]
 
 
 async def claim(conn: asyncpg.Connection, key: tuple[str, bool, str, str],

@@ -1,6 +1,6 @@
 """The subscriptions service's reader of payments' provider events
-(`billing.events.provider.>`: every verified webhook delivery, published by payments'
-outbox relay). Subscription and invoice events are applied (`handlers.apply`), each in its
+(`billing.events.provider.>`: the verified webhook deliveries payments forwards, published
+by its outbox relay). Subscription and invoice events are applied (`handlers.apply`), each in its
 own transaction; the others are not ours and pass. One durable consumer shared by the
 service's replicas, resumed where it stopped; an event delivered again finds its
 (processor, event id) applied and changes nothing."""

@@ -28,9 +28,6 @@ from services.runtime.streams import EventReader
 
 log = logging.getLogger(__name__)
 
-_WRITE_LOCK = "select pg_advisory_xact_lock(hashtextextended('payments.event_log', 0))"
-
-
 class EventLog(EventReader):
     durable = "payments-event-log"
     subjects = events.SUBJECT_PREFIX + ">"
@@ -58,10 +55,8 @@ class EventLog(EventReader):
         queued = False
         if read:
             async with self._pool().acquire() as conn, conn.transaction():
-                await conn.execute(_WRITE_LOCK)
-                new = await store.log(conn, list(read.values()))
-                owed = deliveries_for(new, await deliveries.enabled_endpoints(
-                    conn, list({(e.org_id, e.livemode) for e in new}))) if new else []
+                new, endpoints = await store.log(conn, list(read.values()))
+                owed = deliveries_for(new, endpoints)
                 if owed:
                     await deliveries.add(conn, owed, self._clock())
                     queued = True

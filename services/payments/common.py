@@ -16,6 +16,7 @@ from contracts.limits import Page
 from contracts.rules import DEFAULT_CURRENCY, user_id
 from services.payments.methods import store as methods_store
 from services.payments.providers.base import Provider, ProviderError, provider_key
+from services.runtime import outbox
 from services.runtime.outbox import add_many_events
 from services.runtime.service import Context
 
@@ -88,6 +89,19 @@ async def events_together(conn: asyncpg.Connection, changes: list[Announced]) ->
     await add_many_events(conn, "payments", [
         (type, object_type, scope.org_id, scope.livemode, object_id, customer_id, data)
         for type, object_type, scope, object_id, customer_id, data in changes])
+
+
+def new_events(changes: list[Announced]) -> list[tuple[str, bytes]]:
+    """(id, payload) of each change's event, for a statement of the caller's own that adds
+    them to the outbox (then `nudge_relay()`)."""
+    return outbox.new_events([
+        (type, object_type, scope.org_id, scope.livemode, object_id, customer_id, data)
+        for type, object_type, scope, object_id, customer_id, data in changes])
+
+
+def nudge_relay() -> None:
+    """Events were added to the outbox by a statement of payments' own."""
+    outbox.nudge("payments")
 
 
 async def provider_for(ctx: Context, scope: Scope, token: str = "") -> Provider:

@@ -85,7 +85,7 @@ class Service:
         self._subscriptions: list[Subscription] = []
         self._nc: nats.NATS | None = None
         self._requests: Requester | None = None
-        self._jobs = [(3600.0, forget_old_idempotency_keys), *(
+        self._jobs = [(3600.0, forget_old_idempotency_keys), (2.0, analyze_fresh_tables), *(
             (job.seconds(settings) if callable(job.seconds) else job.seconds, job.run)
             for job in spec.jobs)]
         self._job_tasks: list[asyncio.Task] = []
@@ -256,6 +256,11 @@ class Service:
 async def forget_old_idempotency_keys(ctx: Context) -> None:
     if ctx.pool is not None:
         await ctx.keys.prune(ctx.pool, datetime.now(UTC) - idempotency.RETENTION)
+
+
+async def analyze_fresh_tables(ctx: Context) -> None:
+    if ctx.pool is not None:
+        await db.analyze_fresh_tables(ctx.pool, ctx.name)
 
 
 def _as_reply(result: Any) -> Reply:

@@ -1,5 +1,6 @@
-"""PostgreSQL through asyncpg: pools, database creation, versioned migrations, the insert of
-an organization's row, and the query of a page of rows newest first."""
+"""PostgreSQL through asyncpg: pools, database creation, versioned migrations, statistics
+for new tables, the insert of an organization's row, and the query of a page of rows newest
+first."""
 
 from __future__ import annotations
 
@@ -77,6 +78,29 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
 def with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + database))
+
+
+# A new database's tables have no planner statistics until autovacuum comes round (a minute
+# or more), and the plans a session keeps meanwhile (its prepared statements, foreign-key
+# checks, trigger queries) are made for empty tables: two indexes that share a prefix then
+# cost the same, and a plan may read a whole organization's rows through the wrong one — more
+# with every row written, for as long as the session lives. A table analyzed once it holds a
+# few pages has its plans made again, with statistics. (By its size on disk, not by the
+# statistics collector's counts: under load those reach it seconds late.)
+FRESH_TABLE_BYTES = 32768
+
+
+async def analyze_fresh_tables(db: asyncpg.Pool, schema: str) -> list[str]:
+    """Analyze the tables of `schema` never analyzed that hold `FRESH_TABLE_BYTES` (skipped
+    when another replica is at it); returns their names."""
+    names = [r["name"] for r in await db.fetch(
+        "select format('%I.%I', n.nspname, c.relname) as name from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = $1 and c.relkind = 'r' and c.reltuples < 0"
+        " and pg_relation_size(c.oid) >= $2", schema, FRESH_TABLE_BYTES)]
+    for name in names:
+        await db.execute(f"analyze (skip_locked) {name}")
+    return names
 
 
 async def ensure_database(dsn: str) -> None:

@@ -183,6 +183,8 @@ class OutboxRelay:
                        " and published_at is null order by seq limit $1"
                        " for update skip locked")
         self._owner = f"{schema}.outbox_relay"
+        self._pending = (f"select exists (select from {schema}.outbox"
+                         " where published_at is null)")
         self._mark = (f"update {schema}.outbox set published_at = now()"
                       " where seq = any($1::bigint[])")
         self._prune = (f"delete from {schema}.outbox where seq in ("
@@ -263,32 +265,41 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(self._claim, self.batch_size, self._owner)
-            if not rows:
+        async with self.pool.acquire() as conn:
+            # A look that finds nothing (most of a nudged relay's) costs one statement, not a
+            # transaction of three.
+            if not await conn.fetchval(self._pending):
                 return 0
-            # Sent in order on one connection, acks awaited together: one round trip a batch.
-            acks: list[asyncio.Future] = []
-            try:
-                for r in rows:
-                    acks.append(await self._js.publish_async(
-                        r["subject"] or events.subject(r["type"]), r["payload"],
-                        headers={"Nats-Msg-Id": r["id"]}))
-                done, _ = await asyncio.wait(acks, timeout=self.publish_timeout)
-            finally:
-                for ack in acks:
-                    ack.cancel()  # no-op when acked; frees the slot of one that never will be
-            acked = [r["seq"] for r, ack in zip(rows, acks, strict=True)
-                     if ack in done and ack.exception() is None]
-            if acked:
-                await conn.execute(self._mark, acked)
-                self.published += len(acked)
-            if len(acked) < len(rows):
-                failed = next((a.exception() for a in done if a.exception() is not None),
-                              "no ack in time")
-                log.warning("outbox relay %s: %d of %d events not acked (%s); will retry",
-                            self.schema, len(rows) - len(acked), len(rows), failed)
-            return len(acked)
+            async with conn.transaction():
+                return await self._relay_batch(conn)
+
+    async def _relay_batch(self, conn: asyncpg.Connection) -> int:
+        """Publish the pending rows this relay claims, in the transaction on `conn`."""
+        rows = await conn.fetch(self._claim, self.batch_size, self._owner)
+        if not rows:
+            return 0
+        # Sent in order on one connection, acks awaited together: one round trip a batch.
+        acks: list[asyncio.Future] = []
+        try:
+            for r in rows:
+                acks.append(await self._js.publish_async(
+                    r["subject"] or events.subject(r["type"]), r["payload"],
+                    headers={"Nats-Msg-Id": r["id"]}))
+            done, _ = await asyncio.wait(acks, timeout=self.publish_timeout)
+        finally:
+            for ack in acks:
+                ack.cancel()  # no-op when acked; frees the slot of one that never will be
+        acked = [r["seq"] for r, ack in zip(rows, acks, strict=True)
+                 if ack in done and ack.exception() is None]
+        if acked:
+            await conn.execute(self._mark, acked)
+            self.published += len(acked)
+        if len(acked) < len(rows):
+            failed = next((a.exception() for a in done if a.exception() is not None),
+                          "no ack in time")
+            log.warning("outbox relay %s: %d of %d events not acked (%s); will retry",
+                        self.schema, len(rows) - len(acked), len(rows), failed)
+        return len(acked)
 
     async def prune(self) -> int:
         """Delete rows published longer ago than the retention; returns how many."""

@@ -16,6 +16,7 @@ from tests.runtime.test_integrity_keys import _CommitsThenFails
 from tests.support import (
     balance,
     eventually,
+    get,
     new_user,
     org_id_of,
     post,
@@ -52,6 +53,28 @@ async def test_concurrent_top_ups_are_each_charged_credited_and_answered_once(ht
     assert await pool.fetchval(
         "select count(*) from payments.topups where customer_id = $1 and status = 'completed'",
         user) == 16
+
+
+async def test_a_top_ups_events_announce_its_payment_intent_as_it_reads(http, org):
+    user = new_user()
+    status, reply, _ = await token_topup(http, org, {
+        "sourceId": f"cnon:{secrets.token_hex(4)}", "amountCents": 1234, "userId": user})
+    assert status == 200
+
+    async def events():
+        status, body, _ = await get(http, "/events", org.auth(), customerId=user)
+        assert status == 200, body
+        return body
+
+    listed = await eventually(events, lambda body: len(body) >= 2)
+    paid, topped_up = sorted(listed, key=lambda e: e["type"])
+    assert (paid["type"], topped_up["type"]) == ("payment_intent.succeeded", "topup.succeeded")
+    status, intent, _ = await get(http, f"/payment-intents/{paid['objectId']}", org.auth())
+    assert status == 200 and paid["data"] == intent
+    assert (intent["status"], intent["amount"], intent["amountReceived"]) == (
+        "succeeded", 1234, 1234)
+    assert topped_up["data"]["paymentIntentId"] == intent["id"]
+    assert topped_up["data"]["transactionId"] == reply["transactionId"]
 
 
 async def test_completions_committed_before_a_failure_are_not_recorded_again(org, platform,
@@ -95,3 +118,10 @@ async def test_the_recovery_job_finishes_a_top_up_the_ledger_missed(http, org, p
     assert status == 200 and headers.get("Idempotent-Replayed") == "true"
     assert reply["balanceCents"] == 700
     assert await balance(http, org, user) == 700
+    # Its payment was recorded when it was charged; completing it announced the top-up only.
+    assert sorted(await pool.fetchval(
+        "select array_agg(type) from payments.outbox"
+        " where convert_from(payload, 'utf8')::jsonb->>'customerId' = $1", user)) == [
+        "payment_intent.succeeded", "topup.succeeded"]
+    assert await pool.fetchval(
+        "select count(*) from payments.payment_intents where customer_id = $1", user) == 1

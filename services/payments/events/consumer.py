@@ -31,9 +31,6 @@ from services.runtime.streams import EventReader
 
 log = logging.getLogger(__name__)
 
-_WRITE_LOCK = "select pg_advisory_xact_lock(hashtextextended('payments.event_log', 0))"
-
-
 class EventLog(EventReader):
     durable = "payments-event-log"
     subjects = events.SUBJECT_PREFIX + ">"
@@ -65,22 +62,25 @@ class EventLog(EventReader):
         queued = False
         if read:
             async with self._pool().acquire() as conn, conn.transaction():
-                await conn.execute(_WRITE_LOCK)
-                queued = await self.keep(conn, list(read.values()))
+                queued = await self.keep(conn, list(read.values()), serialized=True)
         if queued:
             self._queued()
 
-    async def keep(self, conn: asyncpg.Connection, events: list[domain.Logged]) -> bool:
+    async def keep(self, conn: asyncpg.Connection, events: list[domain.Logged], *,
+                   serialized: bool = False) -> bool:
         """Log the events in the caller's transaction and queue the deliveries the new ones
         owe, under the write lock (so that deliveries are queued in commit order); whether
         any were (then `wake()` once committed). Also for the events payments logs as it
-        makes them (webhooks_in)."""
-        new = await store.log(conn, events) if events else []
-        owed = deliveries_for(new, await deliveries.enabled_endpoints(
-            conn, list({(e.org_id, e.livemode) for e in new}))) if new else []
+        makes them (webhooks_in), which take the lock only when they owe deliveries;
+        the stream's fetches are `serialized` from their first write."""
+        if not events:
+            return False
+        new, endpoints = await store.log(conn, events, serialized=serialized)
+        owed = deliveries_for(new, endpoints)
         if not owed:
             return False
-        await conn.execute(_WRITE_LOCK)  # held already when reading the stream
+        if not serialized:
+            await store.serialize(conn)
         await deliveries.add(conn, owed, self._clock())
         return True
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
+import msgspec
 
 from services.payments.events.domain import Filter, Logged
+from services.payments.webhook_deliveries.store import enabled_endpoints_of
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -13,20 +17,40 @@ _PENDING = ("exists (select 1 from payments.webhook_deliveries d"
             " where d.event_id = e.id and d.status = 'pending')")
 
 
-async def log(conn: asyncpg.Connection, events: list[Logged]) -> list[Logged]:
-    """Keep the events; returns those not kept before (an event delivered again is not)."""
-    new = set(await conn.fetchval(
-        """with kept as (
-            insert into payments.billing_events (id, org_id, livemode, type, object_type,
-                object_id, customer_id, created_at, body)
-            select * from unnest($1::text[], $2::text[], $3::boolean[], $4::text[],
-                $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[])
-            on conflict (id) do nothing returning id)
-        select coalesce(array_agg(id), '{}') from kept""",
-        *map(list, zip(*((e.id, e.org_id, e.livemode, e.type, e.object_type, e.object_id,
-                          e.customer_id, e.created_at, e.body) for e in events),
-                       strict=True))))
-    return [e for e in events if e.id in new]
+# Replicas log their fetches one at a time, so deliveries queue in the order the stream holds
+# their events: with `serialized`, the lock is taken before the first event is written (an
+# init plan) and held until the caller's transaction ends.
+_LOCK = "pg_advisory_xact_lock(hashtextextended('payments.event_log', 0))"
+_LOG = """with kept as (
+    insert into payments.billing_events (id, org_id, livemode, type, object_type, object_id,
+        customer_id, created_at, body)
+    select * from unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::timestamptz[], $9::bytea[])
+    {where}
+    on conflict (id) do nothing returning id, org_id, livemode),
+wanted as ({wanted})
+select (select coalesce(array_agg(id), '{{}}') from kept) as new,
+    (select coalesce(json_agg(wanted), '[]') from wanted) as endpoints"""
+_WANTED = enabled_endpoints_of("(select distinct org_id, livemode from kept)")
+_LOG_SERIALIZED = _LOG.format(where=f"where (select true from {_LOCK})", wanted=_WANTED)
+_LOG_UNLOCKED = _LOG.format(where="", wanted=_WANTED)
+
+
+async def log(conn: asyncpg.Connection, events: list[Logged], *, serialized: bool,
+              ) -> tuple[list[Logged], list[dict[str, Any]]]:
+    """Keep the events, in the caller's transaction; returns those not kept before (an
+    event delivered again is not), and the enabled endpoints of their organizations and
+    modes (as `enabled_endpoints_of` reads them), for their deliveries."""
+    row = await conn.fetchrow(_LOG_SERIALIZED if serialized else _LOG_UNLOCKED, *map(list, zip(*(
+        (e.id, e.org_id, e.livemode, e.type, e.object_type, e.object_id, e.customer_id,
+         e.created_at, e.body) for e in events), strict=True)))
+    new = set(row["new"])
+    return [e for e in events if e.id in new], msgspec.json.decode(row["endpoints"])
+
+
+async def serialize(conn: asyncpg.Connection) -> None:
+    """Take the log's write lock, until the caller's transaction ends."""
+    await conn.execute(f"select {_LOCK}")
 
 
 async def logged(db: Db, event_ids: list[str]) -> set[str]:

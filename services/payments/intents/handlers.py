@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -326,10 +326,36 @@ async def announce_many(conn: asyncpg.Connection, changed: list[tuple[Scope, asy
     events (`also`), in one statement."""
     intents = [_intent(row, scope.livemode) for scope, row in changed]
     await events_together(conn, [
-        (domain.event_type(intent.status), "payment_intent", scope, intent.id,
-         intent.customerId, intent)
-        for (scope, _), intent in zip(changed, intents, strict=True)] + (also or []))
+        _announced(scope, intent) for (scope, _), intent in zip(changed, intents, strict=True)
+    ] + (also or []))
     return intents
+
+
+def paid_events(paid: list[tuple[Scope, store.Paid]], created_at: datetime,
+                ) -> list[Announced]:
+    """The events of payments `store.insert_paid` records created at `created_at`, made
+    before the statement that inserts them (and their events) runs: each intent as its row
+    will read."""
+    return [_announced(scope, _intent(_paid_row(x, created_at), scope.livemode))
+            for scope, x in paid]
+
+
+def _paid_row(x: store.Paid, created_at: datetime) -> dict[str, Any]:
+    """The row `store.insert_paid` writes for `x` (the columns it leaves at their defaults
+    too)."""
+    return {"id": x.intent_id, "customer_id": x.customer_id, "amount": x.amount,
+            "currency": x.currency, "status": domain.SUCCEEDED, "capture_method": "automatic",
+            "confirmation_method": "automatic", "amount_capturable": 0,
+            "amount_received": x.amount, "amount_refunded": 0, "created_at": created_at,
+            "payment_method_id": x.payment_method_id, "invoice_id": "",
+            "description": x.description, "provider_ref": x.provider_ref, "last_error": "",
+            "metadata": x.metadata, "canceled_at": None, "cancellation_reason": "",
+            "client_secret": ""}
+
+
+def _announced(scope: Scope, intent: PaymentIntent) -> Announced:
+    return (domain.event_type(intent.status), "payment_intent", scope, intent.id,
+            intent.customerId, intent)
 
 
 def _intent(r: asyncpg.Record, livemode: bool) -> PaymentIntent:

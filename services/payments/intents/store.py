@@ -154,20 +154,37 @@ class Paid:
     metadata: dict
 
 
+def insert_paid(rows: str, created_at: str) -> str:
+    """The insert of payments collected outside the intent flow, from `rows`: a relation of
+    (o, l, i, c, a, cur, m, r, p, d, md), the `paid_columns` (for a longer statement that
+    chooses which), created at `created_at`."""
+    return (f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
+            f" currency, status, payment_method_id, capture_method, confirmation_method,"
+            f" amount_received, provider_ref, provider_type, description, metadata, created_at)"
+            f" select o, l, i, c, a, cur, 'succeeded', m, 'automatic', 'automatic', a, r, p, d,"
+            f" md::jsonb, {created_at} from {rows}")
+
+
+# The arrays of `paid_columns`, from $n: for `insert_paid` (as `n`).
+def paid_arrays(n: int) -> str:
+    types = ("text", "boolean", "text", "text", "bigint", "text", "text", "text", "text",
+             "text", "text")
+    return ", ".join(f"${n + k}::{t}[]" for k, t in enumerate(types))
+
+
+def paid_columns(paid: list[Paid]) -> list[list]:
+    return [list(c) for c in zip(*[(
+        x.org_id, x.livemode, x.intent_id, x.customer_id, x.amount, x.currency,
+        x.payment_method_id, x.provider_ref, x.provider_type, x.description,
+        msgspec.json.encode(x.metadata).decode()) for x in paid], strict=True)]
+
+
 async def record_paid(conn: asyncpg.Connection, paid: list[Paid]) -> dict[str, asyncpg.Record]:
     """Payments collected outside the intent flow, as succeeded intents: listed, refundable
     and posted like any other. Their rows by intent id."""
     rows = await conn.fetch(
-        f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
-        f" currency, status, payment_method_id, capture_method, confirmation_method,"
-        f" amount_received, provider_ref, provider_type, description, metadata)"
-        f" select o, l, i, c, a, cur, 'succeeded', m, 'automatic', 'automatic', a, r, p, d,"
-        f" md::jsonb from unnest($1::text[], $2::boolean[], $3::text[], $4::text[],"
-        f" $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
-        f" $11::text[]) as n(o, l, i, c, a, cur, m, r, p, d, md) returning {_INTENT}",
-        *zip(*[(x.org_id, x.livemode, x.intent_id, x.customer_id, x.amount, x.currency,
-                x.payment_method_id, x.provider_ref, x.provider_type, x.description,
-                msgspec.json.encode(x.metadata).decode()) for x in paid], strict=True))
+        insert_paid(f"unnest({paid_arrays(1)}) as n(o, l, i, c, a, cur, m, r, p, d, md)",
+                    "now()") + f" returning {_INTENT}", *paid_columns(paid))
     return {r["id"]: r for r in rows}
 
 

@@ -3,7 +3,7 @@
 A top-up writes twice, a commit each: its claim, and once credited and answered its
 completion (the charge, its payment intent and their events); a charge the ledger did not credit is
 written on its own (`charged`, with its intent). Under load the top-ups at one step share
-it: one statement for the claims, one transaction for the completions. Each write is
+it: one statement for the claims, one for the completions. Each write is
 conditional on the top-up's status, so a batch written again item by item after a failure
 (`each_alone_on_failure`) finds what a lost commit did instead of doing it twice.
 """
@@ -20,9 +20,10 @@ import asyncpg
 
 from contracts import Scope
 from contracts.errors import conflict
-from services.payments.common import Announced, events_together
+from contracts.ids import now
+from services.payments.common import new_events, nudge_relay
 from services.payments.intents import store as intents
-from services.payments.intents.handlers import announce_many
+from services.payments.intents.handlers import announce_many, paid_events
 from services.payments.topups import domain, store
 from services.payments.topups.domain import Topup
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
@@ -140,29 +141,39 @@ class TopupWrites:
         return [None] * len(charges)
 
     async def _complete_together(self, completions: list[Completion]) -> list[None]:
-        async with self._ctx.pool.acquire() as conn, conn.transaction():
-            prior = await store.completed(conn, [
-                (*_ref(c.charge.scope, c.charge.topup_id), c.charge.provider,
-                 c.charge.provider_ref, c.charge.intent_id, c.reply) for c in completions])
-            done = [c for c in completions if _ref(c.charge.scope, c.charge.topup_id) in prior]
-            await _record_intents(conn, [
-                c.charge for c in done
-                if prior[_ref(c.charge.scope, c.charge.topup_id)] == domain.STARTED], also=[
-                ("topup.succeeded", "topup", c.charge.scope, c.charge.topup_id,
-                 c.charge.topup.customer_id, c.event) for c in done])
+        """One statement (one round trip, no transaction around it): the top-ups, their
+        payment intents and their events, made beforehand for every top-up of the batch —
+        the statement leaves out those it does not complete."""
+        at = now()
+        charges = [c.charge for c in completions]
+        paid = [_paid(c) for c in charges]
+        announced = [*paid_events([(c.scope, p) for c, p in zip(charges, paid, strict=True)],
+                                  at),
+                     *[("topup.succeeded", "topup", c.charge.scope, c.charge.topup_id,
+                        c.charge.topup.customer_id, c.event) for c in completions]]
+        topup_ids = [c.topup_id for c in charges] * 2
+        pays = [True] * len(charges) + [False] * len(charges)
+        await store.complete(self._ctx.pool, [
+            (*_ref(c.scope, c.topup_id), c.provider, c.provider_ref, c.intent_id, done.reply)
+            for c, done in zip(charges, completions, strict=True)],
+            [(c.topup_id, p) for c, p in zip(charges, paid, strict=True)], at, [
+            (topup_id, announces, event_id, a[0], a[2].org_id, a[2].livemode, payload)
+            for topup_id, announces, a, (event_id, payload)
+            in zip(topup_ids, pays, announced, new_events(announced), strict=True)])
+        nudge_relay()
         return [None] * len(completions)
 
 
-async def _record_intents(conn: asyncpg.Connection, charges: list[Charge],
-                          also: list[Announced] | None = None) -> None:
-    """The charges' succeeded payment intents, with their events and the batch's other
-    events (`also`), in one statement."""
-    if not charges:
-        if also:
-            await events_together(conn, also)
-        return
-    rows = await intents.record_paid(conn, [intents.Paid(
+def _paid(c: Charge) -> intents.Paid:
+    """A charge's payment, as its payment intent records it."""
+    return intents.Paid(
         c.scope.org_id, c.scope.livemode, c.intent_id, c.topup.customer_id, c.topup.amount,
         c.topup.currency, c.topup.payment_method_id, c.provider_ref, c.provider,
-        domain.description(c.topup), {"topupId": c.topup_id}) for c in charges])
-    await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in charges], also)
+        domain.description(c.topup), {"topupId": c.topup_id})
+
+
+async def _record_intents(conn: asyncpg.Connection, charges: list[Charge]) -> None:
+    """The charges' succeeded payment intents, with their events."""
+    if charges:
+        rows = await intents.record_paid(conn, [_paid(c) for c in charges])
+        await announce_many(conn, [(c.scope, rows[c.intent_id]) for c in charges])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from services.payments.intents import store as intents
 from services.payments.topups.domain import CHARGED, COMPLETED, FAILED, STARTED, Topup
 
 Db = asyncpg.Pool | asyncpg.Connection
@@ -92,24 +93,53 @@ async def charged(conn: asyncpg.Connection,
     return {(r["org_id"], r["livemode"], r["id"]) for r in rows}
 
 
-async def completed(conn: asyncpg.Connection,
-                    replies: list[tuple[str, bool, str, str, str, str, bytes]],
-                    ) -> dict[Ref, str]:
+# A completion's event: (top-up id, whether it announces the payment, event id, type, org_id,
+# livemode, payload).
+CompletionEvent = tuple[str, bool, str, str, str, bool, bytes]
+
+
+# The payments of a completion's top-ups that were `started` ($8: the top-ups, $9-$19 their
+# payments, $20 when).
+_PAYING = intents.insert_paid(
+    f"(select n.* from unnest($8::text[], {intents.paid_arrays(9)})"
+    f" as n(t, o, l, i, c, a, cur, m, r, p, d, md) join prior"
+    f" on (prior.org_id, prior.livemode, prior.id) = (n.o, n.l, n.t)"
+    f" where prior.status = '{STARTED}') n", "$20::timestamptz")
+
+
+async def complete(db: Db, replies: list[tuple[str, bool, str, str, str, str, bytes]],
+                   paid: list[tuple[str, intents.Paid]], created_at: datetime,
+                   events: list[CompletionEvent]) -> dict[Ref, str]:
     """(org_id, livemode, id, provider, provider_ref, payment_intent_id, reply) of credited
-    top-ups; those it completed (not one completed already), with the status each had."""
-    rows = await conn.fetch(
+    top-ups; those it completed (not one completed already), with the status each had. With
+    them, in the same statement: the payment (`paid`: each top-up's, by id) of those that
+    were `started` (a `charged` one's is recorded), and the events of those completed —
+    one that announces the payment only where it is recorded now — in the order given.
+    The top-ups are found by their keys, their status checked once locked: not through the
+    index of unfinished ones, whose entries of completed top-ups stay until a vacuum."""
+    rows = await db.fetch(
         f"with c as (select * from unnest($1::text[], $2::boolean[], $3::text[],"
         f"  $4::text[], $5::text[], $6::text[], $7::bytea[]) as c(o, l, i, p, r, pi, reply)),"
-        f" prior as (select t.org_id, t.livemode, t.id, t.status from payments.topups t"
-        f"  join c on (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i)"
-        f"  where t.status in ('{STARTED}', '{CHARGED}') for update of t),"
+        f" locked as (select t.org_id, t.livemode, t.id, t.status from c"
+        f"  join payments.topups t on (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i)"
+        f"  for update of t),"
+        f" prior as (select * from locked where status in ('{STARTED}', '{CHARGED}')),"
         f" done as (update payments.topups t set status = '{COMPLETED}', provider = c.p,"
         f"  provider_ref = c.r, payment_intent_id = c.pi, reply = c.reply, updated_at = now()"
         f"  from c, prior where (t.org_id, t.livemode, t.id) = (c.o, c.l, c.i)"
         f"  and (prior.org_id, prior.livemode, prior.id) = (c.o, c.l, c.i)"
-        f"  returning t.org_id, t.livemode, t.id)"
+        f"  returning t.org_id, t.livemode, t.id),"
+        f" paid as ({_PAYING}),"
+        f" announced as (insert into payments.outbox (id, type, org_id, livemode, payload)"
+        f"  select e.id, e.type, e.o, e.l, e.payload from unnest($21::text[], $22::boolean[],"
+        f"  $23::text[], $24::text[], $25::text[], $26::boolean[], $27::bytea[])"
+        f"  with ordinality as e(t, pays, id, type, o, l, payload, n)"
+        f"  join prior on (prior.org_id, prior.livemode, prior.id) = (e.o, e.l, e.t)"
+        f"  where not e.pays or prior.status = '{STARTED}' order by e.n)"
         f" select prior.* from prior join done using (org_id, livemode, id)",
-        *zip(*replies, strict=True))
+        *zip(*replies, strict=True), [t for t, _ in paid],
+        *intents.paid_columns([p for _, p in paid]), created_at,
+        *zip(*events, strict=True))
     return {(r["org_id"], r["livemode"], r["id"]): r["status"] for r in rows}
 
 

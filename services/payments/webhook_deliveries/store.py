@@ -30,15 +30,13 @@ _DELIVERY = ("d.id, d.org_id, d.livemode, d.endpoint_id, d.event_id, d.event_typ
 # ---- fan-out ---------------------------------------------------------------------------------
 
 
-async def enabled_endpoints(conn: asyncpg.Connection, scopes: list[tuple[str, bool]],
-                            ) -> list[asyncpg.Record]:
-    """The enabled endpoints of these organizations and modes, and the events they want."""
-    orgs, modes = zip(*scopes, strict=True)
-    return await conn.fetch(
-        "select w.org_id, w.livemode, w.id, w.events from payments.webhook_endpoints w"
-        " join unnest($1::text[], $2::boolean[]) as s(org_id, livemode)"
-        " on w.org_id = s.org_id and w.livemode = s.livemode"
-        " where w.status = 'enabled' and w.deleted_at is null", list(orgs), list(modes))
+def enabled_endpoints_of(scopes: str) -> str:
+    """The enabled endpoints of the organizations and modes of `scopes` (a relation of
+    (org_id, livemode)) and the events they want, for a longer statement."""
+    return ("select w.org_id, w.livemode, w.id, w.events from payments.webhook_endpoints w"
+            f" join {scopes} as s(org_id, livemode)"
+            " on w.org_id = s.org_id and w.livemode = s.livemode"
+            " where w.status = 'enabled' and w.deleted_at is null")
 
 
 async def add(conn: asyncpg.Connection, deliveries: list[NewDelivery], now: datetime) -> None:

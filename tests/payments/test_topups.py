@@ -55,8 +55,12 @@ async def test_saved_method_top_up_credits_the_balance(http, org, pool):  # §9 
     credit = next(t for t in txs["transactions"] if t["id"] == body["transactionId"])
     assert credit["tags"] == "topup" and credit["amount"] == 500
     assert credit["notes"].startswith("Top-up via offline (ref: ")
-    # The charge is a succeeded payment intent, and the journal records it once.
-    _, intents, _ = await get(http, "/payment-intents", org.auth(), customerId=user)
+    # The charge is a succeeded payment intent (recorded as the answer goes out), and the
+    # journal records it once.
+    async def listed() -> list:
+        return (await get(http, "/payment-intents", org.auth(), customerId=user))[1]
+
+    intents = await eventually(listed, bool)
     assert [(i["status"], i["amount"], i["amountReceived"]) for i in intents] == [
         ("succeeded", 500, 500)]
     assert await eventually(lambda: journal_payments(pool, intents[0]["id"]),
@@ -258,7 +262,12 @@ async def test_the_recovery_job_finishes_what_a_worker_left(http, org, pool,
     body = {"userId": user, "paymentMethodId": method["id"], "amountCents": 300}
     status, _, _ = await topup(http, org, body, headers={"Idempotency-Key": "left-charged"})
     assert status == 200
-    # As if its worker died after the charge committed: the answer not yet kept.
+    # As if its worker died after the charge committed: the answer not yet kept (from the
+    # completed row, once the worker's own completion, answered before it commits, has).
+    completed = await eventually(lambda: pool.fetchval(
+        "select status from payments.topups where customer_id = $1", user),
+        lambda s: s == "completed")
+    assert completed == "completed"
     await pool.execute(
         "update payments.topups set status = 'charged', reply = null,"
         " updated_at = '-infinity' where customer_id = $1", user)

@@ -11,6 +11,7 @@ from contracts.rules import DEFAULT_CURRENCY
 from services.ledger.alerts.handlers import on_usage_batch
 from services.ledger.balances import store
 from services.ledger.balances.topups import TopupCreditor
+from services.ledger.balances.withdrawals import AvailableWithdrawer
 from services.ledger.journal.recorder import JournalRecorder, KnownAccounts
 from services.ledger.payment_methods.consumer import PaymentMethodEvents
 from services.ledger.usage.backfill import UsageBackfill
@@ -27,6 +28,7 @@ class Ledger:
     #                             share one query
     usage: UsageRecorder  # concurrent usage debits share one transaction
     topups: TopupCreditor  # so do concurrent top-up credits
+    withdrawals: AvailableWithdrawer  # and invoicing's concurrent wallet withdrawals
     journal: JournalRecorder  # and journal operations (payments, refunds, ...)
     backfill: UsageBackfill  # copies of debits into the api-usage meter, if any
     # The status check (a bot gate calls it on every request): balance and payment method
@@ -51,6 +53,7 @@ async def bootstrap(ctx: Context) -> None:
         read_balance=MicroBatcher(lambda keys: store.balance_batch(ctx.pool, keys)),
         usage=UsageRecorder(lambda: ctx.pool, ctx.keys, after_debits=after_debits),
         topups=TopupCreditor(ctx, accounts),
+        withdrawals=AvailableWithdrawer(ctx),
         journal=JournalRecorder(ctx, accounts),
         backfill=backfill,
         read_status=MicroBatcher(lambda keys: store.status_batch(ctx.pool, keys,

@@ -47,7 +47,7 @@ from services.subscriptions.subscriptions import store as subscriptions
 from services.subscriptions.subscriptions.handlers import view
 
 BATCH = 200  # periods claimed, and settled, per transaction
-CONCURRENCY = 32  # invoicing requests in flight per run
+CONCURRENCY = BATCH  # invoicing requests in flight per run: a claimed batch at once
 LEASE = timedelta(seconds=120)  # how long a claim is a runner's before another resumes it
 INVOICING_TIMEOUT = 30.0  # a collection may charge a card through payments
 RENEW_WAIT = 5.0  # how long renew waits for a runner renewing the same period

@@ -49,11 +49,15 @@ def rfc3339(ts: datetime | None) -> str:
     """Go's rendering: UTC with `Z`, fractional seconds trimmed of trailing zeros."""
     if ts is None:
         return "0001-01-01T00:00:00Z"
-    ts = ts.astimezone(UTC)
-    base = ts.strftime("%Y-%m-%dT%H:%M:%S")
-    if ts.microsecond:
-        base += ("." + f"{ts.microsecond:06d}").rstrip("0")
-    return base + "Z"
+    if ts.tzinfo is None or ts.utcoffset():  # naive: local time, as astimezone takes it
+        ts = ts.astimezone(UTC)
+    if ts.year < 1000:  # strftime's year is not zero-padded: kept as it was
+        base = ts.strftime("%Y-%m-%dT%H:%M:%S")
+        return (base + ("." + f"{ts.microsecond:06d}").rstrip("0")
+                if ts.microsecond else base) + "Z"
+    # isoformat takes half the time strftime does (an invoice renders a dozen of these)
+    text = ts.replace(tzinfo=None).isoformat()  # YYYY-MM-DDTHH:MM:SS[.ffffff]
+    return (text.rstrip("0") if ts.microsecond else text) + "Z"
 
 
 def rfc3339_seconds(ts: datetime) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from contracts import BusError
 from contracts.common import IdParams, Int64, Params
 from contracts.endpoint import Endpoint
 from contracts.limits import (
@@ -575,8 +576,30 @@ class PeriodInvoice(msgspec.Struct):
     created: bool
 
 
+PERIODS_MAX = 100  # period invoices asked in one request
+
+
+class PeriodInvoicesParams(Params):
+    periods: Annotated[list[PeriodInvoiceParams], msgspec.Meta(max_length=PERIODS_MAX)] = []
+
+
+class PeriodRenewed(msgspec.Struct, omit_defaults=True):
+    """One period's answer: its period invoice, or the refusal `INVOICE_RENEW_PERIOD` would
+    have answered."""
+
+    result: PeriodInvoice | None = None
+    error: BusError | None = None
+
+
+class PeriodInvoices(msgspec.Struct):
+    renewed: list[PeriodRenewed]  # in the order asked
+
+
 INVOICE_RENEW_PERIOD = Endpoint("billing.invoicing.invoice.renew_period", PeriodInvoiceParams,
                                 PeriodInvoice)
+# Many periods at once (a billing cycle's batch), each as INVOICE_RENEW_PERIOD answers it.
+INVOICE_RENEW_PERIODS = Endpoint("billing.invoicing.invoice.renew_periods",
+                                 PeriodInvoicesParams, PeriodInvoices)
 # Re-collects an open invoice's remainder (amountDue − amountPaid), as the pay endpoint does.
 INVOICE_RETRY = Endpoint("billing.invoicing.invoice.retry", IdParams, InvoicePaid)
 # open → uncollectible (dunning gave up); any other status → 409.

@@ -303,6 +303,10 @@ USAGE_LIST = Endpoint("billing.ledger.usage.list", UsageListParams, UsageList)
 TRANSACTION_LIST = Endpoint("billing.ledger.transaction.list", TransactionListParams,
                             TransactionList)
 WITHDRAW_CREATE = Endpoint("billing.ledger.withdraw.create", WithdrawParams, WithdrawResult)
+# Bus-only (invoicing's wallet leg): the amount, or what the wallet has available when
+# that is less (402 when nothing is); under the request's key, which it requires.
+WITHDRAW_AVAILABLE = Endpoint("billing.ledger.withdraw.available", WithdrawParams,
+                              WithdrawResult)
 REFUND_CREATE = Endpoint("billing.ledger.refund.create", RefundParams, RefundResult)
 STARTER_CREDIT_CLAIM = Endpoint("billing.ledger.starter_credit.claim", StarterCreditParams,
                                 StarterCreditResult)

@@ -15,6 +15,7 @@ from contracts import Actor, Scope
 from contracts.invoicing import (
     INVOICE_MARK_UNCOLLECTIBLE,
     INVOICE_RENEW_PERIOD,
+    INVOICE_RENEW_PERIODS,
     INVOICE_RETRY,
     LineItem,
 )
@@ -42,6 +43,7 @@ from tests.support import (
 START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=20)
 END = START + timedelta(days=10)
 RENEW, RETRY = INVOICE_RENEW_PERIOD.subject, INVOICE_RETRY.subject
+RENEW_MANY = INVOICE_RENEW_PERIODS.subject
 GIVE_UP = INVOICE_MARK_UNCOLLECTIBLE.subject
 
 
@@ -453,3 +455,30 @@ async def upcoming_of(http, org, user: str, subscription: str = "") -> dict:
     status, answer, _ = await get(http, "/invoices/upcoming", org.auth(), userId=user, **query)
     assert status == 200, answer
     return answer
+
+
+# ---- many periods in one request (a billing cycle's batch) ---------------------------------
+
+
+async def test_periods_asked_in_one_request_each_get_their_own_answer(http, org, platform, nc,
+                                                                      pool):
+    paying, broke = new_user(), new_user()
+    await deposit(http, org, paying, 5000)
+    bus = await tenant(platform, nc, org)
+    before = await bus.ok(RENEW, period(paying, "sub_before"))
+    answers = await bus.ok(RENEW_MANY, {"periods": [
+        period(paying, "sub_new"), period(paying, "sub_before"),
+        period(paying, "sub_bad", end=START), period(broke, "sub_unpaid")]})
+    new, again, bad, unpaid = answers["renewed"]
+    assert new["result"]["created"] is True and new["result"]["collection"]["success"]
+    assert new["result"]["invoice"]["status"] == "paid"
+    # Invoiced before: that invoice, nothing collected again.
+    assert again["result"]["created"] is False
+    assert again["result"]["invoice"]["id"] == before["invoice"]["id"]
+    assert (bad["error"]["status"], bad["error"]["message"]) == (
+        400, "periodEnd must be after periodStart")
+    assert unpaid["result"]["invoice"]["status"] == "open"
+    assert unpaid["result"]["collection"]["success"] is False
+    assert await balance(http, org, paying) == 1000  # two periods of 2000, each once
+    assert [await attempts(pool, r["result"]["invoice"]["id"])
+            for r in (new, again, unpaid)] == [1, 1, 1]

@@ -1,6 +1,6 @@
-"""The ledger's batched postings from payments: top-up credits and journal operations that
-arrive together share one transaction, and each keeps its own outcome — credited or posted
-once however often it is sent (in one batch or again later), refused alone when it is the
+"""The ledger's batched postings: top-up credits and journal operations from payments, and
+invoicing's wallet withdrawals, that arrive together share one transaction, and each keeps
+its own outcome — credited, posted or withdrawn once however often it is sent (in one batch or again later), refused alone when it is the
 one that cannot be written, and not written twice when a batch's commit went through
 unacknowledged."""
 
@@ -12,11 +12,23 @@ from types import SimpleNamespace
 
 import msgspec
 
+from contracts import Actor
 from contracts.common import INT64_MAX
 from contracts.errors import Failure
 from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
-from contracts.ledger import DEPOSIT_CREATE, TOPUP_CREDIT, DepositParams, TopupCreditParams
+from contracts.ledger import (
+    BALANCE_GET,
+    DEPOSIT_CREATE,
+    TOPUP_CREDIT,
+    WITHDRAW_AVAILABLE,
+    BalanceQuery,
+    DepositParams,
+    TopupCreditParams,
+    WithdrawParams,
+)
+from services.ledger.balances import store
 from services.ledger.balances.topups import TopupCredit, TopupCreditor, topup_credit
+from services.ledger.balances.withdrawals import AvailableWithdrawer, withdrawal
 from services.ledger.journal import domain as journal
 from services.ledger.journal.recorder import JournalRecorder, KnownAccounts, Recording
 from tests.runtime.test_integrity_keys import _CommitsThenFails
@@ -193,3 +205,86 @@ async def test_accounts_are_known_once_their_batch_commits(nc, ledger):
     entry, _ = await recorder.record(Recording(scope(bus.org_id), journal.payment(
         payment("pi_third", 5, "cust_first"))))
     assert await cash(ledger, bus) == half + 5
+
+
+# ---- invoicing's wallet withdrawals: what is available, up to the amount ----------------
+
+
+def wallet(user: str, amount: int) -> WithdrawParams:
+    return WithdrawParams(user=user, amount=amount, notes="Invoice payment")
+
+
+async def withdrawn_of(ledger, bus: Bus, user: str) -> list[int]:
+    return [r["amount"] for r in await ledger.pool.fetch(
+        "select amount from ledger.transactions where org_id = $1 and user_id = $2"
+        " and type = 'withdraw' order by amount", bus.org_id, user)]
+
+
+async def test_withdrawals_sent_together_take_what_is_available_once(nc, ledger):
+    bus, user = Bus(nc), "acme/wallet"
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=user, amount=1000))
+    keys = [f"invoice:in_{n}:a1:wallet" for n in range(4)]
+    first = await asyncio.gather(*(bus.ask(WITHDRAW_AVAILABLE.subject, wallet(user, 300), k)
+                                   for k in keys))
+    # Three invoices take what they ask, the fourth what was left.
+    assert sorted(r["result"]["amount"] for r in first) == [100, 300, 300, 300]
+    # Asked again (a resumed collection): the same answers, nothing withdrawn twice; a new
+    # key finds the wallet empty.
+    again = await asyncio.gather(*(bus.ask(WITHDRAW_AVAILABLE.subject, wallet(user, 300), k)
+                                   for k in keys))
+    assert [r["result"] for r in again] == [r["result"] for r in first]
+    assert all(r["replayed"] for r in again)
+    assert await bus.error(WITHDRAW_AVAILABLE.subject, wallet(user, 300), "k-empty") == (
+        402, "insufficient balance: have 0 cents, need 300 cents")
+    assert await withdrawn_of(ledger, bus, user) == [100, 300, 300, 300]
+    assert (await bus.ok(BALANCE_GET.subject, BalanceQuery(user=user)))["balance"] == 0
+
+
+async def test_a_withdrawal_sent_twice_in_one_batch_moves_money_once(nc, ledger):
+    bus, user = Bus(nc), "acme/wallet-twice"
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=user, amount=1000))
+    replies = await asyncio.gather(*(bus.ok(WITHDRAW_AVAILABLE.subject, wallet(user, 400), k)
+                                     for k in ("k1", "k1", "k2")))
+    assert replies[0] == replies[1]
+    assert await withdrawn_of(ledger, bus, user) == [400, 400]
+
+
+async def test_a_withdrawal_needs_a_key_and_the_platform(nc, ledger):
+    bus, user = Bus(nc), "acme/wallet-rules"
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=user, amount=1000))
+    assert (await bus.error(WITHDRAW_AVAILABLE.subject, wallet(user, 100)))[0] == 400
+    customer = Actor(kind="api_key", role="user", user_id=user)
+    assert (await bus.error(WITHDRAW_AVAILABLE.subject, wallet(user, 100), "k",
+                            actor=customer))[0] == 403
+    assert await withdrawn_of(ledger, bus, user) == []
+
+
+async def test_a_withdrawal_takes_expiring_money_soonest_first_and_the_books_verify(
+        nc, ledger):
+    bus, user = Bus(nc), "acme/wallet-expiring"
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=user, amount=500, expiresIn=30))
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=user, amount=500))
+    taken = await bus.ok(WITHDRAW_AVAILABLE.subject, wallet(user, 700), "k-expiring")
+    assert taken["amount"] == 700
+    remaining, expiring = await ledger.pool.fetchrow(
+        "select (select sum(remaining) from ledger.lots where org_id = $1 and user_id = $2),"
+        " (select expiring from ledger.balances where org_id = $1 and user_id = $2)",
+        bus.org_id, user)
+    assert remaining == expiring == 0  # the expiring 500 went first
+    async with ledger.pool.acquire() as conn:
+        assert [r for r in await store.verify(conn) if r["user_id"] == user] == []
+        assert [lot for account, lot in await store.verify_lots(conn)
+                if account[2] == user] == []
+
+
+async def test_withdrawals_committed_before_a_failure_are_not_withdrawn_again(nc, ledger):
+    faulty = _CommitsThenFails(ledger.pool)
+    withdrawer = AvailableWithdrawer(SimpleNamespace(pool=faulty, keys=ledger.keys))
+    bus, user = Bus(nc), "acme/wallet-lost-ack"
+    await bus.ok(DEPOSIT_CREATE.subject, DepositParams(user=user, amount=1000))
+    replies = await asyncio.gather(*(
+        withdrawer.withdraw(withdrawal(scope(bus.org_id, key=k), wallet(user, 300)))
+        for k in ("k1", "k2")))
+    assert faulty.faults == 0  # the commit went through, then the connection "failed"
+    assert [msgspec.json.decode(r)["result"]["amount"] for r in replies] == [300, 300]
+    assert await withdrawn_of(ledger, bus, user) == [300, 300]

@@ -487,6 +487,22 @@ async def test_a_burn_is_idempotent_under_its_key(bus):
     assert await bus.remaining("hanzo/idem") == {gid: 200}
 
 
+async def test_previews_asked_together_each_answer_their_own_customer_and_meter(bus):
+    # A billing cycle previews dozens of customers' credit at once (one query between them).
+    f = await bus.grant("hanzo/carol", 1000, eligibility=["m1"])
+    g = await bus.grant("hanzo/carol", 200, priority=1)
+    h = await bus.grant("hanzo/dave", 300)
+    e = await bus.grant("hanzo/dave", 50, currency="eur")
+    asked = [("hanzo/carol", "m2", ""), ("hanzo/carol", "", ""), ("hanzo/dave", "m1", ""),
+             ("hanzo/dave", "", "eur"), ("hanzo/erin", "", "")]
+    previews = await asyncio.gather(*(bus.burn(user, 800, meter=meter, currency=currency,
+                                               preview=True)
+                                      for user, meter, currency in asked))
+    assert [(p["remaining"], burned(p)) for p in previews] == [
+        (600, [(g, 200)]), (0, [(f, 800)]), (500, [(h, 300)]), (750, [(e, 50)]),
+        (800, [])]
+
+
 async def test_burn_validation_and_the_sinks_own_fence(bus):
     reply = await bus.ask(endpoints.CREDIT_GRANT_BURN.subject, CreditBurnParams(amount=5))
     assert (reply["error"]["status"], reply["error"]["message"]) == (400, "userId is required")

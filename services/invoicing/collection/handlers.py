@@ -27,10 +27,8 @@ from contracts.errors import Failure
 from contracts.ids import now
 from contracts.invoicing import Collection
 from contracts.ledger import (
-    BALANCE_GET,
     DEPOSIT_CREATE,
-    WITHDRAW_CREATE,
-    BalanceQuery,
+    WITHDRAW_AVAILABLE,
     DepositParams,
     WithdrawParams,
 )
@@ -212,29 +210,24 @@ async def _customer_balance(ctx: Context, scope: Scope, invoice: asyncpg.Record,
 
 
 async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attempt) -> Attempt:
-    """What the wallet has available, up to what is left: the amount is recorded before it
-    is withdrawn, so a resumed attempt asks for the same amount under the same key."""
+    """What is left, or what the wallet has available when that is less, in one request:
+    the most it may take is recorded before it is asked, so a resumed attempt asks for the
+    same under the same key, which answers this withdrawal again."""
     if a.wallet_used is not None:
         return a
-    user, currency = invoice["user_id"], invoice["currency"]
+    if a.left == 0:
+        return replace(a, wallet_planned=0, wallet_used=0)
     if a.wallet_planned is None:
-        wallet = await ctx.ask(BALANCE_GET, _scope(scope), BalanceQuery(user=user, currency=currency))
-        if wallet is None:
-            raise unavailable_now()
-        planned = max(0, min(a.left, wallet.available))
-        if planned == 0:
-            return replace(a, wallet_planned=0, wallet_used=0)
-        a = await _record(ctx, scope, a, wallet_planned=planned)
-    used = a.wallet_planned or 0
-    if used:
-        try:
-            await _ask(ctx, WITHDRAW_CREATE, scope, a.key("wallet"), WithdrawParams(
-                user=user, currency=currency, amount=used,
-                notes=f"Invoice payment: {invoice['id']}"))
-        except Failure as refused:
-            if not domain.moved_nothing(refused):
-                raise
-            used = 0  # spent meanwhile (402)
+        a = await _record(ctx, scope, a, wallet_planned=a.left)
+    try:
+        withdrawn = await _ask(ctx, WITHDRAW_AVAILABLE, scope, a.key("wallet"), WithdrawParams(
+            user=invoice["user_id"], currency=invoice["currency"], amount=a.wallet_planned,
+            notes=f"Invoice payment: {invoice['id']}"))
+        used = withdrawn.amount
+    except Failure as refused:
+        if not domain.moved_nothing(refused):
+            raise
+        used = 0  # nothing available (402)
     # Not saved now: the legs after save before they ask anything, the attempt's end saves
     # it, and an attempt resumed before then asks the ledger again under the same key,
     # which answers this withdrawal again (as it must when a crash comes before any save).
@@ -374,5 +367,5 @@ async def _record(ctx: Context, scope: Scope, a: Attempt, **outcome: Any) -> Att
     moved nothing can wait for the attempt's end (asked again, it moves nothing either)."""
     a = replace(a, **outcome)
     if any(outcome.get(leg) for leg in ("credit_used", "wallet_planned", "card_used")):
-        await store.save(ctx.pool, scope.org_id, scope.livemode, a)
+        await ctx.state.saved_attempts((scope.org_id, scope.livemode, a))
     return a

@@ -84,19 +84,20 @@ async def save(db: Db, org_id: str, livemode: bool, a: Attempt, state: str | Non
         a.payment_intent_id, a.error, state)
 
 
-async def save_many(conn: asyncpg.Connection,
-                    ended: list[tuple[str, bool, Attempt, str]]) -> None:
-    """`save` of many attempts in one statement: (org_id, livemode, attempt, state) each."""
+async def save_many(db: Db, attempts: list[tuple[str, bool, Attempt, str | None]]) -> None:
+    """`save` of many attempts in one statement: (org_id, livemode, attempt, state) each
+    (state None: still collecting)."""
     rows = [(org, mode, a.invoice_id, a.number, a.credit_used,
              None if a.credit_by_meter is None else msgspec.json.encode(
                  a.credit_by_meter).decode(), a.balance_used, a.wallet_planned, a.wallet_used,
              a.card_used, a.card_ref, a.payment_intent_id, a.error, state)
-            for org, mode, a, state in ended]
-    await conn.execute(
+            for org, mode, a, state in attempts]
+    await db.execute(
         """update invoicing.collection_attempts c set credit_used = s.credit,
             credit_by_meter = s.by_meter::jsonb, balance_used = s.balance,
             wallet_planned = s.planned, wallet_used = s.wallet, card_used = s.card,
-            card_ref = s.ref, payment_intent_id = s.intent, error = s.error, state = s.state,
+            card_ref = s.ref, payment_intent_id = s.intent, error = s.error,
+            state = coalesce(s.state, c.state),
             updated_at = now()
         from unnest($1::text[], $2::boolean[], $3::text[], $4::integer[], $5::bigint[],
             $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[],

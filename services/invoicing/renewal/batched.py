@@ -36,7 +36,7 @@ from services.invoicing.invoices import handlers as invoices
 from services.invoicing.invoices import store
 from services.invoicing.renewal.domain import Period
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.outbox import add_events
+from services.runtime.outbox import add_many_events
 
 PeriodKey = tuple[str, bool, str, datetime, datetime]  # org, mode, subscription, start, end
 
@@ -131,15 +131,15 @@ async def _numbered(conn: asyncpg.Connection, new: list[tuple[PeriodKey, str]],
 async def _announce(conn: asyncpg.Connection,
                     made: list[tuple[Scope, asyncpg.Record, Invoice]]) -> None:
     """Each new invoice's invoice.created (the draft) and invoice.finalized (numbered),
-    committed with them (the outbox): one statement per type."""
+    committed with them (the outbox), in one statement: every created before the
+    finalized."""
     if not made:
         return
-    await add_events(conn, "invoicing", type="invoice.created", object_type="invoice", objects=[
-        (s.org_id, s.livemode, draft["id"], draft["user_id"],
-         invoices.as_invoice(draft, s.livemode)) for s, draft, _ in made])
-    await add_events(conn, "invoicing", type="invoice.finalized", object_type="invoice",
-                     objects=[(s.org_id, s.livemode, opened.id, opened.userId, opened)
-                              for s, _, opened in made])
+    await add_many_events(conn, "invoicing", [
+        *(("invoice.created", "invoice", s.org_id, s.livemode, draft["id"], draft["user_id"],
+           invoices.as_invoice(draft, s.livemode)) for s, draft, _ in made),
+        *(("invoice.finalized", "invoice", s.org_id, s.livemode, opened.id, opened.userId,
+           opened) for s, _, opened in made)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +174,10 @@ class Settler:
             invoiced = {c.invoice_id: invoices.as_invoice(changed[c.invoice_id],
                                                           c.scope.livemode)
                         for c in collected}
-            by_type: dict[str, list[tuple[str, bool, str, str | None, Invoice]]] = (
-                defaultdict(list))
-            for c, (_, outcome) in zip(collected, ended, strict=True):
-                invoice = invoiced[c.invoice_id]
-                by_type["invoice.paid" if outcome.success else "invoice.payment_failed"].append(
-                    (c.scope.org_id, c.scope.livemode, invoice.id, invoice.userId, invoice))
-            for type, objects in by_type.items():
-                await add_events(conn, "invoicing", type=type, object_type="invoice",
-                                 objects=objects)
+            await add_many_events(conn, "invoicing", [
+                ("invoice.paid" if outcome.success else "invoice.payment_failed", "invoice",
+                 c.scope.org_id, c.scope.livemode, c.invoice_id, invoiced[c.invoice_id].userId,
+                 invoiced[c.invoice_id])
+                for c, (_, outcome) in zip(collected, ended, strict=True)])
         return [PeriodInvoice(invoiced[c.invoice_id], outcome, True)
                 for c, (_, outcome) in zip(collected, ended, strict=True)]

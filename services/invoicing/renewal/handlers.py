@@ -9,14 +9,22 @@ Bus-only. The period is the renewal's idempotency key: the request's own key is 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import asyncpg
 import msgspec
 
 from contracts import Scope
+from contracts.errors import Failure, internal
 from contracts.invoicing import (
     INVOICE_RENEW_PERIOD,
+    INVOICE_RENEW_PERIODS,
     PeriodInvoice,
     PeriodInvoiceParams,
+    PeriodInvoices,
+    PeriodInvoicesParams,
+    PeriodRenewed,
 )
 from services.invoicing.collection import handlers as collection
 from services.invoicing.invoices import handlers as invoices
@@ -25,12 +33,12 @@ from services.invoicing.renewal import domain
 from services.invoicing.renewal.batched import Collected, Draft
 from services.runtime.service import Context, Router
 
+log = logging.getLogger(__name__)
 router = Router()
 
 
 @router.handler(INVOICE_RENEW_PERIOD)
-async def renew_period(ctx: Context, scope: Scope, p: PeriodInvoiceParams,
-                       ) -> PeriodInvoice | bytes:
+async def renew_period(ctx: Context, scope: Scope, p: PeriodInvoiceParams) -> PeriodInvoice:
     when = domain.period(p)
     scope = msgspec.structs.replace(scope, idempotency_key=None, fingerprint=None)
     found = await ctx.state.period_invoice((scope.org_id, scope.livemode, when.subscription_id,
@@ -47,6 +55,24 @@ async def renew_period(ctx: Context, scope: Scope, p: PeriodInvoiceParams,
     # process stop before it ends, the recovery job resumes it, and no renewal starts another.
     attempt = await collection.collect(ctx, scope, opened.row, opened.attempt)
     return await ctx.state.settled_renewals.settle(Collected(scope, opened.row["id"], attempt))
+
+
+@router.handler(INVOICE_RENEW_PERIODS)
+async def renew_periods(ctx: Context, scope: Scope, p: PeriodInvoicesParams) -> PeriodInvoices:
+    """A billing cycle's periods in one request: each renewed as `renew_period` renews it,
+    all at once (they share the batches), each with its own answer or refusal."""
+
+    async def renewed(period: PeriodInvoiceParams) -> PeriodRenewed:
+        try:
+            return PeriodRenewed(result=await renew_period(ctx, scope, period))
+        except Failure as refused:
+            return PeriodRenewed(error=refused.error)
+        except Exception:
+            log.exception("renewal of %s failed (request %s)", period.subscriptionId,
+                          scope.request_id)
+            return PeriodRenewed(error=internal())
+
+    return PeriodInvoices(list(await asyncio.gather(*(renewed(x) for x in p.periods))))
 
 
 def _earlier(row: asyncpg.Record, scope: Scope) -> PeriodInvoice:

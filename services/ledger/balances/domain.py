@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from contracts import Actor
 from contracts.errors import (
     Failure,
@@ -188,6 +190,14 @@ def withdrawal(p: WithdrawParams) -> Movement:
                     credit=WITHDRAWALS, currency=currency, amount=p.amount,
                     notes=p.notes or f"Withdraw: {p.amount} cents {currency}",
                     tags=client_tags(p.tags))
+
+
+def withdrawal_of_available(p: WithdrawParams, have: int) -> Movement:
+    """The withdrawal `p` asks for, of no more than the `have` cents available; nothing
+    available is refused (402), as a withdrawal of more than is available is."""
+    if have <= 0:
+        raise insufficient_balance(max(have, 0), p.amount)
+    return withdrawal(msgspec.structs.replace(p, amount=min(p.amount, have)))
 
 
 def insufficient_balance(have: int, need: int) -> Failure:

@@ -25,6 +25,7 @@ from contracts.ledger import (
     TOPUP_CREDIT,
     TOPUP_REVERSE,
     TRANSACTION_LIST,
+    WITHDRAW_AVAILABLE,
     WITHDRAW_CREATE,
     Balance,
     BalanceAll,
@@ -58,6 +59,7 @@ from contracts.payments import PAYMENT_METHOD_EXISTS, PaymentMethodQuery
 from contracts.rules import DEFAULT_CURRENCY, currency_of, require_user
 from services.ledger.balances import domain, store, tiers
 from services.ledger.balances.topups import topup_credit
+from services.ledger.balances.withdrawals import withdrawal
 from services.runtime.bus import created, paged
 from services.runtime.idempotency import derived_key, fingerprint_of
 from services.runtime.service import Context, Router
@@ -129,6 +131,14 @@ async def create_withdrawal(ctx: Context, scope: Scope, p: WithdrawParams,
     tx_id, _ = await store.post_funded(conn, scope.org_id, scope.livemode, movement)
     return created(WithdrawResult(tx_id, movement.user_id, movement.amount,
                                   movement.currency, movement.type, movement.tags))
+
+
+@router.handler(WITHDRAW_AVAILABLE)
+async def withdraw_available(ctx: Context, scope: Scope, p: WithdrawParams) -> bytes:
+    """Invoicing's wallet leg: what is available, up to the amount; once per key, however
+    often it is sent (concurrent ones share a transaction: `withdrawals.py`)."""
+    domain.require_platform(scope.actor)
+    return await ctx.state.withdrawals.withdraw(withdrawal(scope, p))
 
 
 @router.handler(REFUND_CREATE, transaction=True)

@@ -267,9 +267,9 @@ async def post_usage_batch(conn: asyncpg.Connection, rows: list[MovementRow]) ->
             await conn.execute(_CONSUME_LOTS, *key, spent)
 
 
-# Many credits at once: the transactions, then each account's balance changed once by the sum
-# of its credits (accounts in a fixed order, so concurrent batches never deadlock).
-_POST_CREDITS = """
+# Many movements at once: the transactions, then each account's balance changed once by the
+# sum of its movements (accounts in a fixed order, so concurrent batches never deadlock).
+_POST_MANY = """
 with t as (
     insert into ledger.transactions (org_id, livemode, id, type, user_id, debit_account,
         credit_account, currency, amount, notes, tags, metadata)
@@ -279,37 +279,53 @@ with t as (
          as r(o, l, i, ty, u, d, cr, c, a, n, tg, m)
 )
 insert into ledger.balances as b (org_id, livemode, user_id, currency, balance)
-select o, l, u, c, sum(a)
-from unnest($1::text[], $2::boolean[], $5::text[], $8::text[], $9::bigint[])
-     as r(o, l, u, c, a)
+select o, l, u, c, sum(delta)
+from unnest($1::text[], $2::boolean[], $5::text[], $8::text[], $13::bigint[])
+     as r(o, l, u, c, delta)
 group by o, l, u, c
 order by o, l, u, c
 on conflict (org_id, livemode, user_id, currency)
     do update set balance = b.balance + excluded.balance, updated_at = now()
-returning b.org_id, b.livemode, b.user_id, b.currency, b.balance
+returning b.org_id, b.livemode, b.user_id, b.currency, b.balance, b.expiring
 """
+
+
+async def post_many(conn: asyncpg.Connection, rows: list[MovementRow],
+                    ) -> dict[BalanceKey, tuple[int, int]]:
+    """Record many movements that open no lot (credits that never expire, withdrawals) in
+    the caller's transaction, in one statement. Returns each account's (balance, expiring)
+    after them all; consuming lots is the caller's (`consume_lots`)."""
+    columns = list(zip(*[
+        (org, mode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency, m.amount,
+         m.notes, m.tags, _json(m.metadata), m.balance_delta)
+        for org, mode, tx_id, m in rows], strict=True))
+    try:
+        accounts = await conn.fetch(_POST_MANY, *columns)
+    except asyncpg.NumericValueOutOfRangeError:
+        raise invalid("amount is too large", "amount") from None
+    return {(a["org_id"], a["livemode"], a["user_id"], a["currency"]):
+            (a["balance"], a["expiring"]) for a in accounts}
 
 
 async def post_credits(conn: asyncpg.Connection, rows: list[MovementRow]) -> list[int]:
     """Record many credits (movements that add to a balance and never expire: top-ups) in
     the caller's transaction, in one statement. Returns each customer's balance after
     their credit, in order."""
-    columns = list(zip(*[
-        (org, mode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency, m.amount,
-         m.notes, m.tags, _json(m.metadata)) for org, mode, tx_id, m in rows], strict=True))
-    try:
-        accounts = await conn.fetch(_POST_CREDITS, *columns)
-    except asyncpg.NumericValueOutOfRangeError:
-        raise invalid("amount is too large", "amount") from None
+    after = {key: balance for key, (balance, _) in (await post_many(conn, rows)).items()}
     # Walking back from each account's final balance gives the balance after every credit.
-    after = {(a["org_id"], a["livemode"], a["user_id"], a["currency"]): a["balance"]
-             for a in accounts}
     balances = []
     for org, mode, _, m in reversed(rows):
         key = (org, mode, m.user_id, m.currency)
         balances.append(after[key])
         after[key] -= m.amount
     return balances[::-1]
+
+
+async def consume_lots(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,
+                       currency: str, spent: int) -> None:
+    """`spent` cents taken from the account's open lots, soonest-expiring first (the
+    balance row locked by the caller)."""
+    await conn.execute(_CONSUME_LOTS, org_id, livemode, user_id, currency, spent)
 
 
 async def stored_transactions(db: asyncpg.Pool, ids: list[tuple[str, bool, str]],
@@ -332,6 +348,25 @@ async def lock_balance(conn: asyncpg.Connection, org_id: str, livemode: bool, us
     """Lock the customer's balance row for this transaction: (balance, holds, expiring)."""
     row = await conn.fetchrow(_LOCK_BALANCE, org_id, livemode, user_id, currency)
     return (row["balance"], row["holds"], row["expiring"]) if row else (0, 0, 0)
+
+
+_LOCK_BALANCES = """
+select b.org_id, b.livemode, b.user_id, b.currency, b.balance, b.holds, b.expiring
+from ledger.balances b
+join unnest($1::text[], $2::boolean[], $3::text[], $4::text[])
+     as k(org_id, livemode, user_id, currency) using (org_id, livemode, user_id, currency)
+order by b.org_id, b.livemode, b.user_id, b.currency
+for update of b
+"""
+
+
+async def lock_balances(conn: asyncpg.Connection, keys: list[BalanceKey],
+                        ) -> dict[BalanceKey, tuple[int, int, int]]:
+    """`lock_balance` of many accounts in one statement, locked in one order (concurrent
+    batches wait for each other rather than deadlock); an account without a row has none."""
+    rows = await conn.fetch(_LOCK_BALANCES, *zip(*keys, strict=True))
+    return {(r["org_id"], r["livemode"], r["user_id"], r["currency"]):
+            (r["balance"], r["holds"], r["expiring"]) for r in rows}
 
 
 async def lapse_due_lots(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,

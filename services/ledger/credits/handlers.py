@@ -124,9 +124,9 @@ async def preview(ctx: Context, scope: Scope, p: CreditBurnParams) -> CreditBurn
     user_id, currency = _burn_target(scope, p)
     if p.amount <= 0:
         return CreditBurnResult(p.amount, [])
-    at = now()
-    grants = await store.burnable(ctx.pool, scope.org_id, scope.livemode, user_id,
-                                  currency, p.meterId, at, lock=False)
+    # Concurrent previews (a billing cycle's collections) share one query.
+    grants, at = await ctx.state.previewed_grants((scope.org_id, scope.livemode, user_id,
+                                                   currency, p.meterId))
     return _burn_result(domain.burn_down(grants, p.amount, currency, p.meterId, at))
 
 

@@ -31,11 +31,14 @@ from contracts.invoicing import (
     INVOICE_GET,
     INVOICE_MARK_UNCOLLECTIBLE,
     INVOICE_RENEW_PERIOD,
+    INVOICE_RENEW_PERIODS,
     INVOICE_RETRY,
     Collection,
     Invoice,
     PeriodInvoiceParams,
+    PeriodInvoicesParams,
     PeriodItem,
+    PeriodRenewed,
     ProrationLine,
 )
 from services.runtime.outbox import add_events
@@ -47,7 +50,8 @@ from services.subscriptions.subscriptions import store as subscriptions
 from services.subscriptions.subscriptions.handlers import view
 
 BATCH = 200  # periods claimed, and settled, per transaction
-CONCURRENCY = 32  # invoicing requests in flight per run
+CONCURRENCY = BATCH  # invoicing requests in flight per run: a claimed batch at once
+PER_REQUEST = 50  # first asks of periods sent to invoicing in one request
 LEASE = timedelta(seconds=120)  # how long a claim is a runner's before another resumes it
 INVOICING_TIMEOUT = 30.0  # a collection may charge a card through payments
 RENEW_WAIT = 5.0  # how long renew waits for a runner renewing the same period
@@ -96,7 +100,7 @@ async def run(ctx: Context, scope: Scope, user: str, now: datetime) -> list[Cycl
             return results
         if not periods:
             continue
-        await _bounded(ask(ctx, scope, p, dunning, now) for p in periods)
+        await ask_together(ctx, scope, periods, dunning, now)
         results += await settle(ctx, scope, periods, now, token, dunning)
         for p in periods:
             billed[p.id] += 1
@@ -187,6 +191,47 @@ async def subscriptions_items(conn: asyncpg.Connection, org: str, mode: bool,
 # ---- asking invoicing ------------------------------------------------------------------------
 
 
+async def ask_together(ctx: Context, scope: Scope, periods: list[Period],
+                       dunning: domain.Dunning, now: datetime) -> None:
+    """`ask` for every period: first asks PER_REQUEST in a request (invoicing renews them
+    together), dunning retries one by one. A request refused as a whole (a reply too large)
+    is asked again period by period: invoicing answers a period invoiced before with its
+    invoice, and collects nothing again. One not answered leaves its periods to the next
+    run, as a period not answered alone is."""
+    first = [p for p in periods if not p.retry]
+    await _bounded([
+        *(_ask_many(ctx, scope, first[i:i + PER_REQUEST], dunning, now)
+          for i in range(0, len(first), PER_REQUEST)),
+        *(ask(ctx, scope, p, dunning, now) for p in periods if p.retry)])
+
+
+async def _ask_many(ctx: Context, scope: Scope, periods: list[Period],
+                    dunning: domain.Dunning, now: datetime) -> None:
+    try:
+        answers = await ctx.ask(INVOICE_RENEW_PERIODS, scope, PeriodInvoicesParams(
+            [period_params(p) for p in periods]), timeout=INVOICING_TIMEOUT)
+    except Failure:
+        await asyncio.gather(*(ask(ctx, scope, p, dunning, now) for p in periods))
+        return
+    if answers is None:  # still renewing, maybe: the next run asks again
+        for p in periods:
+            p.error = "invoicing did not answer"
+        return
+
+    async def answered(p: Period, renewed: PeriodRenewed) -> None:
+        try:
+            if renewed.error is not None:
+                raise Failure.of(renewed.error)
+            if renewed.result is not None:
+                p.invoice, p.collection = renewed.result.invoice, renewed.result.collection
+            await _written_off_if_last(ctx, scope, p, dunning, now)
+        except Failure as failure:
+            p.error = failure.error.message
+
+    await asyncio.gather(*(answered(p, r)
+                           for p, r in zip(periods, answers.renewed, strict=True)))
+
+
 async def ask(ctx: Context, scope: Scope, p: Period, dunning: domain.Dunning,
               now: datetime) -> None:
     """The period's invoice and its collection (attempt 1), or its dunning retry; when that
@@ -199,16 +244,23 @@ async def ask(ctx: Context, scope: Scope, p: Period, dunning: domain.Dunning,
                                    timeout=INVOICING_TIMEOUT)
             if answer is not None:
                 p.invoice, p.collection = answer.invoice, answer.collection
-        if p.invoice is None:
-            p.error = "invoicing did not answer"
-            return
-        if not _success(p) and p.invoice.status == "open" and dunning.next_attempt(
-                p.first_failed_at or now, p.attempts + 1) is None:
-            written = await ctx.ask(INVOICE_MARK_UNCOLLECTIBLE, scope, IdParams(id=p.invoice.id))
-            if written is not None:
-                p.invoice, p.written_off = written, True
+        await _written_off_if_last(ctx, scope, p, dunning, now)
     except Failure as failure:
         p.error = failure.error.message
+
+
+async def _written_off_if_last(ctx: Context, scope: Scope, p: Period,
+                               dunning: domain.Dunning, now: datetime) -> None:
+    """Once invoicing answered: the invoice written off when this was the last attempt and
+    it failed."""
+    if p.invoice is None:
+        p.error = "invoicing did not answer"
+        return
+    if not _success(p) and p.invoice.status == "open" and dunning.next_attempt(
+            p.first_failed_at or now, p.attempts + 1) is None:
+        written = await ctx.ask(INVOICE_MARK_UNCOLLECTIBLE, scope, IdParams(id=p.invoice.id))
+        if written is not None:
+            p.invoice, p.written_off = written, True
 
 
 async def _retry(ctx: Context, scope: Scope, p: Period) -> None:

@@ -145,14 +145,22 @@ async def note_outcomes(db: asyncpg.Pool, org_id: str, livemode: bool,
                         outcomes: list[tuple[str, datetime, str]]) -> None:
     """(subscription, periodStart, invoice status) of period invoices paid or voided: a
     claim a runner holds (renewing, or leased for a retry) keeps the outcome for its
-    settle."""
+    settle. The claims are locked in `lock_claims`' order: a runner settling them at the
+    same time (its batch's invoices are paid just before) waits, never deadlocks."""
     subs, starts, statuses = zip(*outcomes, strict=True)
     await db.execute(
-        "update subscriptions.period_renewals r set outcome = k.status, updated_at = now()"
-        " from unnest($3::text[], $4::timestamptz[], $5::text[]) as k(sub, start_at, status)"
-        " where r.org_id = $1 and r.livemode = $2 and r.subscription_id = k.sub"
-        " and r.period_start = k.start_at and r.state <> 'settled'"
-        " and (r.state = 'renewing' or r.lease_until > now())",
+        "with k as (select * from unnest($3::text[], $4::timestamptz[], $5::text[])"
+        "   as k(sub, start_at, status)),"
+        " held as (select r.subscription_id, r.period_start, k.status"
+        "   from subscriptions.period_renewals r join k"
+        "     on r.subscription_id = k.sub and r.period_start = k.start_at"
+        "   where r.org_id = $1 and r.livemode = $2 and r.state <> 'settled'"
+        "   and (r.state = 'renewing' or r.lease_until > now())"
+        "   order by r.subscription_id, r.period_start for update of r)"
+        " update subscriptions.period_renewals r set outcome = held.status,"
+        " updated_at = now() from held where r.org_id = $1 and r.livemode = $2"
+        " and r.subscription_id = held.subscription_id"
+        " and r.period_start = held.period_start",
         org_id, livemode, list(subs), list(starts), list(statuses))
 
 

@@ -68,7 +68,7 @@ class PublicResolver(AbstractResolver):
 
 class Sender:
     def __init__(self, pool: Callable[[], asyncpg.Pool], secrets: SecretBox | None, *,
-                 concurrency: int = 64, batch: int = 50, poll_s: float = 0.25,
+                 concurrency: int = 64, batch: int = 200, poll_s: float = 0.25,
                  clock: Callable[[], datetime] = real_now,
                  jitter: Callable[[], float] = lambda: random.uniform(-1.0, 1.0)):
         self._pool = pool
@@ -91,8 +91,11 @@ class Sender:
             connector = aiohttp.TCPConnector(
                 limit=self.concurrency, limit_per_host=0,
                 resolver=PublicResolver() if livemode else None)
+            # No cookie jar: a receiver's cookies are not sent to another organization's
+            # endpoint on the same host (and the jar's bookkeeping per POST is saved).
             self._sessions[livemode] = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=domain.TIMEOUT_S))
         self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="webhook-sender")

@@ -122,6 +122,8 @@ class Poster:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
+            if not idle:
+                del self._idle[key]
             if conn.usable():
                 return conn
             conn.close()

@@ -43,19 +43,29 @@ async def enabled_endpoints(conn: asyncpg.Connection, scopes: list[tuple[str, bo
 
 async def add(conn: asyncpg.Connection, deliveries: list[NewDelivery], now: datetime) -> None:
     """Queue the deliveries, in order, and make their endpoints due unless they wait
-    already (a failing head keeps its later deliveries waiting)."""
-    columns = list(zip(*((d.id, d.org_id, d.livemode, d.endpoint_id, d.event_id, d.event_type)
-                         for d in deliveries), strict=True))
+    already (a failing head keeps its later deliveries waiting). What an event's
+    deliveries share is sent once per event, and each endpoint once."""
+    events: dict[str, tuple[int, NewDelivery]] = {}
+    for d in deliveries:
+        events.setdefault(d.event_id, (len(events) + 1, d))
     await conn.execute(
         "insert into payments.webhook_deliveries (id, org_id, livemode, endpoint_id, event_id,"
         " event_type, next_attempt_at)"
-        " select i, o, l, e, v, t, $7 from unnest($1::text[], $2::text[], $3::boolean[],"
-        " $4::text[], $5::text[], $6::text[]) with ordinality as x(i, o, l, e, v, t, n)"
-        " order by n on conflict (event_id, endpoint_id) do nothing", *map(list, columns), now)
+        " select d.i, e.o, e.l, d.e, e.v, e.t, $8"
+        " from unnest($1::text[], $2::text[], $3::int[]) with ordinality as d(i, e, k, n)"
+        " join unnest($4::text[], $5::boolean[], $6::text[], $7::text[]) with ordinality"
+        " as e(o, l, v, t, k) on e.k = d.k"
+        " order by d.n on conflict (event_id, endpoint_id) do nothing",
+        [d.id for d in deliveries], [d.endpoint_id for d in deliveries],
+        [events[d.event_id][0] for d in deliveries],
+        *_columns([e for _, e in events.values()],
+                  lambda e: (e.org_id, e.livemode, e.event_id, e.event_type), 4), now)
     await conn.execute(
         "update payments.webhook_endpoints set next_attempt_at = coalesce(next_attempt_at, $4)"
         " where (org_id, livemode, id) in (select * from unnest($1::text[], $2::boolean[],"
-        " $3::text[]))", *map(list, columns[1:4]), now)
+        " $3::text[]))",
+        *_columns(list({(d.org_id, d.livemode, d.endpoint_id) for d in deliveries}),
+                  lambda key: key, 3), now)
 
 
 # ---- a sender's run --------------------------------------------------------------------------

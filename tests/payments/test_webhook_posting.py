@@ -151,3 +151,27 @@ async def test_a_refused_address_is_never_connected_to():
         with pytest.raises(OSError, match="private address"):
             await post(poster, url)
     assert receiver.connections == 0
+
+
+async def test_a_connection_the_answer_says_to_close_is_not_reused():
+    receiver = Receiver(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", close_after_each=True)
+    poster = Poster()
+    async with receiver as url:
+        assert await post(poster, url) == (200, b"ok")
+        assert await post(poster, url) == (200, b"yes")
+    await poster.close()
+    assert receiver.connections == 2
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",  # then closed: the answer ended early
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok",
+])
+async def test_a_malformed_answer_is_an_error_not_a_success(answer: bytes):
+    poster = Poster()
+    async with Receiver(answer, close_after_each=True) as url:
+        with pytest.raises(ProtocolError):
+            await post(poster, url)
+    await poster.close()

@@ -6,14 +6,10 @@ Why not aiohttp's client session: a webhook POST needs a sliver of it (no redire
 cookies, no proxies, no compression, 256 characters of the answer), and its layers cost
 about three times this client's CPU per POST — the largest part of a delivery's cost.
 
-HTTP/1.1 itself (the request's framing, reading answers: 1xx, Content-Length, chunked
-with trailers, close-delimited, keep-alive rules, malformed answers) is h11's state
-machine, one per connection; this module keeps the connections. The answer is read whole
-(up to `DRAIN_MAX` bytes; beyond, the connection is closed rather than kept), its first
-`keep` bytes returned; an answer whose connection will be closed anyway is read only that
-far. A kept connection the receiver closed meanwhile (its idle timeout) is noticed before
-reuse, or by its first read coming back empty, and the POST is made once more on a new
-one.
+The answer is read whole (up to `DRAIN_MAX` bytes; beyond, or without a length, the
+connection is closed rather than kept), its first `keep` bytes returned. A kept
+connection the receiver closed meanwhile (its idle timeout) is noticed before reuse, or
+by its first read coming back empty, and the POST is made once more on a new one.
 
 `resolve(host, port)`, when given, chooses the addresses a connection may reach (live
 endpoints: public ones only); its OSError is the POST's."""
@@ -27,13 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import h11
 from yarl import URL
 
 IDLE_S = 15.0  # a connection idle longer is not reused (receivers close theirs about then)
 DRAIN_MAX = 1 << 20  # an answer longer than this closes its connection instead
 HEADERS_MAX = 1 << 16
-READ_SIZE = 1 << 16
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -46,8 +40,6 @@ class ProtocolError(ValueError):
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    http: h11.Connection = field(default_factory=lambda: h11.Connection(
-        h11.CLIENT, max_incomplete_event_size=HEADERS_MAX))
     idle_since: float = field(default_factory=time.monotonic)
 
     def usable(self) -> bool:
@@ -78,11 +70,11 @@ class Poster:
         conn = self._reused(key)
         if conn is not None:
             try:
-                return await self._exchange(key, conn, request, body, keep)
+                return await self._exchange(key, conn, request, keep)
             except _ClosedBeforeAnswer:
                 pass  # closed by the receiver while idle: once more on a new connection
         try:
-            return await self._exchange(key, await self._connect(url), request, body, keep)
+            return await self._exchange(key, await self._connect(url), request, keep)
         except _ClosedBeforeAnswer as closed:
             raise ConnectionResetError("the receiver closed the connection without an"
                                        " answer") from closed
@@ -95,38 +87,30 @@ class Poster:
 
     # ---- one exchange -----------------------------------------------------------------
 
-    def _request(self, url: URL, body: bytes, headers: dict[str, str]) -> h11.Request:
-        fields = [("Host", url.host_port_subcomponent), ("Content-Length", str(len(body))),
-                  ("User-Agent", self._user_agent), *headers.items()]
+    def _request(self, url: URL, body: bytes, headers: dict[str, str]) -> bytes:
+        lines = [f"POST {url.raw_path_qs or '/'} HTTP/1.1",
+                 f"Host: {url.host_port_subcomponent}", f"Content-Length: {len(body)}",
+                 f"User-Agent: {self._user_agent}",
+                 *(f"{name}: {value}" for name, value in headers.items())]
         if url.user is not None:  # credentials in the URL, as a browser (or aiohttp) sends them
             basic = f"{url.user}:{url.password or ''}".encode("latin-1")
-            fields.append(("Authorization", "Basic " + base64.b64encode(basic).decode()))
-        # Refused before any connection, as a ValueError the attempt records (h11's own
-        # check would raise its LocalProtocolError, and only once connected).
-        if any("\r" in name or "\n" in name or "\r" in value or "\n" in value
-               for name, value in fields):
+            lines.append("Authorization: Basic " + base64.b64encode(basic).decode())
+        if any("\r" in line or "\n" in line for line in lines):
             raise ValueError("a header holds a line break")
-        try:
-            return h11.Request(method="POST", target=url.raw_path_qs or "/", headers=fields)
-        except h11.LocalProtocolError as e:
-            raise ValueError(f"not a valid request: {e}") from None
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
-    async def _exchange(self, key: tuple[str, str, int], conn: _Connection,
-                        request: h11.Request, body: bytes, keep: int) -> tuple[int, bytes]:
-        http = conn.http
+    async def _exchange(self, key: tuple[str, str, int], conn: _Connection, request: bytes,
+                        keep: int) -> tuple[int, bytes]:
         try:
-            conn.writer.write(http.send(request) + http.send(h11.Data(data=body))
-                              + http.send(h11.EndOfMessage()))
-            status, excerpt = await _answer(conn, keep)
-        except h11.RemoteProtocolError as e:
+            conn.writer.write(request)
+            status, excerpt, reusable = await _answer(conn.reader, keep)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             conn.close()
-            raise ProtocolError(f"not an HTTP/1.x answer: {e}") from None
+            raise ProtocolError("the answer ended early or a line of it is too long") from None
         except BaseException:
             conn.close()
             raise
-        if http.our_state is h11.DONE and http.their_state is h11.DONE \
-                and not conn.reader.at_eof():
-            http.start_next_cycle()
+        if reusable:
             self._release(key, conn)
         else:
             conn.close()
@@ -186,36 +170,64 @@ class _ClosedBeforeAnswer(Exception):
     pass
 
 
-async def _answer(conn: _Connection, keep: int) -> tuple[int, bytes]:
-    """Read an answer (informational ones skipped): its status and the first `keep` bytes
-    of its body; the rest is drained up to DRAIN_MAX (h11 then says whether the connection
-    may carry another request), or not at all when the connection will be closed anyway."""
-    http, reader = conn.http, conn.reader
-    status, parts, size, received = 0, [], 0, False
+async def _answer(reader: asyncio.StreamReader, keep: int) -> tuple[int, bytes, bool]:
+    """Read an answer: its status, the first `keep` bytes of its body, and whether its
+    connection may carry another request. Informational (1xx) answers are skipped."""
     while True:
-        event = http.next_event()
-        kind = type(event)
-        if event is h11.NEED_DATA:
-            try:
-                data = await reader.read(READ_SIZE)
-            except (ConnectionResetError, BrokenPipeError) as e:
-                if received:
-                    raise
-                raise _ClosedBeforeAnswer() from e
-            if not data and not received:
-                raise _ClosedBeforeAnswer()
-            received = True
-            http.receive_data(data)
-        elif kind is h11.Data:
-            if size < keep:
-                parts.append(event.data[:keep - size])
-            size += len(event.data)
-            if size > DRAIN_MAX or (size >= keep and http.our_state is h11.MUST_CLOSE):
-                break  # not worth reading on: the connection is closed
-        elif kind is h11.Response:
-            status = event.status_code
-        elif kind is h11.EndOfMessage:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                raise _ClosedBeforeAnswer() from None
+            raise ProtocolError("the answer ended within its headers") from None
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise _ClosedBeforeAnswer() from e
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("the answer's headers are too long") from None
+        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+            raise ProtocolError(f"not an HTTP/1.x answer: {status_line[:60]!r}")
+        status = int(rest[:3])
+        if status >= 200 or status == 101:
             break
-        elif kind is not h11.InformationalResponse:  # ConnectionClosed, PAUSED
-            raise h11.RemoteProtocolError(f"unexpected {kind.__name__}")
-    return status, b"".join(parts)
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    reusable = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    if status in (101, 204, 304):
+        return status, b"", reusable and status != 101
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body, complete = await _chunked(reader)
+    elif "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise ProtocolError("the answer's Content-Length is not a number") from None
+        if length > DRAIN_MAX:
+            return status, await reader.read(keep), False
+        body, complete = await reader.readexactly(length), True
+    else:  # the body runs until the receiver closes the connection
+        body, complete = await reader.read(keep), False
+    return status, body[:keep], reusable and complete
+
+
+async def _chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """A chunked body, whole; or its start and False when it is longer than DRAIN_MAX."""
+    parts, size = [], 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        try:
+            n = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ProtocolError("a malformed chunk size") from None
+        if n == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+                pass
+            return b"".join(parts), True
+        size += n
+        if size > DRAIN_MAX:
+            return b"".join(parts), False
+        parts.append(await reader.readexactly(n))
+        await reader.readexactly(2)

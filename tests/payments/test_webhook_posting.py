@@ -10,6 +10,7 @@ import errno
 import pytest
 from yarl import URL
 
+from services.payments.webhook_deliveries import posting
 from services.payments.webhook_deliveries.posting import Poster, ProtocolError
 
 BODY = b'{"id":"evt_1","type":"invoice.paid"}'
@@ -126,6 +127,73 @@ async def test_informational_answers_are_skipped():
     async with receiver as url:
         assert await post(poster, url) == (202, b"late")
     await poster.close()
+
+
+async def test_a_100_continue_is_skipped_and_the_connection_kept():
+    receiver = Receiver(b"HTTP/1.1 100 Continue\r\n\r\n"
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                        b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nyes")
+    poster = Poster()
+    async with receiver as url:
+        assert await post(poster, url) == (200, b"ok")
+        assert await post(poster, url) == (201, b"yes")
+    await poster.close()
+    assert receiver.connections == 1
+
+
+async def test_an_upgrade_is_answered_101_and_its_connection_not_reused():
+    receiver = Receiver(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\n\r\n\x81\x00",
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after_each=True)
+    poster = Poster()
+    async with receiver as url:
+        assert await post(poster, url) == (101, b"")
+        assert await post(poster, url) == (200, b"ok")
+    await poster.close()
+    assert receiver.connections == 2
+
+
+async def test_an_answer_longer_than_the_drain_limit_closes_its_connection():
+    size = posting.DRAIN_MAX + 1
+    receiver = Receiver(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size,
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after_each=True)
+    poster = Poster()
+    async with receiver as url:
+        assert await post(poster, url) == (200, b"y" * 256)
+        assert await post(poster, url) == (200, b"ok")
+    await poster.close()
+    assert receiver.connections == 2
+
+
+async def test_an_answer_arriving_in_pieces_is_read_whole():
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthanks"[:-1]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for i in range(0, len(answer), 7):  # the head split mid-line, the body on its own
+            writer.write(answer[i:i + 7])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook")
+    poster = Poster()
+    assert await post(poster, url) == (200, b"thank")
+    await poster.close()
+    server.close()
+
+
+async def test_bytes_after_the_answer_leave_its_connection_unused():
+    receiver = Receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", close_after_each=True)
+    poster = Poster()
+    async with receiver as url:
+        assert await post(poster, url) == (200, b"ok")
+        assert await post(poster, url) == (200, b"yes")
+    await poster.close()
+    assert receiver.connections == 2
 
 
 async def test_what_is_not_http_is_an_error():

@@ -6,8 +6,9 @@ Why not aiohttp's client session: a webhook POST needs a sliver of it (no redire
 cookies, no proxies, no compression, 256 characters of the answer), and its layers cost
 about three times this client's CPU per POST — the largest part of a delivery's cost.
 
-The answer is read whole (up to `DRAIN_MAX` bytes; beyond, or without a length, the
-connection is closed rather than kept), its first `keep` bytes returned. A kept
+The answer is framed by httptools (llhttp, the parser uvicorn uses) and read whole (up to
+`DRAIN_MAX` bytes; beyond, or without a length, the connection is closed rather than
+kept), its first `keep` bytes returned. A kept
 connection the receiver closed meanwhile (its idle timeout) is noticed before reuse, or
 by its first read coming back empty, and the POST is made once more on a new one.
 
@@ -23,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import httptools
 from yarl import URL
 
 IDLE_S = 15.0  # a connection idle longer is not reused (receivers close theirs about then)
@@ -41,6 +43,7 @@ class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     idle_since: float = field(default_factory=time.monotonic)
+    answer: _Answer = field(default_factory=lambda: _Answer())  # one parser per connection
 
     def usable(self) -> bool:
         return (not self.writer.is_closing() and not self.reader.at_eof()
@@ -103,10 +106,7 @@ class Poster:
                         keep: int) -> tuple[int, bytes]:
         try:
             conn.writer.write(request)
-            status, excerpt, reusable = await _answer(conn.reader, keep)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            conn.close()
-            raise ProtocolError("the answer ended early or a line of it is too long") from None
+            status, excerpt, reusable = await _answer(conn.reader, conn.answer, keep)
         except BaseException:
             conn.close()
             raise
@@ -170,64 +170,92 @@ class _ClosedBeforeAnswer(Exception):
     pass
 
 
-async def _answer(reader: asyncio.StreamReader, keep: int) -> tuple[int, bytes, bool]:
+class _Answer:
+    """What httptools reports of the answer being read on a connection: informational
+    (1xx) answers are skipped, the final one's first `keep` bytes kept. Its parser carries
+    on to the next answer of a kept connection (making one costs as much as parsing)."""
+
+    __slots__ = ("parser", "keep", "parts", "kept", "size", "framed", "headed", "complete",
+                 "reusable")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+
+    def expect(self, keep: int) -> None:
+        self.keep = keep
+        self._start()
+        self.complete = self.reusable = False
+
+    def _start(self) -> None:
+        self.parts: list[bytes] = []
+        self.kept = self.size = 0
+        self.framed = self.headed = False  # a Content-Length or chunked; the head read
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the answer, unasked: the connection is not trusted
+            self.reusable = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length" or name == b"transfer-encoding":
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.headed = True
+
+    def on_body(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.kept < self.keep:
+            part = data[:self.keep - self.kept]
+            self.parts.append(part)
+            self.kept += len(part)
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            self._start()  # the final answer follows on the same connection
+            return
+        self.complete = True
+        # read here: llhttp forgets the answer's Connection once it is complete
+        self.reusable = self.parser.should_keep_alive()
+
+    def excerpt(self) -> bytes:
+        return b"".join(self.parts)
+
+
+async def _answer(reader: asyncio.StreamReader, answer: _Answer, keep: int,
+                  ) -> tuple[int, bytes, bool]:
     """Read an answer: its status, the first `keep` bytes of its body, and whether its
-    connection may carry another request. Informational (1xx) answers are skipped."""
-    while True:
+    connection may carry another request."""
+    answer.expect(keep)
+    parser = answer.parser
+    received = 0
+    while not answer.complete:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as e:
-            if not e.partial:
-                raise _ClosedBeforeAnswer() from None
-            raise ProtocolError("the answer ended within its headers") from None
+            data = await reader.read(65536)
         except (ConnectionResetError, BrokenPipeError) as e:
-            raise _ClosedBeforeAnswer() from e
-        except asyncio.LimitOverrunError:
-            raise ProtocolError("the answer's headers are too long") from None
-        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise ProtocolError(f"not an HTTP/1.x answer: {status_line[:60]!r}")
-        status = int(rest[:3])
-        if status >= 200 or status == 101:
-            break
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    reusable = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    if status in (101, 204, 304):
-        return status, b"", reusable and status != 101
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body, complete = await _chunked(reader)
-    elif "content-length" in headers:
+            if not received:
+                raise _ClosedBeforeAnswer() from e
+            raise
+        if not data:
+            if not received:
+                raise _ClosedBeforeAnswer()
+            if answer.headed and not answer.framed:  # the body runs until the close
+                return parser.get_status_code(), answer.excerpt(), False
+            raise ProtocolError("the answer ended early")
+        received += len(data)
         try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise ProtocolError("the answer's Content-Length is not a number") from None
-        if length > DRAIN_MAX:
-            return status, await reader.read(keep), False
-        body, complete = await reader.readexactly(length), True
-    else:  # the body runs until the receiver closes the connection
-        body, complete = await reader.read(keep), False
-    return status, body[:keep], reusable and complete
-
-
-async def _chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
-    """A chunked body, whole; or its start and False when it is longer than DRAIN_MAX."""
-    parts, size = [], 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        try:
-            n = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ProtocolError("a malformed chunk size") from None
-        if n == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                pass
-            return b"".join(parts), True
-        size += n
-        if size > DRAIN_MAX:
-            return b"".join(parts), False
-        parts.append(await reader.readexactly(n))
-        await reader.readexactly(2)
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            return parser.get_status_code(), b"", False
+        except httptools.HttpParserError as e:
+            if not answer.complete:
+                raise ProtocolError(f"not an HTTP/1.x answer: {e}") from None
+            answer.reusable = False  # bytes after the answer that are not one
+        if not answer.headed and received > HEADERS_MAX:
+            raise ProtocolError("the answer's headers are too long")
+        if answer.size > DRAIN_MAX:
+            return parser.get_status_code(), answer.excerpt(), False
+    return parser.get_status_code(), answer.excerpt(), answer.reusable

@@ -32,12 +32,18 @@ def new_id(prefix: str = "") -> str:
     return prefix + base62(uuid7_int(), 22)
 
 
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # two digits per division: half as many
+
+
 def base62(n: int, width: int) -> str:
     """The `width` lowest base62 digits of `n`, most significant first."""
     out = []
-    for _ in range(width):
+    if width & 1:
         n, r = divmod(n, 62)
         out.append(ALPHABET[r])
+    for _ in range(width >> 1):
+        n, r = divmod(n, 62 * 62)
+        out.append(_PAIRS[r])
     return "".join(reversed(out))
 
 

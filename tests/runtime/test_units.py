@@ -10,7 +10,7 @@ import pytest
 
 from contracts import Actor
 from contracts.errors import Failure
-from contracts.ids import new_id, rfc3339, rfc3339_seconds
+from contracts.ids import ALPHABET, base62, new_id, rfc3339, rfc3339_seconds
 from contracts.ledger import DepositParams, UsageRecordParams
 from contracts.limits import Page
 from services.gateway.auth import provisionable
@@ -79,6 +79,18 @@ def test_ids_are_22_base62_characters_and_time_ordered():
 
     time.sleep(0.002)
     assert new_id() > earlier
+
+
+def test_base62_digits_are_the_lowest_ones_most_significant_first():
+    assert [base62(n, w) for n, w in ((0, 3), (61, 1), (62, 2), (3843, 3), (62**5, 5))] == [
+        "000", "z", "10", "0zz", "00000"]
+    n = 0x0123456789ABCDEF0123456789ABCDEF
+    for width in range(23):  # even and odd widths: the same digits one at a time gives
+        digits, m = "", n
+        for _ in range(width):
+            m, r = divmod(m, 62)
+            digits = ALPHABET[r] + digits
+        assert base62(n, width) == digits
 
 
 def test_timestamps_render_like_go():

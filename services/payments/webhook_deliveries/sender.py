@@ -4,12 +4,13 @@ Each replica claims endpoints whose queue is due (a lease on the endpoint's row,
 sender at a time works on an endpoint, and a dead sender's endpoints are taken over when
 its lease lapses) and runs through each: its waiting deliveries in order, one POST at a
 time, stopping at the first failure (the rest wait behind it, §6.5 in order). Many
-endpoints run at once, up to `concurrency`, over one HTTP session per mode. A run's
-attempts and what they settled are written in one transaction at its end; a sender that
-dies before that sends them again (at least once; receivers deduplicate by event id).
+endpoints run at once, up to `concurrency`, over connections kept alive per host
+(`posting.Poster`, one per mode). A run's attempts and what they settled are written in
+one statement at its end; a sender that dies before that sends them again (at least once;
+receivers deduplicate by event id or delivery id).
 
-Live endpoints reach public addresses only: the live session's resolver refuses names
-that resolve to loopback, private or link-local addresses (SSRF).
+Live endpoints reach public addresses only: the live poster's resolver refuses names that
+resolve to loopback, private or link-local addresses (SSRF).
 
 `clock` is the deliveries' time (schedules, attempts' times): tests move it forward three
 days without waiting. The signature's `t` is always the real time, which receivers check.
@@ -27,17 +28,17 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from contracts.ids import now as real_now
 from contracts.webhooks import SIGNATURE_HEADER, WEBHOOK_ENDPOINT_DISABLED, sign
 from services.payments.common import event, service_scope
 from services.payments.webhook_deliveries import domain, store
+from services.payments.webhook_deliveries.posting import Poster
 from services.payments.webhook_endpoints.domain import public_host, unseal, view
 from services.runtime.encryption import SecretBox, SecretsError
 
@@ -58,7 +59,6 @@ class PublicResolver(AbstractResolver):
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         found = await self._inner.resolve(host, port, family)
         if any(not ipaddress.ip_address(r["host"]).is_global for r in found):
-            # (errno, text): aiohttp reports the text of the error it wraps this in
             raise OSError(errno.EACCES, f"{host} resolves to a private address")
         return found
 
@@ -68,7 +68,7 @@ class PublicResolver(AbstractResolver):
 
 class Sender:
     def __init__(self, pool: Callable[[], asyncpg.Pool], secrets: SecretBox | None, *,
-                 concurrency: int = 64, batch: int = 50, poll_s: float = 0.25,
+                 concurrency: int = 64, batch: int = 200, poll_s: float = 0.25,
                  clock: Callable[[], datetime] = real_now,
                  jitter: Callable[[], float] = lambda: random.uniform(-1.0, 1.0)):
         self._pool = pool
@@ -78,7 +78,8 @@ class Sender:
         self.poll_s = poll_s
         self.clock = clock
         self.jitter = jitter
-        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._posters: dict[bool, Poster] = {}  # by mode
+        self._resolver: PublicResolver | None = None
         self._runs: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -87,15 +88,15 @@ class Sender:
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        for livemode in (False, True):
-            connector = aiohttp.TCPConnector(
-                limit=self.concurrency, limit_per_host=0,
-                resolver=PublicResolver() if livemode else None)
-            self._sessions[livemode] = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": USER_AGENT},
-                timeout=aiohttp.ClientTimeout(total=domain.TIMEOUT_S))
+        self._resolver = PublicResolver()
+        self._posters = {False: Poster(idle_max=self.concurrency, user_agent=USER_AGENT),
+                         True: Poster(resolve=self._public_addresses,
+                                      idle_max=self.concurrency, user_agent=USER_AGENT)}
         self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="webhook-sender")
+
+    async def _public_addresses(self, host: str, port: int) -> list[str]:
+        return [r["host"] for r in await self._resolver.resolve(host, port, socket.AF_UNSPEC)]
 
     async def stop(self) -> None:
         """Stop sending; runs under way are dropped (their leases lapse, another sender
@@ -108,9 +109,12 @@ class Sender:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._task = None
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions = {}
+        for poster in self._posters.values():
+            await poster.close()
+        self._posters = {}
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
     def wake(self) -> None:
         """Look for due queues now (new deliveries were just queued)."""
@@ -176,8 +180,9 @@ class Sender:
                                    self.clock(), 0, 0, f"signing secret unavailable: {error}")]
         attempts: list[domain.Attempt] = []
         started = time.monotonic()
+        url = URL(endpoint["url"])
         for d in waiting:
-            attempt = await self._send(endpoint, d, secrets)
+            attempt = await self._send(endpoint, url, d, secrets)
             attempts.append(attempt)
             if not attempt.succeeded or time.monotonic() - started > RUN_BUDGET_S:
                 break
@@ -187,24 +192,24 @@ class Sender:
         return unseal(self._secrets, endpoint["org_id"], endpoint["livemode"], endpoint["id"],
                       endpoint[key_id], endpoint[sealed])
 
-    async def _send(self, endpoint: asyncpg.Record, d: asyncpg.Record, secrets: list[str],
-                    ) -> domain.Attempt:
-        at, url = self.clock(), endpoint["url"]
+    async def _send(self, endpoint: asyncpg.Record, url: URL, d: asyncpg.Record,
+                    secrets: list[str]) -> domain.Attempt:
+        at = self.clock()
         headers = {"Content-Type": "application/json",
                    SIGNATURE_HEADER: sign(int(time.time()), d["body"], *secrets),
                    "Commerce-Event-Type": d["event_type"], "Commerce-Delivery-Id": d["id"]}
         status, error, response = 0, "", b""
         started = time.perf_counter()
         try:
-            if endpoint["livemode"] and not public_host(urlsplit(url).hostname or ""):
+            if endpoint["livemode"] and not public_host(url.host or ""):
                 raise OSError(errno.EACCES, "a private address")
-            async with self._sessions[endpoint["livemode"]].post(
-                    url, data=d["body"], headers=headers, allow_redirects=False) as r:
-                status, response = r.status, await r.content.read(domain.RESPONSE_CHARS)
-                error = domain.failure_text(status)
+            async with asyncio.timeout(domain.TIMEOUT_S):
+                status, response = await self._posters[endpoint["livemode"]].post(
+                    url, d["body"], headers, domain.RESPONSE_CHARS)
+            error = domain.failure_text(status)
         except TimeoutError:
             error = f"no answer within {domain.TIMEOUT_S:g} s"
-        except (aiohttp.ClientError, OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # ProtocolError is a ValueError
             error = f"{type(e).__name__}: {e}"[:domain.RESPONSE_CHARS]
         return domain.Attempt(
             d["id"], d["attempt_count"] + 1, at, status,

@@ -41,19 +41,29 @@ def enabled_endpoints_of(scopes: str) -> str:
 
 async def add(conn: asyncpg.Connection, deliveries: list[NewDelivery], now: datetime) -> None:
     """Queue the deliveries, in order, and make their endpoints due unless they wait
-    already (a failing head keeps its later deliveries waiting)."""
-    columns = list(zip(*((d.id, d.org_id, d.livemode, d.endpoint_id, d.event_id, d.event_type)
-                         for d in deliveries), strict=True))
+    already (a failing head keeps its later deliveries waiting). What an event's
+    deliveries share is sent once per event, and each endpoint once."""
+    events: dict[str, tuple[int, NewDelivery]] = {}
+    for d in deliveries:
+        events.setdefault(d.event_id, (len(events) + 1, d))
     await conn.execute(
         "insert into payments.webhook_deliveries (id, org_id, livemode, endpoint_id, event_id,"
         " event_type, next_attempt_at)"
-        " select i, o, l, e, v, t, $7 from unnest($1::text[], $2::text[], $3::boolean[],"
-        " $4::text[], $5::text[], $6::text[]) with ordinality as x(i, o, l, e, v, t, n)"
-        " order by n on conflict (event_id, endpoint_id) do nothing", *map(list, columns), now)
+        " select d.i, e.o, e.l, d.e, e.v, e.t, $8"
+        " from unnest($1::text[], $2::text[], $3::int[]) with ordinality as d(i, e, k, n)"
+        " join unnest($4::text[], $5::boolean[], $6::text[], $7::text[]) with ordinality"
+        " as e(o, l, v, t, k) on e.k = d.k"
+        " order by d.n on conflict (event_id, endpoint_id) do nothing",
+        [d.id for d in deliveries], [d.endpoint_id for d in deliveries],
+        [events[d.event_id][0] for d in deliveries],
+        *_columns([e for _, e in events.values()],
+                  lambda e: (e.org_id, e.livemode, e.event_id, e.event_type), 4), now)
     await conn.execute(
         "update payments.webhook_endpoints set next_attempt_at = coalesce(next_attempt_at, $4)"
         " where (org_id, livemode, id) in (select * from unnest($1::text[], $2::boolean[],"
-        " $3::text[]))", *map(list, columns[1:4]), now)
+        " $3::text[]))",
+        *_columns(list({(d.org_id, d.livemode, d.endpoint_id) for d in deliveries}),
+                  lambda key: key, 3), now)
 
 
 # ---- a sender's run --------------------------------------------------------------------------
@@ -87,47 +97,61 @@ async def queue(db: Db, endpoint_id: str, most: int) -> list[asyncpg.Record]:
         endpoint_id, most)
 
 
+# A run's record in one statement: its attempts, the deliveries they settled (the
+# delivered; the failed one rescheduled, or final when its retry $17 is null), and the
+# endpoint released.
+_SETTLE = f"""with attempts as (
+    insert into payments.webhook_attempts (delivery_id, attempt, at, status_code, latency_ms,
+        error, response)
+    select * from unnest($4::text[], $5::int[], $6::timestamptz[], $7::int[], $8::int[],
+        $9::text[], $10::text[])
+    on conflict do nothing),
+delivered as (
+    update payments.webhook_deliveries d set status = '{DELIVERED}', delivered_at = x.at,
+        attempt_count = x.attempt, next_attempt_at = null
+    from unnest($11::text[], $12::timestamptz[], $13::int[]) as x(id, at, attempt)
+    where d.id = x.id and d.status = '{PENDING}'),
+failed as (
+    update payments.webhook_deliveries set attempt_count = $15, failures = $16,
+        next_attempt_at = $17,
+        status = case when $17::timestamptz is null then '{FAILED}' else status end
+    where id = $14 and status = '{PENDING}')
+update payments.webhook_endpoints set leased_until = null,
+    next_attempt_at = coalesce($18, next_attempt_at), failing_since = $19,
+    status = case when $20 then 'disabled' else status end,
+    updated_at = case when $20 then now() else updated_at end
+where org_id = $1 and livemode = $2 and id = $3
+returning org_id, livemode, id, url, events, description, status, created_at, deleted_at"""
+
+
 async def settle(pool: asyncpg.Pool, endpoint: asyncpg.Record, attempts: list[Attempt],
                  s: Settled, disabled: Callable[[asyncpg.Connection, asyncpg.Record],
                                                 Awaitable[None]]) -> None:
-    """Record a run, in one transaction: its attempts, the deliveries they settled, and
-    the endpoint's state (released). When the run disables the endpoint, what waited for
-    it is canceled and `disabled(conn, endpoint row)` announces it, in that transaction."""
+    """Record a run in one statement (one round trip for its whole batch): its attempts,
+    the deliveries they settled, and the endpoint's state (released). When the run
+    disables the endpoint, what waited for it is canceled and `disabled(conn, endpoint
+    row)` announces it, in the same transaction."""
     key = (endpoint["org_id"], endpoint["livemode"], endpoint["id"])
+    f = s.failed
+    args = (*key,
+            *_columns(attempts, lambda a: (a.delivery_id, a.attempt, a.at, a.status_code,
+                                           a.latency_ms, a.error, a.response), 7),
+            *_columns(s.delivered, lambda a: (a.delivery_id, a.at, a.attempt), 3),
+            f and f.delivery_id, f and f.attempt, s.failures, s.retry,
+            s.next_attempt_at, s.failing_since, s.disable)
+    if not s.disable:
+        await pool.execute(_SETTLE, *args)
+        return
     async with pool.acquire() as conn, conn.transaction():
-        if attempts:
-            await conn.executemany(
-                "insert into payments.webhook_attempts (delivery_id, attempt, at, status_code,"
-                " latency_ms, error, response) values ($1, $2, $3, $4, $5, $6, $7)"
-                " on conflict do nothing",
-                [(a.delivery_id, a.attempt, a.at, a.status_code, a.latency_ms, a.error,
-                  a.response) for a in attempts])
-        if s.delivered:
-            await conn.execute(
-                f"update payments.webhook_deliveries d set status = '{DELIVERED}',"
-                f" delivered_at = x.at, attempt_count = x.attempt, next_attempt_at = null"
-                f" from unnest($1::text[], $2::timestamptz[], $3::int[]) as x(id, at, attempt)"
-                f" where d.id = x.id and d.status = '{PENDING}'",
-                [a.delivery_id for a in s.delivered], [a.at for a in s.delivered],
-                [a.attempt for a in s.delivered])
-        if s.failed is not None:
-            await conn.execute(
-                f"update payments.webhook_deliveries set attempt_count = $2, failures = $3,"
-                f" next_attempt_at = $4,"
-                f" status = case when $4::timestamptz is null then '{FAILED}' else status end"
-                f" where id = $1 and status = '{PENDING}'",
-                s.failed.delivery_id, s.failed.attempt, s.failures, s.retry)
-        row = await conn.fetchrow(
-            "update payments.webhook_endpoints set leased_until = null,"
-            " next_attempt_at = coalesce($4, next_attempt_at), failing_since = $5,"
-            " status = case when $6 then 'disabled' else status end,"
-            " updated_at = case when $6 then now() else updated_at end"
-            " where org_id = $1 and livemode = $2 and id = $3"
-            " returning org_id, livemode, id, url, events, description, status, created_at,"
-            " deleted_at", *key, s.next_attempt_at, s.failing_since, s.disable)
-        if s.disable and row is not None:
+        row = await conn.fetchrow(_SETTLE, *args)
+        if row is not None:
             await cancel_waiting(conn, *key)
             await disabled(conn, row)
+
+
+def _columns(rows: list, fields: Callable, width: int) -> list[list]:
+    """Rows as `width` column lists (unnest's arguments), empty ones when there are none."""
+    return [list(c) for c in zip(*map(fields, rows), strict=True)] if rows else [[]] * width
 
 
 async def release(db: Db, endpoint: asyncpg.Record, due: datetime | None) -> None:

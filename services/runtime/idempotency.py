@@ -144,3 +144,10 @@ def in_progress() -> Failure:
 def mismatch() -> Failure:
     return Failure(ErrorCode.IDEMPOTENCY_MISMATCH, 422,
                    "idempotency key reused with different parameters")
+
+
+def stored_answer(stored: tuple[str, bytes], fingerprint: str) -> bytes:
+    """What a request under a key used before gets (batched writers): the stored
+    (fingerprint, reply) replayed when it asks the same, else the 422."""
+    stored_fingerprint, reply = stored
+    return reply if stored_fingerprint == fingerprint else _encode(Reply(error=mismatch().error))

@@ -32,7 +32,7 @@ from services.ledger.journal.domain import Account, Operation
 from services.ledger.journal.recorder import KnownAccounts, Recording, record_together
 from services.ledger.journal.store import Name
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.idempotency import derived_key, fingerprint_of, mismatch
+from services.runtime.idempotency import derived_key, fingerprint_of, stored_answer
 from services.runtime.service import Context
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,8 @@ class TopupCreditor:
                 if not before:
                     raise RuntimeError("a top-up's key is taken but not found") from None
                 answers.update(before)
-        for i, c in enumerate(credits):
-            if replies[i] is None:
-                fingerprint, reply = answers[c.key_id]
-                replies[i] = (reply if fingerprint == c.fingerprint
-                              else _encode(Reply(error=mismatch().error)))
-        return replies
+        return [reply if reply is not None else stored_answer(answers[c.key_id], c.fingerprint)
+                for reply, c in zip(replies, credits, strict=True)]
 
     async def _credit(self, new: list[int], credits: list[TopupCredit],
                       replies: list[bytes | None], answers: dict[Key, tuple[str, bytes]],

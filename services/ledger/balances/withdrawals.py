@@ -27,7 +27,7 @@ from contracts.ledger import WithdrawParams, WithdrawResult
 from services.ledger.balances import domain, store
 from services.ledger.balances.domain import Movement
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.idempotency import mismatch
+from services.runtime.idempotency import stored_answer
 from services.runtime.service import Context
 
 _encode = msgspec.json.Encoder().encode
@@ -82,12 +82,8 @@ class AvailableWithdrawer:
                     await self._withdraw(items, new, answers, replies, look_up)
         if any(key not in answers for key in first):
             raise RuntimeError("a withdrawal's key is taken but not found")
-        for i, w in enumerate(items):
-            if replies[i] is None:
-                fingerprint, reply = answers[w.key_id]
-                replies[i] = (reply if fingerprint == w.fingerprint
-                              else _encode(Reply(error=mismatch().error)))
-        return replies
+        return [reply if reply is not None else stored_answer(answers[w.key_id], w.fingerprint)
+                for reply, w in zip(replies, items, strict=True)]
 
     async def _withdraw(self, items: list[Withdrawal], new: list[int],
                         answers: dict[Key, tuple[str, bytes]],

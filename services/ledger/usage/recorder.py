@@ -20,7 +20,7 @@ from contracts.metering import Meter
 from services.ledger.balances import store
 from services.ledger.balances.domain import Movement
 from services.runtime.batching import MicroBatcher, isolating_failures
-from services.runtime.idempotency import IdempotencyKeys, mismatch
+from services.runtime.idempotency import IdempotencyKeys, stored_answer
 
 _encode = msgspec.json.Encoder().encode
 
@@ -110,9 +110,7 @@ class UsageRecorder:
             return
         stored = await self._keys.find_many(conn, [key_of(i) for i in seen_before])
         for i in seen_before:
-            fingerprint, reply = stored[key_of(i)]
-            replies[i] = (reply if fingerprint == records[i].fingerprint
-                          else _encode(Reply(error=mismatch().error)))
+            replies[i] = stored_answer(stored[key_of(i)], records[i].fingerprint)
 
 
 def _result(record: UsageRecord) -> msgspec.Raw:

@@ -58,6 +58,15 @@ async def post(poster: Poster, url: URL) -> tuple[int, bytes]:
         return await poster.post(url, BODY, {"Commerce-Event-Type": "invoice.paid"}, 256)
 
 
+async def answered(receiver: Receiver, posts: int) -> list[tuple[int, bytes]]:
+    """What `posts` POSTs, one after another through one client, get from `receiver`."""
+    poster = Poster()
+    async with receiver as url:
+        answers = [await post(poster, url) for _ in range(posts)]
+    await poster.close()
+    return answers
+
+
 async def test_a_kept_connection_carries_the_next_post():
     receiver = Receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                         b"HTTP/1.1 503 Busy\r\nContent-Length: 7\r\n\r\nnot now")
@@ -88,22 +97,14 @@ async def test_a_chunked_answer_is_read_whole_and_its_start_kept():
     receiver = Receiver(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
                         + b"0\r\nX-Trailer: 1\r\n\r\n",
                         b"HTTP/1.1 204 No Content\r\n\r\n")
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"x" * 256)
-        assert await post(poster, url) == (204, b"")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"x" * 256), (204, b"")]
     assert receiver.connections == 1
 
 
 async def test_an_answer_without_a_length_runs_to_the_close_and_is_not_kept():
     receiver = Receiver(b"HTTP/1.0 200 OK\r\n\r\nthanks", b"HTTP/1.0 200 OK\r\n\r\nagain",
                         close_after_each=True)
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"thanks")
-        assert await post(poster, url) == (200, b"again")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"thanks"), (200, b"again")]
     assert receiver.connections == 2
 
 
@@ -112,32 +113,21 @@ async def test_a_connection_the_receiver_closed_meanwhile_is_replaced():
     # POST goes out again on a new connection, and is recorded once, as answered.
     receiver = Receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                         None, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"ok")
-        assert await post(poster, url) == (200, b"yes")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"ok"), (200, b"yes")]
     assert receiver.connections == 2
 
 
 async def test_informational_answers_are_skipped():
     receiver = Receiver(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
                         b"HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\nlater")
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (202, b"late")
-    await poster.close()
+    assert await answered(receiver, 1) == [(202, b"late")]
 
 
 async def test_a_100_continue_is_skipped_and_the_connection_kept():
     receiver = Receiver(b"HTTP/1.1 100 Continue\r\n\r\n"
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                         b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nyes")
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"ok")
-        assert await post(poster, url) == (201, b"yes")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"ok"), (201, b"yes")]
     assert receiver.connections == 1
 
 
@@ -145,11 +135,7 @@ async def test_an_upgrade_is_answered_101_and_its_connection_not_reused():
     receiver = Receiver(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: Upgrade\r\n\r\n\x81\x00",
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after_each=True)
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (101, b"")
-        assert await post(poster, url) == (200, b"ok")
-    await poster.close()
+    assert await answered(receiver, 2) == [(101, b""), (200, b"ok")]
     assert receiver.connections == 2
 
 
@@ -157,11 +143,7 @@ async def test_an_answer_longer_than_the_drain_limit_closes_its_connection():
     size = posting.DRAIN_MAX + 1
     receiver = Receiver(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size,
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after_each=True)
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"y" * 256)
-        assert await post(poster, url) == (200, b"ok")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"y" * 256), (200, b"ok")]
     assert receiver.connections == 2
 
 
@@ -188,11 +170,7 @@ async def test_an_answer_arriving_in_pieces_is_read_whole():
 async def test_bytes_after_the_answer_leave_its_connection_unused():
     receiver = Receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
                         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", close_after_each=True)
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"ok")
-        assert await post(poster, url) == (200, b"yes")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"ok"), (200, b"yes")]
     assert receiver.connections == 2
 
 
@@ -224,11 +202,7 @@ async def test_a_refused_address_is_never_connected_to():
 async def test_a_connection_the_answer_says_to_close_is_not_reused():
     receiver = Receiver(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
                         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", close_after_each=True)
-    poster = Poster()
-    async with receiver as url:
-        assert await post(poster, url) == (200, b"ok")
-        assert await post(poster, url) == (200, b"yes")
-    await poster.close()
+    assert await answered(receiver, 2) == [(200, b"ok"), (200, b"yes")]
     assert receiver.connections == 2
 
 

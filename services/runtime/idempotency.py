@@ -9,6 +9,7 @@ commit. A crash, a 5xx or a `retryable` refusal rolls everything back, which rel
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -144,6 +145,15 @@ def in_progress() -> Failure:
 def mismatch() -> Failure:
     return Failure(ErrorCode.IDEMPOTENCY_MISMATCH, 422,
                    "idempotency key reused with different parameters")
+
+
+def first_of_each_key(keys: Iterable[tuple[str, bool, str]]) -> dict[tuple[str, bool, str], int]:
+    """The index of each key's first use in a batch (batched writers): a key sent twice in
+    one batch takes effect once, and its later uses replay it."""
+    first: dict[tuple[str, bool, str], int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return first
 
 
 def stored_answer(stored: tuple[str, bytes], fingerprint: str) -> bytes:

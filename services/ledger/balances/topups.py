@@ -32,7 +32,12 @@ from services.ledger.journal.domain import Account, Operation
 from services.ledger.journal.recorder import KnownAccounts, Recording, record_together
 from services.ledger.journal.store import Name
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.idempotency import derived_key, fingerprint_of, stored_answer
+from services.runtime.idempotency import (
+    derived_key,
+    fingerprint_of,
+    first_of_each_key,
+    stored_answer,
+)
 from services.runtime.service import Context
 
 log = logging.getLogger(__name__)
@@ -81,9 +86,7 @@ class TopupCreditor:
         return await self._batch(credit)
 
     async def _write_together(self, credits: list[TopupCredit]) -> list[bytes]:
-        first: dict[Key, int] = {}  # a key sent twice in one batch is credited once
-        for i, c in enumerate(credits):
-            first.setdefault(c.key_id, i)
+        first = first_of_each_key(c.key_id for c in credits)
         answers: dict[Key, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
         replies: list[bytes | None] = [None] * len(credits)
         journaled_before = False

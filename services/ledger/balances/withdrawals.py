@@ -27,7 +27,7 @@ from contracts.ledger import WithdrawParams, WithdrawResult
 from services.ledger.balances import domain, store
 from services.ledger.balances.domain import Movement
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.idempotency import stored_answer
+from services.runtime.idempotency import first_of_each_key, stored_answer
 from services.runtime.service import Context
 
 _encode = msgspec.json.Encoder().encode
@@ -69,9 +69,7 @@ class AvailableWithdrawer:
         return await self._batch(w)
 
     async def _write_together(self, items: list[Withdrawal]) -> list[bytes]:
-        first: dict[Key, int] = {}  # a key sent twice in one batch moves money once
-        for i, w in enumerate(items):
-            first.setdefault(w.key_id, i)
+        first = first_of_each_key(w.key_id for w in items)
         answers: dict[Key, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
         replies: list[bytes | None] = [None] * len(items)
         # Keys are looked up only once one was found taken (rare: a retry, a resumed

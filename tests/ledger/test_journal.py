@@ -705,9 +705,10 @@ async def test_capture_checks_cash_before_changing_anything(nc):
 
 
 async def test_sweeper_expires_holds(t1, ledger):
-    hold = await t1.hold(t1.cash, 400, expiresAt=datetime.now(UTC) + timedelta(seconds=1))
+    expires = datetime.now(UTC) + timedelta(seconds=2)  # room for a slow request under load
+    hold = await t1.hold(t1.cash, 400, expiresAt=expires)
     lasting = await t1.hold(t1.cash, 100)
-    await asyncio.sleep(1.2)
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 0.2)
     # Past its expiry it cannot be captured, even before the sweeper ran.
     reply = await t1.capture(hold["id"])
     assert (reply["error"]["status"], reply["error"]["message"]) == (409, "hold has expired")

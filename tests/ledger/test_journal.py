@@ -863,6 +863,22 @@ async def test_the_database_refuses_unbalanced_entries_and_edits(t1, ledger):
                     " ($1, false, 'jpst_bad1', 'jent_bad', 1, $2, 100, 'usd', now()),"
                     " ($1, false, 'jpst_bad2', 'jent_bad', 2, $3, -75, 'usd', now())",
                     t1.org_id, t1.cash, t1.cust)
+        # Entries written together: the one that does not balance is named.
+        with pytest.raises(asyncpg.CheckViolationError,
+                           match="entry jent_bad2 postings sum to -5 in usd"):
+            async with conn.transaction():
+                await conn.execute(
+                    "insert into ledger.journal_entries (org_id, livemode, id, payload_hash,"
+                    " created_at) values ($1, false, 'jent_ok', '', now()),"
+                    " ($1, false, 'jent_bad2', '', now())", t1.org_id)
+                await conn.execute(
+                    "insert into ledger.journal_postings (org_id, livemode, id, entry_id,"
+                    " line, account_id, amount, currency, created_at) values"
+                    " ($1, false, 'jpst_ok1', 'jent_ok', 1, $2, 30, 'usd', now()),"
+                    " ($1, false, 'jpst_bad3', 'jent_bad2', 1, $2, 10, 'usd', now()),"
+                    " ($1, false, 'jpst_ok2', 'jent_ok', 2, $3, -30, 'usd', now()),"
+                    " ($1, false, 'jpst_bad4', 'jent_bad2', 2, $3, -15, 'usd', now())",
+                    t1.org_id, t1.cash, t1.cust)
         with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
             await conn.execute("update ledger.journal_postings set amount = 1"
                                " where org_id = $1 and entry_id = $2", t1.org_id, posted["id"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import dataclasses
+import gc
 import logging
 import os
 import sys

@@ -170,8 +170,8 @@ def forwarded_type(event: WebhookEvent) -> str:
 
 
 @lru_cache(maxsize=1024)  # a provider's few dozen types, each made once, not per delivery
-def _forwarded_type(provider_type: str) -> str:
-    tokens = "".join(c if c.isalnum() or c == "." else "_" for c in provider_type.lower())
+def _forwarded_type(event_type: str) -> str:
+    tokens = "".join(c if c.isalnum() or c == "." else "_" for c in event_type.lower())
     return "provider." + ".".join(t for t in tokens.split(".") if t)
 
 

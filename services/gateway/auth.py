@@ -122,6 +122,7 @@ class Authenticator:
         self._service_tokens = [t.encode() for t in settings.service_tokens]
         self._keys = _TtlCache()  # presented key → (its hash, Caller or None, expiry)
         self._orgs = _TtlCache()  # org name → Org
+        self._org_reads: dict[tuple[str, bool], asyncio.Task] = {}  # misses being read
         self._listener: asyncpg.Connection | None = None  # keys are cached only while set
         self._relisten: asyncio.Task | None = None
         self._changes = 0  # key changes heard so far
@@ -282,13 +283,35 @@ class Authenticator:
     async def _org(self, name: str, *, provision: bool = True) -> store.Org:
         org = self._orgs.get_fresh(name)
         if org is None:
-            org = await store.org_by_name(self.db, name)
-            if org is None:
-                if not (provision and self.settings.auto_provision_orgs
-                        and provisionable(name)):
-                    raise AuthError(401, UNKNOWN_ORG)
-                org = await store.provision_org(self.db, name)
-            self._orgs.put(name, org)
+            org = await self._read_org(name, provision)
         if not org.enabled:
             raise AuthError(403, "organization disabled")
+        return org
+
+    async def _read_org(self, name: str, provision: bool) -> store.Org:
+        """The organization, read (or provisioned) and cached. Requests that miss it
+        together share one read: a name not cached yet, or expired, under load is read
+        once, not once per request in flight (each a pool connection). Shielded: a request
+        that goes away does not cancel the others' read."""
+        key = (name, provision)
+        reading = self._org_reads.get(key)
+        if reading is None:
+            reading = self._org_reads[key] = asyncio.ensure_future(
+                self._load_org(name, provision))
+
+            def forget(done: asyncio.Task) -> None:
+                del self._org_reads[key]
+                if not done.cancelled():
+                    done.exception()  # seen, even when every request went away meanwhile
+
+            reading.add_done_callback(forget)
+        return await asyncio.shield(reading)
+
+    async def _load_org(self, name: str, provision: bool) -> store.Org:
+        org = await store.org_by_name(self.db, name)
+        if org is None:
+            if not (provision and self.settings.auto_provision_orgs and provisionable(name)):
+                raise AuthError(401, UNKNOWN_ORG)
+            org = await store.provision_org(self.db, name)
+        self._orgs.put(name, org)
         return org

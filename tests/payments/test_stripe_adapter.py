@@ -650,6 +650,11 @@ def test_webhook_worked_example():
     (1700000100, f"t=1700000001,v1={sign(EXAMPLE, 1700000000)}"),
     (1700000100, f"v1={sign(EXAMPLE, 1700000000)}"),
     (1700000100, ""),
+    # Headers the SDK refuses to read, however good the signature in them.
+    (1700000100, f"t=1700000000,v1={sign(EXAMPLE, 1700000000)},v1"),
+    (1700000100, f"t=1700000000,t,v1={sign(EXAMPLE, 1700000000)}"),
+    (1700000100, f"t=soon,v1={sign(EXAMPLE, 1700000000)}"),
+    (1700000100, "t=1700000000,v1=\u00e9t\u00e9"),
 ])
 def test_webhook_rejections(now, header):
     with pytest.raises(ProviderError) as e:
@@ -669,6 +674,17 @@ def test_webhook_any_v1_matches_during_rotation():
     header = f"t={t},v1={sign(EXAMPLE, t, 'whsec_old')},v1={sign(EXAMPLE, t)}"
     event = verifier(t).verify_webhook(EXAMPLE, {"Stripe-Signature": header}, SECRET)
     assert event.id == "evt_123"
+
+
+def test_webhook_header_is_read_as_the_sdk_reads_it():
+    """The first `t`, whatever the items around it; a value ends at a second `=`; `t`
+    in any form `int` reads, signed as its number."""
+    signed = sign(EXAMPLE, 1700000000)
+    for header in (f"v0=x,t=1700000000,v1={signed}", f"t=1700000000=9,v1={signed}=tail",
+                   f"t=1700000000,t=1,v1={signed}", f"t=01700000000,v1={signed}"):
+        event = verifier(1700000100).verify_webhook(EXAMPLE, {"Stripe-Signature": header},
+                                                    SECRET)
+        assert (event.id, event.timestamp) == ("evt_123", 1700000000)
 
 
 def test_webhook_body_that_is_not_utf8_is_rejected():

@@ -333,6 +333,27 @@ async def test_forged_missing_and_stale_signatures_change_nothing(http, make_org
     assert await stored_events(pool, await org_id_of(platform, org)) == []
 
 
+async def test_concurrent_first_deliveries_for_an_organization_are_each_answered(
+        http, make_org, platform, pool, stripe_api):
+    """Deliveries arriving together for an organization the gateway has not looked up yet
+    (they share its one read) are each verified and stored; for an unknown one, each is
+    refused alike."""
+    org = await stripe_org(http, make_org)
+    bodies = [stripe_event("charge.succeeded", {"id": f"ch_{n}"}, livemode=False)
+              for n in range(12)]
+    answers = await asyncio.gather(*(deliver(http, org, body, stripe_header(body))
+                                     for body in bodies))
+    assert [status for status, _, _ in answers] == [200] * 12
+    stored = await stored_events(pool, await org_id_of(platform, org))
+    assert sorted(r["event_id"] for r in stored) == sorted(
+        json.loads(body)["id"] for body in bodies)
+    refused = await asyncio.gather(*(
+        post(http, "/webhooks/stripe/no-such-org-y", None, stripe_header(body), raw=body)
+        for body in bodies))
+    assert {(status, body["error"]["message"]) for status, body, _ in refused} == {
+        (404, "unknown organization")}
+
+
 async def test_the_platform_secret_serves_a_mode_the_organization_has_none_for(
         http, make_org, platform, pool, stripe_api):
     with_own = await stripe_org(http, make_org)

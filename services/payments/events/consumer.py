@@ -31,6 +31,11 @@ from services.runtime.streams import EventReader
 
 log = logging.getLogger(__name__)
 
+# How many ids of events this process logged as it made them are kept until the stream brings
+# them back (another replica's reader may take them instead: the oldest are forgotten).
+MADE_KEPT = 10_000
+
+
 class EventLog(EventReader):
     durable = "payments-event-log"
     subjects = events.SUBJECT_PREFIX + ">"
@@ -42,6 +47,7 @@ class EventLog(EventReader):
         self._pool = pool
         self._clock = clock  # the deliveries' (the sender's)
         self._queued = queued  # deliveries were queued: tell the sender
+        self._made: dict[str, bool] = {}  # see `made`, oldest first
 
     async def write(self, msgs: list[Any]) -> None:
         """Log the events and queue their deliveries (in one transaction)."""
@@ -55,6 +61,8 @@ class EventLog(EventReader):
                           (msg.headers or {}).get("Nats-Msg-Id", "?"), msg.subject, error)
                 continue
             read.setdefault(e.id, e)
+        for event_id in [event_id for event_id in read if self._made.pop(event_id, False)]:
+            del read[event_id]  # logged by this process as it made it: no read needed
         if read and all(e.type.startswith(domain.LOGGED_AS_MADE) for e in read.values()):
             # Logged as payments made them, found by one read, without the write lock.
             logged = await store.logged(self._pool(), list(read))
@@ -83,6 +91,16 @@ class EventLog(EventReader):
             await store.serialize(conn)
         await deliveries.add(conn, owed, self._clock())
         return True
+
+    def made(self, event_ids: list[str]) -> None:
+        """Events this process logged as it made them, committed, that the stream brings
+        back (those forwarded): the fetch that brings them here finds them logged without
+        reading the log."""
+        made = self._made
+        for event_id in event_ids:
+            made[event_id] = True
+        while len(made) > MADE_KEPT:
+            del made[next(iter(made))]
 
     def wake(self) -> None:
         """Deliveries were queued by `keep`: tell the sender."""

@@ -388,10 +388,12 @@ def intake(ctx: Context) -> MicroBatcher:
                 held = await intents_store.held_provider_refs(conn, payments)
                 unique = [_none_of_ours(d, held) for d in unique]
             announced = await store.record(conn, unique)
-            queued = await event_log.keep(conn, [log_rules.read(event) for event in announced
-                                                 if event is not None])
+            logged = [(d, log_rules.read(event))
+                      for d, event in zip(unique, announced, strict=True) if event is not None]
+            queued = await event_log.keep(conn, [e for _, e in logged])
         if queued:
             event_log.wake()
+        event_log.made([e.id for d, e in logged if d.forwarded])  # back from the stream soon
         stored = {d.key: d.status for d, event in zip(unique, announced, strict=True)
                   if event is not None}
         if any(d.forwarded and d.key in stored for d in unique):

@@ -95,3 +95,25 @@ def test_one_rule_each():
     assert refused.value.error.param == "userId"
     assert currency_of(" EUR ") == "eur" and currency_of("") == "usd"
     assert len(ALPHABET) == 62 and len(set(ALPHABET)) == 62
+
+
+async def test_batched_asks_are_each_answered_as_if_sent_alone(bus):
+    """Asks made together with `batched=True` travel as one message; each caller still gets
+    its own result, its own refusal, its own replay under its key."""
+    import asyncio
+
+    scope = _scope(f"org_{secrets.token_hex(4)}")
+    keyed = support.scope(scope.org_id, key=f"k-{secrets.token_hex(4)}")
+    first = await bus.ask(DEPOSIT_CREATE, keyed, DepositParams(user="acme/a", amount=100))
+    answers = await asyncio.gather(
+        bus.ask(DEPOSIT_CREATE, scope, DepositParams(user="acme/b", amount=200), batched=True),
+        bus.ask(DEPOSIT_CREATE, scope, DepositParams(user="acme/c", amount=1, currency="$"),
+                batched=True),
+        bus.ask(DEPOSIT_CREATE, keyed, DepositParams(user="acme/a", amount=100), batched=True),
+        bus.ask(BALANCE_GET, scope, BalanceQuery(user="acme/a"), batched=True),
+        return_exceptions=True)
+    made, refused, replayed, balance = answers
+    assert (made.user, made.amount) == ("acme/b", 200)
+    assert isinstance(refused, Failure) and refused.error.param == "currency"
+    assert replayed.transactionId == first.transactionId  # moved once
+    assert (balance.user, balance.balance) == ("acme/a", 100)

@@ -337,6 +337,20 @@ async def test_a_period_invoiced_meanwhile_is_answered_and_leaves_no_gap_in_the_
         k: v for k, v in final.items() if k not in ("status", "number", "numberStr")}
 
 
+async def test_a_period_renewed_again_is_answered_while_metering_does_not_answer(
+        http, org, platform, nc, pool):
+    user = new_user()
+    bus = await tenant(platform, nc, org)
+    first = await bus.ok(RENEW, period(user, collect=False))
+    async with service_down(platform, "metering"):
+        again = await bus.ok(RENEW, period(user, collect=False))
+        assert (again["created"], again["invoice"]["id"]) == (False, first["invoice"]["id"])
+        other = await bus.ask(RENEW, period(user, subscription="sub_new", collect=False))
+        assert other["error"]["status"] == 503, other
+    assert await pool.fetchval("select count(*) from invoicing.invoices where user_id = $1",
+                               user) == 1
+
+
 async def test_a_manual_invoice_naming_the_subscription_does_not_take_the_period(
         http, org, platform, nc):  # §10 storage notes
     user = new_user()

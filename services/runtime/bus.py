@@ -270,14 +270,13 @@ class Service:
         try:
             msg = await self._requests.request(batch_subject(service), body,
                                                timeout=max(t for *_, t in items))
-        except NoRespondersError:  # a replica that answers no batches (an older version)
-            return list(await asyncio.gather(*(self._send(*item) for item in items)))
+            replies = _decode_batch_replies(msg.data)
         except NatsTimeout:
             return [None] * len(items)
-        try:
-            replies = _decode_batch_replies(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):  # the batch refused whole
-            return [msg.data] * len(items)
+        except (NoRespondersError, msgspec.ValidationError, msgspec.DecodeError):
+            # No replica answers batches (an older version), or one refused the batch whole
+            # (its replies together over the bus's limit): each is sent alone.
+            return list(await asyncio.gather(*(self._send(*item) for item in items)))
         return [None if r == _NULL else bytes(r) for r in replies]
 
     # ---- request handling ---------------------------------------------------------------

@@ -101,7 +101,8 @@ class Context:
         """The other service's result; its refusal raised as the same `Failure`; None when
         nobody answers in time (the caller decides what absence means, e.g. "no payment
         method" while payments is not deployed). `batched`: in one message with the other
-        batched asks of that service made meanwhile (concurrent requests' asks)."""
+        batched asks of that service made meanwhile (concurrent requests' asks); for reads
+        and writes under a key only, as a batch refused whole is sent again, each alone."""
         reply = await self._service.request(endpoint.subject, scope, params, timeout=timeout,
                                             batched=batched)
         if reply is None:

@@ -11,6 +11,11 @@ subjects are subscribed on that connection directly: FastStream's per-message pi
 (context scopes, middlewares, log context, subject parsing) was about a third of the
 ledger's CPU on the billing gate, and the runtime already does decoding, deadlines and
 tracing itself.
+
+Requests asked with `batched=True` (`Context.ask`) that a service makes to another in the
+same event-loop turn travel as one message to the other's `batch_subject`, which answers
+each as if it had come alone (same handler, scope, key and refusal), in one reply: a
+billing cycle's collections ask the ledger for dozens of withdrawals at once.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from contracts import ErrorCode, RawReply, Reply, Request, Scope
 from contracts.errors import Failure, internal, invalid
 from contracts.limits import limit_exceeded
 from services.runtime import db, idempotency, telemetry
+from services.runtime.batching import MicroBatcher
 from services.runtime.config import Settings
 from services.runtime.idempotency import STORED_ERROR_STATUSES, IdempotencyKeys, is_client_key
 from services.runtime.outbox import OutboxRelay
@@ -56,6 +62,17 @@ _REPLY_TOO_LARGE = _encode(Reply(error=Failure(
     "the reply is too large to send; ask for less (a smaller limit)").error))
 _INVALID_KEY = _encode(Reply(error=Failure(ErrorCode.INVALID_REQUEST, 400,
                                            "invalid idempotency key").error))
+# A batch: [[subject, request], ...]; its reply: [reply or null, ...] in the same order
+# (null: no handler of that subject here, as when nobody answers a request sent alone).
+_decode_batch = msgspec.json.Decoder(list[tuple[str, msgspec.Raw]]).decode
+_decode_batch_replies = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_NULL = b"null"
+_MAX_BATCH = 64  # requests in one message: far below the bus's payload limit
+
+
+def batch_subject(service: str) -> str:
+    """Where `service` answers batches of its requests."""
+    return f"billing.{service}.requests.batch"
 
 
 def created(result: Any) -> Reply:
@@ -85,6 +102,9 @@ class Service:
         self._subscriptions: list[Subscription] = []
         self._nc: nats.NATS | None = None
         self._requests: Requester | None = None
+        self._responders: dict[str, Callable[[bytes, dict[str, str] | None],
+                                             Awaitable[bytes]]] = {}
+        self._batches: dict[str, MicroBatcher] = {}  # requests to batch, by service asked
         self._jobs = [(3600.0, forget_old_idempotency_keys), (2.0, analyze_fresh_tables), *(
             (job.seconds(settings) if callable(job.seconds) else job.seconds, job.run)
             for job in spec.jobs)]
@@ -98,14 +118,36 @@ class Service:
     def pool(self) -> asyncpg.Pool | None:
         return self.ctx.pool
 
-    def _on_request(self, handler: Handler) -> Callable[[Msg], Awaitable[None]]:
+    def _responder(self, handler: Handler,
+                   ) -> Callable[[bytes, dict[str, str] | None], Awaitable[bytes]]:
+        """The encoded reply to a request's data (and headers) for `handler`."""
         decode = msgspec.json.Decoder(Request[handler.endpoint.params]).decode
         subject, fn, transaction, ctx = (handler.endpoint.subject, handler.fn,
                                          handler.transaction, self.ctx)
 
+        def answer(data: bytes, headers: dict[str, str] | None) -> Awaitable[bytes]:
+            return self._respond(data, headers, decode, ctx, fn, transaction, subject)
+
+        return answer
+
+    async def _answer_batch(self, data: bytes, headers: dict[str, str] | None) -> bytes:
+        """The replies to a batch of requests, each answered as if it had come alone."""
+        try:
+            batch = _decode_batch(data)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return _BAD_REQUEST
+
+        async def answer(subject: str, request: msgspec.Raw) -> bytes:
+            responder = self._responders.get(subject)
+            return _NULL if responder is None else await responder(bytes(request), headers)
+
+        return b"[" + b",".join(await asyncio.gather(*(answer(*item) for item in batch))) + b"]"
+
+    def _on_request(self, answer: Callable[[bytes, dict[str, str] | None], Awaitable[bytes]],
+                    subject: str) -> Callable[[Msg], Awaitable[None]]:
         async def respond(msg: Msg) -> None:
             try:
-                reply = await self._respond(msg, decode, ctx, fn, transaction, subject)
+                reply = await answer(msg.data, msg.headers)
                 if msg.reply:
                     await self._send_reply(msg.reply, reply, subject)
             finally:
@@ -160,9 +202,12 @@ class Service:
         await self._requests.start()
         if self.spec.bootstrap is not None:
             await self.spec.bootstrap(self.ctx)
+        self._responders = {h.endpoint.subject: self._responder(h)
+                            for h in self.spec.handlers.handlers}
         self._subscriptions = [
-            await nc.subscribe(h.endpoint.subject, queue=self.name, cb=self._on_request(h))
-            for h in self.spec.handlers.handlers]
+            await nc.subscribe(subject, queue=self.name, cb=self._on_request(answer, subject))
+            for subject, answer in [*self._responders.items(),
+                                    (batch_subject(self.name), self._answer_batch)]]
         if self.pool is not None:  # publishes the events this service's handlers add
             self.relay = OutboxRelay(self.name, self.pool, nats_servers(self.settings.nats_url))
             await self.relay.start()
@@ -190,24 +235,58 @@ class Service:
             self.ctx.pool = None
 
     async def request(self, subject: str, scope: Scope, params: Any, *,
-                      timeout: float = 2.0) -> RawReply | None:
+                      timeout: float = 2.0, batched: bool = False) -> RawReply | None:
         """One request, its reply undecoded; None when nobody answers in time. Handlers use
-        the typed `ctx.ask(endpoint, ...)` built on this."""
+        the typed `ctx.ask(endpoint, ...)` built on this. `batched`: sent with the other
+        batched requests to the same service made in this event-loop turn, in one
+        message (see the module's docstring)."""
         assert self._requests is not None, f"{self.name}: not started"
+        request = _encode(Request(scope, params))
+        if batched:
+            service = subject.split(".")[1]  # billing.<service>.<resource>.<action>
+            batch = self._batches.get(service)
+            if batch is None:
+                batch = self._batches[service] = MicroBatcher(
+                    lambda items: self._send_batch(service, items), max_batch=_MAX_BATCH)
+            data = await batch((subject, request, timeout))
+        else:
+            data = await self._send(subject, request, timeout)
+        return None if data is None else _decode_raw_reply(data)
+
+    async def _send(self, subject: str, request: bytes, timeout: float) -> bytes | None:
         try:
-            msg = await self._requests.request(subject, _encode(Request(scope, params)),
-                                               timeout=timeout)
+            return (await self._requests.request(subject, request, timeout=timeout)).data
         except (NoRespondersError, NatsTimeout):
             return None
-        return _decode_raw_reply(msg.data)
+
+    async def _send_batch(self, service: str, items: list[tuple[str, bytes, float]],
+                          ) -> list[bytes | None]:
+        """The replies to requests to `service` (subject, request, timeout), in one message
+        when there are several; None for those nobody answered in time."""
+        if len(items) == 1:
+            return [await self._send(*items[0])]
+        body = b"[" + b",".join(b"[" + _encode(subject) + b"," + request + b"]"
+                                for subject, request, _ in items) + b"]"
+        try:
+            msg = await self._requests.request(batch_subject(service), body,
+                                               timeout=max(t for *_, t in items))
+            replies = _decode_batch_replies(msg.data)
+        except NatsTimeout:
+            return [None] * len(items)
+        except (NoRespondersError, msgspec.ValidationError, msgspec.DecodeError):
+            # No replica answers batches (an older version), or one refused the batch whole
+            # (its replies together over the bus's limit): each is sent alone.
+            return list(await asyncio.gather(*(self._send(*item) for item in items)))
+        return [None if r == _NULL else bytes(r) for r in replies]
 
     # ---- request handling ---------------------------------------------------------------
 
-    async def _respond(self, msg: Msg, decode: Callable[[bytes], Request], ctx: Context,
+    async def _respond(self, data: bytes, headers: dict[str, str] | None,
+                       decode: Callable[[bytes], Request], ctx: Context,
                        fn: Callable[..., Awaitable[Any]], transaction: bool,
                        subject: str) -> bytes:
         try:
-            request = decode(msg.data)
+            request = decode(data)
         except msgspec.ValidationError as e:
             limit = limit_exceeded(e, prefix="params.")  # named, as the gateway does
             return _BAD_REQUEST if limit is None else _encode(Reply(error=invalid(*limit).error))
@@ -220,7 +299,7 @@ class Service:
             return _INVALID_KEY
         if scope.deadline_ms and time.time() * 1000 > scope.deadline_ms:
             return _PAST_DEADLINE
-        with telemetry.server_span(subject, msg.headers):
+        with telemetry.server_span(subject, headers):
             try:
                 if transaction:
                     return await self.in_transaction(ctx, scope, request.params, fn)

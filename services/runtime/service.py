@@ -97,11 +97,14 @@ class Context:
         return await self._service.in_transaction(self, scope, params, fn)
 
     async def ask(self, endpoint: Endpoint[Any, R], scope: Scope, params: Any, *,
-                  timeout: float = 2.0) -> R | None:
+                  timeout: float = 2.0, batched: bool = False) -> R | None:
         """The other service's result; its refusal raised as the same `Failure`; None when
         nobody answers in time (the caller decides what absence means, e.g. "no payment
-        method" while payments is not deployed)."""
-        reply = await self._service.request(endpoint.subject, scope, params, timeout=timeout)
+        method" while payments is not deployed). `batched`: in one message with the other
+        batched asks of that service made meanwhile (concurrent requests' asks); for reads
+        and writes under a key only, as a batch refused whole is sent again, each alone."""
+        reply = await self._service.request(endpoint.subject, scope, params, timeout=timeout,
+                                            batched=batched)
         if reply is None:
             return None
         if reply.error is not None:

@@ -300,6 +300,57 @@ async def test_renewals_opened_together_are_numbered_in_turn_and_fail_alone(
         " and a.state = 'failed'") == 3
 
 
+async def test_a_period_invoiced_meanwhile_is_answered_and_leaves_no_gap_in_the_numbers(
+        http, org, platform, pool):
+    """Another replica invoiced a period of the batch meanwhile: its invoice is the answer,
+    and the batch's own invoices take the next numbers, none skipped."""
+    state = service(platform, "invoicing").ctx.state
+    org_id = await org_id_of(platform, org)
+    scope = Scope(org_id=org_id, org_name="", livemode=False,
+                  actor=Actor(kind="service", role="platform"), request_id="req_meanwhile")
+    lines = [LineItem(id="li_plan_pro", type="subscription", description="Pro subscription",
+                      amount=2000, currency="usd", periodStart=zulu(START),
+                      periodEnd=zulu(END))]
+    taken_user = new_user()
+    taken = await pool.fetchval(
+        "insert into invoicing.invoices (org_id, livemode, id, user_id, subscription_id,"
+        " origin, period_start, period_end, currency, status)"
+        " values ($1, false, 'inv_meanwhile_' || $2, $2, 'sub_meanwhile0', 'renewal', $3, $4,"
+        " 'usd', 'open') returning id", org_id, taken_user, START, END)
+    opened = await asyncio.gather(*(state.renewals.open(Draft(
+        scope, Period(f"sub_meanwhile{n}", user, "usd", START, END), lines, False))
+        for n, user in enumerate([taken_user, new_user(), new_user()])))
+    assert [(o.created, o.invoice.id == taken) for o in opened] == [
+        (False, True), (True, False), (True, False)]
+    last = await pool.fetchval("select last from invoicing.numbers where org_id = $1"
+                               " and livemode = false and kind = 'invoice'", org_id)
+    assert [o.invoice.number for o in opened[1:]] == [last - 1, last]
+    # Announced as made: a draft first (unnumbered), then finalized with its number.
+    made = opened[1].invoice
+    assert await events_of(pool, made.id) == ["invoice.created", "invoice.finalized"]
+    draft = await event_data(pool, made.id, "invoice.created")
+    final = await event_data(pool, made.id, "invoice.finalized")
+    assert (draft["status"], draft["number"], draft.get("numberStr", "")) == ("draft", 0, "")
+    assert (final["status"], final["number"], final["numberStr"]) == (
+        "open", made.number, made.numberStr)
+    assert {k: v for k, v in draft.items() if k not in ("status", "number", "numberStr")} == {
+        k: v for k, v in final.items() if k not in ("status", "number", "numberStr")}
+
+
+async def test_a_period_renewed_again_is_answered_while_metering_does_not_answer(
+        http, org, platform, nc, pool):
+    user = new_user()
+    bus = await tenant(platform, nc, org)
+    first = await bus.ok(RENEW, period(user, collect=False))
+    async with service_down(platform, "metering"):
+        again = await bus.ok(RENEW, period(user, collect=False))
+        assert (again["created"], again["invoice"]["id"]) == (False, first["invoice"]["id"])
+        other = await bus.ask(RENEW, period(user, subscription="sub_new", collect=False))
+        assert other["error"]["status"] == 503, other
+    assert await pool.fetchval("select count(*) from invoicing.invoices where user_id = $1",
+                               user) == 1
+
+
 async def test_a_manual_invoice_naming_the_subscription_does_not_take_the_period(
         http, org, platform, nc):  # §10 storage notes
     user = new_user()

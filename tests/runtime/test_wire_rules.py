@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 
+import msgspec
 import pytest
 
 from contracts import Scope
@@ -15,12 +16,14 @@ from contracts.alerts import (
     SpendAlertCreateParams,
     SpendAlertListParams,
 )
+from contracts.common import Params
 from contracts.credits import (
     CREDIT_BALANCE_GET,
     CREDIT_GRANT_CREATE,
     CreditBalanceQuery,
     CreditGrantCreateParams,
 )
+from contracts.endpoint import Endpoint
 from contracts.errors import Failure
 from contracts.ids import ALPHABET
 from contracts.ledger import (
@@ -34,6 +37,9 @@ from contracts.ledger import (
     UsageRecordParams,
 )
 from contracts.rules import currency_of, require_user, user_id
+from services.runtime.bus import Service
+from services.runtime.config import Settings
+from services.runtime.service import Router, ServiceSpec
 from tests import support
 from tests.support import bus_service
 
@@ -95,3 +101,60 @@ def test_one_rule_each():
     assert refused.value.error.param == "userId"
     assert currency_of(" EUR ") == "eur" and currency_of("") == "usd"
     assert len(ALPHABET) == 62 and len(set(ALPHABET)) == 62
+
+
+async def test_batched_asks_are_each_answered_as_if_sent_alone(bus):
+    """Asks made together with `batched=True` travel as one message; each caller still gets
+    its own result, its own refusal, its own replay under its key."""
+    import asyncio
+
+    scope = _scope(f"org_{secrets.token_hex(4)}")
+    keyed = support.scope(scope.org_id, key=f"k-{secrets.token_hex(4)}")
+    first = await bus.ask(DEPOSIT_CREATE, keyed, DepositParams(user="acme/a", amount=100))
+    answers = await asyncio.gather(
+        bus.ask(DEPOSIT_CREATE, scope, DepositParams(user="acme/b", amount=200), batched=True),
+        bus.ask(DEPOSIT_CREATE, scope, DepositParams(user="acme/c", amount=1, currency="$"),
+                batched=True),
+        bus.ask(DEPOSIT_CREATE, keyed, DepositParams(user="acme/a", amount=100), batched=True),
+        bus.ask(BALANCE_GET, scope, BalanceQuery(user="acme/a"), batched=True),
+        return_exceptions=True)
+    made, refused, replayed, balance = answers
+    assert (made.user, made.amount) == ("acme/b", 200)
+    assert isinstance(refused, Failure) and refused.error.param == "currency"
+    assert replayed.transactionId == first.transactionId  # moved once
+    assert (balance.user, balance.balance) == ("acme/a", 100)
+
+
+class _TextParams(Params):
+    size: int = 0
+
+
+class _Text(msgspec.Struct):
+    text: str
+
+
+async def test_batched_asks_whose_replies_are_too_large_together_are_sent_alone(settings):
+    """Each reply fits on the bus, not all of them in one message: each is asked again
+    alone, and answered."""
+    import asyncio
+
+    name = f"test-{secrets.token_hex(3)}"
+    text = Endpoint(f"billing.{name}.text.get", _TextParams, _Text)
+    router = Router()
+
+    @router.handler(text)
+    async def get_text(ctx, scope, p: _TextParams) -> _Text:
+        return _Text("x" * p.size)
+
+    answering = Service(ServiceSpec(name, router, None),
+                        Settings.from_env({"NATS_URL": settings.nats_url}))
+    await answering.start()
+    try:
+        async with bus_service(settings) as asking:
+            size = answering.broker.connection.max_payload * 2 // 3
+            scope = _scope(f"org_{secrets.token_hex(4)}")
+            replies = await asyncio.gather(*(asking.ctx.ask(
+                text, scope, _TextParams(size=size), batched=True) for _ in range(2)))
+            assert [len(r.text) for r in replies] == [size, size]
+    finally:
+        await answering.stop()

@@ -147,8 +147,10 @@ async def _credits(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attem
     per part, each under its own key."""
     if a.credit_used is not None or a.left == 0:
         return a
+    # Batched: a cycle's collections reach this leg together (so do their withdrawals).
     preview = await ctx.ask(CREDIT_GRANT_PREVIEW, _scope(scope), CreditBurnParams(
-        userId=invoice["user_id"], amount=a.left, currency=invoice["currency"]))
+        userId=invoice["user_id"], amount=a.left, currency=invoice["currency"]),
+        batched=True)
     if preview is None:
         raise unavailable_now()
     if preview.remaining == a.left:  # no grant to spend: no burn to ask for
@@ -222,7 +224,7 @@ async def _wallet(ctx: Context, scope: Scope, invoice: asyncpg.Record, a: Attemp
     try:
         withdrawn = await _ask(ctx, WITHDRAW_AVAILABLE, scope, a.key("wallet"), WithdrawParams(
             user=invoice["user_id"], currency=invoice["currency"], amount=a.wallet_planned,
-            notes=f"Invoice payment: {invoice['id']}"))
+            notes=f"Invoice payment: {invoice['id']}"), batched=True)
         used = withdrawn.amount
     except Failure as refused:
         if not domain.moved_nothing(refused):
@@ -351,10 +353,11 @@ def _scope(scope: Scope, key: str | None = None, params: Any = None) -> Scope:
 
 
 async def _ask(ctx: Context, endpoint: Any, scope: Scope, key: str | None, params: Any, *,
-               timeout: float = 2.0) -> Any:
+               timeout: float = 2.0, batched: bool = False) -> Any:
     """`endpoint`'s result for `params`, sent under `key` (a replay moves nothing again);
     a source that does not answer is a 503 the caller may retry."""
-    answer = await ctx.ask(endpoint, _scope(scope, key, params), params, timeout=timeout)
+    answer = await ctx.ask(endpoint, _scope(scope, key, params), params, timeout=timeout,
+                           batched=batched)
     if answer is None:
         raise unavailable_now()
     return answer

@@ -64,19 +64,10 @@ async def create(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_
         draft.metadata)
 
 
-async def period_invoice(db: Db, org_id: str, livemode: bool, subscription_id: str,
-                         start: datetime, end: datetime) -> asyncpg.Record | None:
-    """The renewal invoice of a subscription's period (§10: one per period), if any."""
-    return await db.fetchrow(
-        f"select {_INVOICE} from invoicing.invoices where org_id = $1 and livemode = $2"
-        f" and origin = 'renewal' and subscription_id = $3 and period_start = $4"
-        f" and period_end = $5", org_id, livemode, subscription_id, start, end)
-
-
 async def period_invoices(db: Db, periods: list[tuple[str, bool, str, datetime, datetime]],
                           ) -> list[asyncpg.Record | None]:
-    """`period_invoice` of many (org_id, livemode, subscription_id, start, end), in one
-    query."""
+    """The renewal invoices of subscriptions' periods (§10: one per period), if any, of
+    many (org_id, livemode, subscription_id, start, end), in one query."""
     rows = await db.fetch(
         f"select k.n, {_columns_of('i')}"
         " from unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[],"
@@ -91,39 +82,26 @@ async def period_invoices(db: Db, periods: list[tuple[str, bool, str, datetime, 
 
 
 async def create_for_periods(conn: asyncpg.Connection,
-                             drafts: list[tuple[str, bool, str, str, str, str, datetime,
-                                                datetime, str, int, int]],
+                             invoices: list[tuple[str, bool, str, str, str, str, datetime,
+                                                  datetime, str, int, int, int]],
                              ) -> list[asyncpg.Record]:
-    """Renewal drafts of periods, in one statement: (org_id, livemode, invoice_id,
-    subscription_id, user_id, currency, start, end, lines as JSON text, subtotal, amount_due)
-    each, at most one per period. The drafts inserted: a period that has its invoice already
-    is skipped (a concurrent renewal's insert is waited for, then skipped)."""
-    columns = list(zip(*drafts, strict=True))
+    """Renewal invoices of periods, open and numbered, in one statement: (org_id, livemode,
+    invoice_id, subscription_id, user_id, currency, start, end, lines as JSON text,
+    subtotal, amount_due, number) each, at most one per period. The invoices inserted: a
+    period that has its invoice already is skipped (a concurrent renewal's insert is waited
+    for, then skipped)."""
+    columns = list(zip(*invoices, strict=True))
     return await conn.fetch(
         f"""insert into invoicing.invoices (org_id, livemode, id, subscription_id, user_id,
-            origin, period_start, period_end, currency, line_items, subtotal, amount_due)
-        select o, l, i, s, u, 'renewal', ps, pe, c, li::jsonb, st, ad from unnest($1::text[],
-            $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-            $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[])
-            as d(o, l, i, s, u, c, ps, pe, li, st, ad)
+            origin, period_start, period_end, currency, line_items, subtotal, amount_due,
+            status, number)
+        select o, l, i, s, u, 'renewal', ps, pe, c, li::jsonb, st, ad, 'open', n
+        from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[],
+            $12::bigint[]) as d(o, l, i, s, u, c, ps, pe, li, st, ad, n)
         on conflict (org_id, livemode, subscription_id, period_start, period_end)
             where origin = 'renewal' do nothing
         returning {_INVOICE}""", *columns)
-
-
-async def open_numbered(conn: asyncpg.Connection, numbers: list[tuple[str, bool, str, int]],
-                        ) -> list[asyncpg.Record]:
-    """Drafts opened with their numbers, (org_id, livemode, invoice_id, number) each; the
-    invoices as they are now."""
-    orgs, modes, ids, numbered = zip(*numbers, strict=True)
-    return await conn.fetch(
-        f"""update invoicing.invoices set status = 'open', number = n.number,
-            updated_at = now()
-        from unnest($1::text[], $2::boolean[], $3::text[], $4::bigint[])
-            as n(org, mode, invoice, number)
-        where org_id = n.org and livemode = n.mode and id = n.invoice
-        returning {_columns_of("invoices")}""",
-        orgs, modes, ids, numbered)
 
 
 async def update(conn: asyncpg.Connection, org_id: str, livemode: bool, invoice_id: str,

@@ -157,9 +157,10 @@ async def priced_usage(ctx: Context, scope: Scope, user: str, start: datetime | 
                        plan_id: str = "") -> list[domain.PricedUsage]:
     """The user's usage in the window, a priced line per meter in meter creation order
     (§9.3); `plan_id` chooses the plan's rules. The end is exclusive unless said."""
+    # Batched: a cycle's renewals ask for their periods' usage together.
     aggregate = await ctx.ask(USAGE_AGGREGATE, scope, UsageAggregateParams(
         userId=user, start=rfc3339(start) if start else "", end=rfc3339(end) if end else "",
-        endInclusive=end_inclusive), timeout=ctx.settings.request_timeout_s)
+        endInclusive=end_inclusive), timeout=ctx.settings.request_timeout_s, batched=True)
     if aggregate is None:
         raise unavailable()
     usages = aggregate.meters

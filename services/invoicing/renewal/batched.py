@@ -3,10 +3,11 @@
 A cycle runner asks for dozens of period invoices at once, and each is numbered under the
 organization's invoice-number row: alone, every renewal would hold that row until its own
 commit, one after the other. Renewals that arrive together share one transaction instead:
-their drafts are inserted, numbered with one counter update per organization (in the
-batch's order: gapless and sequential as ever), opened, announced, and their attempt 1
-started. A period invoiced before — by an earlier renewal, a concurrent one, or a duplicate
-in the same batch — is answered with its invoice, and collected by nobody here.
+their numbers are taken with one counter update per organization (in the batch's order:
+gapless and sequential as ever), their invoices inserted open and numbered, announced
+(created, then finalized), and their attempt 1 started. A period invoiced before — by an
+earlier renewal, a concurrent one, or a duplicate in the same batch — is answered with its
+invoice, and collected by nobody here.
 
 Should the shared transaction fail, each renewal is written alone
 (`each_alone_on_failure`): a failed commit that did write finds its invoices, which are
@@ -78,68 +79,91 @@ class Opener:
         return await self._batch(draft)
 
     async def _open_together(self, drafts: list[Draft]) -> list[Opened]:
-        # The first draft of each period makes its invoice; inserted in the periods' order,
-        # so concurrent batches (other replicas) wait for each other rather than deadlock.
+        # The first draft of each period makes its invoice, unless the period has one.
         first: dict[PeriodKey, Draft] = {}
         for d in drafts:
             first.setdefault(d.period, d)
         ids = {key: new_id("inv_") for key in first}
-        async with self._pool().acquire() as conn, conn.transaction():
-            inserted = {r["id"]: r for r in await store.create_for_periods(conn, [
-                _draft_row(d, ids[key]) for key, d in sorted(first.items())])}
-            new = [key for key in first if ids[key] in inserted]
-            rows = await _numbered(conn, [(key, ids[key]) for key in new])
-            for key in first.keys() - rows.keys():  # invoiced before: its invoice as it is
-                rows[key] = await store.period_invoice(conn, *key)
-            invoiced = {key: invoices.as_invoice(row, key[1]) for key, row in rows.items()}
-            await _announce(conn, [(first[key].scope, inserted[ids[key]], invoiced[key])
-                                   for key in new])
-            collected = [(first[key].scope, rows[key]) for key in new if first[key].collect]
-            attempts = await collection.begin_first(conn, collected) if collected else {}
+        before: dict[PeriodKey, asyncpg.Record] = {}  # periods invoiced before: as they are
+        for _ in range(3):
+            try:
+                async with self._pool().acquire() as conn, conn.transaction():
+                    new = [key for key in first if key not in before]
+                    opened = await _opened(conn, [(key, first[key], ids[key]) for key in new])
+                    invoiced = {key: invoices.as_invoice(row, key[1])
+                                for key, row in opened.items()}
+                    await _announce(conn, [(first[key].scope, invoiced[key]) for key in new])
+                    collected = [(first[key].scope, opened[key]) for key in new
+                                 if first[key].collect]
+                    attempts = await collection.begin_first(conn, collected) if collected else {}
+                break
+            except _PeriodTaken as taken:  # the numbers taken went back with the rollback
+                async with self._pool().acquire() as conn:
+                    found = await store.period_invoices(conn, taken.periods)
+                before.update((key, row) for key, row in zip(taken.periods, found, strict=True)
+                              if row is not None)
+        else:
+            raise RuntimeError("periods kept being invoiced by other renewals")
+        rows = {**before, **opened}
+        invoiced.update((key, invoices.as_invoice(row, key[1])) for key, row in before.items())
         return [Opened(rows[d.period], invoiced[d.period], created=mine,
                        attempt=attempts.get(ids[d.period]) if mine else None)
                 for d in drafts
-                for mine in [d is first[d.period] and ids[d.period] in inserted]]
+                for mine in [d is first[d.period] and d.period not in before]]
 
 
-def _draft_row(d: Draft, invoice_id: str) -> tuple:
+class _PeriodTaken(Exception):
+    """Periods of the batch were invoiced meanwhile (another replica's renewals)."""
+
+    def __init__(self, periods: list[PeriodKey]):
+        super().__init__(periods)
+        self.periods = periods
+
+
+async def _opened(conn: asyncpg.Connection, new: list[tuple[PeriodKey, Draft, str]],
+                  ) -> dict[PeriodKey, asyncpg.Record]:
+    """The periods' invoices (period, draft, invoice id) inserted open with their numbers
+    (§9.11): each organization's next ones in the order the renewals came, one counter
+    update each, the counters locked in one order (concurrent batches wait for each other
+    rather than deadlock). A period invoiced meanwhile would leave a gap in the numbers: the
+    batch is rolled back (`_PeriodTaken`), numbers and all."""
+    if not new:
+        return {}
+    by_org: dict[tuple[str, bool], list[tuple[PeriodKey, Draft, str]]] = defaultdict(list)
+    for item in new:
+        by_org[item[0][:2]].append(item)
+    rows = []
+    for (org, mode), made in sorted(by_org.items()):
+        last = await store.next_number(conn, org, mode, "invoice", len(made))
+        rows += [_invoice_row(d, invoice_id, number) for number, (_, d, invoice_id)
+                 in enumerate(made, start=last - len(made) + 1)]
+    inserted = {r["id"]: r for r in await store.create_for_periods(conn, rows)}
+    if len(inserted) < len(new):
+        raise _PeriodTaken([key for key, _, invoice_id in new if invoice_id not in inserted])
+    return {key: inserted[invoice_id] for key, _, invoice_id in new}
+
+
+def _invoice_row(d: Draft, invoice_id: str, number: int) -> tuple:
     subtotal = invoices_domain.subtotal(d.lines)
     w = d.when
     return (d.scope.org_id, d.scope.livemode, invoice_id, w.subscription_id, w.user_id,
             w.currency, w.start, w.end, msgspec.json.encode(d.lines).decode(), subtotal,
-            invoices_domain.amount_due(subtotal, 0, 0, 0))
+            invoices_domain.amount_due(subtotal, 0, 0, 0), number)
 
 
-async def _numbered(conn: asyncpg.Connection, new: list[tuple[PeriodKey, str]],
-                    ) -> dict[PeriodKey, asyncpg.Record]:
-    """The new drafts (period, invoice id) open with their numbers (§9.11): each
-    organization's next ones in the order the renewals came, one counter update each."""
-    if not new:
-        return {}
-    by_org: dict[tuple[str, bool], list[tuple[PeriodKey, str]]] = defaultdict(list)
-    for key, invoice_id in new:
-        by_org[key[:2]].append((key, invoice_id))
-    numbers = []
-    for (org, mode), drafts in sorted(by_org.items()):  # counters locked in one order
-        last = await store.next_number(conn, org, mode, "invoice", len(drafts))
-        numbers += [(org, mode, invoice_id, number) for number, (_, invoice_id)
-                    in enumerate(drafts, start=last - len(drafts) + 1)]
-    opened = {r["id"]: r for r in await store.open_numbered(conn, numbers)}
-    return {key: opened[invoice_id] for key, invoice_id in new}
-
-
-async def _announce(conn: asyncpg.Connection,
-                    made: list[tuple[Scope, asyncpg.Record, Invoice]]) -> None:
-    """Each new invoice's invoice.created (the draft) and invoice.finalized (numbered),
-    committed with them (the outbox), in one statement: every created before the
-    finalized."""
+async def _announce(conn: asyncpg.Connection, made: list[tuple[Scope, Invoice]]) -> None:
+    """Each new invoice's invoice.created (as the draft it would have been: unnumbered) and
+    invoice.finalized (numbered), committed with them (the outbox), in one statement: every
+    created before the finalized."""
     if not made:
         return
     await add_many_events(conn, "invoicing", [
-        *(("invoice.created", "invoice", s.org_id, s.livemode, draft["id"], draft["user_id"],
-           invoices.as_invoice(draft, s.livemode)) for s, draft, _ in made),
+        *(("invoice.created", "invoice", s.org_id, s.livemode, opened.id, opened.userId,
+           msgspec.structs.replace(opened, status=invoices_domain.DRAFT, number=0,
+                                   numberStr=invoices_domain.number_str(0)))
+          for s, opened in made),
         *(("invoice.finalized", "invoice", s.org_id, s.livemode, opened.id, opened.userId,
-           opened) for s, _, opened in made)])
+           opened) for s, opened in made)])
 
 
 @dataclass(frozen=True, slots=True)

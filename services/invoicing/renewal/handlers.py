@@ -41,12 +41,18 @@ router = Router()
 async def renew_period(ctx: Context, scope: Scope, p: PeriodInvoiceParams) -> PeriodInvoice:
     when = domain.period(p)
     scope = msgspec.structs.replace(scope, idempotency_key=None, fingerprint=None)
-    found = await ctx.state.period_invoice((scope.org_id, scope.livemode, when.subscription_id,
-                                            when.start, when.end))
-    if found is not None:
-        return _earlier(found, scope)
-    opened = await ctx.state.renewals.open(
-        Draft(scope, when, await period_lines(ctx, scope, p, when), p.collect))
+    try:
+        lines = await period_lines(ctx, scope, p, when)
+    except Failure:
+        # Periods are rarely invoiced twice, so they are not looked up first: opening finds
+        # an earlier invoice. But one is the answer whatever its lines would be now (and
+        # while metering does not answer).
+        found = await ctx.state.period_invoice((scope.org_id, scope.livemode,
+                                                when.subscription_id, when.start, when.end))
+        if found is not None:
+            return _earlier(found, scope)
+        raise
+    opened = await ctx.state.renewals.open(Draft(scope, when, lines, p.collect))
     if not opened.created:  # a concurrent renewal of the period made it first
         return _earlier(opened.row, scope)
     if opened.attempt is None:  # not to be collected

@@ -156,7 +156,7 @@ async def summary(ctx: Context, scope: Scope, p: SummaryQuery) -> Summary:
     if row is None:
         raise not_found("meter not found")
     window = domain.summary_window(p.periodStart, p.periodEnd)
-    value, count = await store.aggregate(ctx.pool, scope.org_id, scope.livemode,
+    value, count = await store.aggregate(ctx.state.usage_reads, scope.org_id, scope.livemode,
                                          meter_id, p.userId, window,
                                          row["aggregation_type"])
     return Summary(meter_id, row["name"], p.userId, row["aggregation_type"],
@@ -169,8 +169,8 @@ async def aggregate_usage(ctx: Context, scope: Scope, p: UsageAggregateParams,
     if not p.userId:
         raise invalid("userId is required", "userId")
     window = domain.usage_window(p.start, p.end, p.endInclusive)
-    rows = await store.usage_by_meter(ctx.pool, scope.org_id, scope.livemode, p.userId,
-                                      window, batches.API_USAGE_EVENT_NAME)
+    rows = await store.usage_by_meter(ctx.state.usage_reads, scope.org_id, scope.livemode,
+                                      p.userId, window, batches.API_USAGE_EVENT_NAME)
     return UsageAggregate([
         MeterUsage(r["id"], r["name"], r["currency"], r["aggregation_type"],
                    domain.quantity(r[r["aggregation_type"]]), r["count"]) for r in rows])

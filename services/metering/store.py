@@ -380,9 +380,9 @@ async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str
     parts = window_parts(window)
     unique = (f", ({_unique_count(arg, meter, user, parts)}) as unique_count"
               if aggregation == "unique_count" else "")
-    rows = await _generic_plan(
-        db, f"select u.*{unique} from ({_usage(arg, meter, user, parts)}) u", arg.values)
-    return rows[0][aggregation], rows[0]["count"]
+    row = await db.fetchrow(f"select u.*{unique} from ({_usage(arg, meter, user, parts)}) u",
+                            *arg.values)
+    return row[aggregation], row["count"]
 
 
 async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
@@ -391,25 +391,13 @@ async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id:
     creation order (`unique_count` for unique_count meters alone)."""
     arg = _Args(org_id, livemode)
     user, parts = arg(user_id), window_parts(window)
-    return await _generic_plan(
-        db,
+    return await db.fetch(
         "select m.id, m.name, m.currency, m.aggregation_type, u.*,"
         " case when m.aggregation_type = 'unique_count'"
         f"  then ({_unique_count(arg, 'm.id', user, parts)}) end as unique_count"
         f" from metering.meters m cross join lateral ({_usage(arg, 'm.id', user, parts)}) u"
         f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> {arg(exclude_event_name)}"
-        " and u.count > 0 order by m.created_at, m.id", arg.values)
-
-
-async def _generic_plan(db: asyncpg.Pool, sql: str, args: list) -> list[asyncpg.Record]:
-    """The rows of a usage read, run with its session's generic plan. Left to choose,
-    PostgreSQL plans these statements again on every call (a plan for the given times
-    prunes the events' partitions, so it always looks cheaper than the generic plan), and
-    the planning costs five times the run; the generic plan prunes as it starts instead.
-    (Only here: the writers' statements do better with the planner's own choice.)"""
-    async with db.acquire() as conn, conn.transaction():
-        await conn.execute("set local plan_cache_mode = force_generic_plan")
-        return await conn.fetch(sql, *args)
+        " and u.count > 0 order by m.created_at, m.id", *arg.values)
 
 
 # The same answer from the events alone, as the service gave it before the rollups: the

@@ -70,9 +70,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     reset costs a round trip on every release."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
+                      settings: dict[str, str] | None = None) -> asyncpg.Pool:
+    """A pool whose sessions start with `settings` (PostgreSQL parameters), if any."""
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=init_connection, reset=_keep_session)
+                                     init=init_connection, reset=_keep_session,
+                                     server_settings=settings)
 
 
 def with_database(dsn: str, database: str) -> str:

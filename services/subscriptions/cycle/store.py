@@ -25,13 +25,13 @@ _SCOPED = ("s.org_id = $1 and s.livemode = $2"
            " and ($3::text = '' or s.user_id = $3)")
 
 # Claims are looked up by their key, one index probe each, in the forms below (a scalar
-# subquery, a lateral one with its own lock): never joined to the batch's keys at the
-# planner's choice. A join's plan follows the claims' statistics, and those lag the table:
+# subquery, a lateral one with its own lock, an update per key): never joined to the batch's
+# keys at the planner's choice. A join's plan follows the claims' statistics, and those lag the table:
 # claims come by the thousand per cycle (and a table analyzed before its first claim has no
 # statistics of its columns at all), so a join planned for few claims compares every claim
 # of the organization with every key, per statement, until the next analysis.
 _KEYS = ("(select * from unnest($3::text[], $4::timestamptz[]) as k(sub, start_at)"
-         " order by sub, start_at) k")  # in the order claims are locked (`lock_claims`)
+         ' order by sub collate "C", start_at) k')  # the order claims are locked in
 _CLAIM = ("r.org_id = $1 and r.livemode = $2 and r.subscription_id = k.sub"
           " and r.period_start = k.start_at")
 
@@ -156,17 +156,19 @@ async def note_outcomes(db: asyncpg.Pool, org_id: str, livemode: bool,
     claim a runner holds (renewing, or leased for a retry) keeps the outcome for its
     settle. The claims are locked in `lock_claims`' order: a runner settling them at the
     same time (its batch's invoices are paid just before) waits, never deadlocks."""
-    subs, starts, statuses = zip(*outcomes, strict=True)
-    await db.execute(
-        "with held as (select r.ctid as at, k.status"
-        "   from (select * from unnest($3::text[], $4::timestamptz[], $5::text[])"
-        "     as k(sub, start_at, status) order by sub, start_at) k"
-        "   cross join lateral (select r.ctid from subscriptions.period_renewals r"
-        f"     where {_CLAIM} and r.state <> 'settled'"
-        "     and (r.state = 'renewing' or r.lease_until > now()) for update) r)"
-        " update subscriptions.period_renewals r set outcome = held.status,"
-        " updated_at = now() from held where r.ctid = held.at",
-        org_id, livemode, list(subs), list(starts), list(statuses))
+    # One update of a claim by its key each (in one transaction): a claim a settle holds is
+    # waited for and then taken as that settle left it.
+    await db.executemany(
+        "update subscriptions.period_renewals set outcome = $5, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and subscription_id = $3 and period_start = $4"
+        " and state <> 'settled' and (state = 'renewing' or lease_until > now())",
+        [(org_id, livemode, sub, start, status)
+         for sub, start, status in sorted(outcomes, key=_lock_order)])
+
+
+def _lock_order(outcome: tuple[str, datetime, str]) -> tuple[bytes, datetime]:
+    """`_KEYS`' order: subscription ids byte by byte (collation "C"), then period starts."""
+    return outcome[0].encode(), outcome[1]
 
 
 async def in_dunning(db: asyncpg.Pool, org_id: str, livemode: bool,

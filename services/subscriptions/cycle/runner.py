@@ -50,8 +50,8 @@ from services.subscriptions.subscriptions import store as subscriptions
 from services.subscriptions.subscriptions.handlers import view
 
 BATCH = 200  # periods claimed, and settled, per transaction
-IN_FLIGHT = 2  # batches a run works on at once: one is claimed or settled while invoicing
-# bills another (their claims part them as they part runners)
+IN_FLIGHT = 2  # batches the scheduler's run works on at once: one is claimed or settled
+# while invoicing bills another (their claims part them as they part runners)
 CONCURRENCY = BATCH  # invoicing requests in flight per batch: a claimed batch at once
 PER_REQUEST = 50  # first asks of periods sent to invoicing in one request
 LEASE = timedelta(seconds=120)  # how long a claim is a runner's before another resumes it
@@ -87,9 +87,11 @@ class Period:
 # ---- a run ---------------------------------------------------------------------------------
 
 
-async def run(ctx: Context, scope: Scope, user: str, now: datetime) -> list[CycleResult]:
+async def run(ctx: Context, scope: Scope, user: str, now: datetime,
+              in_flight: int = 1) -> list[CycleResult]:
     """Bill every due period of the scope's organization and mode (of `user` if given): at
-    most `domain.CATCH_UP` per subscription; one result row per period."""
+    most `domain.CATCH_UP` per subscription; one result row per period, in the order they
+    were claimed when one batch is worked on at a time (`in_flight`)."""
     scope = service_scope(scope.org_id, scope.livemode, scope.org_name)
     dunning = domain.Dunning.from_env(ctx.settings.env)
     token = new_id("run_")
@@ -111,7 +113,7 @@ async def run(ctx: Context, scope: Scope, user: str, now: datetime) -> list[Cycl
                     skip.add(p.id)
             results.extend(await settle(ctx, scope, periods, now, token, dunning))
 
-    working = [asyncio.create_task(batches()) for _ in range(IN_FLIGHT)]
+    working = [asyncio.create_task(batches()) for _ in range(in_flight)]
     try:
         await asyncio.gather(*working)
     finally:  # one failed: the others stop too (what they hold is resumed, as a crash's)

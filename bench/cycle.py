@@ -47,7 +47,7 @@ from bench.common import (  # noqa: E402
     verify_books,
 )
 from bench.money import baseline  # noqa: E402
-from bench.topup_cpu import cpu_lines, cpu_now  # noqa: E402
+from bench.topup_cpu import cpu_lines, cpu_now, cpu_seconds  # noqa: E402
 
 WALLET = 40_000  # cents per customer: two periods of the dearest plan and its usage
 KINDS = (("world-pro", {}), ("team", {"quantity": 3}), ("pro", {}))  # flat, seats, metered
@@ -129,15 +129,22 @@ async def cycle(env: dict[str, str], nats_url: str, database_url: str, runners: 
         started = time.perf_counter()
         running = [spawn("-m", "services.cli", "serve", "subscriptions",
                          env={**env, "BILLING_CYCLE_INTERVAL": "1"}) for _ in range(runners)]
+        starting = None  # the runners' CPU until the first claim: starting, not billing
         try:
             while await conn.fetchval(
                     "select count(*) from subscriptions.period_renewals"
                     " where state = 'settled' and created_at >= $1", since) < n:
                 if time.perf_counter() - started > 3600:
                     raise RuntimeError("the cycle did not finish within an hour")
+                if starting is None and await conn.fetchval(
+                        "select exists (select from subscriptions.period_renewals"
+                        " where created_at >= $1)", since):
+                    starting = sum(cpu_seconds(p.pid) for p in running)
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - started
             cpu = cpu_lines(before, await cpu_now(conn, nats_url), n, elapsed, "period")
+            cpu.append(f"  of which the runners' start (to their first claim):"
+                       f" {(starting or 0.0) / n * 1e6:.0f} µs per period")
         finally:
             stop(running)
         span = await conn.fetchval(

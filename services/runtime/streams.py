@@ -46,7 +46,7 @@ class EventReader:
     reader has caught up, and while writes fail or NATS is away."""
 
     durable: str
-    subjects: str
+    subjects: str | tuple[str, ...]  # one filter, or several (NATS 2.10)
     what: str
 
     def __init__(self, nats_servers: list[str], *, ack_wait_s: float = 30.0,
@@ -70,15 +70,25 @@ class EventReader:
                                       disconnected_cb=self._on_disconnected)
         js = self._nc.jetstream()
         await ensure_stream(js)  # its publishers may not run yet: read nothing until then
+        one = isinstance(self.subjects, str)
+        filters = {"filter_subject": self.subjects if one else None,
+                   "filter_subjects": None if one else list(self.subjects)}
         try:
-            await js.consumer_info(events.STREAM, self.durable)
+            info = await js.consumer_info(events.STREAM, self.durable)
         except NotFoundError:
             with contextlib.suppress(APIError):  # another replica created it meanwhile
                 await js.add_consumer(events.STREAM, ConsumerConfig(
-                    durable_name=self.durable, name=self.durable,
-                    filter_subject=self.subjects, deliver_policy=DeliverPolicy.ALL,
+                    durable_name=self.durable, name=self.durable, **filters,
+                    deliver_policy=DeliverPolicy.ALL,
                     ack_policy=AckPolicy.EXPLICIT, ack_wait=self._ack_wait_s, max_deliver=-1,
                     max_ack_pending=self._max_ack_pending or 4 * self._fetch_events))
+        else:
+            if (info.config.filter_subject or None, info.config.filter_subjects or None) != (
+                    filters["filter_subject"], filters["filter_subjects"]):
+                # Filtered otherwise by an earlier version: the same consumer, its filter
+                # changed in place (it resumes where it stopped).
+                with contextlib.suppress(APIError):
+                    await js.add_consumer(events.STREAM, info.config.evolve(**filters))
         sub = await js.pull_subscribe_bind(durable=self.durable, stream=events.STREAM)
         info = await js.consumer_info(events.STREAM, self.durable)
         self.current = info.num_pending == 0 and info.num_ack_pending == 0

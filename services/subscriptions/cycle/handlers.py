@@ -85,7 +85,7 @@ async def run_due(ctx: Context) -> None:
     at = now()
     for org_id, livemode in await store.due_scopes(ctx.pool, at):
         try:
-            await runner.run(ctx, service_scope(org_id, livemode), "", at)
+            await runner.run(ctx, service_scope(org_id, livemode), "", at, runner.IN_FLIGHT)
         except Failure as failure:
             log.warning("cycle of %s (%s) stopped: %s", org_id,
                         "live" if livemode else "test", failure.error.message)

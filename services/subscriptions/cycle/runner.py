@@ -50,7 +50,9 @@ from services.subscriptions.subscriptions import store as subscriptions
 from services.subscriptions.subscriptions.handlers import view
 
 BATCH = 200  # periods claimed, and settled, per transaction
-CONCURRENCY = BATCH  # invoicing requests in flight per run: a claimed batch at once
+IN_FLIGHT = 2  # batches the scheduler's run works on at once: one is claimed or settled
+# while invoicing bills another (their claims part them as they part runners)
+CONCURRENCY = BATCH  # invoicing requests in flight per batch: a claimed batch at once
 PER_REQUEST = 50  # first asks of periods sent to invoicing in one request
 LEASE = timedelta(seconds=120)  # how long a claim is a runner's before another resumes it
 INVOICING_TIMEOUT = 30.0  # a collection may charge a card through payments
@@ -85,27 +87,39 @@ class Period:
 # ---- a run ---------------------------------------------------------------------------------
 
 
-async def run(ctx: Context, scope: Scope, user: str, now: datetime) -> list[CycleResult]:
+async def run(ctx: Context, scope: Scope, user: str, now: datetime,
+              in_flight: int = 1) -> list[CycleResult]:
     """Bill every due period of the scope's organization and mode (of `user` if given): at
-    most `domain.CATCH_UP` per subscription; one result row per period."""
+    most `domain.CATCH_UP` per subscription; one result row per period, in the order they
+    were claimed when one batch is worked on at a time (`in_flight`)."""
     scope = service_scope(scope.org_id, scope.livemode, scope.org_name)
     dunning = domain.Dunning.from_env(ctx.settings.env)
     token = new_id("run_")
     billed: Counter[str] = Counter()
     skip: set[str] = set()  # caught up to the limit, or invoicing failed: the next run's
     results: list[CycleResult] = []
-    while True:
-        found, periods = await take(ctx, scope, user, now, token, skip)
-        if not found:
-            return results
-        if not periods:
-            continue
-        await ask_together(ctx, scope, periods, dunning, now)
-        results += await settle(ctx, scope, periods, now, token, dunning)
-        for p in periods:
-            billed[p.id] += 1
-            if p.error or billed[p.id] >= domain.CATCH_UP:
-                skip.add(p.id)
+
+    async def batches() -> None:
+        while True:
+            found, periods = await take(ctx, scope, user, now, token, skip)
+            if not found:
+                return
+            if not periods:
+                continue
+            await ask_together(ctx, scope, periods, dunning, now)
+            for p in periods:  # before the settle commits: no other batch takes them then
+                billed[p.id] += 1
+                if p.error or billed[p.id] >= domain.CATCH_UP:
+                    skip.add(p.id)
+            results.extend(await settle(ctx, scope, periods, now, token, dunning))
+
+    working = [asyncio.create_task(batches()) for _ in range(in_flight)]
+    try:
+        await asyncio.gather(*working)
+    finally:  # one failed: the others stop too (what they hold is resumed, as a crash's)
+        for task in working:
+            task.cancel()
+    return results
 
 
 async def _bounded(work: Iterable[Awaitable[None]]) -> None:

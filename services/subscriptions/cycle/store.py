@@ -24,6 +24,17 @@ DUE_AT = ("(case s.status when 'trialing' then s.trial_end"
 _SCOPED = ("s.org_id = $1 and s.livemode = $2"
            " and ($3::text = '' or s.user_id = $3)")
 
+# Claims are looked up by their key, one index probe each, in the forms below (a scalar
+# subquery, a lateral one with its own lock, an update per key): never joined to the batch's
+# keys at the planner's choice. A join's plan follows the claims' statistics, and those lag the table:
+# claims come by the thousand per cycle (and a table analyzed before its first claim has no
+# statistics of its columns at all), so a join planned for few claims compares every claim
+# of the organization with every key, per statement, until the next analysis.
+_KEYS = ("(select * from unnest($3::text[], $4::timestamptz[]) as k(sub, start_at)"
+         ' order by sub collate "C", start_at) k')  # the order claims are locked in
+_CLAIM = ("r.org_id = $1 and r.livemode = $2 and r.subscription_id = k.sub"
+          " and r.period_start = k.start_at")
+
 
 async def due_scopes(db: asyncpg.Pool, now: datetime) -> list[tuple[str, bool]]:
     """(organization, mode) pairs with due subscriptions or retries: the scheduler's work."""
@@ -43,10 +54,10 @@ async def lock_due(conn: asyncpg.Connection, org_id: str, livemode: bool, user: 
         f"select s.* from subscriptions.subscriptions s"
         f" where s.provider_type = 'internal' and {DUE_AT} < $4 and {_SCOPED}"
         " and s.id <> all($6::text[])"
-        " and not exists (select 1 from subscriptions.period_renewals r"
+        " and (select r.state <> 'renewing' or r.lease_until > $4"
+        "   from subscriptions.period_renewals r"
         "   where r.org_id = s.org_id and r.livemode = s.livemode"
-        "   and r.subscription_id = s.id and r.period_start = s.period_start"
-        "   and (r.state <> 'renewing' or r.lease_until > $4))"
+        "   and r.subscription_id = s.id and r.period_start = s.period_start) is not true"
         f" order by {DUE_AT} limit $5 for update of s skip locked",
         org_id, livemode, user, now, limit, list(skip))
 
@@ -130,13 +141,11 @@ async def lock_subscriptions(conn: asyncpg.Connection, org_id: str, livemode: bo
 
 async def lock_claims(conn: asyncpg.Connection, org_id: str, livemode: bool,
                       keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Any]:
+    """The claims of these (subscription, periodStart) keys, locked in key order."""
     subs, starts = zip(*keys, strict=True)
     rows = await conn.fetch(
-        "select r.* from subscriptions.period_renewals r"
-        " join unnest($3::text[], $4::timestamptz[]) as k(sub, start_at)"
-        "   on r.subscription_id = k.sub and r.period_start = k.start_at"
-        " where r.org_id = $1 and r.livemode = $2"
-        " order by r.subscription_id, r.period_start for update of r",
+        f"select r.* from {_KEYS} cross join lateral (select * from"
+        f" subscriptions.period_renewals r where {_CLAIM} for update) r",
         org_id, livemode, list(subs), list(starts))
     return {(r["subscription_id"], r["period_start"]): r for r in rows}
 
@@ -147,21 +156,19 @@ async def note_outcomes(db: asyncpg.Pool, org_id: str, livemode: bool,
     claim a runner holds (renewing, or leased for a retry) keeps the outcome for its
     settle. The claims are locked in `lock_claims`' order: a runner settling them at the
     same time (its batch's invoices are paid just before) waits, never deadlocks."""
-    subs, starts, statuses = zip(*outcomes, strict=True)
-    await db.execute(
-        "with k as (select * from unnest($3::text[], $4::timestamptz[], $5::text[])"
-        "   as k(sub, start_at, status)),"
-        " held as (select r.subscription_id, r.period_start, k.status"
-        "   from subscriptions.period_renewals r join k"
-        "     on r.subscription_id = k.sub and r.period_start = k.start_at"
-        "   where r.org_id = $1 and r.livemode = $2 and r.state <> 'settled'"
-        "   and (r.state = 'renewing' or r.lease_until > now())"
-        "   order by r.subscription_id, r.period_start for update of r)"
-        " update subscriptions.period_renewals r set outcome = held.status,"
-        " updated_at = now() from held where r.org_id = $1 and r.livemode = $2"
-        " and r.subscription_id = held.subscription_id"
-        " and r.period_start = held.period_start",
-        org_id, livemode, list(subs), list(starts), list(statuses))
+    # One update of a claim by its key each (in one transaction): a claim a settle holds is
+    # waited for and then taken as that settle left it.
+    await db.executemany(
+        "update subscriptions.period_renewals set outcome = $5, updated_at = now()"
+        " where org_id = $1 and livemode = $2 and subscription_id = $3 and period_start = $4"
+        " and state <> 'settled' and (state = 'renewing' or lease_until > now())",
+        [(org_id, livemode, sub, start, status)
+         for sub, start, status in sorted(outcomes, key=_lock_order)])
+
+
+def _lock_order(outcome: tuple[str, datetime, str]) -> tuple[bytes, datetime]:
+    """`_KEYS`' order: subscription ids byte by byte (collation "C"), then period starts."""
+    return outcome[0].encode(), outcome[1]
 
 
 async def in_dunning(db: asyncpg.Pool, org_id: str, livemode: bool,
@@ -169,12 +176,11 @@ async def in_dunning(db: asyncpg.Pool, org_id: str, livemode: bool,
     """Which of these (subscription, periodStart) claims are past due."""
     subs, starts = zip(*keys, strict=True)
     rows = await db.fetch(
-        "select r.subscription_id, r.period_start from subscriptions.period_renewals r"
-        " join unnest($3::text[], $4::timestamptz[]) as k(sub, start_at)"
-        "   on r.subscription_id = k.sub and r.period_start = k.start_at"
-        " where r.org_id = $1 and r.livemode = $2 and r.state = 'past_due'",
+        f"select k.sub, k.start_at from {_KEYS}"
+        " where (select r.state = 'past_due' from subscriptions.period_renewals r"
+        f" where {_CLAIM})",
         org_id, livemode, list(subs), list(starts))
-    return {(r["subscription_id"], r["period_start"]) for r in rows}
+    return {(r["sub"], r["start_at"]) for r in rows}
 
 
 async def save_claims(conn: asyncpg.Connection, org_id: str, livemode: bool,

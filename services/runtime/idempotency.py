@@ -21,6 +21,7 @@ from services.runtime.db import delete_older_than
 
 _encode = msgspec.json.Encoder().encode
 
+KeyId = tuple[str, bool, str]  # a key as stored: organization, mode, key
 RETENTION = timedelta(days=7)  # how long a key is remembered (conventions §10.7)
 
 # Deterministic business outcomes are stored and replayed; validation failures (400), server
@@ -110,7 +111,7 @@ class IdempotencyKeys:
 
     async def claim_many(self, conn: asyncpg.Connection,
                          claims: list[tuple[str, bool, str, str, bytes]]
-                         ) -> set[tuple[str, bool, str]]:
+                         ) -> set[KeyId]:
         """Insert (org_id, livemode, key, fingerprint, reply) rows, sorted so concurrent
         batches wait for each other instead of deadlocking. Returns the keys claimed; a key
         held by a concurrent transaction is waited for, then reported as not claimed."""
@@ -124,8 +125,8 @@ class IdempotencyKeys:
             orgs, modes, keys, fingerprints, replies)
         return {(r["org_id"], r["livemode"], r["key"]) for r in rows}
 
-    async def find_many(self, conn: asyncpg.Connection, keys: list[tuple[str, bool, str]]
-                        ) -> dict[tuple[str, bool, str], tuple[str, bytes]]:
+    async def find_many(self, conn: asyncpg.Connection, keys: list[KeyId]
+                        ) -> dict[KeyId, tuple[str, bytes]]:
         """Stored (fingerprint, reply) by (org_id, livemode, key)."""
         orgs, modes, names = zip(*keys, strict=True)
         rows = await conn.fetch(
@@ -147,10 +148,10 @@ def mismatch() -> Failure:
                    "idempotency key reused with different parameters")
 
 
-def first_of_each_key(keys: Iterable[tuple[str, bool, str]]) -> dict[tuple[str, bool, str], int]:
+def first_of_each_key(keys: Iterable[KeyId]) -> dict[KeyId, int]:
     """The index of each key's first use in a batch (batched writers): a key sent twice in
     one batch takes effect once, and its later uses replay it."""
-    first: dict[tuple[str, bool, str], int] = {}
+    first: dict[KeyId, int] = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
     return first

@@ -33,6 +33,7 @@ from services.ledger.journal.recorder import KnownAccounts, Recording, record_to
 from services.ledger.journal.store import Name
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.idempotency import (
+    KeyId,
     derived_key,
     fingerprint_of,
     first_of_each_key,
@@ -43,9 +44,6 @@ from services.runtime.service import Context
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
-Key = tuple[str, bool, str]  # org_id, livemode, key
-
-
 @dataclass(frozen=True, slots=True)
 class TopupCredit:
     scope: Scope
@@ -55,7 +53,7 @@ class TopupCredit:
     fingerprint: str
 
     @property
-    def key_id(self) -> Key:
+    def key_id(self) -> KeyId:
         return self.scope.org_id, self.scope.livemode, self.key
 
 
@@ -87,7 +85,7 @@ class TopupCreditor:
 
     async def _write_together(self, credits: list[TopupCredit]) -> list[bytes]:
         first = first_of_each_key(c.key_id for c in credits)
-        answers: dict[Key, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
+        answers: dict[KeyId, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
         replies: list[bytes | None] = [None] * len(credits)
         journaled_before = False
         while new := [i for key, i in first.items() if key not in answers]:
@@ -107,7 +105,7 @@ class TopupCreditor:
                 for reply, c in zip(replies, credits, strict=True)]
 
     async def _credit(self, new: list[int], credits: list[TopupCredit],
-                      replies: list[bytes | None], answers: dict[Key, tuple[str, bytes]],
+                      replies: list[bytes | None], answers: dict[KeyId, tuple[str, bytes]],
                       journaled_before: bool) -> None:
         """Credit `new` and record their payments in one transaction, claiming their keys
         with their answers (the balance after each credit); `_SentBefore` rolls it back if

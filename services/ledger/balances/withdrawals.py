@@ -27,13 +27,10 @@ from contracts.ledger import WithdrawParams, WithdrawResult
 from services.ledger.balances import domain, store
 from services.ledger.balances.domain import Movement
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
-from services.runtime.idempotency import first_of_each_key, stored_answer
+from services.runtime.idempotency import KeyId, first_of_each_key, stored_answer
 from services.runtime.service import Context
 
 _encode = msgspec.json.Encoder().encode
-
-Key = tuple[str, bool, str]  # org_id, livemode, key
-
 
 @dataclass(frozen=True, slots=True)
 class Withdrawal:
@@ -44,7 +41,7 @@ class Withdrawal:
     fingerprint: str
 
     @property
-    def key_id(self) -> Key:
+    def key_id(self) -> KeyId:
         return self.scope.org_id, self.scope.livemode, self.key
 
 
@@ -70,7 +67,7 @@ class AvailableWithdrawer:
 
     async def _write_together(self, items: list[Withdrawal]) -> list[bytes]:
         first = first_of_each_key(w.key_id for w in items)
-        answers: dict[Key, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
+        answers: dict[KeyId, tuple[str, bytes]] = {}  # by key: its fingerprint, its replay
         replies: list[bytes | None] = [None] * len(items)
         # Keys are looked up only once one was found taken (rare: a retry, a resumed
         # collection): the batch rolls back, then those replay and the others go again.
@@ -84,7 +81,7 @@ class AvailableWithdrawer:
                 for reply, w in zip(replies, items, strict=True)]
 
     async def _withdraw(self, items: list[Withdrawal], new: list[int],
-                        answers: dict[Key, tuple[str, bytes]],
+                        answers: dict[KeyId, tuple[str, bytes]],
                         replies: list[bytes | None], look_up: bool) -> None:
         """Withdraw items `new` in one transaction; with `look_up`, first the answers of
         their keys used before (nothing written then: the others go again)."""

@@ -20,6 +20,7 @@ from contracts.ids import now
 from services.ledger.journal import domain, store
 from services.ledger.journal.domain import Account, Entry, Operation
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
+from services.runtime.idempotency import KeyId
 from services.runtime.service import Context
 
 Outcome = tuple[Entry, bool]  # the entry, and whether it was posted before (a replay)
@@ -31,7 +32,7 @@ class Recording:
     operation: Operation
 
     @property
-    def key(self) -> store.Key:
+    def key(self) -> KeyId:
         return self.scope.org_id, self.scope.livemode, self.operation.idempotency_key
 
 

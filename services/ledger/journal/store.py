@@ -28,9 +28,9 @@ from services.ledger.journal.domain import (
     Hold,
     Posting,
 )
+from services.runtime.idempotency import KeyId
 
 Name = tuple[str, bool, str]  # org_id, livemode, account name
-Key = tuple[str, bool, str]  # org_id, livemode, idempotency key
 
 
 def _json(value: object) -> str | None:
@@ -278,7 +278,7 @@ _LOCK_KEYS = ("select pg_advisory_xact_lock(hashtextextended(k, 0))"
               " from unnest($1::text[]) as k")
 
 
-async def lock_keys(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+async def lock_keys(conn: asyncpg.Connection, keys: Iterable[KeyId]) -> None:
     await conn.execute(_LOCK_KEYS, sorted({f"ledger.journal|{org_id}|{int(livemode)}|{key}"
                                            for org_id, livemode, key in keys}))
 
@@ -352,7 +352,7 @@ async def entry_by_id(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemo
     return found[0] if found else None
 
 
-async def entries_by_keys(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, Entry]:
+async def entries_by_keys(conn: asyncpg.Connection, keys: Iterable[KeyId]) -> dict[KeyId, Entry]:
     """The entries posted under these keys (those that were)."""
     orgs, modes, names = zip(*set(keys), strict=True)
     rows = await conn.fetch(_ENTRIES_BY_KEYS, orgs, modes, names)

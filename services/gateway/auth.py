@@ -21,6 +21,7 @@ from contracts import Actor
 from services.gateway import store
 from services.gateway.iam import INVALID_TOKEN as INVALID_IAM_TOKEN
 from services.gateway.iam import IamError, IamVerifier, looks_like_iam_jwt
+from services.runtime.batching import SharedLoads
 from services.runtime.config import Settings
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class Authenticator:
         self._service_tokens = [t.encode() for t in settings.service_tokens]
         self._keys = _TtlCache()  # presented key → (its hash, Caller or None, expiry)
         self._orgs = _TtlCache()  # org name → Org
-        self._org_reads: dict[tuple[str, bool], asyncio.Task] = {}  # misses being read
+        self._org_reads: SharedLoads[tuple[str, bool], store.Org] = SharedLoads()
         self._listener: asyncpg.Connection | None = None  # keys are cached only while set
         self._relisten: asyncio.Task | None = None
         self._changes = 0  # key changes heard so far
@@ -291,21 +292,8 @@ class Authenticator:
     async def _read_org(self, name: str, provision: bool) -> store.Org:
         """The organization, read (or provisioned) and cached. Requests that miss it
         together share one read: a name not cached yet, or expired, under load is read
-        once, not once per request in flight (each a pool connection). Shielded: a request
-        that goes away does not cancel the others' read."""
-        key = (name, provision)
-        reading = self._org_reads.get(key)
-        if reading is None:
-            reading = self._org_reads[key] = asyncio.ensure_future(
-                self._load_org(name, provision))
-
-            def forget(done: asyncio.Task) -> None:
-                del self._org_reads[key]
-                if not done.cancelled():
-                    done.exception()  # seen, even when every request went away meanwhile
-
-            reading.add_done_callback(forget)
-        return await asyncio.shield(reading)
+        once, not once per request in flight (each a pool connection)."""
+        return await self._org_reads((name, provision), lambda: self._load_org(name, provision))
 
     async def _load_org(self, name: str, provision: bool) -> store.Org:
         org = await store.org_by_name(self.db, name)

@@ -16,7 +16,6 @@ provider taking it."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from services.payments.provider_settings.domain import NONE, Credentials, Stored
 from services.payments.providers import square, stripe
 from services.payments.providers.base import Provider
 from services.payments.providers.offline import OfflineProvider
+from services.runtime.batching import SharedLoads
 from services.runtime.config import Settings
 
 OFFLINE = OfflineProvider()
@@ -153,7 +153,7 @@ class Providers:
         self._platform = {mode: Registry(platform_providers(settings, mode))
                           for mode in (False, True)}
         self._cache: dict[tuple[str, bool], _Cached] = {}
-        self._loading: dict[tuple[str, bool], asyncio.Future[Registry]] = {}
+        self._loading: SharedLoads[tuple[str, bool], Registry] = SharedLoads()
         self._retired: list[tuple[float, Registry]] = []
 
     async def for_scope(self, scope: Scope, token: str = "") -> Provider:
@@ -194,30 +194,24 @@ class Providers:
         if cached is not None and cached.fresh_until > self._clock():
             return cached.registry
         # Concurrent lookups of one organization share one read (and one new registry).
-        loading = self._loading.get(key)
-        if loading is None:
-            loading = self._loading[key] = asyncio.ensure_future(self._refresh(key))
-        return await asyncio.shield(loading)
+        return await self._loading(key, lambda: self._refresh(key))
 
     async def _refresh(self, key: tuple[str, bool]) -> Registry:
-        try:
-            stored = await self._load(*key)
-            now = self._clock()
-            await self._close_retired(now)
-            cached = self._cache.get(key)
-            if cached is not None and cached.stored.version == stored.version:
-                cached.fresh_until = now + TTL
-                return cached.registry
-            own = stored.credentials != NONE
-            registry = Registry(
-                providers_of(stored.credentials, self._settings) if own
-                else self._platform[key[1]].providers, stored.preferred)
-            if cached is not None and cached.own:
-                self._retired.append((now + GRACE, cached.registry))
-            self._cache[key] = _Cached(registry, stored, own, now + TTL)
-            return registry
-        finally:
-            del self._loading[key]
+        stored = await self._load(*key)
+        now = self._clock()
+        await self._close_retired(now)
+        cached = self._cache.get(key)
+        if cached is not None and cached.stored.version == stored.version:
+            cached.fresh_until = now + TTL
+            return cached.registry
+        own = stored.credentials != NONE
+        registry = Registry(
+            providers_of(stored.credentials, self._settings) if own
+            else self._platform[key[1]].providers, stored.preferred)
+        if cached is not None and cached.own:
+            self._retired.append((now + GRACE, cached.registry))
+        self._cache[key] = _Cached(registry, stored, own, now + TTL)
+        return registry
 
     async def _close_retired(self, now: float) -> None:
         due = [r for t, r in self._retired if t <= now]

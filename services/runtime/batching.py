@@ -3,6 +3,7 @@
 Calls made during the same event-loop turn are collected and answered by one call of
 `run(keys)`. At low load a batch holds one call and nothing waits; under load a single
 query serves dozens of requests, so the database, not per-request overhead, sets the pace.
+`SharedLoads` is the same idea for a cache's misses: one load per key at a time.
 """
 
 from __future__ import annotations
@@ -147,3 +148,29 @@ def isolating_failures(write: Callable[[list[K]], Awaitable[list[bytes]]], *, wh
         return replies
 
     return write_each_alone_on_failure
+
+
+class SharedLoads(Generic[K, V]):
+    """Loads of which one runs per key at a time: whoever asks for a key while it is being
+    loaded (a cache's concurrent misses) shares that load's result, or its error."""
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Future[V]] = {}
+
+    def start(self, key: K, load: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        """The key's load under way, started with `load()` when there is none."""
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(load())
+            running.add_done_callback(lambda done: self._ended(key, done))
+        return running
+
+    async def __call__(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The key's value. Shielded: a caller that goes away does not cancel the load
+        for the others."""
+        return await asyncio.shield(self.start(key, load))
+
+    def _ended(self, key: K, done: asyncio.Future[V]) -> None:
+        del self._running[key]
+        if not done.cancelled():
+            done.exception()  # seen, even when every caller went away meanwhile

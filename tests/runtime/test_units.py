@@ -19,6 +19,7 @@ from services.gateway.pipeline import pin_user as _pin_user
 from services.gateway.routes import ROUTES, ZAP_METHODS
 from services.ledger.balances import domain
 from services.runtime import db
+from services.runtime.batching import SharedLoads
 
 NOW = datetime(2026, 4, 19, 10, 0, tzinfo=UTC)
 
@@ -202,3 +203,36 @@ async def test_one_bad_item_fails_alone_and_its_batch_is_written_again_without_i
     # Alone in its batch, the failure is its own.
     with pytest.raises(Failure):
         await batcher(13)
+
+
+async def test_concurrent_misses_share_one_load_and_one_leaving_stops_nobody():
+    loads = SharedLoads()
+    started, release = [], asyncio.Event()
+
+    async def load(value: str) -> str:
+        started.append(value)
+        await release.wait()
+        return value
+
+    first = asyncio.create_task(loads("k", lambda: load("a")))
+    leaving = asyncio.create_task(loads("k", lambda: load("b")))
+    other_key = asyncio.create_task(loads("j", lambda: load("c")))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    release.set()
+    assert (await first, await other_key) == ("a", "c")
+    assert started == ["a", "c"]  # the second asker of "k" waited for the first's load
+    assert await loads("k", lambda: load("d")) == "d"  # ended: the next miss loads again
+
+
+async def test_a_shared_load_that_fails_fails_every_asker_and_is_not_kept():
+    loads = SharedLoads()
+
+    async def unknown() -> str:
+        await asyncio.sleep(0)
+        raise LookupError("no such organization")
+
+    results = await asyncio.gather(loads("k", unknown), loads("k", unknown),
+                                   return_exceptions=True)
+    assert [type(r) for r in results] == [LookupError, LookupError]
+    assert await loads("k", lambda: asyncio.sleep(0, "found")) == "found"

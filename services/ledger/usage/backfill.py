@@ -42,6 +42,7 @@ from contracts.metering import (
 )
 from services.ledger.usage.recorder import UsageRecord
 from services.runtime import outbox
+from services.runtime.batching import SharedLoads
 from services.runtime.service import Context
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class UsageBackfill:
     def __init__(self, ctx: Context):
         self._ctx = ctx
         self._meters: dict[Account, tuple[float, Meter | None]] = {}
-        self._lookups: dict[Account, asyncio.Future[Meter | None]] = {}
+        self._lookups: SharedLoads[Account, Meter | None] = SharedLoads()
 
     async def meter(self, scope: Scope) -> Meter | None:
         """The organization's `api-usage` meter (None: no copies), from the cache when it
@@ -96,13 +97,7 @@ class UsageBackfill:
 
     def _lookup(self, scope: Scope) -> asyncio.Future[Meter | None]:
         """One lookup per organization and mode at a time, whoever asks."""
-        account = (scope.org_id, scope.livemode)
-        lookup = self._lookups.get(account)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._find(scope))
-            self._lookups[account] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(account, None))
-        return lookup
+        return self._lookups.start((scope.org_id, scope.livemode), lambda: self._find(scope))
 
     async def _find(self, scope: Scope) -> Meter | None:
         # The organization's question, not the request's (its deadline may be near).

@@ -43,13 +43,18 @@ class MicroBatcher(Generic[K, V]):
         self._tasks: set[asyncio.Task] = set()
 
     async def __call__(self, key: K) -> V:
+        return await self.submit([key])[0]
+
+    def submit(self, keys: list[K]) -> list[asyncio.Future[V]]:
+        """The futures of the keys' results, for a caller with many keys to await together
+        (no task each)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[V] = loop.create_future()
-        self._pending.append((key, future))
-        if not self._scheduled:
+        futures: list[asyncio.Future[V]] = [loop.create_future() for _ in keys]
+        self._pending.extend(zip(keys, futures, strict=True))
+        if not self._scheduled and keys:
             self._scheduled = True
             loop.call_soon(self._flush)  # after every call already queued for this turn
-        return await future
+        return futures
 
     def _flush(self) -> None:
         self._scheduled = False

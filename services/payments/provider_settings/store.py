@@ -53,9 +53,13 @@ async def claim_accounts(conn: asyncpg.Connection, org_id: str, livemode: bool,
     return sorted(set(accounts) - {tuple(r) for r in claimed})
 
 
-async def account_owners(db: Db, provider: str, account_id: str) -> list[asyncpg.Record]:
-    """(org_id, livemode) of each mode an organization named the provider account in."""
-    return await db.fetch(
-        "select org_id, livemode from payments.provider_accounts"
-        " where provider = $1 and account_id = $2 order by livemode desc",
-        provider, account_id)
+async def account_owners(db: Db, accounts: list[tuple[str, str]],
+                         ) -> dict[tuple[str, str], dict[bool, str]]:
+    """The organization that named each (provider, account) in its settings, by mode."""
+    owners: dict[tuple[str, str], dict[bool, str]] = {}
+    for r in await db.fetch(
+            "select provider, account_id, org_id, livemode from payments.provider_accounts"
+            " where (provider, account_id) in (select * from unnest($1::text[], $2::text[]))",
+            *map(list, zip(*accounts, strict=True))):
+        owners.setdefault((r["provider"], r["account_id"]), {})[r["livemode"]] = r["org_id"]
+    return owners

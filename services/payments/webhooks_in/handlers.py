@@ -35,7 +35,7 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
-from contracts import Reply, Request, Scope
+from contracts import Reply, Scope
 from contracts.errors import Failure, internal
 from contracts.payments import PAYMENT_METHOD_DETACHED, PAYMENT_METHOD_UPDATED
 from contracts.webhooks_in import (
@@ -78,43 +78,92 @@ REDRIVE_BATCH = 100
 
 @router.handler(WEBHOOK_INGEST)
 async def ingest(ctx: Context, scope: Scope, p: WebhookIngestParams) -> WebhookReceived:
-    provider = domain.provider_of(p.provider)
-    domain.require_signature(p.headers)
-    org_id, livemode, event = await _verified(ctx, scope, p, provider)
-    effect = domain.effect_of(event)
-    status, reason, announced = _first_outcome(event, effect)
-    news = domain.payment_news(event) if (status, effect) == (domain.RECEIVED,
-                                                               domain.PAYMENT) else None
-    delivery = store.Delivery(org_id, livemode, provider, event.id, event.type,
-                              event.provider_type, p.body, status, reason, announced,
-                              forwarded=effect == domain.FORWARD,
-                              payment_ref=news.ref if news else "")
+    delivery, event = await _received(ctx, scope, p, await _claimants(ctx, [p]))
     stored = await ctx.state.webhook_intake(delivery)
-    if stored is None:
-        return WebhookReceived(received=True, type=event.type, id=event.id, duplicate=True)
     if stored == domain.RECEIVED:
         await apply(ctx, delivery.key, event)
-    return WebhookReceived(received=True, type=event.type, id=event.id)
+    return _receipt(event, stored)
 
 
 @router.handler(WEBHOOK_INGEST_BATCH)
 async def ingest_batch(ctx: Context, scope: Scope, p: WebhookIngestBatch) -> list[Reply]:
-    """Deliveries the gateway received together: each answered as `ingest` answers it,
-    concurrently (their intake shares a batch)."""
-    return list(await asyncio.gather(*(_answer(ctx, d) for d in p.deliveries)))
+    """Deliveries the gateway received together: each answered as `ingest` answers it.
+    They are verified one after the other (their secrets are cached: nothing waits) and
+    handed to the intake together, without a task each; the provider accounts they claim
+    are looked up by one read."""
+    claimants = await _claimants(ctx, [d.params for d in p.deliveries])
+    replies: list[Reply | None] = []
+    received: list[tuple[int, store.Delivery, WebhookEvent]] = []
+    for d in p.deliveries:
+        try:
+            delivery, event = await _received(ctx, d.scope, d.params, claimants)
+        except Exception as error:
+            replies.append(_refusal(error, d.scope))
+            continue
+        received.append((len(replies), delivery, event))
+        replies.append(None)
+    outcomes = await asyncio.gather(*ctx.state.webhook_intake.submit(
+        [delivery for _, delivery, _ in received]), return_exceptions=True)
+    effects: list[tuple[int, Awaitable[None]]] = []
+    for (i, delivery, event), stored in zip(received, outcomes, strict=True):
+        if isinstance(stored, BaseException):
+            replies[i] = _refusal(stored, p.deliveries[i].scope)
+            continue
+        replies[i] = Reply(result=_receipt(event, stored))
+        if stored == domain.RECEIVED:
+            effects.append((i, apply(ctx, delivery.key, event)))
+    if effects:  # the few whose effect reads our records (an intent we hold)
+        failed = await asyncio.gather(*(effect for _, effect in effects),
+                                      return_exceptions=True)
+        for (i, _), error in zip(effects, failed, strict=True):
+            if error is not None:
+                replies[i] = _refusal(error, p.deliveries[i].scope)
+    return replies
 
 
-async def _answer(ctx: Context, d: Request[WebhookIngestParams]) -> Reply:
-    try:
-        return Reply(result=await ingest(ctx, d.scope, d.params))
-    except Failure as failure:
-        return Reply(error=failure.error)
-    except Exception:
-        log.exception("%s failed (request %s)", WEBHOOK_INGEST.subject, d.scope.request_id)
-        return Reply(error=internal().error)
+async def _claimants(ctx: Context, deliveries: list[WebhookIngestParams],
+                     ) -> dict[tuple[str, str], dict[bool, str]]:
+    """The organizations that named in their settings the provider accounts these
+    deliveries claim to come from (those whose URL names no organization), by mode."""
+    accounts = {(provider, account) for p in deliveries if not p.orgNamed
+                for provider in (p.provider.strip().lower(),) if provider in domain.PROVIDERS
+                for account in (domain.account_in(provider, p.body),) if account}
+    return await settings_store.account_owners(ctx.pool, list(accounts)) if accounts else {}
+
+
+async def _received(ctx: Context, scope: Scope, p: WebhookIngestParams,
+                    claimants: dict[tuple[str, str], dict[bool, str]],
+                    ) -> tuple[store.Delivery, WebhookEvent]:
+    """The verified delivery to store, with the status it is stored with, and its event."""
+    provider = domain.provider_of(p.provider)
+    domain.require_signature(p.headers)
+    org_id, livemode, event = await _verified(ctx, scope, p, provider, claimants)
+    effect = domain.effect_of(event)
+    status, reason, announced = _first_outcome(event, effect)
+    news = domain.payment_news(event) if (status, effect) == (domain.RECEIVED,
+                                                               domain.PAYMENT) else None
+    return store.Delivery(org_id, livemode, provider, event.id, event.type,
+                          event.provider_type, p.body, status, reason, announced,
+                          forwarded=effect == domain.FORWARD,
+                          payment_ref=news.ref if news else ""), event
+
+
+def _receipt(event: WebhookEvent, stored: str | None) -> WebhookReceived:
+    """The answer to a stored delivery (None: stored before)."""
+    return WebhookReceived(received=True, type=event.type, id=event.id,
+                           duplicate=stored is None)
+
+
+def _refusal(error: BaseException, scope: Scope) -> Reply:
+    if isinstance(error, Failure):
+        return Reply(error=error.error)
+    log.error("%s failed (request %s)", WEBHOOK_INGEST.subject, scope.request_id,
+              exc_info=error)
+    return Reply(error=internal().error)
 
 
 async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider: str,
+                    claimants: dict[tuple[str, str], dict[bool, str]],
                     ) -> tuple[str, bool, WebhookEvent]:
     """(organization, mode, event). A mode's delivery is the organization's whose settings
     name the body's provider account in that mode, else the scope's (the URL's, the
@@ -123,8 +172,7 @@ async def _verified(ctx: Context, scope: Scope, p: WebhookIngestParams, provider
     claimant's, verified with the webhook secret it stored of that mode only (never the
     platform's), or refused."""
     account = "" if p.orgNamed else domain.account_in(provider, p.body)
-    owners = {r["livemode"]: r["org_id"] for r in await settings_store.account_owners(
-        ctx.pool, provider, account)} if account else {}
+    owners = claimants.get((provider, account), {}) if account else {}
     whose = {mode: owners.get(mode, scope.org_id) for mode in (True, False)}
     now = time.time()
     for org_id in dict.fromkeys(whose.values()):

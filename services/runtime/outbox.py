@@ -67,8 +67,9 @@ _relays: dict[str, set[OutboxRelay]] = {}  # this process's running relays, by s
 
 def nudge(schema: str, *, committed: bool = False) -> None:
     """Events were added to `schema`'s outbox: its relays in this process look soon; once,
-    at once, when the caller's transaction has `committed` already (no need to keep
-    looking for the moment it does)."""
+    `committed_delay` later, when the caller's transaction has `committed` already (no need
+    to keep looking for the moment it does; the events other commits add meanwhile go out
+    in the same round)."""
     for relay in _relays.get(schema, ()):
         relay.nudge(committed=committed)
 
@@ -163,6 +164,7 @@ class OutboxRelay:
     def __init__(self, schema: str, pool: asyncpg.Pool, nats_servers: list[str], *,
                  batch_size: int = 256, poll_interval: float = 1.0,
                  nudged_interval: float = 0.004, nudged_for: float = 0.1,
+                 committed_delay: float = 0.02,
                  publish_timeout: float = 5.0, retention: timedelta = RETENTION,
                  prune_every: float = 3600.0):
         self.schema = schema
@@ -172,6 +174,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval  # for rows other processes add
         self.nudged_interval = nudged_interval  # how often a nudged relay looks ...
         self.nudged_for = nudged_for  # ... and for how long after the last nudge
+        self.committed_delay = committed_delay  # a committed nudge's look waits this long
         self.publish_timeout = publish_timeout
         self.retention = retention
         self.prune_every = prune_every
@@ -193,6 +196,7 @@ class OutboxRelay:
         self._js: Any = None
         self._wake = asyncio.Event()
         self._nudged_at = -math.inf
+        self._look: asyncio.TimerHandle | None = None  # a committed nudge's, to come
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._stream_ready = False
@@ -211,14 +215,25 @@ class OutboxRelay:
 
     def nudge(self, *, committed: bool = False) -> None:
         """Events were added here: look for them soon (see the module's docstring), or
-        just once more when they are `committed`."""
+        just once more, shortly, when they are `committed`: under load, one round (a
+        transaction) for the events of many commits, not one each."""
         if not committed:
             self._nudged_at = time.monotonic()
+            self._wake.set()
+        elif self._look is None:
+            self._look = asyncio.get_running_loop().call_later(self.committed_delay,
+                                                               self._look_now)
+
+    def _look_now(self) -> None:
+        self._look = None
         self._wake.set()
 
     async def stop(self) -> None:
         """Stop relaying. A batch in flight is rolled back; its rows go out next time."""
         _relays.get(self.schema, set()).discard(self)
+        if self._look is not None:
+            self._look.cancel()
+            self._look = None
         if self._task is not None:
             # The flag too: client libraries (and Python 3.11's wait_for) sometimes swallow
             # a cancellation; the loop then ends at its next wait.

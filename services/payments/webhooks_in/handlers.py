@@ -445,7 +445,7 @@ def intake(ctx: Context) -> MicroBatcher:
         stored = {d.key: d.status for d, event in zip(unique, announced, strict=True)
                   if event is not None}
         if any(d.forwarded and d.key in stored for d in unique):
-            nudge("payments", committed=True)  # one look for the batch's, not a few ms of
+            nudge("payments", committed=True)  # one look for many batches, not a few ms of
         return [stored.get(d.key) if first[d.key] == i else None
                 for i, d in enumerate(deliveries)]
 

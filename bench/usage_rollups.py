@@ -99,7 +99,7 @@ async def load(database_url: str, org_id: str, meter_id: str, events: int,
     while await store.fold_shards(pool, domain.shards_folded_before(end), 10_000) == 10_000:
         pass
     await pool.execute("vacuum (analyze) metering.events, metering.usage_hours,"
-                       " metering.usage_hour_values")
+                       " metering.usage_hour_values, metering.usage_day_values")
     await pool.close()
     return len(owners) / elapsed
 

@@ -174,7 +174,8 @@ DAY = timedelta(days=1)
 class DayParts(msgspec.Struct, frozen=True):
     """The whole hours of a window cut again for the distinct values of unique_count: the
     whole UTC days [days.start, days.end) (None: unbounded; no `days`: none) and the hours
-    of the partial days either side, at most two ranges of less than a day."""
+    of the partial days either side: less than a day on each side, or, without a whole
+    day, one range of less than two."""
 
     days: Window | None
     hours: tuple[Window, ...]

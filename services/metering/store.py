@@ -359,10 +359,10 @@ def _distinct_values(arg: _Args, meter: str, user: str | None, parts: WindowPart
                                        False, "hour", hours) for hours in cut.hours)) or None
 
 
-def _edge_events(arg: _Args, columns: str, meter: str, user: str | None,
-                 parts: WindowParts) -> str | None:
-    """The events in the edges, each customer's read through the events index: one
-    customer's directly; for every customer, those the rollups have in the edges' hours."""
+def _edge_events(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str | None:
+    """The events in the edges (value, ts, ingest_seq), each customer's read through the
+    events index: one customer's directly; for every customer, those the rollups have in the
+    edges' hours."""
     if not parts.edges:
         return None
     # An index range scan per edge (an `or` of the two would scan everything between).
@@ -372,8 +372,8 @@ def _edge_events(arg: _Args, columns: str, meter: str, user: str | None,
         f" and user_id = {user or 'u.user_id'} and ts >= {arg(e.start)}"
         f" and ts {'<=' if e.end_inclusive else '<'} {arg(e.end)}" for e in parts.edges)
     if user is not None:
-        return f"select {columns} from ({events}) e"
-    return (f"select {columns} from (select distinct user_id from metering.usage_hours"
+        return events
+    return (f"select e.* from (select distinct user_id from metering.usage_hours"
             f" where meter_id = {meter} and hour = any({arg(parts.edge_hours())})"
             f" and user_id <> {EVERY_CUSTOMER}) u"
             f" cross join lateral ({events}) e")
@@ -383,18 +383,24 @@ def _union(*sources: str | None) -> str:
     return " union all ".join(s for s in sources if s is not None)
 
 
-def _usage(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str:
-    """count, sum, min, max and last of a meter's usage (one customer's or everyone's)."""
+def _usage(arg: _Args, meter: str, user: str | None, parts: WindowParts,
+           unique: str | None) -> str:
+    """count, sum, min, max and last of a meter's usage (one customer's or everyone's), and
+    its unique_count where the SQL condition `unique` holds. The edges' events are read
+    once for both (`edge`)."""
+    edges = _edge_events(arg, meter, user, parts)
     rows = _union(_hour_rows(arg, meter, user, parts),
-                  _edge_events(arg, _EVENT_AS_PARTIAL, meter, user, parts))
-    return f"select {_COMBINED} from ({rows}) p"
-
-
-def _unique_count(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str:
-    values = _union(_distinct_values(arg, meter, user, parts),
-                    _edge_events(arg, "value", meter, user, parts))
-    # Distinct values by hashing (count(distinct) would sort them all).
-    return f"select count(*) from (select distinct value from ({values}) v) d"
+                  edges and f"select {_EVENT_AS_PARTIAL} from edge")
+    unique_count = ""
+    if unique is not None:
+        values = _union(_distinct_values(arg, meter, user, parts),
+                        edges and "select value from edge")
+        # Distinct values by hashing (count(distinct) would sort them all).
+        unique_count = (f", case when {unique} then (select count(*) from"
+                        f" (select distinct value from ({values}) v) d) end as unique_count")
+    shared = "materialized " if unique is not None else ""
+    with_edge = f"with edge as {shared}({edges}) " if edges else ""
+    return f"{with_edge}select {_COMBINED}{unique_count} from ({rows}) p"
 
 
 async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str,
@@ -403,11 +409,8 @@ async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str
     customer's, or everyone's when `user_id` is empty)."""
     arg = _Args(org_id, livemode)
     meter, user = arg(meter_id), arg(user_id) if user_id else None
-    parts = window_parts(window)
-    unique = (f", ({_unique_count(arg, meter, user, parts)}) as unique_count"
-              if aggregation == "unique_count" else "")
-    row = await db.fetchrow(f"select u.*{unique} from ({_usage(arg, meter, user, parts)}) u",
-                            *arg.values)
+    unique = "true" if aggregation == "unique_count" else None
+    row = await db.fetchrow(_usage(arg, meter, user, window_parts(window), unique), *arg.values)
     return row[aggregation], row["count"]
 
 
@@ -417,11 +420,11 @@ async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id:
     creation order (`unique_count` for unique_count meters alone)."""
     arg = _Args(org_id, livemode)
     user, parts = arg(user_id), window_parts(window)
+    unique = "m.aggregation_type = 'unique_count'"
     return await db.fetch(
-        "select m.id, m.name, m.currency, m.aggregation_type, u.*,"
-        " case when m.aggregation_type = 'unique_count'"
-        f"  then ({_unique_count(arg, 'm.id', user, parts)}) end as unique_count"
-        f" from metering.meters m cross join lateral ({_usage(arg, 'm.id', user, parts)}) u"
+        "select m.id, m.name, m.currency, m.aggregation_type, u.*"
+        " from metering.meters m cross join lateral"
+        f" ({_usage(arg, 'm.id', user, parts, unique)}) u"
         f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> {arg(exclude_event_name)}"
         " and u.count > 0 order by m.created_at, m.id", *arg.values)
 

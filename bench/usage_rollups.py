@@ -1,7 +1,7 @@
 """Usage answers over a month holding 1,000,000 events of one customer (issue 12): the
 summary through the gateway and the per-meter usage invoice preview and the billing cycle ask
 for (`billing.metering.usage.aggregate`, over the bus), both answered from the hourly
-rollups — and, in the same run, the same answer from the events alone (the raw scan the
+rollups (and the daily distinct values, for unique_count) — and, in the same run, the same answer from the events alone (the raw scan the
 service made before the rollups).
 
 The events are loaded through metering's own store (`store.write_events`, the statement the
@@ -99,7 +99,7 @@ async def load(database_url: str, org_id: str, meter_id: str, events: int,
     while await store.fold_shards(pool, domain.shards_folded_before(end), 10_000) == 10_000:
         pass
     await pool.execute("vacuum (analyze) metering.events, metering.usage_hours,"
-                       " metering.usage_hour_values")
+                       " metering.usage_hour_values, metering.usage_day_values")
     await pool.close()
     return len(owners) / elapsed
 

@@ -168,6 +168,38 @@ def window_parts(window: Window) -> WindowParts:
     return WindowParts(True, first, last, tuple(edges))
 
 
+DAY = timedelta(days=1)
+
+
+class DayParts(msgspec.Struct, frozen=True):
+    """The whole hours of a window cut again for the distinct values of unique_count: the
+    whole UTC days [days.start, days.end) (None: unbounded; no `days`: none) and the hours
+    of the partial days either side: less than a day on each side, or, without a whole
+    day, one range of less than two."""
+
+    days: Window | None
+    hours: tuple[Window, ...]
+
+
+def day_parts(parts: WindowParts) -> DayParts:
+    """Whole days from the daily distinct values, the hours of partial days from the hourly
+    ones: a month's values are read about a row a day, not a row an hour."""
+    if not parts.whole_hours:
+        return DayParts(None, ())
+    start, end = parts.hours_from, parts.hours_to
+    first = None if start is None else start_of_day(start) + (
+        DAY if start != start_of_day(start) else timedelta(0))
+    last = None if end is None else start_of_day(end)
+    if first is not None and last is not None and first >= last:
+        return DayParts(None, (Window(start, end),))  # within a day or two: all hours
+    hours = []
+    if start is not None and start < first:
+        hours.append(Window(start, first))
+    if end is not None and last < end:
+        hours.append(Window(last, end))
+    return DayParts(Window(first, last), tuple(hours))
+
+
 def usage_window(start: str, end: str, end_inclusive: bool) -> Window:
     lo = parse_rfc3339(start) if start else None
     hi = parse_rfc3339(end) if end else None

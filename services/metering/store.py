@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from contracts.metering import AcceptedBatch
-from services.metering.domain import Window, WindowParts, window_parts
+from services.metering.domain import Window, WindowParts, day_parts, window_parts
 from services.runtime.db import fetch_page
 
 _encode = msgspec.json.Encoder().encode
@@ -101,7 +101,9 @@ _ADD_TO_HOUR = """on conflict (meter_id, user_id, hour, shard) do update set
 # rollups (migration 003): to each hour of each meter and customer, and of each meter for
 # every customer (user ''), in this connection's shard; rows are taken in one order by
 # every statement (concurrent writers wait, never deadlock). The distinct values of each
-# hour are kept for unique_count meters alone.
+# hour, and of each UTC day, are kept for unique_count meters alone: a day takes the values
+# new to an hour (a value already in its hour is in its day), so it costs next to nothing
+# once an hour has its values.
 _ROLLUP = f"""
 hours as (
     insert into metering.usage_hours as h (
@@ -133,6 +135,12 @@ hours as (
           on m.org_id = d.org_id and m.livemode = d.livemode and m.id = d.meter_id
         where m.aggregation_type = 'unique_count')
     group by grouping sets ((meter_id, user_id, hour, value), (meter_id, hour, value))
+    order by 1, 2, 3, 4
+    on conflict do nothing
+    returning meter_id, user_id, hour, value
+), day_values as (
+    insert into metering.usage_day_values (meter_id, user_id, day, value)
+    select distinct meter_id, user_id, date_trunc('day', hour, 'UTC'), value from hour_values
     order by 1, 2, 3, 4
     on conflict do nothing
 )"""
@@ -316,27 +324,45 @@ class _Args:
         return f"${len(self.values)}"
 
 
-def _hour_rows(arg: _Args, table: str, columns: str, meter: str, user: str | None,
-               parts: WindowParts) -> str | None:
-    """The rows of `table` (usage_hours or usage_hour_values) for the whole hours of
-    one customer (`user`) or of every customer.
-    Distinct values are only ever read with their meter's hours, which carry the scope."""
-    if not parts.whole_hours:
-        return None
+def _rollup_rows(arg: _Args, table: str, columns: str, meter: str, user: str | None,
+                 scoped: bool, bucket: str, buckets: Window) -> str:
+    """The rows of a rollup `table` for one customer (`user`) or every customer whose
+    `bucket` (hour or day) is in [buckets.start, buckets.end) (None: unbounded); `scoped`:
+    the table has the organization and the mode (distinct values are only ever read with
+    their meter's hours, which carry them)."""
     where = [f"meter_id = {meter}", f"user_id = {user or EVERY_CUSTOMER}"]
-    if table == "usage_hours":
+    if scoped:
         where += ["org_id = $1", "livemode = $2"]
-    if parts.hours_from is not None:
-        where.append(f"hour >= {arg(parts.hours_from)}")
-    if parts.hours_to is not None:
-        where.append(f"hour < {arg(parts.hours_to)}")
+    if buckets.start is not None:
+        where.append(f"{bucket} >= {arg(buckets.start)}")
+    if buckets.end is not None:
+        where.append(f"{bucket} < {arg(buckets.end)}")
     return f"select {columns} from metering.{table} where {' and '.join(where)}"
 
 
-def _edge_events(arg: _Args, columns: str, meter: str, user: str | None,
-                 parts: WindowParts) -> str | None:
-    """The events in the edges, each customer's read through the events index: one
-    customer's directly; for every customer, those the rollups have in the edges' hours."""
+def _hour_rows(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str | None:
+    """The partial aggregates of the whole hours."""
+    if not parts.whole_hours:
+        return None
+    return _rollup_rows(arg, "usage_hours", _PARTIAL, meter, user, True, "hour",
+                        Window(parts.hours_from, parts.hours_to))
+
+
+def _distinct_values(arg: _Args, meter: str, user: str | None, parts: WindowParts,
+                     ) -> str | None:
+    """The distinct values of the whole hours: those of whole UTC days from the daily
+    values, those of the partial days' hours from the hourly ones (`domain.day_parts`)."""
+    cut = day_parts(parts)
+    days = None if cut.days is None else _rollup_rows(
+        arg, "usage_day_values", "value", meter, user, False, "day", cut.days)
+    return _union(days, *(_rollup_rows(arg, "usage_hour_values", "value", meter, user,
+                                       False, "hour", hours) for hours in cut.hours)) or None
+
+
+def _edge_events(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str | None:
+    """The events in the edges (value, ts, ingest_seq), each customer's read through the
+    events index: one customer's directly; for every customer, those the rollups have in the
+    edges' hours."""
     if not parts.edges:
         return None
     # An index range scan per edge (an `or` of the two would scan everything between).
@@ -346,8 +372,8 @@ def _edge_events(arg: _Args, columns: str, meter: str, user: str | None,
         f" and user_id = {user or 'u.user_id'} and ts >= {arg(e.start)}"
         f" and ts {'<=' if e.end_inclusive else '<'} {arg(e.end)}" for e in parts.edges)
     if user is not None:
-        return f"select {columns} from ({events}) e"
-    return (f"select {columns} from (select distinct user_id from metering.usage_hours"
+        return events
+    return (f"select e.* from (select distinct user_id from metering.usage_hours"
             f" where meter_id = {meter} and hour = any({arg(parts.edge_hours())})"
             f" and user_id <> {EVERY_CUSTOMER}) u"
             f" cross join lateral ({events}) e")
@@ -357,18 +383,24 @@ def _union(*sources: str | None) -> str:
     return " union all ".join(s for s in sources if s is not None)
 
 
-def _usage(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str:
-    """count, sum, min, max and last of a meter's usage (one customer's or everyone's)."""
-    rows = _union(_hour_rows(arg, "usage_hours", _PARTIAL, meter, user, parts),
-                  _edge_events(arg, _EVENT_AS_PARTIAL, meter, user, parts))
-    return f"select {_COMBINED} from ({rows}) p"
-
-
-def _unique_count(arg: _Args, meter: str, user: str | None, parts: WindowParts) -> str:
-    values = _union(_hour_rows(arg, "usage_hour_values", "value", meter, user, parts),
-                    _edge_events(arg, "value", meter, user, parts))
-    # Distinct values by hashing (count(distinct) would sort them all).
-    return f"select count(*) from (select distinct value from ({values}) v) d"
+def _usage(arg: _Args, meter: str, user: str | None, parts: WindowParts,
+           unique: str | None) -> str:
+    """count, sum, min, max and last of a meter's usage (one customer's or everyone's), and
+    its unique_count where the SQL condition `unique` holds. The edges' events are read
+    once for both (`edge`)."""
+    edges = _edge_events(arg, meter, user, parts)
+    rows = _union(_hour_rows(arg, meter, user, parts),
+                  edges and f"select {_EVENT_AS_PARTIAL} from edge")
+    unique_count = ""
+    if unique is not None:
+        values = _union(_distinct_values(arg, meter, user, parts),
+                        edges and "select value from edge")
+        # Distinct values by hashing (count(distinct) would sort them all).
+        unique_count = (f", case when {unique} then (select count(*) from"
+                        f" (select distinct value from ({values}) v) d) end as unique_count")
+    shared = "materialized " if unique is not None else ""
+    with_edge = f"with edge as {shared}({edges}) " if edges else ""
+    return f"{with_edge}select {_COMBINED}{unique_count} from ({rows}) p"
 
 
 async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str,
@@ -377,11 +409,8 @@ async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str
     customer's, or everyone's when `user_id` is empty)."""
     arg = _Args(org_id, livemode)
     meter, user = arg(meter_id), arg(user_id) if user_id else None
-    parts = window_parts(window)
-    unique = (f", ({_unique_count(arg, meter, user, parts)}) as unique_count"
-              if aggregation == "unique_count" else "")
-    row = await db.fetchrow(f"select u.*{unique} from ({_usage(arg, meter, user, parts)}) u",
-                            *arg.values)
+    unique = "true" if aggregation == "unique_count" else None
+    row = await db.fetchrow(_usage(arg, meter, user, window_parts(window), unique), *arg.values)
     return row[aggregation], row["count"]
 
 
@@ -391,11 +420,11 @@ async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id:
     creation order (`unique_count` for unique_count meters alone)."""
     arg = _Args(org_id, livemode)
     user, parts = arg(user_id), window_parts(window)
+    unique = "m.aggregation_type = 'unique_count'"
     return await db.fetch(
-        "select m.id, m.name, m.currency, m.aggregation_type, u.*,"
-        " case when m.aggregation_type = 'unique_count'"
-        f"  then ({_unique_count(arg, 'm.id', user, parts)}) end as unique_count"
-        f" from metering.meters m cross join lateral ({_usage(arg, 'm.id', user, parts)}) u"
+        "select m.id, m.name, m.currency, m.aggregation_type, u.*"
+        " from metering.meters m cross join lateral"
+        f" ({_usage(arg, 'm.id', user, parts, unique)}) u"
         f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> {arg(exclude_event_name)}"
         " and u.count > 0 order by m.created_at, m.id", *arg.values)
 
@@ -470,6 +499,7 @@ async def drop_partitions_before(db: asyncpg.Pool, cutoff: datetime) -> list[str
             # The months before it are gone already: its rollups and theirs go with it.
             await db.execute("delete from metering.usage_hours where hour < $1", end)
             await db.execute("delete from metering.usage_hour_values where hour < $1", end)
+            await db.execute("delete from metering.usage_day_values where day < $1", end)
     return dropped
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import msgspec
@@ -25,8 +26,9 @@ from contracts.metering import (
     UsageAggregateParams,
 )
 from services.metering import domain, store
-from services.metering.domain import HOUR, Window, window_parts
+from services.metering.domain import DAY, HOUR, Window, day_parts, window_parts
 from services.metering.handlers import upkeep
+from services.runtime import db
 from tests import support
 from tests.support import ASYNC, ev, eventually, make_meter, record, summary, zulu
 
@@ -87,6 +89,49 @@ def test_every_instant_is_read_once_from_the_hours_or_from_an_edge(start, end, i
     assert in_hours + len(in_edges) == inside(window, t)
     if in_edges:
         assert hour in parts.edge_hours()
+
+
+def test_whole_days_are_cut_from_the_whole_hours():
+    midnight = H.replace(hour=0)
+    parts = window_parts(Window(H + timedelta(minutes=20), midnight + 3 * DAY + 5 * HOUR))
+    assert day_parts(parts) == domain.DayParts(
+        Window(midnight + DAY, midnight + 3 * DAY),
+        (Window(H + HOUR, midnight + DAY), Window(midnight + 3 * DAY, midnight + 3 * DAY + 5 * HOUR)))
+    # Within a day or two and no whole day: the hours alone; unbounded: days to either end.
+    assert day_parts(window_parts(Window(H, H + 20 * HOUR))) == domain.DayParts(
+        None, (Window(H, H + 20 * HOUR),))
+    assert day_parts(window_parts(Window(H, None))) == domain.DayParts(
+        Window(midnight + DAY, None), (Window(H, midnight + DAY),))
+    assert day_parts(window_parts(Window())) == domain.DayParts(Window(), ())
+    assert day_parts(window_parts(Window(H, H + HOUR - timedelta(seconds=1)))) == (
+        domain.DayParts(None, ()))
+
+
+days_instants = st.integers(-3 * 86_400_000_000, 4 * 86_400_000_000).map(
+    lambda us: H + timedelta(microseconds=us)) | st.integers(-3, 4).map(
+    lambda d: H.replace(hour=0) + d * DAY) | st.integers(-72, 96).map(lambda h: H + h * HOUR)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(start=st.none() | days_instants, end=st.none() | days_instants, t=days_instants)
+def test_every_whole_hour_is_read_once_from_a_day_or_an_hour(start, end, t):
+    parts = window_parts(Window(start, end))
+    cut = day_parts(parts)
+
+    def inside(w: Window | None, at: datetime) -> bool:
+        return w is not None and ((w.start is None or at >= w.start)
+                                  and (w.end is None or at < w.end))
+
+    hour = domain.hour_of(t)
+    whole = parts.whole_hours and inside(Window(parts.hours_from, parts.hours_to), hour)
+    day = domain.start_of_day(t)
+    assert inside(cut.days, day) + sum(inside(w, hour) for w in cut.hours) == whole
+    if cut.days is not None:
+        assert all(b is None or b == domain.start_of_day(b)
+                   for b in (cut.days.start, cut.days.end))
+    # At most a day's hours on either side of the days; without whole days, under two days.
+    assert len(cut.hours) <= 2 and all(w.end - w.start < (DAY if cut.days else 2 * DAY)
+                                       for w in cut.hours)
 
 
 # ---- the rollups give the events' answer (through the service) ---------------------------
@@ -195,6 +240,87 @@ async def test_rollups_answer_as_the_events_do(http, org, metering, platform):
     await asyncio.to_thread(run)
 
 
+# ---- unique_count over days: the daily distinct values --------------------------------------
+
+
+def _day_stream_events():
+    """(day, hour, microseconds into the hour, value, user, key index or None)."""
+    return st.tuples(
+        st.integers(0, 3), st.sampled_from([0, 23]) | st.integers(0, 23),
+        st.sampled_from([0, 3_599_999_999]) | st.integers(0, 3_599_999_999),
+        st.integers(0, 12), st.sampled_from(USERS), st.none() | st.integers(0, 5))
+
+
+def _day_bounds():
+    """A period bound: absent, or (day, hour, microseconds) from the stream's first day."""
+    return st.none() | st.tuples(
+        st.integers(-1, 4), st.sampled_from([0, 1, 23]) | st.integers(0, 23),
+        st.sampled_from([0, 1, 3_599_999_999]) | st.integers(0, 3_599_999_999))
+
+
+@pytest.mark.timeout(600)
+async def test_unique_count_over_whole_days_answers_as_the_events_do(metering):
+    """Random streams over four UTC days (34 days late or 3), stored by statements of random
+    sizes in random order (values late for hours and days that have some already), keys
+    repeated within and across statements, and random periods — whole days, the whole hours
+    of partial days, edges within hours: the distinct count of one customer, of every
+    customer and the per-meter usage equal the answer from the events alone."""
+    loop = asyncio.get_running_loop()
+    now = datetime.now(UTC)
+
+    async def check(anchor_days: int, stream, sizes, periods) -> None:
+        org_id, tag = "org_days", secrets.token_hex(6)
+        meter = f"mtr_days_{tag}"
+        await store.create_meter(metering.pool, org_id, False, meter, "Models", f"models_{tag}",
+                                 "unique_count", "USD", None)
+        first = domain.start_of_day(now - timedelta(days=anchor_days))
+        events = [AcceptedEvent(f"mev_days_{tag}_{i}", meter, user, value,
+                                to_us(first + d * DAY + h * HOUR + timedelta(microseconds=us)),
+                                "" if key is None else f"{tag}-{key}", None)
+                  for i, (d, h, us, value, user, key) in enumerate(stream)]
+        sent = 0
+        for n, size in enumerate(sizes + [8] * len(events)):
+            batch = AcceptedBatch(f"bat_{tag}_{n}", org_id, False, events[sent:sent + size])
+            if not batch.events:
+                break
+            if n % 2:  # as the workers store the batches accepted asynchronously
+                await store.write_accepted(metering.pool, msgspec.json.encode([batch]).decode())
+            else:
+                await store.write_events(metering.pool, [batch])
+            sent += size
+
+        def bound(b) -> datetime | None:
+            return None if b is None else first + b[0] * DAY + b[1] * HOUR + timedelta(
+                microseconds=b[2])
+
+        for start, end, inclusive in periods:
+            window = Window(bound(start), bound(end), end is not None and inclusive)
+            for user in ("alice", ""):
+                got = await store.aggregate(metering.pool, org_id, False, meter, user, window,
+                                            "unique_count")
+                value, count = await store.aggregate_raw(metering.pool, org_id, False, meter,
+                                                         user, window, "unique_count")
+                assert got == (value, count), (user, window, stream)
+            usage = await store.usage_by_meter(metering.pool, org_id, False, "bob", window, "-")
+            value, count = await store.aggregate_raw(metering.pool, org_id, False, meter, "bob",
+                                                     window, "unique_count")
+            assert [(r["unique_count"], r["count"]) for r in usage if r["id"] == meter] == (
+                [(value, count)] if count else []), (window, stream)
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(anchor_days=st.sampled_from([3, 34]),
+           stream=st.lists(_day_stream_events(), min_size=1, max_size=40),
+           sizes=st.lists(st.integers(1, 12), max_size=4),
+           periods=st.lists(st.tuples(_day_bounds(), _day_bounds(), st.booleans()),
+                            min_size=1, max_size=5))
+    def run(anchor_days, stream, sizes, periods) -> None:
+        asyncio.run_coroutine_threadsafe(check(anchor_days, stream, sizes, periods),
+                                         loop).result()
+
+    await asyncio.to_thread(run)
+
+
 # ---- late events and duplicates -----------------------------------------------------------
 
 
@@ -280,6 +406,62 @@ async def test_a_dropped_month_takes_its_rollups_with_it(metering):
     assert await total() == (10, 1)
     await store.drop_partitions_before(metering.pool, datetime(2019, 3, 1, tzinfo=UTC))
     assert await total() == (None, 0)
+
+
+async def test_a_dropped_month_takes_its_distinct_values_with_it(metering):
+    meter = f"mtr_retention_{secrets.token_hex(4)}"
+    await store.create_meter(metering.pool, "org_retention", False, meter, "Models",
+                             f"models_{meter}", "unique_count", "USD", None)
+    await store.ensure_partitions(metering.pool, datetime(2019, 1, 1, tzinfo=UTC), 2)
+    await store.write_events(metering.pool, [AcceptedBatch("", "org_retention", False, [
+        AcceptedEvent(f"mev_retention_{meter}_{i}", meter, "alice", value,
+                      to_us(datetime(2019, 1 + month, 28, 23, tzinfo=UTC)), "", None)
+        for i, (month, value) in enumerate([(0, 1), (0, 2), (1, 2), (1, 3)])])])
+
+    async def distinct() -> list:
+        return [(await store.aggregate(metering.pool, "org_retention", False, meter, user,
+                                       Window(), "unique_count"))[0] for user in ("alice", "")]
+
+    async def kept() -> list[int]:
+        return [await metering.pool.fetchval(
+            f"select count(*) from metering.{table} where meter_id = $1", meter)
+            for table in ("usage_hour_values", "usage_day_values")]
+
+    assert (await distinct(), await kept()) == ([3, 3], [8, 8])  # alice's and everyone's
+    await store.drop_partitions_before(metering.pool, datetime(2019, 2, 1, tzinfo=UTC))
+    assert (await distinct(), await kept()) == ([2, 2], [4, 4])
+    await store.drop_partitions_before(metering.pool, datetime(2019, 3, 1, tzinfo=UTC))
+    assert (await distinct(), await kept()) == ([0, 0], [0, 0])
+
+
+async def test_the_migration_takes_the_hour_values_stored_before_it(database_url, tmp_path):
+    """The daily distinct values start from the hourly ones already stored."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    shipped = sorted(Path(store.__file__).with_name("migrations").glob("*.sql"))
+    daily = next(f for f in shipped if "usage_day_values" in f.name)
+    for f in shipped:
+        if f != daily:
+            (migrations / f.name).write_text(f.read_text())
+    schema = f"days_{secrets.token_hex(4)}"
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.migrate(conn, schema, migrations)
+        await conn.execute(
+            f"insert into {schema}.usage_hour_values (meter_id, user_id, hour, value)"
+            " select 'mtr_1', u, $1::timestamptz + h * interval '1 hour', v"
+            " from unnest(array['alice', '']) u, generate_series(0, 47, 5) h,"
+            " generate_series(1, 3) v", day)
+        (migrations / daily.name).write_text(daily.read_text())
+        await db.migrate(conn, schema, migrations)
+        rows = await conn.fetch(f"select user_id, day, count(*) from {schema}.usage_day_values"
+                                " group by user_id, day order by user_id, day")
+        assert [tuple(r) for r in rows] == [
+            (u, d, 3) for u in ("", "alice") for d in (day, day + DAY)]
+    finally:
+        await conn.execute(f"drop schema {schema} cascade")
+        await conn.close()
 
 
 async def test_upkeep_folds_the_shards_of_past_hours(metering, database_url):

@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _service_names() -> list[str]:
-    from services.specs import BY_NAME
+    from services.specs import NAMES
 
-    return list(BY_NAME)
+    return list(NAMES)
 
 
 def _run(coro) -> None:
@@ -207,7 +207,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from services.platform import until_signalled
     from services.runtime import telemetry
     from services.runtime.bus import Service
-    from services.specs import BY_NAME
+    from services.specs import NAMES, spec
 
     _require_urls(settings)
     telemetry.configure(settings.otel_exporter, f"billing-{args.service}")
@@ -215,8 +215,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
         from services.gateway.app import Gateway
 
         unit = Gateway(settings)
-    elif args.service in BY_NAME:
-        unit = Service(BY_NAME[args.service], settings)
+    elif args.service in NAMES:
+        unit = Service(spec(args.service), settings)
     else:
         raise SystemExit(f"billing: unknown or not yet built service {args.service!r}")
     await unit.start()

@@ -7,7 +7,7 @@ import signal
 
 from services.runtime.bus import Service
 from services.runtime.config import Settings
-from services.specs import SPECS
+from services.specs import specs
 
 
 class Platform:
@@ -16,7 +16,7 @@ class Platform:
     def __init__(self, settings: Settings):
         from services.gateway.app import Gateway
 
-        self.services = [Service(spec, settings) for spec in SPECS]
+        self.services = [Service(spec, settings) for spec in specs()]
         self.gateway = Gateway(settings)
 
     async def start(self) -> None:

@@ -15,9 +15,10 @@ from contracts.meter_events import KnownMeters
 from contracts.metering import plan_view
 from services.metering import domain
 from services.metering.consumer import MAX_DELIVERIES, MeterEventConsumer
-from services.metering.handlers import ExpiredKeySweeper
+from services.metering.handlers import ExpiredKeySweeper, UsageKey, usage_reader
 from services.metering.recorder import EventRecorder
 from services.runtime import db
+from services.runtime.batching import MicroBatcher
 from services.runtime.bus import nats_servers
 from services.runtime.config import Settings
 from services.runtime.entitlements import EntitlementCache
@@ -31,6 +32,7 @@ class Metering:
     meters: KnownMeters
     recorder: EventRecorder
     usage_reads: asyncpg.Pool  # see `usage_reads`
+    usage: MicroBatcher[UsageKey, list[asyncpg.Record]]  # customers' usage, read together
     consumer: MeterEventConsumer
     sweeper: ExpiredKeySweeper
     dns_meters: dict[tuple[str, bool], str] = field(default_factory=dict)  # org's dns meter
@@ -65,6 +67,7 @@ async def bootstrap(ctx: Context) -> None:
         meters=KnownMeters(),
         recorder=EventRecorder(lambda: ctx.pool, ctx.keys),
         usage_reads=readers,
+        usage=usage_reader(readers),
         consumer=consumer,
         sweeper=ExpiredKeySweeper())
     await consumer.start()

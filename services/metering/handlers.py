@@ -5,6 +5,7 @@ asynchronous batches with an Idempotency-Key, see `intake.py`) and through JetSt
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from datetime import datetime, timedelta
@@ -55,6 +56,7 @@ from contracts.rules import DEFAULT_CURRENCY
 from services.metering import domain, store
 from services.metering.intake import hand_over, keyed_batch_id
 from services.runtime import db
+from services.runtime.batching import MicroBatcher
 from services.runtime.bus import created, paged
 from services.runtime.service import Context, Router
 
@@ -169,11 +171,31 @@ async def aggregate_usage(ctx: Context, scope: Scope, p: UsageAggregateParams,
     if not p.userId:
         raise invalid("userId is required", "userId")
     window = domain.usage_window(p.start, p.end, p.endInclusive)
-    rows = await store.usage_by_meter(ctx.state.usage_reads, scope.org_id, scope.livemode,
-                                      p.userId, window, batches.API_USAGE_EVENT_NAME)
+    rows = await ctx.state.usage((scope.org_id, scope.livemode, window, p.userId))
     return UsageAggregate([
         MeterUsage(r["id"], r["name"], r["currency"], r["aggregation_type"],
                    domain.quantity(r[r["aggregation_type"]]), r["count"]) for r in rows])
+
+
+UsageKey = tuple[str, bool, domain.Window, str]  # organization, mode, window, customer
+
+
+def usage_reader(readers: asyncpg.Pool) -> MicroBatcher[UsageKey, list[asyncpg.Record]]:
+    """Customers' usage asked for together (a billing cycle's renewals, a batch of them in
+    one message) read with one statement per organization, mode and window."""
+
+    async def read(keys: list[UsageKey]) -> list[list[asyncpg.Record]]:
+        customers: dict[tuple[str, bool, domain.Window], list[str]] = {}
+        for org, mode, window, user in keys:
+            customers.setdefault((org, mode, window), []).append(user)
+        groups = list(customers)
+        found = dict(zip(groups, await asyncio.gather(*(
+            store.usage_by_meter(readers, org, mode, customers[org, mode, window], window,
+                                 batches.API_USAGE_EVENT_NAME)
+            for org, mode, window in groups)), strict=True))
+        return [found[org, mode, window].get(user, []) for org, mode, window, user in keys]
+
+    return MicroBatcher(read)
 
 
 # ---- DNS ----------------------------------------------------------------------------

@@ -414,19 +414,25 @@ async def aggregate(db: asyncpg.Pool, org_id: str, livemode: bool, meter_id: str
     return row[aggregation], row["count"]
 
 
-async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_id: str,
-                         window: Window, exclude_event_name: str) -> list[asyncpg.Record]:
-    """Every aggregate of each meter with events of the user in the window, in meter
-    creation order (`unique_count` for unique_count meters alone)."""
+async def usage_by_meter(db: asyncpg.Pool, org_id: str, livemode: bool, user_ids: list[str],
+                         window: Window, exclude_event_name: str,
+                         ) -> dict[str, list[asyncpg.Record]]:
+    """Every aggregate of each meter with events of each of the users in the window, in
+    meter creation order (`unique_count` for unique_count meters alone), by user; one
+    statement for them all (a billing cycle asks for its periods' usage together)."""
     arg = _Args(org_id, livemode)
-    user, parts = arg(user_id), window_parts(window)
+    users, parts = arg(sorted(set(user_ids))), window_parts(window)
     unique = "m.aggregation_type = 'unique_count'"
-    return await db.fetch(
-        "select m.id, m.name, m.currency, m.aggregation_type, u.*"
-        " from metering.meters m cross join lateral"
-        f" ({_usage(arg, 'm.id', user, parts, unique)}) u"
+    rows = await db.fetch(
+        "select k.customer, m.id, m.name, m.currency, m.aggregation_type, u.*"
+        f" from unnest({users}::text[]) as k(customer) cross join metering.meters m"
+        f" cross join lateral ({_usage(arg, 'm.id', 'k.customer', parts, unique)}) u"
         f" where m.org_id = $1 and m.livemode = $2 and m.event_name <> {arg(exclude_event_name)}"
-        " and u.count > 0 order by m.created_at, m.id", *arg.values)
+        " and u.count > 0 order by k.customer, m.created_at, m.id", *arg.values)
+    found: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        found.setdefault(r["customer"], []).append(r)
+    return found
 
 
 # The same answer from the events alone, as the service gave it before the rollups: the

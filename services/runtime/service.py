@@ -1,6 +1,6 @@
 """What a service is made of, declared once in `services/<name>/__init__.py` as `SPEC`:
 its handlers (module-level functions registered on a `Router`), its periodic jobs, its
-migrations and a bootstrap that builds its state. `services.specs.SPECS` lists them; the
+migrations and a bootstrap that builds its state. `services.specs.NAMES` lists them; the
 platform, the CLI and the packaging loop over that list (services/README.md)."""
 
 from __future__ import annotations

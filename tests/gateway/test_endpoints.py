@@ -19,7 +19,7 @@ from services.gateway.auth import AuthError
 from services.gateway.errors import ApiError, translate
 from services.gateway.routes import ROUTES, ZAP_METHODS
 from services.gateway.routing import KINDS, Answered
-from services.specs import SPECS
+from services.specs import specs
 
 
 def _declared() -> dict[str, Endpoint]:
@@ -32,7 +32,7 @@ def _declared() -> dict[str, Endpoint]:
 
 
 def _handled() -> list[Endpoint]:
-    return [h.endpoint for spec in SPECS for h in spec.handlers.handlers]
+    return [h.endpoint for spec in specs() for h in spec.handlers.handlers]
 
 
 def test_every_subject_has_one_handler_and_every_declared_endpoint_is_served():

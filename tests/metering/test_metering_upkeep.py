@@ -3,6 +3,7 @@ per-meter usage invoicing reads, and the batch rules shared by both ways in."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -123,6 +124,15 @@ async def test_usage_by_meter_for_invoices(http, org, metering):
     usage = msgspec.json.decode(reply.result, type=UsageAggregate)
     assert [(m.meterId, m.aggregationType, m.quantity, m.eventCount) for m in usage.meters] == [
         (tokens, "sum", 15, 2), (gauge, "last", 3, 2)]
+    # Asked together (a billing cycle's renewals: one read for them all), each customer
+    # gets their own usage, a customer asked for twice both times.
+    asked = await asyncio.gather(*(metering.request(
+        USAGE_AGGREGATE.subject, scope, UsageAggregateParams(userId=user, start=at(0),
+                                                             end=at(5)), batched=True)
+        for user in ("alice", "bob", "carol", "alice")))
+    assert [[(m.meterId, m.quantity) for m in msgspec.json.decode(
+        r.result, type=UsageAggregate).meters] for r in asked] == [
+        [(tokens, 15), (gauge, 3)], [(idle, 1)], [], [(tokens, 15), (gauge, 3)]]
 
 
 # ---- the batch rules (pure) ------------------------------------------------------------

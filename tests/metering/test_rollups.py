@@ -301,11 +301,14 @@ async def test_unique_count_over_whole_days_answers_as_the_events_do(metering):
                 value, count = await store.aggregate_raw(metering.pool, org_id, False, meter,
                                                          user, window, "unique_count")
                 assert got == (value, count), (user, window, stream)
-            usage = await store.usage_by_meter(metering.pool, org_id, False, "bob", window, "-")
-            value, count = await store.aggregate_raw(metering.pool, org_id, False, meter, "bob",
-                                                     window, "unique_count")
-            assert [(r["unique_count"], r["count"]) for r in usage if r["id"] == meter] == (
-                [(value, count)] if count else []), (window, stream)
+            usage = await store.usage_by_meter(metering.pool, org_id, False, ["bob", "alice"],
+                                               window, "-")
+            for user in ("bob", "alice"):
+                value, count = await store.aggregate_raw(metering.pool, org_id, False, meter,
+                                                         user, window, "unique_count")
+                assert [(r["unique_count"], r["count"]) for r in usage.get(user, [])
+                        if r["id"] == meter] == ([(value, count)] if count else []), (
+                    user, window, stream)
 
     @settings(max_examples=80, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))

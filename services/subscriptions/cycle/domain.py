@@ -25,7 +25,7 @@ NOT_DUE = "subscription period is not due for renewal"  # §2.5 OURS, §11.11 ex
 # A period's claim (table subscriptions.period_renewals): `renewing` (as claimed) while a
 # runner asks invoicing for the period invoice, `past_due` while dunning retries it,
 # `settled` once the period is paid, forgiven or written off.
-DUNNING, SETTLED = "past_due", "settled"
+RENEWING, DUNNING, SETTLED = "renewing", "past_due", "settled"
 
 
 def trial_over(sub: Sub, now: datetime) -> bool:

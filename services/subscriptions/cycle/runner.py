@@ -424,12 +424,19 @@ async def settled_outside(ctx: Context, found: list[Settled]) -> None:
     for s in found:
         by_scope.setdefault((s.org_id, s.livemode), []).append(s)
     for (org, mode), settled in by_scope.items():
-        # A period a runner holds gets the outcome noted: its settle takes it. Most are the
-        # cycle's own collections, settled already: no lock is taken for those.
+        # Most are the cycle's own collections, whose runner settled them already (a settled
+        # claim stays settled): one read leaves those out, not an update each.
+        open_ = await store.in_states(ctx.pool, org, mode, [
+            (s.subscription_id, s.period_start) for s in settled],
+            (domain.RENEWING, domain.DUNNING))
+        settled = [s for s in settled if (s.subscription_id, s.period_start) in open_]
+        if not settled:
+            continue
+        # A period a runner holds gets the outcome noted: its settle takes it.
         await store.note_outcomes(ctx.pool, org, mode, [
             (s.subscription_id, s.period_start, s.status) for s in settled])
-        dunning = await store.in_dunning(ctx.pool, org, mode, [
-            (s.subscription_id, s.period_start) for s in settled])
+        dunning = await store.in_states(ctx.pool, org, mode, [
+            (s.subscription_id, s.period_start) for s in settled], (domain.DUNNING,))
         settled = [s for s in settled if (s.subscription_id, s.period_start) in dunning]
         if not settled:
             continue

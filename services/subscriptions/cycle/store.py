@@ -171,15 +171,16 @@ def _lock_order(outcome: tuple[str, datetime, str]) -> tuple[bytes, datetime]:
     return outcome[0].encode(), outcome[1]
 
 
-async def in_dunning(db: asyncpg.Pool, org_id: str, livemode: bool,
-                     keys: list[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
-    """Which of these (subscription, periodStart) claims are past due."""
+async def in_states(db: asyncpg.Pool, org_id: str, livemode: bool,
+                    keys: list[tuple[str, datetime]], states: Sequence[str],
+                    ) -> set[tuple[str, datetime]]:
+    """Which of these (subscription, periodStart) claims are in one of `states`."""
     subs, starts = zip(*keys, strict=True)
     rows = await db.fetch(
         f"select k.sub, k.start_at from {_KEYS}"
-        " where (select r.state = 'past_due' from subscriptions.period_renewals r"
+        " where (select r.state = any($5::text[]) from subscriptions.period_renewals r"
         f" where {_CLAIM})",
-        org_id, livemode, list(subs), list(starts))
+        org_id, livemode, list(subs), list(starts), list(states))
     return {(r["sub"], r["start_at"]) for r in rows}
 
 

@@ -1,8 +1,8 @@
 """Usage answers over a month holding 1,000,000 events of one customer (issue 12): the
 summary through the gateway and the per-meter usage invoice preview and the billing cycle ask
 for (`billing.metering.usage.aggregate`, over the bus), both answered from the hourly
-rollups (and the daily distinct values, for unique_count) — and, in the same run, the same answer from the events alone (the raw scan the
-service made before the rollups).
+rollups (and the daily distinct values, for unique_count) — and, in the same run, the same
+answer from the events alone (the raw scan the service made before the rollups).
 
 The events are loaded through metering's own store (`store.write_events`, the statement the
 service runs for every batch, rollups included): 32 batches of 100 events a statement, four

@@ -4,6 +4,7 @@ on the bus — and a service's refusal reaches a bus caller as the same `Failure
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import msgspec
@@ -106,8 +107,6 @@ def test_one_rule_each():
 async def test_batched_asks_are_each_answered_as_if_sent_alone(bus):
     """Asks made together with `batched=True` travel as one message; each caller still gets
     its own result, its own refusal, its own replay under its key."""
-    import asyncio
-
     scope = _scope(f"org_{secrets.token_hex(4)}")
     keyed = support.scope(scope.org_id, key=f"k-{secrets.token_hex(4)}")
     first = await bus.ask(DEPOSIT_CREATE, keyed, DepositParams(user="acme/a", amount=100))
@@ -136,8 +135,6 @@ class _Text(msgspec.Struct):
 async def test_batched_asks_whose_replies_are_too_large_together_are_sent_alone(settings):
     """Each reply fits on the bus, not all of them in one message: each is asked again
     alone, and answered."""
-    import asyncio
-
     name = f"test-{secrets.token_hex(3)}"
     text = Endpoint(f"billing.{name}.text.get", _TextParams, _Text)
     router = Router()

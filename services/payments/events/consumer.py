@@ -32,6 +32,7 @@ from services.runtime.streams import EventReader
 
 log = logging.getLogger(__name__)
 
+
 class EventLog(EventReader):
     durable = "payments-event-log"
     subjects = events.published_by_others("payments")

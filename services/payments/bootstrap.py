@@ -59,5 +59,6 @@ async def bootstrap(ctx: Context) -> None:
         topups, postings, Secrets(ctx), intake(ctx), webhooks, event_log)
     await webhooks.start()
     ctx.on_stop(webhooks.stop)
+    ctx.log_published = event_log.log_published  # payments' own events, as they go out
     await event_log.start()
     ctx.on_stop(event_log.stop)

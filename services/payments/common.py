@@ -94,7 +94,7 @@ async def events_together(conn: asyncpg.Connection, changes: list[Announced]) ->
 def new_events(changes: list[Announced]) -> list[tuple[str, bytes]]:
     """(id, payload) of each change's event, for a statement of the caller's own that adds
     them to the outbox (then `nudge_relay()`)."""
-    return outbox.new_events([
+    return outbox.new_events("payments", [
         (type, object_type, scope.org_id, scope.livemode, object_id, customer_id, data)
         for type, object_type, scope, object_id, customer_id, data in changes])
 

@@ -209,7 +209,8 @@ class Service:
             for subject, answer in [*self._responders.items(),
                                     (batch_subject(self.name), self._answer_batch)]]
         if self.pool is not None:  # publishes the events this service's handlers add
-            self.relay = OutboxRelay(self.name, self.pool, nats_servers(self.settings.nats_url))
+            self.relay = OutboxRelay(self.name, self.pool, nats_servers(self.settings.nats_url),
+                                     log_published=self.ctx.log_published)
             await self.relay.start()
         self._job_tasks = [asyncio.create_task(self._repeat(seconds, job))
                            for seconds, job in self._jobs]

@@ -8,7 +8,8 @@ their own, e.g. the ledger's copies of usage debits for metering).
 
 `OutboxRelay` (one per service replica, started by `Service.start()`) publishes pending rows
 in batches to `billing.events.<type>` (or the row's own subject) with `Nats-Msg-Id` = event
-id, and marks them published only after JetStream acked them.
+id, and marks them published only after JetStream acked them; a service that logs its own
+events (payments) writes them with that mark (`log_published`).
 
 When it looks: every `add_event` nudges the relays of its schema in this process; a nudged
 relay looks every few milliseconds for a moment (the events are visible once their
@@ -41,6 +42,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -100,7 +102,7 @@ async def add_many_events(conn: asyncpg.Connection, schema: str, rows: list[Even
                           ) -> list[str]:
     """`add_event` for events of any types (a batch's changes of several kinds), in one
     statement. Returns the events' ids, in order."""
-    made = new_events(rows)
+    made = new_events(schema, rows)
     ids = [event_id for event_id, _ in made]
     await conn.execute(
         f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
@@ -111,14 +113,17 @@ async def add_many_events(conn: asyncpg.Connection, schema: str, rows: list[Even
     return ids
 
 
-def new_events(rows: list[EventRow]) -> list[tuple[str, bytes]]:
+def new_events(schema: str, rows: list[EventRow]) -> list[tuple[str, bytes]]:
     """(id, payload) of each row's event, as `add_many_events` inserts them: for a caller
-    whose own statement inserts the outbox rows (then `nudge(schema)`)."""
+    whose own statement inserts the outbox rows (then `nudge(schema)`). A service publishes
+    only the kinds of event `contracts.events.PUBLISHERS` says are its own."""
     created = rfc3339(now())
     made = []
     for type, object_type, org_id, livemode, object_id, customer_id, data in rows:
         if not _EVENT_TYPE.match(type):
             raise ValueError(f"invalid event type {type!r}")
+        if schema in events.SERVICES and events.publisher(type) != schema:
+            raise ValueError(f"{schema} does not publish {type!r} (contracts.events.PUBLISHERS)")
         event_id = new_id("evt_")
         made.append((event_id, _encode(events.Event(
             id=event_id, type=type, objectType=object_type, objectId=object_id,
@@ -158,11 +163,18 @@ async def ensure_stream(js: Any) -> None:
         await js.stream_info(events.STREAM)
 
 
+# `log_published(conn, rows)`: a service that keeps a log of its own events (payments' event
+# log) writes the events its relay published (outbox rows: id, type, payload) in the
+# transaction that marks them published; what it returns runs once that commits.
+LogPublished = Callable[[asyncpg.Connection, list[asyncpg.Record]],
+                        Awaitable[Callable[[], None] | None]]
+
+
 class OutboxRelay:
     """Publishes one schema's outbox to JetStream until stopped."""
 
     def __init__(self, schema: str, pool: asyncpg.Pool, nats_servers: list[str], *,
-                 batch_size: int = 256, poll_interval: float = 1.0,
+                 log_published: LogPublished | None = None, batch_size: int = 256, poll_interval: float = 1.0,
                  nudged_interval: float = 0.004, nudged_for: float = 0.1,
                  committed_delay: float = 0.02,
                  publish_timeout: float = 5.0, retention: timedelta = RETENTION,
@@ -170,6 +182,7 @@ class OutboxRelay:
         self.schema = schema
         self.pool = pool
         self.nats_servers = nats_servers
+        self.log_published = log_published
         self.batch_size = batch_size
         self.poll_interval = poll_interval  # for rows other processes add
         self.nudged_interval = nudged_interval  # how often a nudged relay looks ...
@@ -286,13 +299,18 @@ class OutboxRelay:
             if not await conn.fetchval(self._pending):
                 return 0
             async with conn.transaction():
-                return await self._relay_batch(conn)
+                published, committed = await self._relay_batch(conn)
+        if committed is not None:
+            committed()
+        return published
 
-    async def _relay_batch(self, conn: asyncpg.Connection) -> int:
-        """Publish the pending rows this relay claims, in the transaction on `conn`."""
+    async def _relay_batch(self, conn: asyncpg.Connection,
+                           ) -> tuple[int, Callable[[], None] | None]:
+        """Publish the pending rows this relay claims, in the transaction on `conn`: how
+        many, and what `log_published` asks to run once it commits."""
         rows = await conn.fetch(self._claim, self.batch_size, self._owner)
         if not rows:
-            return 0
+            return 0, None
         # Sent in order on one connection, acks awaited together: one round trip a batch.
         acks: list[asyncio.Future] = []
         try:
@@ -304,17 +322,21 @@ class OutboxRelay:
         finally:
             for ack in acks:
                 ack.cancel()  # no-op when acked; frees the slot of one that never will be
-        acked = [r["seq"] for r, ack in zip(rows, acks, strict=True)
+        acked = [r for r, ack in zip(rows, acks, strict=True)
                  if ack in done and ack.exception() is None]
+        committed = None
         if acked:
-            await conn.execute(self._mark, acked)
+            await conn.execute(self._mark, [r["seq"] for r in acked])
             self.published += len(acked)
+            events_published = [r for r in acked if r["subject"] is None]
+            if self.log_published is not None and events_published:
+                committed = await self.log_published(conn, events_published)
         if len(acked) < len(rows):
             failed = next((a.exception() for a in done if a.exception() is not None),
                           "no ack in time")
             log.warning("outbox relay %s: %d of %d events not acked (%s); will retry",
                         self.schema, len(rows) - len(acked), len(rows), failed)
-        return len(acked)
+        return len(acked), committed
 
     async def prune(self) -> int:
         """Delete rows published longer ago than the retention; returns how many."""

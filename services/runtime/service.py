@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from services.runtime.bus import Service
+    from services.runtime.outbox import LogPublished
 
 R = TypeVar("R")
 HandlerFn = Callable[..., Awaitable[Any]]
@@ -85,6 +86,9 @@ class Context:
         self.pool: asyncpg.Pool | None = None
         self.state: Any = None
         self.stops: list[Callable[[], Awaitable[None]]] = []
+        # Set by a bootstrap that logs the service's own events as its relay publishes them
+        # (`OutboxRelay.log_published`).
+        self.log_published: LogPublished | None = None
 
     def on_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
         """Run `stop()` when the service stops (before its pool closes), last added first."""

@@ -1,17 +1,26 @@
 """The billing event log (payments.md §2.8, §6.1, §6.2): every event published on
-`billing.events.>` — payments' own through its outbox, other services' straight onto the
-stream — is listed once, newest first, filtered, and only to its organization and mode."""
+`billing.events.>` — payments' own as its outbox relay publishes them, other services' read
+from the stream — is listed once, newest first, filtered, and only to its organization and mode."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import msgspec
 import pytest
+from nats.js.api import DeliverPolicy
 
 from contracts import events
 from contracts.ids import new_id, now, rfc3339
-from tests.support import add_payment_method, eventually, get, new_user, org_id_of
+from tests.support import (
+    add_payment_method,
+    eventually,
+    get,
+    new_user,
+    org_id_of,
+    received,
+)
 
 
 async def publish(js, org_id: str, type: str = "invoice.paid", *, livemode: bool = False,
@@ -70,16 +79,21 @@ async def test_other_services_events_are_logged_once(http, org, platform, js):
     assert "orgId" not in body[0]
 
 
-async def test_a_provider_event_found_unlogged_in_the_stream_is_logged(http, org, platform,
-                                                                         js):
-    # Payments logs its provider events as it makes them; one that reaches the stream
-    # unlogged (published by an older version, say) is logged from there, once.
-    org_id = await org_id_of(platform, org)
-    event_id = await publish(js, org_id, "provider.subscription.updated", object_id="evt_p1")
-    await publish(js, org_id, "provider.subscription.updated", object_id="evt_p1",
-                  event_id=event_id, msg_id=secrets.token_hex(4))
-    body = await logged(http, org, 1, type="provider.subscription.updated")
-    assert [(e["id"], e["objectId"]) for e in body] == [(event_id, "evt_p1")]
+async def test_payments_own_events_go_out_once_and_are_logged_once(http, org, platform, js):
+    # Logged as payments' relay publishes them, not read back from the stream: an event of
+    # payments' on the stream again (a relay publishing after the duplicate window) is not
+    # logged again, and the stream holds every one for other readers.
+    user = new_user()
+    method = await add_payment_method(http, org, user)
+    [event] = await logged(http, org, 1, objectId=method["id"])
+    await publish(js, await org_id_of(platform, org), event["type"], object_id=method["id"],
+                  event_id=event["id"], msg_id=secrets.token_hex(4))
+    sub = await js.subscribe(events.subject(event["type"]), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    on_stream = [m for m in await received(sub, timeout=1.0) if event["id"].encode() in m.data]
+    assert len(on_stream) == 2  # the relay's, then the copy
+    await asyncio.sleep(0.5)
+    assert [e["id"] for e in await listed(http, org, objectId=method["id"])] == [event["id"]]
 
 
 async def test_filters_and_pages(http, org, platform, js):

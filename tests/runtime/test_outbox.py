@@ -15,7 +15,7 @@ from nats.js.api import DeliverPolicy
 
 from contracts import events
 from services.runtime.outbox import OutboxRelay, add_event, nudge
-from tests.support import pending, received, stream_ready
+from tests.support import eventually, pending, received, stream_ready
 
 
 async def add(pool: asyncpg.Pool, schema: str, event_type: str, n: int = 0) -> str:
@@ -177,3 +177,49 @@ async def test_event_types_must_be_subject_tokens(pool, schema, bad):
         with pytest.raises(ValueError):
             await add_event(conn, schema, type=bad, object_type="test", object_id="x",
                             org_id="org_1", livemode=False, customer_id=None, data={})
+
+
+async def test_a_service_publishes_only_its_own_kinds_of_event(pool):
+    # Payments' event log reads the other services' kinds from the stream: an event of a
+    # kind a service does not own would be published and never logged.
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError, match="invoicing does not publish 'topup.succeeded'"):
+            await add_event(conn, "invoicing", type="topup.succeeded", object_type="topup",
+                            object_id="tu_1", org_id="org_1", livemode=False,
+                            customer_id=None, data={})
+    assert events.publisher("customer_balance.transaction.created") == "invoicing"
+    assert events.subject("topup.>") not in events.published_by_others("payments")
+    assert events.subject("invoice.>") in events.published_by_others("payments")
+
+
+def test_every_service_is_a_publisher():
+    from services.specs import NAMES
+
+    assert set(events.SERVICES) == set(NAMES)
+    assert set(events.PUBLISHERS.values()) <= set(NAMES)
+
+
+async def test_the_published_events_are_logged_with_their_mark(make_relay, js, pool, schema,
+                                                               event_type):
+    logged: list[tuple[list[str], bool]] = []
+    committed: list[str] = []
+
+    async def log_published(conn, rows):
+        marked = await conn.fetchval(
+            f"select bool_and(published_at is not null) from {schema}.outbox"
+            " where id = any($1::text[])", [r["id"] for r in rows])
+        logged.append(([r["id"] for r in rows], marked))
+        return lambda: committed.extend(r["id"] for r in rows)
+
+    await make_relay(log_published=log_published)
+    await stream_ready(js)
+    first, second = await add(pool, schema, event_type, 1), await add(pool, schema, event_type, 2)
+    async def read():
+        return committed
+
+    assert await eventually(read, lambda ids: len(ids) == 2) == [first, second]
+    # In the relay's transaction, marked published: a relay that dies before its commit
+    # publishes and logs them again (the log keeps an event once).
+    assert [ids for ids, _ in logged] in ([[first, second]], [[first], [second]])
+    assert all(marked for _, marked in logged)
+

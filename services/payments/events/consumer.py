@@ -1,8 +1,10 @@
-"""Payments' reader of every billing event (`billing.events.>`, published by each service's
-outbox relay): it keeps the event log and queues the webhook deliveries each event owes.
-The provider events payments makes of webhooks it receives are logged as they are stored
-(`keep`, in the intake's transaction); those it forwards to other services come back from
-the stream, found logged.
+"""Payments' event log: every billing event, logged, with the webhook deliveries it owes.
+
+Payments' own events are logged as they are made or published, never read back from the
+stream: the provider events it makes of webhooks it receives as they are stored (`keep`,
+in the intake's transaction), the others as its outbox relay publishes them
+(`log_published`, in the relay's transaction). The other services' events are read from
+the stream (`EventLog`, subscribed to their kinds only: `contracts.events.PUBLISHERS`).
 
 One durable JetStream consumer, shared by payments' replicas, resumed where it stopped. A
 fetch of events is written in one transaction — the new events, and a delivery for each
@@ -10,8 +12,7 @@ enabled endpoint of the event's organization and mode that wants its type — th
 acknowledged. An event delivered again (a lost ack, a relay publishing again after the
 stream's duplicate window) is found in the log by its id and owes nothing more.
 
-Replicas write their fetches one at a time (an advisory lock), so deliveries are queued in
-the order the stream holds their events."""
+Deliveries are queued under one write lock, so in the order their events were logged."""
 
 from __future__ import annotations
 
@@ -31,15 +32,11 @@ from services.runtime.streams import EventReader
 
 log = logging.getLogger(__name__)
 
-# How many ids of events this process logged as it made them are kept until the stream brings
-# them back (another replica's reader may take them instead: the oldest are forgotten).
-MADE_KEPT = 10_000
-
 
 class EventLog(EventReader):
     durable = "payments-event-log"
-    subjects = events.SUBJECT_PREFIX + ">"
-    what = "billing events"
+    subjects = events.published_by_others("payments")
+    what = "other services' billing events"
 
     def __init__(self, pool: Callable[[], asyncpg.Pool], nats_servers: list[str], *,
                  clock: Callable[[], datetime], queued: Callable[[], None], **options):
@@ -47,7 +44,6 @@ class EventLog(EventReader):
         self._pool = pool
         self._clock = clock  # the deliveries' (the sender's)
         self._queued = queued  # deliveries were queued: tell the sender
-        self._made: dict[str, bool] = {}  # see `made`, oldest first
 
     async def write(self, msgs: list[Any]) -> None:
         """Log the events and queue their deliveries (in one transaction)."""
@@ -61,12 +57,6 @@ class EventLog(EventReader):
                           (msg.headers or {}).get("Nats-Msg-Id", "?"), msg.subject, error)
                 continue
             read.setdefault(e.id, e)
-        for event_id in [event_id for event_id in read if self._made.pop(event_id, False)]:
-            del read[event_id]  # logged by this process as it made it: no read needed
-        if read and all(e.type.startswith(domain.LOGGED_AS_MADE) for e in read.values()):
-            # Logged as payments made them, found by one read, without the write lock.
-            logged = await store.logged(self._pool(), list(read))
-            read = {event_id: e for event_id, e in read.items() if event_id not in logged}
         queued = False
         if read:
             async with self._pool().acquire() as conn, conn.transaction():
@@ -92,15 +82,14 @@ class EventLog(EventReader):
         await deliveries.add(conn, owed, self._clock())
         return True
 
-    def made(self, event_ids: list[str]) -> None:
-        """Events this process logged as it made them, committed, that the stream brings
-        back (those forwarded): the fetch that brings them here finds them logged without
-        reading the log."""
-        made = self._made
-        for event_id in event_ids:
-            made[event_id] = True
-        while len(made) > MADE_KEPT:
-            del made[next(iter(made))]
+    async def log_published(self, conn: asyncpg.Connection, rows: list[asyncpg.Record],
+                            ) -> Callable[[], None] | None:
+        """Payments' own events, as its outbox relay publishes them (`OutboxRelay`), logged
+        in the relay's transaction; `wake` once it commits if they owe deliveries. The
+        provider events were logged as they were made."""
+        made = [domain.read(r["payload"]) for r in rows
+                if not r["type"].startswith(domain.LOGGED_AS_MADE)]
+        return self.wake if await self.keep(conn, made) else None
 
     def wake(self) -> None:
         """Deliveries were queued by `keep`: tell the sender."""

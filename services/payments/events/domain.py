@@ -14,7 +14,7 @@ from contracts.webhooks import BillingEvent, EventBody, EventListParams
 
 EVENT_NOT_FOUND = "billing event not found"
 # Events payments logs as it makes them (webhooks_in's provider events), in the same
-# transaction: when they come back from the stream (those it forwards), they are logged.
+# transaction: its relay, publishing those it forwards, finds them logged.
 LOGGED_AS_MADE = "provider."
 PAGE = Page(100, 100)  # §6.1: at most 100
 

@@ -53,12 +53,6 @@ async def serialize(conn: asyncpg.Connection) -> None:
     await conn.execute(f"select {_LOCK}")
 
 
-async def logged(db: Db, event_ids: list[str]) -> set[str]:
-    """Which of these events the log holds."""
-    return {r["id"] for r in await db.fetch(
-        "select id from payments.billing_events where id = any($1::text[])", event_ids)}
-
-
 async def events(db: Db, org_id: str, livemode: bool, f: Filter) -> list[asyncpg.Record]:
     return await db.fetch(
         f"""select e.body, {_PENDING} as pending from payments.billing_events e

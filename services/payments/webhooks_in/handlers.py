@@ -441,7 +441,6 @@ def intake(ctx: Context) -> MicroBatcher:
             queued = await event_log.keep(conn, [e for _, e in logged])
         if queued:
             event_log.wake()
-        event_log.made([e.id for d, e in logged if d.forwarded])  # back from the stream soon
         stored = {d.key: d.status for d, event in zip(unique, announced, strict=True)
                   if event is not None}
         if any(d.forwarded and d.key in stored for d in unique):

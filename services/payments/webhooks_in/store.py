@@ -73,8 +73,9 @@ async def record(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[b
 def _announcements(deliveries: list[Delivery]) -> list[tuple[str, bytes, str]]:
     """(id, payload, type) of the event each delivery announces. Their objectType and
     objectId: the provider and its event id (payments.md §7)."""
-    made = new_events([(type, d.provider, d.org_id, d.livemode, d.event_id, None, data)
-                       for d in deliveries for type, data in (d.announced,)])
+    made = new_events("payments", [
+        (type, d.provider, d.org_id, d.livemode, d.event_id, None, data)
+        for d in deliveries for type, data in (d.announced,)])
     return [(event_id, payload, d.announced[0])
             for d, (event_id, payload) in zip(deliveries, made, strict=True)]
 

@@ -47,15 +47,28 @@ async def intents(base: str, auth: dict[str, str], concurrency: int, seconds: fl
                     "customerId": f"bench/u{u}", "providerRef": "tok_visa"}) as r:
                 methods.append((f"bench/u{u}", (await r.json())["id"]))
 
+        refusals: dict[str, int] = {}  # what went wrong, by status and message
+
+        def refused(status: int, body: dict) -> bool:
+            what = f"{status} {body.get('error', {}).get('message', '')}"
+            refusals[what] = refusals.get(what, 0) + 1
+            return False
+
         async def pay(n: int) -> bool:
             customer, method = methods[n % len(methods)]
             async with http.post(api + "/payment-intents", json={
                     "customerId": customer, "amount": 1000, "paymentMethodId": method}) as r:
                 created = await r.json()
+                if r.status != 201:
+                    return refused(r.status, created)
             async with http.post(f"{api}/payment-intents/{created['id']}/confirm") as r:
-                return (await r.json()).get("status") == "succeeded"
+                confirmed = await r.json()
+                return confirmed.get("status") == "succeeded" or refused(r.status, confirmed)
 
-        return await closed_loop("payment intent create+confirm", concurrency, seconds, pay)
+        result = await closed_loop("payment intent create+confirm", concurrency, seconds, pay)
+        for what, count in refusals.items():
+            print(f"payment intents refused: {count} × {what}")
+        return result
 
 
 async def main(seconds: float, concurrency: int, users: int) -> None:

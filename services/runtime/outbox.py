@@ -123,7 +123,8 @@ def new_events(schema: str, rows: list[EventRow]) -> list[tuple[str, bytes]]:
         if not _EVENT_TYPE.match(type):
             raise ValueError(f"invalid event type {type!r}")
         if schema in events.SERVICES and events.publisher(type) != schema:
-            raise ValueError(f"{schema} does not publish {type!r} (contracts.events.PUBLISHERS)")
+            raise ValueError(f"{schema} does not publish {type!r}"
+                             " (contracts.events.PUBLISHERS)")
         event_id = new_id("evt_")
         made.append((event_id, _encode(events.Event(
             id=event_id, type=type, objectType=object_type, objectId=object_id,
@@ -174,7 +175,8 @@ class OutboxRelay:
     """Publishes one schema's outbox to JetStream until stopped."""
 
     def __init__(self, schema: str, pool: asyncpg.Pool, nats_servers: list[str], *,
-                 log_published: LogPublished | None = None, batch_size: int = 256, poll_interval: float = 1.0,
+                 log_published: LogPublished | None = None,
+                 batch_size: int = 256, poll_interval: float = 1.0,
                  nudged_interval: float = 0.004, nudged_for: float = 0.1,
                  committed_delay: float = 0.02,
                  publish_timeout: float = 5.0, retention: timedelta = RETENTION,

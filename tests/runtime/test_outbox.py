@@ -213,7 +213,9 @@ async def test_the_published_events_are_logged_with_their_mark(make_relay, js, p
 
     await make_relay(log_published=log_published)
     await stream_ready(js)
-    first, second = await add(pool, schema, event_type, 1), await add(pool, schema, event_type, 2)
+    first = await add(pool, schema, event_type, 1)
+    second = await add(pool, schema, event_type, 2)
+
     async def read():
         return committed
 

@@ -68,9 +68,10 @@ class EventLog(EventReader):
                    serialized: bool = False) -> bool:
         """Log the events in the caller's transaction and queue the deliveries the new ones
         owe, under the write lock (so that deliveries are queued in commit order); whether
-        any were (then `wake()` once committed). Also for the events payments logs as it
-        makes them (webhooks_in), which take the lock only when they owe deliveries;
-        the stream's fetches are `serialized` from their first write."""
+        any were (then `wake()` once committed). Also for payments' own events (webhooks_in's
+        as it makes them, the others' as the relay publishes them), which take the lock only
+        when they owe deliveries; the stream's fetches are `serialized` from their first
+        write."""
         if not events:
             return False
         new, endpoints = await store.log(conn, events, serialized=serialized)

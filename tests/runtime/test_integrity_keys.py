@@ -109,7 +109,8 @@ async def test_a_final_refusal_is_still_replayed(http, org):
 
 class _CommitsThenFails:
     """A pool whose next transaction commits, then raises as if the connection dropped
-    while COMMIT was acknowledged (and whose next `fetch` runs, then raises likewise)."""
+    while COMMIT was acknowledged (and whose next `fetch` or `execute` runs, then raises
+    likewise)."""
 
     def __init__(self, pool):
         self._pool = pool
@@ -137,6 +138,11 @@ class _CommitsThenFails:
         rows = await self._pool.fetch(*args, **kwargs)
         self._fault()
         return rows
+
+    async def execute(self, *args, **kwargs):
+        status = await self._pool.execute(*args, **kwargs)
+        self._fault()
+        return status
 
 
 class _Connection:

@@ -16,6 +16,8 @@ from contracts.errors import invalid
 from contracts.ids import new_id
 from services.ledger.balances import domain
 from services.ledger.balances.domain import USAGE_TAG, Movement, Refundable
+from services.ledger.journal import store as journal
+from services.ledger.journal.domain import Entry
 from services.runtime.db import fetch_page
 
 # Insert the movement and apply it to the customer's stored balance in one statement: one
@@ -269,8 +271,8 @@ async def post_usage_batch(conn: asyncpg.Connection, rows: list[MovementRow]) ->
 
 # Many movements at once: the transactions, then each account's balance changed once by the
 # sum of its movements (accounts in a fixed order, so concurrent batches never deadlock).
-_POST_MANY = """
-with t as (
+_MOVEMENTS = """
+t as (
     insert into ledger.transactions (org_id, livemode, id, type, user_id, debit_account,
         credit_account, currency, amount, notes, tags, metadata)
     select o, l, i, ty, u, d, cr, c, a, n, tg, m::jsonb
@@ -278,6 +280,8 @@ with t as (
                 $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
          as r(o, l, i, ty, u, d, cr, c, a, n, tg, m)
 )
+"""
+_MOVED_BALANCES = """
 insert into ledger.balances as b (org_id, livemode, user_id, currency, balance)
 select o, l, u, c, sum(delta)
 from unnest($1::text[], $2::boolean[], $5::text[], $8::text[], $13::bigint[])
@@ -288,37 +292,84 @@ on conflict (org_id, livemode, user_id, currency)
     do update set balance = b.balance + excluded.balance, updated_at = now()
 returning b.org_id, b.livemode, b.user_id, b.currency, b.balance, b.expiring
 """
+_POST_MANY = "with" + _MOVEMENTS + _MOVED_BALANCES
 
+# Top-up credits, their keys and their journal entries in one statement: one round trip,
+# its own transaction. The credits as `_POST_MANY` writes them; each key claimed with its
+# answer, whose balance only this statement knows (the account's after the batch, less the
+# credits after this one: `later`), put between the answer's two halves; the journal's
+# entries and their balances. A key claimed before fails the whole statement.
+_CREDIT_TOGETHER = f"""
+with{_MOVEMENTS}, b as ({_MOVED_BALANCES}), k as (
+    insert into ledger.idempotency_keys (org_id, livemode, key, fingerprint, reply)
+    select r.o, r.l, r.k, r.f, r.head || convert_to((b.balance - r.later)::text, 'UTF8')
+                               || r.tail
+    from unnest($14::text[], $15::boolean[], $16::text[], $17::text[], $18::text[],
+                $19::text[], $20::bytea[], $21::bytea[], $22::bigint[])
+         as r(o, l, k, f, u, c, head, tail, later)
+    join b on b.org_id = r.o and b.livemode = r.l and b.user_id = r.u and b.currency = r.c
+    order by r.o, r.l, r.k
+), {journal.entries_and_postings(23)}, j as ({journal.applying(45)})
+select org_id, livemode, user_id, currency, balance from b
+"""
 
 async def post_many(conn: asyncpg.Connection, rows: list[MovementRow],
                     ) -> dict[BalanceKey, tuple[int, int]]:
     """Record many movements that open no lot (credits that never expire, withdrawals) in
     the caller's transaction, in one statement. Returns each account's (balance, expiring)
     after them all; consuming lots is the caller's (`consume_lots`)."""
-    columns = list(zip(*[
-        (org, mode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency, m.amount,
-         m.notes, m.tags, _json(m.metadata), m.balance_delta)
-        for org, mode, tx_id, m in rows], strict=True))
     try:
-        accounts = await conn.fetch(_POST_MANY, *columns)
+        accounts = await conn.fetch(_POST_MANY, *_movement_args(rows))
     except asyncpg.NumericValueOutOfRangeError:
         raise invalid("amount is too large", "amount") from None
     return {(a["org_id"], a["livemode"], a["user_id"], a["currency"]):
             (a["balance"], a["expiring"]) for a in accounts}
 
 
-async def post_credits(conn: asyncpg.Connection, rows: list[MovementRow]) -> list[int]:
-    """Record many credits (movements that add to a balance and never expire: top-ups) in
-    the caller's transaction, in one statement. Returns each customer's balance after
-    their credit, in order."""
-    after = {key: balance for key, (balance, _) in (await post_many(conn, rows)).items()}
-    # Walking back from each account's final balance gives the balance after every credit.
+def _movement_args(rows: list[MovementRow]) -> list:
+    """`_MOVEMENTS`' and `_MOVED_BALANCES`' parameters, $1 to $13."""
+    return list(zip(*[
+        (org, mode, tx_id, m.type, m.user_id, m.debit, m.credit, m.currency, m.amount,
+         m.notes, m.tags, _json(m.metadata), m.balance_delta)
+        for org, mode, tx_id, m in rows], strict=True))
+
+
+def _each_after(rows: list[MovementRow], after: dict[BalanceKey, int]) -> list[int]:
+    """The balance after each credit of `rows`, from each account's `after` them all
+    (walking back)."""
     balances = []
+    after = dict(after)
     for org, mode, _, m in reversed(rows):
         key = (org, mode, m.user_id, m.currency)
         balances.append(after[key])
         after[key] -= m.amount
     return balances[::-1]
+
+
+# A key claimed with its answer: the answer's bytes before and after its balance.
+KeyClaim = tuple[str, str, bytes, bytes]  # key, fingerprint, head, tail
+
+
+async def credit_together(db: asyncpg.Pool | asyncpg.Connection, rows: list[MovementRow],
+                          keys: list[KeyClaim], entries: list[tuple[str, bool, Entry]],
+                          ) -> list[int]:
+    """Record many credits, claim a key for each (with its answer) and post the journal's
+    `entries`, in one statement (`_CREDIT_TOGETHER`), so on `db`'s own transaction or the
+    caller's. Returns each customer's balance after their credit, in order. A key claimed
+    before raises `UniqueViolationError` on `idempotency_keys_pkey`, and nothing is written.
+    """
+    # Walking back from 0 gives minus the credits after each one on its account (`later`).
+    later = _each_after(rows, {(org, mode, m.user_id, m.currency): 0 for org, mode, _, m in rows})
+    claims = [(org, mode, key, fingerprint, m.user_id, m.currency, head, tail, -behind)
+              for (org, mode, _, m), (key, fingerprint, head, tail), behind
+              in zip(rows, keys, later, strict=True)]
+    try:
+        accounts = await db.fetch(_CREDIT_TOGETHER, *_movement_args(rows),
+                                  *zip(*claims, strict=True), *journal.entry_args(entries))
+    except asyncpg.NumericValueOutOfRangeError:
+        raise invalid("amount is too large", "amount") from None
+    return _each_after(rows, {(a["org_id"], a["livemode"], a["user_id"], a["currency"]):
+                              a["balance"] for a in accounts})
 
 
 async def consume_lots(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,

@@ -5,11 +5,11 @@ for it (cash in, owed to the customer) and the customer's balance is credited, i
 transaction, so the books never show the one without the other.
 
 Payments sends a paid top-up's credit while the customer waits for the answer, so credits
-that arrive together share one transaction: one commit and a handful of statements for the
-whole batch. Each is credited once however often it is sent: its key (the top-up's, or the
-request's Idempotency-Key) is claimed in that transaction with its answer (the balance after
-the credit, so after the credits are written); a key claimed before rolls the batch back,
-and it replays the answer stored under it while the others are written again.
+that arrive together share one statement, its own transaction: one round trip and one commit
+for the whole batch. Each is credited once however often it is sent: its key (the top-up's,
+or the request's Idempotency-Key) is claimed in that statement with its answer (the balance
+after the credit, which only the statement knows); a key claimed before fails the batch, and
+it replays the answer stored under it while the others are written again.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from services.ledger.balances import domain, store
 from services.ledger.balances.domain import Movement
 from services.ledger.journal import domain as journal
 from services.ledger.journal.domain import Account, Operation
-from services.ledger.journal.recorder import KnownAccounts, Recording, record_together
+from services.ledger.journal.recorder import KnownAccounts, Recording, prepare_together
 from services.ledger.journal.store import Name
 from services.runtime.batching import MicroBatcher, each_alone_on_failure
 from services.runtime.idempotency import (
@@ -107,44 +107,61 @@ class TopupCreditor:
     async def _credit(self, new: list[int], credits: list[TopupCredit],
                       replies: list[bytes | None], answers: dict[KeyId, tuple[str, bytes]],
                       journaled_before: bool) -> None:
-        """Credit `new` and record their payments in one transaction, claiming their keys
-        with their answers (the balance after each credit); `_SentBefore` rolls it back if
-        a key was taken."""
+        """Credit `new`, claim their keys with their answers (the balance after each
+        credit) and record their payments: one statement, its own transaction (once a
+        payment was found journaled before, within one that looks those up first).
+        `_SentBefore` if a key was taken: nothing written."""
         ctx = self._ctx
         tx_ids = [new_id("txn_") for _ in new]
-        written: list[tuple[int, bytes, bytes]] = []  # index, reply, replay
+        payments = [Recording(credits[i].scope, credits[i].payment)
+                    for i in new if credits[i].payment]
         learned: dict[Name, Account] = {}  # the journal's, found or created: known once
         #                                  committed
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            balances = await store.post_credits(conn, [
-                (credits[i].scope.org_id, credits[i].scope.livemode, tx_id, credits[i].credit)
-                for i, tx_id in zip(new, tx_ids, strict=True)])
-            for i, tx_id, balance in zip(new, tx_ids, balances, strict=True):
-                m = credits[i].credit
-                result = msgspec.Raw(_encode(TopupCredited(tx_id, m.user_id, m.amount,
-                                                           m.currency, balance)))
-                written.append((i, _encode(Reply(result=result)),
-                                _encode(Reply(result=result, replayed=True))))
-            claimed = await ctx.keys.claim_many(conn, [
-                (*credits[i].key_id, credits[i].fingerprint, replay)
-                for i, _, replay in written])
-            if len(claimed) < len(new):
-                raise _SentBefore
-            # A payment sent on its own before (by an older payments) is looked up once its
-            # key was found taken.
-            payments = [Recording(credits[i].scope, credits[i].payment)
-                        for i in new if credits[i].payment]
-            outcomes = (await record_together(
-                conn, payments, look_up=journaled_before, known=self._accounts.view(),
-                learned=learned) if payments else [])
+        rows = [(credits[i].scope.org_id, credits[i].scope.livemode, tx_id, credits[i].credit)
+                for i, tx_id in zip(new, tx_ids, strict=True)]
+        keys = [(credits[i].key, credits[i].fingerprint, *_replay_around_balance(tx_id, m))
+                for i, (_, _, tx_id, m) in zip(new, rows, strict=True)]
+
+        async def write(db: asyncpg.Pool | asyncpg.Connection) -> list[int]:
+            outcomes, entries = await prepare_together(
+                db, payments, look_up=journaled_before, known=self._accounts.view(),
+                learned=learned)
             for recording, outcome in zip(payments, outcomes, strict=True):
                 if isinstance(outcome, Failure):  # the customer paid: credited regardless
                     log.error("top-up payment %s not journaled: %s",
                               recording.operation.payment_intent_id, outcome.error.message)
+            try:
+                return await store.credit_together(db, rows, keys, entries)
+            except asyncpg.UniqueViolationError as e:
+                if e.constraint_name == "idempotency_keys_pkey":
+                    raise _SentBefore from None
+                raise
+
+        if journaled_before:
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                balances = await write(conn)
+        else:
+            balances = await write(ctx.pool)
         self._accounts.learn(learned)
-        for i, reply, replay in written:
-            replies[i] = reply
-            answers[credits[i].key_id] = (credits[i].fingerprint, replay)
+        for i, (_, _, tx_id, m), balance, (_, fingerprint, head, tail) in zip(
+                new, rows, balances, keys, strict=True):
+            replies[i] = _encode(Reply(result=_credited(tx_id, m, balance)))
+            answers[credits[i].key_id] = (fingerprint, head + b"%d" % balance + tail)
+
+
+_NO_BALANCE = -(2 ** 63)  # stands for the balance in a replay made before it is known
+
+
+def _credited(tx_id: str, m: Movement, balance: int) -> msgspec.Raw:
+    return msgspec.Raw(_encode(TopupCredited(tx_id, m.user_id, m.amount, m.currency, balance)))
+
+
+def _replay_around_balance(tx_id: str, m: Movement) -> tuple[bytes, bytes]:
+    """The credit's answer as replays send it, without its balance (only the credit's
+    statement knows it): the bytes before it and after it."""
+    replay = _encode(Reply(result=_credited(tx_id, m, _NO_BALANCE), replayed=True))
+    head, _, tail = replay.rpartition(b"%d" % _NO_BALANCE)
+    return head, tail
 
 
 class _SentBefore(Exception):

@@ -90,27 +90,42 @@ async def record_together(conn: asyncpg.Connection, recordings: list[Recording],
                           look_up: bool, known: Mapping[store.Name, Account] | None = None,
                           learned: dict[store.Name, Account] | None = None,
                           ) -> list[Outcome | Failure]:
-    """Record the operations in the caller's transaction: ensure the accounts of those not
-    posted before (in name order, so concurrent batches creating the same accounts do not
-    deadlock), post their entries. A refusal is its operation's outcome; it changes nothing.
+    """Record the operations in the caller's transaction: `prepare_together`, then post
+    their new entries. A refusal is its operation's outcome; it changes nothing."""
+    outcomes, new = await prepare_together(conn, recordings, look_up=look_up, known=known,
+                                            learned=learned)
+    if new:
+        await store.insert_entries(conn, new)
+    return outcomes
+
+
+async def prepare_together(db: asyncpg.Pool | asyncpg.Connection, recordings: list[Recording],
+                           *, look_up: bool, known: Mapping[store.Name, Account] | None = None,
+                           learned: dict[store.Name, Account] | None = None,
+                           ) -> tuple[list[Outcome | Failure], list[tuple[str, bool, Entry]]]:
+    """Each operation's outcome, and the new entries to post for them (the caller posts them,
+    on its own or within a longer statement: `store.entries_and_postings`). Ensures the
+    accounts of those not posted before (in name order, so concurrent batches creating the
+    same accounts do not deadlock).
 
     Without `look_up`, every operation is taken for new (the keys of a batch rarely were
-    used): one posted before, or being posted, raises `UniqueViolationError` (its entry's
-    key is unique), and the caller looks again. With it, the keys are locked first (a
-    concurrent post under one commits before this looks) and looked up.
+    used): one posted before, or being posted, raises `UniqueViolationError` when its entry
+    is posted (its key is unique), and the caller looks again. With it, the keys are locked
+    first (a concurrent post under one commits before this looks) and looked up: `db` is then
+    the caller's transaction's connection.
 
     Accounts in `known` (committed ones) are not looked up; those this looks up or creates
     are added to `learned`, for the caller to know once its transaction commits."""
     at = now()
     posted = {}
     if look_up:
-        await store.lock_keys(conn, (r.key for r in recordings))
-        posted = await store.entries_by_keys(conn, (r.key for r in recordings))
+        await store.lock_keys(db, (r.key for r in recordings))
+        posted = await store.entries_by_keys(db, (r.key for r in recordings))
     known = known or {}
     names = {(*r.key[:2], leg.name) for r in recordings for leg in r.operation.legs}
     accounts = {name: known[name] for name in names if name in known}
     if unknown := names - accounts.keys():
-        found = await store.accounts_by_names(conn, unknown)
+        found = await store.accounts_by_names(db, unknown)
         accounts.update(found)
         if learned is not None:
             learned.update(found)
@@ -123,7 +138,7 @@ async def record_together(conn: asyncpg.Connection, recordings: list[Recording],
                     missing[name] = domain.new_account(leg.name, leg.type,
                                                        r.operation.currency)
     if missing:
-        created = await store.ensure_accounts(conn, missing, at)
+        created = await store.ensure_accounts(db, missing, at)
         accounts.update(created)
         if learned is not None:
             learned.update(created)
@@ -147,6 +162,4 @@ async def record_together(conn: asyncpg.Connection, recordings: list[Recording],
                 outcomes.append((before, True))
             except Failure as refusal:
                 outcomes.append(refusal)
-    if new:
-        await store.insert_entries(conn, new)
-    return outcomes
+    return outcomes, new

@@ -129,14 +129,14 @@ on conflict (org_id, livemode, name) do nothing
 """
 
 
-async def accounts_by_names(conn: asyncpg.Connection, names: Iterable[Name]
+async def accounts_by_names(conn: asyncpg.Pool | asyncpg.Connection, names: Iterable[Name]
                             ) -> dict[Name, Account]:
     orgs, modes, found = zip(*set(names), strict=True)
     rows = await conn.fetch(_ACCOUNTS_BY_NAMES, orgs, modes, found)
     return {(r["org_id"], r["livemode"], r["name"]): _account(r) for r in rows}
 
 
-async def ensure_accounts(conn: asyncpg.Connection, accounts: dict[Name, Account],
+async def ensure_accounts(conn: asyncpg.Pool | asyncpg.Connection, accounts: dict[Name, Account],
                           now: datetime) -> dict[Name, Account]:
     """`ensure_account` for many accounts at once."""
     await conn.execute(_INSERT_ACCOUNTS, *zip(*[
@@ -151,7 +151,7 @@ async def ensure_accounts(conn: asyncpg.Connection, accounts: dict[Name, Account
 # first use and otherwise changed by atomic increments. The input is sorted, so row locks
 # are taken in one global order; `credit_normal` comes from the account. Its six parameters
 # are numbered from $n (so that it can end a longer statement).
-def _applying(n: int) -> str:
+def applying(n: int) -> str:
     return f"""
 insert into ledger.journal_balances as b (org_id, livemode, account_id, currency,
     credit_normal, posted, held)
@@ -170,7 +170,7 @@ returning b.account_id, b.currency, b.posted, b.held
 """
 
 
-_APPLY = _applying(1)
+_APPLY = applying(1)
 
 _BALANCE = """
 select account_id, currency, posted, pending, held, available, updated_at
@@ -233,27 +233,34 @@ async def balance(db: asyncpg.Pool | asyncpg.Connection, org_id: str, livemode: 
 _ENTRY_COLUMNS = """e.id, e.idempotency_key, e.payload_hash, e.description, e.payment_intent_id,
     e.refund_id, e.payout_id, e.transfer_id, e.dispute_id, e.metadata, e.created_at"""
 
-# An entry, its postings and their balances in one statement (the postings' and balances'
-# checks run at its end, when the entry's row is there): the entries, the postings, then the
-# balance deltas as `_APPLY` takes them.
-_INSERT_ENTRIES = """
-with e as (
+# Entries and their postings, as two CTEs (`e`, `p`) of a longer statement whose 22
+# parameters are numbered from $n (`entry_args` gives them).
+def entries_and_postings(n: int) -> str:
+    entry_params = ", ".join(f"${n + i}::{t}[]" for i, t in enumerate(
+        ("text", "boolean", "text", "text", "text", "text", "text", "text", "text", "text",
+         "text", "text", "timestamptz")))
+    posting_params = ", ".join(f"${n + 13 + i}::{t}[]" for i, t in enumerate(
+        ("text", "boolean", "text", "text", "smallint", "text", "bigint", "text",
+         "timestamptz")))
+    return f"""
+e as (
     insert into ledger.journal_entries (org_id, livemode, id, idempotency_key, payload_hash,
         description, payment_intent_id, refund_id, payout_id, transfer_id, dispute_id,
         metadata, created_at)
     select o, l, i, nullif(k, ''), h, d, nullif(pi, ''), nullif(r, ''), nullif(po, ''),
            nullif(t, ''), nullif(di, ''), m::jsonb, c
-    from unnest($1::text[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                $13::timestamptz[]) as e(o, l, i, k, h, d, pi, r, po, t, di, m, c)
+    from unnest({entry_params}) as e(o, l, i, k, h, d, pi, r, po, t, di, m, c)
 ), p as (
     insert into ledger.journal_postings (org_id, livemode, id, entry_id, line, account_id,
         amount, currency, created_at)
-    select * from unnest($14::text[], $15::boolean[], $16::text[], $17::text[],
-                         $18::smallint[], $19::text[], $20::bigint[], $21::text[],
-                         $22::timestamptz[])
-)
-""" + _applying(23)
+    select * from unnest({posting_params})
+)"""
+
+
+# An entry, its postings and their balances in one statement (the postings' and balances'
+# checks run at its end, when the entry's row is there): the entries, the postings, then the
+# balance deltas as `_APPLY` takes them.
+_INSERT_ENTRIES = "with" + entries_and_postings(1) + applying(23)
 
 _ENTRY_BY_ID = f"""
 select {_ENTRY_COLUMNS} from ledger.journal_entries e
@@ -278,7 +285,7 @@ _LOCK_KEYS = ("select pg_advisory_xact_lock(hashtextextended(k, 0))"
               " from unnest($1::text[]) as k")
 
 
-async def lock_keys(conn: asyncpg.Connection, keys: Iterable[KeyId]) -> None:
+async def lock_keys(conn: asyncpg.Pool | asyncpg.Connection, keys: Iterable[KeyId]) -> None:
     await conn.execute(_LOCK_KEYS, sorted({f"ledger.journal|{org_id}|{int(livemode)}|{key}"
                                            for org_id, livemode, key in keys}))
 
@@ -302,21 +309,33 @@ async def insert_entries(conn: asyncpg.Connection, entries: list[tuple[str, bool
     """Write (org_id, livemode, entry) entries and their postings, and apply them, together
     with `changes` (e.g. a hold released by the same operation), to the stored balances:
     one statement however many entries."""
+    try:
+        await conn.execute(_INSERT_ENTRIES, *entry_args(entries, changes))
+    except asyncpg.NumericValueOutOfRangeError:
+        raise _past_int64() from None
+
+
+def entry_args(entries: list[tuple[str, bool, Entry]], changes: Changes | None = None,
+               ) -> list:
+    """The parameters of `entries_and_postings` followed by `applying`'s: the entries, their
+    postings, and the balance deltas of both with `changes` (empty arrays for none)."""
     changes = dict(changes or {})
     for org, mode, e in entries:
         for p in e.postings:
             add_change(changes, org, mode, p.account_id, p.currency, posted=p.amount)
-    try:
-        await conn.execute(_INSERT_ENTRIES, *zip(*[
-            (org, mode, e.id, e.idempotency_key, e.payload_hash, e.description,
-             e.payment_intent_id, e.refund_id, e.payout_id, e.transfer_id, e.dispute_id,
-             _json(e.metadata), e.created_at) for org, mode, e in entries], strict=True),
-            *zip(*[(org, mode, p.id, e.id, line, p.account_id, p.amount, p.currency,
-                    p.created_at) for org, mode, e in entries
-                   for line, p in enumerate(e.postings, start=1)], strict=True),
-            *_deltas(changes))
-    except asyncpg.NumericValueOutOfRangeError:
-        raise _past_int64() from None
+    return [*_columns(13, [(org, mode, e.id, e.idempotency_key, e.payload_hash, e.description,
+                            e.payment_intent_id, e.refund_id, e.payout_id, e.transfer_id,
+                            e.dispute_id, _json(e.metadata), e.created_at)
+                           for org, mode, e in entries]),
+            *_columns(9, [(org, mode, p.id, e.id, line, p.account_id, p.amount, p.currency,
+                           p.created_at) for org, mode, e in entries
+                          for line, p in enumerate(e.postings, start=1)]),
+            *(_deltas(changes) if changes else [[]] * 6)]
+
+
+def _columns(n: int, rows: list[tuple]) -> list:
+    """Rows as `n` columns (arrays for `unnest`), empty ones for no rows."""
+    return list(zip(*rows, strict=True)) if rows else [[]] * n
 
 
 async def insert_entry(conn: asyncpg.Connection, org_id: str, livemode: bool, draft: Draft,

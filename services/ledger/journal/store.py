@@ -112,10 +112,14 @@ async def accounts_by_id(conn: asyncpg.Connection, org_id: str, livemode: bool,
 
 # Accounts of any org and mode by name; and the same accounts created where missing, in
 # name order (concurrent batches creating the same names wait instead of deadlocking).
+# Each account is looked up by its key: a join is planned on the table's statistics, and read
+# the whole table for every batch (the planner takes `unnest` for a few rows). A subquery with
+# a limit is not flattened into a join: an index lookup for each row, whatever the statistics.
 _ACCOUNTS_BY_NAMES = f"""
-select a.org_id, a.livemode, {_ACCOUNT_COLUMNS} from ledger.journal_accounts a
-join unnest($1::text[], $2::boolean[], $3::text[]) as k(o, l, n)
-  on a.org_id = k.o and a.livemode = k.l and a.name = k.n
+select a.org_id, a.livemode, {_ACCOUNT_COLUMNS}
+from unnest($1::text[], $2::boolean[], $3::text[]) as k(o, l, n)
+cross join lateral (select * from ledger.journal_accounts a
+                    where a.org_id = k.o and a.livemode = k.l and a.name = k.n limit 1) a
 """
 
 _INSERT_ACCOUNTS = """
@@ -149,8 +153,9 @@ async def ensure_accounts(conn: asyncpg.Pool | asyncpg.Connection, accounts: dic
 
 # Apply posted and held deltas to many balance rows in one statement: rows are created at
 # first use and otherwise changed by atomic increments. The input is sorted, so row locks
-# are taken in one global order; `credit_normal` comes from the account. Its six parameters
-# are numbered from $n (so that it can end a longer statement).
+# are taken in one global order; `credit_normal` comes from the account, looked up by its key
+# as `_ACCOUNTS_BY_NAMES` does. Its six parameters are numbered from $n (so that it can end a
+# longer statement).
 def applying(n: int) -> str:
     return f"""
 insert into ledger.journal_balances as b (org_id, livemode, account_id, currency,
@@ -160,8 +165,9 @@ select c.org_id, c.livemode, c.account_id, c.currency, a.normal_balance = 'credi
 from unnest(${n}::text[], ${n + 1}::boolean[], ${n + 2}::text[], ${n + 3}::text[],
             ${n + 4}::bigint[], ${n + 5}::bigint[])
      as c(org_id, livemode, account_id, currency, posted, held)
-join ledger.journal_accounts a
-  on a.org_id = c.org_id and a.livemode = c.livemode and a.id = c.account_id
+cross join lateral (select normal_balance from ledger.journal_accounts a
+                    where a.org_id = c.org_id and a.livemode = c.livemode
+                      and a.id = c.account_id limit 1) a
 order by c.org_id, c.livemode, c.account_id, c.currency
 on conflict (org_id, livemode, account_id, currency) do update
     set posted = b.posted + excluded.posted, held = b.held + excluded.held,

@@ -1,8 +1,8 @@
 """The ledger's batched postings: top-up credits and journal operations from payments, and
 invoicing's wallet withdrawals, that arrive together share one transaction, and each keeps
-its own outcome — credited, posted or withdrawn once however often it is sent (in one batch or again later), refused alone when it is the
-one that cannot be written, and not written twice when a batch's commit went through
-unacknowledged."""
+its own outcome — credited, posted or withdrawn once however often it is sent (in one batch
+or again later), refused alone when it is the one that cannot be written, and not written
+twice when a batch's commit went through unacknowledged."""
 
 from __future__ import annotations
 

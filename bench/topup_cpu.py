@@ -3,6 +3,10 @@
 /proc before and after a run of `POST /billing/topup/token` (Linux only). The sum is what a
 top-up costs the machine: on 2 cores, 2,000 top-ups/s leave 1 ms for all of them.
 
+PostgreSQL's own processes are shown apart, not in the sum: autovacuum (its workers are
+short-lived: their CPU is read from what the postmaster reaped), the WAL writer, the
+checkpointer. They work for every database of the cluster.
+
     .venv/bin/python bench/topup_cpu.py [--seconds 10] [--concurrency 32]
 
 With NATS_URL / DATABASE_URL set they must run on this machine (their CPU is read here).
@@ -36,12 +40,30 @@ TICKS = os.sysconf("SC_CLK_TCK")
 BODY = json.dumps({"sourceId": "cnon:{n}-bench", "amountCents": 100, "userId": "bench/u{u}"})
 
 
-def cpu_seconds(pid: int) -> float:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (None: gone meanwhile)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:  # gone meanwhile
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _stat(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / TICKS  # u + s
+
+
+def postgres_own_seconds(postmaster: int, backends: list[int]) -> float:
+    """CPU of the cluster's own processes: the postmaster, its children other than
+    `backends`, and the children it reaped (autovacuum workers, ended sessions)."""
+    fields = _stat(postmaster)
+    if fields is None:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    reaped = (int(fields[13]) + int(fields[14])) / TICKS  # cutime + cstime
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                              text=True).stdout.split()
+    return cpu_seconds(postmaster) + reaped + sum(
+        cpu_seconds(int(pid)) for pid in children if int(pid) not in backends)
 
 
 def service_pids() -> dict[str, list[int]]:
@@ -65,24 +87,37 @@ def nats_pid(nats_url: str) -> list[int]:
 
 async def cpu_now(conn: asyncpg.Connection, nats_url: str) -> dict[str, float]:
     """CPU seconds spent so far by each service (its processes together), PostgreSQL's
-    backends of the bench's database and NATS."""
+    backends of the bench's database and NATS; and (`postgres own`) by PostgreSQL's own
+    processes."""
     backends = [r["pid"] for r in await conn.fetch(
         "select pid from pg_stat_activity where datname = current_database()"
         " and pid <> pg_backend_pid()")]
     groups = {**service_pids(), "postgres": backends, "nats": nats_pid(nats_url)}
-    return {name: sum(map(cpu_seconds, pids)) for name, pids in groups.items()}
+    spent = {name: sum(map(cpu_seconds, pids)) for name, pids in groups.items()}
+    mine = _stat(await conn.fetchval("select pg_backend_pid()"))
+    if mine is not None:  # a backend's parent is the postmaster
+        spent[OWN] = postgres_own_seconds(int(mine[1]), backends)
+    return spent
+
+
+OWN = "postgres own"
 
 
 def cpu_lines(before: dict[str, float], after: dict[str, float], ops: int, seconds: float,
               what: str) -> list[str]:
-    """CPU per operation of each process group between two `cpu_now`, and of them all."""
-    lines = []
-    for name in after:
-        spent = after[name] - before.get(name, 0.0)
-        lines.append(f"  {name:13s} {spent / ops * 1e6:6.0f} µs per {what}"
-                     f"  ({spent / seconds * 100:4.0f} % of a core)")
-    total = sum(after[n] - before.get(n, 0.0) for n in after)
+    """CPU per operation of each process group between two `cpu_now`, and of them all;
+    then PostgreSQL's own processes, apart."""
+    def line(name: str, spent: float) -> str:
+        return (f"  {name:13s} {spent / ops * 1e6:6.0f} µs per {what}"
+                f"  ({spent / seconds * 100:4.0f} % of a core)")
+
+    groups = [n for n in after if n != OWN]
+    lines = [line(n, after[n] - before.get(n, 0.0)) for n in groups]
+    total = sum(after[n] - before.get(n, 0.0) for n in groups)
     lines.append(f"  {'all':13s} {total / ops * 1e6:6.0f} µs per {what}")
+    if OWN in after and OWN in before:
+        lines.append(line(OWN, after[OWN] - before[OWN])
+                     + "  (not in all: autovacuum, WAL writer, checkpointer)")
     return lines
 
 

@@ -450,6 +450,10 @@ class EmbeddedPostgres:
                 "--auth=trust",
                 "--auth-local=trust",
                 "--encoding=utf8",
+                # Text compared byte by byte: the same order as C.UTF-8's (code points), but
+                # without the C library's collation calls that every comparison of a text
+                # key (all our ids) makes otherwise. Case mapping stays the environment's.
+                "--lc-collate=C",
                 "-U", PG_SUPERUSER,
             ],
             as_system_user=True,

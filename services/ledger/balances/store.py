@@ -334,16 +334,15 @@ def _movement_args(rows: list[MovementRow]) -> list:
         for org, mode, tx_id, m in rows], strict=True))
 
 
-def _each_after(rows: list[MovementRow], after: dict[BalanceKey, int]) -> list[int]:
-    """The balance after each credit of `rows`, from each account's `after` them all
-    (walking back)."""
-    balances = []
-    after = dict(after)
+def _credited_later(rows: list[MovementRow]) -> list[int]:
+    """For each credit of `rows`, the sum of the credits after it to the same account: its
+    balance is the account's after them all less that."""
+    later, sums = [], {}
     for org, mode, _, m in reversed(rows):
         key = (org, mode, m.user_id, m.currency)
-        balances.append(after[key])
-        after[key] -= m.amount
-    return balances[::-1]
+        later.append(sums.get(key, 0))
+        sums[key] = later[-1] + m.amount
+    return later[::-1]
 
 
 # A key claimed with its answer: the answer's bytes before and after its balance.
@@ -358,9 +357,8 @@ async def credit_together(db: asyncpg.Pool | asyncpg.Connection, rows: list[Move
     caller's. Returns each customer's balance after their credit, in order. A key claimed
     before raises `UniqueViolationError` on `idempotency_keys_pkey`, and nothing is written.
     """
-    # Walking back from 0 gives minus the credits after each one on its account (`later`).
-    later = _each_after(rows, {(org, mode, m.user_id, m.currency): 0 for org, mode, _, m in rows})
-    claims = [(org, mode, key, fingerprint, m.user_id, m.currency, head, tail, -behind)
+    later = _credited_later(rows)
+    claims = [(org, mode, key, fingerprint, m.user_id, m.currency, head, tail, behind)
               for (org, mode, _, m), (key, fingerprint, head, tail), behind
               in zip(rows, keys, later, strict=True)]
     try:
@@ -368,8 +366,10 @@ async def credit_together(db: asyncpg.Pool | asyncpg.Connection, rows: list[Move
                                   *zip(*claims, strict=True), *journal.entry_args(entries))
     except asyncpg.NumericValueOutOfRangeError:
         raise invalid("amount is too large", "amount") from None
-    return _each_after(rows, {(a["org_id"], a["livemode"], a["user_id"], a["currency"]):
-                              a["balance"] for a in accounts})
+    after = {(a["org_id"], a["livemode"], a["user_id"], a["currency"]): a["balance"]
+             for a in accounts}
+    return [after[(org, mode, m.user_id, m.currency)] - behind
+            for (org, mode, _, m), behind in zip(rows, later, strict=True)]
 
 
 async def consume_lots(conn: asyncpg.Connection, org_id: str, livemode: bool, user_id: str,

@@ -85,6 +85,9 @@ def nats_pid(nats_url: str) -> list[int]:
     return [int(p) for p in re.findall(r"pid=(\d+)", listening)][:1]
 
 
+OWN = "postgres own"  # PostgreSQL's own processes, in `cpu_now`'s result
+
+
 async def cpu_now(conn: asyncpg.Connection, nats_url: str) -> dict[str, float]:
     """CPU seconds spent so far by each service (its processes together), PostgreSQL's
     backends of the bench's database and NATS; and (`postgres own`) by PostgreSQL's own
@@ -98,9 +101,6 @@ async def cpu_now(conn: asyncpg.Connection, nats_url: str) -> dict[str, float]:
     if mine is not None:  # a backend's parent is the postmaster
         spent[OWN] = postgres_own_seconds(int(mine[1]), backends)
     return spent
-
-
-OWN = "postgres own"
 
 
 def cpu_lines(before: dict[str, float], after: dict[str, float], ops: int, seconds: float,

@@ -224,4 +224,3 @@ async def test_the_published_events_are_logged_with_their_mark(make_relay, js, p
     # publishes and logs them again (the log keeps an event once).
     assert [ids for ids, _ in logged] in ([[first, second]], [[first], [second]])
     assert all(marked for _, marked in logged)
-

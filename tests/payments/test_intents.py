@@ -5,8 +5,13 @@ organizations and modes apart; events in the outbox."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 
+from contracts.journal import PAYMENT_RECORD, JournalPaymentParams
+from services.payments.common import new_events, service_scope
+from services.payments.intents import domain, store
+from services.payments.postings.sender import LEASE, Posting, recorded
 from services.payments.selection import OFFLINE
 from services.runtime.config import Settings
 from tests.conftest import bearer, iam_token
@@ -274,6 +279,95 @@ async def test_concurrent_confirms_charge_once(http, org, pool, payments_service
     assert statuses == [200] + [409] * 7, results
     assert counting.charges == 1
     assert (await events_of(pool, created["id"])).count("payment_intent.succeeded") == 1
+
+
+async def test_a_write_after_another_writes_nothing(http, org, pool):
+    """The intent's writes made from what a request read before (a confirm without a key,
+    and the answer it applies after the provider's call) write nothing once another write
+    came between: not the state, not its event, not the ledger posting it would owe."""
+    created = await intent_with_method(http, org, 700)
+    org_id = await pool.fetchval("select org_id from payments.payment_intents where id = $1",
+                                 created["id"])
+    read = await store.confirming(pool, org_id, False, created["id"], "", lock=False)
+    processing = domain.begin_confirm(store.as_intent(read), "")
+    written = await store.save_intent(pool, org_id, False, created["id"], processing, 0,
+                                      version=read["version"])
+    assert written["status"] == "processing"
+    assert await store.save_intent(pool, org_id, False, created["id"],
+                                   domain.payment_failed(processing, "no"), 0,
+                                   version=read["version"]) is None
+
+    succeeded = dataclasses.replace(processing, status="succeeded", amount_received=700)
+    paid = Posting(f"payment:{created['id']}", PAYMENT_RECORD, JournalPaymentParams(
+        paymentIntentId=created["id"], amount=700, currency=created["currency"],
+        customerId=created["customerId"]))
+
+    async def settle(version):
+        ((event_id, payload),) = new_events([(
+            "payment_intent.succeeded", "payment_intent", service_scope(org_id, False),
+            created["id"], created["customerId"],
+            {**created, "status": "succeeded", "amountReceived": 700})])
+        settled = await store.settle(
+            pool, org_id, False, created["id"], succeeded, 0, version,
+            (event_id, "payment_intent.succeeded", payload), recorded(paid), LEASE)
+        return settled, event_id
+
+    owed = "select count(*) from payments.ledger_postings where id = $1"
+    announced = "select count(*) from payments.outbox where id = $1"
+    settled, event_id = await settle(read["version"])
+    assert settled is None
+    assert await pool.fetchval(announced, event_id) == 0
+    assert await pool.fetchval(owed, paid.id) == 0
+    _, stored, _ = await get(http, f"/payment-intents/{created['id']}", org.auth())
+    assert stored["status"] == "processing"
+    settled, event_id = await settle(written["version"])
+    assert settled["status"] == "succeeded"
+    assert await pool.fetchval(announced, event_id) == 1
+    assert await pool.fetchval(owed, paid.id) == 1
+
+
+async def test_a_confirm_the_janitor_settled_meanwhile_answers_it_as_settled(
+        http, org, pool, payments_service):
+    """While the provider is charging, the intent changes: the janitor took the confirm
+    over (as after a crash), charged under the same provider key and settled it. The
+    confirm's own answer is then not applied again: it answers the intent as it stands,
+    announced once and posted to the journal once."""
+    from services.payments.intents.handlers import settle_interrupted_confirms
+
+    created = await intent_with_method(http, org, 1800)
+    providers = payments_service.ctx.state.providers
+    counting = Counting(OFFLINE)
+    taken_over = False
+
+    async def issuer(scope, name):
+        return counting
+
+    async def charge_while_the_janitor_settles(req):
+        nonlocal taken_over
+        if not taken_over:
+            taken_over = True
+            await pool.execute("update payments.payment_intents set updated_at = now()"
+                               " - interval '2 minutes' where id = $1", created["id"])
+            await settle_interrupted_confirms(payments_service.ctx)
+        return await Counting.charge(counting, req)
+
+    counting.charge = charge_while_the_janitor_settles
+    providers.issuer = issuer  # the instance's, removed below
+    try:
+        status, body, _ = await confirm(http, org, created["id"])
+    finally:
+        del providers.issuer
+    assert (status, body["status"], body["amountReceived"]) == (200, "succeeded", 1800)
+    assert counting.charges == 2  # both under the attempt's key: one charge at the provider
+    assert await events_of(pool, created["id"]) == ["payment_intent.created",
+                                                    "payment_intent.succeeded"]
+    entries = await eventually(lambda: pool.fetchval(
+        "select count(*) from ledger.journal_entries where payment_intent_id = $1",
+        created["id"]), lambda n: n >= 1)
+    await asyncio.sleep(0.3)  # a second posting, were there one, would have landed by now
+    assert entries == 1 == await pool.fetchval(
+        "select count(*) from ledger.journal_entries where payment_intent_id = $1",
+        created["id"])
 
 
 async def test_payments_offline_serves_live_mode_too(http, org, payments_service):

@@ -1,17 +1,18 @@
 """Payment intents (payments.md §3.1–§3.6) and setup intents (§3.7).
 
 Every change commits with its billing event (outbox) and is idempotent under the request's
-`Idempotency-Key`. Providers are called outside any transaction: a confirm between one that
-moves the intent to `processing` (a second confirm finds it so: 409) and one that applies
-the provider's answer; a capture or a hold's release between a check and the record of the
-answer. Every provider call's idempotency key is derived from the intent and the operation
-(`provider_key`), so a retry never charges, captures or releases twice at the provider.
-A succeeded payment owes the ledger its journal entry (`postings/`)."""
+`Idempotency-Key`. Providers are called outside any transaction: a confirm between a write
+that moves the intent to `processing` (a second confirm finds it so: 409) and one that
+applies the provider's answer; a capture or a hold's release between a check and the
+record of the answer. Every provider call's idempotency key is derived from the intent and
+the operation (`provider_key`), so a retry never charges, captures or releases twice at the
+provider. A succeeded payment owes the ledger its journal entry (`postings/`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +53,8 @@ from services.payments.common import (
     event,
     events_together,
     issuer,
+    new_events,
+    nudge_relay,
     page,
     provider_customer,
     provider_failure,
@@ -85,10 +88,14 @@ router = Router()
 async def create_intent(ctx: Context, scope: Scope, p: PaymentIntentCreateParams,
                         conn: asyncpg.Connection) -> Reply:
     new = domain.new_intent(p)
-    row = await store.create_intent(conn, scope.org_id, scope.livemode, new_id("pi_"), new)
-    intent = _intent(row, scope.livemode)
-    await event(conn, scope, "payment_intent.created", "payment_intent", intent.id,
-                 intent.customerId, intent)
+    at = now()
+    intent = _intent(_new_row(new_id("pi_"), new, at), scope.livemode)
+    announced: Announced = ("payment_intent.created", "payment_intent", scope, intent.id,
+                            intent.customerId, intent)
+    ((event_id, payload),) = new_events([announced])
+    await store.create_intent(conn, scope.org_id, scope.livemode, intent.id, new, at,
+                              (event_id, announced[0], payload))
+    nudge_relay()
     return created(intent)
 
 
@@ -118,20 +125,15 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
     """Charge (or authorize) the intent's method, bracketed as payments.md §10 says: the
     intent goes to `processing` and commits; the provider is called outside any
     transaction, with a key derived from the intent and the attempt (a retry, or the job
-    after a crash, replays the same charge); its answer is applied in a second transaction,
+    after a crash, replays the same charge); its answer is applied by a second write,
     with the event, the ledger posting a succeeded payment owes and the request's key."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, _holding_key(conn, scope):
         if stored := await ctx.keys.replay(conn, scope):
             return stored
-        row = await _load(conn, scope, p.id, lock=True)  # a second confirm waits here
-        before = store.as_intent(row)
-        state = domain.begin_confirm(before, p.paymentMethodId)  # 409 while processing
-        provider, request = await _confirmation(ctx, conn, scope, row, state)
-        await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
-                                row["attempts"])
+        row, provider, request = await _begin_confirm(ctx, conn, scope, p)
     attempt = row["attempts"]
     try:
-        result = await _charge(provider, request, state.capture_method)
+        result = await _charge(provider, request, row["capture_method"])
     except ProviderError as e:
         if e.kind == "unavailable":
             # The charge may have been made (a timeout): the intent stays `processing` for
@@ -141,13 +143,41 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
         # confirm is a new attempt (a new provider key). §3.4: 400, the intent back to
         # requires_payment_method, the §1.10 text.
         declined = e.message
-        failure = invalid(("authorization failed: " if state.capture_method == "manual"
+        failure = invalid(("authorization failed: " if row["capture_method"] == "manual"
                            else "charge failed: ") + declined)
         return await _settle(ctx, scope, row["id"], _processing(attempt),
                              lambda i: domain.payment_failed(i, declined), attempt + 1,
-                             Reply(error=failure.error))
+                             Reply(error=failure.error), written=row)
     return await _settle(ctx, scope, row["id"], _processing(attempt),
-                         lambda i: domain.charged(i, result, provider.name))
+                         lambda i: domain.charged(i, result, provider.name), written=row)
+
+
+def _holding_key(conn: asyncpg.Connection, scope: Scope) -> AbstractAsyncContextManager:
+    """A transaction for a request with a key, which it holds until its answer is stored;
+    without one, each write is a statement of its own, conditional on the version of the
+    intent it read."""
+    return conn.transaction() if scope.idempotency_key else nullcontext()
+
+
+async def _begin_confirm(ctx: Context, conn: asyncpg.Connection, scope: Scope,
+                         p: PaymentIntentConfirmParams,
+                         ) -> tuple[asyncpg.Record, Provider, PaymentRequest]:
+    """The intent moved to `processing` (as written, with its version), and the provider
+    and request that charge it. Read once and written once: in a transaction the row is
+    locked (a second confirm waits); outside one, a confirm that lost the race to write
+    reads the intent again (and finds it `processing`: 409)."""
+    while True:
+        row = await store.confirming(conn, scope.org_id, scope.livemode, p.id,
+                                     p.paymentMethodId.strip(),
+                                     lock=conn.is_in_transaction())
+        if row is None:
+            raise not_found(domain.INTENT_NOT_FOUND)
+        state = domain.begin_confirm(store.as_intent(row), p.paymentMethodId)
+        provider, request = await _confirmation(ctx, scope, row, state)
+        written = await store.save_intent(conn, scope.org_id, scope.livemode, row["id"], state,
+                                          row["attempts"], version=row["version"])
+        if written is not None:
+            return written, provider, request
 
 
 def _processing(attempt: int) -> Callable[[asyncpg.Record], bool]:
@@ -160,21 +190,17 @@ def _held(row: asyncpg.Record) -> bool:
     return row["status"] == domain.REQUIRES_CAPTURE
 
 
-async def _confirmation(ctx: Context, conn: asyncpg.Connection, scope: Scope,
-                        row: asyncpg.Record, state: Intent) -> tuple[Provider, PaymentRequest]:
+async def _confirmation(ctx: Context, scope: Scope, row: asyncpg.Record, state: Intent,
+                        ) -> tuple[Provider, PaymentRequest]:
     """The provider and the request that confirm `state` (its method, the provider's
-    customer, the attempt's key)."""
-    method = await methods.method(conn, scope.org_id, scope.livemode, state.payment_method_id,
-                                  None)
-    if method is None or method["customer_id"] != row["customer_id"]:
+    customer, the attempt's key), from the intent as `store.confirming` reads it."""
+    if row["method_customer_id"] != row["customer_id"]:  # (None: no such method)
         raise invalid(METHOD_NOT_FOUND, "paymentMethodId")
-    provider = await issuer(ctx, scope, method["provider_type"])
-    customer_ref = await methods.provider_customer(conn, scope.org_id, scope.livemode,
-                                                   row["customer_id"], provider.name)
+    provider = await issuer(ctx, scope, row["method_provider_type"])
     return provider, PaymentRequest(
-        amount=state.amount, currency=state.currency, token=method["provider_ref"],
-        customer_id=customer_ref or "", description=row["description"],
-        metadata={"paymentIntentId": row["id"]},
+        amount=state.amount, currency=state.currency, token=row["method_provider_ref"],
+        customer_id=row["provider_customers"].get(provider.name, ""),
+        description=row["description"], metadata={"paymentIntentId": row["id"]},
         idempotency_key=provider_key(scope.org_id, scope.livemode, "confirm", row["id"],
                                      row["attempts"]))
 
@@ -212,8 +238,9 @@ async def _provider_answer(ctx: Context, scope: Scope, row: asyncpg.Record,
             provider = await issuer(ctx, scope, row["provider_type"])
             result = await provider.retrieve_payment(row["provider_ref"])
         else:
-            async with ctx.pool.acquire() as conn:
-                provider, request = await _confirmation(ctx, conn, scope, row, state)
+            confirming = await store.confirming(ctx.pool, scope.org_id, scope.livemode,
+                                                row["id"], state.payment_method_id, lock=False)
+            provider, request = await _confirmation(ctx, scope, confirming, state)
             result = await _charge(provider, request, state.capture_method)
     except ProviderError as e:
         if e.kind != "declined":
@@ -233,10 +260,17 @@ async def _charge(provider: Provider, request: PaymentRequest, capture_method: s
 
 async def _settle(ctx: Context, scope: Scope, intent_id: str,
                   still: Callable[[asyncpg.Record], bool], outcome: Callable[[Intent], Intent],
-                  attempts: int | None = None, reply: Reply | None = None) -> bytes:
+                  attempts: int | None = None, reply: Reply | None = None,
+                  written: asyncpg.Record | None = None) -> bytes:
     """Apply a provider's answer once, if the intent is `still` as the call left it; one
     changed meanwhile (by the job, or a concurrent request under the same provider key) is
-    answered as it stands. `attempts`: the confirm attempts to record (default: unchanged)."""
+    answered as it stands. `attempts`: the confirm attempts to record (default: unchanged).
+    `written`: the intent as this request wrote it before the call (with its version),
+    from which the answer is applied in one statement, if it is still that version."""
+    if written is not None:
+        settled = await _settle_written(ctx, scope, written, outcome, attempts, reply)
+        if settled is not None:
+            return settled
     posting = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _load(conn, scope, intent_id, lock=True)
@@ -255,17 +289,47 @@ async def _settle(ctx: Context, scope: Scope, intent_id: str,
     return encoded
 
 
+async def _settle_written(ctx: Context, scope: Scope, written: asyncpg.Record,
+                          outcome: Callable[[Intent], Intent], attempts: int | None,
+                          reply: Reply | None) -> bytes | None:
+    """`_settle` in one statement — the intent's change, its event, the posting it owes —
+    made beforehand from the intent as written; None if it changed since (nothing done)."""
+    state = outcome(store.as_intent(written))
+    attempts = written["attempts"] if attempts is None else attempts
+    intent = _intent(store.as_saved(written, state, attempts), scope.livemode)
+    announced = _announced(scope, intent)
+    ((event_id, payload),) = new_events([announced])
+    posting = _payment_posting(intent)
+    async with ctx.pool.acquire() as conn, _holding_key(conn, scope):
+        if await store.settle(
+                conn, scope.org_id, scope.livemode, intent.id, state, attempts,
+                written["version"], (event_id, announced[0], payload),
+                posting and sender.recorded(posting), sender.LEASE) is None:
+            return None
+        encoded = await ctx.keys.answer(conn, scope, reply or Reply(result=intent))
+    nudge_relay()
+    if posting is not None:
+        ctx.state.postings.post_soon(scope.org_id, scope.livemode, posting)
+    return encoded
+
+
 async def owe_payment(conn: asyncpg.Connection, scope: Scope, intent: PaymentIntent,
-                       ) -> Posting | None:
-    """A succeeded intent owes the ledger its payment (the journal: cash in, owed to the
-    customer), posted once under `payment:<intent>`."""
+                      ) -> Posting | None:
+    """The posting a succeeded intent owes, recorded in the caller's transaction."""
+    posting = _payment_posting(intent)
+    if posting is not None:
+        await sender.owe(conn, scope, posting)
+    return posting
+
+
+def _payment_posting(intent: PaymentIntent) -> Posting | None:
+    """What a succeeded intent owes the ledger: its payment (the journal: cash in, owed to
+    the customer), posted once under `payment:<intent>`."""
     if intent.status != domain.SUCCEEDED:
         return None
-    posting = Posting(f"payment:{intent.id}", PAYMENT_RECORD, JournalPaymentParams(
+    return Posting(f"payment:{intent.id}", PAYMENT_RECORD, JournalPaymentParams(
         paymentIntentId=intent.id, amount=intent.amountReceived, currency=intent.currency,
         customerId=intent.customerId))
-    await sender.owe(conn, scope, posting)
-    return posting
 
 
 @router.handler(PAYMENT_INTENT_CAPTURE)
@@ -338,6 +402,19 @@ def paid_events(paid: list[tuple[Scope, store.Paid]], created_at: datetime,
     will read."""
     return [_announced(scope, _intent(_paid_row(x, created_at), scope.livemode))
             for scope, x in paid]
+
+
+def _new_row(intent_id: str, n: domain.NewIntent, created_at: datetime) -> dict[str, Any]:
+    """The row `store.create_intent` writes (the columns it leaves at their defaults too)."""
+    i = n.intent
+    return {"id": intent_id, "customer_id": n.customer_id, "amount": i.amount,
+            "currency": i.currency, "status": i.status, "capture_method": i.capture_method,
+            "confirmation_method": n.confirmation_method, "amount_capturable": 0,
+            "amount_received": 0, "amount_refunded": 0, "created_at": created_at,
+            "payment_method_id": i.payment_method_id, "invoice_id": n.invoice_id,
+            "description": n.description, "provider_ref": "", "last_error": "",
+            "metadata": n.metadata, "canceled_at": None, "cancellation_reason": "",
+            "client_secret": ""}
 
 
 def _paid_row(x: store.Paid, created_at: datetime) -> dict[str, Any]:

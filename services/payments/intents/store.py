@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from services.payments.intents.domain import Intent, NewIntent, Setup
+from services.payments.postings import store as postings
 from services.runtime.db import newest_first
 
 Db = asyncpg.Pool | asyncpg.Connection
@@ -20,20 +22,26 @@ _INTENT = ("id, customer_id, amount, currency, status, payment_method_id, captur
            " confirmation_method, amount_capturable, amount_received, amount_refunded,"
            " description, provider_ref, provider_type, last_error, client_secret, invoice_id,"
            " cancellation_reason, canceled_at, metadata, attempts, created_at")
+# Every write of a row gives it a new `xmin`: the version a write can be conditional on.
+_VERSIONED = _INTENT + ", xmin as version"
 
 
-async def create_intent(db: Db, org_id: str, livemode: bool, intent_id: str, n: NewIntent,
-                        ) -> asyncpg.Record:
+async def create_intent(conn: asyncpg.Connection, org_id: str, livemode: bool, intent_id: str,
+                        n: NewIntent, created_at: datetime, event: tuple[str, str, bytes],
+                        ) -> None:
+    """The new intent, with its event (id, type, payload) in the outbox: one statement."""
     i = n.intent
-    return await db.fetchrow(
-        f"insert into payments.payment_intents (org_id, livemode, id, customer_id, amount,"
-        f" currency, status, payment_method_id, capture_method, confirmation_method,"
-        f" setup_future_usage, description, receipt_email, invoice_id, metadata)"
-        f" values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        f" returning {_INTENT}",
+    await conn.execute(
+        "with new as (insert into payments.payment_intents (org_id, livemode, id, customer_id,"
+        " amount, currency, status, payment_method_id, capture_method, confirmation_method,"
+        " setup_future_usage, description, receipt_email, invoice_id, metadata, created_at)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        " returning org_id)"
+        " insert into payments.outbox (id, type, org_id, livemode, payload)"
+        " select $17, $18, $1, $2, $19 from new",
         org_id, livemode, intent_id, n.customer_id, i.amount, i.currency, i.status,
         i.payment_method_id, i.capture_method, n.confirmation_method, n.setup_future_usage,
-        n.description, n.receipt_email, n.invoice_id, n.metadata)
+        n.description, n.receipt_email, n.invoice_id, n.metadata, created_at, *event)
 
 
 async def intent(db: Db, org_id: str, livemode: bool, intent_id: str, *,
@@ -44,6 +52,30 @@ async def intent(db: Db, org_id: str, livemode: bool, intent_id: str, *,
         f"select {_INTENT} from payments.payment_intents"
         f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
         org_id, livemode, intent_id)
+
+
+_CONFIRMING = (
+    f"select {', '.join('i.' + c for c in _VERSIONED.split(', '))},"
+    " m.customer_id as method_customer_id, m.provider_type as method_provider_type,"
+    " m.provider_ref as method_provider_ref,"
+    " coalesce((select jsonb_object_agg(c.provider, c.provider_ref)"
+    "  from payments.provider_customers c where (c.org_id, c.livemode, c.customer_id)"
+    "  = (i.org_id, i.livemode, i.customer_id)), '{}') as provider_customers"
+    " from payments.payment_intents i left join payments.payment_methods m"
+    " on (m.org_id, m.livemode, m.id)"
+    " = (i.org_id, i.livemode, coalesce(nullif($4, ''), i.payment_method_id)) and not m.deleted"
+    " where i.org_id = $1 and i.livemode = $2 and i.id = $3")
+
+
+async def confirming(db: Db, org_id: str, livemode: bool, intent_id: str,
+                     payment_method_id: str, *, lock: bool) -> asyncpg.Record | None:
+    """The intent (with its version; `lock`: as `intent`) and what charging it needs, in
+    one read: the method it is confirmed with (`payment_method_id`, or else its own), as
+    `method_customer_id`, `method_provider_type` and `method_provider_ref` (null: no such
+    method), and its customer's references at the providers (`provider_customers`, by
+    provider)."""
+    return await db.fetchrow(_CONFIRMING + (" for update of i" if lock else ""),
+                             org_id, livemode, intent_id, payment_method_id)
 
 
 async def by_provider_ref(conn: asyncpg.Connection, org_id: str, livemode: bool,
@@ -76,21 +108,57 @@ async def intents(db: Db, org_id: str, livemode: bool, customer_id: str, limit: 
     return await db.fetch(_INTENTS, org_id, livemode, customer_id, limit, starting_after)
 
 
+_SAVE = """update payments.payment_intents set status = $4, payment_method_id = $5,
+    amount_capturable = $6, amount_received = $7, provider_ref = $8, provider_type = $9,
+    last_error = $10, client_secret = $11, cancellation_reason = $12, canceled_at = $13,
+    attempts = $14, updated_at = now()
+where org_id = $1 and livemode = $2 and id = $3 and ($15::xid is null or xmin = $15)"""
+
+
+def _saved(org_id: str, livemode: bool, intent_id: str, i: Intent, attempts: int,
+           version: int | None) -> tuple:
+    return (org_id, livemode, intent_id, i.status, i.payment_method_id, i.amount_capturable,
+            i.amount_received, i.provider_ref, i.provider_type, i.last_error, i.client_secret,
+            i.cancellation_reason, i.canceled_at, attempts, version)
+
+
 async def save_intent(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent,
-                      attempts: int) -> asyncpg.Record:
-    """Write the state machine's fields back."""
+                      attempts: int, *, version: int | None = None) -> asyncpg.Record | None:
+    """Write the state machine's fields back; with `version`, only if the row is still the
+    version read (None: it changed since)."""
+    return await db.fetchrow(f"{_SAVE} returning {_VERSIONED}",
+                             *_saved(org_id, livemode, intent_id, i, attempts, version))
+
+
+def as_saved(row: asyncpg.Record, i: Intent, attempts: int) -> dict[str, Any]:
+    """`row` as `save_intent` leaves it with `i` and `attempts` (but its version)."""
+    return {**row, **{f: getattr(i, f) for f in _SAVED_FIELDS}, "attempts": attempts}
+
+
+_OWED = postings.insert_owed(
+    "(select $1, $2, $19::text, $20::text, $21::bytea from saved where $19 is not null) n",
+    "$22")
+
+
+async def settle(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent, attempts: int,
+                 version: int, event: tuple[str, str, bytes],
+                 posting: tuple[str, str, bytes] | None, lease: timedelta,
+                 ) -> asyncpg.Record | None:
+    """One statement: the intent's new state if the row is still `version` (None: it changed
+    since), with its event (id, type, payload) in the outbox and the ledger posting it owes
+    (id, subject, params), if any."""
     return await db.fetchrow(
-        f"""update payments.payment_intents set status = $4, payment_method_id = $5,
-            amount_capturable = $6, amount_received = $7, provider_ref = $8,
-            provider_type = $9, last_error = $10, client_secret = $11,
-            cancellation_reason = $12, canceled_at = $13, attempts = $14, updated_at = now()
-        where org_id = $1 and livemode = $2 and id = $3 returning {_INTENT}""",
-        org_id, livemode, intent_id, i.status, i.payment_method_id, i.amount_capturable,
-        i.amount_received, i.provider_ref, i.provider_type, i.last_error, i.client_secret,
-        i.cancellation_reason, i.canceled_at, attempts)
+        f"with saved as ({_SAVE} returning {_VERSIONED}),"
+        f" announced as (insert into payments.outbox (id, type, org_id, livemode, payload)"
+        f"  select $16, $17, $1, $2, $18 from saved),"
+        f" owed as ({_OWED}) select * from saved",
+        *_saved(org_id, livemode, intent_id, i, attempts, version), *event,
+        *(posting or (None, None, None)), lease)
 
 
 _INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(Intent))  # columns of those names
+_SAVED_FIELDS = tuple(f for f in _INTENT_FIELDS if f not in ("amount", "currency",
+                                                              "capture_method"))
 
 
 def as_intent(r: asyncpg.Record) -> Intent:

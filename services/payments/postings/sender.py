@@ -54,10 +54,15 @@ async def owe(conn: asyncpg.Connection, scope: Scope, posting: Posting) -> None:
 
 async def owe_many(conn: asyncpg.Connection, owed: list[tuple[Scope, Posting]]) -> None:
     """`owe` for the postings of many changes (a batch's), in one statement."""
-    for _, posting in owed:
-        assert posting.endpoint.subject in ENDPOINTS, posting.endpoint.subject
-    await store.add(conn, [(scope.org_id, scope.livemode, posting.id, posting.endpoint.subject,
-                            _encode(posting.params)) for scope, posting in owed], LEASE)
+    await store.add(conn, [(scope.org_id, scope.livemode, *recorded(posting))
+                           for scope, posting in owed], LEASE)
+
+
+def recorded(posting: Posting) -> tuple[str, str, bytes]:
+    """The posting as the store records it: id, subject, params (for a statement of the
+    caller's own that records it with the change that owes it, for `LEASE`)."""
+    assert posting.endpoint.subject in ENDPOINTS, posting.endpoint.subject
+    return posting.id, posting.endpoint.subject, _encode(posting.params)
 
 
 async def ask(ctx: Context, org_id: str, livemode: bool, posting: Posting) -> Any:

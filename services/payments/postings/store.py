@@ -9,17 +9,21 @@ import asyncpg
 Db = asyncpg.Pool | asyncpg.Connection
 
 
+def insert_owed(rows: str, lease: str) -> str:
+    """The insert of owed postings from `rows`, a relation of (org_id, livemode, id, subject,
+    params), left alone by the job for `lease` (for a longer statement)."""
+    return ("insert into payments.ledger_postings"
+            " (org_id, livemode, id, subject, params, next_attempt_at)"
+            f" select *, now() + {lease} from {rows} on conflict do nothing")
+
+
 async def add(conn: asyncpg.Connection, postings: list[tuple[str, bool, str, str, bytes]],
               lease: timedelta) -> None:
     """Owe (org_id, livemode, id, subject, params) postings (once: the same id again changes
     nothing). `lease`: the sender that owes them sends them right after the commit, so the
     job leaves them alone until then."""
-    await conn.execute(
-        "insert into payments.ledger_postings"
-        " (org_id, livemode, id, subject, params, next_attempt_at)"
-        " select o, l, i, s, p, now() + $6 from unnest($1::text[], $2::boolean[],"
-        " $3::text[], $4::text[], $5::bytea[]) as n(o, l, i, s, p) on conflict do nothing",
-        *zip(*postings, strict=True), lease)
+    await conn.execute(insert_owed("unnest($1::text[], $2::boolean[], $3::text[], $4::text[],"
+                                   " $5::bytea[])", "$6"), *zip(*postings, strict=True), lease)
 
 
 async def take_due(db: Db, limit: int, lease: timedelta) -> list[asyncpg.Record]:

@@ -84,16 +84,23 @@ router = Router()
 # ---- payment intents ---------------------------------------------------------------------
 
 
-@router.handler(PAYMENT_INTENT_CREATE, transaction=True)
-async def create_intent(ctx: Context, scope: Scope, p: PaymentIntentCreateParams,
-                        conn: asyncpg.Connection) -> Reply:
+@router.handler(PAYMENT_INTENT_CREATE)
+async def create_intent(ctx: Context, scope: Scope, p: PaymentIntentCreateParams) -> Any:
+    """One statement; in a transaction only with a key, which keeps the answer with it."""
+    if scope.idempotency_key:
+        return await ctx.transaction(scope, p, _create_intent)
+    return await _create_intent(ctx, scope, p, ctx.pool)
+
+
+async def _create_intent(ctx: Context, scope: Scope, p: PaymentIntentCreateParams,
+                         db: asyncpg.Pool | asyncpg.Connection) -> Reply:
     new = domain.new_intent(p)
     at = now()
     intent = _intent(_new_row(new_id("pi_"), new, at), scope.livemode)
     announced: Announced = ("payment_intent.created", "payment_intent", scope, intent.id,
                             intent.customerId, intent)
     ((event_id, payload),) = new_events([announced])
-    await store.create_intent(conn, scope.org_id, scope.livemode, intent.id, new, at,
+    await store.create_intent(db, scope.org_id, scope.livemode, intent.id, new, at,
                               (event_id, announced[0], payload))
     nudge_relay()
     return created(intent)

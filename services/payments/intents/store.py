@@ -26,12 +26,11 @@ _INTENT = ("id, customer_id, amount, currency, status, payment_method_id, captur
 _VERSIONED = _INTENT + ", xmin as version"
 
 
-async def create_intent(conn: asyncpg.Connection, org_id: str, livemode: bool, intent_id: str,
-                        n: NewIntent, created_at: datetime, event: tuple[str, str, bytes],
-                        ) -> None:
+async def create_intent(db: Db, org_id: str, livemode: bool, intent_id: str, n: NewIntent,
+                        created_at: datetime, event: tuple[str, str, bytes]) -> None:
     """The new intent, with its event (id, type, payload) in the outbox: one statement."""
     i = n.intent
-    await conn.execute(
+    await db.execute(
         "with new as (insert into payments.payment_intents (org_id, livemode, id, customer_id,"
         " amount, currency, status, payment_method_id, capture_method, confirmation_method,"
         " setup_future_usage, description, receipt_email, invoice_id, metadata, created_at)"

@@ -152,11 +152,11 @@ async def confirm_intent(ctx: Context, scope: Scope, p: PaymentIntentConfirmPara
         declined = e.message
         failure = invalid(("authorization failed: " if row["capture_method"] == "manual"
                            else "charge failed: ") + declined)
-        return await _settle(ctx, scope, row["id"], _processing(attempt),
+        return await _settle(ctx, scope, row, _processing(attempt),
                              lambda i: domain.payment_failed(i, declined), attempt + 1,
-                             Reply(error=failure.error), written=row)
-    return await _settle(ctx, scope, row["id"], _processing(attempt),
-                         lambda i: domain.charged(i, result, provider.name), written=row)
+                             Reply(error=failure.error))
+    return await _settle(ctx, scope, row, _processing(attempt),
+                         lambda i: domain.charged(i, result, provider.name))
 
 
 def _holding_key(conn: asyncpg.Connection, scope: Scope) -> AbstractAsyncContextManager:
@@ -230,8 +230,7 @@ async def settle_interrupted_confirms(ctx: Context) -> None:
             continue
         if answer is not None:
             outcome, attempts = answer
-            await _settle(ctx, scope, row["id"], _processing(row["attempts"]), outcome,
-                          attempts)
+            await _settle(ctx, scope, row, _processing(row["attempts"]), outcome, attempts)
 
 
 async def _provider_answer(ctx: Context, scope: Scope, row: asyncpg.Record,
@@ -265,19 +264,18 @@ async def _charge(provider: Provider, request: PaymentRequest, capture_method: s
                   else provider.charge(request))
 
 
-async def _settle(ctx: Context, scope: Scope, intent_id: str,
+async def _settle(ctx: Context, scope: Scope, seen: asyncpg.Record,
                   still: Callable[[asyncpg.Record], bool], outcome: Callable[[Intent], Intent],
-                  attempts: int | None = None, reply: Reply | None = None,
-                  written: asyncpg.Record | None = None) -> bytes:
-    """Apply a provider's answer once, if the intent is `still` as the call left it; one
-    changed meanwhile (by the job, or a concurrent request under the same provider key) is
-    answered as it stands. `attempts`: the confirm attempts to record (default: unchanged).
-    `written`: the intent as this request wrote it before the call (with its version),
-    from which the answer is applied in one statement, if it is still that version."""
-    if written is not None:
-        settled = await _settle_written(ctx, scope, written, outcome, attempts, reply)
-        if settled is not None:
-            return settled
+                  attempts: int | None = None, reply: Reply | None = None) -> bytes:
+    """Apply a provider's answer once: in one statement if the intent is as this request
+    last read or wrote it before the call (`seen`, with its version); otherwise under its
+    lock, if it is `still` as the call left it — one changed meanwhile (by the job, or a
+    concurrent request under the same provider key) is answered as it stands. `attempts`:
+    the confirm attempts to record (default: unchanged)."""
+    settled = await _settle_seen(ctx, scope, seen, outcome, attempts, reply)
+    if settled is not None:
+        return settled
+    intent_id = seen["id"]
     posting = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _load(conn, scope, intent_id, lock=True)
@@ -296,21 +294,21 @@ async def _settle(ctx: Context, scope: Scope, intent_id: str,
     return encoded
 
 
-async def _settle_written(ctx: Context, scope: Scope, written: asyncpg.Record,
-                          outcome: Callable[[Intent], Intent], attempts: int | None,
-                          reply: Reply | None) -> bytes | None:
+async def _settle_seen(ctx: Context, scope: Scope, seen: asyncpg.Record,
+                       outcome: Callable[[Intent], Intent], attempts: int | None,
+                       reply: Reply | None) -> bytes | None:
     """`_settle` in one statement — the intent's change, its event, the posting it owes —
-    made beforehand from the intent as written; None if it changed since (nothing done)."""
-    state = outcome(store.as_intent(written))
-    attempts = written["attempts"] if attempts is None else attempts
-    intent = _intent(store.as_saved(written, state, attempts), scope.livemode)
+    made beforehand from the intent as seen; None if it changed since (nothing done)."""
+    state = outcome(store.as_intent(seen))
+    attempts = seen["attempts"] if attempts is None else attempts
+    intent = _intent(store.as_saved(seen, state, attempts), scope.livemode)
     announced = _announced(scope, intent)
     ((event_id, payload),) = new_events([announced])
     posting = _payment_posting(intent)
     async with ctx.pool.acquire() as conn, _holding_key(conn, scope):
         if await store.settle(
                 conn, scope.org_id, scope.livemode, intent.id, state, attempts,
-                written["version"], (event_id, announced[0], payload),
+                seen["version"], (event_id, announced[0], payload),
                 posting and sender.recorded(posting), sender.LEASE) is None:
             return None
         encoded = await ctx.keys.answer(conn, scope, reply or Reply(result=intent))
@@ -347,7 +345,8 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
     async with ctx.pool.acquire() as conn, conn.transaction():
         if stored := await ctx.keys.replay(conn, scope):
             return stored
-        state = store.as_intent(await _load(conn, scope, p.id))
+        row = await _load(conn, scope, p.id)
+        state = store.as_intent(row)
         amount = domain.capture_amount(state, p.amountToCapture)  # checked before the provider
     provider = await issuer(ctx, scope, state.provider_type)
     try:
@@ -356,7 +355,7 @@ async def capture_intent(ctx: Context, scope: Scope, p: PaymentIntentCapturePara
             provider_key(scope.org_id, scope.livemode, "capture", p.id))
     except ProviderError as e:
         raise provider_failure(e, "capture failed: ") from None
-    return await _settle(ctx, scope, p.id, _held,
+    return await _settle(ctx, scope, row, _held,
                          lambda i: domain.captured(i, result.amount or amount))
 
 
@@ -382,8 +381,7 @@ async def cancel_intent(ctx: Context, scope: Scope, p: PaymentIntentCancelParams
                               provider_key(scope.org_id, scope.livemode, "cancel", p.id))
     except ProviderError as e:
         raise provider_failure(e, "cancel failed: ") from None
-    return await _settle(ctx, scope, p.id, _held,
-                         lambda i: domain.cancel(i, reason, now()))
+    return await _settle(ctx, scope, row, _held, lambda i: domain.cancel(i, reason, now()))
 
 
 async def announce(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record,

@@ -45,10 +45,10 @@ async def create_intent(db: Db, org_id: str, livemode: bool, intent_id: str, n: 
 
 async def intent(db: Db, org_id: str, livemode: bool, intent_id: str, *,
                  lock: bool = False) -> asyncpg.Record | None:
-    """`lock`: the row stays locked until the caller's transaction ends, so two changes
-    of one intent (two confirms) run one after the other."""
+    """The intent, with its version. `lock`: the row stays locked until the caller's
+    transaction ends, so two changes of one intent run one after the other."""
     return await db.fetchrow(
-        f"select {_INTENT} from payments.payment_intents"
+        f"select {_VERSIONED} from payments.payment_intents"
         f" where org_id = $1 and livemode = $2 and id = $3" + (" for update" if lock else ""),
         org_id, livemode, intent_id)
 
@@ -265,5 +265,5 @@ async def interrupted_confirms(db: Db, older_than: timedelta, limit: int,
         "  where status = 'processing' and updated_at < now() - $1::interval"
         "  order by updated_at limit $2 for update skip locked) due"
         " where (i.org_id, i.livemode, i.id) = (due.org_id, due.livemode, due.id)"
-        " returning i.*",
+        " returning i.*, i.xmin as version",
         older_than, limit)

@@ -105,12 +105,18 @@ async def add_many_events(conn: asyncpg.Connection, schema: str, rows: list[Even
     made = new_events(schema, rows)
     ids = [event_id for event_id, _ in made]
     await conn.execute(
-        f"insert into {schema}.outbox (id, type, org_id, livemode, payload)"
-        " select * from unnest($1::text[], $2::text[], $3::text[], $4::boolean[],"
-        " $5::bytea[])", ids, [r[0] for r in rows], [r[2] for r in rows],
-        [r[3] for r in rows], [payload for _, payload in made])
+        insert_events(schema, "select * from unnest($1::text[], $2::text[], $3::text[],"
+                              " $4::boolean[], $5::bytea[])"),
+        ids, [r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+        [payload for _, payload in made])
     nudge(schema)
     return ids
+
+
+def insert_events(schema: str, select: str) -> str:
+    """The insert of events into `schema`'s outbox from `select`, a query of (id, type,
+    org_id, livemode, payload) made with `new_events` (for a longer statement)."""
+    return f"insert into {schema}.outbox (id, type, org_id, livemode, payload) {select}"
 
 
 def new_events(schema: str, rows: list[EventRow]) -> list[tuple[str, bytes]]:

@@ -409,30 +409,32 @@ def paid_events(paid: list[tuple[Scope, store.Paid]], created_at: datetime,
             for scope, x in paid]
 
 
+# What a new intent's row holds in the columns an insert leaves at their defaults.
+_DEFAULTS: dict[str, Any] = {
+    "amount_capturable": 0, "amount_received": 0, "amount_refunded": 0,
+    "payment_method_id": "", "invoice_id": "", "description": "", "provider_ref": "",
+    "last_error": "", "metadata": None, "canceled_at": None, "cancellation_reason": "",
+    "client_secret": ""}
+
+
 def _new_row(intent_id: str, n: domain.NewIntent, created_at: datetime) -> dict[str, Any]:
-    """The row `store.create_intent` writes (the columns it leaves at their defaults too)."""
+    """The row `store.create_intent` writes."""
     i = n.intent
-    return {"id": intent_id, "customer_id": n.customer_id, "amount": i.amount,
+    return {**_DEFAULTS, "id": intent_id, "customer_id": n.customer_id, "amount": i.amount,
             "currency": i.currency, "status": i.status, "capture_method": i.capture_method,
-            "confirmation_method": n.confirmation_method, "amount_capturable": 0,
-            "amount_received": 0, "amount_refunded": 0, "created_at": created_at,
+            "confirmation_method": n.confirmation_method, "created_at": created_at,
             "payment_method_id": i.payment_method_id, "invoice_id": n.invoice_id,
-            "description": n.description, "provider_ref": "", "last_error": "",
-            "metadata": n.metadata, "canceled_at": None, "cancellation_reason": "",
-            "client_secret": ""}
+            "description": n.description, "metadata": n.metadata}
 
 
 def _paid_row(x: store.Paid, created_at: datetime) -> dict[str, Any]:
-    """The row `store.insert_paid` writes for `x` (the columns it leaves at their defaults
-    too)."""
-    return {"id": x.intent_id, "customer_id": x.customer_id, "amount": x.amount,
+    """The row `store.insert_paid` writes for `x`."""
+    return {**_DEFAULTS, "id": x.intent_id, "customer_id": x.customer_id, "amount": x.amount,
             "currency": x.currency, "status": domain.SUCCEEDED, "capture_method": "automatic",
-            "confirmation_method": "automatic", "amount_capturable": 0,
-            "amount_received": x.amount, "amount_refunded": 0, "created_at": created_at,
-            "payment_method_id": x.payment_method_id, "invoice_id": "",
-            "description": x.description, "provider_ref": x.provider_ref, "last_error": "",
-            "metadata": x.metadata, "canceled_at": None, "cancellation_reason": "",
-            "client_secret": ""}
+            "confirmation_method": "automatic", "amount_received": x.amount,
+            "created_at": created_at, "payment_method_id": x.payment_method_id,
+            "description": x.description, "provider_ref": x.provider_ref,
+            "metadata": x.metadata}
 
 
 def _announced(scope: Scope, intent: PaymentIntent) -> Announced:

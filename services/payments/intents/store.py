@@ -12,6 +12,7 @@ import msgspec
 from services.payments.intents.domain import Intent, NewIntent, Setup
 from services.payments.postings import store as postings
 from services.runtime.db import newest_first
+from services.runtime.outbox import insert_events
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -35,9 +36,7 @@ async def create_intent(db: Db, org_id: str, livemode: bool, intent_id: str, n: 
         " amount, currency, status, payment_method_id, capture_method, confirmation_method,"
         " setup_future_usage, description, receipt_email, invoice_id, metadata, created_at)"
         " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        " returning org_id)"
-        " insert into payments.outbox (id, type, org_id, livemode, payload)"
-        " select $17, $18, $1, $2, $19 from new",
+        " returning org_id) " + insert_events("payments", "select $17, $18, $1, $2, $19 from new"),
         org_id, livemode, intent_id, n.customer_id, i.amount, i.currency, i.status,
         i.payment_method_id, i.capture_method, n.confirmation_method, n.setup_future_usage,
         n.description, n.receipt_email, n.invoice_id, n.metadata, created_at, *event)
@@ -107,18 +106,21 @@ async def intents(db: Db, org_id: str, livemode: bool, customer_id: str, limit: 
     return await db.fetch(_INTENTS, org_id, livemode, customer_id, limit, starting_after)
 
 
-_SAVE = """update payments.payment_intents set status = $4, payment_method_id = $5,
-    amount_capturable = $6, amount_received = $7, provider_ref = $8, provider_type = $9,
-    last_error = $10, client_secret = $11, cancellation_reason = $12, canceled_at = $13,
-    attempts = $14, updated_at = now()
-where org_id = $1 and livemode = $2 and id = $3 and ($15::xid is null or xmin = $15)"""
+# The state machine's fields that a write changes: all but what the intent was created with.
+_SAVED_FIELDS = tuple(f.name for f in dataclasses.fields(Intent)
+                      if f.name not in ("amount", "currency", "capture_method"))
+_SAVE = (f"update payments.payment_intents set"
+         f" {', '.join(f'{f} = ${n}' for n, f in enumerate(_SAVED_FIELDS, start=4))},"
+         f" attempts = ${4 + len(_SAVED_FIELDS)}, updated_at = now()"
+         f" where org_id = $1 and livemode = $2 and id = $3"
+         f" and (${5 + len(_SAVED_FIELDS)}::xid is null or xmin = ${5 + len(_SAVED_FIELDS)})")
 
 
 def _saved(org_id: str, livemode: bool, intent_id: str, i: Intent, attempts: int,
            version: int | None) -> tuple:
-    return (org_id, livemode, intent_id, i.status, i.payment_method_id, i.amount_capturable,
-            i.amount_received, i.provider_ref, i.provider_type, i.last_error, i.client_secret,
-            i.cancellation_reason, i.canceled_at, attempts, version)
+    """`_SAVE`'s parameters, $1 to $15."""
+    return (org_id, livemode, intent_id, *(getattr(i, f) for f in _SAVED_FIELDS), attempts,
+            version)
 
 
 async def save_intent(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent,
@@ -134,6 +136,7 @@ def as_saved(row: asyncpg.Record, i: Intent, attempts: int) -> dict[str, Any]:
     return {**row, **{f: getattr(i, f) for f in _SAVED_FIELDS}, "attempts": attempts}
 
 
+_ANNOUNCED = insert_events("payments", "select $16, $17, $1, $2, $18 from saved")
 _OWED = postings.insert_owed(
     "(select $1, $2, $19::text, $20::text, $21::bytea from saved where $19 is not null) n",
     "$22")
@@ -148,16 +151,13 @@ async def settle(db: Db, org_id: str, livemode: bool, intent_id: str, i: Intent,
     (id, subject, params), if any."""
     return await db.fetchrow(
         f"with saved as ({_SAVE} returning {_VERSIONED}),"
-        f" announced as (insert into payments.outbox (id, type, org_id, livemode, payload)"
-        f"  select $16, $17, $1, $2, $18 from saved),"
+        f" announced as ({_ANNOUNCED}),"
         f" owed as ({_OWED}) select * from saved",
         *_saved(org_id, livemode, intent_id, i, attempts, version), *event,
         *(posting or (None, None, None)), lease)
 
 
 _INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(Intent))  # columns of those names
-_SAVED_FIELDS = tuple(f for f in _INTENT_FIELDS if f not in ("amount", "currency",
-                                                              "capture_method"))
 
 
 def as_intent(r: asyncpg.Record) -> Intent:

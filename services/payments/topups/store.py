@@ -8,6 +8,7 @@ import asyncpg
 
 from services.payments.intents import store as intents
 from services.payments.topups.domain import CHARGED, COMPLETED, FAILED, STARTED, Topup
+from services.runtime.outbox import insert_events
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -107,6 +108,15 @@ _PAYING = intents.insert_paid(
     f" where prior.status = '{STARTED}') n", "$20::timestamptz")
 
 
+# The events of a completion's top-ups that it completes ($21-$27), in the order given.
+_ANNOUNCED = insert_events("payments", (
+    "select e.id, e.type, e.o, e.l, e.payload from unnest($21::text[], $22::boolean[],"
+    " $23::text[], $24::text[], $25::text[], $26::boolean[], $27::bytea[])"
+    " with ordinality as e(t, pays, id, type, o, l, payload, n)"
+    " join prior on (prior.org_id, prior.livemode, prior.id) = (e.o, e.l, e.t)"
+    f" where not e.pays or prior.status = '{STARTED}' order by e.n"))
+
+
 async def complete(db: Db, replies: list[tuple[str, bool, str, str, str, str, bytes]],
                    paid: list[tuple[str, intents.Paid]], created_at: datetime,
                    events: list[CompletionEvent]) -> dict[Ref, str]:
@@ -132,12 +142,7 @@ async def complete(db: Db, replies: list[tuple[str, bool, str, str, str, str, by
         f"  and (prior.org_id, prior.livemode, prior.id) = (c.o, c.l, c.i)"
         f"  returning t.org_id, t.livemode, t.id),"
         f" paid as ({_PAYING}),"
-        f" announced as (insert into payments.outbox (id, type, org_id, livemode, payload)"
-        f"  select e.id, e.type, e.o, e.l, e.payload from unnest($21::text[], $22::boolean[],"
-        f"  $23::text[], $24::text[], $25::text[], $26::boolean[], $27::bytea[])"
-        f"  with ordinality as e(t, pays, id, type, o, l, payload, n)"
-        f"  join prior on (prior.org_id, prior.livemode, prior.id) = (e.o, e.l, e.t)"
-        f"  where not e.pays or prior.status = '{STARTED}' order by e.n)"
+        f" announced as ({_ANNOUNCED})"
         f" select prior.* from prior join done using (org_id, livemode, id)",
         *zip(*replies, strict=True), [t for t, _ in paid],
         *intents.paid_columns([p for _, p in paid]), created_at,
